@@ -1,0 +1,78 @@
+package dev.pglock.core;
+
+import java.time.Instant;
+import java.util.function.Consumer;
+
+/**
+ * A lock this process holds, returned by {@link LockClient#tryAcquire} and {@link LockClient#acquire}.
+ * Closing it releases it, so it fits try-with-resources:
+ *
+ * <pre>{@code
+ * try (HeldLock lock = client.acquire(LockRequest.of("report").waitAtMost(Duration.ofSeconds(10)))) {
+ *     lock.assertHeld();
+ *     repository.save(report, lock.fencingToken());
+ * }
+ * }</pre>
+ *
+ * <p>A held lock belongs to the thread that acquired it. The same thread may acquire the same key
+ * again (re-entry); each acquisition returns its own {@code HeldLock} and the key is free again once
+ * every one of them is released.
+ */
+public interface HeldLock extends AutoCloseable {
+
+    /** The key as it was requested. */
+    String key();
+
+    /**
+     * A number that grows with every acquisition of this key, by any client: a resource that remembers
+     * the highest token it has seen can refuse a write from a holder whose lock has since been lost and
+     * taken by someone else. Re-entrant acquisitions share the token of the outer one.
+     *
+     * @throws IllegalStateException when the client was built without fencing tokens (advisory mode
+     *     without {@code fencingTokens(true)}); the message says how to turn them on
+     */
+    long fencingToken();
+
+    /** Who holds the lock: the client's owner identity, unique per client instance. */
+    String owner();
+
+    /** When this process acquired the lock. */
+    Instant acquiredAt();
+
+    /** Whether the lock is still held: false after release, after it was lost, and after the client closed. */
+    boolean isHeld();
+
+    /** Whether this is a shared (read) lock. */
+    boolean isShared();
+
+    /**
+     * Calls {@code listener} once if the lock is lost while held (not on a normal release). Called at
+     * once, on the calling thread, when the lock is already lost; otherwise on a pglock thread, so it
+     * must not block for long.
+     */
+    HeldLock onLost(Consumer<LockLostException> listener);
+
+    /**
+     * Throws when the lock is no longer held. Call it before a step that must not run unprotected.
+     *
+     * @throws LockLostException when the lock was lost, with the reason
+     * @throws IllegalStateException when the lock was released by its holder
+     */
+    void assertHeld();
+
+    /**
+     * Releases this acquisition. Idempotent: a second call does nothing and returns false, so a
+     * re-entrant outer hold is never released by mistake.
+     *
+     * @return whether this call released it
+     * @throws IllegalStateException when called from a thread other than the one that acquired it;
+     *     the lock stays held
+     */
+    boolean release();
+
+    /** Same as {@link #release()}. */
+    @Override
+    default void close() {
+        release();
+    }
+}

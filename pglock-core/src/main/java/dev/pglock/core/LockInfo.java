@@ -1,0 +1,190 @@
+package dev.pglock.core;
+
+import java.time.Instant;
+import java.util.Optional;
+import java.util.OptionalLong;
+
+/**
+ * A snapshot of one lock as the database showed it, from {@link LockClient#get(String)} or
+ * {@link LockClient#list()}. What is known depends on the mode and on who holds the lock: a lease
+ * row carries everything; an advisory lock held by another process shows only its numeric id, the
+ * holder's backend pid and application name, because an advisory lock keeps nothing else.
+ */
+public final class LockInfo {
+
+    private final String key;
+    private final LockMode mode;
+    private final Long lockId;
+    private final String owner;
+    private final Long fencingToken;
+    private final Instant acquiredAt;
+    private final Instant expiresAt;
+    private final byte[] data;
+    private final boolean shared;
+    private final boolean heldByThisClient;
+    private final Integer pid;
+    private final String applicationName;
+
+    private LockInfo(Builder b) {
+        this.key = b.key;
+        this.mode = b.mode;
+        this.lockId = b.lockId;
+        this.owner = b.owner;
+        this.fencingToken = b.fencingToken;
+        this.acquiredAt = b.acquiredAt;
+        this.expiresAt = b.expiresAt;
+        this.data = b.data;
+        this.shared = b.shared;
+        this.heldByThisClient = b.heldByThisClient;
+        this.pid = b.pid;
+        this.applicationName = b.applicationName;
+    }
+
+    /** A builder for the given mode; used by the lock clients. */
+    public static Builder builder(LockMode mode) {
+        return new Builder(mode);
+    }
+
+    /** The key, or empty for an advisory lock taken by another process (only its id is in the database). */
+    public Optional<String> key() {
+        return Optional.ofNullable(key);
+    }
+
+    public LockMode mode() {
+        return mode;
+    }
+
+    /** The 64-bit advisory lock id (see {@code AdvisoryKeyHasher}); empty in lease mode. */
+    public OptionalLong lockId() {
+        return lockId == null ? OptionalLong.empty() : OptionalLong.of(lockId);
+    }
+
+    /** The holder's owner identity, when the database or this client knows it. */
+    public Optional<String> owner() {
+        return Optional.ofNullable(owner);
+    }
+
+    public OptionalLong fencingToken() {
+        return fencingToken == null ? OptionalLong.empty() : OptionalLong.of(fencingToken);
+    }
+
+    public Optional<Instant> acquiredAt() {
+        return Optional.ofNullable(acquiredAt);
+    }
+
+    /** When the lease ends unless renewed (database clock); empty in advisory mode. */
+    public Optional<Instant> expiresAt() {
+        return Optional.ofNullable(expiresAt);
+    }
+
+    /** A copy of the lock's data, or empty when it has none. */
+    public Optional<byte[]> data() {
+        return Optional.ofNullable(data).map(byte[]::clone);
+    }
+
+    public boolean isShared() {
+        return shared;
+    }
+
+    /** Whether the client that produced this snapshot is the holder. */
+    public boolean isHeldByThisClient() {
+        return heldByThisClient;
+    }
+
+    /** The holding backend's process id (advisory mode). */
+    public Optional<Integer> pid() {
+        return Optional.ofNullable(pid);
+    }
+
+    /** The holding session's {@code application_name} (advisory mode). */
+    public Optional<String> applicationName() {
+        return Optional.ofNullable(applicationName);
+    }
+
+    @Override
+    public String toString() {
+        return "LockInfo[key=" + key + ", mode=" + mode + (lockId == null ? "" : ", lockId=" + lockId)
+                + ", owner=" + owner + ", fencingToken=" + fencingToken + ", acquiredAt=" + acquiredAt
+                + (expiresAt == null ? "" : ", expiresAt=" + expiresAt) + ", shared=" + shared
+                + (pid == null ? "" : ", pid=" + pid + ", applicationName=" + applicationName) + "]";
+    }
+
+    /** Builds a {@link LockInfo}; every field but the mode is optional. */
+    public static final class Builder {
+        private final LockMode mode;
+        private String key;
+        private Long lockId;
+        private String owner;
+        private Long fencingToken;
+        private Instant acquiredAt;
+        private Instant expiresAt;
+        private byte[] data;
+        private boolean shared;
+        private boolean heldByThisClient;
+        private Integer pid;
+        private String applicationName;
+
+        private Builder(LockMode mode) {
+            this.mode = mode;
+        }
+
+        public Builder key(String key) {
+            this.key = key;
+            return this;
+        }
+
+        public Builder lockId(Long lockId) {
+            this.lockId = lockId;
+            return this;
+        }
+
+        public Builder owner(String owner) {
+            this.owner = owner;
+            return this;
+        }
+
+        public Builder fencingToken(Long fencingToken) {
+            this.fencingToken = fencingToken;
+            return this;
+        }
+
+        public Builder acquiredAt(Instant acquiredAt) {
+            this.acquiredAt = acquiredAt;
+            return this;
+        }
+
+        public Builder expiresAt(Instant expiresAt) {
+            this.expiresAt = expiresAt;
+            return this;
+        }
+
+        public Builder data(byte[] data) {
+            this.data = data == null ? null : data.clone();
+            return this;
+        }
+
+        public Builder shared(boolean shared) {
+            this.shared = shared;
+            return this;
+        }
+
+        public Builder heldByThisClient(boolean heldByThisClient) {
+            this.heldByThisClient = heldByThisClient;
+            return this;
+        }
+
+        public Builder pid(Integer pid) {
+            this.pid = pid;
+            return this;
+        }
+
+        public Builder applicationName(String applicationName) {
+            this.applicationName = applicationName;
+            return this;
+        }
+
+        public LockInfo build() {
+            return new LockInfo(this);
+        }
+    }
+}

@@ -1,0 +1,70 @@
+package dev.pglock.core.advisory;
+
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+
+/**
+ * Turns a namespace and a string key into the 64-bit id of a PostgreSQL advisory lock.
+ *
+ * <p>The function, fixed for good (a change would let two versions of an application lock the same
+ * key under different ids): the first 8 bytes, read big-endian as a signed {@code long}, of
+ * SHA-256 over the UTF-8 bytes of the namespace, one zero byte, and the UTF-8 bytes of the key.
+ * Neither may contain a zero byte, so no two (namespace, key) pairs share an input. PostgreSQL
+ * computes the same value with {@link #SQL}, and {@code pg_locks} shows the id split in two:
+ * {@code classid} is the high 32 bits, {@code objid} the low 32 bits, {@code objsubid = 1}.
+ *
+ * <p>It is not {@code hashtext()}: that function is undocumented, 32-bit, and has changed between
+ * PostgreSQL versions.
+ */
+public final class AdvisoryKeyHasher {
+
+    /**
+     * The same function in SQL, for operators: bind the namespace and the key
+     * ({@code SELECT ... FROM (VALUES ('billing', 'invoice:42')) AS k(namespace, key)} style).
+     */
+    public static final String SQL = "SELECT ('x' || substr(encode(sha256(convert_to(?, 'UTF8') || '\\x00'::bytea"
+            + " || convert_to(?, 'UTF8')), 'hex'), 1, 16))::bit(64)::bigint";
+
+    private final byte[] prefix;
+
+    /** A hasher for keys in {@code namespace} (may be empty, must not contain a NUL character). */
+    public AdvisoryKeyHasher(String namespace) {
+        byte[] ns = validateNamespace(namespace).getBytes(StandardCharsets.UTF_8);
+        this.prefix = new byte[ns.length + 1];
+        System.arraycopy(ns, 0, prefix, 0, ns.length);
+    }
+
+    /** The lock id of {@code key} in this hasher's namespace. */
+    public long lockId(String key) {
+        MessageDigest sha256 = newSha256();
+        sha256.update(prefix);
+        sha256.update(key.getBytes(StandardCharsets.UTF_8));
+        return ByteBuffer.wrap(sha256.digest()).getLong();
+    }
+
+    /** The lock id of {@code key} in {@code namespace}. */
+    public static long lockId(String namespace, String key) {
+        return new AdvisoryKeyHasher(namespace).lockId(key);
+    }
+
+    static String validateNamespace(String namespace) {
+        if (namespace == null) {
+            throw new IllegalArgumentException("namespace must not be null (use \"\" for none)");
+        }
+        if (namespace.length() > 255 || namespace.indexOf('\0') >= 0) {
+            throw new IllegalArgumentException("namespace must be at most 255 characters without NUL, got '"
+                    + namespace.replace("\0", "\\0") + "'");
+        }
+        return namespace;
+    }
+
+    private static MessageDigest newSha256() {
+        try {
+            return MessageDigest.getInstance("SHA-256");
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException("every Java runtime has SHA-256", e);
+        }
+    }
+}

@@ -1,0 +1,118 @@
+package dev.pglock.core.advisory;
+
+import dev.pglock.core.LockClient;
+import dev.pglock.core.internal.Identifiers;
+import dev.pglock.core.internal.Owners;
+import java.time.Duration;
+import java.util.Objects;
+import javax.sql.DataSource;
+
+/**
+ * Builds an advisory-lock client; start with {@code PgLock.advisory(dataSource)}. Every setter
+ * checks its value at once and names it in the exception when it is wrong.
+ */
+public final class AdvisoryLockClientBuilder {
+
+    /** Default number of shared lock sessions. */
+    public static final int DEFAULT_LOCK_SESSIONS = 2;
+    /** Default bound on waiting for a pooled connection. */
+    public static final Duration DEFAULT_CONNECTION_WAIT_TIMEOUT = Duration.ofSeconds(5);
+    /** Default interval of the watchdog that checks the lock sessions. */
+    public static final Duration DEFAULT_HEARTBEAT_INTERVAL = Duration.ofSeconds(5);
+    /** Default name of the fencing-token sequence, created when fencing tokens are turned on. */
+    public static final String DEFAULT_FENCING_SEQUENCE = "pglock_fencing_tokens";
+
+    private final DataSource dataSource;
+    private String namespace = "";
+    private int lockSessions = DEFAULT_LOCK_SESSIONS;
+    private Duration connectionWaitTimeout = DEFAULT_CONNECTION_WAIT_TIMEOUT;
+    private Duration heartbeatInterval = DEFAULT_HEARTBEAT_INTERVAL;
+    private String owner;
+    private boolean fencingTokens;
+    private String fencingSequence = DEFAULT_FENCING_SEQUENCE;
+
+    /** Use {@code PgLock.advisory(dataSource)}. */
+    public AdvisoryLockClientBuilder(DataSource dataSource) {
+        this.dataSource = Objects.requireNonNull(dataSource, "dataSource must not be null");
+    }
+
+    /**
+     * Mixed into every lock id, so services that share a database but not their keys never collide.
+     * Default: empty. Changing it changes every id: replicas of one service must agree on it.
+     */
+    public AdvisoryLockClientBuilder namespace(String namespace) {
+        this.namespace = AdvisoryKeyHasher.validateNamespace(namespace);
+        return this;
+    }
+
+    /** How many sessions hold the locks taken without waiting (1 to 64, default 2). */
+    public AdvisoryLockClientBuilder lockSessions(int lockSessions) {
+        if (lockSessions < 1 || lockSessions > 64) {
+            throw new IllegalArgumentException("lockSessions must be between 1 and 64, got " + lockSessions);
+        }
+        this.lockSessions = lockSessions;
+        return this;
+    }
+
+    /** The longest wait for a connection from the DataSource before failing with "pool exhausted" (default 5s). */
+    public AdvisoryLockClientBuilder connectionWaitTimeout(Duration timeout) {
+        this.connectionWaitTimeout = positive("connectionWaitTimeout", timeout);
+        return this;
+    }
+
+    /** How often the watchdog checks that the lock sessions are alive (default 5s). */
+    public AdvisoryLockClientBuilder heartbeatInterval(Duration interval) {
+        this.heartbeatInterval = positive("heartbeatInterval", interval);
+        return this;
+    }
+
+    /** The owner identity of this client (default {@code host:pid:random}). */
+    public AdvisoryLockClientBuilder owner(String owner) {
+        this.owner = Owners.validate(owner);
+        return this;
+    }
+
+    /**
+     * Whether each acquisition draws a fencing token from a sequence (default false). When on, the
+     * sequence is created at build time if missing, and the token is drawn in the same statement
+     * that takes the lock, so it costs no extra round trip.
+     */
+    public AdvisoryLockClientBuilder fencingTokens(boolean enabled) {
+        this.fencingTokens = enabled;
+        return this;
+    }
+
+    /** The sequence fencing tokens come from (default {@value #DEFAULT_FENCING_SEQUENCE}); a lowercase identifier. */
+    public AdvisoryLockClientBuilder fencingSequence(String name) {
+        Identifiers.quoted("fencingSequence", name);
+        this.fencingSequence = name;
+        return this;
+    }
+
+    /**
+     * Checks the DataSource is PostgreSQL, opens the first lock session, creates the fencing sequence
+     * when asked to, and returns the client.
+     *
+     * @throws IllegalArgumentException when the DataSource is not PostgreSQL
+     * @throws dev.pglock.core.LockDatabaseException when it cannot be reached
+     */
+    public LockClient build() {
+        AdvisoryLockClient client = new AdvisoryLockClient(dataSource, new AdvisoryKeyHasher(namespace), lockSessions,
+                connectionWaitTimeout, heartbeatInterval, owner == null ? Owners.newOwner() : owner,
+                fencingTokens ? Identifiers.quoted("fencingSequence", fencingSequence) : null);
+        try {
+            client.start();
+        } catch (RuntimeException e) {
+            client.close();
+            throw e;
+        }
+        return client;
+    }
+
+    private static Duration positive(String field, Duration value) {
+        if (value == null || value.isNegative() || value.isZero()) {
+            throw new IllegalArgumentException(field + " must be positive, got " + value);
+        }
+        return value;
+    }
+}

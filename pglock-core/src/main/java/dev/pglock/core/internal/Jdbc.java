@@ -1,0 +1,114 @@
+package dev.pglock.core.internal;
+
+import dev.pglock.core.LockDatabaseException;
+import java.sql.Connection;
+import java.sql.SQLException;
+import java.time.Duration;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Executor;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import javax.sql.DataSource;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/** JDBC helpers shared by the modes. */
+public final class Jdbc {
+
+    private static final Logger log = LoggerFactory.getLogger(Jdbc.class);
+
+    private Jdbc() {
+    }
+
+    /**
+     * Checks that the connection is PostgreSQL, so a wrong DataSource fails when the client is built
+     * rather than at the first lock.
+     *
+     * @throws IllegalArgumentException when it is another database
+     */
+    public static void requirePostgres(Connection connection) throws SQLException {
+        String product = connection.getMetaData().getDatabaseProductName();
+        if (!"PostgreSQL".equals(product)) {
+            throw new IllegalArgumentException("dataSource must be a PostgreSQL DataSource, but it is " + product
+                    + " (" + connection.getMetaData().getURL() + "); pglock keeps its locks in PostgreSQL only");
+        }
+    }
+
+    /**
+     * Borrows a connection, waiting at most {@code timeout} whatever the pool's own timeout is. A
+     * connection that arrives after we gave up is closed at once.
+     */
+    public static Connection borrow(DataSource dataSource, Duration timeout, Executor executor, String purpose) {
+        CompletableFuture<Connection> future = CompletableFuture.supplyAsync(() -> {
+            try {
+                return dataSource.getConnection();
+            } catch (SQLException e) {
+                throw new LockDatabaseException("cannot get a connection for " + purpose + ": " + e.getMessage(), e);
+            }
+        }, executor);
+        try {
+            return future.get(timeout.toNanos(), TimeUnit.NANOSECONDS);
+        } catch (TimeoutException e) {
+            future.thenAccept(Jdbc::closeQuietly);
+            throw new LockDatabaseException("no connection from the DataSource within " + timeout
+                    + " (connection wait timeout) for " + purpose + ": the pool is exhausted or the database does"
+                    + " not answer. Each waiting acquire uses a connection of its own until it releases its lock;"
+                    + " make the pool larger or the connection wait timeout longer", null);
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof LockDatabaseException lde) {
+                throw lde;
+            }
+            throw new LockDatabaseException("cannot get a connection for " + purpose + ": " + e.getCause(), e.getCause());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            future.thenAccept(Jdbc::closeQuietly);
+            throw new LockDatabaseException("interrupted while waiting for a connection for " + purpose, e);
+        }
+    }
+
+    /**
+     * Whether the exception means the session is gone (network, server restart, terminated backend):
+     * its session-level state, advisory locks included, is gone with it.
+     */
+    public static boolean isConnectionFailure(SQLException e, Connection connection) {
+        String state = e.getSQLState();
+        if (state != null && (state.startsWith("08") || state.equals("57P01") || state.equals("57P02")
+                || state.equals("57P03"))) {
+            return true;
+        }
+        try {
+            return connection.isClosed();
+        } catch (SQLException ignored) {
+            return true;
+        }
+    }
+
+    public static void closeQuietly(Connection connection) {
+        if (connection == null) {
+            return;
+        }
+        try {
+            connection.close();
+        } catch (SQLException e) {
+            log.debug("closing a connection failed", e);
+        }
+    }
+
+    /**
+     * Ends the physical session (the server then drops every lock it held) and hands the dead
+     * connection back, so a pool counts it free and evicts it instead of reusing the session. Used
+     * when a connection may still hold locks we could not release.
+     */
+    public static void abortQuietly(Connection connection) {
+        if (connection == null) {
+            return;
+        }
+        try {
+            connection.abort(Runnable::run);
+        } catch (SQLException | RuntimeException e) {
+            log.debug("aborting a connection failed", e);
+        }
+        closeQuietly(connection);
+    }
+}
