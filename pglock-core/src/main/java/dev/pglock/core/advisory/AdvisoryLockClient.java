@@ -302,39 +302,42 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
 
     private void unlock(AdvisoryLock lock) {
         LockSession session = lock.session;
-        if (session.dead) {
-            return; // the lock ended with its session
-        }
-        boolean unlocked = false;
+        Boolean unlocked;
         try {
             unlocked = session.call(c -> {
+                if (session.isEnded()) {
+                    return null; // the lock ended with its session
+                }
+                boolean result;
                 try (PreparedStatement ps = c.prepareStatement(lock.isShared() ? UNLOCK_SHARED : UNLOCK)) {
                     ps.setLong(1, lock.lockId);
                     try (ResultSet rs = ps.executeQuery()) {
                         rs.next();
-                        return rs.getBoolean(1);
+                        result = rs.getBoolean(1);
                     }
                 }
+                if (session.dedicated) {
+                    session.end(); // retired in the same turn, so the watchdog never checks a returned connection
+                }
+                return result;
             });
-            if (!unlocked) {
-                log.warn("lock '{}' (id {}) was not held by {} when released", lock.key(), lock.lockId, session);
-            }
         } catch (SQLException e) {
-            if (Jdbc.isConnectionFailure(e, session.connection)) {
-                sessionDied(session, e);
-                return;
+            if (!Jdbc.isConnectionFailure(e, session.connection)) {
+                log.warn("releasing lock '{}' failed; ending its session so the server drops it", lock.key(), e);
             }
-            log.warn("releasing lock '{}' failed; closing its session so the server drops it", lock.key(), e);
+            sessionDied(session, e);
+            return;
         }
-        if (session.dedicated && dedicated.remove(session)) {
-            if (unlocked) {
-                Jdbc.closeQuietly(session.connection); // clean: autocommit on, lock_timeout was transaction-local
-            } else {
-                session.dead = true;
-                Jdbc.abortQuietly(session.connection);
-            }
-        } else if (!unlocked && !session.dedicated) {
+        if (unlocked == null) {
+            return;
+        }
+        if (!unlocked) {
+            log.warn("lock '{}' (id {}) was not held by {} when released; ending the session", lock.key(),
+                    lock.lockId, session);
             sessionDied(session, new SQLException("a lock could not be released on this session"));
+        } else if (session.dedicated) {
+            dedicated.remove(session);
+            Jdbc.closeQuietly(session.connection); // clean: autocommit on, lock_timeout was transaction-local
         }
     }
 
@@ -342,12 +345,12 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private LockSession session() {
         int slot = Math.floorMod(nextSession.getAndIncrement(), sessions.length);
         LockSession session = sessions[slot];
-        if (session != null && !session.dead) {
+        if (session != null && !session.isEnded()) {
             return session;
         }
         synchronized (sessionOpening[slot]) {
             session = sessions[slot];
-            if (session != null && !session.dead) {
+            if (session != null && !session.isEnded()) {
                 return session;
             }
             ensureOpen();
@@ -386,14 +389,14 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private void checkSessions() {
         List<LockSession> all = new ArrayList<>(dedicated);
         for (LockSession session : sessions) {
-            if (session != null && !session.dead) {
+            if (session != null && !session.isEnded()) {
                 all.add(session);
             }
         }
         int timeoutSeconds = (int) Math.max(1, heartbeatInterval.toSeconds());
         for (LockSession session : all) {
             try {
-                boolean valid = session.call(c -> c.isValid(timeoutSeconds));
+                boolean valid = session.call(c -> session.isEnded() || c.isValid(timeoutSeconds));
                 if (!valid) {
                     sessionDied(session, new SQLException("the session did not answer its health check", "08006"));
                 }
@@ -413,11 +416,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
 
     /** The session is gone, and every lock on it with it: report them lost and stop using it. */
     private void sessionDied(LockSession session, Throwable cause) {
-        synchronized (session) {
-            if (session.dead) {
-                return;
-            }
-            session.dead = true;
+        if (!session.end()) {
+            return;
         }
         dedicated.remove(session);
         for (int i = 0; i < sessions.length; i++) {
@@ -513,18 +513,19 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
 
     /** Unlocks everything the session holds, then gives the connection back; aborts it when that fails. */
     private void closeSession(LockSession session) {
-        if (session.dead) {
-            return;
-        }
-        session.dead = true;
         try {
-            session.call(c -> {
+            boolean endedHere = session.call(c -> {
+                if (!session.end()) {
+                    return false; // ended already, and disposed of by whoever ended it
+                }
                 try (Statement st = c.createStatement()) {
                     st.execute(UNLOCK_ALL);
                 }
-                return null;
+                return true;
             });
-            Jdbc.closeQuietly(session.connection);
+            if (endedHere) {
+                Jdbc.closeQuietly(session.connection);
+            }
         } catch (SQLException e) {
             log.debug("unlocking {} failed; aborting it so the server drops its locks", session, e);
             Jdbc.abortQuietly(session.connection);

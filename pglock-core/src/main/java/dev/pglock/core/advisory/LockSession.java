@@ -2,6 +2,7 @@ package dev.pglock.core.advisory;
 
 import java.sql.Connection;
 import java.sql.SQLException;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.locks.ReentrantLock;
 
 /**
@@ -24,12 +25,24 @@ final class LockSession {
      * (HikariCP's statement tracking) is not safe for concurrent use.
      */
     private final ReentrantLock inUse = new ReentrantLock();
-    volatile boolean dead;
+    private final AtomicBoolean ended = new AtomicBoolean();
 
     LockSession(Connection connection, int backendPid, boolean dedicated) {
         this.connection = connection;
         this.backendPid = backendPid;
         this.dedicated = dedicated;
+    }
+
+    /**
+     * Marks the session ended: it died, was closed, or (dedicated) gave its one lock back. Returns
+     * true for the one caller that ended it, who then disposes of the connection.
+     */
+    boolean end() {
+        return ended.compareAndSet(false, true);
+    }
+
+    boolean isEnded() {
+        return ended.get();
     }
 
     <T> T call(Work<T> work) throws SQLException {

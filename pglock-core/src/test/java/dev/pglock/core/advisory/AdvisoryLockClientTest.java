@@ -1,0 +1,357 @@
+package dev.pglock.core.advisory;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.awaitility.Awaitility.await;
+
+import com.zaxxer.hikari.HikariDataSource;
+import dev.pglock.core.HeldLock;
+import dev.pglock.core.LockClient;
+import dev.pglock.core.LockClientContractTest;
+import dev.pglock.core.LockDatabaseException;
+import dev.pglock.core.LockInfo;
+import dev.pglock.core.LockLostException;
+import dev.pglock.core.LockRequest;
+import dev.pglock.core.PgLock;
+import dev.pglock.test.CountingDataSource;
+import dev.pglock.test.PgTestDatabase;
+import dev.pglock.test.TcpProxy;
+import java.sql.Connection;
+import java.sql.PreparedStatement;
+import java.sql.ResultSet;
+import java.sql.SQLException;
+import java.sql.Statement;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import javax.sql.DataSource;
+import org.h2.jdbcx.JdbcDataSource;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+class AdvisoryLockClientTest extends LockClientContractTest {
+
+    private static final Duration HEARTBEAT = Duration.ofMillis(200);
+
+    private final PgTestDatabase db = PgTestDatabase.get();
+    private final String namespace = PgTestDatabase.uniqueName("advisory");
+    private final AdvisoryKeyHasher hasher = new AdvisoryKeyHasher(namespace);
+    private final HikariDataSource pool = closeLater(db.pooledDataSource(24));
+    private final ExecutorService threads = Executors.newCachedThreadPool();
+
+    @AfterEach
+    void stopThreads() {
+        threads.shutdownNow();
+    }
+
+    private AdvisoryLockClientBuilder builder(DataSource dataSource) {
+        return PgLock.advisory(dataSource).namespace(namespace).heartbeatInterval(HEARTBEAT);
+    }
+
+    @Override
+    protected LockClient newClient() {
+        return builder(pool).fencingTokens(true).build();
+    }
+
+    @Override
+    protected void breakLock(LockClient holder, HeldLock lock) throws Exception {
+        try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
+                        + " AND granted AND ((classid::bigint << 32) | objid::bigint) = ?")) {
+            ps.setLong(1, hasher.lockId(lock.key()));
+            try (ResultSet rs = ps.executeQuery()) {
+                assertThat(rs.next()).as("the holder's backend was found in pg_locks").isTrue();
+            }
+        }
+    }
+
+    @Override
+    protected void awaitWaiterInDatabase(String key) {
+        await().atMost(Duration.ofSeconds(10)).until(() -> waitersFor(key) > 0);
+    }
+
+    @Override
+    protected Duration lossNoticedWithin() {
+        return HEARTBEAT.multipliedBy(10).plusSeconds(2);
+    }
+
+    private int waitersFor(String key) throws SQLException {
+        return count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND NOT granted"
+                + " AND ((classid::bigint << 32) | objid::bigint) = ?", hasher.lockId(key));
+    }
+
+    private int holderPids(List<String> keys) throws SQLException {
+        try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement(
+                "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted"
+                        + " AND ((classid::bigint << 32) | objid::bigint) = ANY (?)")) {
+            ps.setArray(1, c.createArrayOf("bigint", keys.stream().map(hasher::lockId).toArray()));
+            try (ResultSet rs = ps.executeQuery()) {
+                rs.next();
+                return rs.getInt(1);
+            }
+        }
+    }
+
+    private int heldInDatabase(List<String> keys) throws SQLException {
+        try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
+                        + " AND ((classid::bigint << 32) | objid::bigint) = ANY (?)")) {
+            ps.setArray(1, c.createArrayOf("bigint", keys.stream().map(hasher::lockId).toArray()));
+            try (ResultSet rs = ps.executeQuery()) {
+                rs.next();
+                return rs.getInt(1);
+            }
+        }
+    }
+
+    private int count(String sql, long lockId) throws SQLException {
+        try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement(sql)) {
+            ps.setLong(1, lockId);
+            try (ResultSet rs = ps.executeQuery()) {
+                rs.next();
+                return rs.getInt(1);
+            }
+        }
+    }
+
+    @Test
+    void theLockSitsInPgLocksWhereTheReadmeSaysAndComputesInSqlToo() throws Exception {
+        LockClient a = client();
+        a.acquire(LockRequest.of("invoice:42"));
+        long id = hasher.lockId("invoice:42");
+        try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement(
+                "SELECT classid::bigint, objid::bigint, mode FROM pg_locks WHERE locktype = 'advisory'"
+                        + " AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = (" + AdvisoryKeyHasher.SQL
+                        + ")")) {
+            ps.setString(1, namespace);
+            ps.setString(2, "invoice:42");
+            try (ResultSet rs = ps.executeQuery()) {
+                assertThat(rs.next()).isTrue();
+                assertThat(rs.getLong(1)).isEqualTo(id >>> 32);
+                assertThat(rs.getLong(2)).isEqualTo(id & 0xffffffffL);
+                assertThat(rs.getString(3)).isEqualTo("ExclusiveLock");
+            }
+        }
+    }
+
+    @Test
+    void fiveHundredLocksUseNoMoreThanTheLockSessions() throws Exception {
+        CountingDataSource counting = new CountingDataSource(pool);
+        LockClient a = closeLater(builder(counting).lockSessions(2).build());
+        List<String> keys = new ArrayList<>();
+        for (int i = 0; i < 500; i++) {
+            keys.add("customer:" + i);
+            assertThat(a.tryAcquire(LockRequest.of("customer:" + i))).isPresent();
+        }
+        assertThat(counting.peakConnections()).isLessThanOrEqualTo(2);
+        assertThat(holderPids(keys)).isLessThanOrEqualTo(2);
+        assertThat(heldInDatabase(keys)).isEqualTo(500);
+
+        // Each caller waiting in the database adds one connection, and only while it waits or holds.
+        LockClient other = client();
+        List<String> contested = List.of("busy:1", "busy:2", "busy:3");
+        contested.forEach(key -> other.acquire(LockRequest.of(key)));
+        CountDownLatch done = new CountDownLatch(contested.size());
+        for (String key : contested) {
+            threads.submit(() -> {
+                a.acquire(LockRequest.of(key).waitAtMost(Duration.ofSeconds(60))).release();
+                done.countDown();
+                return null;
+            });
+        }
+        await().atMost(Duration.ofSeconds(10)).until(() -> contested.stream().allMatch(k -> {
+            try {
+                return waitersFor(k) == 1;
+            } catch (SQLException e) {
+                throw new IllegalStateException(e);
+            }
+        }));
+        assertThat(counting.openConnections()).isEqualTo(2 + contested.size());
+        other.close();
+        assertThat(done.await(PROMPTLY.toSeconds(), TimeUnit.SECONDS)).isTrue();
+        await().atMost(PROMPTLY).until(() -> counting.openConnections() == 2);
+        assertThat(counting.peakConnections()).isLessThanOrEqualTo(2 + contested.size());
+    }
+
+    @Test
+    void anExhaustedPoolFailsWithinTheConnectionWaitTimeoutAndSaysSo() throws Exception {
+        HikariDataSource small = closeLater(db.pooledDataSource(2));
+        LockClient a = closeLater(builder(small).lockSessions(1).connectionWaitTimeout(Duration.ofMillis(300)).build());
+        LockClient holder = client();
+        HeldLock k1 = holder.acquire(LockRequest.of("k1"));
+        holder.acquire(LockRequest.of("k2"));
+
+        Future<HeldLock> firstWaiter = threads.submit(
+                () -> a.acquire(LockRequest.of("k1").waitAtMost(Duration.ofSeconds(60))));
+        awaitWaiterInDatabase("k1");
+
+        long start = System.nanoTime();
+        Future<HeldLock> secondWaiter = threads.submit(
+                () -> a.acquire(LockRequest.of("k2").waitAtMost(Duration.ofSeconds(60))));
+        assertThatThrownBy(() -> secondWaiter.get(10, TimeUnit.SECONDS)).cause()
+                .isInstanceOf(LockDatabaseException.class)
+                .hasMessageContaining("pool is exhausted").hasMessageContaining("PT0.3S");
+        assertThat(Duration.ofNanos(System.nanoTime() - start)).isLessThan(Duration.ofSeconds(5));
+
+        k1.release();
+        HeldLock got = firstWaiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        assertThat(got.key()).isEqualTo("k1");
+        assertThat(a.get("k2")).map(LockInfo::isHeldByThisClient).contains(false);
+    }
+
+    @Test
+    void closeLeavesNoAdvisoryLockAndGivesCleanConnectionsBack() throws Exception {
+        CountingDataSource counting = new CountingDataSource(pool);
+        LockClient a = builder(counting).build();
+        LockClient other = client();
+        other.acquire(LockRequest.of("waited"));
+        List<String> keys = List.of("a", "b", "c", "waited");
+        a.acquire(LockRequest.of("a"));
+        a.acquire(LockRequest.of("b").shared());
+        a.acquire(LockRequest.of("c").holdAtLeast(Duration.ofMinutes(5))).release();
+        Future<HeldLock> waiter = threads.submit(
+                () -> a.acquire(LockRequest.of("waited").waitAtMost(Duration.ofSeconds(60))));
+        awaitWaiterInDatabase("waited");
+        other.close();
+        HeldLock waited = waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        assertThat(waited.isHeld()).isTrue();
+        assertThat(heldInDatabase(keys)).isEqualTo(4);
+
+        a.close();
+
+        assertThat(heldInDatabase(keys)).isZero();
+        assertThat(counting.openConnections()).isZero();
+        // Every connection the pool now has must hold no advisory lock.
+        List<Connection> borrowed = new ArrayList<>();
+        try {
+            for (int i = 0; i < pool.getMaximumPoolSize(); i++) {
+                Connection c = pool.getConnection();
+                borrowed.add(c);
+                try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")) {
+                    rs.next();
+                    assertThat(rs.getInt(1)).isZero();
+                }
+            }
+        } finally {
+            for (Connection c : borrowed) {
+                c.close();
+            }
+        }
+    }
+
+    @Test
+    void closingWhileACallerWaitsEndsTheWait() throws Exception {
+        LockClient a = newClient();
+        LockClient other = client();
+        other.acquire(LockRequest.of("forever"));
+        Future<HeldLock> waiter = threads.submit(
+                () -> a.acquire(LockRequest.of("forever").waitAtMost(Duration.ofMinutes(10))));
+        awaitWaiterInDatabase("forever");
+        a.close();
+        assertThatThrownBy(() -> waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS)).cause()
+                .isInstanceOf(IllegalStateException.class).hasMessageContaining("closed");
+        assertThat(waitersFor("forever")).isZero();
+    }
+
+    @Test
+    void droppedConnectionsLoseTheLocksAndTheClientRecoversWhenTheServerIsBack() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        HikariDataSource proxied = closeLater(db.pooledDataSource(proxy, 8));
+        LockClient a = closeLater(builder(proxied).lockSessions(2).build());
+        ConcurrentLinkedQueue<LockLostException> lost = new ConcurrentLinkedQueue<>();
+        List<HeldLock> held = new ArrayList<>();
+        for (String key : List.of("r1", "r2", "r3", "r4")) {
+            held.add(a.acquire(LockRequest.of(key)).onLost(lost::add));
+        }
+
+        // What a server restart looks like from the client: every connection cut, new ones refused a while.
+        proxy.setRefusing(true);
+        proxy.dropConnections();
+
+        await().atMost(lossNoticedWithin()).until(() -> lost.size() == 4);
+        assertThat(held).noneMatch(HeldLock::isHeld);
+        assertThat(lost).allSatisfy(e -> assertThat(e).hasMessageContaining("session"));
+        LockClient b = client();
+        assertThat(b.tryAcquire(LockRequest.of("r1"))).as("the server dropped the lock with the session").isPresent();
+        assertThatThrownBy(() -> a.tryAcquire(LockRequest.of("r5"))).isInstanceOf(LockDatabaseException.class);
+
+        proxy.setRefusing(false);
+        assertThat(a.tryAcquire(LockRequest.of("r2"))).isPresent();
+        assertThat(a.tryAcquire(LockRequest.of("r1"))).isEmpty();
+    }
+
+    @Test
+    void locksOfOtherProcessesAreListedWithIdPidAndApplicationName() throws Exception {
+        LockClient a = client();
+        a.acquire(LockRequest.of("ours"));
+        try (Connection foreign = db.connect("billing-batch")) {
+            int pid;
+            try (Statement st = foreign.createStatement(); ResultSet rs = st.executeQuery("SELECT pg_backend_pid()")) {
+                rs.next();
+                pid = rs.getInt(1);
+            }
+            try (PreparedStatement ps = foreign.prepareStatement("SELECT pg_advisory_lock_shared(?)")) {
+                ps.setLong(1, hasher.lockId("theirs"));
+                ps.execute();
+            }
+
+            LockInfo theirs = a.get("theirs").orElseThrow();
+            assertThat(theirs.isHeldByThisClient()).isFalse();
+            assertThat(theirs.pid()).contains(pid);
+            assertThat(theirs.applicationName()).contains("billing-batch");
+            assertThat(theirs.isShared()).isTrue();
+            assertThat(theirs.lockId()).hasValue(hasher.lockId("theirs"));
+            assertThat(theirs.owner()).isEmpty();
+
+            List<LockInfo> all = a.list();
+            assertThat(all).anySatisfy(info -> {
+                assertThat(info.pid()).contains(pid);
+                assertThat(info.key()).as("another process's key cannot be read back from its id").isEmpty();
+            });
+            assertThat(all).anySatisfy(info -> {
+                assertThat(info.key()).contains("ours");
+                assertThat(info.owner()).contains(a.owner());
+                assertThat(info.fencingToken()).isPresent();
+            });
+            assertThat(a.tryAcquire(LockRequest.of("theirs"))).isEmpty();
+            assertThat(a.tryAcquire(LockRequest.of("theirs").shared())).isPresent();
+        }
+    }
+
+    @Test
+    void withoutFencingTokensTheTokenSaysHowToTurnThemOn() {
+        LockClient a = closeLater(builder(pool).build());
+        HeldLock held = a.acquire(LockRequest.of("plain"));
+        assertThatThrownBy(held::fencingToken).isInstanceOf(IllegalStateException.class)
+                .hasMessageContaining("fencingTokens(true)");
+    }
+
+    @Test
+    void aDataSourceThatIsNotPostgresIsRefusedAtBuild() {
+        JdbcDataSource h2 = new JdbcDataSource();
+        h2.setURL("jdbc:h2:mem:pglock-not-postgres");
+        assertThatThrownBy(() -> PgLock.advisory(h2).build()).isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("dataSource").hasMessageContaining("H2").hasMessageContaining("PostgreSQL");
+    }
+
+    @Test
+    void badSettingsAreRefusedWithTheirNameAndValue() {
+        AdvisoryLockClientBuilder builder = PgLock.advisory(pool);
+        assertThatThrownBy(() -> builder.lockSessions(0)).hasMessageContaining("lockSessions").hasMessageContaining("0");
+        assertThatThrownBy(() -> builder.connectionWaitTimeout(Duration.ofSeconds(-1)))
+                .hasMessageContaining("connectionWaitTimeout").hasMessageContaining("PT-1S");
+        assertThatThrownBy(() -> builder.heartbeatInterval(Duration.ZERO)).hasMessageContaining("heartbeatInterval");
+        assertThatThrownBy(() -> builder.fencingSequence("seq; drop table x"))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("seq; drop table x");
+        assertThatThrownBy(() -> builder.namespace("a\0b")).hasMessageContaining("namespace");
+        assertThatThrownBy(() -> builder.owner(" ")).hasMessageContaining("owner");
+        assertThatThrownBy(() -> PgLock.advisory(null)).hasMessageContaining("dataSource");
+    }
+}
