@@ -61,18 +61,29 @@ public interface HeldLock extends AutoCloseable {
     void assertHeld();
 
     /**
-     * Releases this acquisition. Idempotent: a second call does nothing and returns false, so a
-     * re-entrant outer hold is never released by mistake.
+     * Replaces the bytes stored with the lock, readable by anyone through {@link LockClient#get}
+     * (a job's progress, the address of the leader). Lease mode only.
      *
-     * @return whether this call released it
-     * @throws IllegalStateException when called from a thread other than the one that acquired it;
-     *     the lock stays held
+     * @throws LockLostException when the lock is no longer held
+     * @throws UnsupportedOperationException in advisory mode, where a lock carries no data
+     */
+    void updateData(byte[] data);
+
+    /**
+     * Releases this acquisition. Each acquisition is released once: a second call is a mistake
+     * (it would otherwise release a re-entrant outer hold) and throws.
+     *
+     * @return true when this call released it; false when the lock had already been lost or the
+     *     client closed, so there was nothing left to release
+     * @throws IllegalStateException when this HeldLock was already released, or when called from a
+     *     thread other than the one that acquired it; in both cases nothing changes
      */
     boolean release();
 
-    /** Same as {@link #release()}. */
+    /**
+     * Releases the lock if it is still held; does nothing when it was already released or lost, so
+     * try-with-resources may follow an explicit {@link #release()}.
+     */
     @Override
-    default void close() {
-        release();
-    }
+    void close();
 }

@@ -1,6 +1,7 @@
 package dev.pglock.core;
 
 import java.time.Instant;
+import java.util.List;
 import java.util.Optional;
 import java.util.OptionalLong;
 
@@ -24,6 +25,7 @@ public final class LockInfo {
     private final boolean heldByThisClient;
     private final Integer pid;
     private final String applicationName;
+    private final List<String> holders;
 
     private LockInfo(Builder b) {
         this.key = b.key;
@@ -38,6 +40,7 @@ public final class LockInfo {
         this.heldByThisClient = b.heldByThisClient;
         this.pid = b.pid;
         this.applicationName = b.applicationName;
+        this.holders = b.holders;
     }
 
     /** A builder for the given mode; used by the lock clients. */
@@ -57,6 +60,15 @@ public final class LockInfo {
     /** The 64-bit advisory lock id (see {@code AdvisoryKeyHasher}); empty in lease mode. */
     public OptionalLong lockId() {
         return lockId == null ? OptionalLong.empty() : OptionalLong.of(lockId);
+    }
+
+    /**
+     * Everyone holding the lock: one entry for an exclusive lock, one per holder for a shared one.
+     * Lease mode lists owner identities; advisory mode lists this client's owner for its own hold and
+     * {@code pid N (application name)} for other sessions.
+     */
+    public List<String> holders() {
+        return holders;
     }
 
     /** The holder's owner identity, when the database or this client knows it. */
@@ -106,7 +118,8 @@ public final class LockInfo {
         return "LockInfo[key=" + key + ", mode=" + mode + (lockId == null ? "" : ", lockId=" + lockId)
                 + ", owner=" + owner + ", fencingToken=" + fencingToken + ", acquiredAt=" + acquiredAt
                 + (expiresAt == null ? "" : ", expiresAt=" + expiresAt) + ", shared=" + shared
-                + (pid == null ? "" : ", pid=" + pid + ", applicationName=" + applicationName) + "]";
+                + (pid == null ? "" : ", pid=" + pid + ", applicationName=" + applicationName)
+                + ", holders=" + holders + "]";
     }
 
     /** Builds a {@link LockInfo}; every field but the mode is optional. */
@@ -123,6 +136,7 @@ public final class LockInfo {
         private boolean heldByThisClient;
         private Integer pid;
         private String applicationName;
+        private List<String> holders = List.of();
 
         private Builder(LockMode mode) {
             this.mode = mode;
@@ -180,6 +194,11 @@ public final class LockInfo {
 
         public Builder applicationName(String applicationName) {
             this.applicationName = applicationName;
+            return this;
+        }
+
+        public Builder holders(List<String> holders) {
+            this.holders = List.copyOf(holders);
             return this;
         }
 

@@ -1,6 +1,7 @@
 package dev.pglock.core;
 
 import dev.pglock.core.advisory.AdvisoryLockClientBuilder;
+import dev.pglock.core.lease.LeaseLockClientBuilder;
 import javax.sql.DataSource;
 
 /**
@@ -21,5 +22,13 @@ public final class PgLock {
      */
     public static AdvisoryLockClientBuilder advisory(DataSource dataSource) {
         return new AdvisoryLockClientBuilder(dataSource);
+    }
+
+    /**
+     * A client on a lease table with heartbeats: expiry by the database clock, fencing tokens, lock
+     * data, and it works through PgBouncer in transaction pooling (LISTEN aside).
+     */
+    public static LeaseLockClientBuilder lease(DataSource dataSource) {
+        return new LeaseLockClientBuilder(dataSource);
     }
 }

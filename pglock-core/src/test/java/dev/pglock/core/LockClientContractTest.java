@@ -91,22 +91,31 @@ public abstract class LockClientContractTest {
         assertThat(b.tryAcquire(LockRequest.of("job"))).isPresent();
     }
 
+    /**
+     * A waiter that is already waiting in the database gets the lock milliseconds after the release,
+     * long before any fallback re-check (lease mode's is the holder's lease, 30s by default).
+     */
     @Test
-    void aWaiterWakesPromptlyWhenTheHolderReleases() throws Exception {
+    void aWaiterWakesWithinMillisecondsWhenTheHolderReleases() throws Exception {
         LockClient a = client();
         LockClient b = client();
-        HeldLock held = a.acquire(LockRequest.of("handoff"));
-
-        Future<Long> woke = inThread(() -> {
-            b.acquire(LockRequest.of("handoff").waitAtMost(Duration.ofSeconds(60))).release();
-            return System.nanoTime();
-        });
-        awaitWaiterInDatabase("handoff");
-        long released = System.nanoTime();
-        held.release();
-
-        long wokeAt = woke.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
-        assertThat(Duration.ofNanos(wokeAt - released)).isLessThan(PROMPTLY);
+        List<Long> delays = new ArrayList<>();
+        for (int i = 0; i < 5; i++) {
+            HeldLock held = a.acquire(LockRequest.of("handoff"));
+            Future<Long> woke = inThread(() -> {
+                HeldLock got = b.acquire(LockRequest.of("handoff").waitAtMost(Duration.ofSeconds(60)));
+                long at = System.nanoTime();
+                got.release();
+                return at;
+            });
+            awaitWaiterInDatabase("handoff");
+            long released = System.nanoTime();
+            held.release();
+            delays.add(TimeUnit.NANOSECONDS.toMillis(woke.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS) - released));
+        }
+        delays.sort(null);
+        assertThat(delays.get(2)).as("median hand-off delay in ms, of %s", delays).isLessThan(100);
+        assertThat(delays.get(4)).as("slowest hand-off delay in ms, of %s", delays).isLessThan(1000);
     }
 
     @Test
@@ -185,8 +194,9 @@ public abstract class LockClientContractTest {
         HeldLock inner = a.acquire(LockRequest.of("twice"));
 
         assertThat(inner.release()).isTrue();
-        assertThat(inner.release()).isFalse();
-        inner.close();
+        assertThatThrownBy(inner::release).isInstanceOf(IllegalStateException.class)
+                .hasMessageContaining("already released");
+        inner.close(); // try-with-resources after an explicit release stays quiet
 
         assertThat(outer.isHeld()).isTrue();
         assertThat(b.tryAcquire(LockRequest.of("twice"))).isEmpty();
@@ -280,9 +290,17 @@ public abstract class LockClientContractTest {
         LockInfo seen = b.get("visible").orElseThrow();
         assertThat(seen.isHeldByThisClient()).isFalse();
         assertThat(b.tryAcquire(LockRequest.of("visible"))).as("get does not take the lock").isEmpty();
+        assertThat(seen.holders()).hasSize(1);
         assertThat(b.get("nobody-holds-this")).isEmpty();
-        assertThat(b.list()).anySatisfy(info -> assertThat(info.isHeldByThisClient()).isFalse());
-        assertThat(a.list()).anySatisfy(info -> assertThat(info.key()).contains("visible"));
+        assertThat(b.list()).as("b lists a's lock, as not its own").anySatisfy(info -> {
+            assertThat(info.isHeldByThisClient()).isFalse();
+            assertThat(info.lockId().isPresent() ? info.lockId() : info.key())
+                    .isEqualTo(seen.lockId().isPresent() ? seen.lockId() : seen.key());
+        });
+        assertThat(a.list()).anySatisfy(info -> {
+            assertThat(info.key()).contains("visible");
+            assertThat(info.isHeldByThisClient()).isTrue();
+        });
 
         held.release();
         assertThat(b.get("visible")).isEmpty();
@@ -331,16 +349,21 @@ public abstract class LockClientContractTest {
     }
 
     @Test
-    void badKeysAreRefusedAtTheCallAndNothingIsLocked() {
+    void badInputIsRefusedAtTheCallAndNothingIsLocked() {
         LockClient a = client();
         assertThatThrownBy(() -> a.get(" ")).isInstanceOf(IllegalArgumentException.class).hasMessageContaining("key");
         assertThatThrownBy(() -> a.acquire(null)).isInstanceOf(NullPointerException.class);
+        assertThatThrownBy(() -> a.acquire(LockRequest.of("x".repeat(256))))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("255");
         assertThat(a.list()).noneMatch(LockInfo::isHeldByThisClient);
+        assertThat(client().tryAcquire(LockRequest.of("bad"))).as("the refused request locked nothing").isPresent();
     }
 
     /**
      * 8 threads on 2 clients, 500 acquisitions each, over 4 keys: a plain (non-atomic) counter per key
-     * must come out exact, and no two critical sections on one key may overlap.
+     * must come out exact, and the recorded critical sections of one key must never overlap. All
+     * threads want the same key at the same iteration, so threads of one client (sharing sessions)
+     * and of both clients compete.
      */
     @Test
     void mutualExclusionHoldsUnderContention() throws Exception {
@@ -351,28 +374,24 @@ public abstract class LockClientContractTest {
         // get and set are two steps, so overlapping holders lose updates; each step is visible across
         // threads, so the count is exact exactly when exclusion held.
         AtomicLongArray counters = new AtomicLongArray(keys.length);
-        AtomicInteger[] inside = new AtomicInteger[keys.length];
+        List<ConcurrentLinkedQueue<long[]>> sections = new ArrayList<>();
         for (int i = 0; i < keys.length; i++) {
-            inside[i] = new AtomicInteger();
+            sections.add(new ConcurrentLinkedQueue<>());
         }
-        ConcurrentLinkedQueue<String> overlaps = new ConcurrentLinkedQueue<>();
         CountDownLatch start = new CountDownLatch(1);
         List<Future<?>> workers = new ArrayList<>();
         for (int t = 0; t < threadCount; t++) {
-            int thread = t;
             LockClient c = clients[t % 2];
             workers.add(inThread(() -> {
                 start.await();
                 for (int i = 0; i < iterations; i++) {
-                    int k = (i + thread / 2) % keys.length; // threads 2n and 2n+1 sit on different clients
+                    int k = i % keys.length;
                     try (HeldLock ignored = c.acquire(LockRequest.of(keys[k]).waitAtMost(Duration.ofSeconds(60)))) {
-                        if (inside[k].incrementAndGet() != 1) {
-                            overlaps.add(keys[k] + " entered by thread " + thread + " while held");
-                        }
-                        counters.set(k, counters.get(k) + 1);
-                        if (inside[k].decrementAndGet() != 0) {
-                            overlaps.add(keys[k] + " left by thread " + thread + " while another was inside");
-                        }
+                        long entered = System.nanoTime();
+                        long value = counters.get(k);
+                        Thread.onSpinWait(); // widen the window between read and write a little
+                        counters.set(k, value + 1);
+                        sections.get(k).add(new long[] {entered, System.nanoTime()});
                     }
                 }
                 return null;
@@ -382,9 +401,15 @@ public abstract class LockClientContractTest {
         for (Future<?> worker : workers) {
             worker.get(5, TimeUnit.MINUTES);
         }
-        assertThat(overlaps).isEmpty();
         for (int k = 0; k < keys.length; k++) {
             assertThat(counters.get(k)).as(keys[k]).isEqualTo(1000);
+            List<long[]> ordered = new ArrayList<>(sections.get(k));
+            ordered.sort((x, y) -> Long.compare(x[0], y[0]));
+            assertThat(ordered).hasSize(1000);
+            for (int i = 1; i < ordered.size(); i++) {
+                assertThat(ordered.get(i)[0]).as("%s: section %d starts after section %d ends", keys[k], i, i - 1)
+                        .isGreaterThan(ordered.get(i - 1)[1]);
+            }
         }
     }
 }

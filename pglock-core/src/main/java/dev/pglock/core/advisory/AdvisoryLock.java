@@ -1,6 +1,7 @@
 package dev.pglock.core.advisory;
 
 import dev.pglock.core.internal.DatabaseLock;
+import dev.pglock.core.internal.LockSession;
 import java.time.Instant;
 
 /** An advisory lock this client holds: its id, the session that holds it, and until when it must stay held. */

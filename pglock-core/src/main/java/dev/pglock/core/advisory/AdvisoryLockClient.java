@@ -6,6 +6,8 @@ import dev.pglock.core.LockMode;
 import dev.pglock.core.LockRequest;
 import dev.pglock.core.internal.AbstractLockClient;
 import dev.pglock.core.internal.Jdbc;
+import dev.pglock.core.internal.LockSession;
+import dev.pglock.core.internal.SessionPool;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
@@ -14,6 +16,7 @@ import java.sql.Statement;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -24,7 +27,6 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicInteger;
 import javax.sql.DataSource;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -67,7 +69,6 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private static final String UNLOCK = "SELECT pg_advisory_unlock(?)";
     private static final String UNLOCK_SHARED = "SELECT pg_advisory_unlock_shared(?)";
     private static final String UNLOCK_ALL = "SELECT pg_advisory_unlock_all()";
-    private static final String BACKEND_PID = "SELECT pg_backend_pid()";
     // pg_locks shows a bigint advisory key split in two (classid: high 32 bits, objid: low 32 bits,
     // objsubid = 1); advisory locks belong to one database, so only the current one is listed.
     private static final String LIST_LOCKS = "SELECT (l.classid::bigint << 32) | l.objid::bigint AS lock_id,"
@@ -79,6 +80,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private static final String GET_LOCK = "SELECT * FROM (" + LIST_LOCKS + ") AS locks WHERE lock_id = ?";
     // The sequence name was checked and quoted by Identifiers; an identifier cannot be a parameter.
     private static final String CREATE_SEQUENCE = "CREATE SEQUENCE IF NOT EXISTS %s";
+    private static final Duration SESSION_NETWORK_TIMEOUT = Duration.ofSeconds(10);
     private static final String LOCK_TIMEOUT = "55P03";
     private static final String QUERY_CANCELED = "57014";
 
@@ -87,9 +89,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private final Duration connectionWaitTimeout;
     private final Duration heartbeatInterval;
     private final String fencingSequence;
-    private final LockSession[] sessions;
-    private final Object[] sessionOpening;
-    private final AtomicInteger nextSession = new AtomicInteger();
+    private final SessionPool sessions;
     private final Set<LockSession> dedicated = ConcurrentHashMap.newKeySet();
     private final Set<Statement> waiting = ConcurrentHashMap.newKeySet();
     /** Borrows connections so that the wait for one can be bounded whatever the pool does. */
@@ -103,36 +103,29 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         this.connectionWaitTimeout = connectionWaitTimeout;
         this.heartbeatInterval = heartbeatInterval;
         this.fencingSequence = fencingSequence;
-        this.sessions = new LockSession[lockSessions];
-        this.sessionOpening = new Object[lockSessions];
-        for (int i = 0; i < lockSessions; i++) {
-            sessionOpening[i] = new Object();
-        }
         this.connector = Executors.newCachedThreadPool(r -> {
             Thread t = new Thread(r, "pglock-advisory-connect");
             t.setDaemon(true);
             return t;
         });
+        // Statements on shared sessions are short; a server that stops answering fails them in time.
+        Duration networkTimeout = heartbeatInterval.multipliedBy(2).compareTo(SESSION_NETWORK_TIMEOUT) > 0
+                ? heartbeatInterval.multipliedBy(2) : SESSION_NETWORK_TIMEOUT;
+        this.sessions = new SessionPool(dataSource, lockSessions, connectionWaitTimeout, networkTimeout, connector);
     }
 
     /** Opens the first session (checking it is PostgreSQL), creates the fencing sequence, starts the watchdog. */
     void start() {
-        Connection connection = Jdbc.borrow(dataSource, connectionWaitTimeout, connector, "checking the DataSource");
-        try {
-            Jdbc.requirePostgres(connection);
-            sessions[0] = open(connection);
-            if (fencingSequence != null) {
-                createSequence(sessions[0]);
+        LockSession first = sessions.start();
+        if (fencingSequence != null) {
+            try {
+                createSequence(first);
+            } catch (SQLException e) {
+                throw new LockDatabaseException("cannot create the fencing sequence " + fencingSequence + ": "
+                        + e.getMessage(), e);
             }
-        } catch (SQLException e) {
-            Jdbc.closeQuietly(connection);
-            throw new LockDatabaseException("cannot open a lock session: " + e.getMessage(), e);
-        } catch (RuntimeException e) {
-            Jdbc.closeQuietly(connection);
-            throw e;
         }
-        long period = heartbeatInterval.toNanos();
-        scheduler.scheduleWithFixedDelay(this::checkSessions, period, period, TimeUnit.NANOSECONDS);
+        every(heartbeatInterval, "the lock session watchdog", this::checkSessions);
     }
 
     private void createSequence(LockSession session) throws SQLException {
@@ -158,13 +151,31 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     }
 
     @Override
+    protected void validate(LockRequest request) {
+        if (request.data() != null) {
+            throw new IllegalArgumentException("data is stored in lease mode only: an advisory lock carries no data"
+                    + " (key '" + request.key() + "')");
+        }
+    }
+
+    @Override
+    protected boolean isTrusted(AdvisoryLock lock) {
+        return !lock.session.isEnded();
+    }
+
+    @Override
+    protected String untrustedReason(AdvisoryLock lock) {
+        return "its database session (backend pid " + lock.session.backendPid + ") ended";
+    }
+
+    @Override
     protected AdvisoryLock tryLockInDatabase(LockRequest request) {
         long lockId = hasher.lockId(request.key());
         String sql = fencingSequence == null
                 ? (request.isShared() ? TRY_LOCK_SHARED : TRY_LOCK)
                 : (request.isShared() ? TRY_LOCK_SHARED_FENCED : TRY_LOCK_FENCED);
         for (int attempt = 1; ; attempt++) {
-            LockSession session = session();
+            LockSession session = sessions.session();
             try {
                 Long token = session.call(c -> {
                     try (PreparedStatement ps = c.prepareStatement(sql)) {
@@ -193,9 +204,30 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                     if (attempt == 1) {
                         continue; // the session died before this call: try once more on a fresh one
                     }
+                } else {
+                    undoPossibleGrant(session, lockId, request.isShared());
                 }
                 throw new LockDatabaseException("trying lock '" + request.key() + "' failed: " + e.getMessage(), e);
             }
+        }
+    }
+
+    /**
+     * A statement failed after the lock may have been granted (nextval failing after the try-lock):
+     * session-level locks survive the statement's error, so unlock once. Nothing else of this client
+     * can hold the key on this session (we claimed it), so an unlock that finds nothing is harmless.
+     */
+    private void undoPossibleGrant(LockSession session, long lockId, boolean shared) {
+        try {
+            session.call(c -> {
+                try (PreparedStatement ps = c.prepareStatement(shared ? UNLOCK_SHARED : UNLOCK)) {
+                    ps.setLong(1, lockId);
+                    ps.execute();
+                }
+                return null;
+            });
+        } catch (SQLException e) {
+            sessionDied(session, e);
         }
     }
 
@@ -217,6 +249,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         Connection connection = Jdbc.borrow(dataSource, connectionWaitTimeout, connector,
                 "waiting for lock '" + request.key() + "'");
         boolean holding = false;
+        boolean sent = false;
+        boolean timedOut = false;
         PreparedStatement ps = null;
         try {
             prepare(connection);
@@ -226,11 +260,15 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             connection.setNetworkTimeout(connector, (int) Math.min(Integer.MAX_VALUE, lockTimeout + 10_000));
             ps = connection.prepareStatement(sql);
             waiting.add(ps);
+            if (isClosed()) { // close() may have cancelled the waiters before this one registered
+                throw new IllegalStateException("the lock client was closed while waiting for '" + request.key() + "'");
+            }
             ps.setString(1, Long.toString(lockTimeout));
             ps.setLong(2, lockId);
             if (fencingSequence != null) {
                 ps.setString(3, fencingSequence);
             }
+            sent = true;
             ps.execute();
             ps.getMoreResults();
             ps.getMoreResults();
@@ -254,6 +292,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             return new AdvisoryLock(request.key(), request.isShared(), token, lockId, session, holdUntil(request));
         } catch (SQLException e) {
             if (LOCK_TIMEOUT.equals(e.getSQLState())) {
+                timedOut = true;
                 return null;
             }
             if (QUERY_CANCELED.equals(e.getSQLState()) && isClosed()) {
@@ -266,13 +305,23 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 closeQuietly(ps);
             }
             if (!holding) {
-                // Nothing is held on it: the failed statement took no lock. A broken one is aborted.
-                if (ps == null || isHealthy(connection)) {
-                    Jdbc.closeQuietly(connection);
+                if (!sent || timedOut) {
+                    Jdbc.closeQuietly(connection); // no lock was granted on it
                 } else {
-                    Jdbc.abortQuietly(connection);
+                    // Failed after being sent: the lock may have been granted before a later part
+                    // failed or was cancelled, and session-level locks outlive errors.
+                    unlockAllAndClose(connection);
                 }
             }
+        }
+    }
+
+    private static void unlockAllAndClose(Connection connection) {
+        try (Statement st = connection.createStatement()) {
+            st.execute(UNLOCK_ALL);
+            Jdbc.closeQuietly(connection);
+        } catch (SQLException e) {
+            Jdbc.abortQuietly(connection);
         }
     }
 
@@ -288,8 +337,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             CompletableFuture<Void> released = new CompletableFuture<>();
             try {
                 scheduler.schedule(() -> {
-                    unlock(lock);
-                    released.complete(null);
+                    try {
+                        unlock(lock);
+                    } finally {
+                        released.complete(null); // the key must become free here whatever happened
+                    }
                 }, holdNanos, TimeUnit.NANOSECONDS);
                 return released;
             } catch (RejectedExecutionException closing) {
@@ -341,43 +393,6 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         }
     }
 
-    /** A shared lock session, opened when needed; sessions are used in turn. */
-    private LockSession session() {
-        int slot = Math.floorMod(nextSession.getAndIncrement(), sessions.length);
-        LockSession session = sessions[slot];
-        if (session != null && !session.isEnded()) {
-            return session;
-        }
-        synchronized (sessionOpening[slot]) {
-            session = sessions[slot];
-            if (session != null && !session.isEnded()) {
-                return session;
-            }
-            ensureOpen();
-            Connection connection = Jdbc.borrow(dataSource, connectionWaitTimeout, connector, "a lock session");
-            try {
-                session = open(connection);
-            } catch (SQLException e) {
-                Jdbc.abortQuietly(connection);
-                throw new LockDatabaseException("cannot open a lock session: " + e.getMessage(), e);
-            }
-            sessions[slot] = session;
-            if (isClosed()) {
-                closeSession(session);
-                ensureOpen();
-            }
-            return session;
-        }
-    }
-
-    private LockSession open(Connection connection) throws SQLException {
-        prepare(connection);
-        try (Statement st = connection.createStatement(); ResultSet rs = st.executeQuery(BACKEND_PID)) {
-            rs.next();
-            return new LockSession(connection, rs.getInt(1), false);
-        }
-    }
-
     /** Locks are taken outside transactions: a pool may hand out connections with autocommit off. */
     private static void prepare(Connection connection) throws SQLException {
         if (!connection.getAutoCommit()) {
@@ -388,11 +403,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     /** The watchdog: every heartbeat, each session that holds or may hold locks must answer. */
     private void checkSessions() {
         List<LockSession> all = new ArrayList<>(dedicated);
-        for (LockSession session : sessions) {
-            if (session != null && !session.isEnded()) {
-                all.add(session);
-            }
-        }
+        all.addAll(sessions.live());
         int timeoutSeconds = (int) Math.max(1, heartbeatInterval.toSeconds());
         for (LockSession session : all) {
             try {
@@ -406,25 +417,13 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         }
     }
 
-    private boolean isHealthy(Connection connection) {
-        try {
-            return !connection.isClosed() && connection.isValid(1);
-        } catch (SQLException e) {
-            return false;
-        }
-    }
-
     /** The session is gone, and every lock on it with it: report them lost and stop using it. */
     private void sessionDied(LockSession session, Throwable cause) {
         if (!session.end()) {
             return;
         }
         dedicated.remove(session);
-        for (int i = 0; i < sessions.length; i++) {
-            if (sessions[i] == session) {
-                sessions[i] = null;
-            }
-        }
+        sessions.remove(session);
         if (!isClosed()) {
             log.warn("{} ended ({}); every lock it held is lost, and a new session replaces it on next use",
                     session, cause.getMessage());
@@ -438,47 +437,42 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     public Optional<LockInfo> get(String key) {
         LockRequest.of(key); // the same checks as for acquiring
         long lockId = hasher.lockId(key);
-        List<LockInfo> found = query(GET_LOCK, lockId, Map.of(lockId, key));
-        return found.stream().filter(LockInfo::isHeldByThisClient).findFirst().or(() -> found.stream().findFirst());
+        return query(GET_LOCK, lockId, key).stream().findFirst();
     }
 
     @Override
     public List<LockInfo> list() {
-        return query(LIST_LOCKS, null, Map.of());
+        return query(LIST_LOCKS, null, null);
     }
 
-    private List<LockInfo> query(String sql, Long lockId, Map<Long, String> knownKeys) {
+    /** One pg_locks row: a session holding an advisory lock. */
+    private record Row(long lockId, boolean shared, int pid, String applicationName) {
+    }
+
+    /** Reads pg_locks and describes each lock id once, with all its holding sessions. */
+    private List<LockInfo> query(String sql, Long lockId, String knownKey) {
         ensureOpen();
         Map<Long, AdvisoryLock> mine = new HashMap<>();
         for (AdvisoryLock lock : heldLocks()) {
             mine.put(lock.lockId, lock);
         }
-        LockSession session = session();
+        Map<Long, List<Row>> byId = new LinkedHashMap<>();
+        LockSession session = sessions.session();
         try {
-            return session.call(c -> {
+            session.call(c -> {
                 try (PreparedStatement ps = c.prepareStatement(sql)) {
                     if (lockId != null) {
                         ps.setLong(1, lockId);
                     }
-                    List<LockInfo> result = new ArrayList<>();
                     try (ResultSet rs = ps.executeQuery()) {
                         while (rs.next()) {
-                            long id = rs.getLong("lock_id");
-                            int pid = rs.getInt("pid");
-                            AdvisoryLock own = mine.get(id);
-                            boolean ours = own != null && own.session.backendPid == pid;
-                            LockInfo.Builder info = LockInfo.builder(LockMode.ADVISORY).lockId(id).pid(pid)
-                                    .applicationName(rs.getString("application_name"))
-                                    .shared(rs.getBoolean("shared")).heldByThisClient(ours)
-                                    .key(ours ? own.key() : knownKeys.get(id));
-                            if (ours) {
-                                info.owner(owner()).fencingToken(own.fencingToken()).acquiredAt(own.acquiredAt());
-                            }
-                            result.add(info.build());
+                            Row row = new Row(rs.getLong("lock_id"), rs.getBoolean("shared"), rs.getInt("pid"),
+                                    rs.getString("application_name"));
+                            byId.computeIfAbsent(row.lockId(), id -> new ArrayList<>()).add(row);
                         }
                     }
-                    return result;
                 }
+                return null;
             });
         } catch (SQLException e) {
             if (Jdbc.isConnectionFailure(e, session.connection)) {
@@ -486,10 +480,30 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             }
             throw new LockDatabaseException("reading pg_locks failed: " + e.getMessage(), e);
         }
+        List<LockInfo> result = new ArrayList<>();
+        byId.forEach((id, rows) -> {
+            AdvisoryLock own = mine.get(id);
+            Row ours = own == null ? null
+                    : rows.stream().filter(r -> r.pid() == own.session.backendPid).findFirst().orElse(null);
+            Row first = ours != null ? ours : rows.get(0);
+            List<String> holders = new ArrayList<>();
+            for (Row row : rows) {
+                holders.add(row == ours ? owner() : "pid " + row.pid() + " (" + row.applicationName() + ")");
+            }
+            LockInfo.Builder info = LockInfo.builder(LockMode.ADVISORY).lockId(id).pid(first.pid())
+                    .applicationName(first.applicationName()).shared(first.shared()).heldByThisClient(ours != null)
+                    .holders(holders).key(ours != null ? own.key() : knownKey);
+            if (ours != null) {
+                info.owner(owner()).fencingToken(own.fencingToken()).acquiredAt(own.acquiredAt());
+            }
+            result.add(info.build());
+        });
+        return result;
     }
 
     @Override
-    protected void closeDatabase() {
+    protected void closeDatabase(List<AdvisoryLock> held) {
+        // pg_advisory_unlock_all() on each session below releases every lock, held ones included.
         for (Statement statement : waiting) {
             try {
                 statement.cancel();
@@ -497,37 +511,24 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 log.debug("cancelling a waiting statement failed", e);
             }
         }
-        List<LockSession> all = new ArrayList<>(dedicated);
+        List<LockSession> all = new ArrayList<>(sessions.drain());
+        all.addAll(dedicated);
         dedicated.clear();
-        for (int i = 0; i < sessions.length; i++) {
-            synchronized (sessionOpening[i]) {
-                if (sessions[i] != null) {
-                    all.add(sessions[i]);
-                    sessions[i] = null;
-                }
-            }
-        }
         all.forEach(this::closeSession);
         connector.shutdownNow();
     }
 
     /** Unlocks everything the session holds, then gives the connection back; aborts it when that fails. */
     private void closeSession(LockSession session) {
+        if (!session.end()) {
+            return; // ended already, and disposed of by whoever ended it
+        }
         try {
-            boolean endedHere = session.call(c -> {
-                if (!session.end()) {
-                    return false; // ended already, and disposed of by whoever ended it
-                }
-                try (Statement st = c.createStatement()) {
-                    st.execute(UNLOCK_ALL);
-                }
-                return true;
+            session.callEvenIfEnded(c -> {
+                unlockAllAndClose(c);
+                return null;
             });
-            if (endedHere) {
-                Jdbc.closeQuietly(session.connection);
-            }
         } catch (SQLException e) {
-            log.debug("unlocking {} failed; aborting it so the server drops its locks", session, e);
             Jdbc.abortQuietly(session.connection);
         }
     }

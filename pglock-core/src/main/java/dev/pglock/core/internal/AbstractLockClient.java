@@ -16,6 +16,7 @@ import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
@@ -77,8 +78,49 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
      */
     protected abstract CompletableFuture<Void> releaseInDatabase(D lock);
 
-    /** Releases everything in the database and frees the connections; called once by {@link #close()}. */
-    protected abstract void closeDatabase();
+    /**
+     * Releases everything in the database and frees the connections; called once by {@link #close()}
+     * with the locks this client held.
+     */
+    protected abstract void closeDatabase(List<D> held);
+
+    /**
+     * Whether this process may still trust that it holds the lock, by its own clock, without asking
+     * the database. Lease mode says no once no heartbeat was confirmed within the lease minus a margin.
+     */
+    protected boolean isTrusted(D lock) {
+        return true;
+    }
+
+    /** Why {@link #isTrusted} said no, for the {@link LockLostException}. */
+    protected String untrustedReason(D lock) {
+        return "it can no longer be trusted";
+    }
+
+    /**
+     * Replaces the data stored with a held lock. Only lease mode stores data; the default refuses.
+     *
+     * @return false when the database no longer shows the lock as ours
+     */
+    protected boolean updateDataInDatabase(D lock, byte[] data) {
+        throw new UnsupportedOperationException("a " + mode().name().toLowerCase()
+                + " lock carries no data: lock data is stored in lease mode only");
+    }
+
+    /**
+     * Runs {@code task} every {@code period} on the client's scheduler. A task that throws is logged
+     * and runs again next time: a watchdog or heartbeat must never stop silently.
+     */
+    protected final void every(Duration period, String what, Runnable task) {
+        long nanos = Math.max(1, period.toNanos());
+        scheduler.scheduleWithFixedDelay(() -> {
+            try {
+                task.run();
+            } catch (Throwable t) {
+                log.warn("{} failed; it runs again in {}", what, period, t);
+            }
+        }, nanos, nanos, TimeUnit.NANOSECONDS);
+    }
 
     /** Mode-specific checks of a request against the client's settings. */
     protected void validate(LockRequest request) {
@@ -152,30 +194,42 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
     /** We alone in this JVM may now ask the database for the key. */
     private HeldLock lockClaimed(LockRequest request, Entry claimed, long deadline, Thread me) {
-        D lock = null;
+        D taken = null;
         try {
-            lock = request.waitAtMost().isZero() ? tryLockInDatabase(request) : lockInDatabase(request, deadline);
+            taken = request.waitAtMost().isZero() ? tryLockInDatabase(request) : lockInDatabase(request, deadline);
         } finally {
-            if (lock == null) {
+            if (taken == null) {
                 forget(request.key(), claimed);
             }
         }
-        if (lock == null) {
+        if (taken == null) {
             return null;
         }
+        D lock = taken;
+        Hold hold = null;
         state.lock();
         try {
             if (!closed) {
                 claimed.lock = lock;
                 claimed.busy = false;
-                return claimed.add(new Hold(claimed, me, request.isShared()));
+                claimed.changed.signalAll(); // shared joiners waiting for the outcome may join now
+                hold = claimed.add(new Hold(claimed, me, request.isShared()));
+            } else {
+                entries.remove(request.key(), claimed);
             }
-            entries.remove(request.key(), claimed);
         } finally {
             state.unlock();
         }
-        releaseInDatabase(lock);
-        throw closedException();
+        if (hold == null) {
+            releaseInDatabase(lock);
+            throw closedException();
+        }
+        // A session may have died between the grant and the publication above, after its loss was
+        // reported: checked after publishing, so either that report or this check sees the lock.
+        if (!isTrusted(lock)) {
+            lost(candidate -> candidate == lock, untrustedReason(lock), null);
+        }
+        return hold;
     }
 
     private void forget(String key, Entry entry) {
@@ -188,12 +242,19 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         }
     }
 
-    private boolean release(Hold hold) {
+    private boolean release(Hold hold, boolean quietlyIfReleased) {
         Entry entry = hold.entry;
         state.lock();
         try {
-            if (hold.released || hold.lost != null) {
+            if (hold.lost != null) {
                 return false;
+            }
+            if (hold.released) {
+                if (quietlyIfReleased) {
+                    return false;
+                }
+                throw new IllegalStateException("lock '" + entry.lock.key() + "' was already released by this"
+                        + " HeldLock; each acquisition is released once");
             }
             if (hold.thread != Thread.currentThread()) {
                 throw new IllegalStateException("lock '" + entry.lock.key() + "' was acquired by thread '"
@@ -224,6 +285,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     /**
      * Reports the locks that match as lost: their holds stop being held and hear why, and the keys
      * are free again in this JVM. Called by a mode when a session dies or a lease is not renewed.
+     * An entry being taken or released is left to the thread doing that: it settles it.
      */
     protected final void lost(Predicate<D> which, String reason, Throwable cause) {
         List<Hold> lostHolds = new ArrayList<>();
@@ -231,7 +293,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         try {
             for (var it = entries.entrySet().iterator(); it.hasNext(); ) {
                 Entry entry = it.next().getValue();
-                if (entry.lock != null && which.test(entry.lock)) {
+                if (entry.lock != null && !entry.busy && which.test(entry.lock)) {
                     it.remove();
                     entry.changed.signalAll();
                     for (Hold hold : entry.holds) {
@@ -283,6 +345,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     @Override
     public final void close() {
         List<Hold> released = new ArrayList<>();
+        List<D> held = new ArrayList<>();
         state.lock();
         try {
             if (closed) {
@@ -291,6 +354,9 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             closed = true;
             for (Entry entry : entries.values()) {
                 entry.changed.signalAll();
+                if (entry.lock != null) {
+                    held.add(entry.lock);
+                }
                 for (Hold hold : entry.holds) {
                     hold.lost = new Loss("the lock client was closed", null);
                     released.add(hold);
@@ -301,7 +367,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             state.unlock();
         }
         try {
-            closeDatabase();
+            closeDatabase(held);
         } finally {
             scheduler.shutdownNow();
             released.forEach(Hold::fireLost);
@@ -409,11 +475,20 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
         @Override
         public boolean isHeld() {
+            checkTrust();
             state.lock();
             try {
                 return !released && lost == null;
             } finally {
                 state.unlock();
+            }
+        }
+
+        /** A lock we can no longer trust is lost now, not at the next watchdog tick. */
+        private void checkTrust() {
+            D lock = entry.lock;
+            if (lost == null && !isTrusted(lock)) {
+                lost(candidate -> candidate == lock, untrustedReason(lock), null);
             }
         }
 
@@ -442,6 +517,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
         @Override
         public void assertHeld() {
+            checkTrust();
             Loss loss = lost;
             if (loss != null) {
                 throw exception(loss);
@@ -458,7 +534,21 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
         @Override
         public boolean release() {
-            return AbstractLockClient.this.release(this);
+            return AbstractLockClient.this.release(this, false);
+        }
+
+        @Override
+        public void close() {
+            AbstractLockClient.this.release(this, true);
+        }
+
+        @Override
+        public void updateData(byte[] data) {
+            assertHeld();
+            if (!updateDataInDatabase(entry.lock, data == null ? null : data.clone())) {
+                lost(candidate -> candidate == entry.lock, "the database no longer shows it as ours", null);
+                assertHeld();
+            }
         }
 
         void fireLost() {

@@ -141,6 +141,41 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     @Test
+    void tryAcquireAndReleaseAreOneRoundTripEach() {
+        CountingDataSource counting = new CountingDataSource(pool);
+        LockClient a = closeLater(builder(counting).fencingTokens(true).build());
+        counting.clearExecuted();
+        HeldLock held = a.tryAcquire(LockRequest.of("one-trip")).orElseThrow();
+        assertThat(counting.executed()).hasSize(1);
+        held.release();
+        assertThat(counting.executed()).hasSize(2);
+    }
+
+    @Test
+    void aStatementThatFailsAfterTheGrantLeavesNothingLocked() throws Exception {
+        String sequence = PgTestDatabase.uniqueName("fencing");
+        LockClient a = closeLater(builder(pool).fencingTokens(true).fencingSequence(sequence).lockSessions(1).build());
+        LockClient other = client();
+        try (Connection c = db.connect(); Statement st = c.createStatement()) {
+            st.execute("DROP SEQUENCE " + sequence);
+        }
+        // The try-lock succeeds, then nextval fails: the session-level lock would survive the error.
+        assertThatThrownBy(() -> a.tryAcquire(LockRequest.of("orphan"))).isInstanceOf(LockDatabaseException.class)
+                .hasMessageContaining(sequence);
+        assertThat(heldInDatabase(List.of("orphan"))).isZero();
+        // The same on a dedicated waiting connection, which then goes back to the pool.
+        HeldLock blocker = other.acquire(LockRequest.of("orphan-waited"));
+        Future<HeldLock> waiter = threads.submit(
+                () -> a.acquire(LockRequest.of("orphan-waited").waitAtMost(Duration.ofSeconds(60))));
+        awaitWaiterInDatabase("orphan-waited");
+        blocker.release();
+        assertThatThrownBy(() -> waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS)).cause()
+                .isInstanceOf(LockDatabaseException.class);
+        assertThat(heldInDatabase(List.of("orphan-waited"))).isZero();
+        assertThat(other.tryAcquire(LockRequest.of("orphan"))).isPresent();
+    }
+
+    @Test
     void fiveHundredLocksUseNoMoreThanTheLockSessions() throws Exception {
         CountingDataSource counting = new CountingDataSource(pool);
         LockClient a = closeLater(builder(counting).lockSessions(2).build());
@@ -323,6 +358,15 @@ class AdvisoryLockClientTest extends LockClientContractTest {
             assertThat(a.tryAcquire(LockRequest.of("theirs"))).isEmpty();
             assertThat(a.tryAcquire(LockRequest.of("theirs").shared())).isPresent();
         }
+    }
+
+    @Test
+    void dataIsRefusedBecauseAnAdvisoryLockCannotCarryIt() {
+        LockClient a = client();
+        assertThatThrownBy(() -> a.acquire(LockRequest.of("with-data").data(new byte[] {1})))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("lease mode");
+        HeldLock held = a.acquire(LockRequest.of("with-data"));
+        assertThatThrownBy(() -> held.updateData(new byte[] {1})).isInstanceOf(UnsupportedOperationException.class);
     }
 
     @Test

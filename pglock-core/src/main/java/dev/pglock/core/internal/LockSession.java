@@ -1,0 +1,101 @@
+package dev.pglock.core.internal;
+
+import java.sql.Connection;
+import java.sql.ResultSet;
+import java.sql.SQLException;
+import java.sql.Statement;
+import java.util.concurrent.Executor;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.locks.ReentrantLock;
+
+/**
+ * One pinned database connection a lock client runs its statements on. In advisory mode it holds
+ * the locks themselves: shared sessions serve every lock taken without waiting, a dedicated one
+ * serves one waiting caller and then holds that caller's lock, and neither goes back to the pool
+ * while it may hold a lock. In lease mode it only runs statements.
+ */
+public final class LockSession {
+
+    private static final String BACKEND_PID = "SELECT pg_backend_pid()";
+
+    /** Work on the session's connection. */
+    public interface Work<T> {
+        T run(Connection connection) throws SQLException;
+    }
+
+    public final Connection connection;
+    public final int backendPid;
+    public final boolean dedicated;
+    /**
+     * One statement at a time: the driver would serialise them anyway, but a pool's connection proxy
+     * (HikariCP's statement tracking) is not safe for concurrent use.
+     */
+    private final ReentrantLock inUse = new ReentrantLock();
+    private final AtomicBoolean ended = new AtomicBoolean();
+
+    public LockSession(Connection connection, int backendPid, boolean dedicated) {
+        this.connection = connection;
+        this.backendPid = backendPid;
+        this.dedicated = dedicated;
+    }
+
+    /**
+     * Marks the session ended: it died, was closed, or (dedicated) gave its one lock back. Returns
+     * true for the one caller that ended it, who then disposes of the connection.
+     */
+    public boolean end() {
+        return ended.compareAndSet(false, true);
+    }
+
+    public boolean isEnded() {
+        return ended.get();
+    }
+
+    /** Runs work even on an ended session (to dispose of it), still one caller at a time. */
+    public <T> T callEvenIfEnded(Work<T> work) throws SQLException {
+        inUse.lock();
+        try {
+            return work.run(connection);
+        } finally {
+            inUse.unlock();
+        }
+    }
+
+    /**
+     * Prepares a freshly borrowed connection as a session: autocommit on (locks and leases are taken
+     * outside transactions, whatever the pool's default), a network timeout so a vanished server
+     * cannot hang a statement forever, and its backend pid for pg_locks and logs.
+     */
+    public static LockSession open(Connection connection, int networkTimeoutMillis, Executor executor)
+            throws SQLException {
+        if (!connection.getAutoCommit()) {
+            connection.setAutoCommit(true);
+        }
+        connection.setNetworkTimeout(executor, networkTimeoutMillis);
+        try (Statement st = connection.createStatement(); ResultSet rs = st.executeQuery(BACKEND_PID)) {
+            rs.next();
+            return new LockSession(connection, rs.getInt(1), false);
+        }
+    }
+
+    /**
+     * Runs work on the connection, one caller at a time. An ended session refuses (SQLState 08003),
+     * so nothing can take a lock on a connection that is being aborted or given back.
+     */
+    public <T> T call(Work<T> work) throws SQLException {
+        inUse.lock();
+        try {
+            if (ended.get()) {
+                throw new SQLException(this + " has ended", "08003");
+            }
+            return work.run(connection);
+        } finally {
+            inUse.unlock();
+        }
+    }
+
+    @Override
+    public String toString() {
+        return (dedicated ? "dedicated" : "shared") + " lock session (backend pid " + backendPid + ")";
+    }
+}

@@ -1,0 +1,124 @@
+package dev.pglock.core.internal;
+
+import dev.pglock.core.LockDatabaseException;
+import java.sql.Connection;
+import java.sql.SQLException;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.Executor;
+import java.util.concurrent.atomic.AtomicInteger;
+import javax.sql.DataSource;
+
+/**
+ * A fixed number of pinned sessions, opened when first needed, used in turn, replaced on next use
+ * after one ended. Holding N locks costs these few connections, not N.
+ */
+public final class SessionPool {
+
+    private final DataSource dataSource;
+    private final Duration connectionWaitTimeout;
+    private final int networkTimeoutMillis;
+    private final Executor connector;
+    private final LockSession[] slots;
+    private final Object[] opening;
+    private final AtomicInteger next = new AtomicInteger();
+    private volatile boolean closed;
+
+    public SessionPool(DataSource dataSource, int size, Duration connectionWaitTimeout, Duration networkTimeout,
+            Executor connector) {
+        this.dataSource = dataSource;
+        this.connectionWaitTimeout = connectionWaitTimeout;
+        this.networkTimeoutMillis = (int) Math.min(Integer.MAX_VALUE, Math.max(1, networkTimeout.toMillis()));
+        this.connector = connector;
+        this.slots = new LockSession[size];
+        this.opening = new Object[size];
+        for (int i = 0; i < size; i++) {
+            opening[i] = new Object();
+        }
+    }
+
+    /**
+     * Opens the first session on an already borrowed connection, checking it is PostgreSQL; the
+     * client's builder calls this so a wrong or unreachable DataSource fails at build time.
+     */
+    public LockSession start() {
+        Connection connection = Jdbc.borrow(dataSource, connectionWaitTimeout, connector, "checking the DataSource");
+        try {
+            Jdbc.requirePostgres(connection);
+            LockSession session = LockSession.open(connection, networkTimeoutMillis, connector);
+            slots[0] = session;
+            return session;
+        } catch (SQLException e) {
+            Jdbc.abortQuietly(connection);
+            throw new LockDatabaseException("cannot open a lock session: " + e.getMessage(), e);
+        } catch (RuntimeException e) {
+            Jdbc.closeQuietly(connection);
+            throw e;
+        }
+    }
+
+    /** The next session in turn, opened (or replaced) when needed. */
+    public LockSession session() {
+        int slot = Math.floorMod(next.getAndIncrement(), slots.length);
+        LockSession session = slots[slot];
+        if (session != null && !session.isEnded()) {
+            return session;
+        }
+        synchronized (opening[slot]) {
+            session = slots[slot];
+            if (session != null && !session.isEnded()) {
+                return session;
+            }
+            if (closed) {
+                throw new IllegalStateException("the lock client is closed");
+            }
+            Connection connection = Jdbc.borrow(dataSource, connectionWaitTimeout, connector, "a lock session");
+            try {
+                session = LockSession.open(connection, networkTimeoutMillis, connector);
+            } catch (SQLException e) {
+                Jdbc.abortQuietly(connection);
+                throw new LockDatabaseException("cannot open a lock session: " + e.getMessage(), e);
+            }
+            slots[slot] = session;
+            return session;
+        }
+    }
+
+    /** The sessions open now. */
+    public List<LockSession> live() {
+        List<LockSession> live = new ArrayList<>();
+        for (LockSession session : slots) {
+            if (session != null && !session.isEnded()) {
+                live.add(session);
+            }
+        }
+        return live;
+    }
+
+    /** Forgets an ended session so its slot opens a new one on next use. */
+    public void remove(LockSession session) {
+        for (int i = 0; i < slots.length; i++) {
+            synchronized (opening[i]) { // never wipe a replacement stored meanwhile
+                if (slots[i] == session) {
+                    slots[i] = null;
+                }
+            }
+        }
+    }
+
+    /** Stops opening sessions and hands back those that are open, for the client to close. */
+    public List<LockSession> drain() {
+        closed = true;
+        List<LockSession> all = new ArrayList<>();
+        for (int i = 0; i < slots.length; i++) {
+            synchronized (opening[i]) {
+                if (slots[i] != null) {
+                    all.add(slots[i]);
+                    slots[i] = null;
+                }
+            }
+        }
+        return all;
+    }
+}

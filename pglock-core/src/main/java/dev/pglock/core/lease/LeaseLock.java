@@ -1,0 +1,21 @@
+package dev.pglock.core.lease;
+
+import dev.pglock.core.internal.DatabaseLock;
+import java.time.Instant;
+
+/** A lease this client holds, and until when (by this JVM's monotonic clock) it may trust it without news. */
+final class LeaseLock extends DatabaseLock {
+
+    final long leaseMillis;
+    final long holdAtLeastMillis;
+    /** System.nanoTime after which, without a confirmed heartbeat, the lease is no longer trusted. */
+    volatile long trustedUntilNanos;
+
+    LeaseLock(String key, boolean shared, long fencingToken, Instant acquiredAt, long leaseMillis,
+            long holdAtLeastMillis, long trustedUntilNanos) {
+        super(key, shared, fencingToken, acquiredAt);
+        this.leaseMillis = leaseMillis;
+        this.holdAtLeastMillis = holdAtLeastMillis;
+        this.trustedUntilNanos = trustedUntilNanos;
+    }
+}

@@ -1,0 +1,493 @@
+package dev.pglock.core.lease;
+
+import dev.pglock.core.LockDatabaseException;
+import dev.pglock.core.LockInfo;
+import dev.pglock.core.LockMode;
+import dev.pglock.core.LockRequest;
+import dev.pglock.core.internal.AbstractLockClient;
+import dev.pglock.core.internal.Jdbc;
+import dev.pglock.core.internal.LockSession;
+import dev.pglock.core.internal.SessionPool;
+import java.sql.Array;
+import java.sql.PreparedStatement;
+import java.sql.ResultSet;
+import java.sql.SQLException;
+import java.sql.Timestamp;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Optional;
+import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import javax.sql.DataSource;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Locks kept as rows of a lease table, renewed by heartbeats and expiring by the database clock.
+ *
+ * <p>Where a lock is taken: {@link #tryLockInDatabase} runs one statement, {@link #TRY_LOCK}. A
+ * caller that waits ({@link #lockInDatabase}) re-runs it when a NOTIFY says the key was released
+ * or when the holder's lease ends by the database clock, whichever comes first.
+ *
+ * <p>Every statement is a single autocommit statement on a pinned session, so the table works
+ * through PgBouncer in transaction pooling; only the LISTEN connection needs a real session.
+ */
+final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
+
+    private static final Logger log = LoggerFactory.getLogger(LeaseLockClient.class);
+
+    // %1$s is the table, %2$s its fencing sequence: both checked by Identifiers and quoted, since an
+    // identifier cannot be a parameter. Every value is a parameter. Every time is now(): the database
+    // clock decides every expiry, so client clocks may be wrong by any amount.
+    //
+    // Acquire, one statement: insert the row, or take over the existing one when its lease has ended
+    // by the database clock (or join it, when both it and we are shared). ON CONFLICT takes the row
+    // lock, so of two racing clients exactly one gets RETURNING a row. The token is at least one
+    // more than the row's last, so it grows per key even when sequence values were drawn out of order.
+    private static final String TRY_LOCK = """
+            INSERT INTO %1$s AS t (namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at,
+                                   lease_millis, data)
+            VALUES (?, ?, ARRAY[?::text], ?, nextval('%2$s'), now(), now() + ? * interval '1 millisecond', ?, ?)
+            ON CONFLICT (namespace, lock_key) DO UPDATE SET
+                holders = CASE WHEN t.expires_at <= now() THEN EXCLUDED.holders ELSE t.holders || EXCLUDED.holders END,
+                shared = EXCLUDED.shared,
+                fencing_token = greatest(EXCLUDED.fencing_token, t.fencing_token + 1),
+                acquired_at = EXCLUDED.acquired_at,
+                expires_at = CASE WHEN t.expires_at <= now() THEN EXCLUDED.expires_at
+                                  ELSE greatest(t.expires_at, EXCLUDED.expires_at) END,
+                lease_millis = EXCLUDED.lease_millis,
+                record_version = t.record_version + 1,
+                data = CASE WHEN t.expires_at <= now() THEN EXCLUDED.data ELSE coalesce(EXCLUDED.data, t.data) END
+            WHERE t.expires_at <= now() OR (t.shared AND EXCLUDED.shared)
+            RETURNING fencing_token, acquired_at""";
+    // After a failed attempt: how long the holder's lease has left, by the database clock.
+    private static final String HOLDER_LEFT = """
+            SELECT ceil(extract(epoch FROM expires_at - now()) * 1000)::bigint
+            FROM %1$s WHERE namespace = ? AND lock_key = ?""";
+    // Heartbeat, one statement for every lock this client holds: extends each lease by its own length
+    // from the database's now, only while this owner still holds it and it has not expired. The keys
+    // it does not return are no longer ours.
+    private static final String HEARTBEAT = """
+            UPDATE %1$s AS t
+            SET expires_at = greatest(t.expires_at, now() + h.lease_millis * interval '1 millisecond'),
+                record_version = t.record_version + 1
+            FROM unnest(?::text[], ?::bigint[]) AS h(lock_key, lease_millis)
+            WHERE t.namespace = ? AND t.lock_key = h.lock_key AND ? = ANY (t.holders) AND t.expires_at > now()
+            RETURNING t.lock_key""";
+    // Release, one statement: leave the holders; when we were the last, the lock ends now, or at
+    // acquired_at + holdAtLeast when that is still ahead (database clock; nobody renews it meanwhile).
+    // The row stays (empty) so the next acquisition continues its fencing tokens; old rows are purged.
+    // NOTIFY goes out when the statement commits, so a waiter wakes in the same round trip.
+    private static final String RELEASE = """
+            UPDATE %1$s AS t
+            SET holders = CASE WHEN t.holders = ARRAY[p.me] AND t.acquired_at + p.hold > now() THEN t.holders
+                               ELSE array_remove(t.holders, p.me) END,
+                expires_at = CASE WHEN t.holders <> ARRAY[p.me] THEN t.expires_at
+                                  WHEN t.acquired_at + p.hold > now() THEN t.acquired_at + p.hold
+                                  ELSE now() END,
+                data = CASE WHEN t.holders = ARRAY[p.me] AND t.acquired_at + p.hold <= now() THEN NULL
+                            ELSE t.data END
+            FROM (SELECT ?::text AS me, ? * interval '1 millisecond' AS hold) AS p
+            WHERE t.namespace = ? AND t.lock_key = ? AND p.me = ANY (t.holders)
+            RETURNING pg_notify(?, t.lock_key)""";
+    // Replace a held lock's data, only while this owner holds it and it has not expired.
+    private static final String UPDATE_DATA = """
+            UPDATE %1$s SET data = ?
+            WHERE namespace = ? AND lock_key = ? AND ? = ANY (holders) AND expires_at > now()""";
+    private static final String LOCK_COLUMNS = """
+            SELECT lock_key, holders, shared, fencing_token, acquired_at, expires_at, data
+            FROM %1$s WHERE namespace = ? AND expires_at > now() AND cardinality(holders) > 0""";
+    private static final String GET = LOCK_COLUMNS + " AND lock_key = ?";
+    private static final String LIST = LOCK_COLUMNS + " ORDER BY lock_key";
+    // Rows released or expired long ago: a stalled acquirer an hour late is not a concern.
+    private static final String PURGE = "DELETE FROM %1$s WHERE expires_at < now() - interval '1 hour'";
+    private static final Duration PURGE_EVERY = Duration.ofMinutes(10);
+
+    private final String namespace;
+    private final Duration defaultLease;
+    private final Duration heartbeatInterval;
+    private final Duration safetyMargin;
+    private final String channel;
+    private final String tryLock;
+    private final String holderLeft;
+    private final String heartbeat;
+    private final String release;
+    private final String updateData;
+    private final String get;
+    private final String list;
+    private final String purge;
+    private final LeaseSchema schema;
+    private final SessionPool sessions;
+    private final LeaseListener listener;
+    private final ExecutorService connector;
+    private final AtomicBoolean heartbeatRunning = new AtomicBoolean();
+
+    LeaseLockClient(DataSource dataSource, DataSource listenDataSource, String namespace, String table,
+            String quotedTable, String quotedSequence, boolean initializeSchema, Duration defaultLease,
+            Duration heartbeatInterval, int lockSessions, Duration connectionWaitTimeout, String owner) {
+        super(owner, "pglock-lease");
+        this.namespace = namespace;
+        this.defaultLease = defaultLease;
+        this.heartbeatInterval = heartbeatInterval;
+        this.safetyMargin = heartbeatInterval.dividedBy(2);
+        this.channel = table;
+        this.tryLock = TRY_LOCK.formatted(quotedTable, quotedSequence);
+        this.holderLeft = HOLDER_LEFT.formatted(quotedTable);
+        this.heartbeat = HEARTBEAT.formatted(quotedTable);
+        this.release = RELEASE.formatted(quotedTable);
+        this.updateData = UPDATE_DATA.formatted(quotedTable);
+        this.get = GET.formatted(quotedTable);
+        this.list = LIST.formatted(quotedTable);
+        this.purge = PURGE.formatted(quotedTable);
+        this.schema = new LeaseSchema(table, quotedTable, quotedSequence, initializeSchema);
+        this.connector = Executors.newCachedThreadPool(r -> {
+            Thread t = new Thread(r, "pglock-lease-io");
+            t.setDaemon(true);
+            return t;
+        });
+        // A statement may take as long as a lease at most: a server that stops answering fails it.
+        this.sessions = new SessionPool(dataSource, lockSessions, connectionWaitTimeout, defaultLease, connector);
+        this.listener = new LeaseListener(listenDataSource, connectionWaitTimeout, connector, channel);
+    }
+
+    /** Opens the first session (checking it is PostgreSQL), creates or checks the table, starts the heartbeat. */
+    void start() {
+        LockSession first = sessions.start();
+        try {
+            first.call(schema::prepare);
+        } catch (SQLException e) {
+            throw new LockDatabaseException("cannot prepare the lease table " + channel + ": " + e.getMessage(), e);
+        }
+        every(heartbeatInterval, "the heartbeat", this::startHeartbeat);
+        // Trust is checked four times per heartbeat, so a lock is declared lost at most a quarter
+        // heartbeat after its trusted time, which the margin (half a heartbeat) keeps before expiry.
+        every(heartbeatInterval.dividedBy(4), "the lease trust check",
+                () -> lost(lock -> !isTrusted(lock), untrustedReason(null), null));
+        every(PURGE_EVERY, "purging old rows", this::purge);
+    }
+
+    @Override
+    public LockMode mode() {
+        return LockMode.LEASE;
+    }
+
+    @Override
+    protected void validate(LockRequest request) {
+        Duration lease = request.lease().orElse(defaultLease);
+        if (lease.compareTo(heartbeatInterval.multipliedBy(2)) <= 0) {
+            throw new IllegalArgumentException("leaseFor (" + lease + ") must be longer than twice the heartbeat"
+                    + " interval (" + heartbeatInterval + ") for key '" + request.key() + "'");
+        }
+        if (request.holdAtLeast().compareTo(lease) > 0) {
+            throw new IllegalArgumentException("holdAtLeast (" + request.holdAtLeast() + ") must not be longer than"
+                    + " the lease (" + lease + ") for key '" + request.key() + "'");
+        }
+    }
+
+    @Override
+    protected boolean isTrusted(LeaseLock lock) {
+        return System.nanoTime() - lock.trustedUntilNanos < 0;
+    }
+
+    @Override
+    protected String untrustedReason(LeaseLock lock) {
+        return "no heartbeat was confirmed within the lease minus a safety margin of " + safetyMargin
+                + "; the database may let another holder take it soon";
+    }
+
+    @Override
+    protected LeaseLock tryLockInDatabase(LockRequest request) {
+        long leaseMillis = request.lease().orElse(defaultLease).toMillis();
+        byte[] data = request.data();
+        LockSession session = sessions.session();
+        long sentAt = System.nanoTime();
+        try {
+            return session.call(c -> {
+                try (PreparedStatement ps = c.prepareStatement(tryLock)) {
+                    ps.setString(1, namespace);
+                    ps.setString(2, request.key());
+                    ps.setString(3, owner());
+                    ps.setBoolean(4, request.isShared());
+                    ps.setLong(5, leaseMillis);
+                    ps.setLong(6, leaseMillis);
+                    ps.setBytes(7, data);
+                    try (ResultSet rs = ps.executeQuery()) {
+                        if (!rs.next()) {
+                            return null;
+                        }
+                        // The database's now() came after sentAt, so its expiry is later than ours.
+                        return new LeaseLock(request.key(), request.isShared(), rs.getLong(1),
+                                rs.getTimestamp(2).toInstant(), leaseMillis, request.holdAtLeast().toMillis(),
+                                trustedUntil(sentAt, leaseMillis));
+                    }
+                }
+            });
+        } catch (SQLException e) {
+            throw failure(session, "acquiring lock '" + request.key() + "'", e);
+        }
+    }
+
+    private long trustedUntil(long sentAtNanos, long leaseMillis) {
+        return sentAtNanos + TimeUnit.MILLISECONDS.toNanos(leaseMillis) - safetyMargin.toNanos();
+    }
+
+    @Override
+    protected LeaseLock lockInDatabase(LockRequest request, long deadlineNanos) {
+        LeaseLock lock = tryLockInDatabase(request);
+        if (lock != null) {
+            return lock;
+        }
+        LeaseListener.Waiter waiter = listener.register(request.key());
+        try {
+            while (true) {
+                // Tried again right after registering: a release between the first try and the LISTEN
+                // sent a NOTIFY nobody heard.
+                lock = tryLockInDatabase(request);
+                if (lock != null) {
+                    return lock;
+                }
+                long left = deadlineNanos - System.nanoTime();
+                if (left <= 0) {
+                    return null;
+                }
+                Long holderLeftMillis = holderLeftMillis(request.key());
+                if (holderLeftMillis == null) {
+                    continue; // released or purged between the two statements: try again now
+                }
+                // Wake on NOTIFY, or when the holder's lease ends by the database clock (a crashed
+                // holder sends no NOTIFY), or when our wait runs out.
+                long recheck = TimeUnit.MILLISECONDS.toNanos(Math.max(1, holderLeftMillis + 1));
+                waiter.await(Math.min(left, recheck));
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return null;
+        } finally {
+            listener.unregister(request.key(), waiter);
+        }
+    }
+
+    private Long holderLeftMillis(String key) {
+        LockSession session = sessions.session();
+        try {
+            return session.call(c -> {
+                try (PreparedStatement ps = c.prepareStatement(holderLeft)) {
+                    ps.setString(1, namespace);
+                    ps.setString(2, key);
+                    try (ResultSet rs = ps.executeQuery()) {
+                        return rs.next() ? rs.getLong(1) : null;
+                    }
+                }
+            });
+        } catch (SQLException e) {
+            throw failure(session, "reading lock '" + key + "'", e);
+        }
+    }
+
+    @Override
+    protected CompletableFuture<Void> releaseInDatabase(LeaseLock lock) {
+        // Hold-at-least is judged in the statement, by the database clock, against acquired_at.
+        LockSession session = null;
+        try {
+            session = sessions.session();
+            session.call(c -> {
+                try (PreparedStatement ps = c.prepareStatement(release)) {
+                    ps.setString(1, owner());
+                    ps.setLong(2, lock.holdAtLeastMillis);
+                    ps.setString(3, namespace);
+                    ps.setString(4, lock.key());
+                    ps.setString(5, channel);
+                    try (ResultSet rs = ps.executeQuery()) {
+                        if (!rs.next()) {
+                            log.warn("lock '{}' was no longer held by {} when released (taken over or deleted)",
+                                    lock.key(), owner());
+                        }
+                    }
+                }
+                return null;
+            });
+        } catch (SQLException | RuntimeException e) {
+            if (session != null && e instanceof SQLException sql) {
+                failure(session, "releasing", sql);
+            }
+            log.warn("releasing lock '{}' failed ({}); it ends when its lease runs out", lock.key(), e.getMessage());
+        }
+        return CompletableFuture.completedFuture(null);
+    }
+
+    @Override
+    protected boolean updateDataInDatabase(LeaseLock lock, byte[] data) {
+        LockSession session = sessions.session();
+        try {
+            return session.call(c -> {
+                try (PreparedStatement ps = c.prepareStatement(updateData)) {
+                    ps.setBytes(1, data);
+                    ps.setString(2, namespace);
+                    ps.setString(3, lock.key());
+                    ps.setString(4, owner());
+                    return ps.executeUpdate() == 1;
+                }
+            });
+        } catch (SQLException e) {
+            throw failure(session, "updating the data of lock '" + lock.key() + "'", e);
+        }
+    }
+
+    private void startHeartbeat() {
+        if (heartbeatRunning.compareAndSet(false, true)) {
+            try {
+                connector.execute(() -> {
+                    try {
+                        sendHeartbeat();
+                    } finally {
+                        heartbeatRunning.set(false);
+                    }
+                });
+            } catch (RuntimeException e) {
+                heartbeatRunning.set(false);
+            }
+        }
+    }
+
+    /** One statement renews every lock this client holds; those it does not return are lost. */
+    void sendHeartbeat() {
+        List<LeaseLock> held = heldLocks();
+        if (held.isEmpty() || isClosed()) {
+            return;
+        }
+        String[] keys = new String[held.size()];
+        Long[] leases = new Long[held.size()];
+        for (int i = 0; i < keys.length; i++) {
+            keys[i] = held.get(i).key();
+            leases[i] = held.get(i).leaseMillis;
+        }
+        LockSession session;
+        try {
+            session = sessions.session();
+        } catch (RuntimeException e) {
+            log.debug("no session for the heartbeat: {}", e.getMessage());
+            return;
+        }
+        long sentAt = System.nanoTime();
+        Set<String> renewed = new HashSet<>();
+        try {
+            session.call(c -> {
+                try (PreparedStatement ps = c.prepareStatement(heartbeat)) {
+                    Array keyArray = c.createArrayOf("text", keys);
+                    Array leaseArray = c.createArrayOf("bigint", leases);
+                    ps.setArray(1, keyArray);
+                    ps.setArray(2, leaseArray);
+                    ps.setString(3, namespace);
+                    ps.setString(4, owner());
+                    try (ResultSet rs = ps.executeQuery()) {
+                        while (rs.next()) {
+                            renewed.add(rs.getString(1));
+                        }
+                    }
+                }
+                return null;
+            });
+        } catch (SQLException e) {
+            failure(session, "the heartbeat", e);
+            log.debug("heartbeat failed; locks stay trusted until their margin runs out: {}", e.getMessage());
+            return;
+        }
+        for (LeaseLock lock : held) {
+            if (renewed.contains(lock.key())) {
+                lock.trustedUntilNanos = trustedUntil(sentAt, lock.leaseMillis);
+            }
+        }
+        lost(lock -> held.contains(lock) && !renewed.contains(lock.key()),
+                "its row was taken over, released or deleted by someone else (the heartbeat found it gone)", null);
+    }
+
+    private void purge() {
+        LockSession session;
+        try {
+            session = sessions.session();
+            int purged = session.call(c -> {
+                try (PreparedStatement ps = c.prepareStatement(purge)) {
+                    return ps.executeUpdate();
+                }
+            });
+            log.debug("purged {} old rows from {}", purged, channel);
+        } catch (SQLException | RuntimeException e) {
+            log.debug("purging old rows failed: {}", e.getMessage());
+        }
+    }
+
+    @Override
+    public Optional<LockInfo> get(String key) {
+        LockRequest.of(key); // the same checks as for acquiring
+        return query(get, key).stream().findFirst();
+    }
+
+    @Override
+    public List<LockInfo> list() {
+        return query(list, null);
+    }
+
+    private List<LockInfo> query(String sql, String key) {
+        ensureOpen();
+        LockSession session = sessions.session();
+        try {
+            return session.call(c -> {
+                try (PreparedStatement ps = c.prepareStatement(sql)) {
+                    ps.setString(1, namespace);
+                    if (key != null) {
+                        ps.setString(2, key);
+                    }
+                    List<LockInfo> result = new ArrayList<>();
+                    try (ResultSet rs = ps.executeQuery()) {
+                        while (rs.next()) {
+                            List<String> holders = List.of((String[]) rs.getArray("holders").getArray());
+                            Timestamp expires = rs.getTimestamp("expires_at");
+                            result.add(LockInfo.builder(LockMode.LEASE)
+                                    .key(rs.getString("lock_key"))
+                                    .owner(String.join(",", holders))
+                                    .heldByThisClient(holders.contains(owner()))
+                                    .shared(rs.getBoolean("shared"))
+                                    .fencingToken(rs.getLong("fencing_token"))
+                                    .acquiredAt(rs.getTimestamp("acquired_at").toInstant())
+                                    .expiresAt(expires.toInstant())
+                                    .data(rs.getBytes("data"))
+                                    .build());
+                        }
+                    }
+                    return result;
+                }
+            });
+        } catch (SQLException e) {
+            throw failure(session, "reading the lease table", e);
+        }
+    }
+
+    /** Wraps a failure; a session whose connection broke is replaced on next use (the rows are unaffected). */
+    private LockDatabaseException failure(LockSession session, String what, SQLException e) {
+        if (Jdbc.isConnectionFailure(e, session.connection) && session.end()) {
+            sessions.remove(session);
+            Jdbc.abortQuietly(session.connection);
+        }
+        return new LockDatabaseException(what + " failed: " + e.getMessage(), e);
+    }
+
+    @Override
+    protected void closeDatabase(List<LeaseLock> held) {
+        listener.close();
+        for (LeaseLock lock : held) {
+            releaseInDatabase(lock); // keeps hold-at-least: the statement judges it
+        }
+        for (LockSession session : sessions.drain()) {
+            if (session.end()) {
+                Jdbc.closeQuietly(session.connection);
+            }
+        }
+        connector.shutdownNow();
+    }
+}

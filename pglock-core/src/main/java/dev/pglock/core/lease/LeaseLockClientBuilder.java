@@ -1,0 +1,149 @@
+package dev.pglock.core.lease;
+
+import dev.pglock.core.LockClient;
+import dev.pglock.core.internal.Identifiers;
+import dev.pglock.core.internal.Owners;
+import java.time.Duration;
+import java.util.Objects;
+import javax.sql.DataSource;
+
+/**
+ * Builds a lease-table lock client; start with {@code PgLock.lease(dataSource)}. Every setter checks
+ * its value at once; {@link #build()} checks how they combine.
+ */
+public final class LeaseLockClientBuilder {
+
+    /** Default table name. */
+    public static final String DEFAULT_TABLE = "pglock_locks";
+    /** Default lease: how long a lock outlives its holder's last heartbeat. */
+    public static final Duration DEFAULT_LEASE = Duration.ofSeconds(30);
+    /** Default heartbeat interval. */
+    public static final Duration DEFAULT_HEARTBEAT_INTERVAL = Duration.ofSeconds(5);
+    /** Default number of pinned sessions the client runs its statements on. */
+    public static final int DEFAULT_LOCK_SESSIONS = 2;
+    /** Default bound on waiting for a pooled connection. */
+    public static final Duration DEFAULT_CONNECTION_WAIT_TIMEOUT = Duration.ofSeconds(5);
+    /** Where the table's DDL is in the jar, for Flyway or Liquibase. */
+    public static final String SCHEMA_RESOURCE = LeaseSchema.RESOURCE;
+
+    private final DataSource dataSource;
+    private DataSource listenDataSource;
+    private String namespace = "";
+    private String table = DEFAULT_TABLE;
+    private boolean initializeSchema = true;
+    private Duration lease = DEFAULT_LEASE;
+    private Duration heartbeatInterval = DEFAULT_HEARTBEAT_INTERVAL;
+    private int lockSessions = DEFAULT_LOCK_SESSIONS;
+    private Duration connectionWaitTimeout = DEFAULT_CONNECTION_WAIT_TIMEOUT;
+    private String owner;
+
+    /** Use {@code PgLock.lease(dataSource)}. */
+    public LeaseLockClientBuilder(DataSource dataSource) {
+        this.dataSource = Objects.requireNonNull(dataSource, "dataSource must not be null");
+    }
+
+    /**
+     * Where waiters LISTEN for releases (default: the main DataSource). Behind PgBouncer in
+     * transaction pooling, point this at PostgreSQL directly (or at a session-pooling PgBouncer):
+     * LISTEN needs one real session; everything else works through the transaction pool.
+     */
+    public LeaseLockClientBuilder listenDataSource(DataSource listenDataSource) {
+        this.listenDataSource = Objects.requireNonNull(listenDataSource, "listenDataSource must not be null");
+        return this;
+    }
+
+    /** Keeps services that share the table apart (default empty). Replicas of one service must agree on it. */
+    public LeaseLockClientBuilder namespace(String namespace) {
+        if (namespace == null || namespace.length() > 255) {
+            throw new IllegalArgumentException("namespace must be at most 255 characters, got '" + namespace + "'");
+        }
+        this.namespace = namespace;
+        return this;
+    }
+
+    /**
+     * The lease table (default {@value #DEFAULT_TABLE}): a lowercase identifier, optionally
+     * schema-qualified, at most 51 characters so its sequence name {@code <table>_fencing_seq} fits.
+     */
+    public LeaseLockClientBuilder tableName(String table) {
+        Identifiers.quoted("tableName", table);
+        if (table.substring(table.indexOf('.') + 1).length() > 51) {
+            throw new IllegalArgumentException("tableName must be at most 51 characters (its sequence adds"
+                    + " _fencing_seq), got '" + table + "'");
+        }
+        this.table = table;
+        return this;
+    }
+
+    /** Whether to create the table and sequence when missing (default true); when false a missing table fails the build. */
+    public LeaseLockClientBuilder initializeSchema(boolean initializeSchema) {
+        this.initializeSchema = initializeSchema;
+        return this;
+    }
+
+    /** The default lease of a lock (default 30s); must be longer than twice the heartbeat interval. */
+    public LeaseLockClientBuilder lease(Duration lease) {
+        this.lease = positive("lease", lease);
+        return this;
+    }
+
+    /** How often one statement renews every lock the client holds (default 5s). */
+    public LeaseLockClientBuilder heartbeatInterval(Duration interval) {
+        this.heartbeatInterval = positive("heartbeatInterval", interval);
+        return this;
+    }
+
+    /** How many pinned sessions run the client's statements (1 to 64, default 2). */
+    public LeaseLockClientBuilder lockSessions(int lockSessions) {
+        if (lockSessions < 1 || lockSessions > 64) {
+            throw new IllegalArgumentException("lockSessions must be between 1 and 64, got " + lockSessions);
+        }
+        this.lockSessions = lockSessions;
+        return this;
+    }
+
+    /** The longest wait for a connection from the DataSource (default 5s). */
+    public LeaseLockClientBuilder connectionWaitTimeout(Duration timeout) {
+        this.connectionWaitTimeout = positive("connectionWaitTimeout", timeout);
+        return this;
+    }
+
+    /** The owner identity written into the rows (default {@code host:pid:random}, unique per client). */
+    public LeaseLockClientBuilder owner(String owner) {
+        this.owner = Owners.validate(owner);
+        return this;
+    }
+
+    /**
+     * Checks the settings fit together and the DataSource is PostgreSQL, creates (or checks) the
+     * table, starts the heartbeat, and returns the client.
+     *
+     * @throws IllegalArgumentException for settings that do not fit, or a DataSource that is not PostgreSQL
+     * @throws IllegalStateException when the table is missing and initializeSchema is false
+     * @throws dev.pglock.core.LockDatabaseException when the database cannot be reached
+     */
+    public LockClient build() {
+        if (lease.compareTo(heartbeatInterval.multipliedBy(2)) <= 0) {
+            throw new IllegalArgumentException("lease (" + lease + ") must be longer than twice heartbeatInterval ("
+                    + heartbeatInterval + "), so that one late heartbeat does not lose every lock");
+        }
+        LeaseLockClient client = new LeaseLockClient(dataSource, listenDataSource == null ? dataSource : listenDataSource,
+                namespace, table, Identifiers.quoted("tableName", table),
+                Identifiers.quoted("tableName", table + "_fencing_seq"), initializeSchema, lease, heartbeatInterval,
+                lockSessions, connectionWaitTimeout, owner == null ? Owners.newOwner() : owner);
+        try {
+            client.start();
+        } catch (RuntimeException e) {
+            client.close();
+            throw e;
+        }
+        return client;
+    }
+
+    private static Duration positive(String field, Duration value) {
+        if (value == null || value.isNegative() || value.isZero()) {
+            throw new IllegalArgumentException(field + " must be positive, got " + value);
+        }
+        return value;
+    }
+}
