@@ -451,6 +451,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                             result.add(LockInfo.builder(LockMode.LEASE)
                                     .key(rs.getString("lock_key"))
                                     .owner(String.join(",", holders))
+                                    .holders(holders)
                                     .heldByThisClient(holders.contains(owner()))
                                     .shared(rs.getBoolean("shared"))
                                     .fencingToken(rs.getLong("fencing_token"))

@@ -1,0 +1,434 @@
+package dev.pglock.core.lease;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.awaitility.Awaitility.await;
+
+import com.zaxxer.hikari.HikariDataSource;
+import dev.pglock.core.HeldLock;
+import dev.pglock.core.LockClient;
+import dev.pglock.core.LockClientContractTest;
+import dev.pglock.core.LockInfo;
+import dev.pglock.core.LockLostException;
+import dev.pglock.core.LockNotAcquiredException;
+import dev.pglock.core.LockRequest;
+import dev.pglock.core.PgLock;
+import dev.pglock.test.CountingDataSource;
+import dev.pglock.test.PgTestDatabase;
+import dev.pglock.test.TcpProxy;
+import java.nio.charset.StandardCharsets;
+import java.sql.Connection;
+import java.sql.PreparedStatement;
+import java.sql.ResultSet;
+import java.sql.SQLException;
+import java.sql.Statement;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicReference;
+import javax.sql.DataSource;
+import org.h2.jdbcx.JdbcDataSource;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+class LeaseLockClientTest extends LockClientContractTest {
+
+    private static final Duration HEARTBEAT = Duration.ofMillis(200);
+    /** A lease far longer than any wait in these tests: a prompt hand-off can only come from NOTIFY. */
+    private static final Duration LONG_LEASE = Duration.ofSeconds(30);
+    private static final String HOLDER_LEFT_SQL = "ceil(extract(epoch FROM expires_at - now())";
+
+    private final PgTestDatabase db = PgTestDatabase.get();
+    private final String table = PgTestDatabase.uniqueName("pglock_test");
+    private final AutoCloseable dropTable = closeLater(this::dropTable); // runs after every client closed
+    private final HikariDataSource pool = closeLater(db.pooledDataSource(16));
+    private final CountingDataSource counting = new CountingDataSource(pool);
+    private final ExecutorService threads = Executors.newCachedThreadPool();
+    private long waitsSeen;
+
+    @AfterEach
+    void stopThreads() {
+        threads.shutdownNow();
+    }
+
+    private void dropTable() throws SQLException {
+        try (Connection c = db.connect(); Statement st = c.createStatement()) {
+            st.execute("DROP TABLE IF EXISTS " + table + "; DROP SEQUENCE IF EXISTS " + table + "_fencing_seq");
+        }
+    }
+
+    private LeaseLockClientBuilder builder(DataSource dataSource) {
+        return PgLock.lease(dataSource).tableName(table).lease(LONG_LEASE).heartbeatInterval(HEARTBEAT);
+    }
+
+    @Override
+    protected LockClient newClient() {
+        return builder(counting).build();
+    }
+
+    @Override
+    protected void breakLock(LockClient holder, HeldLock lock) throws Exception {
+        assertThat(sql("DELETE FROM " + table + " WHERE lock_key = ?", lock.key())).isEqualTo(1);
+    }
+
+    /** A waiter reads the holder's remaining lease after each failed attempt; wait for one more such read. */
+    @Override
+    protected void awaitWaiterInDatabase(String key) {
+        await().atMost(Duration.ofSeconds(10)).until(() -> counting.executedContaining(HOLDER_LEFT_SQL) > waitsSeen);
+        waitsSeen = counting.executedContaining(HOLDER_LEFT_SQL);
+    }
+
+    @Override
+    protected Duration lossNoticedWithin() {
+        return HEARTBEAT.multipliedBy(10).plusSeconds(2);
+    }
+
+    private int sql(String statement, Object... params) throws SQLException {
+        try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement(statement)) {
+            for (int i = 0; i < params.length; i++) {
+                ps.setObject(i + 1, params[i]);
+            }
+            return ps.executeUpdate();
+        }
+    }
+
+    private long queryLong(String statement, Object... params) throws SQLException {
+        try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement(statement)) {
+            for (int i = 0; i < params.length; i++) {
+                ps.setObject(i + 1, params[i]);
+            }
+            try (ResultSet rs = ps.executeQuery()) {
+                rs.next();
+                return rs.getLong(1);
+            }
+        }
+    }
+
+    /** Milliseconds until the key's lease ends, by the database clock. */
+    private long leaseLeftMillis(String key) throws SQLException {
+        return queryLong("SELECT ceil(extract(epoch FROM expires_at - now()) * 1000)::bigint FROM " + table
+                + " WHERE lock_key = ?", key);
+    }
+
+    @Test
+    void acquireIsOneStatementAndTheRowShowsTheHolder() throws Exception {
+        LockClient a = closeLater(builder(counting).lockSessions(1).build()); // its only session opens at build
+        counting.clearExecuted();
+        HeldLock held = a.tryAcquire(LockRequest.of("one-statement")).orElseThrow();
+        assertThat(withoutHeartbeats()).hasSize(1).allSatisfy(sql -> assertThat(sql).startsWith("INSERT INTO"));
+        assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key = 'one-statement' AND ? = ANY (holders)",
+                a.owner())).isEqualTo(1);
+        counting.clearExecuted();
+        held.release();
+        assertThat(withoutHeartbeats()).hasSize(1).allSatisfy(sql -> assertThat(sql).contains("pg_notify"));
+    }
+
+    /** What ran, less the heartbeats that may run at any moment. */
+    private List<String> withoutHeartbeats() {
+        return counting.executed().stream().filter(sql -> !sql.contains("unnest(")).toList();
+    }
+
+    @Test
+    void aHolderThatStopsHeartbeatingIsTakenOverAfterItsLeaseAndNotBefore() throws Exception {
+        Duration lease = Duration.ofSeconds(2);
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        HikariDataSource proxied = closeLater(db.pooledDataSource(proxy, 4));
+        LockClient holder = closeLater(builder(proxied).lease(lease).heartbeatInterval(Duration.ofMillis(500)).build());
+        LockClient taker = client();
+        CompletableFuture<Long> holderLostAt = new CompletableFuture<>();
+        HeldLock held = holder.acquire(LockRequest.of("leader"));
+        held.onLost(e -> holderLostAt.complete(System.nanoTime()));
+
+        // A partition: the holder's heartbeats stop reaching the database; nothing is closed.
+        proxy.setPaused(true);
+        long pausedAt = System.nanoTime();
+        long leftMillis = leaseLeftMillis("leader");
+
+        HeldLock taken = taker.acquire(LockRequest.of("leader").waitAtMost(Duration.ofSeconds(20)));
+        long takenAt = System.nanoTime();
+        assertThat(TimeUnit.NANOSECONDS.toMillis(takenAt - pausedAt)).as("takeover not before the lease ended")
+                .isGreaterThanOrEqualTo(leftMillis - 50)
+                .as("takeover soon after the lease ended").isLessThan(leftMillis + 1500);
+        assertThat(taken.fencingToken()).isGreaterThan(held.fencingToken());
+
+        long lostAt = holderLostAt.get(5, TimeUnit.SECONDS);
+        assertThat(lostAt).as("the holder stopped trusting its lock before anyone else could take it")
+                .isLessThan(takenAt);
+        assertThat(held.isHeld()).isFalse();
+        assertThatThrownBy(held::assertHeld).isInstanceOf(LockLostException.class)
+                .hasMessageContaining("no heartbeat was confirmed");
+        proxy.setPaused(false);
+    }
+
+    @Test
+    void heartbeatsKeepALockAcrossManyLeases() throws Exception {
+        Duration lease = Duration.ofMillis(700);
+        LockClient holder = closeLater(builder(counting).lease(lease).heartbeatInterval(Duration.ofMillis(200)).build());
+        LockClient other = client();
+        HeldLock held = holder.acquire(LockRequest.of("kept"));
+        long version = queryLong("SELECT record_version FROM " + table + " WHERE lock_key = 'kept'");
+        await().during(lease.multipliedBy(4)).atMost(lease.multipliedBy(6))
+                .until(() -> held.isHeld() && other.tryAcquire(LockRequest.of("kept")).isEmpty());
+        assertThat(queryLong("SELECT record_version FROM " + table + " WHERE lock_key = 'kept'"))
+                .as("heartbeats bumped the record version").isGreaterThan(version + 5);
+        held.assertHeld();
+    }
+
+    @Test
+    void oneHeartbeatStatementRenewsAHundredLocks() throws Exception {
+        LockClient a = client();
+        for (int i = 0; i < 100; i++) {
+            a.acquire(LockRequest.of("many:" + i));
+        }
+        counting.clearExecuted();
+        long start = System.nanoTime();
+        await().atMost(Duration.ofSeconds(10)).until(() -> counting.executedContaining("unnest(") >= 3);
+        long elapsedMillis = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start);
+        long heartbeats = counting.executedContaining("unnest(");
+        assertThat(heartbeats).as("one statement per interval, not per lock")
+                .isLessThanOrEqualTo(elapsedMillis / HEARTBEAT.toMillis() + 2);
+        assertThat(counting.executed()).as("nothing else ran").allSatisfy(sql -> assertThat(sql).contains("unnest("));
+    }
+
+    @Test
+    void aLockTakenOverAfterExpiryIsReportedLostToItsFormerHolder() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        HeldLock held = a.acquire(LockRequest.of("stolen"));
+        CompletableFuture<LockLostException> lost = new CompletableFuture<>();
+        held.onLost(lost::complete);
+        // As if a's lease had run out while it was paused: the database lets b in.
+        sql("UPDATE " + table + " SET expires_at = now() - interval '1 second' WHERE lock_key = 'stolen'");
+        HeldLock taken = b.tryAcquire(LockRequest.of("stolen")).orElseThrow();
+
+        assertThat(lost.get(lossNoticedWithin().toMillis(), TimeUnit.MILLISECONDS)).hasMessageContaining("taken over");
+        assertThat(held.isHeld()).isFalse();
+        assertThat(taken.fencingToken()).isGreaterThan(held.fencingToken());
+        held.close();
+        assertThat(taken.isHeld()).as("the former holder's release does not touch the new holder's row").isTrue();
+        assertThat(a.tryAcquire(LockRequest.of("stolen"))).isEmpty();
+    }
+
+    @Test
+    void aReleaseWakesAWaiterThroughNotifyWithALongLease() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        HeldLock held = a.acquire(LockRequest.of("notified").leaseFor(Duration.ofMinutes(5)));
+        Future<HeldLock> waiter = threads.submit(
+                () -> b.acquire(LockRequest.of("notified").waitAtMost(Duration.ofMinutes(1))));
+        awaitWaiterInDatabase("notified");
+        long released = System.nanoTime();
+        held.release();
+        waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        assertThat(Duration.ofNanos(System.nanoTime() - released))
+                .as("woken by NOTIFY, five minutes before the lease would have ended").isLessThan(Duration.ofSeconds(1));
+    }
+
+    @Test
+    void aCrashedHolderSendsNoNotifyButTheWaiterReChecksWhenItsLeaseEnds() throws Exception {
+        LockClient b = client();
+        // A row left by a holder that died: no heartbeat, no NOTIFY, lease ending in 1.5 s (database clock).
+        sql("INSERT INTO " + table + " (namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at,"
+                + " lease_millis) VALUES ('', 'crashed', ARRAY['dead-owner'], false, nextval('" + table
+                + "_fencing_seq'), now(), now() + interval '1500 milliseconds', 1500)");
+        long start = System.nanoTime();
+        assertThat(b.tryAcquire(LockRequest.of("crashed"))).isEmpty();
+        HeldLock got = b.acquire(LockRequest.of("crashed").waitAtMost(Duration.ofSeconds(20)));
+        long waited = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start);
+        assertThat(waited).isGreaterThanOrEqualTo(1400).isLessThan(4000);
+        assertThat(got.isHeld()).isTrue();
+    }
+
+    @Test
+    void expiryFollowsTheDatabaseClockNotTheClients() throws Exception {
+        LockClient a = client();
+        HeldLock held = a.acquire(LockRequest.of("clock").leaseFor(Duration.ofSeconds(45)));
+        long dbAcquired = queryLong("SELECT (extract(epoch FROM acquired_at) * 1000)::bigint FROM " + table
+                + " WHERE lock_key = 'clock'");
+        long dbLeaseMillis = queryLong("SELECT (extract(epoch FROM expires_at - acquired_at) * 1000)::bigint FROM "
+                + table + " WHERE lock_key = 'clock'");
+        assertThat(held.acquiredAt()).as("acquiredAt is the database's time").isEqualTo(Instant.ofEpochMilli(dbAcquired)
+                .plusNanos(held.acquiredAt().getNano() % 1_000_000));
+        assertThat(dbLeaseMillis).isEqualTo(45_000);
+        LockInfo info = a.get("clock").orElseThrow();
+        assertThat(Duration.between(info.acquiredAt().orElseThrow(), info.expiresAt().orElseThrow()))
+                .isGreaterThanOrEqualTo(Duration.ofSeconds(45));
+        // No statement the client sends carries a time of its own: every expiry is now() in SQL.
+        assertThat(counting.executed()).noneMatch(sql -> sql.contains("?::timestamp"));
+    }
+
+    @Test
+    void dataIsStoredReadWithoutAcquiringReplacedAndListed() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        HeldLock held = a.acquire(LockRequest.of("job:42").data("started".getBytes(StandardCharsets.UTF_8)));
+
+        LockInfo seen = b.get("job:42").orElseThrow();
+        assertThat(seen.data()).map(bytes -> new String(bytes, StandardCharsets.UTF_8)).contains("started");
+        assertThat(seen.owner()).contains(a.owner());
+        assertThat(seen.holders()).containsExactly(a.owner());
+        assertThat(seen.fencingToken()).hasValue(held.fencingToken());
+        assertThat(seen.expiresAt()).isPresent();
+        assertThat(b.tryAcquire(LockRequest.of("job:42"))).isEmpty();
+
+        held.updateData("40%".getBytes(StandardCharsets.UTF_8));
+        assertThat(b.get("job:42").orElseThrow().data()).map(bytes -> new String(bytes, StandardCharsets.UTF_8))
+                .contains("40%");
+        b.acquire(LockRequest.of("job:7"));
+        assertThat(b.list()).extracting(info -> info.key().orElseThrow()).containsExactly("job:42", "job:7");
+        assertThat(b.list()).allSatisfy(info -> {
+            assertThat(info.acquiredAt()).isPresent();
+            assertThat(info.expiresAt()).isPresent();
+            assertThat(info.fencingToken()).isPresent();
+        });
+
+        held.release();
+        assertThat(b.get("job:42")).isEmpty();
+        assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key = 'job:42' AND data IS NULL"))
+                .as("a released row keeps no data").isEqualTo(1);
+    }
+
+    @Test
+    void twoClientsOnOneHostHaveDifferentOwnersAndNeverReleaseEachOthersLocks() {
+        LockClient a = client();
+        LockClient b = client();
+        assertThat(a.owner()).isNotEqualTo(b.owner()).contains(":" + ProcessHandle.current().pid() + ":");
+        HeldLock held = a.acquire(LockRequest.of("mine"));
+        b.acquire(LockRequest.of("theirs")).release();
+        assertThat(held.isHeld()).isTrue();
+        assertThat(b.tryAcquire(LockRequest.of("mine"))).isEmpty();
+    }
+
+    @Test
+    void anInterruptedWaiterStopsWaitingAndKeepsItsInterruptFlag() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        a.acquire(LockRequest.of("interrupt"));
+        CountDownLatch started = new CountDownLatch(1);
+        AtomicReference<Throwable> thrown = new AtomicReference<>();
+        AtomicReference<Boolean> flag = new AtomicReference<>();
+        Thread waiter = new Thread(() -> {
+            started.countDown();
+            try {
+                b.acquire(LockRequest.of("interrupt").waitAtMost(Duration.ofMinutes(5)));
+            } catch (Throwable t) {
+                thrown.set(t);
+            }
+            flag.set(Thread.currentThread().isInterrupted());
+        });
+        waiter.start();
+        started.await();
+        awaitWaiterInDatabase("interrupt");
+        waiter.interrupt();
+        waiter.join(PROMPTLY.toMillis());
+        assertThat(waiter.isAlive()).isFalse();
+        assertThat(thrown.get()).isInstanceOf(LockNotAcquiredException.class).hasMessageContaining("interrupted");
+        assertThat(flag.get()).isTrue();
+    }
+
+    @Test
+    void twoClientsCreatingTheSchemaAtOnceBothSucceed() throws Exception {
+        String fresh = PgTestDatabase.uniqueName("pglock_race");
+        closeLater(() -> {
+            try (Connection c = db.connect(); Statement st = c.createStatement()) {
+                st.execute("DROP TABLE IF EXISTS " + fresh + "; DROP SEQUENCE IF EXISTS " + fresh + "_fencing_seq");
+            }
+        });
+        CountDownLatch go = new CountDownLatch(1);
+        List<Future<LockClient>> builds = new ArrayList<>();
+        for (int i = 0; i < 4; i++) {
+            builds.add(threads.submit(() -> {
+                go.await();
+                return PgLock.lease(pool).tableName(fresh).build();
+            }));
+        }
+        go.countDown();
+        List<LockClient> clients = new ArrayList<>();
+        for (Future<LockClient> build : builds) {
+            clients.add(closeLater(build.get(30, TimeUnit.SECONDS)));
+        }
+        assertThat(clients.get(0).tryAcquire(LockRequest.of("after-race"))).isPresent();
+        assertThat(clients.get(1).tryAcquire(LockRequest.of("after-race"))).isEmpty();
+    }
+
+    @Test
+    void theShippedDdlIsWhatThClientRuns() throws Exception {
+        String fresh = PgTestDatabase.uniqueName("pglock_ddl");
+        closeLater(() -> {
+            try (Connection c = db.connect(); Statement st = c.createStatement()) {
+                st.execute("DROP TABLE IF EXISTS " + fresh + "; DROP SEQUENCE IF EXISTS " + fresh + "_fencing_seq");
+            }
+        });
+        String ddl = new LeaseSchema(fresh, "\"" + fresh + "\"", "\"" + fresh + "_fencing_seq\"", true).ddl();
+        try (Connection c = db.connect(); Statement st = c.createStatement()) {
+            st.execute(ddl); // as a Flyway user would, with the names changed
+        }
+        LockClient managed = closeLater(PgLock.lease(pool).tableName(fresh).initializeSchema(false).build());
+        assertThat(managed.tryAcquire(LockRequest.of("migrated"))).isPresent();
+        assertThat(getClass().getClassLoader().getResource(LeaseLockClientBuilder.SCHEMA_RESOURCE)).isNotNull();
+    }
+
+    @Test
+    void aMissingTableWithInitializeSchemaOffFailsTheBuildWithWhatToDo() {
+        String missing = PgTestDatabase.uniqueName("pglock_missing");
+        assertThatThrownBy(() -> PgLock.lease(pool).tableName(missing).initializeSchema(false).build())
+                .isInstanceOf(IllegalStateException.class).hasMessageContaining(missing)
+                .hasMessageContaining(LeaseLockClientBuilder.SCHEMA_RESOURCE);
+    }
+
+    @Test
+    void tableNamesAreCheckedIdentifiersAndEverythingElseIsRefused() {
+        LeaseLockClientBuilder builder = PgLock.lease(pool);
+        for (String bad : List.of("locks; drop table x", "Locks", "1locks", "a.b.c", "\"locks\"", "", "x".repeat(52))) {
+            assertThatThrownBy(() -> builder.tableName(bad)).as(bad).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("tableName").hasMessageContaining(bad);
+        }
+        builder.tableName("public.pglock_locks");
+    }
+
+    @Test
+    void settingsThatDoNotFitAreRefusedWithTheirValues() {
+        assertThatThrownBy(() -> PgLock.lease(pool).lease(Duration.ofSeconds(10)).heartbeatInterval(Duration.ofSeconds(5))
+                .build()).isInstanceOf(IllegalArgumentException.class).hasMessageContaining("PT10S")
+                .hasMessageContaining("PT5S").hasMessageContaining("twice");
+        assertThatThrownBy(() -> PgLock.lease(pool).lease(Duration.ZERO)).hasMessageContaining("lease");
+        assertThatThrownBy(() -> PgLock.lease(pool).heartbeatInterval(Duration.ofSeconds(-1)))
+                .hasMessageContaining("heartbeatInterval");
+        LockClient a = client();
+        assertThatThrownBy(() -> a.tryAcquire(LockRequest.of("short").leaseFor(Duration.ofMillis(300))))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("leaseFor").hasMessageContaining("PT0.3S");
+        assertThatThrownBy(() -> a.tryAcquire(LockRequest.of("long-hold").holdAtLeast(Duration.ofMinutes(1))))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("holdAtLeast")
+                .hasMessageContaining("PT30S");
+        assertThat(a.tryAcquire(LockRequest.of("short"))).as("nothing was locked by the refused calls").isPresent();
+    }
+
+    @Test
+    void aDataSourceThatIsNotPostgresIsRefusedAtBuild() {
+        JdbcDataSource h2 = new JdbcDataSource();
+        h2.setURL("jdbc:h2:mem:pglock-lease-not-postgres");
+        assertThatThrownBy(() -> PgLock.lease(h2).build()).isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("H2").hasMessageContaining("PostgreSQL");
+    }
+
+    @Test
+    void listenCanUseItsOwnDataSourceForPgBouncerSetups() throws Exception {
+        CountingDataSource direct = new CountingDataSource(pool);
+        LockClient a = client();
+        LockClient b = closeLater(builder(counting).listenDataSource(direct).build());
+        HeldLock held = a.acquire(LockRequest.of("bounced"));
+        Future<HeldLock> waiter = threads.submit(
+                () -> b.acquire(LockRequest.of("bounced").waitAtMost(Duration.ofMinutes(1))));
+        awaitWaiterInDatabase("bounced");
+        held.release();
+        waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        assertThat(direct.executed()).containsExactly("LISTEN \"" + table + "\"");
+    }
+}
