@@ -16,6 +16,7 @@ import dev.pglock.core.PgLock;
 import dev.pglock.test.CountingDataSource;
 import dev.pglock.test.PgTestDatabase;
 import dev.pglock.test.TcpProxy;
+import dev.pglock.test.TransactionPoolingDataSource;
 import java.nio.charset.StandardCharsets;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
@@ -419,6 +420,40 @@ class LeaseLockClientTest extends LockClientContractTest {
         h2.setURL("jdbc:h2:mem:pglock-lease-not-postgres");
         assertThatThrownBy(() -> PgLock.lease(h2).build()).isInstanceOf(IllegalArgumentException.class)
                 .hasMessageContaining("H2").hasMessageContaining("PostgreSQL");
+    }
+
+    /**
+     * Through transaction pooling every statement may run on another server session, so nothing may
+     * depend on session state. Only LISTEN gets a direct DataSource, as the README says.
+     */
+    @Test
+    void everythingButListenWorksThroughTransactionPooling() throws Exception {
+        TransactionPoolingDataSource bouncer = closeLater(
+                new TransactionPoolingDataSource(counting, 3)); // counted, so awaitWaiterInDatabase sees b
+        LeaseLockClientBuilder viaBouncer = PgLock.lease(bouncer).tableName(table).listenDataSource(pool)
+                .lease(Duration.ofSeconds(1)).heartbeatInterval(Duration.ofMillis(300));
+        LockClient a = closeLater(viaBouncer.build()); // creates the table through the pooler, in a transaction
+        LockClient b = closeLater(viaBouncer.build());
+
+        HeldLock held = a.acquire(LockRequest.of("bounced").data(new byte[] {7}));
+        assertThat(b.tryAcquire(LockRequest.of("bounced"))).isEmpty();
+        await().during(Duration.ofMillis(2500)).atMost(Duration.ofSeconds(4))
+                .until(() -> held.isHeld() && b.tryAcquire(LockRequest.of("bounced")).isEmpty());
+        assertThat(b.get("bounced").orElseThrow().data()).contains(new byte[] {7});
+
+        held.release();
+
+        // A five-minute lease: a prompt hand-off can only come from the NOTIFY sent through the pooler.
+        HeldLock longHeld = a.acquire(LockRequest.of("bounced-long").leaseFor(Duration.ofMinutes(5)));
+        Future<HeldLock> waiter = threads.submit(
+                () -> b.acquire(LockRequest.of("bounced-long").waitAtMost(Duration.ofSeconds(30))));
+        awaitWaiterInDatabase("bounced-long");
+        long released = System.nanoTime();
+        longHeld.release();
+        HeldLock next = waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        assertThat(Duration.ofNanos(System.nanoTime() - released)).isLessThan(Duration.ofSeconds(1));
+        assertThat(next.fencingToken()).isGreaterThan(longHeld.fencingToken());
+        assertThat(bouncer.usedBackends()).as("statements really ran on several server sessions").hasSizeGreaterThan(1);
     }
 
     @Test
