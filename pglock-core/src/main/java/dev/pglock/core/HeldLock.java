@@ -47,8 +47,9 @@ public interface HeldLock extends AutoCloseable {
 
     /**
      * Calls {@code listener} once if the lock is lost while held (not on a normal release). Called at
-     * once, on the calling thread, when the lock is already lost; otherwise on a pglock thread, so it
-     * must not block for long.
+     * once, on the calling thread, when the lock is already lost; otherwise on the client's event
+     * thread (listeners of one client run one after another, so a slow one delays the others, never
+     * a heartbeat), or on the thread that closes the client.
      */
     HeldLock onLost(Consumer<LockLostException> listener);
 

@@ -26,6 +26,7 @@ public final class LockInfo {
     private final Integer pid;
     private final String applicationName;
     private final List<String> holders;
+    private final String namespace;
 
     private LockInfo(Builder b) {
         this.key = b.key;
@@ -41,6 +42,12 @@ public final class LockInfo {
         this.pid = b.pid;
         this.applicationName = b.applicationName;
         this.holders = b.holders;
+        this.namespace = b.namespace;
+    }
+
+    /** The namespace of a lease-mode lock (list() shows every namespace in the table); empty in advisory mode. */
+    public Optional<String> namespace() {
+        return Optional.ofNullable(namespace);
     }
 
     /** A builder for the given mode; used by the lock clients. */
@@ -137,6 +144,7 @@ public final class LockInfo {
         private Integer pid;
         private String applicationName;
         private List<String> holders = List.of();
+        private String namespace;
 
         private Builder(LockMode mode) {
             this.mode = mode;
@@ -194,6 +202,11 @@ public final class LockInfo {
 
         public Builder applicationName(String applicationName) {
             this.applicationName = applicationName;
+            return this;
+        }
+
+        public Builder namespace(String namespace) {
+            this.namespace = namespace;
             return this;
         }
 

@@ -66,9 +66,12 @@ public final class AdvisoryLockClientBuilder {
         return this;
     }
 
-    /** The owner identity of this client (default {@code host:pid:random}). */
+    /**
+     * A readable name for this client's owner identity, such as the pod name; a random suffix is
+     * appended so it stays unique per client (default {@code host:pid:random}).
+     */
     public AdvisoryLockClientBuilder owner(String owner) {
-        this.owner = Owners.validate(owner);
+        this.owner = Owners.fromName(owner);
         return this;
     }
 

@@ -14,7 +14,9 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -53,6 +55,8 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     private final String owner;
     /** Runs heartbeats, watchdog checks and delayed releases; one daemon thread per client. */
     protected final ScheduledExecutorService scheduler;
+    /** Calls onLost listeners, so that slow user code never delays a watchdog or heartbeat. */
+    private final ExecutorService events;
     private volatile boolean closed;
 
     protected AbstractLockClient(String owner, String threadNamePrefix) {
@@ -60,6 +64,11 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         int number = clientCounter.incrementAndGet();
         this.scheduler = Executors.newSingleThreadScheduledExecutor(r -> {
             Thread t = new Thread(r, threadNamePrefix + "-" + number);
+            t.setDaemon(true);
+            return t;
+        });
+        this.events = Executors.newSingleThreadExecutor(r -> {
+            Thread t = new Thread(r, threadNamePrefix + "-" + number + "-events");
             t.setDaemon(true);
             return t;
         });
@@ -308,7 +317,13 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         } finally {
             state.unlock();
         }
-        lostHolds.forEach(Hold::fireLost);
+        for (Hold hold : lostHolds) {
+            try {
+                events.execute(hold::fireLost);
+            } catch (RejectedExecutionException closing) {
+                hold.fireLost();
+            }
+        }
     }
 
     /** The locks this client holds in the database now (not those being taken or released). */
@@ -371,6 +386,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         } finally {
             scheduler.shutdownNow();
             released.forEach(Hold::fireLost);
+            events.shutdown(); // listeners already queued still run
         }
     }
 

@@ -14,9 +14,7 @@ public final class Owners {
 
     /** {@code host:pid:random}, e.g. {@code web-1:4711:9f2c41aa}; two clients in one JVM differ. */
     public static String newOwner() {
-        byte[] suffix = new byte[4];
-        random.nextBytes(suffix);
-        return host() + ":" + ProcessHandle.current().pid() + ":" + HexFormat.of().formatHex(suffix);
+        return host() + ":" + ProcessHandle.current().pid() + ":" + suffix();
     }
 
     private static String host() {
@@ -27,11 +25,20 @@ public final class Owners {
         }
     }
 
-    /** Checks an owner a user chose. */
-    public static String validate(String owner) {
-        if (owner == null || owner.isBlank() || owner.length() > 255) {
-            throw new IllegalArgumentException("owner must be 1 to 255 characters and not blank, got '" + owner + "'");
+    /**
+     * An owner from a name a user chose (say the pod name): the name, then a random suffix, so two
+     * clients started with the same name still never share an identity.
+     */
+    public static String fromName(String name) {
+        if (name == null || name.isBlank() || name.length() > 200) {
+            throw new IllegalArgumentException("owner must be 1 to 200 characters and not blank, got '" + name + "'");
         }
-        return owner;
+        return name + ":" + suffix();
+    }
+
+    private static String suffix() {
+        byte[] suffix = new byte[4];
+        random.nextBytes(suffix);
+        return HexFormat.of().formatHex(suffix);
     }
 }

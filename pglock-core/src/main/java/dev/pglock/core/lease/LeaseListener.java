@@ -48,9 +48,10 @@ final class LeaseListener {
     private final String channel;
     private final String listenSql;
     private final ConcurrentHashMap<String, Set<Waiter>> waiters = new ConcurrentHashMap<>();
-    private final Object connecting = new Object();
-    private volatile Connection connection;
-    private volatile Thread thread;
+    /** Guards {@link #listening} and {@link #thread}; waited on until LISTEN is in place. */
+    private final Object state = new Object();
+    private boolean listening;
+    private Thread thread;
     private volatile boolean closed;
 
     LeaseListener(javax.sql.DataSource dataSource, Duration connectionWaitTimeout, Executor connector,
@@ -59,19 +60,29 @@ final class LeaseListener {
         this.connectionWaitTimeout = connectionWaitTimeout;
         this.connector = connector;
         this.channel = channel;
-        // The channel is the checked table name: letters, digits, _ and . only, so quoting is enough.
+        // The channel is the checked table name: letters, digits and _ only, so quoting is enough.
         this.listenSql = "LISTEN \"" + channel + "\"";
     }
 
-    /** Registers a waiter for {@code key} and makes sure the listener runs before the waiter's next check. */
-    Waiter register(String key) {
+    /**
+     * Registers a waiter for {@code key} and waits (until {@code deadlineNanos} at most) for LISTEN
+     * to be in place, so that a release after the waiter's next attempt is heard. When LISTEN cannot
+     * be had in time, the waiter still re-checks when the holder's lease ends.
+     */
+    Waiter register(String key, long deadlineNanos) throws InterruptedException {
         Waiter waiter = new Waiter();
         waiters.computeIfAbsent(key, k -> ConcurrentHashMap.newKeySet()).add(waiter);
-        try {
-            ensureListening();
-        } catch (RuntimeException e) {
-            log.warn("cannot LISTEN on channel {} ({}); waiters fall back to re-checking when leases end",
-                    channel, e.getMessage());
+        long until = Math.min(deadlineNanos, System.nanoTime() + connectionWaitTimeout.toNanos());
+        synchronized (state) {
+            if (thread == null && !closed) {
+                thread = new Thread(this::loop, "pglock-lease-listen-" + channel);
+                thread.setDaemon(true);
+                thread.start();
+            }
+            long left;
+            while (!listening && !closed && (left = until - System.nanoTime()) > 0) {
+                TimeUnit.NANOSECONDS.timedWait(state, left);
+            }
         }
         return waiter;
     }
@@ -83,93 +94,105 @@ final class LeaseListener {
         });
     }
 
-    /** Whether a LISTEN connection is open now. */
+    /** Whether LISTEN is in place now. */
     boolean isListening() {
-        return connection != null;
-    }
-
-    private void ensureListening() {
-        if (connection != null || closed) {
-            return;
-        }
-        synchronized (connecting) {
-            if (connection != null || closed) {
-                return;
-            }
-            Connection c = Jdbc.borrow(dataSource, connectionWaitTimeout, connector, "the LISTEN connection");
-            try {
-                if (!c.getAutoCommit()) {
-                    c.setAutoCommit(true);
-                }
-                c.unwrap(PGConnection.class); // fail now, not in the loop, when it is not pgjdbc
-                try (Statement st = c.createStatement()) {
-                    st.execute(listenSql);
-                }
-            } catch (SQLException e) {
-                Jdbc.abortQuietly(c);
-                throw new IllegalStateException(e.getMessage(), e);
-            }
-            connection = c;
-            if (thread == null) {
-                Thread t = new Thread(this::loop, "pglock-lease-listen");
-                t.setDaemon(true);
-                thread = t;
-                t.start();
-            }
+        synchronized (state) {
+            return listening;
         }
     }
 
+    /** The listener thread: the only one that ever touches the LISTEN connection. */
     private void loop() {
+        Connection connection = null;
         long lastValidated = System.nanoTime();
-        while (!closed) {
-            Connection c = connection;
-            if (c == null) {
-                reconnectWhileWaited();
-                continue;
-            }
-            try {
-                PGNotification[] notifications = c.unwrap(PGConnection.class).getNotifications(POLL_MILLIS);
-                if (notifications != null) {
-                    for (PGNotification n : notifications) {
-                        Set<Waiter> set = waiters.get(n.getParameter());
-                        if (set != null) {
-                            set.forEach(Waiter::signal);
+        try {
+            while (!closed) {
+                try {
+                    if (connection == null) {
+                        if (waiters.isEmpty()) {
+                            Thread.sleep(POLL_MILLIS); // nobody waits: do not hold a connection for nothing
+                            continue;
+                        }
+                        connection = listen();
+                        setListening(true);
+                        wakeAll(); // releases while we were not listening were not heard
+                    }
+                    PGNotification[] notifications =
+                            connection.unwrap(PGConnection.class).getNotifications(POLL_MILLIS);
+                    if (notifications != null) {
+                        for (PGNotification n : notifications) {
+                            Set<Waiter> set = waiters.get(n.getParameter());
+                            if (set != null) {
+                                set.forEach(Waiter::signal);
+                            }
                         }
                     }
-                }
-                if (System.nanoTime() - lastValidated > VALIDATE_NANOS && !waiters.isEmpty()) {
-                    lastValidated = System.nanoTime();
-                    if (!c.isValid(2)) {
-                        throw new SQLException("the LISTEN connection did not answer", "08006");
+                    if (System.nanoTime() - lastValidated > VALIDATE_NANOS && !waiters.isEmpty()) {
+                        lastValidated = System.nanoTime();
+                        if (!connection.isValid(2)) {
+                            throw new SQLException("the LISTEN connection did not answer", "08006");
+                        }
+                    }
+                } catch (InterruptedException e) {
+                    return;
+                } catch (Throwable e) {
+                    if (closed) {
+                        return;
+                    }
+                    log.warn("LISTEN on channel {} failed ({}); retrying, waiters re-check meanwhile", channel,
+                            e.getMessage());
+                    setListening(false);
+                    Jdbc.abortQuietly(connection);
+                    connection = null;
+                    wakeAll();
+                    try {
+                        Thread.sleep(POLL_MILLIS);
+                    } catch (InterruptedException interrupted) {
+                        return;
                     }
                 }
-            } catch (SQLException e) {
-                if (closed) {
-                    return;
-                }
-                log.warn("the LISTEN connection failed ({}); re-opening it, waiters re-check meanwhile", e.getMessage());
-                connection = null;
-                Jdbc.abortQuietly(c);
-                wakeAll();
             }
+        } finally {
+            setListening(false);
+            unlisten(connection);
         }
     }
 
-    private void reconnectWhileWaited() {
+    private Connection listen() throws SQLException {
+        Connection c = Jdbc.borrow(dataSource, connectionWaitTimeout, connector, "the LISTEN connection");
         try {
-            if (!waiters.isEmpty()) {
-                ensureListening();
-                wakeAll(); // whatever was released while we were not listening
-                return;
+            if (!c.getAutoCommit()) {
+                c.setAutoCommit(true);
             }
-        } catch (RuntimeException e) {
-            log.debug("re-opening the LISTEN connection failed", e);
+            // A server that stops answering must not hang LISTEN or the poll below for ever.
+            c.setNetworkTimeout(connector, (int) Math.max(POLL_MILLIS * 4L, connectionWaitTimeout.toMillis()));
+            c.unwrap(PGConnection.class); // not pgjdbc: fail here, with the reason
+            try (Statement st = c.createStatement()) {
+                st.execute(listenSql);
+            }
+            return c;
+        } catch (SQLException | RuntimeException e) {
+            Jdbc.abortQuietly(c);
+            throw e;
         }
-        try {
-            Thread.sleep(POLL_MILLIS); // back-off between attempts, or idle until a caller waits again
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            closed = true;
+    }
+
+    private static void unlisten(Connection connection) {
+        if (connection == null) {
+            return;
+        }
+        try (Statement st = connection.createStatement()) {
+            st.execute("UNLISTEN *"); // the connection goes back to its pool clean
+            Jdbc.closeQuietly(connection);
+        } catch (SQLException e) {
+            Jdbc.abortQuietly(connection);
+        }
+    }
+
+    private void setListening(boolean value) {
+        synchronized (state) {
+            listening = value;
+            state.notifyAll();
         }
     }
 
@@ -177,24 +200,22 @@ final class LeaseListener {
         waiters.values().forEach(set -> set.forEach(Waiter::signal));
     }
 
+    /** Stops the listener thread, which gives its connection back, and wakes every waiter. */
     void close() {
-        closed = true;
-        Thread t = thread;
-        if (t != null) {
-            t.interrupt();
-        }
-        synchronized (connecting) {
-            Connection c = connection;
-            connection = null;
-            if (c != null) {
-                try (Statement st = c.createStatement()) {
-                    st.execute("UNLISTEN *");
-                    Jdbc.closeQuietly(c);
-                } catch (SQLException e) {
-                    Jdbc.abortQuietly(c);
-                }
-            }
+        Thread t;
+        synchronized (state) {
+            closed = true;
+            state.notifyAll();
+            t = thread;
         }
         wakeAll();
+        if (t != null) {
+            t.interrupt();
+            try {
+                t.join(POLL_MILLIS * 4L);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
     }
 }

@@ -48,66 +48,72 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     //
     // Acquire, one statement: insert the row, or take over the existing one when its lease has ended
     // by the database clock (or join it, when both it and we are shared). ON CONFLICT takes the row
-    // lock, so of two racing clients exactly one gets RETURNING a row. The token is at least one
-    // more than the row's last, so it grows per key even when sequence values were drawn out of order.
+    // lock, so of two racing clients exactly one gets RETURNING a row. In the DO UPDATE branch the
+    // token is drawn after that row lock, so it is larger than the token of every earlier holder.
     private static final String TRY_LOCK = """
             INSERT INTO %1$s AS t (namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at,
                                    lease_millis, data)
             VALUES (?, ?, ARRAY[?::text], ?, nextval('%2$s'), now(), now() + ? * interval '1 millisecond', ?, ?)
             ON CONFLICT (namespace, lock_key) DO UPDATE SET
-                holders = CASE WHEN t.expires_at <= now() THEN EXCLUDED.holders ELSE t.holders || EXCLUDED.holders END,
+                holders = CASE WHEN t.expires_at <= now() THEN EXCLUDED.holders
+                               ELSE array_remove(t.holders, EXCLUDED.holders[1]) || EXCLUDED.holders END,
                 shared = EXCLUDED.shared,
-                fencing_token = greatest(EXCLUDED.fencing_token, t.fencing_token + 1),
-                acquired_at = EXCLUDED.acquired_at,
+                fencing_token = nextval('%2$s'),
+                acquired_at = CASE WHEN t.expires_at <= now() THEN EXCLUDED.acquired_at ELSE t.acquired_at END,
                 expires_at = CASE WHEN t.expires_at <= now() THEN EXCLUDED.expires_at
                                   ELSE greatest(t.expires_at, EXCLUDED.expires_at) END,
                 lease_millis = EXCLUDED.lease_millis,
                 record_version = t.record_version + 1,
                 data = CASE WHEN t.expires_at <= now() THEN EXCLUDED.data ELSE coalesce(EXCLUDED.data, t.data) END
             WHERE t.expires_at <= now() OR (t.shared AND EXCLUDED.shared)
-            RETURNING fencing_token, acquired_at""";
+            RETURNING fencing_token, now()""";
     // After a failed attempt: how long the holder's lease has left, by the database clock.
     private static final String HOLDER_LEFT = """
             SELECT ceil(extract(epoch FROM expires_at - now()) * 1000)::bigint
             FROM %1$s WHERE namespace = ? AND lock_key = ?""";
     // Heartbeat, one statement for every lock this client holds: extends each lease by its own length
     // from the database's now, only while this owner still holds it and it has not expired. The keys
-    // it does not return are no longer ours.
+    // it does not return are no longer ours. Rows are locked first in key order, so two clients
+    // renewing the same shared locks cannot deadlock.
     private static final String HEARTBEAT = """
+            WITH mine AS (
+                SELECT lock_key FROM %1$s
+                WHERE namespace = ? AND lock_key = ANY (?::text[]) AND ? = ANY (holders) AND expires_at > now()
+                ORDER BY lock_key FOR UPDATE)
             UPDATE %1$s AS t
             SET expires_at = greatest(t.expires_at, now() + h.lease_millis * interval '1 millisecond'),
                 record_version = t.record_version + 1
-            FROM unnest(?::text[], ?::bigint[]) AS h(lock_key, lease_millis)
-            WHERE t.namespace = ? AND t.lock_key = h.lock_key AND ? = ANY (t.holders) AND t.expires_at > now()
+            FROM mine JOIN unnest(?::text[], ?::bigint[]) AS h(lock_key, lease_millis) USING (lock_key)
+            WHERE t.namespace = ? AND t.lock_key = mine.lock_key
             RETURNING t.lock_key""";
-    // Release, one statement: leave the holders; when we were the last, the lock ends now, or at
-    // acquired_at + holdAtLeast when that is still ahead (database clock; nobody renews it meanwhile).
-    // The row stays (empty) so the next acquisition continues its fencing tokens; old rows are purged.
-    // NOTIFY goes out when the statement commits, so a waiter wakes in the same round trip.
+    // Release: leave the holders. When we were the last, the lock ends now, or at acquired_at +
+    // holdAtLeast when that is still ahead (database clock): the row then lists no holder, so no
+    // heartbeat can extend it. The row stays (empty) so the next acquisition continues its fencing
+    // tokens; old rows are purged. NOTIFY goes out when the statement commits, so a waiter wakes in
+    // the same round trip. Several locks at once when the client closes.
     private static final String RELEASE = """
             UPDATE %1$s AS t
-            SET holders = CASE WHEN t.holders = ARRAY[p.me] AND t.acquired_at + p.hold > now() THEN t.holders
-                               ELSE array_remove(t.holders, p.me) END,
+            SET holders = array_remove(t.holders, p.me),
                 expires_at = CASE WHEN t.holders <> ARRAY[p.me] THEN t.expires_at
-                                  WHEN t.acquired_at + p.hold > now() THEN t.acquired_at + p.hold
-                                  ELSE now() END,
-                data = CASE WHEN t.holders = ARRAY[p.me] AND t.acquired_at + p.hold <= now() THEN NULL
-                            ELSE t.data END
-            FROM (SELECT ?::text AS me, ? * interval '1 millisecond' AS hold) AS p
-            WHERE t.namespace = ? AND t.lock_key = ? AND p.me = ANY (t.holders)
+                                  ELSE greatest(now(), t.acquired_at + r.hold_millis * interval '1 millisecond') END,
+                data = CASE WHEN t.holders = ARRAY[p.me] THEN NULL ELSE t.data END
+            FROM (SELECT ?::text AS me) AS p, unnest(?::text[], ?::bigint[]) AS r(lock_key, hold_millis)
+            WHERE t.namespace = ? AND t.lock_key = r.lock_key AND p.me = ANY (t.holders)
             RETURNING pg_notify(?, t.lock_key)""";
     // Replace a held lock's data, only while this owner holds it and it has not expired.
     private static final String UPDATE_DATA = """
             UPDATE %1$s SET data = ?
             WHERE namespace = ? AND lock_key = ? AND ? = ANY (holders) AND expires_at > now()""";
+    // Every lock in the table that someone holds, or that hold-at-least keeps taken.
     private static final String LOCK_COLUMNS = """
-            SELECT lock_key, holders, shared, fencing_token, acquired_at, expires_at, data
-            FROM %1$s WHERE namespace = ? AND expires_at > now() AND cardinality(holders) > 0""";
-    private static final String GET = LOCK_COLUMNS + " AND lock_key = ?";
-    private static final String LIST = LOCK_COLUMNS + " ORDER BY lock_key";
+            SELECT namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at, data
+            FROM %1$s WHERE expires_at > now()""";
+    private static final String GET = LOCK_COLUMNS + " AND namespace = ? AND lock_key = ?";
+    private static final String LIST = LOCK_COLUMNS + " ORDER BY namespace, lock_key";
     // Rows released or expired long ago: a stalled acquirer an hour late is not a concern.
     private static final String PURGE = "DELETE FROM %1$s WHERE expires_at < now() - interval '1 hour'";
     private static final Duration PURGE_EVERY = Duration.ofMinutes(10);
+    private static final Duration MIN_NETWORK_TIMEOUT = Duration.ofSeconds(2);
 
     private final String namespace;
     private final Duration defaultLease;
@@ -136,7 +142,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         this.defaultLease = defaultLease;
         this.heartbeatInterval = heartbeatInterval;
         this.safetyMargin = heartbeatInterval.dividedBy(2);
-        this.channel = table;
+        // A NOTIFY channel is at most 63 bytes: the table's own name (≤ 51) fits. Tables of the same
+        // name in two schemas share it, which only wakes a waiter to re-check for nothing.
+        this.channel = table.substring(table.indexOf('.') + 1);
         this.tryLock = TRY_LOCK.formatted(quotedTable, quotedSequence);
         this.holderLeft = HOLDER_LEFT.formatted(quotedTable);
         this.heartbeat = HEARTBEAT.formatted(quotedTable);
@@ -151,8 +159,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             t.setDaemon(true);
             return t;
         });
-        // A statement may take as long as a lease at most: a server that stops answering fails it.
-        this.sessions = new SessionPool(dataSource, lockSessions, connectionWaitTimeout, defaultLease, connector);
+        // Lease statements are short (waiting happens here, not in the server): a server that stops
+        // answering fails them within two heartbeats, so a stuck socket cannot hold a session long.
+        Duration networkTimeout = heartbeatInterval.multipliedBy(2);
+        networkTimeout = networkTimeout.compareTo(MIN_NETWORK_TIMEOUT) < 0 ? MIN_NETWORK_TIMEOUT : networkTimeout;
+        networkTimeout = networkTimeout.compareTo(defaultLease) > 0 ? defaultLease : networkTimeout;
+        this.sessions = new SessionPool(dataSource, lockSessions, connectionWaitTimeout, networkTimeout, connector);
         this.listener = new LeaseListener(listenDataSource, connectionWaitTimeout, connector, channel);
     }
 
@@ -167,9 +179,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         every(heartbeatInterval, "the heartbeat", this::startHeartbeat);
         // Trust is checked four times per heartbeat, so a lock is declared lost at most a quarter
         // heartbeat after its trusted time, which the margin (half a heartbeat) keeps before expiry.
-        every(heartbeatInterval.dividedBy(4), "the lease trust check",
-                () -> lost(lock -> !isTrusted(lock), untrustedReason(null), null));
-        every(PURGE_EVERY, "purging old rows", this::purge);
+        every(heartbeatInterval.dividedBy(4), "the lease trust check", this::checkTrust);
+        every(PURGE_EVERY, "purging old rows", () -> connector.execute(this::purge));
     }
 
     @Override
@@ -233,6 +244,18 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         }
     }
 
+    /**
+     * Declares lost every lock whose trusted time has passed, then tries to release them: if the
+     * database answers again, the rows become free at once instead of at their lease end.
+     */
+    private void checkTrust() {
+        List<LeaseLock> untrusted = heldLocks().stream().filter(lock -> !isTrusted(lock)).toList();
+        if (!untrusted.isEmpty()) {
+            lost(untrusted::contains, untrustedReason(null), null);
+            connector.execute(() -> releaseAll(untrusted));
+        }
+    }
+
     private long trustedUntil(long sentAtNanos, long leaseMillis) {
         return sentAtNanos + TimeUnit.MILLISECONDS.toNanos(leaseMillis) - safetyMargin.toNanos();
     }
@@ -243,7 +266,13 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         if (lock != null) {
             return lock;
         }
-        LeaseListener.Waiter waiter = listener.register(request.key());
+        LeaseListener.Waiter waiter;
+        try {
+            waiter = listener.register(request.key(), deadlineNanos);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return null;
+        }
         try {
             while (true) {
                 // Tried again right after registering: a release between the first try and the LISTEN
@@ -292,33 +321,48 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     @Override
     protected CompletableFuture<Void> releaseInDatabase(LeaseLock lock) {
-        // Hold-at-least is judged in the statement, by the database clock, against acquired_at.
+        if (releaseAll(List.of(lock)) == 0) {
+            log.warn("lock '{}' was no longer held by {} when released (taken over or deleted)", lock.key(), owner());
+        }
+        return CompletableFuture.completedFuture(null);
+    }
+
+    /**
+     * Releases locks in one statement; hold-at-least is judged there, by the database clock. Never
+     * throws: a lock that cannot be released ends when its lease runs out.
+     *
+     * @return how many rows were ours to release, or -1 when the statement failed
+     */
+    private int releaseAll(List<LeaseLock> locks) {
+        String[] keys = locks.stream().map(LeaseLock::key).toArray(String[]::new);
+        Long[] holds = locks.stream().map(lock -> lock.holdAtLeastMillis).toArray(Long[]::new);
         LockSession session = null;
         try {
             session = sessions.session();
-            session.call(c -> {
+            return session.call(c -> {
                 try (PreparedStatement ps = c.prepareStatement(release)) {
                     ps.setString(1, owner());
-                    ps.setLong(2, lock.holdAtLeastMillis);
-                    ps.setString(3, namespace);
-                    ps.setString(4, lock.key());
+                    ps.setArray(2, c.createArrayOf("text", keys));
+                    ps.setArray(3, c.createArrayOf("bigint", holds));
+                    ps.setString(4, namespace);
                     ps.setString(5, channel);
+                    int released = 0;
                     try (ResultSet rs = ps.executeQuery()) {
-                        if (!rs.next()) {
-                            log.warn("lock '{}' was no longer held by {} when released (taken over or deleted)",
-                                    lock.key(), owner());
+                        while (rs.next()) {
+                            released++;
                         }
                     }
+                    return released;
                 }
-                return null;
             });
         } catch (SQLException | RuntimeException e) {
             if (session != null && e instanceof SQLException sql) {
                 failure(session, "releasing", sql);
             }
-            log.warn("releasing lock '{}' failed ({}); it ends when its lease runs out", lock.key(), e.getMessage());
+            log.warn("releasing {} failed ({}); it ends when its lease runs out", keys.length == 1 ? "lock '" + keys[0]
+                    + "'" : keys.length + " locks", e.getMessage());
+            return -1;
         }
-        return CompletableFuture.completedFuture(null);
     }
 
     @Override
@@ -367,36 +411,44 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             keys[i] = held.get(i).key();
             leases[i] = held.get(i).leaseMillis;
         }
-        LockSession session;
-        try {
-            session = sessions.session();
-        } catch (RuntimeException e) {
-            log.debug("no session for the heartbeat: {}", e.getMessage());
-            return;
-        }
-        long sentAt = System.nanoTime();
+        long sentAt = 0;
         Set<String> renewed = new HashSet<>();
-        try {
-            session.call(c -> {
-                try (PreparedStatement ps = c.prepareStatement(heartbeat)) {
-                    Array keyArray = c.createArrayOf("text", keys);
-                    Array leaseArray = c.createArrayOf("bigint", leases);
-                    ps.setArray(1, keyArray);
-                    ps.setArray(2, leaseArray);
-                    ps.setString(3, namespace);
-                    ps.setString(4, owner());
-                    try (ResultSet rs = ps.executeQuery()) {
-                        while (rs.next()) {
-                            renewed.add(rs.getString(1));
+        for (int attempt = 1; ; attempt++) {
+            LockSession session;
+            try {
+                session = sessions.session();
+            } catch (RuntimeException e) {
+                log.debug("no session for the heartbeat: {}", e.getMessage());
+                return;
+            }
+            sentAt = System.nanoTime();
+            try {
+                session.call(c -> {
+                    try (PreparedStatement ps = c.prepareStatement(heartbeat)) {
+                        Array keyArray = c.createArrayOf("text", keys);
+                        ps.setString(1, namespace);
+                        ps.setArray(2, keyArray);
+                        ps.setString(3, owner());
+                        ps.setArray(4, keyArray);
+                        ps.setArray(5, c.createArrayOf("bigint", leases));
+                        ps.setString(6, namespace);
+                        try (ResultSet rs = ps.executeQuery()) {
+                            while (rs.next()) {
+                                renewed.add(rs.getString(1));
+                            }
                         }
                     }
+                    return null;
+                });
+                break;
+            } catch (SQLException e) {
+                failure(session, "the heartbeat", e);
+                if (attempt == 1 && Jdbc.isConnectionFailure(e, session.connection)) {
+                    continue; // that session broke: once more on another, before trust runs out
                 }
-                return null;
-            });
-        } catch (SQLException e) {
-            failure(session, "the heartbeat", e);
-            log.debug("heartbeat failed; locks stay trusted until their margin runs out: {}", e.getMessage());
-            return;
+                log.debug("heartbeat failed; locks stay trusted until their margin runs out: {}", e.getMessage());
+                return;
+            }
         }
         for (LeaseLock lock : held) {
             if (renewed.contains(lock.key())) {
@@ -428,6 +480,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         return query(get, key).stream().findFirst();
     }
 
+    /** Every lock in the table, of every namespace (each {@link LockInfo#namespace()} says which). */
+
     @Override
     public List<LockInfo> list() {
         return query(list, null);
@@ -439,8 +493,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         try {
             return session.call(c -> {
                 try (PreparedStatement ps = c.prepareStatement(sql)) {
-                    ps.setString(1, namespace);
                     if (key != null) {
+                        ps.setString(1, namespace);
                         ps.setString(2, key);
                     }
                     List<LockInfo> result = new ArrayList<>();
@@ -449,6 +503,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                             List<String> holders = List.of((String[]) rs.getArray("holders").getArray());
                             Timestamp expires = rs.getTimestamp("expires_at");
                             result.add(LockInfo.builder(LockMode.LEASE)
+                                    .namespace(rs.getString("namespace"))
                                     .key(rs.getString("lock_key"))
                                     .owner(String.join(",", holders))
                                     .holders(holders)
@@ -481,8 +536,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     @Override
     protected void closeDatabase(List<LeaseLock> held) {
         listener.close();
-        for (LeaseLock lock : held) {
-            releaseInDatabase(lock); // keeps hold-at-least: the statement judges it
+        if (!held.isEmpty()) {
+            releaseAll(held); // one statement; it keeps hold-at-least where it applies
         }
         for (LockSession session : sessions.drain()) {
             if (session.end()) {

@@ -108,9 +108,12 @@ public final class LeaseLockClientBuilder {
         return this;
     }
 
-    /** The owner identity written into the rows (default {@code host:pid:random}, unique per client). */
+    /**
+     * A readable name for the owner identity written into the rows, such as the pod name; a random
+     * suffix is appended so it stays unique per client (default {@code host:pid:random}).
+     */
     public LeaseLockClientBuilder owner(String owner) {
-        this.owner = Owners.validate(owner);
+        this.owner = Owners.fromName(owner);
         return this;
     }
 
@@ -125,7 +128,9 @@ public final class LeaseLockClientBuilder {
     public LockClient build() {
         if (lease.compareTo(heartbeatInterval.multipliedBy(2)) <= 0) {
             throw new IllegalArgumentException("lease (" + lease + ") must be longer than twice heartbeatInterval ("
-                    + heartbeatInterval + "), so that one late heartbeat does not lose every lock");
+                    + heartbeatInterval + "): a holder stops trusting a lock half a heartbeat before its lease ends,"
+                    + " so a shorter lease would be lost between two heartbeats; three times or more survives a"
+                    + " missed heartbeat");
         }
         LeaseLockClient client = new LeaseLockClient(dataSource, listenDataSource == null ? dataSource : listenDataSource,
                 namespace, table, Identifiers.quoted("tableName", table),

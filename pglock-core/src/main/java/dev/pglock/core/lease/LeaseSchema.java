@@ -9,6 +9,8 @@ import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.sql.SQLException;
 import java.sql.Statement;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * The lease table and its fencing sequence: created when missing, or checked when the user manages
@@ -19,13 +21,16 @@ final class LeaseSchema {
 
     /** Where the DDL is in the jar, for Flyway or Liquibase users. */
     static final String RESOURCE = "dev/pglock/core/lease/schema-postgresql.sql";
-    private static final String DEFAULT_TABLE = "pglock_locks";
-    private static final String DEFAULT_SEQUENCE = "pglock_locks_fencing_seq";
+    /** The default names in the shipped DDL, matched as whole words in one pass. */
+    private static final Pattern DEFAULT_NAMES = Pattern.compile("\\bpglock_locks(_fencing_seq)?\\b");
     // Creation is serialised across clients by a transaction-level advisory lock, so replicas
     // starting at once never race on the catalog; any fixed id does, this one spells "pglockDD".
     private static final long CREATE_LOCK_ID = 0x70676c6f636b4444L;
     private static final String CREATE_LOCK = "SELECT pg_advisory_xact_lock(?)";
     private static final String TABLE_EXISTS = "SELECT to_regclass(?) IS NOT NULL, to_regclass(?) IS NOT NULL";
+    // Tokens must follow the order of nextval calls across sessions: a cached sequence hands each
+    // session its own block of numbers, so a later acquisition could draw a smaller token.
+    private static final String SEQUENCE_CACHE = "SELECT seqcache FROM pg_sequence WHERE seqrelid = to_regclass(?)";
 
     private final String table;
     private final String quotedTable;
@@ -46,7 +51,8 @@ final class LeaseSchema {
                 throw new IllegalStateException(RESOURCE + " is missing from the pglock-core jar");
             }
             String text = new String(in.readAllBytes(), StandardCharsets.UTF_8);
-            return text.replace(DEFAULT_SEQUENCE, quotedSequence).replace(DEFAULT_TABLE, quotedTable);
+            Matcher names = DEFAULT_NAMES.matcher(text);
+            return names.replaceAll(match -> Matcher.quoteReplacement(match.group(1) != null ? quotedSequence : quotedTable));
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }
@@ -60,6 +66,16 @@ final class LeaseSchema {
             throw new IllegalStateException("the lease table " + table + " or its sequence " + table
                     + "_fencing_seq does not exist and initialize-schema is never: create them with the DDL in "
                     + RESOURCE + " (in the pglock-core jar), or let pglock create them");
+        }
+        try (PreparedStatement ps = connection.prepareStatement(SEQUENCE_CACHE)) {
+            ps.setString(1, quotedSequence);
+            try (ResultSet rs = ps.executeQuery()) {
+                if (rs.next() && rs.getLong(1) > 1) {
+                    throw new IllegalStateException("the fencing sequence " + table + "_fencing_seq has CACHE "
+                            + rs.getLong(1) + "; fencing tokens need CACHE 1 (ALTER SEQUENCE " + table
+                            + "_fencing_seq CACHE 1)");
+                }
+            }
         }
         return null;
     }

@@ -45,6 +45,7 @@ class LeaseLockClientTest extends LockClientContractTest {
     /** A lease far longer than any wait in these tests: a prompt hand-off can only come from NOTIFY. */
     private static final Duration LONG_LEASE = Duration.ofSeconds(30);
     private static final String HOLDER_LEFT_SQL = "ceil(extract(epoch FROM expires_at - now())";
+    private static final String HEARTBEAT_SQL = "WITH mine AS";
 
     private final PgTestDatabase db = PgTestDatabase.get();
     private final String table = PgTestDatabase.uniqueName("pglock_test");
@@ -133,7 +134,7 @@ class LeaseLockClientTest extends LockClientContractTest {
 
     /** What ran, less the heartbeats that may run at any moment. */
     private List<String> withoutHeartbeats() {
-        return counting.executed().stream().filter(sql -> !sql.contains("unnest(")).toList();
+        return counting.executed().stream().filter(sql -> !sql.contains(HEARTBEAT_SQL)).toList();
     }
 
     @Test
@@ -190,12 +191,14 @@ class LeaseLockClientTest extends LockClientContractTest {
         }
         counting.clearExecuted();
         long start = System.nanoTime();
-        await().atMost(Duration.ofSeconds(10)).until(() -> counting.executedContaining("unnest(") >= 3);
+        await().atMost(Duration.ofSeconds(10)).until(() -> counting.executedContaining(HEARTBEAT_SQL) >= 3);
         long elapsedMillis = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start);
-        long heartbeats = counting.executedContaining("unnest(");
+        long heartbeats = counting.executedContaining(HEARTBEAT_SQL);
         assertThat(heartbeats).as("one statement per interval, not per lock")
                 .isLessThanOrEqualTo(elapsedMillis / HEARTBEAT.toMillis() + 2);
-        assertThat(counting.executed()).as("nothing else ran").allSatisfy(sql -> assertThat(sql).contains("unnest("));
+        assertThat(counting.executed()).as("nothing else ran").allSatisfy(sql -> assertThat(sql).contains(HEARTBEAT_SQL));
+        assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key LIKE 'many:%' AND record_version >= 3"
+                + " AND ? = ANY (holders)", a.owner())).as("every one of the 100 rows was renewed").isEqualTo(100);
     }
 
     @Test
@@ -212,9 +215,23 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThat(lost.get(lossNoticedWithin().toMillis(), TimeUnit.MILLISECONDS)).hasMessageContaining("taken over");
         assertThat(held.isHeld()).isFalse();
         assertThat(taken.fencingToken()).isGreaterThan(held.fencingToken());
-        held.close();
-        assertThat(taken.isHeld()).as("the former holder's release does not touch the new holder's row").isTrue();
         assertThat(a.tryAcquire(LockRequest.of("stolen"))).isEmpty();
+    }
+
+    @Test
+    void aFormerHoldersReleaseNeverTouchesTheNewHoldersRow() throws Exception {
+        // a's heartbeat is slow, so a releases before it could notice the takeover.
+        LockClient a = closeLater(builder(counting).heartbeatInterval(Duration.ofSeconds(10)).build());
+        LockClient b = client();
+        HeldLock held = a.acquire(LockRequest.of("guarded"));
+        sql("UPDATE " + table + " SET expires_at = now() - interval '1 second' WHERE lock_key = 'guarded'");
+        HeldLock taken = b.tryAcquire(LockRequest.of("guarded")).orElseThrow();
+
+        assertThat(held.release()).isTrue(); // a still believed it held the lock
+        assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key = 'guarded' AND holders = ARRAY[?::text]"
+                + " AND expires_at > now()", b.owner())).as("b's row is untouched").isEqualTo(1);
+        assertThat(a.tryAcquire(LockRequest.of("guarded"))).isEmpty();
+        assertThat(taken.isHeld()).isTrue();
     }
 
     @Test
@@ -304,6 +321,9 @@ class LeaseLockClientTest extends LockClientContractTest {
         LockClient a = client();
         LockClient b = client();
         assertThat(a.owner()).isNotEqualTo(b.owner()).contains(":" + ProcessHandle.current().pid() + ":");
+        LockClient named1 = closeLater(builder(counting).owner("web").build());
+        LockClient named2 = closeLater(builder(counting).owner("web").build());
+        assertThat(named1.owner()).startsWith("web:").isNotEqualTo(named2.owner());
         HeldLock held = a.acquire(LockRequest.of("mine"));
         b.acquire(LockRequest.of("theirs")).release();
         assertThat(held.isHeld()).isTrue();
@@ -377,6 +397,93 @@ class LeaseLockClientTest extends LockClientContractTest {
         LockClient managed = closeLater(PgLock.lease(pool).tableName(fresh).initializeSchema(false).build());
         assertThat(managed.tryAcquire(LockRequest.of("migrated"))).isPresent();
         assertThat(getClass().getClassLoader().getResource(LeaseLockClientBuilder.SCHEMA_RESOURCE)).isNotNull();
+    }
+
+    @Test
+    void theDefaultTableNameWorksInAnySchema() throws Exception {
+        String schema = PgTestDatabase.uniqueName("pglock_schema");
+        try (Connection c = db.connect(); Statement st = c.createStatement()) {
+            st.execute("CREATE SCHEMA " + schema);
+        }
+        closeLater(() -> {
+            try (Connection c = db.connect(); Statement st = c.createStatement()) {
+                st.execute("DROP SCHEMA " + schema + " CASCADE");
+            }
+        });
+        LockClient created = closeLater(PgLock.lease(pool).tableName(schema + ".pglock_locks").build());
+        assertThat(created.tryAcquire(LockRequest.of("default-name"))).isPresent();
+        assertThat(queryLong("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                + " WHERE n.nspname = ? AND c.relname IN ('pglock_locks', 'pglock_locks_fencing_seq')", schema))
+                .isEqualTo(2);
+        LockClient checked = closeLater(
+                PgLock.lease(pool).tableName(schema + ".pglock_locks").initializeSchema(false).build());
+        assertThat(checked.tryAcquire(LockRequest.of("default-name"))).isEmpty();
+    }
+
+    @Test
+    void aCachedFencingSequenceIsRefusedBecauseTokensCouldGoBackwards() throws Exception {
+        String fresh = PgTestDatabase.uniqueName("pglock_cached");
+        closeLater(() -> {
+            try (Connection c = db.connect(); Statement st = c.createStatement()) {
+                st.execute("DROP TABLE IF EXISTS " + fresh + "; DROP SEQUENCE IF EXISTS " + fresh + "_fencing_seq");
+            }
+        });
+        try (Connection c = db.connect(); Statement st = c.createStatement()) {
+            st.execute(new LeaseSchema(fresh, "\"" + fresh + "\"", "\"" + fresh + "_fencing_seq\"", true).ddl());
+            st.execute("ALTER SEQUENCE " + fresh + "_fencing_seq CACHE 20");
+        }
+        assertThatThrownBy(() -> PgLock.lease(pool).tableName(fresh).initializeSchema(false).build())
+                .isInstanceOf(IllegalStateException.class).hasMessageContaining("CACHE 1")
+                .hasMessageContaining(fresh + "_fencing_seq");
+    }
+
+    @Test
+    void listShowsEveryNamespaceInTheTable() {
+        LockClient billing = closeLater(builder(counting).namespace("billing").build());
+        LockClient shipping = closeLater(builder(counting).namespace("shipping").build());
+        billing.acquire(LockRequest.of("same-key"));
+        assertThat(shipping.tryAcquire(LockRequest.of("same-key"))).as("namespaces are apart").isPresent();
+        assertThat(billing.list()).extracting(info -> info.namespace().orElseThrow() + "/" + info.key().orElseThrow())
+                .containsExactly("billing/same-key", "shipping/same-key");
+        assertThat(billing.get("same-key").orElseThrow().isHeldByThisClient()).isTrue();
+    }
+
+    /** The lease mode never reads the wall clock, so a client whose clock is hours off cannot differ. */
+    @Test
+    void theLeaseCodeNeverReadsTheWallClock() throws Exception {
+        java.nio.file.Path sources = java.nio.file.Path.of("src/main/java/dev/pglock/core/lease");
+        List<java.nio.file.Path> files;
+        try (var stream = java.nio.file.Files.list(sources)) {
+            files = stream.filter(f -> f.toString().endsWith(".java")).toList();
+        }
+        assertThat(files).hasSizeGreaterThanOrEqualTo(5);
+        for (java.nio.file.Path file : files) {
+            assertThat(java.nio.file.Files.readString(file)).as(file.toString())
+                    .doesNotContain("Instant.now(", "currentTimeMillis(", "Clock.", "LocalDateTime.now(", "new Date(");
+        }
+    }
+
+    @Test
+    void waitersAreStillWokenPromptlyAfterTheListenConnectionDropped() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        HikariDataSource listenPool = closeLater(db.pooledDataSource(proxy, 2));
+        LockClient a = client();
+        LockClient b = closeLater(builder(counting).listenDataSource(listenPool).build());
+        for (int round = 0; round < 2; round++) {
+            HeldLock held = a.acquire(LockRequest.of("relisten").leaseFor(Duration.ofMinutes(5)));
+            Future<Boolean> waiter = threads.submit(
+                    () -> b.acquire(LockRequest.of("relisten").waitAtMost(Duration.ofMinutes(1))).release());
+            awaitWaiterInDatabase("relisten");
+            if (round == 1) {
+                proxy.dropConnections(); // the LISTEN session is gone; the listener must notice and listen again
+                await().atMost(Duration.ofSeconds(10)).until(() -> proxy.openConnections() == 1);
+            }
+            long released = System.nanoTime();
+            held.release();
+            assertThat(waiter.get(10, TimeUnit.SECONDS)).isTrue();
+            assertThat(Duration.ofNanos(System.nanoTime() - released)).as("round %d", round)
+                    .isLessThan(Duration.ofSeconds(3));
+        }
     }
 
     @Test
