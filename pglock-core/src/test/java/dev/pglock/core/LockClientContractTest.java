@@ -367,6 +367,7 @@ public abstract class LockClientContractTest {
      * and of both clients compete.
      */
     @Test
+    @SuppressWarnings("try") // the held lock is the point of the try block, not something it uses
     void mutualExclusionHoldsUnderContention() throws Exception {
         LockClient[] clients = {client(), client()};
         int threadCount = 8;

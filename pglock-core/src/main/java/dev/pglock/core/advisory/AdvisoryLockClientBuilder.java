@@ -1,6 +1,7 @@
 package dev.pglock.core.advisory;
 
 import dev.pglock.core.LockClient;
+import dev.pglock.core.internal.Checks;
 import dev.pglock.core.internal.Identifiers;
 import dev.pglock.core.internal.Owners;
 import java.time.Duration;
@@ -47,22 +48,19 @@ public final class AdvisoryLockClientBuilder {
 
     /** How many sessions hold the locks taken without waiting (1 to 64, default 2). */
     public AdvisoryLockClientBuilder lockSessions(int lockSessions) {
-        if (lockSessions < 1 || lockSessions > 64) {
-            throw new IllegalArgumentException("lockSessions must be between 1 and 64, got " + lockSessions);
-        }
-        this.lockSessions = lockSessions;
+        this.lockSessions = Checks.between("lockSessions", lockSessions, 1, 64);
         return this;
     }
 
     /** The longest wait for a connection from the DataSource before failing with "pool exhausted" (default 5s). */
     public AdvisoryLockClientBuilder connectionWaitTimeout(Duration timeout) {
-        this.connectionWaitTimeout = positive("connectionWaitTimeout", timeout);
+        this.connectionWaitTimeout = Checks.positive("connectionWaitTimeout", timeout);
         return this;
     }
 
     /** How often the watchdog checks that the lock sessions are alive (default 5s). */
     public AdvisoryLockClientBuilder heartbeatInterval(Duration interval) {
-        this.heartbeatInterval = positive("heartbeatInterval", interval);
+        this.heartbeatInterval = Checks.positive("heartbeatInterval", interval);
         return this;
     }
 
@@ -110,12 +108,5 @@ public final class AdvisoryLockClientBuilder {
             throw e;
         }
         return client;
-    }
-
-    private static Duration positive(String field, Duration value) {
-        if (value == null || value.isNegative() || value.isZero()) {
-            throw new IllegalArgumentException(field + " must be positive, got " + value);
-        }
-        return value;
     }
 }

@@ -1,6 +1,7 @@
 package dev.pglock.core.lease;
 
 import dev.pglock.core.LockClient;
+import dev.pglock.core.internal.Checks;
 import dev.pglock.core.internal.Identifiers;
 import dev.pglock.core.internal.Owners;
 import java.time.Duration;
@@ -83,28 +84,25 @@ public final class LeaseLockClientBuilder {
 
     /** The default lease of a lock (default 30s); must be longer than twice the heartbeat interval. */
     public LeaseLockClientBuilder lease(Duration lease) {
-        this.lease = positive("lease", lease);
+        this.lease = Checks.positive("lease", lease);
         return this;
     }
 
     /** How often one statement renews every lock the client holds (default 5s). */
     public LeaseLockClientBuilder heartbeatInterval(Duration interval) {
-        this.heartbeatInterval = positive("heartbeatInterval", interval);
+        this.heartbeatInterval = Checks.positive("heartbeatInterval", interval);
         return this;
     }
 
     /** How many pinned sessions run the client's statements (1 to 64, default 2). */
     public LeaseLockClientBuilder lockSessions(int lockSessions) {
-        if (lockSessions < 1 || lockSessions > 64) {
-            throw new IllegalArgumentException("lockSessions must be between 1 and 64, got " + lockSessions);
-        }
-        this.lockSessions = lockSessions;
+        this.lockSessions = Checks.between("lockSessions", lockSessions, 1, 64);
         return this;
     }
 
     /** The longest wait for a connection from the DataSource (default 5s). */
     public LeaseLockClientBuilder connectionWaitTimeout(Duration timeout) {
-        this.connectionWaitTimeout = positive("connectionWaitTimeout", timeout);
+        this.connectionWaitTimeout = Checks.positive("connectionWaitTimeout", timeout);
         return this;
     }
 
@@ -143,12 +141,5 @@ public final class LeaseLockClientBuilder {
             throw e;
         }
         return client;
-    }
-
-    private static Duration positive(String field, Duration value) {
-        if (value == null || value.isNegative() || value.isZero()) {
-            throw new IllegalArgumentException(field + " must be positive, got " + value);
-        }
-        return value;
     }
 }

@@ -61,8 +61,17 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     private void dropTable() throws SQLException {
+        drop(table);
+    }
+
+    /** Drops a table the test created, with its sequence, after the test's clients are closed. */
+    private void dropLater(String name) {
+        closeLater(() -> drop(name));
+    }
+
+    private void drop(String name) throws SQLException {
         try (Connection c = db.connect(); Statement st = c.createStatement()) {
-            st.execute("DROP TABLE IF EXISTS " + table + "; DROP SEQUENCE IF EXISTS " + table + "_fencing_seq");
+            st.execute("DROP TABLE IF EXISTS " + name + "; DROP SEQUENCE IF EXISTS " + name + "_fencing_seq");
         }
     }
 
@@ -360,11 +369,7 @@ class LeaseLockClientTest extends LockClientContractTest {
     @Test
     void twoClientsCreatingTheSchemaAtOnceBothSucceed() throws Exception {
         String fresh = PgTestDatabase.uniqueName("pglock_race");
-        closeLater(() -> {
-            try (Connection c = db.connect(); Statement st = c.createStatement()) {
-                st.execute("DROP TABLE IF EXISTS " + fresh + "; DROP SEQUENCE IF EXISTS " + fresh + "_fencing_seq");
-            }
-        });
+        dropLater(fresh);
         CountDownLatch go = new CountDownLatch(1);
         List<Future<LockClient>> builds = new ArrayList<>();
         for (int i = 0; i < 4; i++) {
@@ -385,11 +390,7 @@ class LeaseLockClientTest extends LockClientContractTest {
     @Test
     void theShippedDdlIsWhatThClientRuns() throws Exception {
         String fresh = PgTestDatabase.uniqueName("pglock_ddl");
-        closeLater(() -> {
-            try (Connection c = db.connect(); Statement st = c.createStatement()) {
-                st.execute("DROP TABLE IF EXISTS " + fresh + "; DROP SEQUENCE IF EXISTS " + fresh + "_fencing_seq");
-            }
-        });
+        dropLater(fresh);
         String ddl = new LeaseSchema(fresh, "\"" + fresh + "\"", "\"" + fresh + "_fencing_seq\"", true).ddl();
         try (Connection c = db.connect(); Statement st = c.createStatement()) {
             st.execute(ddl); // as a Flyway user would, with the names changed
@@ -423,11 +424,7 @@ class LeaseLockClientTest extends LockClientContractTest {
     @Test
     void aCachedFencingSequenceIsRefusedBecauseTokensCouldGoBackwards() throws Exception {
         String fresh = PgTestDatabase.uniqueName("pglock_cached");
-        closeLater(() -> {
-            try (Connection c = db.connect(); Statement st = c.createStatement()) {
-                st.execute("DROP TABLE IF EXISTS " + fresh + "; DROP SEQUENCE IF EXISTS " + fresh + "_fencing_seq");
-            }
-        });
+        dropLater(fresh);
         try (Connection c = db.connect(); Statement st = c.createStatement()) {
             st.execute(new LeaseSchema(fresh, "\"" + fresh + "\"", "\"" + fresh + "_fencing_seq\"", true).ddl());
             st.execute("ALTER SEQUENCE " + fresh + "_fencing_seq CACHE 20");

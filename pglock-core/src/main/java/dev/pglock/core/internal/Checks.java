@@ -1,0 +1,24 @@
+package dev.pglock.core.internal;
+
+import java.time.Duration;
+
+/** Argument checks the builders share; each message names the setting and the value. */
+public final class Checks {
+
+    private Checks() {
+    }
+
+    public static Duration positive(String field, Duration value) {
+        if (value == null || value.isNegative() || value.isZero()) {
+            throw new IllegalArgumentException(field + " must be positive, got " + value);
+        }
+        return value;
+    }
+
+    public static int between(String field, int value, int min, int max) {
+        if (value < min || value > max) {
+            throw new IllegalArgumentException(field + " must be between " + min + " and " + max + ", got " + value);
+        }
+        return value;
+    }
+}
