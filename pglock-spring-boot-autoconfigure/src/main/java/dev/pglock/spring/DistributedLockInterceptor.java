@@ -1,0 +1,70 @@
+package dev.pglock.spring;
+
+import dev.pglock.core.HeldLock;
+import dev.pglock.core.LockNotAcquiredException;
+import dev.pglock.core.LockRequest;
+import org.aopalliance.intercept.MethodInterceptor;
+import org.aopalliance.intercept.MethodInvocation;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import org.springframework.aop.support.AopUtils;
+import org.springframework.beans.factory.ObjectProvider;
+
+/** Turns a call of a {@link DistributedLock} method into a {@link LockRequest} and runs it through {@link LockTemplate}. */
+final class DistributedLockInterceptor implements MethodInterceptor {
+
+    private static final Logger log = LoggerFactory.getLogger(DistributedLockInterceptor.class);
+
+    private final LockOperationSource source;
+    private final LockKeyEvaluator evaluator;
+    private final ObjectProvider<LockTemplate> templates;
+
+    DistributedLockInterceptor(LockOperationSource source, LockKeyEvaluator evaluator,
+            ObjectProvider<LockTemplate> templates) {
+        this.source = source;
+        this.evaluator = evaluator;
+        this.templates = templates;
+    }
+
+    @Override
+    public Object invoke(MethodInvocation invocation) throws Throwable {
+        Object target = invocation.getThis();
+        Class<?> targetClass = target == null ? null : AopUtils.getTargetClass(target);
+        LockOperation operation = source.get(invocation.getMethod(), targetClass);
+        if (operation == null) {
+            return invocation.proceed();
+        }
+        LockTemplate template = templates.getObject();
+        if (operation.mode() != null) {
+            template = template.inMode(operation.mode());
+        }
+        LockRequest request = operation.request(template, key(operation, invocation, target, targetClass));
+        HeldLock lock = template.tryLock(request);
+        if (lock == null) {
+            if (operation.skipsWhenLocked()) {
+                log.debug("{} skipped: lock '{}' is held elsewhere", operation.description(), request.key());
+                return operation.skippedResult();
+            }
+            throw new LockNotAcquiredException(request.key(), request.waitAtMost(), operation.description()
+                    + ": lock '" + request.key() + "' is held elsewhere; gave up after waiting " + request.waitAtMost(),
+                    null);
+        }
+        return template.runHolding(lock, invocation::proceed);
+    }
+
+    private String key(LockOperation operation, MethodInvocation invocation, Object target, Class<?> targetClass) {
+        if (operation.fixedKey() != null) {
+            return operation.fixedKey();
+        }
+        Object value = evaluator.evaluate(operation.keyExpression(), operation.method(),
+                targetClass != null ? targetClass : operation.method().getDeclaringClass(), target,
+                invocation.getArguments());
+        if (value == null || value.toString().isBlank()) {
+            throw new IllegalArgumentException(operation.description() + ": key expression '"
+                    + operation.keyExpression() + "' evaluated to " + (value == null ? "null" : "'" + value + "'")
+                    + ". If it names a parameter, compile with -parameters (Spring Boot's build plugins do) or use"
+                    + " #p0 / #a0");
+        }
+        return value.toString();
+    }
+}

@@ -1,0 +1,24 @@
+package dev.pglock.spring.boot.autoconfigure;
+
+import java.lang.annotation.Documented;
+import java.lang.annotation.ElementType;
+import java.lang.annotation.Retention;
+import java.lang.annotation.RetentionPolicy;
+import java.lang.annotation.Target;
+import org.springframework.beans.factory.annotation.Qualifier;
+
+/**
+ * Marks the DataSource pglock should use when it is not the application's primary one (for example
+ * a direct connection when the main pool goes through PgBouncer):
+ *
+ * <pre>{@code
+ * @Bean @PgLockDataSource
+ * DataSource lockDataSource() { ... }
+ * }</pre>
+ */
+@Target({ElementType.FIELD, ElementType.METHOD, ElementType.PARAMETER, ElementType.TYPE, ElementType.ANNOTATION_TYPE})
+@Retention(RetentionPolicy.RUNTIME)
+@Documented
+@Qualifier
+public @interface PgLockDataSource {
+}

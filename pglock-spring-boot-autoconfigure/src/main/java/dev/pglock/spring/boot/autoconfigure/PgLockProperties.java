@@ -1,0 +1,193 @@
+package dev.pglock.spring.boot.autoconfigure;
+
+import dev.pglock.core.LockMode;
+import java.time.Duration;
+import org.springframework.boot.context.properties.ConfigurationProperties;
+import org.springframework.core.Ordered;
+
+/**
+ * pglock settings, under {@code pglock.*}. Checked when the application starts: a bad value fails the
+ * start with the property's name and value.
+ */
+@ConfigurationProperties("pglock")
+public class PgLockProperties {
+
+    /** Whether pglock is on: the lock client, LockTemplate and the @DistributedLock aspect. */
+    private boolean enabled = true;
+
+    /**
+     * Where locks are kept: advisory (session-level advisory locks: no table, no writes; needs a
+     * direct connection, not PgBouncer in transaction mode) or lease (a lease table with heartbeats;
+     * works through PgBouncer, stores data, expires by the database clock).
+     */
+    private LockMode mode = LockMode.ADVISORY;
+
+    /** Mixed into every key, so services sharing a database never share a lock by accident. Replicas of one service must agree on it. */
+    private String namespace = "";
+
+    /** How long a locked call waits for its lock by default; 0 tries once and skips (or throws) when it is taken. */
+    private Duration wait = Duration.ZERO;
+
+    /** How long a lease-mode lock outlives its holder's last heartbeat. Must be longer than twice the heartbeat interval; three times or more survives a missed heartbeat. */
+    private Duration lease = Duration.ofSeconds(30);
+
+    /** The shortest time a lock stays taken after acquisition by default, even when the call returns sooner. */
+    private Duration holdAtLeast = Duration.ZERO;
+
+    /** How often lease-mode locks are renewed, and advisory lock sessions checked. */
+    private Duration heartbeatInterval = Duration.ofSeconds(5);
+
+    /** How many pinned connections each lock client keeps for its locks or statements (1 to 64). */
+    private int lockSessions = 2;
+
+    /** The longest wait for a connection from the DataSource before failing with "pool exhausted". */
+    private Duration connectionWaitTimeout = Duration.ofSeconds(5);
+
+    /**
+     * The order of the @DistributedLock advice. The default is just outside @Transactional's (which
+     * is the lowest precedence), so a lock is taken before the transaction begins and released after
+     * it ends. A smaller number nests the lock further outside other advice.
+     */
+    private int aspectOrder = Ordered.LOWEST_PRECEDENCE - 1;
+
+    private final Advisory advisory = new Advisory();
+
+    private final Table table = new Table();
+
+    public boolean isEnabled() {
+        return enabled;
+    }
+
+    public void setEnabled(boolean enabled) {
+        this.enabled = enabled;
+    }
+
+    public LockMode getMode() {
+        return mode;
+    }
+
+    public void setMode(LockMode mode) {
+        this.mode = mode;
+    }
+
+    public String getNamespace() {
+        return namespace;
+    }
+
+    public void setNamespace(String namespace) {
+        this.namespace = namespace;
+    }
+
+    public Duration getWait() {
+        return wait;
+    }
+
+    public void setWait(Duration wait) {
+        this.wait = wait;
+    }
+
+    public Duration getLease() {
+        return lease;
+    }
+
+    public void setLease(Duration lease) {
+        this.lease = lease;
+    }
+
+    public Duration getHoldAtLeast() {
+        return holdAtLeast;
+    }
+
+    public void setHoldAtLeast(Duration holdAtLeast) {
+        this.holdAtLeast = holdAtLeast;
+    }
+
+    public Duration getHeartbeatInterval() {
+        return heartbeatInterval;
+    }
+
+    public void setHeartbeatInterval(Duration heartbeatInterval) {
+        this.heartbeatInterval = heartbeatInterval;
+    }
+
+    public int getLockSessions() {
+        return lockSessions;
+    }
+
+    public void setLockSessions(int lockSessions) {
+        this.lockSessions = lockSessions;
+    }
+
+    public Duration getConnectionWaitTimeout() {
+        return connectionWaitTimeout;
+    }
+
+    public void setConnectionWaitTimeout(Duration connectionWaitTimeout) {
+        this.connectionWaitTimeout = connectionWaitTimeout;
+    }
+
+    public int getAspectOrder() {
+        return aspectOrder;
+    }
+
+    public void setAspectOrder(int aspectOrder) {
+        this.aspectOrder = aspectOrder;
+    }
+
+    public Advisory getAdvisory() {
+        return advisory;
+    }
+
+    public Table getTable() {
+        return table;
+    }
+
+    /** Advisory-mode settings. */
+    public static class Advisory {
+
+        /** Whether each advisory acquisition draws a fencing token from a sequence (created if missing). */
+        private boolean fencingTokens = false;
+
+        public boolean isFencingTokens() {
+            return fencingTokens;
+        }
+
+        public void setFencingTokens(boolean fencingTokens) {
+            this.fencingTokens = fencingTokens;
+        }
+    }
+
+    /** The lease table (lease mode). */
+    public static class Table {
+
+        /** The lease table's name: a lowercase identifier, optionally schema-qualified; its sequence is <name>_fencing_seq. */
+        private String name = "pglock_locks";
+
+        /** Whether pglock creates the table and its sequence when they are missing (always), or only checks they exist (never). */
+        private InitializeSchema initializeSchema = InitializeSchema.ALWAYS;
+
+        public String getName() {
+            return name;
+        }
+
+        public void setName(String name) {
+            this.name = name;
+        }
+
+        public InitializeSchema getInitializeSchema() {
+            return initializeSchema;
+        }
+
+        public void setInitializeSchema(InitializeSchema initializeSchema) {
+            this.initializeSchema = initializeSchema;
+        }
+    }
+
+    /** Whether pglock creates its lease table. */
+    public enum InitializeSchema {
+        /** Create the table and sequence when missing (safe when several replicas start at once). */
+        ALWAYS,
+        /** Never create them; a missing table fails the start, naming the DDL to run. */
+        NEVER
+    }
+}

@@ -1,0 +1,64 @@
+package dev.pglock.spring.boot.autoconfigure;
+
+import dev.pglock.core.internal.Identifiers;
+import java.time.Duration;
+import org.springframework.boot.context.properties.source.InvalidConfigurationPropertyValueException;
+
+/**
+ * Checks {@code pglock.*} when the application starts, so a wrong value stops it with the property's
+ * name, its value and what is wrong, before any lock is taken.
+ */
+final class PgLockPropertiesValidator {
+
+    private PgLockPropertiesValidator() {
+    }
+
+    static void validate(PgLockProperties p) {
+        String namespace = p.getNamespace();
+        if (namespace == null || namespace.length() > 255 || namespace.indexOf('\0') >= 0) {
+            throw invalid("pglock.namespace", namespace, "must be at most 255 characters, without NUL");
+        }
+        notNegative("pglock.wait", p.getWait());
+        notNegative("pglock.hold-at-least", p.getHoldAtLeast());
+        positive("pglock.lease", p.getLease());
+        positive("pglock.heartbeat-interval", p.getHeartbeatInterval());
+        positive("pglock.connection-wait-timeout", p.getConnectionWaitTimeout());
+        if (p.getLease().compareTo(p.getHeartbeatInterval().multipliedBy(2)) <= 0) {
+            throw invalid("pglock.lease", p.getLease(), "must be longer than twice pglock.heartbeat-interval ("
+                    + p.getHeartbeatInterval() + "); three times or more survives a missed heartbeat");
+        }
+        if (p.getHoldAtLeast().compareTo(p.getLease()) > 0) {
+            throw invalid("pglock.hold-at-least", p.getHoldAtLeast(), "must not be longer than pglock.lease ("
+                    + p.getLease() + ")");
+        }
+        if (p.getLockSessions() < 1 || p.getLockSessions() > 64) {
+            throw invalid("pglock.lock-sessions", p.getLockSessions(), "must be between 1 and 64");
+        }
+        String table = p.getTable().getName();
+        try {
+            Identifiers.quoted("pglock.table.name", table);
+        } catch (IllegalArgumentException e) {
+            throw invalid("pglock.table.name", table, "must be a lowercase SQL identifier, optionally"
+                    + " schema-qualified (letters a-z, digits and _, not starting with a digit)");
+        }
+        if (table.substring(table.indexOf('.') + 1).length() > 51) {
+            throw invalid("pglock.table.name", table, "must be at most 51 characters (its sequence adds _fencing_seq)");
+        }
+    }
+
+    private static void notNegative(String name, Duration value) {
+        if (value == null || value.isNegative()) {
+            throw invalid(name, value, "must not be negative");
+        }
+    }
+
+    private static void positive(String name, Duration value) {
+        if (value == null || value.isNegative() || value.isZero()) {
+            throw invalid(name, value, "must be positive");
+        }
+    }
+
+    private static InvalidConfigurationPropertyValueException invalid(String name, Object value, String reason) {
+        return new InvalidConfigurationPropertyValueException(name, value, reason);
+    }
+}

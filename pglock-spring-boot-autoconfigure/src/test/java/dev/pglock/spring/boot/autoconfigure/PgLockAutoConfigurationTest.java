@@ -1,0 +1,223 @@
+package dev.pglock.spring.boot.autoconfigure;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import com.zaxxer.hikari.HikariDataSource;
+import dev.pglock.core.LockClient;
+import dev.pglock.core.LockMode;
+import dev.pglock.core.LockRequest;
+import dev.pglock.core.PgLock;
+import dev.pglock.spring.DistributedLockAdvisor;
+import dev.pglock.spring.LockOperations;
+import dev.pglock.spring.LockTemplate;
+import dev.pglock.test.CountingDataSource;
+import dev.pglock.test.PgTestDatabase;
+import java.sql.Connection;
+import java.sql.Statement;
+import java.time.Duration;
+import javax.sql.DataSource;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.springframework.boot.autoconfigure.AutoConfigurations;
+import org.springframework.boot.context.properties.source.InvalidConfigurationPropertyValueException;
+import org.springframework.boot.jdbc.autoconfigure.DataSourceAutoConfiguration;
+import org.springframework.boot.test.context.FilteredClassLoader;
+import org.springframework.boot.test.context.runner.ApplicationContextRunner;
+import org.springframework.context.annotation.Bean;
+import org.springframework.context.annotation.Configuration;
+import org.springframework.context.annotation.Primary;
+import org.springframework.core.io.ClassPathResource;
+
+class PgLockAutoConfigurationTest {
+
+    private static final PgTestDatabase db = PgTestDatabase.get();
+
+    private final String namespace = PgTestDatabase.uniqueName("autoconf");
+    private final String table = PgTestDatabase.uniqueName("pglock_autoconf");
+
+    private final ApplicationContextRunner runner = new ApplicationContextRunner()
+            .withConfiguration(AutoConfigurations.of(DataSourceAutoConfiguration.class, PgLockAutoConfiguration.class))
+            .withPropertyValues("spring.datasource.url=" + db.jdbcUrl(), "spring.datasource.username=" + db.user(),
+                    "spring.datasource.password=" + db.password(), "pglock.namespace=" + namespace,
+                    "pglock.table.name=" + table);
+
+    @AfterEach
+    void dropTable() throws Exception {
+        try (Connection c = db.connect(); Statement st = c.createStatement()) {
+            st.execute("DROP TABLE IF EXISTS " + table + "; DROP SEQUENCE IF EXISTS " + table + "_fencing_seq");
+        }
+    }
+
+    @Test
+    void byDefaultAnAdvisoryClientATemplateAndTheAdvisorOnTheApplicationsDataSource() {
+        runner.run(context -> {
+            assertThat(context).hasSingleBean(LockClient.class).hasSingleBean(LockTemplate.class)
+                    .hasSingleBean(DistributedLockAdvisor.class).hasSingleBean(PgLockClients.class);
+            LockClient client = context.getBean(LockClient.class);
+            assertThat(client.mode()).isEqualTo(LockMode.ADVISORY);
+            assertThat(context.getBean(LockTemplate.class).client()).isSameAs(client);
+            assertThat(context.getBean(LockTemplate.class).tryRun("auto", () -> { })).isTrue();
+            PgLockProperties properties = context.getBean(PgLockProperties.class);
+            assertThat(properties.getLease()).isEqualTo(Duration.ofSeconds(30));
+            assertThat(properties.getHeartbeatInterval()).isEqualTo(Duration.ofSeconds(5));
+            assertThat(properties.getLockSessions()).isEqualTo(2);
+            assertThat(properties.getTable().getInitializeSchema()).isEqualTo(PgLockProperties.InitializeSchema.ALWAYS);
+        });
+    }
+
+    @Test
+    void leaseModeBuildsTheLeaseClientAndItsTable() {
+        runner.withPropertyValues("pglock.mode=lease", "pglock.lease=20s", "pglock.heartbeat-interval=2s").run(context -> {
+            LockClient client = context.getBean(LockClient.class);
+            assertThat(client.mode()).isEqualTo(LockMode.LEASE);
+            client.acquire(LockRequest.of("leased")).release();
+            try (Connection c = db.connect(); Statement st = c.createStatement()) {
+                assertThat(st.executeQuery("SELECT count(*) FROM " + table).next()).isTrue();
+            }
+        });
+    }
+
+    @Test
+    void theOtherModeIsBuiltOnlyWhenAskedFor() {
+        runner.run(context -> {
+            LockTemplate template = context.getBean(LockTemplate.class);
+            assertThat(template.inMode(LockMode.LEASE).client().mode()).isEqualTo(LockMode.LEASE);
+            assertThat(template.inMode(LockMode.ADVISORY)).isSameAs(template);
+        });
+    }
+
+    @Test
+    void everyBeanBacksOffForTheApplicationsOwn() {
+        runner.withUserConfiguration(OwnBeans.class).run(context -> {
+            assertThat(context).hasSingleBean(LockClient.class).hasSingleBean(LockOperations.class);
+            assertThat(context.getBean(LockClient.class)).isSameAs(context.getBean("myClient"));
+            assertThat(context.getBean(LockOperations.class)).isSameAs(context.getBean("myTemplate"));
+        });
+    }
+
+    @Test
+    void pglockEnabledFalseTurnsItAllOff() {
+        runner.withPropertyValues("pglock.enabled=false").run(context -> assertThat(context)
+                .doesNotHaveBean(LockClient.class).doesNotHaveBean(LockTemplate.class)
+                .doesNotHaveBean(DistributedLockAdvisor.class).doesNotHaveBean(PgLockClients.class));
+    }
+
+    @Test
+    void withoutTheCoreOnTheClassPathNothingIsConfigured() {
+        runner.withClassLoader(new FilteredClassLoader(LockClient.class)).run(context -> assertThat(context)
+                .doesNotHaveBean(PgLockClients.class).doesNotHaveBean(DistributedLockAdvisor.class));
+    }
+
+    @Test
+    void withoutADataSourceTheClientBacksOffQuietly() {
+        new ApplicationContextRunner().withConfiguration(AutoConfigurations.of(PgLockAutoConfiguration.class))
+                .run(context -> assertThat(context).hasNotFailed().doesNotHaveBean(LockClient.class));
+    }
+
+    @Test
+    void aDataSourceMarkedPgLockDataSourceIsUsedInsteadOfThePrimaryOne() {
+        runner.withUserConfiguration(TwoDataSources.class).run(context -> {
+            CountingDataSource lockOnly = context.getBean("lockDataSource", CountingDataSource.class);
+            assertThat(lockOnly.openConnections()).as("the lock session came from the lock DataSource").isEqualTo(1);
+            context.getBean(LockClient.class).acquire(LockRequest.of("qualified")).release();
+            CountingDataSource primary = context.getBean("primaryDataSource", CountingDataSource.class);
+            assertThat(primary.executed()).isEmpty();
+        });
+    }
+
+    @Test
+    void aLeaseNotLongerThanTwoHeartbeatsStopsTheStartWithBothValues() {
+        assertStartFails("pglock.lease", "PT10S", "pglock.lease=10s", "pglock.heartbeat-interval=5s");
+    }
+
+    @Test
+    void negativeDurationsStopTheStart() {
+        assertStartFails("pglock.wait", "PT-1S", "pglock.wait=-1s");
+        assertStartFails("pglock.hold-at-least", "PT-5S", "pglock.hold-at-least=-5s");
+        assertStartFails("pglock.heartbeat-interval", "PT0S", "pglock.heartbeat-interval=0s");
+    }
+
+    @Test
+    void aBadTableNameStopsTheStart() {
+        assertStartFails("pglock.table.name", "locks; drop table x", "pglock.table.name=locks; drop table x");
+    }
+
+    @Test
+    void holdAtLeastLongerThanTheLeaseAndBadSessionCountsStopTheStart() {
+        assertStartFails("pglock.hold-at-least", "PT1M", "pglock.hold-at-least=1m");
+        assertStartFails("pglock.lock-sessions", "0", "pglock.lock-sessions=0");
+    }
+
+    @Test
+    void anUnknownModeStopsTheStartNamingTheProperty() {
+        runner.withPropertyValues("pglock.mode=redis").run(context -> {
+            assertThat(context).hasFailed();
+            assertThat(context.getStartupFailure()).rootCause().hasMessageContaining("redis");
+            assertThat(stackMessages(context.getStartupFailure())).contains("pglock.mode");
+        });
+    }
+
+    @Test
+    void configurationMetadataIsGeneratedForTheIde() throws Exception {
+        String metadata = new String(new ClassPathResource("META-INF/spring-configuration-metadata.json")
+                .getInputStream().readAllBytes());
+        assertThat(metadata).contains("\"pglock.mode\"", "\"pglock.wait\"", "\"pglock.lease\"",
+                "\"pglock.hold-at-least\"", "\"pglock.heartbeat-interval\"", "\"pglock.table.name\"",
+                "\"pglock.table.initialize-schema\"", "\"pglock.lock-sessions\"", "\"pglock.connection-wait-timeout\"",
+                "\"pglock.aspect-order\"", "\"pglock.namespace\"", "\"pglock.enabled\"", "\"pglock.advisory.fencing-tokens\"");
+    }
+
+    /** {@code value} as the message shows it: durations in ISO-8601 once bound. */
+    private void assertStartFails(String property, String value, String... properties) {
+        runner.withPropertyValues(properties).run(context -> {
+            assertThat(context).hasFailed();
+            assertThat(context.getStartupFailure()).hasRootCauseInstanceOf(InvalidConfigurationPropertyValueException.class);
+            assertThat(context.getStartupFailure()).rootCause().hasMessageContaining(property).hasMessageContaining(value);
+        });
+    }
+
+    private static String stackMessages(Throwable t) {
+        StringBuilder all = new StringBuilder();
+        for (Throwable c = t; c != null; c = c.getCause()) {
+            all.append(c.getMessage()).append('\n');
+        }
+        return all.toString();
+    }
+
+    @Configuration(proxyBeanMethods = false)
+    static class OwnBeans {
+        @Bean(destroyMethod = "close")
+        LockClient myClient(DataSource dataSource) {
+            return PgLock.advisory(dataSource).namespace("own").build();
+        }
+
+        @Bean
+        LockTemplate myTemplate(LockClient myClient) {
+            return new LockTemplate(myClient);
+        }
+    }
+
+    @Configuration(proxyBeanMethods = false)
+    static class TwoDataSources {
+        @Bean(destroyMethod = "")
+        @Primary
+        CountingDataSource primaryDataSource() {
+            return new CountingDataSource(pool());
+        }
+
+        @Bean(destroyMethod = "")
+        @PgLockDataSource
+        CountingDataSource lockDataSource() {
+            return new CountingDataSource(pool());
+        }
+
+        @Bean
+        HikariDataSource unused() {
+            return pool();
+        }
+
+        private static HikariDataSource pool() {
+            return db.pooledDataSource(4);
+        }
+    }
+}
