@@ -1,0 +1,584 @@
+package dev.pglock.spring;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.awaitility.Awaitility.await;
+
+import dev.pglock.core.HeldLock;
+import dev.pglock.core.LockClient;
+import dev.pglock.core.LockMode;
+import dev.pglock.core.LockNotAcquiredException;
+import dev.pglock.core.LockRequest;
+import dev.pglock.core.PgLock;
+import dev.pglock.spring.boot.autoconfigure.PgLockAutoConfiguration;
+import dev.pglock.test.PgTestDatabase;
+import java.io.IOException;
+import java.lang.annotation.ElementType;
+import java.lang.annotation.Retention;
+import java.lang.annotation.RetentionPolicy;
+import java.lang.annotation.Target;
+import java.sql.Connection;
+import java.sql.Statement;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import javax.sql.DataSource;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.springframework.aop.framework.Advised;
+import org.springframework.aop.support.AopUtils;
+import org.springframework.boot.autoconfigure.aop.AopAutoConfiguration;
+import org.springframework.boot.autoconfigure.AutoConfigurations;
+import org.springframework.boot.jdbc.autoconfigure.DataSourceAutoConfiguration;
+import org.springframework.boot.jdbc.autoconfigure.DataSourceTransactionManagerAutoConfiguration;
+import org.springframework.boot.test.context.runner.ApplicationContextRunner;
+import org.springframework.boot.transaction.autoconfigure.TransactionAutoConfiguration;
+import org.springframework.context.ConfigurableApplicationContext;
+import org.springframework.context.annotation.Bean;
+import org.springframework.context.annotation.Configuration;
+import org.springframework.core.annotation.AliasFor;
+import org.springframework.jdbc.core.JdbcTemplate;
+import org.springframework.scheduling.annotation.EnableScheduling;
+import org.springframework.scheduling.annotation.Scheduled;
+import org.springframework.transaction.annotation.Transactional;
+import org.springframework.transaction.interceptor.TransactionAttributeSourceAdvisor;
+import org.springframework.transaction.support.TransactionSynchronization;
+import org.springframework.transaction.support.TransactionSynchronizationManager;
+
+/** @DistributedLock and LockTemplate in real application contexts, against the real database. */
+class DistributedLockIntegrationTest {
+
+    private static final PgTestDatabase db = PgTestDatabase.get();
+
+    private final String namespace = PgTestDatabase.uniqueName("aspect");
+    private final String table = PgTestDatabase.uniqueName("pglock_aspect");
+    private final ExecutorService threads = Executors.newCachedThreadPool();
+    private final List<AutoCloseable> toClose = new ArrayList<>();
+
+    private ApplicationContextRunner runner() {
+        return new ApplicationContextRunner()
+                .withConfiguration(AutoConfigurations.of(DataSourceAutoConfiguration.class,
+                        DataSourceTransactionManagerAutoConfiguration.class, TransactionAutoConfiguration.class,
+                        AopAutoConfiguration.class, PgLockAutoConfiguration.class))
+                .withPropertyValues("spring.datasource.url=" + db.jdbcUrl(),
+                        "spring.datasource.username=" + db.user(), "spring.datasource.password=" + db.password(),
+                        "pglock.namespace=" + namespace, "pglock.table.name=" + table, "pglock.heartbeat-interval=1s",
+                        "pglock.lease=10s", "app.prefix=tenant-7")
+                .withUserConfiguration(Beans.class);
+    }
+
+    /** Another replica's client on the same namespace (and a pool of its own), to hold keys the beans want. */
+    private LockClient otherReplica(DataSource ignored) {
+        com.zaxxer.hikari.HikariDataSource pool = db.pooledDataSource(4);
+        LockClient client = PgLock.advisory(pool).namespace(namespace).build();
+        toClose.add(client);
+        toClose.add(pool);
+        return client;
+    }
+
+    @AfterEach
+    void cleanUp() throws Exception {
+        threads.shutdownNow();
+        for (AutoCloseable c : toClose) {
+            c.close();
+        }
+        try (Connection c = db.connect(); Statement st = c.createStatement()) {
+            st.execute("DROP TABLE IF EXISTS " + table + "; DROP SEQUENCE IF EXISTS " + table + "_fencing_seq");
+        }
+    }
+
+    @Test
+    void aSpelKeyLocksPerArgumentValue() {
+        runner().run(context -> {
+            Invoices invoices = context.getBean(Invoices.class);
+            CountDownLatch inside = new CountDownLatch(1);
+            CountDownLatch leave = new CountDownLatch(1);
+            Future<String> first = threads.submit(() -> invoices.pay(1, inside, leave));
+            assertThat(inside.await(10, TimeUnit.SECONDS)).isTrue();
+
+            assertThatThrownBy(() -> invoices.pay(1, new CountDownLatch(1), new CountDownLatch(0)))
+                    .isInstanceOf(LockNotAcquiredException.class).hasMessageContaining("invoice:1");
+            assertThat(invoices.pay(2, new CountDownLatch(1), new CountDownLatch(0)))
+                    .as("another invoice is another lock").isEqualTo("invoice:2");
+
+            leave.countDown();
+            assertThat(first.get(10, TimeUnit.SECONDS)).isEqualTo("invoice:1");
+            assertThat(invoices.pay(1, new CountDownLatch(1), new CountDownLatch(0))).isEqualTo("invoice:1");
+        });
+    }
+
+    @Test
+    void keyExpressionsSeeArgumentsTheRootBeansAndProperties() {
+        runner().run(context -> {
+            Keys keys = context.getBean(Keys.class);
+            assertThat(keys.byIndex("a", "b")).isEqualTo("second:b");
+            assertThat(keys.byRoot()).isEqualTo("byRoot@Keys");
+            assertThat(keys.byBean(5)).isEqualTo("bean-prefix:5");
+            assertThat(keys.byProperty(9)).isEqualTo("tenant-7:9");
+            assertThat(keys.byDefault()).isEqualTo("Keys.byDefault");
+        });
+    }
+
+    @Test
+    void aKeyThatEvaluatesToNullFailsTheCallNamingMethodAndExpression() {
+        runner().run(context -> assertThatThrownBy(() -> context.getBean(Keys.class).nullable(null))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("Keys.nullable")
+                .hasMessageContaining("#customer").hasMessageContaining("-parameters"));
+    }
+
+    @Test
+    void aKeyThatDoesNotParseStopsTheStart() {
+        runner().withUserConfiguration(BadKeyBean.class).run(context -> {
+            assertThat(context).hasFailed();
+            assertThat(messages(context.getStartupFailure())).contains("BadKey.run").contains("'invoice:' +")
+                    .contains("does not parse");
+        });
+    }
+
+    @Test
+    void skippingAMethodThatReturnsAPrimitiveStopsTheStart() {
+        runner().withUserConfiguration(PrimitiveSkipBean.class).run(context -> {
+            assertThat(context).hasFailed();
+            assertThat(messages(context.getStartupFailure())).contains("PrimitiveSkip.count").contains("SKIP")
+                    .contains("int");
+        });
+    }
+
+    @Test
+    void aDurationThatIsNotOneStopsTheStart() {
+        runner().withUserConfiguration(BadDurationBean.class).run(context -> {
+            assertThat(context).hasFailed();
+            assertThat(messages(context.getStartupFailure())).contains("BadDuration.run").contains("waitAtMost")
+                    .contains("soon");
+        });
+    }
+
+    @Test
+    void whenTheLockIsTakenVoidSkipsQuietlyValuesThrowUnlessToldToSkip() {
+        runner().run(context -> {
+            Outcomes outcomes = context.getBean(Outcomes.class);
+            LockClient other = otherReplica(context.getBean(DataSource.class));
+            other.acquire(LockRequest.of("busy"));
+
+            outcomes.tick();
+            assertThat(outcomes.runs()).as("the void method was skipped").isZero();
+            assertThatThrownBy(outcomes::compute).isInstanceOf(LockNotAcquiredException.class)
+                    .hasMessageContaining("Outcomes.compute").hasMessageContaining("busy");
+            assertThat(outcomes.maybe()).isEmpty();
+            assertThat(outcomes.orNull()).isNull();
+            assertThatThrownBy(outcomes::tickOrThrow).isInstanceOf(LockNotAcquiredException.class);
+            assertThat(outcomes.runs()).isZero();
+
+            other.close();
+            outcomes.tick();
+            assertThat(outcomes.compute()).isEqualTo(42);
+            assertThat(outcomes.maybe()).contains("value");
+            assertThat(outcomes.runs()).isEqualTo(3);
+        });
+    }
+
+    @Test
+    void anExceptionPassesThroughUnchangedAndTheLockIsReleased() {
+        runner().run(context -> {
+            Outcomes outcomes = context.getBean(Outcomes.class);
+            IOException thrown = new IOException("disk full");
+            assertThatThrownBy(() -> outcomes.fail(thrown)).isSameAs(thrown);
+            LockClient other = otherReplica(context.getBean(DataSource.class));
+            assertThat(other.tryAcquire(LockRequest.of("busy"))).as("released after the exception").isPresent();
+        });
+    }
+
+    @Test
+    void theRunningMethodSeesItsLockInLockContext() {
+        runner().run(context -> {
+            HeldLock seen = context.getBean(Outcomes.class).currentLock();
+            assertThat(seen.key()).isEqualTo("busy");
+            assertThat(seen.isHeld()).as("released once the method returned").isFalse();
+            assertThat(LockContext.find()).isEmpty();
+        });
+    }
+
+    @Test
+    void interfaceBasedProxiesAreLockedToo() {
+        runner().withPropertyValues("spring.aop.proxy-target-class=false").run(context -> {
+            Greeter greeter = context.getBean(Greeter.class);
+            assertThat(AopUtils.isJdkDynamicProxy(greeter)).isTrue();
+            assertThat(greeter.greet("ann")).isEqualTo("hello ann under greet:ann");
+        });
+    }
+
+    @Test
+    void classBasedProxiesAreLocked() {
+        runner().run(context -> {
+            Greeter greeter = context.getBean(Greeter.class);
+            assertThat(AopUtils.isCglibProxy(greeter)).isTrue();
+            assertThat(greeter.greet("bob")).isEqualTo("hello bob under greet:bob");
+        });
+    }
+
+    @Test
+    void itWorksAsAMetaAnnotation() {
+        runner().run(context -> {
+            Outcomes outcomes = context.getBean(Outcomes.class);
+            assertThat(outcomes.nightly()).isEqualTo("nightly-report");
+            LockClient other = otherReplica(context.getBean(DataSource.class));
+            assertThat(other.tryAcquire(LockRequest.of("nightly-report")))
+                    .as("the meta-annotation's hold-at-least keeps it after the method returned").isEmpty();
+        });
+    }
+
+    @Test
+    void theModeCanBeChosenPerMethod() {
+        runner().run(context -> {
+            String seen = context.getBean(Outcomes.class).inLeaseMode();
+            assertThat(seen).isEqualTo("LEASE:1");
+            assertThat(context.getBean(LockClient.class).mode()).isEqualTo(LockMode.ADVISORY);
+        });
+    }
+
+    @Test
+    void theLockWrapsTheTransactionAndIsStillHeldWhileItCommits() {
+        runner().run(context -> {
+            Ledger ledger = context.getBean(Ledger.class);
+            Object advised = ledger;
+            List<String> order = new ArrayList<>();
+            for (var advisor : ((Advised) advised).getAdvisors()) {
+                if (advisor instanceof DistributedLockAdvisor) {
+                    order.add("lock");
+                } else if (advisor instanceof TransactionAttributeSourceAdvisor
+                        || advisor.getClass().getSimpleName().contains("Transaction")) {
+                    order.add("transaction");
+                }
+            }
+            assertThat(order).as("outermost first").containsExactly("lock", "transaction");
+
+            LockClient other = otherReplica(context.getBean(DataSource.class));
+            Map<String, Boolean> atCommit = ledger.book(other);
+            assertThat(atCommit).containsEntry("transaction active inside", true)
+                    .containsEntry("lock held after commit", true)
+                    .containsEntry("others excluded after commit", true);
+            assertThat(other.tryAcquire(LockRequest.of("ledger"))).as("released after the transaction").isPresent();
+        });
+    }
+
+    @Test
+    void theAspectOrderIsConfigurable() {
+        runner().withPropertyValues("pglock.aspect-order=10").run(context -> {
+            int order = context.getBean(DistributedLockAdvisor.class).getOrder();
+            assertThat(order).isEqualTo(10);
+        });
+    }
+
+    @Test
+    void lockTemplateRunsCallbacksAndReportsWhetherTheyRan() {
+        runner().run(context -> {
+            LockTemplate template = context.getBean(LockTemplate.class);
+            String result = template.execute("tpl", lock -> LockContext.current().key() + ":" + lock.isHeld());
+            assertThat(result).isEqualTo("tpl:true");
+            LockClient other = otherReplica(context.getBean(DataSource.class));
+            HeldLock held = other.acquire(LockRequest.of("tpl"));
+            AtomicInteger ran = new AtomicInteger();
+            assertThat(template.tryRun("tpl", ran::incrementAndGet)).isFalse();
+            LockCallback<Integer> one = lock -> 1;
+            assertThatThrownBy(() -> template.execute("tpl", one)).isInstanceOf(LockNotAcquiredException.class);
+            held.release();
+            assertThat(template.tryRun(LockRequest.of("tpl"), lock -> ran.incrementAndGet())).isTrue();
+            assertThat(ran).hasValue(1);
+        });
+    }
+
+    /**
+     * Two replicas (two application contexts, each with its own lock client) run the same
+     * {@code @Scheduled} job every second: each tick runs exactly once in total.
+     */
+    @Test
+    void eachScheduledTickRunsOnceAcrossTwoReplicas() throws Exception {
+        Map<Long, List<String>> runsPerSecond = new ConcurrentHashMap<>();
+        ScheduledJob.runs = runsPerSecond;
+        ApplicationContextRunner replicas = runner().withUserConfiguration(ScheduledJobConfig.class);
+        replicas.withPropertyValues("replica=A").run(a -> replicas.withPropertyValues("replica=B").run(b -> {
+            await().atMost(Duration.ofSeconds(15)).until(() -> runsPerSecond.size() >= 4);
+        }));
+        ScheduledJob.runs = null;
+        assertThat(runsPerSecond).hasSizeGreaterThanOrEqualTo(4);
+        runsPerSecond.forEach((second, replicasThatRan) ->
+                assertThat(replicasThatRan).as("tick at second %d", second).hasSize(1));
+    }
+
+    private static String messages(Throwable t) {
+        StringBuilder all = new StringBuilder();
+        for (Throwable c = t; c != null; c = c.getCause()) {
+            all.append(c.getMessage()).append('\n');
+        }
+        return all.toString();
+    }
+
+    // ---- the application under test ----
+
+    @Configuration(proxyBeanMethods = false)
+    static class Beans {
+        @Bean
+        Invoices invoices() {
+            return new Invoices();
+        }
+
+        @Bean
+        Keys keys() {
+            return new Keys();
+        }
+
+        @Bean
+        KeyPrefix keyPrefix() {
+            return new KeyPrefix();
+        }
+
+        @Bean
+        Outcomes outcomes() {
+            return new Outcomes();
+        }
+
+        @Bean
+        Greeter greeter() {
+            return new PoliteGreeter();
+        }
+
+        @Bean
+        Ledger ledger(JdbcTemplate jdbc) {
+            return new Ledger(jdbc);
+        }
+
+        @Bean
+        JdbcTemplate jdbcTemplate(DataSource dataSource) {
+            return new JdbcTemplate(dataSource);
+        }
+    }
+
+    static class Invoices {
+        @DistributedLock(key = "'invoice:' + #invoiceId", whenLocked = DistributedLock.WhenLocked.THROW)
+        public String pay(long invoiceId, CountDownLatch inside, CountDownLatch leave) throws InterruptedException {
+            inside.countDown();
+            leave.await(10, TimeUnit.SECONDS);
+            return LockContext.current().key();
+        }
+    }
+
+    static class KeyPrefix {
+        public String prefix() {
+            return "bean-prefix";
+        }
+    }
+
+    static class Keys {
+        @DistributedLock(key = "'second:' + #p1")
+        public String byIndex(String first, String second) {
+            return LockContext.current().key();
+        }
+
+        @DistributedLock(key = "#root.methodName + '@' + #root.targetClass.simpleName")
+        public String byRoot() {
+            return LockContext.current().key();
+        }
+
+        @DistributedLock(key = "@keyPrefix.prefix() + ':' + #id")
+        public String byBean(int id) {
+            return LockContext.current().key();
+        }
+
+        @DistributedLock(key = "'${app.prefix}:' + #id")
+        public String byProperty(int id) {
+            return LockContext.current().key();
+        }
+
+        @DistributedLock
+        public String byDefault() {
+            return LockContext.current().key();
+        }
+
+        @DistributedLock(key = "#customer")
+        public String nullable(String customer) {
+            return customer;
+        }
+    }
+
+    @Target(ElementType.METHOD)
+    @Retention(RetentionPolicy.RUNTIME)
+    @DistributedLock(holdAtLeast = "30s")
+    @interface NightlyJob {
+        @AliasFor(annotation = DistributedLock.class, attribute = "key")
+        String key();
+    }
+
+    static class Outcomes {
+        private final AtomicInteger ran = new AtomicInteger();
+
+        /** Read through the proxy: a CGLIB proxy's own fields are not the bean's. */
+        public int runs() {
+            return ran.get();
+        }
+
+        @DistributedLock(key = "'busy'")
+        public void tick() {
+            ran.incrementAndGet();
+        }
+
+        @DistributedLock(key = "'busy'", whenLocked = DistributedLock.WhenLocked.THROW)
+        public void tickOrThrow() {
+            ran.incrementAndGet();
+        }
+
+        @DistributedLock(key = "'busy'")
+        public int compute() {
+            ran.incrementAndGet();
+            return 42;
+        }
+
+        @DistributedLock(key = "'busy'", whenLocked = DistributedLock.WhenLocked.SKIP)
+        public Optional<String> maybe() {
+            ran.incrementAndGet();
+            return Optional.of("value");
+        }
+
+        @DistributedLock(key = "'busy'", whenLocked = DistributedLock.WhenLocked.SKIP)
+        public String orNull() {
+            return "value";
+        }
+
+        @DistributedLock(key = "'busy'")
+        public void fail(IOException e) throws IOException {
+            throw e;
+        }
+
+        @DistributedLock(key = "'busy'")
+        public HeldLock currentLock() {
+            return LockContext.current();
+        }
+
+        @NightlyJob(key = "'nightly-report'")
+        public String nightly() {
+            return LockContext.current().key();
+        }
+
+        @DistributedLock(key = "'lease-mode'", mode = DistributedLock.Mode.LEASE)
+        public String inLeaseMode() {
+            HeldLock lock = LockContext.current();
+            return LockMode.LEASE + ":" + (lock.fencingToken() > 0 ? 1 : 0);
+        }
+    }
+
+    interface Greeter {
+        String greet(String name);
+    }
+
+    static class PoliteGreeter implements Greeter {
+        @Override
+        @DistributedLock(key = "'greet:' + #name")
+        public String greet(String name) {
+            return "hello " + name + " under " + LockContext.current().key();
+        }
+    }
+
+    static class Ledger {
+        private final JdbcTemplate jdbc;
+
+        Ledger(JdbcTemplate jdbc) {
+            this.jdbc = jdbc;
+        }
+
+        @Transactional
+        @DistributedLock(key = "'ledger'")
+        public Map<String, Boolean> book(LockClient other) {
+            Map<String, Boolean> seen = new ConcurrentHashMap<>();
+            jdbc.queryForObject("SELECT 1", Integer.class);
+            seen.put("transaction active inside", TransactionSynchronizationManager.isActualTransactionActive());
+            HeldLock lock = LockContext.current();
+            TransactionSynchronizationManager.registerSynchronization(new TransactionSynchronization() {
+                @Override
+                public void afterCommit() {
+                    seen.put("lock held after commit", lock.isHeld());
+                    seen.put("others excluded after commit", other.tryAcquire(LockRequest.of("ledger")).isEmpty());
+                }
+            });
+            return seen;
+        }
+    }
+
+    @Configuration(proxyBeanMethods = false)
+    static class BadKeyBean {
+        @Bean
+        BadKey badKey() {
+            return new BadKey();
+        }
+    }
+
+    static class BadKey {
+        @DistributedLock(key = "'invoice:' +")
+        public void run() {
+        }
+    }
+
+    @Configuration(proxyBeanMethods = false)
+    static class PrimitiveSkipBean {
+        @Bean
+        PrimitiveSkip primitiveSkip() {
+            return new PrimitiveSkip();
+        }
+    }
+
+    static class PrimitiveSkip {
+        @DistributedLock(whenLocked = DistributedLock.WhenLocked.SKIP)
+        public int count() {
+            return 1;
+        }
+    }
+
+    @Configuration(proxyBeanMethods = false)
+    static class BadDurationBean {
+        @Bean
+        BadDuration badDuration() {
+            return new BadDuration();
+        }
+    }
+
+    static class BadDuration {
+        @DistributedLock(waitAtMost = "soon")
+        public void run() {
+        }
+    }
+
+    @Configuration(proxyBeanMethods = false)
+    @EnableScheduling
+    static class ScheduledJobConfig {
+        @Bean
+        ScheduledJob scheduledJob(org.springframework.core.env.Environment environment) {
+            return new ScheduledJob(environment.getProperty("replica"));
+        }
+    }
+
+    static class ScheduledJob {
+        static volatile Map<Long, List<String>> runs;
+        private final String replica;
+
+        ScheduledJob(String replica) {
+            this.replica = replica;
+        }
+
+        @Scheduled(cron = "* * * * * *")
+        @DistributedLock(holdAtLeast = "500ms")
+        public void report() {
+            Map<Long, List<String>> sink = runs;
+            if (sink != null) {
+                long second = System.currentTimeMillis() / 1000;
+                sink.computeIfAbsent(second, s -> java.util.Collections.synchronizedList(new ArrayList<>())).add(replica);
+            }
+        }
+    }
+}
