@@ -296,6 +296,23 @@ class DistributedLockIntegrationTest {
         });
     }
 
+    @Test
+    void withAsyncTheLockIsTakenAndHeldOnTheExecutorThread() {
+        runner().withUserConfiguration(AsyncConfig.class).run(context -> {
+            AsyncWork work = context.getBean(AsyncWork.class);
+            CountDownLatch inside = new CountDownLatch(1);
+            CountDownLatch leave = new CountDownLatch(1);
+            java.util.concurrent.CompletableFuture<String> result = work.run(inside, leave);
+            assertThat(inside.await(10, TimeUnit.SECONDS)).isTrue();
+            LockClient other = otherReplica(null);
+            assertThat(other.tryAcquire(LockRequest.of("async-work"))).as("held while the async method runs").isEmpty();
+            leave.countDown();
+            assertThat(result.get(10, TimeUnit.SECONDS)).startsWith("async-work on ").doesNotEndWith(
+                    Thread.currentThread().getName());
+            await().atMost(Duration.ofSeconds(5)).until(() -> other.tryAcquire(LockRequest.of("async-work")).isPresent());
+        });
+    }
+
     /**
      * Two replicas (two application contexts, each with its own lock client) run the same
      * {@code @Scheduled} job every second: each tick runs exactly once in total.
@@ -551,6 +568,27 @@ class DistributedLockIntegrationTest {
     static class BadDuration {
         @DistributedLock(waitAtMost = "soon")
         public void run() {
+        }
+    }
+
+    @Configuration(proxyBeanMethods = false)
+    @org.springframework.scheduling.annotation.EnableAsync
+    static class AsyncConfig {
+        @Bean
+        AsyncWork asyncWork() {
+            return new AsyncWork();
+        }
+    }
+
+    static class AsyncWork {
+        @org.springframework.scheduling.annotation.Async
+        @DistributedLock(key = "'async-work'")
+        public java.util.concurrent.CompletableFuture<String> run(CountDownLatch inside, CountDownLatch leave)
+                throws InterruptedException {
+            inside.countDown();
+            leave.await(10, TimeUnit.SECONDS);
+            return java.util.concurrent.CompletableFuture.completedFuture(
+                    LockContext.current().key() + " on " + Thread.currentThread().getName());
         }
     }
 
