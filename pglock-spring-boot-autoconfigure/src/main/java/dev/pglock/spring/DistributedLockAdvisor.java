@@ -1,28 +1,53 @@
 package dev.pglock.spring;
 
 import java.lang.reflect.Method;
+import java.util.stream.Collectors;
 import org.aopalliance.aop.Advice;
+import org.springframework.aop.ClassFilter;
 import org.springframework.aop.Pointcut;
 import org.springframework.aop.support.AbstractPointcutAdvisor;
 import org.springframework.aop.support.StaticMethodMatcherPointcut;
 import org.springframework.beans.factory.BeanFactory;
 import org.springframework.beans.factory.BeanFactoryAware;
 import org.springframework.beans.factory.ObjectProvider;
+import org.springframework.beans.factory.SmartInitializingSingleton;
 
 /**
  * Applies {@link DistributedLock} to the beans that use it. Its order decides how it nests with
  * other advice: the default sits just outside {@code @Transactional}'s, so a lock is acquired
  * before the transaction begins and released after it ends.
  */
-public final class DistributedLockAdvisor extends AbstractPointcutAdvisor implements BeanFactoryAware {
+public final class DistributedLockAdvisor extends AbstractPointcutAdvisor
+        implements BeanFactoryAware, SmartInitializingSingleton {
 
     private final ObjectProvider<LockTemplate> templates;
+    private final LockDefaults defaults;
     private LockOperationSource source;
     private DistributedLockInterceptor interceptor;
+    /** One instance for the advisor's life: CGLIB reuses proxy classes only for equal pointcuts. */
+    private final Pointcut pointcut = new StaticMethodMatcherPointcut() {
+        {
+            setClassFilter(new ClassFilter() {
+                @Override
+                public boolean matches(Class<?> type) {
+                    return source.hasLockedMethods(type);
+                }
+            });
+        }
 
-    /** The template is looked up at the first locked call, so creating the advisor touches no DataSource. */
-    public DistributedLockAdvisor(ObjectProvider<LockTemplate> templates, int order) {
+        @Override
+        public boolean matches(Method method, Class<?> targetClass) {
+            return source.get(method, targetClass) != null;
+        }
+    };
+
+    /**
+     * The template is looked up once every singleton exists, so creating the advisor touches no
+     * DataSource. {@code defaults} are what each annotation is checked against at start-up.
+     */
+    public DistributedLockAdvisor(ObjectProvider<LockTemplate> templates, LockDefaults defaults, int order) {
         this.templates = templates;
+        this.defaults = defaults;
         setOrder(order);
         setBeanFactory(null);
     }
@@ -30,18 +55,35 @@ public final class DistributedLockAdvisor extends AbstractPointcutAdvisor implem
     @Override
     public void setBeanFactory(BeanFactory beanFactory) {
         LockKeyEvaluator evaluator = new LockKeyEvaluator(beanFactory);
-        this.source = new LockOperationSource(beanFactory, evaluator);
+        this.source = new LockOperationSource(beanFactory, evaluator, defaults);
         this.interceptor = new DistributedLockInterceptor(source, evaluator, templates);
+    }
+
+    /**
+     * Once the application's beans exist: a locked method without a lock template (no DataSource, or
+     * several templates) stops the start here, naming the methods; a mode that only some methods use
+     * gets its client now, so a missing lease table fails the start and not the first call.
+     */
+    @Override
+    public void afterSingletonsInstantiated() {
+        if (source.operations().isEmpty()) {
+            return;
+        }
+        LockTemplate template = templates.getIfUnique();
+        if (template == null) {
+            throw new IllegalStateException("no single LockTemplate bean for "
+                    + source.operations().stream().map(LockOperation::description).distinct()
+                            .collect(Collectors.joining(", "))
+                    + ": pglock needs a PostgreSQL DataSource (spring.datasource.*), or define one LockTemplate bean");
+        }
+        interceptor.use(template);
+        source.operations().stream().map(LockOperation::mode).filter(mode -> mode != null).distinct()
+                .forEach(template::inMode);
     }
 
     @Override
     public Pointcut getPointcut() {
-        return new StaticMethodMatcherPointcut() {
-            @Override
-            public boolean matches(Method method, Class<?> targetClass) {
-                return source.get(method, targetClass) != null;
-            }
-        };
+        return pointcut;
     }
 
     @Override

@@ -18,12 +18,27 @@ final class DistributedLockInterceptor implements MethodInterceptor {
     private final LockOperationSource source;
     private final LockKeyEvaluator evaluator;
     private final ObjectProvider<LockTemplate> templates;
+    private volatile LockTemplate template;
 
     DistributedLockInterceptor(LockOperationSource source, LockKeyEvaluator evaluator,
             ObjectProvider<LockTemplate> templates) {
         this.source = source;
         this.evaluator = evaluator;
         this.templates = templates;
+    }
+
+    /** Set once the application's beans exist. */
+    void use(LockTemplate template) {
+        this.template = template;
+    }
+
+    private LockTemplate template() {
+        LockTemplate known = template;
+        if (known == null) { // a call before start-up finished
+            known = templates.getObject();
+            template = known;
+        }
+        return known;
     }
 
     @Override
@@ -34,7 +49,7 @@ final class DistributedLockInterceptor implements MethodInterceptor {
         if (operation == null) {
             return invocation.proceed();
         }
-        LockTemplate template = templates.getObject();
+        LockTemplate template = template();
         if (operation.mode() != null) {
             template = template.inMode(operation.mode());
         }

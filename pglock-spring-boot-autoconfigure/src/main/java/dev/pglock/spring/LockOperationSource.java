@@ -3,6 +3,14 @@ package dev.pglock.spring;
 import dev.pglock.core.LockMode;
 import dev.pglock.core.LockRequest;
 import java.lang.reflect.Method;
+import java.lang.reflect.Modifier;
+import java.util.Collection;
+import java.util.LinkedHashSet;
+import java.util.Set;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import org.springframework.util.ClassUtils;
+import org.springframework.util.ReflectionUtils;
 import java.time.Duration;
 import java.util.Map;
 import java.util.Optional;
@@ -24,13 +32,53 @@ final class LockOperationSource {
 
     private static final Optional<LockOperation> NONE = Optional.empty();
 
+    private static final Logger log = LoggerFactory.getLogger(LockOperationSource.class);
+
     private final Map<MethodClassKey, Optional<LockOperation>> cache = new ConcurrentHashMap<>();
+    private final Map<Class<?>, Boolean> classes = new ConcurrentHashMap<>();
     private final BeanFactory beanFactory;
     private final LockKeyEvaluator evaluator;
+    private final LockDefaults defaults;
 
-    LockOperationSource(BeanFactory beanFactory, LockKeyEvaluator evaluator) {
+    LockOperationSource(BeanFactory beanFactory, LockKeyEvaluator evaluator, LockDefaults defaults) {
         this.beanFactory = beanFactory;
         this.evaluator = evaluator;
+        this.defaults = defaults;
+    }
+
+    /**
+     * Whether any method of the class carries the annotation, resolving (and so checking) every one
+     * of them now: proxy creation stops at the first matching method, and a bad second one must not
+     * wait for its first call to fail.
+     */
+    boolean hasLockedMethods(Class<?> targetClass) {
+        return classes.computeIfAbsent(targetClass, this::scan);
+    }
+
+    private boolean scan(Class<?> targetClass) {
+        boolean[] found = {false};
+        Set<Class<?>> types = new LinkedHashSet<>(ClassUtils.getAllInterfacesForClassAsSet(targetClass));
+        types.add(targetClass);
+        for (Class<?> type : types) {
+            ReflectionUtils.doWithMethods(type, method -> {
+                if (AnnotatedElementUtils.hasAnnotation(method, DistributedLock.class)) {
+                    if (Modifier.isPrivate(method.getModifiers()) || Modifier.isFinal(method.getModifiers())
+                            || Modifier.isStatic(method.getModifiers())) {
+                        log.warn("@DistributedLock on {}.{}(..) has no effect: a private, final or static method"
+                                + " cannot be intercepted; make it public and non-final, or use LockTemplate",
+                                targetClass.getSimpleName(), method.getName());
+                        return;
+                    }
+                    found[0] |= get(method, targetClass) != null;
+                }
+            }, ReflectionUtils.USER_DECLARED_METHODS);
+        }
+        return found[0];
+    }
+
+    /** Every operation resolved so far. */
+    Collection<LockOperation> operations() {
+        return cache.values().stream().flatMap(Optional::stream).toList();
     }
 
     /** The operation for the method, or null when it is not annotated. */
@@ -81,7 +129,7 @@ final class LockOperationSource {
     }
 
     /** Refuses at start-up what could only fail at every call. */
-    private static void check(LockOperation operation) {
+    private void check(LockOperation operation) {
         Class<?> returnType = operation.method().getReturnType();
         if (operation.whenLocked() == DistributedLock.WhenLocked.SKIP && returnType.isPrimitive()
                 && returnType != void.class) {
@@ -89,12 +137,28 @@ final class LockOperationSource {
                     + " returns " + returnType + " (there is no value to return); return a wrapper type or"
                     + " Optional, or use THROW");
         }
-        if (operation.leaseFor() != null && operation.holdAtLeast() != null) {
-            try {
-                LockRequest.of("check").leaseFor(operation.leaseFor()).holdAtLeast(operation.holdAtLeast());
-            } catch (IllegalArgumentException e) {
-                throw new IllegalStateException(operation.description() + ": " + e.getMessage(), e);
+        if (defaults == null) {
+            return;
+        }
+        Duration hold = operation.holdAtLeast() != null ? operation.holdAtLeast() : defaults.holdAtLeast();
+        LockMode mode = operation.mode() != null ? operation.mode() : defaults.mode();
+        try {
+            if (operation.leaseFor() != null) {
+                LockRequest.of("check").leaseFor(operation.leaseFor()).holdAtLeast(hold);
             }
+            if (mode == LockMode.LEASE) {
+                Duration lease = operation.leaseFor() != null ? operation.leaseFor() : defaults.lease();
+                if (lease.compareTo(defaults.heartbeatInterval().multipliedBy(2)) <= 0) {
+                    throw new IllegalArgumentException("the lease (" + lease + ") must be longer than twice"
+                            + " pglock.heartbeat-interval (" + defaults.heartbeatInterval() + ")");
+                }
+                if (hold.compareTo(lease) > 0) {
+                    throw new IllegalArgumentException("holdAtLeast (" + hold + ") must not be longer than the lease ("
+                            + lease + ")");
+                }
+            }
+        } catch (IllegalArgumentException e) {
+            throw new IllegalStateException(operation.description() + ": " + e.getMessage(), e);
         }
     }
 

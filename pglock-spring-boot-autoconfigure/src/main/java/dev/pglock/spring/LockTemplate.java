@@ -33,6 +33,7 @@ public class LockTemplate implements LockOperations {
 
     private final LockClient client;
     private final Function<LockMode, LockClient> clients;
+    private final java.util.Map<LockMode, LockTemplate> others = new java.util.concurrent.ConcurrentHashMap<>();
     private final Duration defaultWait;
     private final Duration defaultHoldAtLeast;
 
@@ -108,7 +109,8 @@ public class LockTemplate implements LockOperations {
         if (mode == client.mode()) {
             return this;
         }
-        return new LockTemplate(clients.apply(mode), clients, defaultWait, defaultHoldAtLeast);
+        return others.computeIfAbsent(mode,
+                m -> new LockTemplate(clients.apply(m), clients, defaultWait, defaultHoldAtLeast));
     }
 
     /** Step one of every locked call: the lock within the request's wait, or null when someone else kept it. */

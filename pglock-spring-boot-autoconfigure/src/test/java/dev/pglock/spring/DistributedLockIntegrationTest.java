@@ -34,6 +34,9 @@ import java.util.concurrent.atomic.AtomicInteger;
 import javax.sql.DataSource;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
+import org.springframework.boot.test.system.CapturedOutput;
+import org.springframework.boot.test.system.OutputCaptureExtension;
 import org.springframework.aop.framework.Advised;
 import org.springframework.aop.support.AopUtils;
 import org.springframework.boot.autoconfigure.aop.AopAutoConfiguration;
@@ -54,8 +57,15 @@ import org.springframework.transaction.interceptor.TransactionAttributeSourceAdv
 import org.springframework.transaction.support.TransactionSynchronization;
 import org.springframework.transaction.support.TransactionSynchronizationManager;
 
-/** @DistributedLock and LockTemplate in real application contexts, against the real database. */
-class DistributedLockIntegrationTest {
+/**
+ * @DistributedLock and LockTemplate in real application contexts, against the real database; run
+ * once per lock mode by the subclasses.
+ */
+@ExtendWith(OutputCaptureExtension.class)
+abstract class DistributedLockIntegrationTest {
+
+    /** The mode the application is configured with. */
+    protected abstract LockMode mode();
 
     private static final PgTestDatabase db = PgTestDatabase.get();
 
@@ -72,14 +82,16 @@ class DistributedLockIntegrationTest {
                 .withPropertyValues("spring.datasource.url=" + db.jdbcUrl(),
                         "spring.datasource.username=" + db.user(), "spring.datasource.password=" + db.password(),
                         "pglock.namespace=" + namespace, "pglock.table.name=" + table, "pglock.heartbeat-interval=1s",
-                        "pglock.lease=10s", "app.prefix=tenant-7")
+                        "pglock.lease=60s", "pglock.mode=" + mode().name().toLowerCase(), "app.prefix=tenant-7")
                 .withUserConfiguration(Beans.class);
     }
 
     /** Another replica's client on the same namespace (and a pool of its own), to hold keys the beans want. */
     private LockClient otherReplica(DataSource ignored) {
         com.zaxxer.hikari.HikariDataSource pool = db.pooledDataSource(4);
-        LockClient client = PgLock.advisory(pool).namespace(namespace).build();
+        LockClient client = mode() == LockMode.ADVISORY ? PgLock.advisory(pool).namespace(namespace).build()
+                : PgLock.lease(pool).namespace(namespace).tableName(table).lease(Duration.ofSeconds(60))
+                        .heartbeatInterval(Duration.ofSeconds(1)).build();
         toClose.add(client);
         toClose.add(pool);
         return client;
@@ -192,8 +204,33 @@ class DistributedLockIntegrationTest {
             Outcomes outcomes = context.getBean(Outcomes.class);
             IOException thrown = new IOException("disk full");
             assertThatThrownBy(() -> outcomes.fail(thrown)).isSameAs(thrown);
+            assertThat(LockContext.find()).as("the context is unwound after the exception").isEmpty();
             LockClient other = otherReplica(context.getBean(DataSource.class));
             assertThat(other.tryAcquire(LockRequest.of("busy"))).as("released after the exception").isPresent();
+        });
+    }
+
+    @Test
+    void nestedLockedCallsEachSeeTheirOwnLock() {
+        runner().run(context -> assertThat(context.getBean(Nesting.class).outer())
+                .isEqualTo("outer > inner > outer"));
+    }
+
+    @Test
+    void aBadSecondMethodStopsTheStartWithInterfaceProxiesToo() {
+        runner().withPropertyValues("spring.aop.proxy-target-class=false").withUserConfiguration(TwoMethodsBean.class)
+                .run(context -> {
+                    assertThat(context).hasFailed();
+                    assertThat(messages(context.getStartupFailure())).contains("second").contains("does not parse");
+                });
+    }
+
+    @Test
+    void anAnnotationTheClientWouldRefuseOnEveryCallStopsTheStart() {
+        runner().withPropertyValues("pglock.mode=lease").withUserConfiguration(ShortLeaseBean.class).run(context -> {
+            assertThat(context).hasFailed();
+            assertThat(messages(context.getStartupFailure())).contains("ShortLease.run").contains("PT1S")
+                    .contains("heartbeat");
         });
     }
 
@@ -241,7 +278,7 @@ class DistributedLockIntegrationTest {
         runner().run(context -> {
             String seen = context.getBean(Outcomes.class).inLeaseMode();
             assertThat(seen).isEqualTo("LEASE:1");
-            assertThat(context.getBean(LockClient.class).mode()).isEqualTo(LockMode.ADVISORY);
+            assertThat(context.getBean(LockClient.class).mode()).isEqualTo(mode());
         });
     }
 
@@ -318,17 +355,22 @@ class DistributedLockIntegrationTest {
      * {@code @Scheduled} job every second: each tick runs exactly once in total.
      */
     @Test
-    void eachScheduledTickRunsOnceAcrossTwoReplicas() throws Exception {
+    void eachScheduledTickRunsOnceAcrossTwoReplicas(CapturedOutput output) throws Exception {
         Map<Long, List<String>> runsPerSecond = new ConcurrentHashMap<>();
         ScheduledJob.runs = runsPerSecond;
         ApplicationContextRunner replicas = runner().withUserConfiguration(ScheduledJobConfig.class);
+        LockClient observer = otherReplica(null);
         replicas.withPropertyValues("replica=A").run(a -> replicas.withPropertyValues("replica=B").run(b -> {
             await().atMost(Duration.ofSeconds(15)).until(() -> runsPerSecond.size() >= 4);
+            // Between ticks (after hold-at-least) the job's lock is free: it is released, not kept.
+            await().atMost(Duration.ofSeconds(5)).pollInterval(Duration.ofMillis(20)).until(() ->
+                    observer.tryAcquire(LockRequest.of("ScheduledJob.report")).map(HeldLock::release).orElse(false));
         }));
         ScheduledJob.runs = null;
         assertThat(runsPerSecond).hasSizeGreaterThanOrEqualTo(4);
         runsPerSecond.forEach((second, replicasThatRan) ->
                 assertThat(replicasThatRan).as("tick at second %d", second).hasSize(1));
+        assertThat(output.getAll()).as("a skipped tick is no error").doesNotContain(" ERROR ");
     }
 
     private static String messages(Throwable t) {
@@ -361,6 +403,17 @@ class DistributedLockIntegrationTest {
         @Bean
         Outcomes outcomes() {
             return new Outcomes();
+        }
+
+        @Bean
+        Nesting nesting() {
+            return new Nesting();
+        }
+
+        @Bean
+        static org.springframework.beans.factory.SmartInitializingSingleton wireNesting(
+                org.springframework.beans.factory.ObjectProvider<Nesting> nesting) {
+            return () -> nesting.getObject().setSelf(nesting.getObject());
         }
 
         @Bean
@@ -528,6 +581,66 @@ class DistributedLockIntegrationTest {
         }
     }
 
+    static class Nesting {
+        private Nesting self;
+
+        void setSelf(Nesting self) {
+            this.self = self;
+        }
+
+        @DistributedLock(key = "'outer'")
+        public String outer() {
+            String before = LockContext.current().key();
+            String inner = self.inner();
+            return before + " > " + inner + " > " + LockContext.current().key();
+        }
+
+        @DistributedLock(key = "'inner'")
+        public String inner() {
+            return LockContext.current().key();
+        }
+    }
+
+    interface TwoMethods {
+        void first();
+
+        void second();
+    }
+
+    static class TwoMethodsImpl implements TwoMethods {
+        @Override
+        @DistributedLock(key = "'fine'")
+        public void first() {
+        }
+
+        @Override
+        @DistributedLock(key = "'broken' +")
+        public void second() {
+        }
+    }
+
+    @Configuration(proxyBeanMethods = false)
+    static class TwoMethodsBean {
+        @Bean
+        TwoMethods twoMethods() {
+            return new TwoMethodsImpl();
+        }
+    }
+
+    static class ShortLease {
+        @DistributedLock(leaseFor = "1s")
+        public void run() {
+        }
+    }
+
+    @Configuration(proxyBeanMethods = false)
+    static class ShortLeaseBean {
+        @Bean
+        ShortLease shortLease() {
+            return new ShortLease();
+        }
+    }
+
     @Configuration(proxyBeanMethods = false)
     static class BadKeyBean {
         @Bean
@@ -610,7 +723,7 @@ class DistributedLockIntegrationTest {
         }
 
         @Scheduled(cron = "* * * * * *")
-        @DistributedLock(holdAtLeast = "500ms")
+        @DistributedLock(holdAtLeast = "900ms")
         public void report() {
             Map<Long, List<String>> sink = runs;
             if (sink != null) {

@@ -2,7 +2,7 @@ package dev.pglock.spring.boot.autoconfigure;
 
 import dev.pglock.core.LockClient;
 import dev.pglock.spring.DistributedLockAdvisor;
-import dev.pglock.spring.LockOperations;
+import dev.pglock.spring.LockDefaults;
 import dev.pglock.spring.LockTemplate;
 import javax.sql.DataSource;
 import org.springframework.beans.factory.ObjectProvider;
@@ -12,12 +12,12 @@ import org.springframework.boot.autoconfigure.condition.ConditionalOnBean;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnClass;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnMissingBean;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnProperty;
+import org.springframework.boot.autoconfigure.condition.ConditionalOnSingleCandidate;
 import org.springframework.boot.context.properties.EnableConfigurationProperties;
 import org.springframework.boot.context.properties.bind.Binder;
 import org.springframework.boot.jdbc.autoconfigure.DataSourceAutoConfiguration;
 import org.springframework.context.annotation.Bean;
 import org.springframework.context.annotation.Role;
-import org.springframework.core.Ordered;
 import org.springframework.core.env.Environment;
 
 /**
@@ -43,14 +43,14 @@ public final class PgLockAutoConfiguration {
 
     @Bean(destroyMethod = "") // PgLockClients closes it
     @ConditionalOnMissingBean
-    @ConditionalOnBean(PgLockClients.class)
+    @ConditionalOnSingleCandidate(PgLockClients.class)
     LockClient pgLockClient(PgLockClients clients, PgLockProperties properties) {
         return clients.get(properties.getMode());
     }
 
     @Bean
-    @ConditionalOnMissingBean(LockOperations.class)
-    @ConditionalOnBean(LockClient.class)
+    @ConditionalOnMissingBean(LockTemplate.class)
+    @ConditionalOnSingleCandidate(LockClient.class)
     LockTemplate lockTemplate(LockClient client, ObjectProvider<PgLockClients> clients, PgLockProperties properties) {
         return new LockTemplate(client, mode -> clients.getObject().get(mode), properties.getWait(),
                 properties.getHoldAtLeast());
@@ -62,8 +62,10 @@ public final class PgLockAutoConfiguration {
     @ConditionalOnMissingBean
     static DistributedLockAdvisor pgLockDistributedLockAdvisor(ObjectProvider<LockTemplate> templates,
             Environment environment) {
-        int order = Binder.get(environment).bind("pglock.aspect-order", Integer.class)
-                .orElse(Ordered.LOWEST_PRECEDENCE - 1);
-        return new DistributedLockAdvisor(templates, order);
+        // Bound here rather than injected: this infrastructure bean is created before the others.
+        PgLockProperties p = Binder.get(environment).bind("pglock", PgLockProperties.class).orElseGet(PgLockProperties::new);
+        LockDefaults defaults = new LockDefaults(p.getMode(), p.getWait(), p.getLease(), p.getHoldAtLeast(),
+                p.getHeartbeatInterval());
+        return new DistributedLockAdvisor(templates, defaults, p.getAspectOrder());
     }
 }

@@ -3,9 +3,11 @@ package dev.pglock.spring.boot.autoconfigure;
 import dev.pglock.core.LockClient;
 import dev.pglock.core.LockMode;
 import dev.pglock.core.PgLock;
-import java.util.EnumMap;
 import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
 import javax.sql.DataSource;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 import org.springframework.beans.factory.DisposableBean;
 
 /**
@@ -15,17 +17,27 @@ import org.springframework.beans.factory.DisposableBean;
  */
 public class PgLockClients implements DisposableBean {
 
+    private static final Logger log = LoggerFactory.getLogger(PgLockClients.class);
+
     private final PgLockProperties properties;
     private final DataSource dataSource;
-    private final Map<LockMode, LockClient> clients = new EnumMap<>(LockMode.class);
+    private final Map<LockMode, LockClient> clients = new ConcurrentHashMap<>();
+    private volatile boolean closed;
 
     public PgLockClients(PgLockProperties properties, DataSource dataSource) {
         this.properties = properties;
         this.dataSource = dataSource;
     }
 
-    /** The client for {@code mode}, built on first use. */
-    public synchronized LockClient get(LockMode mode) {
+    /**
+     * The client for {@code mode}, built on first use.
+     *
+     * @throws IllegalStateException once the application context is closing
+     */
+    public LockClient get(LockMode mode) {
+        if (closed) {
+            throw new IllegalStateException("the application context is closing: no new " + mode + " lock client");
+        }
         return clients.computeIfAbsent(mode, this::build);
     }
 
@@ -51,8 +63,15 @@ public class PgLockClients implements DisposableBean {
     }
 
     @Override
-    public synchronized void destroy() {
-        clients.values().forEach(LockClient::close);
+    public void destroy() {
+        closed = true;
+        for (LockClient client : clients.values()) {
+            try {
+                client.close();
+            } catch (RuntimeException e) {
+                log.warn("closing the {} lock client failed", client.mode(), e);
+            }
+        }
         clients.clear();
     }
 }

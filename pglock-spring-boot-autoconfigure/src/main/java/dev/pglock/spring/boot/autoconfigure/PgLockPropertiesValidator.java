@@ -1,5 +1,6 @@
 package dev.pglock.spring.boot.autoconfigure;
 
+import dev.pglock.core.LockMode;
 import dev.pglock.core.internal.Identifiers;
 import java.time.Duration;
 import org.springframework.boot.context.properties.source.InvalidConfigurationPropertyValueException;
@@ -23,13 +24,17 @@ final class PgLockPropertiesValidator {
         positive("pglock.lease", p.getLease());
         positive("pglock.heartbeat-interval", p.getHeartbeatInterval());
         positive("pglock.connection-wait-timeout", p.getConnectionWaitTimeout());
-        if (p.getLease().compareTo(p.getHeartbeatInterval().multipliedBy(2)) <= 0) {
-            throw invalid("pglock.lease", p.getLease(), "must be longer than twice pglock.heartbeat-interval ("
-                    + p.getHeartbeatInterval() + "); three times or more survives a missed heartbeat");
-        }
-        if (p.getHoldAtLeast().compareTo(p.getLease()) > 0) {
-            throw invalid("pglock.hold-at-least", p.getHoldAtLeast(), "must not be longer than pglock.lease ("
-                    + p.getLease() + ")");
+        // The lease only exists in lease mode; a lease client built later for a method's mode
+        // override checks it again.
+        if (p.getMode() == LockMode.LEASE) {
+            if (p.getLease().compareTo(p.getHeartbeatInterval().multipliedBy(2)) <= 0) {
+                throw invalid("pglock.lease", p.getLease(), "must be longer than twice pglock.heartbeat-interval ("
+                        + p.getHeartbeatInterval() + "); three times or more survives a missed heartbeat");
+            }
+            if (p.getHoldAtLeast().compareTo(p.getLease()) > 0) {
+                throw invalid("pglock.hold-at-least", p.getHoldAtLeast(), "must not be longer than pglock.lease ("
+                        + p.getLease() + ")");
+            }
         }
         if (p.getLockSessions() < 1 || p.getLockSessions() > 64) {
             throw invalid("pglock.lock-sessions", p.getLockSessions(), "must be between 1 and 64");

@@ -80,6 +80,7 @@ class PgLockAutoConfigurationTest {
     @Test
     void theOtherModeIsBuiltOnlyWhenAskedFor() {
         runner.run(context -> {
+            assertThat(tableExists()).as("no lease client, so no lease table, before it is asked for").isFalse();
             LockTemplate template = context.getBean(LockTemplate.class);
             assertThat(template.inMode(LockMode.LEASE).client().mode()).isEqualTo(LockMode.LEASE);
             assertThat(template.inMode(LockMode.ADVISORY)).isSameAs(template);
@@ -127,7 +128,7 @@ class PgLockAutoConfigurationTest {
 
     @Test
     void aLeaseNotLongerThanTwoHeartbeatsStopsTheStartWithBothValues() {
-        assertStartFails("pglock.lease", "PT10S", "pglock.lease=10s", "pglock.heartbeat-interval=5s");
+        assertStartFails("pglock.lease", "PT10S", "pglock.mode=lease", "pglock.lease=10s", "pglock.heartbeat-interval=5s");
     }
 
     @Test
@@ -144,8 +145,35 @@ class PgLockAutoConfigurationTest {
 
     @Test
     void holdAtLeastLongerThanTheLeaseAndBadSessionCountsStopTheStart() {
-        assertStartFails("pglock.hold-at-least", "PT1M", "pglock.hold-at-least=1m");
+        assertStartFails("pglock.hold-at-least", "PT1M", "pglock.mode=lease", "pglock.hold-at-least=1m");
         assertStartFails("pglock.lock-sessions", "0", "pglock.lock-sessions=0");
+        assertStartFails("pglock.connection-wait-timeout", "PT0S", "pglock.connection-wait-timeout=0s");
+        assertStartFails("pglock.lease", "PT-1S", "pglock.mode=lease", "pglock.lease=-1s");
+        assertStartFails("pglock.namespace", "x".repeat(256), "pglock.namespace=" + "x".repeat(256));
+        assertStartFails("pglock.table.name", "t".repeat(52), "pglock.table.name=" + "t".repeat(52));
+    }
+
+    @Test
+    void leaseRulesDoNotApplyInAdvisoryMode() {
+        runner.withPropertyValues("pglock.hold-at-least=1m", "pglock.heartbeat-interval=20s")
+                .run(context -> assertThat(context).hasNotFailed().hasSingleBean(LockClient.class));
+    }
+
+    @Test
+    void aLockedMethodWithoutADataSourceStopsTheStartNamingIt() {
+        new ApplicationContextRunner().withConfiguration(AutoConfigurations.of(PgLockAutoConfiguration.class,
+                org.springframework.boot.autoconfigure.aop.AopAutoConfiguration.class))
+                .withBean(Locked.class).run(context -> {
+                    assertThat(context).hasFailed();
+                    assertThat(context.getStartupFailure()).hasMessageContaining("Locked.run")
+                            .hasMessageContaining("DataSource");
+                });
+    }
+
+    static class Locked {
+        @dev.pglock.spring.DistributedLock
+        public void run() {
+        }
     }
 
     @Test
@@ -174,6 +202,14 @@ class PgLockAutoConfigurationTest {
             assertThat(context.getStartupFailure()).hasRootCauseInstanceOf(InvalidConfigurationPropertyValueException.class);
             assertThat(context.getStartupFailure()).rootCause().hasMessageContaining(property).hasMessageContaining(value);
         });
+    }
+
+    private boolean tableExists() throws Exception {
+        try (Connection c = db.connect(); Statement st = c.createStatement();
+                var rs = st.executeQuery("SELECT to_regclass('" + table + "') IS NOT NULL")) {
+            rs.next();
+            return rs.getBoolean(1);
+        }
     }
 
     private static String stackMessages(Throwable t) {
