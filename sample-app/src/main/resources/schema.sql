@@ -1,0 +1,37 @@
+-- The sample's own tables (pglock's lease table is created by pglock). Replicas may start at the
+-- same moment: a session advisory lock serialises this script, which runs on one connection.
+SELECT pg_advisory_lock(7172);
+CREATE TABLE IF NOT EXISTS sample_invoice (
+    run_id        text   NOT NULL,
+    id            bigint NOT NULL,
+    amount_cents  bigint NOT NULL,
+    paid_by       text,
+    fencing_token bigint,
+    PRIMARY KEY (run_id, id)
+);
+CREATE TABLE IF NOT EXISTS sample_payment (
+    run_id     text        NOT NULL,
+    invoice_id bigint      NOT NULL,
+    replica    text        NOT NULL,
+    paid_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS sample_tick (
+    run_id  text        NOT NULL,
+    tick    bigint      NOT NULL,
+    replica text        NOT NULL,
+    ran_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS sample_report (
+    run_id        text PRIMARY KEY,
+    content       text,
+    fencing_token bigint NOT NULL,
+    built_by      text
+);
+CREATE TABLE IF NOT EXISTS sample_report_access (
+    run_id     text        NOT NULL,
+    replica    text        NOT NULL,
+    kind       text        NOT NULL,
+    started_at timestamptz NOT NULL,
+    ended_at   timestamptz NOT NULL
+);
+SELECT pg_advisory_unlock(7172);
