@@ -28,8 +28,14 @@ final class PostgresLocator {
             return Optional.of(Map.of()); // Spring Boot reads it (and the user / password) itself
         }
         String dockerProblem;
+        // Spring's logging is not set up yet: keep Testcontainers' "no Docker" ERROR out of the paragraph below.
+        ch.qos.logback.classic.Logger testcontainers =
+                (ch.qos.logback.classic.Logger) org.slf4j.LoggerFactory.getLogger("org.testcontainers");
+        ch.qos.logback.classic.Level before = testcontainers.getLevel();
+        testcontainers.setLevel(ch.qos.logback.classic.Level.OFF);
         try {
             if (DockerClientFactory.instance().isDockerAvailable()) {
+                testcontainers.setLevel(before);
                 PostgreSQLContainer container = new PostgreSQLContainer("postgres:16-alpine");
                 container.start();
                 Runtime.getRuntime().addShutdownHook(new Thread(container::stop));
@@ -38,6 +44,8 @@ final class PostgresLocator {
             dockerProblem = "no Docker engine answers";
         } catch (RuntimeException e) {
             dockerProblem = "Testcontainers failed (" + e.getMessage() + ")";
+        } finally {
+            testcontainers.setLevel(before);
         }
         try (Connection c = DriverManager.getConnection(LOCAL_URL + "?connectTimeout=3", "postgres", "")) {
             return Optional.of(properties(LOCAL_URL, "postgres", ""));
