@@ -1,0 +1,246 @@
+package dev.pglock.benchmarks;
+
+import com.zaxxer.hikari.HikariConfig;
+import com.zaxxer.hikari.HikariDataSource;
+import dev.pglock.core.HeldLock;
+import dev.pglock.core.LockClient;
+import dev.pglock.core.LockRequest;
+import dev.pglock.core.PgLock;
+import dev.pglock.core.advisory.AdvisoryKeyHasher;
+import dev.pglock.test.PgTestDatabase;
+import java.nio.charset.StandardCharsets;
+import java.sql.Connection;
+import java.sql.PreparedStatement;
+import java.sql.ResultSet;
+import java.sql.SQLException;
+import java.sql.Statement;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.Optional;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.locks.Lock;
+import net.javacrumbs.shedlock.core.LockConfiguration;
+import net.javacrumbs.shedlock.core.SimpleLock;
+import net.javacrumbs.shedlock.provider.jdbctemplate.JdbcTemplateLockProvider;
+import org.springframework.integration.jdbc.lock.DefaultLockRepository;
+import org.springframework.integration.jdbc.lock.JdbcLockRegistry;
+import org.springframework.jdbc.core.JdbcTemplate;
+import org.springframework.jdbc.datasource.DataSourceTransactionManager;
+
+/** The systems under comparison, each on a HikariCP pool of its own, named so pg_stat_activity can count it. */
+final class Systems {
+
+    private final PgTestDatabase db;
+    private final String run;
+
+    Systems(PgTestDatabase db, String run) {
+        this.db = db;
+        this.run = run;
+    }
+
+    /** A pool whose connections show {@code application_name} in pg_stat_activity; no idle connections kept. */
+    HikariDataSource pool(String applicationName, int size) {
+        return pool(db.jdbcUrl(), applicationName, size);
+    }
+
+    HikariDataSource pool(String jdbcUrl, String applicationName, int size) {
+        HikariConfig config = new HikariConfig();
+        config.setJdbcUrl(jdbcUrl);
+        config.setUsername(db.user());
+        config.setPassword(db.password());
+        config.setMaximumPoolSize(size);
+        config.setMinimumIdle(0);
+        config.setConnectionTimeout(10_000);
+        config.setPoolName(applicationName);
+        config.addDataSourceProperty("ApplicationName", applicationName);
+        return new HikariDataSource(config);
+    }
+
+    String applicationName(String system) {
+        return "bench-" + system + "-" + run;
+    }
+
+    LockSystem pglockAdvisory(String label) {
+        HikariDataSource pool = pool(applicationName(label), 10);
+        LockClient client = PgLock.advisory(pool).namespace(run).build();
+        return pglock("pglock-advisory", client, pool);
+    }
+
+    LockSystem pglockLease(String label, Duration lease, Duration heartbeat) {
+        return pglockLease(label, pool(applicationName(label), 10), lease, heartbeat);
+    }
+
+    LockSystem pglockLease(String label, HikariDataSource pool, Duration lease, Duration heartbeat) {
+        LockClient client = PgLock.lease(pool).tableName("bench_pglock_" + run).namespace(run).lease(lease)
+                .heartbeatInterval(heartbeat).build();
+        return pglock("pglock-lease", client, pool);
+    }
+
+    private static LockSystem pglock(String name, LockClient client, HikariDataSource pool) {
+        return new LockSystem() {
+            @Override
+            public String name() {
+                return name;
+            }
+
+            @Override
+            public Held tryLock(String key) {
+                return client.tryAcquire(LockRequest.of(key)).<Held>map(held -> held::release).orElse(null);
+            }
+
+            @Override
+            public Held lock(String key, Duration wait) {
+                Optional<HeldLock> held = client.tryAcquire(LockRequest.of(key).waitAtMost(wait));
+                return held.<Held>map(h -> h::release).orElse(null);
+            }
+
+            @Override
+            public void close() {
+                client.close();
+                pool.close();
+            }
+        };
+    }
+
+    /** ShedLock's JdbcTemplate provider with usingDbTime(), on a fresh table; it never waits. */
+    LockSystem shedlock(String label, Duration lockAtMostFor) throws SQLException {
+        HikariDataSource pool = pool(applicationName(label), 10);
+        String table = "bench_shedlock_" + run;
+        execute(pool, "CREATE TABLE IF NOT EXISTS " + table + " (name VARCHAR(64) NOT NULL, lock_until TIMESTAMP NOT NULL,"
+                + " locked_at TIMESTAMP NOT NULL, locked_by VARCHAR(255) NOT NULL, PRIMARY KEY (name))");
+        JdbcTemplateLockProvider provider = new JdbcTemplateLockProvider(JdbcTemplateLockProvider.Configuration
+                .builder().withJdbcTemplate(new JdbcTemplate(pool)).withTableName(table).usingDbTime().build());
+        return new LockSystem() {
+            @Override
+            public String name() {
+                return "shedlock";
+            }
+
+            @Override
+            public Held tryLock(String key) {
+                Optional<SimpleLock> lock = provider.lock(
+                        new LockConfiguration(Instant.now(), key, lockAtMostFor, Duration.ZERO));
+                return lock.<Held>map(l -> l::unlock).orElse(null);
+            }
+
+            @Override
+            public Held lock(String key, Duration wait) {
+                return tryLock(key);
+            }
+
+            @Override
+            public boolean canWait() {
+                return false;
+            }
+
+            @Override
+            public void close() {
+                pool.close();
+            }
+        };
+    }
+
+    /** Spring Integration's JdbcLockRegistry with its defaults, on a fresh copy of its PostgreSQL table. */
+    LockSystem jdbcLockRegistry(String label, Duration timeToLive) throws Exception {
+        HikariDataSource pool = pool(applicationName(label), 10);
+        String prefix = "BENCH_" + run.toUpperCase() + "_";
+        execute(pool, "CREATE TABLE IF NOT EXISTS " + prefix + "LOCK (LOCK_KEY CHAR(36) NOT NULL, REGION VARCHAR(100)"
+                + " NOT NULL, CLIENT_ID CHAR(36), CREATED_DATE TIMESTAMP NOT NULL, EXPIRED_AFTER TIMESTAMP NOT NULL,"
+                + " CONSTRAINT " + prefix + "LOCK_PK PRIMARY KEY (LOCK_KEY, REGION))");
+        DefaultLockRepository repository = new DefaultLockRepository(pool);
+        repository.setPrefix(prefix);
+        repository.setTransactionManager(new DataSourceTransactionManager(pool));
+        repository.afterPropertiesSet();
+        repository.afterSingletonsInstantiated();
+        repository.start();
+        JdbcLockRegistry registry = timeToLive == null ? new JdbcLockRegistry(repository)
+                : new JdbcLockRegistry(repository, timeToLive);
+        return new LockSystem() {
+            @Override
+            public String name() {
+                return "jdbc-lock-registry";
+            }
+
+            @Override
+            public Held tryLock(String key) {
+                Lock lock = registry.obtain(key);
+                return lock.tryLock() ? lock::unlock : null;
+            }
+
+            @Override
+            public Held lock(String key, Duration wait) throws InterruptedException {
+                Lock lock = registry.obtain(key);
+                return lock.tryLock(wait.toMillis(), TimeUnit.MILLISECONDS) ? lock::unlock : null;
+            }
+
+            @Override
+            public void close() {
+                repository.stop();
+                pool.close();
+            }
+        };
+    }
+
+    /** The seeds' style: one pooled connection pinned per held lock, blocking in pg_advisory_lock to wait. */
+    LockSystem naiveAdvisory(String label, int poolSize) {
+        HikariDataSource pool = pool(applicationName(label), poolSize);
+        AdvisoryKeyHasher hasher = new AdvisoryKeyHasher("naive-" + run);
+        return new LockSystem() {
+            @Override
+            public String name() {
+                return "naive-advisory";
+            }
+
+            @Override
+            public Held tryLock(String key) throws SQLException {
+                return take(key, "SELECT pg_try_advisory_lock(?)");
+            }
+
+            @Override
+            public Held lock(String key, Duration wait) throws SQLException {
+                return take(key, "SELECT true FROM (SELECT pg_advisory_lock(?)) AS granted");
+            }
+
+            private Held take(String key, String sql) throws SQLException {
+                long id = hasher.lockId(key);
+                Connection c = pool.getConnection();
+                try (PreparedStatement ps = c.prepareStatement(sql)) {
+                    ps.setLong(1, id);
+                    try (ResultSet rs = ps.executeQuery()) {
+                        rs.next();
+                        if (!rs.getBoolean(1)) {
+                            c.close();
+                            return null;
+                        }
+                    }
+                } catch (SQLException e) {
+                    c.close();
+                    throw e;
+                }
+                return () -> {
+                    try (PreparedStatement ps = c.prepareStatement("SELECT pg_advisory_unlock(?)")) {
+                        ps.setLong(1, id);
+                        ps.execute();
+                    } finally {
+                        c.close();
+                    }
+                };
+            }
+
+            @Override
+            public void close() {
+                pool.close();
+            }
+        };
+    }
+
+    static void execute(javax.sql.DataSource dataSource, String sql) throws SQLException {
+        try (Connection c = dataSource.getConnection(); Statement st = c.createStatement()) {
+            st.execute(sql);
+        }
+    }
+
+    static byte[] utf8(String s) {
+        return s.getBytes(StandardCharsets.UTF_8);
+    }
+}
