@@ -31,31 +31,42 @@ public final class Benchmarks {
         double seconds = 3;
         Path out = Path.of("bench.json");
         int held = 1000;
+        int threads = 8;
+        java.util.Set<String> only = new java.util.HashSet<>();
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--seconds" -> seconds = Double.parseDouble(args[++i]);
                 case "--out" -> out = Path.of(args[++i]);
                 case "--held" -> held = Integer.parseInt(args[++i]);
+                case "--threads" -> threads = Integer.parseInt(args[++i]);
+                case "--only" -> only.addAll(List.of(args[++i].split(",")));
                 default -> {
                     System.err.println("usage: java -jar pglock-benchmarks.jar [--seconds N] [--out bench.json]"
-                            + " [--held 1000]; unknown argument '" + args[i] + "'");
+                            + " [--held 1000] [--threads 8] [--only uncontended,parallel,handoff,held-many,takeover];"
+                            + " unknown argument '" + args[i] + "'");
                     System.exit(2);
                 }
             }
         }
         Duration measure = Duration.ofMillis(Math.round(seconds * 1000));
-        Scenarios.Options options = new Scenarios.Options(measure.dividedBy(3), measure, held, 8,
+        Scenarios.Options options = new Scenarios.Options(measure.dividedBy(3), measure, held, threads,
                 Duration.ofSeconds(2), Duration.ofMillis(500), null);
-        List<Result> results = run(options, System.out);
+        List<Result> results = run(options, only, System.out);
         Files.writeString(out, results.stream().map(Result::json).collect(Collectors.joining(",\n  ", "[\n  ", "\n]\n")));
         System.out.println("\nwrote " + out.toAbsolutePath());
     }
 
     /** Runs every scenario for every system where it applies and prints the tables. */
     static List<Result> run(Scenarios.Options options, PrintStream out) throws Exception {
+        return run(options, java.util.Set.of(), out);
+    }
+
+    /** Runs the scenarios named in {@code only} (all when empty). */
+    static List<Result> run(Scenarios.Options options, java.util.Set<String> only, PrintStream out) throws Exception {
         PgTestDatabase db = PgTestDatabase.get();
         String run = "b" + UUID.randomUUID().toString().replace("-", "").substring(0, 8);
         Systems systems = new Systems(db, run);
+        selected = only;
         Scenarios scenarios = new Scenarios(db, systems, options);
         out.printf("pglock benchmarks on %s (%s), %s per measurement after %s warm-up, run %s%n", serverVersion(db),
                 db.jdbcUrl(), options.measure(), options.warmup(), run);
@@ -63,7 +74,9 @@ public final class Benchmarks {
         Duration registryTtl = options.registryTimeToLive();
         List<Result> results = new ArrayList<>();
         try {
-            try {
+            if (!only.isEmpty() && !only.contains("uncontended")) {
+                // skipped on request
+            } else try {
                 List<Result> uncontended = scenarios.uncontendedRounds(List.of(scenarios.baselineReadSubject(),
                         Scenarios.subject(systems.pglockAdvisory("u-adv")),
                         Scenarios.subject(systems.naiveAdvisory("u-naive", 10)), scenarios.baselineWriteSubject(run),
@@ -136,7 +149,12 @@ public final class Benchmarks {
         Result run() throws Exception;
     }
 
+    private static java.util.Set<String> selected = java.util.Set.of();
+
     private static void step(PrintStream out, List<Result> results, String scenario, String system, Step step) {
+        if (!selected.isEmpty() && !selected.contains(scenario)) {
+            return;
+        }
         Result result;
         try {
             result = step.run();
