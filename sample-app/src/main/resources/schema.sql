@@ -21,6 +21,12 @@ CREATE TABLE IF NOT EXISTS sample_tick (
     replica text        NOT NULL,
     ran_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+CREATE TABLE IF NOT EXISTS sample_fire (
+    run_id   text        NOT NULL,
+    tick     bigint      NOT NULL,
+    replica  text        NOT NULL,
+    fired_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
 CREATE TABLE IF NOT EXISTS sample_report (
     run_id        text PRIMARY KEY,
     content       text,

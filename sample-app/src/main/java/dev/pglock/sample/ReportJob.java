@@ -28,9 +28,9 @@ public class ReportJob {
     @Scheduled(cron = "${sample.tick-cron:* * * * * *}")
     @DistributedLock(holdAtLeast = "${sample.tick-hold:800ms}")
     public void tick() {
-        // The tick is named by the database clock's second, so replicas agree on it.
+        // The tick is named by the database clock's nearest second, so replicas agree on it.
         Long tick = jdbc.queryForObject("INSERT INTO sample_tick (run_id, tick, replica)"
-                + " VALUES (?, floor(extract(epoch FROM clock_timestamp())), ?) RETURNING tick", Long.class,
+                + " VALUES (?, round(extract(epoch FROM clock_timestamp())), ?) RETURNING tick", Long.class,
                 settings.runId(), settings.replica());
         log.info("tick {} ran on {}", tick, settings.replica());
     }

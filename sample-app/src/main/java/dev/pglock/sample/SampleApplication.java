@@ -1,5 +1,6 @@
 package dev.pglock.sample;
 
+import java.io.PrintStream;
 import java.util.Arrays;
 import java.util.Map;
 import java.util.Optional;
@@ -16,14 +17,35 @@ import org.springframework.scheduling.annotation.EnableScheduling;
 @EnableScheduling
 public class SampleApplication {
 
+    /** Exit codes of {@code --demo}. */
+    static final int HELD = 0;
+    static final int VIOLATED = 1;
+    static final int NO_DATABASE = 2;
+    static final int INCOMPLETE = 3;
+
     public static void main(String[] args) {
-        Optional<Map<String, Object>> database = PostgresLocator.locate(args);
-        if (database.isEmpty()) {
-            System.exit(2);
+        int code = run(args, System.out, System.err);
+        if (code >= 0) {
+            System.exit(code);
         }
-        if (Arrays.asList(args).contains("--demo")) {
-            System.exit(Demo.run(database.get(), args) ? 0 : 1);
+    }
+
+    /** Runs the demo (returns its exit code) or starts a long-running replica (returns -1). */
+    static int run(String[] args, PrintStream out, PrintStream err) {
+        boolean demo = Arrays.asList(args).contains("--demo");
+        Optional<Map<String, Object>> database = PostgresLocator.locate(args, demo, err);
+        if (database.isEmpty()) {
+            return NO_DATABASE;
+        }
+        if (demo) {
+            try {
+                return Demo.run(database.get(), args, out);
+            } catch (RuntimeException e) {
+                err.printf("%nThe demo could not finish: %s%n", e.getMessage());
+                return INCOMPLETE;
+            }
         }
         new SpringApplicationBuilder(SampleApplication.class).properties(database.get()).run(args);
+        return -1;
     }
 }

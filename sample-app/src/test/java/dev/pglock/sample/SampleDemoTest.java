@@ -6,29 +6,47 @@ import dev.pglock.test.PgTestDatabase;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
-import java.util.Map;
 import org.junit.jupiter.api.Test;
 
-/** Runs the README's first command (the demo) briefly against the real database and checks its verdict. */
+/** Runs the README's first command (the demo, through main's own path) briefly against the real database. */
 class SampleDemoTest {
 
     @Test
-    void theDemoFindsExclusivityInBothModes() {
+    void theDemoFindsExclusivityInBothModesAndExitsZero() {
         PgTestDatabase db = PgTestDatabase.get();
-        Map<String, Object> database = Map.of("spring.datasource.url", db.jdbcUrl(),
-                "spring.datasource.username", db.user(), "spring.datasource.password", db.password());
-        ByteArrayOutputStream printed = new ByteArrayOutputStream();
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        ByteArrayOutputStream err = new ByteArrayOutputStream();
 
-        boolean exclusive = Demo.run(database, new String[] {"--demo.replicas=2", "--demo.seconds=3",
-                "--demo.invoices=12"}, new PrintStream(printed, true, StandardCharsets.UTF_8));
+        int code = SampleApplication.run(new String[] {"--demo", "--demo.replicas=2", "--demo.seconds=3",
+                "--demo.invoices=12", "--spring.datasource.url=" + db.jdbcUrl(),
+                "--spring.datasource.username=" + db.user(), "--spring.datasource.password=" + db.password()},
+                print(out), print(err));
 
-        String table = printed.toString(StandardCharsets.UTF_8);
-        assertThat(exclusive).as(table).isTrue();
+        String table = out.toString(StandardCharsets.UTF_8);
+        assertThat(code).as(table + err.toString(StandardCharsets.UTF_8)).isZero();
         assertThat(table).contains("mode advisory: 2 replicas", "mode lease: 2 replicas")
                 .contains("invoices paid .............. 12 of 12")
                 .contains("double payments ............ 0 ")
-                .contains("runs per tick (max) ........ 1 ")
                 .contains("Exclusivity held in both modes.");
-        assertThat(table.split("verdict .................... exclusive", -1)).hasSize(3);
+        assertThat(table.split("verdict .................... exclusive\n", -1)).hasSize(3);
+    }
+
+    @Test
+    void anUnreachableDatabaseIsOneParagraphAndExitCodeTwo() {
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        ByteArrayOutputStream err = new ByteArrayOutputStream();
+
+        int code = SampleApplication.run(new String[] {"--demo",
+                "--spring.datasource.url=jdbc:postgresql://127.0.0.1:1/nowhere"}, print(out), print(err));
+
+        assertThat(code).isEqualTo(2);
+        String message = err.toString(StandardCharsets.UTF_8);
+        assertThat(message).contains("cannot reach the PostgreSQL you named", "127.0.0.1:1/nowhere",
+                "SPRING_DATASOURCE_USERNAME").doesNotContain("\tat ");
+        assertThat(out.toString(StandardCharsets.UTF_8)).isEmpty();
+    }
+
+    private static PrintStream print(ByteArrayOutputStream target) {
+        return new PrintStream(target, true, StandardCharsets.UTF_8);
     }
 }
