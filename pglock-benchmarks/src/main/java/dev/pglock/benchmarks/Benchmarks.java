@@ -125,7 +125,7 @@ public final class Benchmarks {
             step(out, results, "takeover", "pglock-advisory", () -> scenarios.takeoverByTermination(
                     systems.pglockAdvisory("t-adv-holder"), systems.applicationName("t-adv-holder"),
                     systems.pglockAdvisory("t-adv-taker")));
-            step(out, results, "takeover", "pglock-lease", () -> scenarios.takeoverLease(run));
+            step(out, results, "takeover", "pglock-lease", () -> scenarios.takeoverLease());
             step(out, results, "takeover", "shedlock", () -> scenarios.takeoverByExpiry(
                     systems.shedlock("t-shed-holder", options.takeoverLease()),
                     systems.shedlock("t-shed-taker", options.takeoverLease()),

@@ -335,7 +335,7 @@ final class Scenarios {
     }
 
     /** pglock lease: the holder's heartbeats stop reaching the database (a partition or a dead process). */
-    Result takeoverLease(String run) throws Exception {
+    Result takeoverLease() throws Exception {
         try (TcpProxy proxy = TcpProxy.forJdbcUrl(db.jdbcUrl())) {
             LockSystem holder = systems.pglockLease("lease-holder", systems.pool(proxy.jdbcUrl(db.jdbcUrl()),
                     systems.applicationName("lease-holder"), 4), options.takeoverLease(), options.takeoverHeartbeat());

@@ -8,7 +8,6 @@ import dev.pglock.core.LockRequest;
 import dev.pglock.core.PgLock;
 import dev.pglock.core.advisory.AdvisoryKeyHasher;
 import dev.pglock.test.PgTestDatabase;
-import java.nio.charset.StandardCharsets;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
@@ -238,9 +237,5 @@ final class Systems {
         try (Connection c = dataSource.getConnection(); Statement st = c.createStatement()) {
             st.execute(sql);
         }
-    }
-
-    static byte[] utf8(String s) {
-        return s.getBytes(StandardCharsets.UTF_8);
     }
 }

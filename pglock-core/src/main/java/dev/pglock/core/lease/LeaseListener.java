@@ -94,13 +94,6 @@ final class LeaseListener {
         });
     }
 
-    /** Whether LISTEN is in place now. */
-    boolean isListening() {
-        synchronized (state) {
-            return listening;
-        }
-    }
-
     /** The listener thread: the only one that ever touches the LISTEN connection. */
     private void loop() {
         Connection connection = null;
