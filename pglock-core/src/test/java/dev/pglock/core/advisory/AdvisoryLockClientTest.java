@@ -87,21 +87,18 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     private int holderPids(List<String> keys) throws SQLException {
-        try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement(
-                "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted"
-                        + " AND ((classid::bigint << 32) | objid::bigint) = ANY (?)")) {
-            ps.setArray(1, c.createArrayOf("bigint", keys.stream().map(hasher::lockId).toArray()));
-            try (ResultSet rs = ps.executeQuery()) {
-                rs.next();
-                return rs.getInt(1);
-            }
-        }
+        return countForKeys("SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
+                + " AND granted AND ((classid::bigint << 32) | objid::bigint) = ANY (?)", keys);
     }
 
     private int heldInDatabase(List<String> keys) throws SQLException {
-        try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
-                        + " AND ((classid::bigint << 32) | objid::bigint) = ANY (?)")) {
+        return countForKeys("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
+                + " AND ((classid::bigint << 32) | objid::bigint) = ANY (?)", keys);
+    }
+
+    /** Runs a count over pg_locks with the keys' lock ids bound as one bigint[] parameter. */
+    private int countForKeys(String sql, List<String> keys) throws SQLException {
+        try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement(sql)) {
             ps.setArray(1, c.createArrayOf("bigint", keys.stream().map(hasher::lockId).toArray()));
             try (ResultSet rs = ps.executeQuery()) {
                 rs.next();
