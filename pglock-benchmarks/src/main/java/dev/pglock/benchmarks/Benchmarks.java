@@ -33,6 +33,7 @@ public final class Benchmarks {
         int held = 1000;
         int threads = 8;
         java.util.Set<String> only = new java.util.HashSet<>();
+        java.util.Set<String> systemsOnly = new java.util.HashSet<>();
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--seconds" -> seconds = Double.parseDouble(args[++i]);
@@ -40,9 +41,11 @@ public final class Benchmarks {
                 case "--held" -> held = Integer.parseInt(args[++i]);
                 case "--threads" -> threads = Integer.parseInt(args[++i]);
                 case "--only" -> only.addAll(List.of(args[++i].split(",")));
+                case "--systems" -> systemsOnly.addAll(List.of(args[++i].split(",")));
                 default -> {
                     System.err.println("usage: java -jar pglock-benchmarks.jar [--seconds N] [--out bench.json]"
-                            + " [--held 1000] [--threads 8] [--only uncontended,parallel,handoff,held-many,takeover];"
+                            + " [--held 1000] [--threads 8] [--only uncontended,parallel,handoff,held-many,takeover]"
+                            + " [--systems pglock-lease,baseline-write,...];"
                             + " unknown argument '" + args[i] + "'");
                     System.exit(2);
                 }
@@ -51,22 +54,24 @@ public final class Benchmarks {
         Duration measure = Duration.ofMillis(Math.round(seconds * 1000));
         Scenarios.Options options = new Scenarios.Options(measure.dividedBy(3), measure, held, threads,
                 Duration.ofSeconds(2), Duration.ofMillis(500), null);
-        List<Result> results = run(options, only, System.out);
+        List<Result> results = run(options, only, systemsOnly, System.out);
         Files.writeString(out, results.stream().map(Result::json).collect(Collectors.joining(",\n  ", "[\n  ", "\n]\n")));
         System.out.println("\nwrote " + out.toAbsolutePath());
     }
 
     /** Runs every scenario for every system where it applies and prints the tables. */
     static List<Result> run(Scenarios.Options options, PrintStream out) throws Exception {
-        return run(options, java.util.Set.of(), out);
+        return run(options, java.util.Set.of(), java.util.Set.of(), out);
     }
 
-    /** Runs the scenarios named in {@code only} (all when empty). */
-    static List<Result> run(Scenarios.Options options, java.util.Set<String> only, PrintStream out) throws Exception {
+    /** Runs the scenarios named in {@code only} for the systems named in {@code systemsOnly} (all when empty). */
+    static List<Result> run(Scenarios.Options options, java.util.Set<String> only, java.util.Set<String> systemsOnly,
+            PrintStream out) throws Exception {
         PgTestDatabase db = PgTestDatabase.get();
         String run = "b" + UUID.randomUUID().toString().replace("-", "").substring(0, 8);
         Systems systems = new Systems(db, run);
         selected = only;
+        selectedSystems = systemsOnly;
         Scenarios scenarios = new Scenarios(db, systems, options);
         out.printf("pglock benchmarks on %s (%s), %s per measurement after %s warm-up, run %s%n", serverVersion(db),
                 db.jdbcUrl(), options.measure(), options.warmup(), run);
@@ -77,12 +82,17 @@ public final class Benchmarks {
             if (!only.isEmpty() && !only.contains("uncontended")) {
                 // skipped on request
             } else try {
-                List<Result> uncontended = scenarios.uncontendedRounds(List.of(scenarios.baselineReadSubject(),
-                        Scenarios.subject(systems.pglockAdvisory("u-adv")),
-                        Scenarios.subject(systems.naiveAdvisory("u-naive", 10)), scenarios.baselineWriteSubject(run),
-                        Scenarios.subject(systems.pglockLease("u-lease", Duration.ofSeconds(30), Duration.ofSeconds(5))),
-                        Scenarios.subject(systems.shedlock("u-shed", lockAtMostFor)),
-                        Scenarios.subject(systems.jdbcLockRegistry("u-reg", registryTtl))));
+                List<Scenarios.Subject> subjects = new ArrayList<>();
+                addSubject(subjects, "baseline-read", scenarios::baselineReadSubject);
+                addSubject(subjects, "pglock-advisory", () -> Scenarios.subject(systems.pglockAdvisory("u-adv")));
+                addSubject(subjects, "naive-advisory", () -> Scenarios.subject(systems.naiveAdvisory("u-naive", 10)));
+                addSubject(subjects, "baseline-write", () -> scenarios.baselineWriteSubject(run));
+                addSubject(subjects, "pglock-lease", () -> Scenarios.subject(
+                        systems.pglockLease("u-lease", Duration.ofSeconds(30), Duration.ofSeconds(5))));
+                addSubject(subjects, "shedlock", () -> Scenarios.subject(systems.shedlock("u-shed", lockAtMostFor)));
+                addSubject(subjects, "jdbc-lock-registry",
+                        () -> Scenarios.subject(systems.jdbcLockRegistry("u-reg", registryTtl)));
+                List<Result> uncontended = scenarios.uncontendedRounds(subjects);
                 for (Result result : uncontended) {
                     results.add(result);
                     out.printf(Locale.ROOT, "  %-12s %-20s %s%n", "uncontended", result.system(), Report.summary(result));
@@ -149,10 +159,26 @@ public final class Benchmarks {
         Result run() throws Exception;
     }
 
+    interface SubjectFactory {
+        Scenarios.Subject create() throws Exception;
+    }
+
     private static java.util.Set<String> selected = java.util.Set.of();
+    private static java.util.Set<String> selectedSystems = java.util.Set.of();
+
+    private static boolean wanted(String system) {
+        return selectedSystems.isEmpty() || selectedSystems.contains(system);
+    }
+
+    private static void addSubject(List<Scenarios.Subject> subjects, String system, SubjectFactory factory)
+            throws Exception {
+        if (wanted(system)) {
+            subjects.add(factory.create());
+        }
+    }
 
     private static void step(PrintStream out, List<Result> results, String scenario, String system, Step step) {
-        if (!selected.isEmpty() && !selected.contains(scenario)) {
+        if (!selected.isEmpty() && !selected.contains(scenario) || !wanted(system)) {
             return;
         }
         Result result;

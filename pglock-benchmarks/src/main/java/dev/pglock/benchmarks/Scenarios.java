@@ -51,9 +51,12 @@ final class Scenarios {
     record Subject(String system, Op op, AutoCloseable resources) {
     }
 
+    /** How long each uncontended subject runs before the next one takes its turn. */
+    private static final Duration SLICE = Duration.ofMillis(50);
+
     /**
-     * Measures the subjects in interleaved rounds (warm-up first, then each subject in turn, three
-     * times), so that drift of a shared 2-core machine hits all of them alike and the ratios hold.
+     * Measures the subjects in interleaved slices (warm-up first, then each subject in turn for 50 ms,
+     * over and over), so that drift of a shared 2-core machine hits all of them alike and the ratios hold.
      */
     List<Result> uncontendedRounds(List<Subject> subjects) throws Exception {
         try {
@@ -69,8 +72,12 @@ final class Scenarios {
             for (int i = 0; i < subjects.size(); i++) {
                 latencies.add(new Histogram(TimeUnit.SECONDS.toNanos(60), 3));
             }
-            long slice = options.measure().toNanos() / 3;
-            for (int round = 0; round < 3; round++) {
+            // Many short slices rather than a few long ones: a shared machine's disk and CPU drift
+            // within seconds (commit latency was seen to double for a second at a time), and only
+            // fine interleaving lets every subject see the same mix of good and bad moments.
+            int rounds = (int) Math.max(3, options.measure().toNanos() / SLICE.toNanos());
+            long slice = options.measure().toNanos() / rounds;
+            for (int round = 0; round < rounds; round++) {
                 for (int i = 0; i < subjects.size(); i++) {
                     Histogram latency = latencies.get(i);
                     long start = System.nanoTime();
@@ -89,7 +96,7 @@ final class Scenarios {
             for (int i = 0; i < subjects.size(); i++) {
                 results.add(new Result("uncontended", subjects.get(i).system(), counts[i] / seconds(nanos[i]),
                         micros(latencies.get(i), 50), micros(latencies.get(i), 99), null,
-                        "3 interleaved rounds"));
+                        rounds + " interleaved slices"));
             }
             return results;
         } finally {

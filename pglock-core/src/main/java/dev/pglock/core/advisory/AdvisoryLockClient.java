@@ -233,9 +233,14 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
 
     @Override
     protected AdvisoryLock lockInDatabase(LockRequest request, long deadlineNanos) {
-        AdvisoryLock free = tryLockInDatabase(request);
-        if (free != null) {
-            return free;
+        // First a try on a shared session, so a free lock costs no connection of its own; skipped for
+        // a key found taken within the last few seconds, where it would nearly always fail.
+        if (!recentlyContended(request.key())) {
+            AdvisoryLock free = tryLockInDatabase(request);
+            if (free != null) {
+                return free;
+            }
+            noteContended(request.key());
         }
         long leftMillis = TimeUnit.NANOSECONDS.toMillis(deadlineNanos - System.nanoTime());
         if (leftMillis <= 0) {

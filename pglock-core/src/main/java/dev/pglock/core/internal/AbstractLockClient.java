@@ -14,6 +14,7 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.RejectedExecutionException;
@@ -72,6 +73,38 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             t.setDaemon(true);
             return t;
         });
+    }
+
+    /**
+     * Keys whose last attempt without waiting found them taken, with when (System.nanoTime). A caller
+     * that is going to wait anyway skips that attempt for such a key and goes straight to waiting:
+     * under contention the attempt nearly always fails, and it costs a round trip (lease mode: a row
+     * lock and a durable commit) while the lock is being handed over. The hint lasts five seconds, and
+     * the map is emptied when it grows past {@link #CONTENDED_MAX} keys.
+     */
+    private final ConcurrentHashMap<String, Long> contended = new ConcurrentHashMap<>();
+    private static final long CONTENDED_NANOS = TimeUnit.SECONDS.toNanos(5);
+    private static final int CONTENDED_MAX = 1024;
+
+    /** Whether an attempt on {@code key} found it taken within the last five seconds. */
+    protected final boolean recentlyContended(String key) {
+        Long seen = contended.get(key);
+        if (seen == null) {
+            return false;
+        }
+        if (System.nanoTime() - seen < CONTENDED_NANOS) {
+            return true;
+        }
+        contended.remove(key, seen);
+        return false;
+    }
+
+    /** Records that an attempt on {@code key} found it taken. */
+    protected final void noteContended(String key) {
+        if (contended.size() >= CONTENDED_MAX) {
+            contended.clear();
+        }
+        contended.put(key, System.nanoTime());
     }
 
     /** Takes the lock in the database with one attempt; null when someone else holds it. */

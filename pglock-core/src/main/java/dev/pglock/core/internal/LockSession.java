@@ -51,6 +51,11 @@ public final class LockSession {
         return ended.get();
     }
 
+    /** Whether a statement runs on it right now (a hint for picking a session, not a guarantee). */
+    public boolean isBusy() {
+        return inUse.isLocked();
+    }
+
     /** Runs work even on an ended session (to dispose of it), still one caller at a time. */
     public <T> T callEvenIfEnded(Work<T> work) throws SQLException {
         inUse.lock();

@@ -11,8 +11,8 @@ import java.util.concurrent.atomic.AtomicInteger;
 import javax.sql.DataSource;
 
 /**
- * A fixed number of pinned sessions, opened when first needed, used in turn, replaced on next use
- * after one ended. Holding N locks costs these few connections, not N.
+ * A fixed number of pinned sessions, opened when first needed, the first idle one used first,
+ * replaced on next use after one ended. Holding N locks costs these few connections, not N.
  */
 public final class SessionPool {
 
@@ -58,9 +58,26 @@ public final class SessionPool {
         }
     }
 
-    /** The next session in turn, opened (or replaced) when needed. */
+    /**
+     * A session for the next statement: the first open one that is idle, else a slot not opened yet
+     * (opened now), else the next in turn. Preferring the first idle session keeps a lone caller on
+     * one warm backend: alternating between backends costs each statement a wake-up of a process
+     * that was asleep, about 15% of an uncontended lease acquire + release on 2 cores. Concurrent
+     * callers still spread over every session.
+     */
     public LockSession session() {
-        int slot = Math.floorMod(next.getAndIncrement(), slots.length);
+        int unopened = -1;
+        for (int i = 0; i < slots.length; i++) {
+            LockSession session = slots[i];
+            if (session == null || session.isEnded()) {
+                if (unopened < 0) {
+                    unopened = i;
+                }
+            } else if (!session.isBusy()) {
+                return session;
+            }
+        }
+        int slot = unopened >= 0 ? unopened : Math.floorMod(next.getAndIncrement(), slots.length);
         LockSession session = slots[slot];
         if (session != null && !session.isEnded()) {
             return session;

@@ -32,8 +32,9 @@ import org.slf4j.LoggerFactory;
  * Locks kept as rows of a lease table, renewed by heartbeats and expiring by the database clock.
  *
  * <p>Where a lock is taken: {@link #tryLockInDatabase} runs one statement, {@link #TRY_LOCK}. A
- * caller that waits ({@link #lockInDatabase}) re-runs it when a NOTIFY says the key was released
- * or when the holder's lease ends by the database clock, whichever comes first.
+ * caller that waits ({@link #lockInDatabase}) tries again with {@link #WAITER_TRY_LOCK}, which
+ * writes nothing when it fails, when a NOTIFY says the key was released or when the holder's lease
+ * ends by the database clock, whichever comes first.
  *
  * <p>Every statement is a single autocommit statement on a pinned session, so the table works
  * through PgBouncer in transaction pooling; only the LISTEN connection needs a real session.
@@ -67,10 +68,49 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 data = CASE WHEN t.expires_at <= now() THEN EXCLUDED.data ELSE coalesce(EXCLUDED.data, t.data) END
             WHERE t.expires_at <= now() OR (t.shared AND EXCLUDED.shared)
             RETURNING fencing_token, now()""";
-    // After a failed attempt: how long the holder's lease has left, by the database clock.
-    private static final String HOLDER_LEFT = """
-            SELECT ceil(extract(epoch FROM expires_at - now()) * 1000)::bigint
-            FROM %1$s WHERE namespace = ? AND lock_key = ?""";
+    // A waiter's attempt, after a NOTIFY or at the holder's lease end. TRY_LOCK is the cheaper
+    // statement when the lock is free, but it locks the row even when it fails, and a row lock is WAL
+    // that its commit must flush: every waiter woken by a release would pay a durable commit, one
+    // after the other, before the one that can win does. Here the row is only touched when it is
+    // ours to take, so the waiters that lose read and go back to sleep without writing. It also says
+    // how long the holder's lease has left, by the database clock, so a waiter needs one statement
+    // per wake-up. The row lock is taken before the token is drawn (a waiter blocked behind a
+    // concurrent winner re-checks the new row version and draws nothing). Parameters: namespace,
+    // key, owner, shared, lease ms, data. Rows: (token, now, NULL) when taken; (NULL, now, ms left)
+    // when held; none when the row appeared after this statement's snapshot (try again at once).
+    private static final String WAITER_TRY_LOCK = """
+            WITH p AS (SELECT ?::text AS ns, ?::text AS k, ?::text AS me, ?::boolean AS sh, ?::bigint AS lease,
+                              ?::bytea AS data),
+            claim AS (
+                UPDATE %1$s AS t SET
+                    holders = CASE WHEN t.expires_at <= now() THEN ARRAY[p.me]
+                                   ELSE array_remove(t.holders, p.me) || p.me END,
+                    shared = p.sh,
+                    fencing_token = nextval('%2$s'),
+                    acquired_at = CASE WHEN t.expires_at <= now() THEN now() ELSE t.acquired_at END,
+                    expires_at = CASE WHEN t.expires_at <= now() THEN now() + p.lease * interval '1 millisecond'
+                                      ELSE greatest(t.expires_at, now() + p.lease * interval '1 millisecond') END,
+                    lease_millis = p.lease,
+                    record_version = t.record_version + 1,
+                    data = CASE WHEN t.expires_at <= now() THEN p.data ELSE coalesce(p.data, t.data) END
+                FROM p
+                WHERE t.namespace = p.ns AND t.lock_key = p.k AND (t.expires_at <= now() OR (t.shared AND p.sh))
+                RETURNING t.fencing_token),
+            created AS (
+                INSERT INTO %1$s (namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at,
+                                  lease_millis, data)
+                SELECT p.ns, p.k, ARRAY[p.me], p.sh, nextval('%2$s'), now(),
+                       now() + p.lease * interval '1 millisecond', p.lease, p.data
+                FROM p
+                WHERE NOT EXISTS (SELECT FROM claim)
+                  AND NOT EXISTS (SELECT FROM %1$s AS o WHERE o.namespace = p.ns AND o.lock_key = p.k)
+                ON CONFLICT (namespace, lock_key) DO NOTHING
+                RETURNING fencing_token)
+            SELECT fencing_token, now(), NULL::bigint FROM claim
+            UNION ALL SELECT fencing_token, now(), NULL FROM created
+            UNION ALL SELECT NULL, now(), ceil(extract(epoch FROM o.expires_at - now()) * 1000)::bigint
+                FROM %1$s AS o, p
+                WHERE o.namespace = p.ns AND o.lock_key = p.k AND NOT EXISTS (SELECT FROM claim)""";
     // Heartbeat, one statement for every lock this client holds: extends each lease by its own length
     // from the database's now, only while this owner still holds it and it has not expired. The keys
     // it does not return are no longer ours. Rows are locked first in key order, so two clients
@@ -131,7 +171,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private final Duration safetyMargin;
     private final String channel;
     private final String tryLock;
-    private final String holderLeft;
+    private final String waiterTryLock;
     private final String heartbeat;
     private final String release;
     private final String releaseAll;
@@ -157,7 +197,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         // name in two schemas share it, which only wakes a waiter to re-check for nothing.
         this.channel = table.substring(table.indexOf('.') + 1);
         this.tryLock = TRY_LOCK.formatted(quotedTable, quotedSequence);
-        this.holderLeft = HOLDER_LEFT.formatted(quotedTable);
+        this.waiterTryLock = WAITER_TRY_LOCK.formatted(quotedTable, quotedSequence);
         this.heartbeat = HEARTBEAT.formatted(quotedTable);
         this.release = RELEASE.formatted(quotedTable);
         this.releaseAll = RELEASE_ALL.formatted(quotedTable);
@@ -274,9 +314,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     @Override
     protected LeaseLock lockInDatabase(LockRequest request, long deadlineNanos) {
-        LeaseLock lock = tryLockInDatabase(request);
-        if (lock != null) {
-            return lock;
+        // TRY_LOCK first, the cheaper statement when the lock is free; skipped for a key found taken
+        // within the last few seconds, where it would nearly always fail and its failure costs a commit.
+        if (!recentlyContended(request.key())) {
+            LeaseLock lock = tryLockInDatabase(request);
+            if (lock != null) {
+                return lock;
+            }
+            noteContended(request.key());
         }
         LeaseListener.Waiter waiter;
         try {
@@ -285,25 +330,34 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             Thread.currentThread().interrupt();
             return null;
         }
+        boolean unknownBefore = false;
         try {
             while (true) {
-                // Tried again right after registering: a release between the first try and the LISTEN
-                // sent a NOTIFY nobody heard.
-                lock = tryLockInDatabase(request);
-                if (lock != null) {
-                    return lock;
+                // Tried at once after registering: a release between the first try and the LISTEN sent
+                // a NOTIFY nobody heard.
+                WaiterAttempt attempt = waiterTryLock(request);
+                if (attempt.lock() != null) {
+                    return attempt.lock();
                 }
                 long left = deadlineNanos - System.nanoTime();
                 if (left <= 0) {
                     return null;
                 }
-                Long holderLeftMillis = holderLeftMillis(request.key());
-                if (holderLeftMillis == null) {
-                    continue; // released or purged between the two statements: try again now
+                if (attempt.holderLeftMillis() == null || attempt.holderLeftMillis() <= 0) {
+                    // The row changed under this statement (created, or taken by a waiter that won the
+                    // race for it): the next attempt sees the new holder and its lease. Once at once,
+                    // then a millisecond apart, so nothing unforeseen can make this spin.
+                    if (unknownBefore) {
+                        waiter.await(Math.min(left, TimeUnit.MILLISECONDS.toNanos(1)));
+                    }
+                    unknownBefore = true;
+                    continue;
                 }
+                unknownBefore = false;
+                noteContended(request.key());
                 // Wake on NOTIFY, or when the holder's lease ends by the database clock (a crashed
                 // holder sends no NOTIFY), or when our wait runs out.
-                long recheck = TimeUnit.MILLISECONDS.toNanos(Math.max(1, holderLeftMillis + 1));
+                long recheck = TimeUnit.MILLISECONDS.toNanos(attempt.holderLeftMillis() + 1);
                 waiter.await(Math.min(left, recheck));
             }
         } catch (InterruptedException e) {
@@ -314,20 +368,39 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         }
     }
 
-    private Long holderLeftMillis(String key) {
+    /** A waiter's attempt: the lock, or how long its holder's lease has left (null: unknown, try again). */
+    private record WaiterAttempt(LeaseLock lock, Long holderLeftMillis) {
+    }
+
+    private WaiterAttempt waiterTryLock(LockRequest request) {
+        long leaseMillis = request.lease().orElse(defaultLease).toMillis();
         LockSession session = sessions.session();
+        long sentAt = System.nanoTime();
         try {
             return session.call(c -> {
-                try (PreparedStatement ps = c.prepareStatement(holderLeft)) {
+                try (PreparedStatement ps = c.prepareStatement(waiterTryLock)) {
                     ps.setString(1, namespace);
-                    ps.setString(2, key);
+                    ps.setString(2, request.key());
+                    ps.setString(3, owner());
+                    ps.setBoolean(4, request.isShared());
+                    ps.setLong(5, leaseMillis);
+                    ps.setBytes(6, request.data());
                     try (ResultSet rs = ps.executeQuery()) {
-                        return rs.next() ? rs.getLong(1) : null;
+                        if (!rs.next()) {
+                            return new WaiterAttempt(null, null);
+                        }
+                        long token = rs.getLong(1);
+                        if (rs.wasNull()) {
+                            return new WaiterAttempt(null, rs.getLong(3));
+                        }
+                        return new WaiterAttempt(new LeaseLock(request.key(), request.isShared(), token,
+                                rs.getTimestamp(2).toInstant(), leaseMillis, request.holdAtLeast().toMillis(),
+                                trustedUntil(sentAt, leaseMillis)), null);
                     }
                 }
             });
         } catch (SQLException e) {
-            throw failure(session, "reading lock '" + key + "'", e);
+            throw failure(session, "acquiring lock '" + request.key() + "'", e);
         }
     }
 

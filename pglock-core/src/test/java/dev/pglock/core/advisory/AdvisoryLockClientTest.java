@@ -173,6 +173,27 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     @Test
+    void aWaitingCallerSkipsTheTryForAKeyJustFoundTakenAndStillGetsItWhenFree() throws Exception {
+        CountingDataSource counting = new CountingDataSource(pool);
+        LockClient a = client();
+        LockClient b = closeLater(builder(counting).build());
+        String tryLock = "pg_try_advisory_lock(";
+        HeldLock held = a.acquire(LockRequest.of("hinted"));
+        assertThat(b.tryAcquire(LockRequest.of("hinted").waitAtMost(Duration.ofMillis(100)))).isEmpty();
+        assertThat(counting.executedContaining(tryLock)).isEqualTo(1);
+        assertThat(b.tryAcquire(LockRequest.of("hinted").waitAtMost(Duration.ofMillis(100)))).isEmpty();
+        assertThat(counting.executedContaining(tryLock)).as("found taken a moment ago: straight to waiting")
+                .isEqualTo(1);
+        held.release();
+        HeldLock got = b.acquire(LockRequest.of("hinted").waitAtMost(Duration.ofSeconds(10)));
+        assertThat(got.isHeld()).isTrue();
+        assertThat(counting.executedContaining(tryLock)).isEqualTo(1);
+        assertThat(a.tryAcquire(LockRequest.of("hinted"))).isEmpty();
+        got.release();
+        assertThat(a.tryAcquire(LockRequest.of("hinted"))).isPresent();
+    }
+
+    @Test
     void fiveHundredLocksUseNoMoreThanTheLockSessions() throws Exception {
         CountingDataSource counting = new CountingDataSource(pool);
         LockClient a = closeLater(builder(counting).lockSessions(2).build());

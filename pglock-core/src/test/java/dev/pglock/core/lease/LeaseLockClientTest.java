@@ -44,7 +44,8 @@ class LeaseLockClientTest extends LockClientContractTest {
     private static final Duration HEARTBEAT = Duration.ofMillis(200);
     /** A lease far longer than any wait in these tests: a prompt hand-off can only come from NOTIFY. */
     private static final Duration LONG_LEASE = Duration.ofSeconds(30);
-    private static final String HOLDER_LEFT_SQL = "ceil(extract(epoch FROM expires_at - now())";
+    /** The statement a waiter runs once it listens, and again on each wake-up. */
+    private static final String WAITER_SQL = "claim AS (";
     private static final String HEARTBEAT_SQL = "WITH mine AS";
 
     private final PgTestDatabase db = PgTestDatabase.get();
@@ -89,11 +90,11 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThat(sql("DELETE FROM " + table + " WHERE lock_key = ?", lock.key())).isEqualTo(1);
     }
 
-    /** A waiter reads the holder's remaining lease after each failed attempt; wait for one more such read. */
+    /** A waiter runs its statement once it listens, and after each wake-up; wait for one more such run. */
     @Override
     protected void awaitWaiterInDatabase(String key) {
-        await().atMost(Duration.ofSeconds(10)).until(() -> counting.executedContaining(HOLDER_LEFT_SQL) > waitsSeen);
-        waitsSeen = counting.executedContaining(HOLDER_LEFT_SQL);
+        await().atMost(Duration.ofSeconds(10)).until(() -> counting.executedContaining(WAITER_SQL) > waitsSeen);
+        waitsSeen = counting.executedContaining(WAITER_SQL);
     }
 
     @Override
@@ -256,6 +257,58 @@ class LeaseLockClientTest extends LockClientContractTest {
         waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
         assertThat(Duration.ofNanos(System.nanoTime() - released))
                 .as("woken by NOTIFY, five minutes before the lease would have ended").isLessThan(Duration.ofSeconds(1));
+    }
+
+    @Test
+    void wakeUpsThatFindTheLockTakenNeitherLockNorRewriteTheRow() throws Exception {
+        // The holder's heartbeat would rewrite the row: one every 10 s, against a test that takes one.
+        LockClient a = closeLater(builder(counting).heartbeatInterval(Duration.ofSeconds(10)).build());
+        LockClient b = client();
+        HeldLock held = a.acquire(LockRequest.of("quiet").leaseFor(LONG_LEASE));
+        Future<HeldLock> waiter = threads.submit(() -> b.acquire(LockRequest.of("quiet").waitAtMost(Duration.ofMinutes(1))));
+        awaitWaiterInDatabase("quiet");
+        // xmin changes with every new row version, xmax with every row lock (a failed upsert takes one).
+        String version = "SELECT xmin::text::bigint * 4294967296 + xmax::text::bigint FROM " + table
+                + " WHERE lock_key = 'quiet'";
+        long before = queryLong(version);
+        for (int i = 0; i < 3; i++) {
+            // Wakes the waiter as a release would, while the lock is still taken.
+            queryLong("SELECT count(*) FROM (SELECT pg_notify(?, 'quiet')) AS sent", table);
+            awaitWaiterInDatabase("quiet");
+        }
+        assertThat(queryLong(version)).as("the waiter's three failed attempts wrote nothing").isEqualTo(before);
+        assertThat(waiter).isNotDone();
+        held.release();
+        assertThat(waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).isHeld()).isTrue();
+    }
+
+    @Test
+    void aWaitingCallerSkipsTheUpsertForAKeyJustFoundTakenAndStillGetsItWhenFree() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        String upsert = "ON CONFLICT (namespace, lock_key) DO UPDATE";
+        HeldLock held = a.acquire(LockRequest.of("hinted").leaseFor(LONG_LEASE));
+        long upserts = counting.executedContaining(upsert);
+        assertThat(b.tryAcquire(LockRequest.of("hinted").waitAtMost(Duration.ofMillis(100)))).isEmpty();
+        assertThat(counting.executedContaining(upsert)).isEqualTo(upserts + 1);
+        assertThat(b.tryAcquire(LockRequest.of("hinted").waitAtMost(Duration.ofMillis(100)))).isEmpty();
+        assertThat(counting.executedContaining(upsert)).as("found taken a moment ago: straight to waiting")
+                .isEqualTo(upserts + 1);
+        held.release();
+        HeldLock got = b.acquire(LockRequest.of("hinted").waitAtMost(Duration.ofSeconds(10)));
+        assertThat(got.isHeld()).isTrue();
+        assertThat(counting.executedContaining(upsert)).isEqualTo(upserts + 1);
+        assertThat(got.fencingToken()).isGreaterThan(held.fencingToken());
+        assertThat(a.tryAcquire(LockRequest.of("hinted"))).isEmpty();
+    }
+
+    @Test
+    void aLoneCallerStaysOnOneSession() throws Exception {
+        LockClient a = closeLater(builder(counting).lockSessions(4).build());
+        for (int i = 0; i < 20; i++) {
+            a.acquire(LockRequest.of("lone-" + (i % 3))).release();
+        }
+        assertThat(counting.peakConnections()).as("one warm backend, not four taken in turn").isEqualTo(1);
     }
 
     @Test
