@@ -62,7 +62,7 @@ public final class SessionPool {
      * A session for the next statement: the first open one that is idle, else a slot not opened yet
      * (opened now), else the next in turn. Preferring the first idle session keeps a lone caller on
      * one warm backend: alternating between backends costs each statement a wake-up of a process
-     * that was asleep, about 15% of an uncontended lease acquire + release on 2 cores. Concurrent
+     * that was asleep, about 10% of an uncontended lease acquire + release on 2 cores. Concurrent
      * callers still spread over every session.
      */
     public LockSession session() {
