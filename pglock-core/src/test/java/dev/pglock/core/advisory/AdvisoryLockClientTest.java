@@ -225,10 +225,12 @@ class AdvisoryLockClientTest extends LockClientContractTest {
                 throw new IllegalStateException(e);
             }
         }));
-        assertThat(counting.openConnections()).isEqualTo(2 + contested.size());
+        // The shared sessions are 1 or 2 (a lone caller stays on the first; a second opens when a
+        // statement finds the first busy), plus one per waiter.
+        assertThat(counting.openConnections()).isBetween(1 + contested.size(), 2 + contested.size());
         other.close();
         assertThat(done.await(PROMPTLY.toSeconds(), TimeUnit.SECONDS)).isTrue();
-        await().atMost(PROMPTLY).until(() -> counting.openConnections() == 2);
+        await().atMost(PROMPTLY).until(() -> counting.openConnections() <= 2);
         assertThat(counting.peakConnections()).isLessThanOrEqualTo(2 + contested.size());
     }
 
