@@ -284,10 +284,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                         if (!rs.next()) {
                             return null;
                         }
-                        // The database's now() came after sentAt, so its expiry is later than ours.
-                        return new LeaseLock(request.key(), request.isShared(), rs.getLong(1),
-                                rs.getTimestamp(2).toInstant(), leaseMillis, request.holdAtLeast().toMillis(),
-                                trustedUntil(sentAt, leaseMillis));
+                        return granted(request, rs.getLong(1), rs.getTimestamp(2), leaseMillis, sentAt);
                     }
                 }
             });
@@ -306,6 +303,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             lost(untrusted::contains, untrustedReason(null), null);
             connector.execute(() -> releaseAll(untrusted));
         }
+    }
+
+    /** A lock the database just granted; the database's now() came after sentAt, so its expiry is later than ours. */
+    private LeaseLock granted(LockRequest request, long token, Timestamp acquiredAt, long leaseMillis, long sentAt) {
+        return new LeaseLock(request.key(), request.isShared(), token, acquiredAt.toInstant(), leaseMillis,
+                request.holdAtLeast().toMillis(), trustedUntil(sentAt, leaseMillis));
     }
 
     private long trustedUntil(long sentAtNanos, long leaseMillis) {
@@ -393,9 +396,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                         if (rs.wasNull()) {
                             return new WaiterAttempt(null, rs.getLong(3));
                         }
-                        return new WaiterAttempt(new LeaseLock(request.key(), request.isShared(), token,
-                                rs.getTimestamp(2).toInstant(), leaseMillis, request.holdAtLeast().toMillis(),
-                                trustedUntil(sentAt, leaseMillis)), null);
+                        return new WaiterAttempt(granted(request, token, rs.getTimestamp(2), leaseMillis, sentAt), null);
                     }
                 }
             });
