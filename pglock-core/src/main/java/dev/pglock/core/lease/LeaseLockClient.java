@@ -396,7 +396,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                         if (rs.wasNull()) {
                             return new WaiterAttempt(null, rs.getLong(3));
                         }
-                        return new WaiterAttempt(granted(request, token, rs.getTimestamp(2), leaseMillis, sentAt), null);
+                        LeaseLock lock = granted(request, token, rs.getTimestamp(2), leaseMillis, sentAt);
+                        return new WaiterAttempt(lock, null);
                     }
                 }
             });
