@@ -132,6 +132,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // tokens; old rows are purged. NOTIFY goes out when the statement commits, so a waiter wakes in
     // the same round trip. Parameters: owner, owner, hold-at-least ms, owner, namespace, key, owner,
     // channel. (A plain single-row UPDATE: the join RELEASE_ALL needs costs about 13% per release.)
+    // %2$s is empty, or ASYNC_COMMIT when the user opted in to releases that do not wait for the flush.
     private static final String RELEASE = """
             UPDATE %1$s AS t
             SET holders = array_remove(t.holders, ?::text),
@@ -139,7 +140,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                                   ELSE greatest(now(), t.acquired_at + ? * interval '1 millisecond') END,
                 data = CASE WHEN t.holders = ARRAY[?::text] THEN NULL ELSE t.data END
             WHERE t.namespace = ? AND t.lock_key = ? AND ?::text = ANY (t.holders)
-            RETURNING pg_notify(?, t.lock_key)""";
+            RETURNING pg_notify(?, t.lock_key)%2$s""";
     // The same for every lock of the client at once, when it closes.
     private static final String RELEASE_ALL = """
             UPDATE %1$s AS t
@@ -149,7 +150,13 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 data = CASE WHEN t.holders = ARRAY[p.me] THEN NULL ELSE t.data END
             FROM (SELECT ?::text AS me) AS p, unnest(?::text[], ?::bigint[]) AS r(lock_key, hold_millis)
             WHERE t.namespace = ? AND t.lock_key = r.lock_key AND p.me = ANY (t.holders)
-            RETURNING pg_notify(?, t.lock_key)""";
+            RETURNING pg_notify(?, t.lock_key)%2$s""";
+    // Opt-in (asyncReleaseCommit): the release's transaction commits without waiting for its WAL to
+    // reach disk; set for that transaction only (is_local), so it never leaks into the session, and
+    // evaluated for the rows released, before the commit that reads it. Only releases: a lost release
+    // keeps a lock taken until its lease ends, which never lets two holders in, whereas a lost
+    // acquisition or heartbeat would. Every later durable commit (the next acquisition) flushes it.
+    private static final String ASYNC_COMMIT = ", set_config('synchronous_commit', 'off', true)";
     // Replace a held lock's data, only while this owner holds it and it has not expired.
     private static final String UPDATE_DATA = """
             UPDATE %1$s SET data = ?
@@ -187,7 +194,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     LeaseLockClient(DataSource dataSource, DataSource listenDataSource, String namespace, String table,
             String quotedTable, String quotedSequence, boolean initializeSchema, Duration defaultLease,
-            Duration heartbeatInterval, int lockSessions, Duration connectionWaitTimeout, String owner) {
+            Duration heartbeatInterval, int lockSessions, Duration connectionWaitTimeout, boolean asyncReleaseCommit,
+            String owner) {
         super(owner, "pglock-lease");
         this.namespace = namespace;
         this.defaultLease = defaultLease;
@@ -199,8 +207,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         this.tryLock = TRY_LOCK.formatted(quotedTable, quotedSequence);
         this.waiterTryLock = WAITER_TRY_LOCK.formatted(quotedTable, quotedSequence);
         this.heartbeat = HEARTBEAT.formatted(quotedTable);
-        this.release = RELEASE.formatted(quotedTable);
-        this.releaseAll = RELEASE_ALL.formatted(quotedTable);
+        String releaseCommit = asyncReleaseCommit ? ASYNC_COMMIT : "";
+        this.release = RELEASE.formatted(quotedTable, releaseCommit);
+        this.releaseAll = RELEASE_ALL.formatted(quotedTable, releaseCommit);
         this.updateData = UPDATE_DATA.formatted(quotedTable);
         this.get = GET.formatted(quotedTable);
         this.list = LIST.formatted(quotedTable);

@@ -259,6 +259,73 @@ class LeaseLockClientTest extends LockClientContractTest {
                 .as("woken by NOTIFY, five minutes before the lease would have ended").isLessThan(Duration.ofSeconds(1));
     }
 
+    /**
+     * Records, as each transaction that writes a lock row commits, whether it took or released the
+     * lock and the synchronous_commit it commits with: a deferred trigger runs at commit, after the
+     * statement and its RETURNING, so it sees what the commit will use.
+     */
+    private String recordCommitSettings() throws SQLException {
+        String log = table + "_commits";
+        try (Connection c = db.connect(); Statement st = c.createStatement()) {
+            st.execute("CREATE TABLE " + log + " (id bigserial, what text, setting text)");
+            st.execute("CREATE FUNCTION " + log + "_f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                    + " INSERT INTO " + log + " (what, setting) VALUES (CASE WHEN NEW.holders = '{}' THEN 'release'"
+                    + " ELSE 'take' END, current_setting('synchronous_commit')); RETURN NULL; END $$");
+            st.execute("CREATE CONSTRAINT TRIGGER " + log + "_t AFTER INSERT OR UPDATE ON " + table
+                    + " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION " + log + "_f()");
+        }
+        closeLater(() -> {
+            try (Connection c = db.connect(); Statement st = c.createStatement()) {
+                st.execute("DROP TABLE IF EXISTS " + log + "; DROP FUNCTION IF EXISTS " + log + "_f() CASCADE");
+            }
+        });
+        return log;
+    }
+
+    private List<String> commitSettings(String log) throws SQLException {
+        List<String> settings = new ArrayList<>();
+        try (Connection c = db.connect(); Statement st = c.createStatement();
+                ResultSet rs = st.executeQuery("SELECT what || ' ' || setting FROM " + log + " ORDER BY id")) {
+            while (rs.next()) {
+                settings.add(rs.getString(1));
+            }
+        }
+        return settings;
+    }
+
+    @Test
+    void releasesCommitWithoutWaitingForTheFlushOnlyWhenAskedAndNothingElseDoes() throws Exception {
+        // Heartbeats every 10 s: one during the test would add a "take" row (it rewrites a held row).
+        LockClient durable = closeLater(builder(counting).heartbeatInterval(Duration.ofSeconds(10)).build());
+        String log = recordCommitSettings();
+        durable.acquire(LockRequest.of("durable")).release();
+        assertThat(commitSettings(log)).as("the default: every commit waits for its flush")
+                .containsExactly("take on", "release on");
+
+        LockClient async = closeLater(builder(counting).asyncReleaseCommit(true).lockSessions(1)
+                .heartbeatInterval(Duration.ofSeconds(10)).build());
+        LockClient waiting = closeLater(builder(counting).heartbeatInterval(Duration.ofSeconds(10)).build());
+        HeldLock held = async.acquire(LockRequest.of("async"));
+        Future<Long> waiter = threads.submit(() -> {
+            try (HeldLock next = waiting.acquire(LockRequest.of("async").waitAtMost(Duration.ofMinutes(1)))) {
+                return next.fencingToken();
+            }
+        });
+        awaitWaiterInDatabase("async");
+        held.release();
+        assertThat(waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS)).as("the waiter heard the release")
+                .isGreaterThan(held.fencingToken());
+        // Once more on the same single session: the setting was the release's transaction's alone.
+        async.acquire(LockRequest.of("async")).release();
+        async.acquire(LockRequest.of("held at close"));
+        async.close();
+        assertThat(commitSettings(log)).containsExactly("take on", "release on", // durable, above
+                "take on", "release off", // async's first lock, released without waiting for the flush
+                "take on", "release on", // the other client's, durable
+                "take on", "release off", // async again, on the session that released before
+                "take on", "release off"); // released by close()
+    }
+
     @Test
     void wakeUpsThatFindTheLockTakenNeitherLockNorRewriteTheRow() throws Exception {
         // The holder's heartbeat would rewrite the row: one every 10 s, against a test that takes one.

@@ -58,6 +58,7 @@ public class PgLockClients implements DisposableBean {
                     .heartbeatInterval(properties.getHeartbeatInterval())
                     .lockSessions(properties.getLockSessions())
                     .connectionWaitTimeout(properties.getConnectionWaitTimeout())
+                    .asyncReleaseCommit(properties.getTable().isAsyncReleaseCommit())
                     .build();
         };
     }

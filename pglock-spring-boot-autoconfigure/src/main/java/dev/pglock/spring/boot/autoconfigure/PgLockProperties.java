@@ -166,6 +166,13 @@ public class PgLockProperties {
         /** Whether pglock creates the table and its sequence when they are missing (always), or only checks they exist (never). */
         private InitializeSchema initializeSchema = InitializeSchema.ALWAYS;
 
+        /**
+         * Whether a release commits without waiting for its disk flush (synchronous_commit off for that
+         * statement only): faster releases and hand-offs, but a release lost in a server crash keeps its
+         * lock taken until the lease ends. Acquisitions and heartbeats always wait for the flush.
+         */
+        private boolean asyncReleaseCommit = false;
+
         public String getName() {
             return name;
         }
@@ -180,6 +187,14 @@ public class PgLockProperties {
 
         public void setInitializeSchema(InitializeSchema initializeSchema) {
             this.initializeSchema = initializeSchema;
+        }
+
+        public boolean isAsyncReleaseCommit() {
+            return asyncReleaseCommit;
+        }
+
+        public void setAsyncReleaseCommit(boolean asyncReleaseCommit) {
+            this.asyncReleaseCommit = asyncReleaseCommit;
         }
     }
 

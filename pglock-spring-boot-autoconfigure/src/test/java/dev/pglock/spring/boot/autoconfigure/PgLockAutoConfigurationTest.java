@@ -127,6 +127,23 @@ class PgLockAutoConfigurationTest {
     }
 
     @Test
+    void asyncReleaseCommitIsOffByDefaultAndReachesTheLeaseClientsReleasesWhenOn() {
+        String setting = "synchronous_commit";
+        runner.withUserConfiguration(TwoDataSources.class).withPropertyValues("pglock.mode=lease").run(context -> {
+            assertThat(context.getBean(PgLockProperties.class).getTable().isAsyncReleaseCommit()).isFalse();
+            context.getBean(LockClient.class).acquire(LockRequest.of("durable")).release();
+            assertThat(context.getBean("lockDataSource", CountingDataSource.class).executedContaining(setting)).isZero();
+        });
+        runner.withUserConfiguration(TwoDataSources.class)
+                .withPropertyValues("pglock.mode=lease", "pglock.table.async-release-commit=true").run(context -> {
+                    context.getBean(LockClient.class).acquire(LockRequest.of("async")).release();
+                    CountingDataSource lockOnly = context.getBean("lockDataSource", CountingDataSource.class);
+                    assertThat(lockOnly.executed()).filteredOn(sql -> sql.contains(setting))
+                            .singleElement().asString().contains("pg_notify").doesNotContain("nextval");
+                });
+    }
+
+    @Test
     void aLeaseNotLongerThanTwoHeartbeatsStopsTheStartWithBothValues() {
         assertStartFails("pglock.lease", "PT10S", "pglock.mode=lease", "pglock.lease=10s", "pglock.heartbeat-interval=5s");
     }
@@ -192,7 +209,8 @@ class PgLockAutoConfigurationTest {
         assertThat(metadata).contains("\"pglock.mode\"", "\"pglock.wait\"", "\"pglock.lease\"",
                 "\"pglock.hold-at-least\"", "\"pglock.heartbeat-interval\"", "\"pglock.table.name\"",
                 "\"pglock.table.initialize-schema\"", "\"pglock.lock-sessions\"", "\"pglock.connection-wait-timeout\"",
-                "\"pglock.aspect-order\"", "\"pglock.namespace\"", "\"pglock.enabled\"", "\"pglock.advisory.fencing-tokens\"");
+                "\"pglock.aspect-order\"", "\"pglock.namespace\"", "\"pglock.enabled\"", "\"pglock.advisory.fencing-tokens\"",
+                "\"pglock.table.async-release-commit\"");
     }
 
     /** {@code value} as the message shows it: durations in ISO-8601 once bound. */
