@@ -89,6 +89,8 @@ public final class Benchmarks {
                 addSubject(subjects, "baseline-write", () -> scenarios.baselineWriteSubject(run));
                 addSubject(subjects, "pglock-lease", () -> Scenarios.subject(
                         systems.pglockLease("u-lease", Duration.ofSeconds(30), Duration.ofSeconds(5))));
+                addSubject(subjects, Systems.LEASE_ASYNC_RELEASE, () -> Scenarios.subject(
+                        systems.pglockLeaseAsyncRelease("u-lease-async", Duration.ofSeconds(30), Duration.ofSeconds(5))));
                 addSubject(subjects, "shedlock", () -> Scenarios.subject(systems.shedlock("u-shed", lockAtMostFor)));
                 addSubject(subjects, "jdbc-lock-registry",
                         () -> Scenarios.subject(systems.jdbcLockRegistry("u-reg", registryTtl)));
@@ -114,6 +116,8 @@ public final class Benchmarks {
                     () -> scenarios.handoff("pglock-advisory", i -> systems.pglockAdvisory("h-adv-" + i)));
             step(out, results, "handoff", "pglock-lease", () -> scenarios.handoff("pglock-lease",
                     i -> systems.pglockLease("h-lease-" + i, Duration.ofSeconds(30), Duration.ofSeconds(5))));
+            step(out, results, "handoff", Systems.LEASE_ASYNC_RELEASE, () -> scenarios.handoff(Systems.LEASE_ASYNC_RELEASE,
+                    i -> systems.pglockLeaseAsyncRelease("h-lease-async-" + i, Duration.ofSeconds(30), Duration.ofSeconds(5))));
             step(out, results, "handoff", "shedlock",
                     () -> scenarios.handoff("shedlock", i -> systems.shedlock("h-shed-" + i, lockAtMostFor)));
             step(out, results, "handoff", "jdbc-lock-registry",

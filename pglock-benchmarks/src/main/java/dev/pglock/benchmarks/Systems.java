@@ -29,6 +29,9 @@ import org.springframework.jdbc.datasource.DataSourceTransactionManager;
 /** The systems under comparison, each on a HikariCP pool of its own, named so pg_stat_activity can count it. */
 final class Systems {
 
+    /** pglock's lease mode with {@code asyncReleaseCommit(true)}: measured beside the default, never instead of it. */
+    static final String LEASE_ASYNC_RELEASE = "pglock-lease-async-release";
+
     private final PgTestDatabase db;
     private final String run;
 
@@ -73,6 +76,14 @@ final class Systems {
         LockClient client = PgLock.lease(pool).tableName("bench_pglock_" + run).namespace(run).lease(lease)
                 .heartbeatInterval(heartbeat).build();
         return pglock("pglock-lease", client, pool);
+    }
+
+    /** The lease client with the opt-in asynchronous release commit (a lost release costs one lease after a crash). */
+    LockSystem pglockLeaseAsyncRelease(String label, Duration lease, Duration heartbeat) {
+        HikariDataSource pool = pool(applicationName(label), 10);
+        LockClient client = PgLock.lease(pool).tableName("bench_pglock_" + run).namespace(run).lease(lease)
+                .heartbeatInterval(heartbeat).asyncReleaseCommit(true).build();
+        return pglock(LEASE_ASYNC_RELEASE, client, pool);
     }
 
     private static LockSystem pglock(String name, LockClient client, HikariDataSource pool) {

@@ -30,6 +30,9 @@ class BenchmarksSmokeTest {
                     .map(Result::system).collect(Collectors.toSet());
             assertThat(measured).as(scenario).containsAll(systems);
         }
+        for (String scenario : List.of("uncontended", "handoff")) {
+            assertThat(Benchmarks.find(results, scenario, Systems.LEASE_ASYNC_RELEASE)).as(scenario).isPresent();
+        }
         assertThat(results).as(output).noneMatch(r -> r.note() != null && r.note().startsWith("failed"));
         assertThat(results).filteredOn(r -> r.system().startsWith("baseline")).hasSize(2);
         assertThat(Benchmarks.find(results, "held-many", "pglock-advisory").orElseThrow().connections())
