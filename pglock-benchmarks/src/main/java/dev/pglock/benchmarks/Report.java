@@ -102,8 +102,10 @@ final class Report {
             Optional<Result> theirs = Benchmarks.find(results, "handoff", "jdbc-lock-registry");
             if (ours.map(Result::p50Micros).isPresent() && theirs.map(Result::p50Micros).isPresent()) {
                 double ratio = theirs.get().p50Micros() / ours.get().p50Micros();
-                lines.add(String.format(Locale.ROOT, "%s handoff p50 %.0f µs is 1/%.1f of jdbc-lock-registry's %.0f µs"
-                        + " (target: 1/10 or better): %s", system, ours.get().p50Micros(), ratio,
+                String relation = ratio >= 1 ? String.format(Locale.ROOT, "1/%.1f of", ratio)
+                        : String.format(Locale.ROOT, "%.1f × slower than", 1 / ratio);
+                lines.add(String.format(Locale.ROOT, "%s handoff p50 %.0f µs is %s jdbc-lock-registry's %.0f µs"
+                        + " (target: 1/10 or better): %s", system, ours.get().p50Micros(), relation,
                         theirs.get().p50Micros(), ratio >= 10 ? "PASS" : "MISS"));
             }
         }
