@@ -73,17 +73,18 @@ final class Systems {
     }
 
     LockSystem pglockLease(String label, HikariDataSource pool, Duration lease, Duration heartbeat) {
-        LockClient client = PgLock.lease(pool).tableName("bench_pglock_" + run).namespace(run).lease(lease)
-                .heartbeatInterval(heartbeat).build();
-        return pglock("pglock-lease", client, pool);
+        return pglock("pglock-lease", leaseClient(pool, lease, heartbeat, false), pool);
     }
 
     /** The lease client with the opt-in asynchronous release commit (a lost release costs one lease after a crash). */
     LockSystem pglockLeaseAsyncRelease(String label, Duration lease, Duration heartbeat) {
         HikariDataSource pool = pool(applicationName(label), 10);
-        LockClient client = PgLock.lease(pool).tableName("bench_pglock_" + run).namespace(run).lease(lease)
-                .heartbeatInterval(heartbeat).asyncReleaseCommit(true).build();
-        return pglock(LEASE_ASYNC_RELEASE, client, pool);
+        return pglock(LEASE_ASYNC_RELEASE, leaseClient(pool, lease, heartbeat, true), pool);
+    }
+
+    private LockClient leaseClient(HikariDataSource pool, Duration lease, Duration heartbeat, boolean asyncRelease) {
+        return PgLock.lease(pool).tableName("bench_pglock_" + run).namespace(run).lease(lease)
+                .heartbeatInterval(heartbeat).asyncReleaseCommit(asyncRelease).build();
     }
 
     private static LockSystem pglock(String name, LockClient client, HikariDataSource pool) {
