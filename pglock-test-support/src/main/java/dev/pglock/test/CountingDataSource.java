@@ -27,6 +27,7 @@ public final class CountingDataSource implements DataSource {
     private final AtomicInteger open = new AtomicInteger();
     private final AtomicInteger peak = new AtomicInteger();
     private final List<String> executed = new CopyOnWriteArrayList<>();
+    private final List<String> failures = new CopyOnWriteArrayList<>();
 
     public CountingDataSource(DataSource target) {
         this.target = target;
@@ -54,6 +55,11 @@ public final class CountingDataSource implements DataSource {
     /** How many executed statements contain the fragment. */
     public long executedContaining(String fragment) {
         return executed.stream().filter(sql -> sql.contains(fragment)).count();
+    }
+
+    /** How many statements failed with this SQLState (such as 40P01, a deadlock) through this DataSource. */
+    public long failuresWithState(String sqlState) {
+        return failures.stream().filter(sqlState::equals).count();
     }
 
     public void clearExecuted() {
@@ -121,10 +127,13 @@ public final class CountingDataSource implements DataSource {
         }
     }
 
-    private static Object invokeTarget(Object target, Method method, Object[] args) throws Throwable {
+    private Object invokeTarget(Object target, Method method, Object[] args) throws Throwable {
         try {
             return method.invoke(target, args);
         } catch (InvocationTargetException e) {
+            if (e.getCause() instanceof java.sql.SQLException sql && sql.getSQLState() != null) {
+                failures.add(sql.getSQLState());
+            }
             throw e.getCause();
         }
     }

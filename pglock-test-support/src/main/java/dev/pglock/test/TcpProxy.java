@@ -16,7 +16,8 @@ import java.util.concurrent.CopyOnWriteArrayList;
  * A TCP forwarder on 127.0.0.1 between the client under test and PostgreSQL, so a test can do to
  * the network what production does to it: {@link #dropConnections()} (a restarted server or a
  * reset network), {@link #setRefusing(boolean)} (a server that is down) and {@link #setPaused(boolean)}
- * (a partition: nothing gets through, nothing is closed). PostgreSQL itself stays real.
+ * (a partition: nothing gets through, nothing is closed), or {@link #blackholeOpenConnections()} (a
+ * partition of the sessions open now only, while new ones get through). PostgreSQL itself stays real.
  */
 public final class TcpProxy implements AutoCloseable {
 
@@ -24,7 +25,11 @@ public final class TcpProxy implements AutoCloseable {
     private final int targetPort;
     private final ServerSocket server;
     private final List<Socket> sockets = new CopyOnWriteArrayList<>();
+    /** Client sockets whose traffic is held back in both directions, as in a partition of that session alone. */
+    private final java.util.Set<Socket> blackholed = java.util.concurrent.ConcurrentHashMap.newKeySet();
     private final Object pauseMonitor = new Object();
+    /** Guarded by pauseMonitor. */
+    private int stalled;
     private volatile boolean refusing;
     private volatile boolean paused;
     private volatile boolean closed;
@@ -80,6 +85,43 @@ public final class TcpProxy implements AutoCloseable {
         }
     }
 
+    /**
+     * From now on, no byte of the connections open now gets through in either direction, and none is
+     * closed: a partition of exactly those sessions. Connections opened later are not affected.
+     * {@link #setPaused(boolean) setPaused(false)} does not heal them; {@link #healBlackholed()} does.
+     *
+     * @return how many client connections were cut off
+     */
+    public int blackholeOpenConnections() {
+        int count = 0;
+        for (Socket socket : sockets) {
+            if (socket.getLocalPort() == server.getLocalPort()) { // accepted here: a client's end
+                blackholed.add(socket);
+                count++;
+            }
+        }
+        return count;
+    }
+
+    /** Lets the traffic of blackholed connections through again. */
+    public void healBlackholed() {
+        synchronized (pauseMonitor) {
+            blackholed.clear();
+            pauseMonitor.notifyAll();
+        }
+    }
+
+    /** The local ports of the proxy's connections to the server: pg_stat_activity's client_port of their backends. */
+    public List<Integer> upstreamPorts() {
+        List<Integer> ports = new java.util.ArrayList<>();
+        for (Socket socket : sockets) {
+            if (socket.getLocalPort() != server.getLocalPort()) { // connected from here to the server
+                ports.add(socket.getLocalPort());
+            }
+        }
+        return ports;
+    }
+
     /** How many client connections are open through the proxy. */
     public int openConnections() {
         return sockets.size() / 2;
@@ -99,8 +141,8 @@ public final class TcpProxy implements AutoCloseable {
                 upstream.setTcpNoDelay(true);
                 sockets.add(client);
                 sockets.add(upstream);
-                pump(client, upstream);
-                pump(upstream, client);
+                pump(client, upstream, client);
+                pump(upstream, client, client);
             } catch (IOException e) {
                 if (closed) {
                     return;
@@ -109,13 +151,14 @@ public final class TcpProxy implements AutoCloseable {
         }
     }
 
-    private void pump(Socket from, Socket to) {
+    /** Copies bytes from one socket to the other; {@code link} is the client socket that names the connection. */
+    private void pump(Socket from, Socket to, Socket link) {
         Thread t = new Thread(() -> {
             byte[] buffer = new byte[16 * 1024];
             try (InputStream in = from.getInputStream(); OutputStream out = to.getOutputStream()) {
                 int n;
                 while ((n = in.read(buffer)) != -1) {
-                    awaitUnpaused();
+                    awaitUnpaused(link);
                     out.write(buffer, 0, n);
                     out.flush();
                 }
@@ -126,17 +169,32 @@ public final class TcpProxy implements AutoCloseable {
                 closeQuietly(to);
                 sockets.remove(from);
                 sockets.remove(to);
+                blackholed.remove(link);
             }
         }, "tcp-proxy-pump-" + from.getPort());
         t.setDaemon(true);
         t.start();
     }
 
-    private void awaitUnpaused() throws InterruptedException {
+    private void awaitUnpaused(Socket link) throws InterruptedException {
         synchronized (pauseMonitor) {
-            while (paused && !closed) {
-                pauseMonitor.wait();
+            if ((paused || blackholed.contains(link)) && !closed) {
+                stalled++;
+                try {
+                    while ((paused || blackholed.contains(link)) && !closed) {
+                        pauseMonitor.wait();
+                    }
+                } finally {
+                    stalled--;
+                }
             }
+        }
+    }
+
+    /** How many transfers (bytes one side sent) are held back now by a pause or a blackhole. */
+    public int stalledTransfers() {
+        synchronized (pauseMonitor) {
+            return stalled;
         }
     }
 
