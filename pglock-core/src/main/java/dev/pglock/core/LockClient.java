@@ -1,5 +1,6 @@
 package dev.pglock.core;
 
+import java.time.Duration;
 import java.util.List;
 import java.util.Optional;
 
@@ -41,7 +42,21 @@ public interface LockClient extends AutoCloseable {
     /** The identity this client writes as the owner of its locks. */
     String owner();
 
-    /** Releases every lock this client holds (their {@code onLost} listeners are told) and frees its connections. */
+    /**
+     * Closes at once: {@link #close(Duration) close(Duration.ZERO)}. Every lock still held is reported
+     * lost to its holder ({@code onLost}, {@code assertHeld} throws), then released, and the
+     * connections are freed. Idempotent.
+     */
     @Override
     void close();
+
+    /**
+     * Closes gracefully: stops granting at once (new and waiting acquires end with an
+     * {@link IllegalStateException} saying the client is closed), waits up to {@code timeout} for the
+     * locks still held to be released by their holders, then reports the rest lost to their holders
+     * before releasing them, and frees the connections. Use it at shutdown so that no lock is freed
+     * under work that is still running (the Spring Boot starter does, within
+     * {@code spring.lifecycle.timeout-per-shutdown-phase}). Idempotent: a second call returns at once.
+     */
+    void close(Duration timeout);
 }

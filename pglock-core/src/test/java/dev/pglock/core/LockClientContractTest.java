@@ -2,11 +2,13 @@ package dev.pglock.core;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.assertj.core.api.Assertions.catchThrowable;
 import static org.awaitility.Awaitility.await;
 
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.CountDownLatch;
@@ -17,6 +19,14 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.concurrent.atomic.AtomicReference;
+import dev.pglock.core.internal.AbstractLockClient;
+import dev.pglock.test.PgTestDatabase;
+import dev.pglock.test.TcpProxy;
+import java.sql.Connection;
+import java.sql.PreparedStatement;
+import java.util.concurrent.CyclicBarrier;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.TestInfo;
@@ -46,6 +56,9 @@ public abstract class LockClientContractTest {
 
     /** How long after {@link #breakLock} the holder may take to notice; the mode's heartbeat plus margin. */
     protected abstract Duration lossNoticedWithin();
+
+    /** A new client like {@link #newClient()} whose every connection goes through {@code proxy}. */
+    protected abstract LockClient newClient(TcpProxy proxy);
 
     /** A client the test closes for you. */
     protected final LockClient client() {
@@ -408,6 +421,205 @@ public abstract class LockClientContractTest {
             List<long[]> ordered = new ArrayList<>(sections.get(k));
             ordered.sort((x, y) -> Long.compare(x[0], y[0]));
             assertThat(ordered).hasSize(1000);
+            for (int i = 1; i < ordered.size(); i++) {
+                assertThat(ordered.get(i)[0]).as("%s: section %d starts after section %d ends", keys[k], i, i - 1)
+                        .isGreaterThan(ordered.get(i - 1)[1]);
+            }
+        }
+    }
+
+    /** Whether the client refuses work because it is closed (or closing). */
+    protected static boolean refusesAsClosed(LockClient client) {
+        try {
+            client.get("probe");
+            return false;
+        } catch (IllegalStateException e) {
+            return true;
+        }
+    }
+
+    /** Ends the server sessions of every connection that goes through {@code proxy}. */
+    protected static int terminateBackendsBehind(TcpProxy proxy) throws Exception {
+        try (Connection c = PgTestDatabase.get().connect(); PreparedStatement ps = c.prepareStatement(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE client_port = ANY (?)")) {
+            ps.setArray(1, c.createArrayOf("integer", proxy.upstreamPorts().toArray()));
+            try (java.sql.ResultSet rs = ps.executeQuery()) {
+                rs.next();
+                return rs.getInt(1);
+            }
+        }
+    }
+
+    /**
+     * Issue 12, point 5: close() racing an acquire whose grant has just come back. The grant must be
+     * given back (before the fix, the lease row stayed held by the closed client until its lease ended).
+     */
+    @Test
+    void closeRacingAnAcquireLeavesNothingHeld() throws Exception {
+        LockClient a = newClient();
+        LockClient b = client();
+        AtomicBoolean once = new AtomicBoolean();
+        AtomicReference<Thread> closer = new AtomicReference<>();
+        ((AbstractLockClient<?>) a).afterGrantHookForTests(() -> {
+            if (once.compareAndSet(false, true)) {
+                Thread t = new Thread(a::close, "closer");
+                closer.set(t);
+                t.start();
+                await().atMost(PROMPTLY).until(() -> refusesAsClosed(a));
+            }
+        });
+
+        Throwable outcome = catchThrowable(() -> a.tryAcquire(LockRequest.of("raced")));
+
+        closer.get().join(Duration.ofSeconds(30).toMillis());
+        assertThat(closer.get().isAlive()).as("close() finished").isFalse();
+        assertThat(outcome).isInstanceOf(IllegalStateException.class).hasMessageContaining("closed");
+        assertThat(b.tryAcquire(LockRequest.of("raced"))).as("the grant made while closing was given back").isPresent();
+    }
+
+    /**
+     * Issue 12, point 8: a re-entry shares the outer acquisition, so it cannot change its hold-at-least;
+     * asking for another is refused, not dropped, and changes nothing.
+     */
+    @Test
+    void aReentryThatAsksForAnotherHoldAtLeastIsRefusedAndChangesNothing() {
+        LockClient a = client();
+        LockClient b = client();
+        LockRequest outerRequest = LockRequest.of("re").leaseFor(Duration.ofSeconds(10)).holdAtLeast(Duration.ofMillis(200));
+        HeldLock outer = a.acquire(outerRequest);
+
+        assertThatThrownBy(() -> a.acquire(LockRequest.of("re").leaseFor(Duration.ofSeconds(10))
+                .holdAtLeast(Duration.ofSeconds(2))))
+                .isInstanceOf(IllegalStateException.class).hasMessageContaining("holdAtLeast")
+                .hasMessageContaining("PT2S").hasMessageContaining("re");
+        a.acquire(outerRequest).release(); // the same settings fit
+        a.acquire(LockRequest.of("re")).release(); // asking for nothing fits
+
+        assertThat(outer.isHeld()).isTrue();
+        assertThat(b.tryAcquire(LockRequest.of("re"))).isEmpty();
+    }
+
+    /**
+     * Issue 12, point 12: closing gracefully stops granting at once, and frees a lock only after the
+     * work holding it released it (before the fix, close released at once under running work).
+     */
+    @Test
+    void closeWaitsForAHolderStillInsideAndFreesTheLockOnlyAfterItsRelease() throws Exception {
+        LockClient a = newClient();
+        LockClient b = client();
+        CountDownLatch inside = new CountDownLatch(1);
+        CountDownLatch finish = new CountDownLatch(1);
+        AtomicLong releasedAt = new AtomicLong();
+        Future<?> holder = inThread(() -> {
+            try (HeldLock held = a.acquire(LockRequest.of("deploy"))) {
+                inside.countDown();
+                finish.await();
+                held.assertHeld(); // still ours at the end of the work
+                releasedAt.set(System.nanoTime());
+            }
+            return null;
+        });
+        inside.await();
+        Future<?> closing = inThread(() -> {
+            a.close(Duration.ofSeconds(60));
+            return null;
+        });
+        Future<Long> other = inThread(() -> {
+            b.acquire(LockRequest.of("deploy").waitAtMost(Duration.ofSeconds(60)));
+            return System.nanoTime();
+        });
+        await().atMost(PROMPTLY).until(() -> refusesAsClosed(a));
+        awaitWaiterInDatabase("deploy");
+        assertThat(closing).as("close() waits for the holder").isNotDone();
+        assertThat(other).isNotDone();
+
+        finish.countDown();
+        holder.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        closing.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        assertThat(other.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS)).as("the other replica got it after the release")
+                .isGreaterThan(releasedAt.get());
+    }
+
+    /**
+     * Issue 12, point 12: a lock still held when close() gives up waiting is reported lost to its holder
+     * before it is freed (before the fix, the holder heard only after another client could take it).
+     */
+    @Test
+    void aHolderStillInsideAtTheCloseDeadlineIsToldBeforeTheLockIsFreed() {
+        LockClient a = newClient();
+        LockClient b = client();
+        LockClient observer = client();
+        HeldLock held = a.acquire(LockRequest.of("stuck"));
+        AtomicReference<Optional<LockInfo>> seenWhenTold = new AtomicReference<>();
+        held.onLost(e -> seenWhenTold.set(observer.get("stuck")));
+
+        a.close(Duration.ofMillis(200));
+
+        assertThat(seenWhenTold.get()).as("the holder was told while the lock was still held").isNotNull().isPresent();
+        assertThatThrownBy(held::assertHeld).isInstanceOf(LockLostException.class).hasMessageContaining("closed");
+        assertThat(b.tryAcquire(LockRequest.of("stuck"))).isPresent();
+    }
+
+    /**
+     * The concurrency test again, with faults injected between rounds while no thread is inside: all
+     * the clients' server sessions terminated, or every connection open at that moment blackholed. The
+     * clients must replace their sessions, and exclusion and the counts must still come out exact.
+     */
+    @Test
+    @SuppressWarnings("try")
+    void mutualExclusionHoldsWithFaultsInjectedBetweenIterations() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(PgTestDatabase.get().jdbcUrl()));
+        LockClient[] clients = {closeLater(newClient(proxy)), closeLater(newClient(proxy))};
+        int threadCount = 4;
+        int rounds = 6;
+        int perRound = 20;
+        String[] keys = {"f0", "f1"};
+        AtomicLongArray counters = new AtomicLongArray(keys.length);
+        List<ConcurrentLinkedQueue<long[]>> sections = List.of(new ConcurrentLinkedQueue<>(), new ConcurrentLinkedQueue<>());
+        AtomicInteger round = new AtomicInteger();
+        List<Integer> faultsHit = new java.util.concurrent.CopyOnWriteArrayList<>();
+        CyclicBarrier betweenRounds = new CyclicBarrier(threadCount, () -> {
+            try {
+                int r = round.getAndIncrement();
+                faultsHit.add(r % 2 == 0 ? terminateBackendsBehind(proxy) : proxy.blackholeOpenConnections());
+            } catch (Exception e) {
+                throw new IllegalStateException(e);
+            }
+        });
+        List<Future<?>> workers = new ArrayList<>();
+        for (int t = 0; t < threadCount; t++) {
+            LockClient c = clients[t % 2];
+            workers.add(inThread(() -> {
+                for (int r = 0; r < rounds; r++) {
+                    for (int i = 0; i < perRound; i++) {
+                        int k = i % keys.length;
+                        while (true) {
+                            try (HeldLock held = c.acquire(LockRequest.of(keys[k]).waitAtMost(Duration.ofSeconds(60)))) {
+                                long entered = System.nanoTime();
+                                long value = counters.get(k);
+                                Thread.onSpinWait();
+                                counters.set(k, value + 1);
+                                sections.get(k).add(new long[] {entered, System.nanoTime()});
+                                break;
+                            } catch (LockDatabaseException e) {
+                                // a fault reached this call: the next attempt gets a fresh session
+                            }
+                        }
+                    }
+                    betweenRounds.await();
+                }
+                return null;
+            }));
+        }
+        for (Future<?> worker : workers) {
+            worker.get(5, TimeUnit.MINUTES);
+        }
+        assertThat(faultsHit).as("every fault reached some connection").hasSize(rounds).allMatch(n -> n > 0);
+        int expected = threadCount * rounds * perRound / keys.length;
+        for (int k = 0; k < keys.length; k++) {
+            assertThat(counters.get(k)).as(keys[k]).isEqualTo(expected);
+            List<long[]> ordered = new ArrayList<>(sections.get(k));
+            ordered.sort((x, y) -> Long.compare(x[0], y[0]));
             for (int i = 1; i < ordered.size(); i++) {
                 assertThat(ordered.get(i)[0]).as("%s: section %d starts after section %d ends", keys[k], i, i - 1)
                         .isGreaterThan(ordered.get(i - 1)[1]);

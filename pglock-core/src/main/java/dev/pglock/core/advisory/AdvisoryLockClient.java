@@ -7,6 +7,7 @@ import dev.pglock.core.LockRequest;
 import dev.pglock.core.internal.AbstractLockClient;
 import dev.pglock.core.internal.Jdbc;
 import dev.pglock.core.internal.LockSession;
+import dev.pglock.core.internal.Sequences;
 import dev.pglock.core.internal.SessionPool;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
@@ -46,29 +47,49 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
 
     // Session-level advisory locks: held until unlocked or until the session ends, whatever happens
     // to transactions. The key is the bigint from AdvisoryKeyHasher, always bound as a parameter.
-    private static final String TRY_LOCK = "SELECT pg_try_advisory_lock(?)";
-    private static final String TRY_LOCK_SHARED = "SELECT pg_try_advisory_lock_shared(?)";
-    // With fencing tokens: CASE evaluates nextval only after the lock was granted, so tokens follow
-    // the order in which holders got the lock.
-    private static final String TRY_LOCK_FENCED =
-            "SELECT CASE WHEN pg_try_advisory_lock(?) THEN nextval(?::regclass) END";
-    private static final String TRY_LOCK_SHARED_FENCED =
-            "SELECT CASE WHEN pg_try_advisory_lock_shared(?) THEN nextval(?::regclass) END";
+    //
+    // Every statement that takes or drops a lock names the backend it must run on (the session's pid)
+    // and does nothing on any other, and returns the pid it ran on. Behind a pooler that multiplexes
+    // sessions (PgBouncer in transaction pooling) a statement can reach another server session, where
+    // a lock would be taken or dropped on the wrong session: this way none is, and the client notices
+    // at the first such statement, at no extra round trip (see multiplexed()).
+    // Columns: granted (null when it ran on another backend), token (null without fencing), pid.
+    private static final String TRY_LOCK = "SELECT CASE WHEN pg_backend_pid() = ? THEN pg_try_advisory_lock(?) END,"
+            + " NULL::bigint, pg_backend_pid()";
+    private static final String TRY_LOCK_SHARED = "SELECT CASE WHEN pg_backend_pid() = ?"
+            + " THEN pg_try_advisory_lock_shared(?) END, NULL::bigint, pg_backend_pid()";
+    // With fencing tokens: nextval only after the lock was granted, so tokens follow the order in which
+    // holders got the lock. OFFSET 0 keeps the try a subquery evaluated once per row.
+    private static final String TRY_LOCK_FENCED = "SELECT granted, CASE WHEN granted THEN nextval(?::regclass) END, pid"
+            + " FROM (SELECT CASE WHEN pg_backend_pid() = ? THEN pg_try_advisory_lock(?) END AS granted,"
+            + " pg_backend_pid() AS pid OFFSET 0) AS attempt";
+    private static final String TRY_LOCK_SHARED_FENCED = "SELECT granted, CASE WHEN granted THEN nextval(?::regclass)"
+            + " END, pid FROM (SELECT CASE WHEN pg_backend_pid() = ? THEN pg_try_advisory_lock_shared(?) END AS granted,"
+            + " pg_backend_pid() AS pid OFFSET 0) AS attempt";
     // Waiting: one round trip of several statements. The driver sends them before one Sync, so they
     // share an implicit transaction: set_config(..., true) sets lock_timeout for that transaction
     // only, and it reverts by itself whether the lock came or the timeout fired (SQLState 55P03).
-    // The lock is session-level and outlives that transaction.
+    // The lock is session-level and outlives that transaction. lock_timeout covers every statement
+    // of the transaction, so 55P03 can come after the grant (PostgreSQL can also grant at the instant
+    // the timeout fires): a failed wait always cleans its connection. Parameters: timeout, lock id,
+    // pid [, pid, sequence]. The last statement answers (pid, token).
     private static final String WAIT_LOCK = "SELECT set_config('lock_timeout', ?, true);"
-            + " SELECT pg_advisory_lock(?); SELECT pg_backend_pid(), NULL::bigint";
+            + " SELECT pg_advisory_lock(?) WHERE pg_backend_pid() = ?; SELECT pg_backend_pid(), NULL::bigint";
     private static final String WAIT_LOCK_SHARED = "SELECT set_config('lock_timeout', ?, true);"
-            + " SELECT pg_advisory_lock_shared(?); SELECT pg_backend_pid(), NULL::bigint";
+            + " SELECT pg_advisory_lock_shared(?) WHERE pg_backend_pid() = ?; SELECT pg_backend_pid(), NULL::bigint";
     private static final String WAIT_LOCK_FENCED = "SELECT set_config('lock_timeout', ?, true);"
-            + " SELECT pg_advisory_lock(?); SELECT pg_backend_pid(), nextval(?::regclass)";
+            + " SELECT pg_advisory_lock(?) WHERE pg_backend_pid() = ?;"
+            + " SELECT pg_backend_pid(), CASE WHEN pg_backend_pid() = ? THEN nextval(?::regclass) END";
     private static final String WAIT_LOCK_SHARED_FENCED = "SELECT set_config('lock_timeout', ?, true);"
-            + " SELECT pg_advisory_lock_shared(?); SELECT pg_backend_pid(), nextval(?::regclass)";
-    private static final String UNLOCK = "SELECT pg_advisory_unlock(?)";
-    private static final String UNLOCK_SHARED = "SELECT pg_advisory_unlock_shared(?)";
-    private static final String UNLOCK_ALL = "SELECT pg_advisory_unlock_all()";
+            + " SELECT pg_advisory_lock_shared(?) WHERE pg_backend_pid() = ?;"
+            + " SELECT pg_backend_pid(), CASE WHEN pg_backend_pid() = ? THEN nextval(?::regclass) END";
+    // Columns: unlocked (null when it ran on another backend), pid.
+    private static final String UNLOCK = "SELECT CASE WHEN pg_backend_pid() = ? THEN pg_advisory_unlock(?) END,"
+            + " pg_backend_pid()";
+    private static final String UNLOCK_SHARED = "SELECT CASE WHEN pg_backend_pid() = ?"
+            + " THEN pg_advisory_unlock_shared(?) END, pg_backend_pid()";
+    private static final String UNLOCK_ALL = "SELECT CASE WHEN pg_backend_pid() = ? THEN pg_advisory_unlock_all() END";
+    private static final String BACKEND_PID = "SELECT pg_backend_pid()";
     // pg_locks shows a bigint advisory key split in two (classid: high 32 bits, objid: low 32 bits,
     // objsubid = 1); advisory locks belong to one database, so only the current one is listed.
     private static final String LIST_LOCKS = "SELECT (l.classid::bigint << 32) | l.objid::bigint AS lock_id,"
@@ -80,9 +101,9 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private static final String GET_LOCK = "SELECT * FROM (" + LIST_LOCKS + ") AS locks WHERE lock_id = ?";
     // The sequence name was checked and quoted by Identifiers; an identifier cannot be a parameter.
     private static final String CREATE_SEQUENCE = "CREATE SEQUENCE IF NOT EXISTS %s";
-    private static final Duration SESSION_NETWORK_TIMEOUT = Duration.ofSeconds(10);
+    /** The least network timeout of a session: below it, a busy server could be taken for a dead one. */
+    private static final Duration MIN_NETWORK_TIMEOUT = Duration.ofSeconds(5);
     private static final String LOCK_TIMEOUT = "55P03";
-    private static final String QUERY_CANCELED = "57014";
 
     private final DataSource dataSource;
     private final AdvisoryKeyHasher hasher;
@@ -91,7 +112,16 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private final String fencingSequence;
     private final SessionPool sessions;
     private final Set<LockSession> dedicated = ConcurrentHashMap.newKeySet();
-    private final Set<Statement> waiting = ConcurrentHashMap.newKeySet();
+    /** Connections of callers waiting in the server; close() aborts them, whether or not their wait was sent. */
+    private final Set<Connection> waiting = ConcurrentHashMap.newKeySet();
+    /**
+     * Bounds every statement on a lock session, the watchdog's check included: a session whose
+     * network is gone is found dead within this (max(2 heartbeats, 5s)).
+     */
+    private final Duration networkTimeout;
+    private final int networkTimeoutMillis;
+    /** For tests: runs on a waiting caller's thread just before its wait statement is sent. */
+    volatile Runnable beforeWaitForTests;
     /** Borrows connections so that the wait for one can be bounded whatever the pool does. */
     private final ExecutorService connector;
 
@@ -108,9 +138,10 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             t.setDaemon(true);
             return t;
         });
-        // Statements on shared sessions are short; a server that stops answering fails them in time.
-        Duration networkTimeout = heartbeatInterval.multipliedBy(2).compareTo(SESSION_NETWORK_TIMEOUT) > 0
-                ? heartbeatInterval.multipliedBy(2) : SESSION_NETWORK_TIMEOUT;
+        // Statements on lock sessions are short; a server that stops answering fails them in time.
+        this.networkTimeout = heartbeatInterval.multipliedBy(2).compareTo(MIN_NETWORK_TIMEOUT) > 0
+                ? heartbeatInterval.multipliedBy(2) : MIN_NETWORK_TIMEOUT;
+        this.networkTimeoutMillis = (int) Math.min(Integer.MAX_VALUE, networkTimeout.toMillis());
         this.sessions = new SessionPool(dataSource, lockSessions, connectionWaitTimeout, networkTimeout, connector);
     }
 
@@ -130,13 +161,26 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
 
     private void createSequence(LockSession session) throws SQLException {
         try {
-            session.call(c -> c.createStatement().execute(String.format(CREATE_SEQUENCE, fencingSequence)));
+            session.call(c -> {
+                try (Statement st = c.createStatement()) {
+                    return st.execute(String.format(CREATE_SEQUENCE, fencingSequence));
+                }
+            });
         } catch (SQLException e) {
             // Two clients creating it at once: IF NOT EXISTS can still lose the race on the catalog.
             if (!"23505".equals(e.getSQLState()) && !"42P07".equals(e.getSQLState())) {
                 throw e;
             }
         }
+        session.call(c -> {
+            Sequences.requireUncached(c, fencingSequence, fencingSequence);
+            return null;
+        });
+    }
+
+    @Override
+    protected Duration inFlightBound() {
+        return networkTimeout;
     }
 
     @Override
@@ -168,6 +212,10 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         return "its database session (backend pid " + lock.session.backendPid + ") ended";
     }
 
+    /** What a try answered: granted (null: it ran on another backend), the token, the backend it ran on. */
+    private record Attempt(Boolean granted, Long token, int pid) {
+    }
+
     @Override
     protected AdvisoryLock tryLockInDatabase(LockRequest request) {
         long lockId = hasher.lockId(request.key());
@@ -176,28 +224,26 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 : (request.isShared() ? TRY_LOCK_SHARED_FENCED : TRY_LOCK_FENCED);
         for (int attempt = 1; ; attempt++) {
             LockSession session = sessions.session();
+            Attempt answer;
             try {
-                Long token = session.call(c -> {
+                answer = session.call(c -> {
                     try (PreparedStatement ps = c.prepareStatement(sql)) {
-                        ps.setLong(1, lockId);
+                        int i = 1;
                         if (fencingSequence != null) {
-                            ps.setString(2, fencingSequence);
+                            ps.setString(i++, fencingSequence);
                         }
+                        ps.setInt(i++, session.backendPid);
+                        ps.setLong(i, lockId);
                         try (ResultSet rs = ps.executeQuery()) {
                             rs.next();
-                            if (fencingSequence == null) {
-                                return rs.getBoolean(1) ? 0L : null;
-                            }
-                            long value = rs.getLong(1);
-                            return rs.wasNull() ? null : value;
+                            boolean granted = rs.getBoolean(1);
+                            Boolean grantedOrNull = rs.wasNull() ? null : granted;
+                            long token = rs.getLong(2);
+                            Long tokenOrNull = rs.wasNull() ? null : token;
+                            return new Attempt(grantedOrNull, tokenOrNull, rs.getInt(3));
                         }
                     }
                 });
-                if (token == null) {
-                    return null;
-                }
-                return new AdvisoryLock(request.key(), request.isShared(), fencingSequence == null ? null : token,
-                        lockId, session, holdUntil(request));
             } catch (SQLException e) {
                 if (Jdbc.isConnectionFailure(e, session.connection)) {
                     sessionDied(session, e);
@@ -209,6 +255,14 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 }
                 throw new LockDatabaseException("trying lock '" + request.key() + "' failed: " + e.getMessage(), e);
             }
+            if (answer.pid() != session.backendPid) {
+                throw multiplexed(session, answer.pid());
+            }
+            if (!answer.granted()) {
+                return null;
+            }
+            return new AdvisoryLock(request.key(), request.isShared(), answer.token(), lockId, session,
+                    holdUntil(request));
         }
     }
 
@@ -221,7 +275,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         try {
             session.call(c -> {
                 try (PreparedStatement ps = c.prepareStatement(shared ? UNLOCK_SHARED : UNLOCK)) {
-                    ps.setLong(1, lockId);
+                    ps.setInt(1, session.backendPid);
+                    ps.setLong(2, lockId);
                     ps.execute();
                 }
                 return null;
@@ -229,6 +284,27 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         } catch (SQLException e) {
             sessionDied(session, e);
         }
+    }
+
+    /**
+     * A statement of {@code session} ran on another backend: the DataSource multiplexes sessions, so
+     * no advisory lock can be kept on it. Every session's locks are reported lost and the sessions
+     * aborted (the pid checks kept any lock from being taken or dropped on a foreign backend), and
+     * the client refuses further use with what to do instead.
+     */
+    private LockDatabaseException multiplexed(LockSession session, int pid) {
+        String message = "a statement of the lock session on backend pid " + session.backendPid + " ran on backend"
+                + " pid " + pid + ": the DataSource multiplexes sessions, as PgBouncer (or another pooler) in"
+                + " transaction pooling mode does, and session-level advisory locks cannot be kept through it."
+                + " Give advisory locks a direct connection to PostgreSQL or one through session pooling (Spring"
+                + " Boot: a @PgLockDataSource), or use lease mode, which works through transaction pooling";
+        refuseFurtherUse(message);
+        SQLException cause = new SQLException(message, "08P01");
+        List<LockSession> all = new ArrayList<>(dedicated);
+        all.addAll(sessions.live());
+        all.add(session);
+        all.forEach(s -> sessionDied(s, cause));
+        return new LockDatabaseException(message, cause);
     }
 
     @Override
@@ -253,80 +329,115 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 : (request.isShared() ? WAIT_LOCK_SHARED_FENCED : WAIT_LOCK_FENCED);
         Connection connection = Jdbc.borrow(dataSource, connectionWaitTimeout, connector,
                 "waiting for lock '" + request.key() + "'");
+        waiting.add(connection);
+        int pid = 0;
         boolean holding = false;
         boolean sent = false;
-        boolean timedOut = false;
-        PreparedStatement ps = null;
         try {
+            if (isClosed()) { // close() aborts the waiting connections: this one may have come too late for it
+                throw closedWhileWaiting(request);
+            }
             prepare(connection);
-            int networkTimeout = connection.getNetworkTimeout();
+            // A pooled connection may be one whose network is already gone: bounded from the first statement.
+            connection.setNetworkTimeout(connector, networkTimeoutMillis);
+            pid = backendPid(connection);
             // Blocked in the server for up to lock_timeout; the socket must not give up first, but must
             // not wait forever on a server that vanished either.
-            connection.setNetworkTimeout(connector, (int) Math.min(Integer.MAX_VALUE, lockTimeout + 10_000));
-            ps = connection.prepareStatement(sql);
-            waiting.add(ps);
-            if (isClosed()) { // close() may have cancelled the waiters before this one registered
-                throw new IllegalStateException("the lock client was closed while waiting for '" + request.key() + "'");
-            }
-            ps.setString(1, Long.toString(lockTimeout));
-            ps.setLong(2, lockId);
-            if (fencingSequence != null) {
-                ps.setString(3, fencingSequence);
-            }
-            sent = true;
-            ps.execute();
-            ps.getMoreResults();
-            ps.getMoreResults();
-            int pid;
+            connection.setNetworkTimeout(connector, (int) Math.min(Integer.MAX_VALUE, lockTimeout + networkTimeoutMillis));
+            int resultPid;
             Long token;
-            try (ResultSet rs = ps.getResultSet()) {
-                rs.next();
-                pid = rs.getInt(1);
-                long value = rs.getLong(2);
-                token = rs.wasNull() ? null : value;
+            try (PreparedStatement ps = connection.prepareStatement(sql)) {
+                ps.setString(1, Long.toString(lockTimeout));
+                ps.setLong(2, lockId);
+                ps.setInt(3, pid);
+                if (fencingSequence != null) {
+                    ps.setInt(4, pid);
+                    ps.setString(5, fencingSequence);
+                }
+                Runnable hook = beforeWaitForTests;
+                if (hook != null) {
+                    hook.run();
+                }
+                sent = true;
+                ps.execute();
+                ps.getMoreResults();
+                ps.getMoreResults();
+                try (ResultSet rs = ps.getResultSet()) {
+                    rs.next();
+                    resultPid = rs.getInt(1);
+                    long value = rs.getLong(2);
+                    token = rs.wasNull() ? null : value;
+                }
             }
-            connection.setNetworkTimeout(connector, networkTimeout);
             LockSession session = new LockSession(connection, pid, true);
+            if (resultPid != pid) {
+                throw multiplexed(session, resultPid); // the pid check kept the lock from being taken there
+            }
+            connection.setNetworkTimeout(connector, networkTimeoutMillis); // bounded like every lock session
             dedicated.add(session);
             holding = true;
-            if (isClosed()) {
-                // close() ran while we waited and did not see this session: release it here.
-                unlock(new AdvisoryLock(request.key(), request.isShared(), token, lockId, session, 0));
-                throw new IllegalStateException("the lock client was closed while waiting for '" + request.key() + "'");
-            }
             return new AdvisoryLock(request.key(), request.isShared(), token, lockId, session, holdUntil(request));
         } catch (SQLException e) {
             if (LOCK_TIMEOUT.equals(e.getSQLState())) {
-                timedOut = true;
-                return null;
+                return null; // the finally below cleans the session: the grant may have come with the timeout
             }
-            if (QUERY_CANCELED.equals(e.getSQLState()) && isClosed()) {
-                throw new IllegalStateException("the lock client was closed while waiting for '" + request.key() + "'");
+            if (isClosed()) {
+                throw closedWhileWaiting(request);
             }
             throw new LockDatabaseException("waiting for lock '" + request.key() + "' failed: " + e.getMessage(), e);
         } finally {
-            if (ps != null) {
-                waiting.remove(ps);
-                closeQuietly(ps);
-            }
+            waiting.remove(connection);
             if (!holding) {
-                if (!sent || timedOut) {
-                    Jdbc.closeQuietly(connection); // no lock was granted on it
+                if (!sent) {
+                    Jdbc.closeQuietly(connection); // no lock statement reached the server
                 } else {
-                    // Failed after being sent: the lock may have been granted before a later part
-                    // failed or was cancelled, and session-level locks outlive errors.
-                    unlockAllAndClose(connection);
+                    // Sent and then failed, timed out or was cancelled: the lock may have been granted
+                    // before (session-level locks outlive errors), so the session is cleaned or aborted
+                    // before the pool gets it back.
+                    unlockAllAndClose(connection, pid);
                 }
             }
         }
     }
 
-    private static void unlockAllAndClose(Connection connection) {
-        try (Statement st = connection.createStatement()) {
-            st.execute(UNLOCK_ALL);
-            Jdbc.closeQuietly(connection);
+    private IllegalStateException closedWhileWaiting(LockRequest request) {
+        return new IllegalStateException("the lock client was closed while waiting for '" + request.key() + "'");
+    }
+
+    private static int backendPid(Connection connection) throws SQLException {
+        try (Statement st = connection.createStatement(); ResultSet rs = st.executeQuery(BACKEND_PID)) {
+            rs.next();
+            return rs.getInt(1);
+        }
+    }
+
+    /** Unlocks everything the connection's session holds, then gives it back; aborts it when that fails. */
+    private static void unlockAllAndClose(Connection connection, int pid) {
+        try (PreparedStatement ps = connection.prepareStatement(UNLOCK_ALL)) {
+            ps.setInt(1, pid);
+            ps.execute();
         } catch (SQLException e) {
             Jdbc.abortQuietly(connection);
+            return;
+        }
+        Jdbc.closeQuietly(connection);
+    }
+
+    @Override
+    protected void stopWaits() {
+        for (Connection connection : waiting) {
+            // A cancel takes the backend out of the lock queue at once (a backend blocked on a lock does
+            // not notice its client is gone); the abort then ends a wait that had not reached the server.
+            try {
+                connection.unwrap(org.postgresql.PGConnection.class).cancelQuery();
+            } catch (SQLException | RuntimeException e) {
+                log.debug("cancelling a waiting statement failed", e);
+            }
+            try {
+                connection.abort(Runnable::run);
+            } catch (SQLException | RuntimeException e) {
+                log.debug("aborting a waiting connection failed", e);
+            }
         }
     }
 
@@ -341,11 +452,18 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             // Hold-at-least: the session keeps the lock until then; no thread waits for it.
             CompletableFuture<Void> released = new CompletableFuture<>();
             try {
+                // The unlock runs off the scheduler thread, so a session that hangs cannot delay the watchdog.
                 scheduler.schedule(() -> {
                     try {
-                        unlock(lock);
-                    } finally {
-                        released.complete(null); // the key must become free here whatever happened
+                        connector.execute(() -> {
+                            try {
+                                unlock(lock);
+                            } finally {
+                                released.complete(null); // the key must become free here whatever happened
+                            }
+                        });
+                    } catch (RejectedExecutionException closing) {
+                        released.complete(null); // close() unlocks everything itself
                     }
                 }, holdNanos, TimeUnit.NANOSECONDS);
                 return released;
@@ -357,38 +475,41 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         return CompletableFuture.completedFuture(null);
     }
 
+    /** What an unlock answered: whether it unlocked (null: it ran on another backend), and where it ran. */
+    private record Unlocked(Boolean unlocked, int pid) {
+    }
+
     private void unlock(AdvisoryLock lock) {
         LockSession session = lock.session;
-        Boolean unlocked;
+        Unlocked answer;
         try {
-            unlocked = session.call(c -> {
-                if (session.isEnded()) {
-                    return null; // the lock ended with its session
-                }
+            answer = session.call(c -> {
                 boolean result;
+                int pid;
                 try (PreparedStatement ps = c.prepareStatement(lock.isShared() ? UNLOCK_SHARED : UNLOCK)) {
-                    ps.setLong(1, lock.lockId);
+                    ps.setInt(1, session.backendPid);
+                    ps.setLong(2, lock.lockId);
                     try (ResultSet rs = ps.executeQuery()) {
                         rs.next();
                         result = rs.getBoolean(1);
+                        pid = rs.getInt(2);
                     }
                 }
-                if (session.dedicated) {
+                if (session.dedicated && result && pid == session.backendPid) {
                     session.end(); // retired in the same turn, so the watchdog never checks a returned connection
                 }
-                return result;
+                return new Unlocked(result, pid);
             });
         } catch (SQLException e) {
-            if (!Jdbc.isConnectionFailure(e, session.connection)) {
+            if (!Jdbc.isConnectionFailure(e, session.connection) && !session.isEnded()) {
                 log.warn("releasing lock '{}' failed; ending its session so the server drops it", lock.key(), e);
             }
             sessionDied(session, e);
             return;
         }
-        if (unlocked == null) {
-            return;
-        }
-        if (!unlocked) {
+        if (answer.pid() != session.backendPid) {
+            multiplexed(session, answer.pid());
+        } else if (!answer.unlocked()) {
             log.warn("lock '{}' (id {}) was not held by {} when released; ending the session", lock.key(),
                     lock.lockId, session);
             sessionDied(session, new SQLException("a lock could not be released on this session"));
@@ -405,20 +526,44 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         }
     }
 
-    /** The watchdog: every heartbeat, each session that holds or may hold locks must answer. */
+    /**
+     * The watchdog: every heartbeat, each session that holds or may hold locks must answer, on the
+     * backend it was opened on. Each check runs on its own thread under the session's network
+     * timeout, so one session whose network is gone delays no other check, and a session busy with a
+     * statement is skipped (that statement is bounded by the same timeout and reports its own failure).
+     */
     private void checkSessions() {
         List<LockSession> all = new ArrayList<>(dedicated);
         all.addAll(sessions.live());
-        int timeoutSeconds = (int) Math.max(1, heartbeatInterval.toSeconds());
         for (LockSession session : all) {
-            try {
-                boolean valid = session.call(c -> session.isEnded() || c.isValid(timeoutSeconds));
-                if (!valid) {
-                    sessionDied(session, new SQLException("the session did not answer its health check", "08006"));
-                }
-            } catch (SQLException | RuntimeException e) {
-                sessionDied(session, e);
+            if (session.isEnded() || !session.checking.compareAndSet(false, true)) {
+                continue;
             }
+            try {
+                connector.execute(() -> {
+                    try {
+                        check(session);
+                    } finally {
+                        session.checking.set(false);
+                    }
+                });
+            } catch (RejectedExecutionException closing) {
+                session.checking.set(false);
+                return;
+            }
+        }
+    }
+
+    private void check(LockSession session) {
+        Integer pid;
+        try {
+            pid = session.callIfIdle(AdvisoryLockClient::backendPid);
+        } catch (SQLException | RuntimeException e) {
+            sessionDied(session, e);
+            return;
+        }
+        if (pid != null && pid != session.backendPid) {
+            multiplexed(session, pid);
         }
     }
 
@@ -509,13 +654,6 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     @Override
     protected void closeDatabase(List<AdvisoryLock> held) {
         // pg_advisory_unlock_all() on each session below releases every lock, held ones included.
-        for (Statement statement : waiting) {
-            try {
-                statement.cancel();
-            } catch (SQLException e) {
-                log.debug("cancelling a waiting statement failed", e);
-            }
-        }
         List<LockSession> all = new ArrayList<>(sessions.drain());
         all.addAll(dedicated);
         dedicated.clear();
@@ -523,26 +661,25 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         connector.shutdownNow();
     }
 
-    /** Unlocks everything the session holds, then gives the connection back; aborts it when that fails. */
+    /**
+     * Unlocks everything the session holds, then gives the connection back; aborts it when that fails,
+     * or when a statement still runs on it after the network timeout (never used by two threads).
+     */
     private void closeSession(LockSession session) {
         if (!session.end()) {
             return; // ended already, and disposed of by whoever ended it
         }
         try {
-            session.callEvenIfEnded(c -> {
-                unlockAllAndClose(c);
+            if (session.tryCallEvenIfEnded(c -> {
+                unlockAllAndClose(c, session.backendPid);
                 return null;
-            });
-        } catch (SQLException e) {
-            Jdbc.abortQuietly(session.connection);
+            }, networkTimeout.toNanos())) {
+                return;
+            }
+        } catch (SQLException | RuntimeException e) {
+            log.debug("closing {} failed", session, e);
         }
+        Jdbc.abortQuietly(session.connection);
     }
 
-    private static void closeQuietly(Statement statement) {
-        try {
-            statement.close();
-        } catch (SQLException ignored) {
-            // the connection is closed or aborted next anyway
-        }
-    }
 }

@@ -2,6 +2,7 @@ package dev.pglock.core.internal;
 
 import dev.pglock.core.HeldLock;
 import dev.pglock.core.LockClient;
+import dev.pglock.core.LockDatabaseException;
 import dev.pglock.core.LockLostException;
 import dev.pglock.core.LockNotAcquiredException;
 import dev.pglock.core.LockRequest;
@@ -52,13 +53,21 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     private static final AtomicInteger clientCounter = new AtomicInteger();
 
     private final ReentrantLock state = new ReentrantLock();
+    /** Signalled whenever a hold ends or a database call of an acquire or release finishes: close() waits on it. */
+    private final Condition settled = state.newCondition();
     private final Map<String, Entry> entries = new HashMap<>();
+    /** Acquires and releases talking to the database right now; guarded by {@link #state}. */
+    private int inFlight;
     private final String owner;
+    /** A test hook run after the database granted a lock and before the grant is published here. */
+    private volatile Runnable afterGrant;
     /** Runs heartbeats, watchdog checks and delayed releases; one daemon thread per client. */
     protected final ScheduledExecutorService scheduler;
     /** Calls onLost listeners, so that slow user code never delays a watchdog or heartbeat. */
     private final ExecutorService events;
     private volatile boolean closed;
+    /** Set when the client must not be used any more, with why; see {@link #refuseFurtherUse}. */
+    private volatile String refused;
 
     protected AbstractLockClient(String owner, String threadNamePrefix) {
         this.owner = owner;
@@ -127,6 +136,34 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     protected abstract void closeDatabase(List<D> held);
 
     /**
+     * Ends every wait in the database or for a wake-up at once, so that close() never waits for one;
+     * called after the client was marked closed, before close() waits for calls in flight.
+     */
+    protected void stopWaits() {
+    }
+
+    /**
+     * How long close() waits for database calls already in flight (an acquire whose grant must be
+     * released again, a release) before it disposes of the sessions under them: the longest such a
+     * call can take, which is the sessions' network timeout.
+     */
+    protected abstract Duration inFlightBound();
+
+    /**
+     * Gives back in the database locks this client stopped trusting (lease mode: a lease whose
+     * heartbeats were not confirmed in time), so the key is free at once if the database answers
+     * again. Called after they were reported lost. Each release must only ever remove that one
+     * acquisition: by then the same client may hold the key again.
+     */
+    protected void releaseUntrusted(List<D> locks) {
+    }
+
+    /** The lease a lock was taken with, where the mode has leases; a re-entry may not ask for another. */
+    protected Optional<Duration> leaseOf(D lock) {
+        return Optional.empty();
+    }
+
+    /**
      * Whether this process may still trust that it holds the lock, by its own clock, without asking
      * the database. Lease mode says no once no heartbeat was confirmed within the lease minus a margin.
      */
@@ -178,6 +215,15 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         return owner;
     }
 
+    /**
+     * For tests only, not API: runs {@code hook} on the acquiring thread after the database granted a
+     * lock and before this client publishes the grant, so a test can make something happen in exactly
+     * that window (a session dying, close() being called).
+     */
+    public final void afterGrantHookForTests(Runnable hook) {
+        this.afterGrant = hook;
+    }
+
     @Override
     public final Optional<HeldLock> tryAcquire(LockRequest request) {
         return Optional.ofNullable(acquireOrNull(request));
@@ -201,77 +247,168 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         ensureOpen();
         validate(request);
         long deadline = deadline(request.waitAtMost());
+        // A grant found lost before it could be returned (its session died, its lease could not be
+        // trusted) is never handed out: try again while the wait allows, at most twice more.
+        for (int attempt = 1; ; attempt++) {
+            Outcome outcome = acquireOnce(request, deadline);
+            if (outcome.hold != null || !outcome.lostAtGrant || attempt == 3) {
+                return outcome.hold;
+            }
+            if (!request.waitAtMost().isZero() && deadline - System.nanoTime() <= 0) {
+                return null;
+            }
+        }
+    }
+
+    /** What one attempt came to: a hold, nothing, or a grant that was lost before it was returned. */
+    private record Outcome(HeldLock hold, boolean lostAtGrant) {
+        static final Outcome NONE = new Outcome(null, false);
+        static final Outcome LOST_AT_GRANT = new Outcome(null, true);
+    }
+
+    private Outcome acquireOnce(LockRequest request, long deadline) {
         Thread me = Thread.currentThread();
         Entry claimed;
+        List<Hold> untrusted = List.of();
+        D untrustedLock = null;
         state.lock();
         try {
             while (true) {
                 ensureOpen();
                 Entry entry = entries.get(request.key());
+                if (entry != null && !entry.busy && !isTrusted(entry.lock)) {
+                    // Held here but no longer trusted, and not yet found so by the checks that run on a
+                    // timer: nobody may join or re-enter it. It is lost now, and the key is free here.
+                    untrustedLock = entry.lock;
+                    untrusted = removeLost(entry, untrustedReason(entry.lock), null);
+                    entry = null;
+                }
                 if (entry == null) {
-                    claimed = new Entry(state.newCondition());
+                    claimed = new Entry(state.newCondition(), request);
                     entries.put(request.key(), claimed);
+                    inFlight++;
                     break;
                 }
                 Hold joined = entry.join(me, request);
                 if (joined != null) {
-                    return joined;
+                    return new Outcome(joined, false);
                 }
                 long left = deadline - System.nanoTime();
                 if (left <= 0) {
-                    return null;
+                    return Outcome.NONE;
                 }
                 try {
                     entry.changed.awaitNanos(left);
                 } catch (InterruptedException e) {
                     me.interrupt();
-                    return null;
+                    return Outcome.NONE;
                 }
             }
         } finally {
             state.unlock();
+            if (untrustedLock != null) {
+                reportLost(untrusted);
+                releaseUntrusted(List.of(untrustedLock));
+            }
         }
         return lockClaimed(request, claimed, deadline, me);
     }
 
     /** We alone in this JVM may now ask the database for the key. */
-    private HeldLock lockClaimed(LockRequest request, Entry claimed, long deadline, Thread me) {
+    private Outcome lockClaimed(LockRequest request, Entry claimed, long deadline, Thread me) {
         D taken = null;
+        boolean published = false;
         try {
-            taken = request.waitAtMost().isZero() ? tryLockInDatabase(request) : lockInDatabase(request, deadline);
-        } finally {
+            taken = takeInDatabase(request, deadline);
             if (taken == null) {
-                forget(request.key(), claimed);
+                return Outcome.NONE;
             }
-        }
-        if (taken == null) {
-            return null;
-        }
-        D lock = taken;
-        Hold hold = null;
-        state.lock();
-        try {
-            if (!closed) {
-                claimed.lock = lock;
-                claimed.busy = false;
-                claimed.changed.signalAll(); // shared joiners waiting for the outcome may join now
-                hold = claimed.add(new Hold(claimed, me, request.isShared()));
-            } else {
-                entries.remove(request.key(), claimed);
+            Runnable hook = afterGrant;
+            if (hook != null) {
+                hook.run();
             }
+            D lock = taken;
+            Hold hold = null;
+            state.lock();
+            try {
+                if (!closed) {
+                    claimed.lock = lock;
+                    claimed.busy = false;
+                    claimed.changed.signalAll(); // shared joiners waiting for the outcome may join now
+                    hold = claimed.add(new Hold(claimed, me, request.isShared()));
+                    published = true;
+                }
+            } finally {
+                state.unlock();
+            }
+            if (hold == null) {
+                // close() began while we were taking it: close() waits for us, so the sessions are still
+                // there to give the lock back on.
+                releaseQuietly(lock);
+                throw closedException();
+            }
+            // The lock may have been lost between the grant and the publication above (its session
+            // died and the watchdog skipped it as busy; a slow answer used up the lease's trust):
+            // checked after publishing, so either that report or this check sees it. Never returned.
+            if (hold.lost == null && !isTrusted(lock)) {
+                declareUntrusted(List.of(lock));
+            }
+            if (hold.lost != null) {
+                return Outcome.LOST_AT_GRANT;
+            }
+            return new Outcome(hold, false);
         } finally {
-            state.unlock();
+            state.lock();
+            try {
+                if (!published) {
+                    entries.remove(request.key(), claimed);
+                    claimed.changed.signalAll();
+                }
+                inFlight--;
+                settled.signalAll();
+            } finally {
+                state.unlock();
+            }
         }
-        if (hold == null) {
+    }
+
+    /**
+     * Asks the mode for the lock. A wait that ends without the lock for a reason that is not the
+     * database's fault is "not acquired", never a database failure: an interrupt while borrowing a
+     * connection (the interrupt flag stays set), or a server {@code statement_timeout} shorter than
+     * the wait (SQLState 57014; the mode has already cleaned the session it ran on).
+     */
+    private D takeInDatabase(LockRequest request, long deadline) {
+        try {
+            return request.waitAtMost().isZero() ? tryLockInDatabase(request) : lockInDatabase(request, deadline);
+        } catch (LockDatabaseException e) {
+            if (e.getCause() instanceof InterruptedException) {
+                Thread.currentThread().interrupt();
+                return null;
+            }
+            if (QUERY_CANCELED.equals(e.sqlState()) && !closed) {
+                log.debug("the wait for lock '{}' was cancelled by the server (statement_timeout?): not acquired",
+                        request.key());
+                return null;
+            }
+            throw e;
+        }
+    }
+
+    private static final String QUERY_CANCELED = "57014";
+
+    /** Reports the locks lost because this process can no longer trust them, then gives them back. */
+    protected final void declareUntrusted(List<D> locks) {
+        lost(locks::contains, untrustedReason(locks.get(0)), null);
+        releaseUntrusted(locks);
+    }
+
+    private void releaseQuietly(D lock) {
+        try {
             releaseInDatabase(lock);
-            throw closedException();
+        } catch (RuntimeException e) {
+            log.warn("releasing lock '{}' failed; it ends with its session or lease", lock.key(), e);
         }
-        // A session may have died between the grant and the publication above, after its loss was
-        // reported: checked after publishing, so either that report or this check sees the lock.
-        if (!isTrusted(lock)) {
-            lost(candidate -> candidate == lock, untrustedReason(lock), null);
-        }
-        return hold;
     }
 
     private void forget(String key, Entry entry) {
@@ -305,10 +442,12 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             }
             hold.released = true;
             entry.holds.remove(hold);
+            settled.signalAll();
             if (!entry.holds.isEmpty()) {
                 return true;
             }
             entry.busy = true;
+            inFlight++;
         } finally {
             state.unlock();
         }
@@ -319,6 +458,14 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         } catch (RuntimeException e) {
             log.warn("releasing lock '{}' failed; it ends with its session or lease", lock.key(), e);
             done = CompletableFuture.completedFuture(null);
+        } finally {
+            state.lock();
+            try {
+                inFlight--;
+                settled.signalAll();
+            } finally {
+                state.unlock();
+            }
         }
         done.whenComplete((ignored, error) -> forget(lock.key(), entry));
         return true;
@@ -333,24 +480,34 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         List<Hold> lostHolds = new ArrayList<>();
         state.lock();
         try {
-            for (var it = entries.entrySet().iterator(); it.hasNext(); ) {
-                Entry entry = it.next().getValue();
+            for (Entry entry : List.copyOf(entries.values())) {
                 if (entry.lock != null && !entry.busy && which.test(entry.lock)) {
-                    it.remove();
-                    entry.changed.signalAll();
-                    for (Hold hold : entry.holds) {
-                        hold.lost = new Loss(reason, cause);
-                        lostHolds.add(hold);
-                    }
-                    if (!entry.holds.isEmpty()) {
-                        log.warn("lock '{}' was lost: {}", entry.lock.key(), reason);
-                    }
+                    lostHolds.addAll(removeLost(entry, reason, cause));
                 }
             }
         } finally {
             state.unlock();
         }
-        for (Hold hold : lostHolds) {
+        reportLost(lostHolds);
+    }
+
+    /** Under {@link #state}: the entry's key is free here again, and each of its holds is lost. */
+    private List<Hold> removeLost(Entry entry, String reason, Throwable cause) {
+        entries.remove(entry.lock.key(), entry);
+        entry.changed.signalAll();
+        settled.signalAll();
+        for (Hold hold : entry.holds) {
+            hold.lost = new Loss(reason, cause);
+        }
+        if (!entry.holds.isEmpty()) {
+            log.warn("lock '{}' was lost: {}", entry.lock.key(), reason);
+        }
+        return List.copyOf(entry.holds);
+    }
+
+    /** Tells each hold's listeners, on the event thread (or this one, when the client is closing). */
+    private void reportLost(List<Hold> holds) {
+        for (Hold hold : holds) {
             try {
                 events.execute(hold::fireLost);
             } catch (RejectedExecutionException closing) {
@@ -383,6 +540,21 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         if (closed) {
             throw closedException();
         }
+        String refusal = refused;
+        if (refusal != null) {
+            throw new IllegalStateException(refusal);
+        }
+    }
+
+    /**
+     * From now on every call but close() throws an IllegalStateException with {@code reason}: the
+     * mode found that the database cannot keep its locks (advisory locks behind transaction pooling).
+     */
+    protected final void refuseFurtherUse(String reason) {
+        if (refused == null) {
+            refused = reason;
+            log.error("this {} lock client refuses further use: {}", mode().name().toLowerCase(), reason);
+        }
     }
 
     private IllegalStateException closedException() {
@@ -390,10 +562,26 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                 + ") is closed");
     }
 
+    /**
+     * Closes with no grace period: every lock still held is reported lost to its holder, then released.
+     * See {@link #close(Duration)}.
+     */
     @Override
     public final void close() {
-        List<Hold> released = new ArrayList<>();
-        List<D> held = new ArrayList<>();
+        close(Duration.ZERO);
+    }
+
+    /**
+     * Stops granting at once (acquires, waiting ones included, end as closed), waits up to {@code
+     * timeout} for every lock still held to be released by its holder, then reports the ones still
+     * held lost (their onLost listeners run on this thread, and assertHeld throws) before it releases
+     * them and frees the connections. A lock is therefore never freed under a holder that has not
+     * been told. Database calls already in flight finish first (at most the sessions' network
+     * timeout), so an acquire racing close() gives its grant back instead of leaving it held.
+     */
+    @Override
+    public final void close(Duration timeout) {
+        Objects.requireNonNull(timeout, "timeout must not be null");
         state.lock();
         try {
             if (closed) {
@@ -402,25 +590,56 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             closed = true;
             for (Entry entry : entries.values()) {
                 entry.changed.signalAll();
+            }
+        } finally {
+            state.unlock();
+        }
+        stopWaits();
+        List<Hold> released = new ArrayList<>();
+        List<D> held = new ArrayList<>();
+        long graceEnd = deadline(timeout);
+        long inFlightEnd = Math.max(graceEnd, deadline(inFlightBound()));
+        state.lock();
+        try {
+            // Holders finish their work and release (their releases run normally, sessions still open).
+            while (holdCount() > 0 && graceEnd - System.nanoTime() > 0) {
+                settled.awaitNanos(graceEnd - System.nanoTime());
+            }
+            // Calls in flight settle: a grant made while closing is given back by its own thread.
+            while (inFlight > 0 && inFlightEnd - System.nanoTime() > 0) {
+                settled.awaitNanos(inFlightEnd - System.nanoTime());
+            }
+            for (Entry entry : entries.values()) {
                 if (entry.lock != null) {
                     held.add(entry.lock);
                 }
                 for (Hold hold : entry.holds) {
-                    hold.lost = new Loss("the lock client was closed", null);
+                    hold.lost = new Loss("the lock client was closed while the lock was still held", null);
                     released.add(hold);
                 }
             }
             entries.clear();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
         } finally {
             state.unlock();
         }
         try {
+            released.forEach(Hold::fireLost); // told before the lock is freed
             closeDatabase(held);
         } finally {
             scheduler.shutdownNow();
-            released.forEach(Hold::fireLost);
             events.shutdown(); // listeners already queued still run
         }
+    }
+
+    /** Under {@link #state}: how many acquisitions are held here now. */
+    private int holdCount() {
+        int count = 0;
+        for (Entry entry : entries.values()) {
+            count += entry.holds.size();
+        }
+        return count;
     }
 
     private static long deadline(Duration wait) {
@@ -446,9 +665,12 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         D lock;
         /** True while one thread talks to the database about this key: nobody else may. */
         boolean busy = true;
+        /** The request the lock was taken with in the database; joins and re-entries must fit it. */
+        final LockRequest request;
 
-        Entry(Condition changed) {
+        Entry(Condition changed, LockRequest request) {
             this.changed = changed;
+            this.request = request;
         }
 
         /** A hold for {@code thread} on the lock already held here, or null when it must wait. */
@@ -466,9 +688,40 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                     }
                     return null;
                 }
+                requireFits(request, heldByThread);
                 return add(new Hold(this, thread, true));
             }
-            return heldByThread ? add(new Hold(this, thread, request.isShared())) : null;
+            if (!heldByThread) {
+                return null;
+            }
+            requireFits(request, true);
+            return add(new Hold(this, thread, request.isShared()));
+        }
+
+        /**
+         * A re-entry or a join shares the database acquisition, so it cannot change the lease, the
+         * hold-at-least or the data that acquisition was taken with; asking for other values is refused
+         * rather than silently dropped. Asking for nothing (the defaults) always fits.
+         */
+        private void requireFits(LockRequest request, boolean reentry) {
+            String how = reentry ? "a re-entrant acquisition by the holding thread" : "a shared acquisition joining"
+                    + " the shared lock this client holds";
+            Optional<Duration> lease = leaseOf(lock);
+            if (request.lease().isPresent() && lease.isPresent() && !request.lease().get().equals(lease.get())) {
+                throw new IllegalStateException("lock '" + request.key() + "' is held here with leaseFor " + lease.get()
+                        + "; " + how + " asks for leaseFor " + request.lease().get() + " and cannot change it."
+                        + " Ask for the same lease, or for none");
+            }
+            if (!request.holdAtLeast().isZero() && !request.holdAtLeast().equals(this.request.holdAtLeast())) {
+                throw new IllegalStateException("lock '" + request.key() + "' is held here with holdAtLeast "
+                        + this.request.holdAtLeast() + "; " + how + " asks for holdAtLeast " + request.holdAtLeast()
+                        + " and cannot change it: only the outermost release frees the key. Ask for the same, or"
+                        + " for none");
+            }
+            if (request.data() != null && !java.util.Arrays.equals(request.data(), this.request.data())) {
+                throw new IllegalStateException("lock '" + request.key() + "' is held here; " + how + " carries"
+                        + " other data, which it cannot store. Use HeldLock.updateData on the held lock instead");
+            }
         }
 
         Hold add(Hold hold) {
@@ -537,7 +790,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         private void checkTrust() {
             D lock = entry.lock;
             if (lost == null && !isTrusted(lock)) {
-                lost(candidate -> candidate == lock, untrustedReason(lock), null);
+                declareUntrusted(List.of(lock));
             }
         }
 

@@ -32,6 +32,8 @@ public final class LockSession {
      */
     private final ReentrantLock inUse = new ReentrantLock();
     private final AtomicBoolean ended = new AtomicBoolean();
+    /** Set while a watchdog check of this session runs, so checks never pile up behind a stuck one. */
+    public final AtomicBoolean checking = new AtomicBoolean();
 
     public LockSession(Connection connection, int backendPid, boolean dedicated) {
         this.connection = connection;
@@ -61,6 +63,44 @@ public final class LockSession {
         inUse.lock();
         try {
             return work.run(connection);
+        } finally {
+            inUse.unlock();
+        }
+    }
+
+    /**
+     * Runs work on the connection only if nobody uses it now and it has not ended; returns null
+     * otherwise. For checks that must never queue behind a statement in flight (that statement is
+     * bounded by the network timeout and reports its own failure).
+     */
+    public <T> T callIfIdle(Work<T> work) throws SQLException {
+        if (!inUse.tryLock()) {
+            return null;
+        }
+        try {
+            return ended.get() ? null : work.run(connection);
+        } finally {
+            inUse.unlock();
+        }
+    }
+
+    /**
+     * Runs work even on an ended session, waiting at most {@code nanos} for a statement in flight to
+     * finish; returns false without running it when that statement is still running then (the caller
+     * aborts the connection instead of using it from a second thread).
+     */
+    public boolean tryCallEvenIfEnded(Work<?> work, long nanos) throws SQLException {
+        try {
+            if (!inUse.tryLock(Math.max(0, nanos), java.util.concurrent.TimeUnit.NANOSECONDS)) {
+                return false;
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return false;
+        }
+        try {
+            work.run(connection);
+            return true;
         } finally {
             inUse.unlock();
         }

@@ -73,18 +73,28 @@ final class LeaseListener {
         Waiter waiter = new Waiter();
         waiters.computeIfAbsent(key, k -> ConcurrentHashMap.newKeySet()).add(waiter);
         long until = Math.min(deadlineNanos, System.nanoTime() + connectionWaitTimeout.toNanos());
-        synchronized (state) {
-            if (thread == null && !closed) {
-                thread = new Thread(this::loop, "pglock-lease-listen-" + channel);
-                thread.setDaemon(true);
-                thread.start();
+        try {
+            synchronized (state) {
+                if (thread == null && !closed) {
+                    thread = new Thread(this::loop, "pglock-lease-listen-" + channel);
+                    thread.setDaemon(true);
+                    thread.start();
+                }
+                long left;
+                while (!listening && !closed && (left = until - System.nanoTime()) > 0) {
+                    TimeUnit.NANOSECONDS.timedWait(state, left);
+                }
             }
-            long left;
-            while (!listening && !closed && (left = until - System.nanoTime()) > 0) {
-                TimeUnit.NANOSECONDS.timedWait(state, left);
-            }
+        } catch (InterruptedException e) {
+            unregister(key, waiter); // nobody will wait on it: it must not stay registered
+            throw e;
         }
         return waiter;
+    }
+
+    /** How many waiters are registered, over all keys. */
+    int waiterCount() {
+        return waiters.values().stream().mapToInt(Set::size).sum();
     }
 
     void unregister(String key, Waiter waiter) {

@@ -6,14 +6,17 @@ import java.time.Instant;
 /** A lease this client holds, and until when (by this JVM's monotonic clock) it may trust it without news. */
 final class LeaseLock extends DatabaseLock {
 
+    /** This acquisition's entry in the row's holders: {@code owner#n}, unique per acquisition. */
+    final String holder;
     final long leaseMillis;
     final long holdAtLeastMillis;
     /** System.nanoTime after which, without a confirmed heartbeat, the lease is no longer trusted. */
     volatile long trustedUntilNanos;
 
-    LeaseLock(String key, boolean shared, long fencingToken, Instant acquiredAt, long leaseMillis,
+    LeaseLock(String key, String holder, boolean shared, long fencingToken, Instant acquiredAt, long leaseMillis,
             long holdAtLeastMillis, long trustedUntilNanos) {
         super(key, shared, fencingToken, acquiredAt);
+        this.holder = holder;
         this.leaseMillis = leaseMillis;
         this.holdAtLeastMillis = holdAtLeastMillis;
         this.trustedUntilNanos = trustedUntilNanos;

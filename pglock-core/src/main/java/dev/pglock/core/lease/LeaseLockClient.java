@@ -8,7 +8,6 @@ import dev.pglock.core.internal.AbstractLockClient;
 import dev.pglock.core.internal.Jdbc;
 import dev.pglock.core.internal.LockSession;
 import dev.pglock.core.internal.SessionPool;
-import java.sql.Array;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.sql.SQLException;
@@ -24,6 +23,9 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.Executor;
+import java.util.concurrent.RejectedExecutionException;
 import javax.sql.DataSource;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -44,37 +46,56 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private static final Logger log = LoggerFactory.getLogger(LeaseLockClient.class);
 
     // %1$s is the table, %2$s its fencing sequence: both checked by Identifiers and quoted, since an
-    // identifier cannot be a parameter. Every value is a parameter. Every time is now(): the database
-    // clock decides every expiry, so client clocks may be wrong by any amount.
+    // identifier cannot be a parameter. Every value is a parameter.
+    //
+    // Clock: every time is statement_timestamp(), the database's clock when the statement arrived. It
+    // is one value for the whole statement (every CASE below agrees with every other), it is never
+    // earlier than the client's send time (the trust the client derives from that time stays on the
+    // safe side), and unlike now() it is not the start of an enclosing transaction: a statement that
+    // ran late inside a long transaction would otherwise write a lease that ends before its holder
+    // stops trusting it. Client clocks are never read, so they may be wrong by any amount.
+    //
+    // Holders: each entry of holders is one acquisition, "<owner>#<n>" (see holderOf), and every
+    // heartbeat, release and data update names the entry of its own acquisition, never the owner
+    // alone. A release that arrives late (a lease this client stopped trusting, a release the client
+    // gave up on that the server still ran) therefore finds nothing to remove once the same client
+    // holds the key again under a new entry. A re-join by the same owner replaces its old entry.
     //
     // Acquire, one statement: insert the row, or take over the existing one when its lease has ended
     // by the database clock (or join it, when both it and we are shared). ON CONFLICT takes the row
     // lock, so of two racing clients exactly one gets RETURNING a row. In the DO UPDATE branch the
     // token is drawn after that row lock, so it is larger than the token of every earlier holder.
+    // Parameters: namespace, key, holder, shared, lease ms, lease ms, data, owner prefix ("<owner>#").
     private static final String TRY_LOCK = """
             INSERT INTO %1$s AS t (namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at,
                                    lease_millis, data)
-            VALUES (?, ?, ARRAY[?::text], ?, nextval('%2$s'), now(), now() + ? * interval '1 millisecond', ?, ?)
+            VALUES (?, ?, ARRAY[?::text], ?, nextval('%2$s'), statement_timestamp(),
+                    statement_timestamp() + ? * interval '1 millisecond', ?, ?)
             ON CONFLICT (namespace, lock_key) DO UPDATE SET
-                holders = CASE WHEN t.expires_at <= now() THEN EXCLUDED.holders
-                               ELSE array_remove(t.holders, EXCLUDED.holders[1]) || EXCLUDED.holders END,
+                holders = CASE WHEN t.expires_at <= statement_timestamp() THEN EXCLUDED.holders
+                               ELSE ARRAY(SELECT h FROM unnest(t.holders) AS h WHERE NOT starts_with(h, ?::text))
+                                    || EXCLUDED.holders END,
                 shared = EXCLUDED.shared,
                 fencing_token = nextval('%2$s'),
-                acquired_at = CASE WHEN t.expires_at <= now() THEN EXCLUDED.acquired_at ELSE t.acquired_at END,
-                expires_at = CASE WHEN t.expires_at <= now() THEN EXCLUDED.expires_at
+                acquired_at = CASE WHEN t.expires_at <= statement_timestamp() THEN EXCLUDED.acquired_at
+                                   ELSE t.acquired_at END,
+                expires_at = CASE WHEN t.expires_at <= statement_timestamp() THEN EXCLUDED.expires_at
                                   ELSE greatest(t.expires_at, EXCLUDED.expires_at) END,
                 lease_millis = EXCLUDED.lease_millis,
                 record_version = t.record_version + 1,
-                data = CASE WHEN t.expires_at <= now() THEN EXCLUDED.data ELSE coalesce(EXCLUDED.data, t.data) END
-            WHERE t.expires_at <= now() OR (t.shared AND EXCLUDED.shared)
-            RETURNING fencing_token, now()""";
+                data = CASE WHEN t.expires_at <= statement_timestamp() THEN EXCLUDED.data
+                            ELSE coalesce(EXCLUDED.data, t.data) END
+            WHERE t.expires_at <= statement_timestamp() OR (t.shared AND EXCLUDED.shared)
+            RETURNING fencing_token, statement_timestamp()""";
     // TRY_LOCK for an exclusive request, where the CASEs above all take their first branch (the row is
-    // only taken when expired): the same parameters and outcome, about 10 us less server time per
-    // acquisition on a small VM, which is 3% of an uncontended acquire-release pair.
+    // only taken when expired): the same outcome, about 10 us less server time per acquisition on a
+    // small VM, which is 3% of an uncontended acquire-release pair. Parameters: as TRY_LOCK, without
+    // the owner prefix.
     private static final String TRY_LOCK_EXCLUSIVE = """
             INSERT INTO %1$s AS t (namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at,
                                    lease_millis, data)
-            VALUES (?, ?, ARRAY[?::text], ?, nextval('%2$s'), now(), now() + ? * interval '1 millisecond', ?, ?)
+            VALUES (?, ?, ARRAY[?::text], ?, nextval('%2$s'), statement_timestamp(),
+                    statement_timestamp() + ? * interval '1 millisecond', ?, ?)
             ON CONFLICT (namespace, lock_key) DO UPDATE SET
                 holders = EXCLUDED.holders,
                 shared = EXCLUDED.shared,
@@ -84,8 +105,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 lease_millis = EXCLUDED.lease_millis,
                 record_version = t.record_version + 1,
                 data = EXCLUDED.data
-            WHERE t.expires_at <= now()
-            RETURNING fencing_token, now()""";
+            WHERE t.expires_at <= statement_timestamp()
+            RETURNING fencing_token, statement_timestamp()""";
     // A waiter's attempt, after a NOTIFY or at the holder's lease end. TRY_LOCK is the cheaper
     // statement when the lock is free, but it locks the row even when it fails, and a row lock is WAL
     // that its commit must flush: every waiter woken by a release would pay a durable commit, one
@@ -94,87 +115,101 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // how long the holder's lease has left, by the database clock, so a waiter needs one statement
     // per wake-up. The row lock is taken before the token is drawn (a waiter blocked behind a
     // concurrent winner re-checks the new row version and draws nothing). Parameters: namespace,
-    // key, owner, shared, lease ms, data. Rows: (token, now, NULL) when taken; (NULL, now, ms left)
-    // when held; none when the row appeared after this statement's snapshot (try again at once).
+    // key, holder, owner prefix, shared, lease ms, data. Rows: (token, now, NULL) when taken;
+    // (NULL, NULL, ms left) when held; none when the row appeared after this statement's snapshot
+    // (try again at once).
     private static final String WAITER_TRY_LOCK = """
-            WITH p AS (SELECT ?::text AS ns, ?::text AS k, ?::text AS me, ?::boolean AS sh, ?::bigint AS lease,
-                              ?::bytea AS data),
+            WITH p AS (SELECT ?::text AS ns, ?::text AS k, ?::text AS me, ?::text AS mine, ?::boolean AS sh,
+                              ?::bigint AS lease, ?::bytea AS data, statement_timestamp() AS now),
             claim AS (
                 UPDATE %1$s AS t SET
-                    holders = CASE WHEN t.expires_at <= now() THEN ARRAY[p.me]
-                                   ELSE array_remove(t.holders, p.me) || p.me END,
+                    holders = CASE WHEN t.expires_at <= p.now THEN ARRAY[p.me]
+                                   ELSE ARRAY(SELECT h FROM unnest(t.holders) AS h WHERE NOT starts_with(h, p.mine))
+                                        || p.me END,
                     shared = p.sh,
                     fencing_token = nextval('%2$s'),
-                    acquired_at = CASE WHEN t.expires_at <= now() THEN now() ELSE t.acquired_at END,
-                    expires_at = CASE WHEN t.expires_at <= now() THEN now() + p.lease * interval '1 millisecond'
-                                      ELSE greatest(t.expires_at, now() + p.lease * interval '1 millisecond') END,
+                    acquired_at = CASE WHEN t.expires_at <= p.now THEN p.now ELSE t.acquired_at END,
+                    expires_at = CASE WHEN t.expires_at <= p.now THEN p.now + p.lease * interval '1 millisecond'
+                                      ELSE greatest(t.expires_at, p.now + p.lease * interval '1 millisecond') END,
                     lease_millis = p.lease,
                     record_version = t.record_version + 1,
-                    data = CASE WHEN t.expires_at <= now() THEN p.data ELSE coalesce(p.data, t.data) END
+                    data = CASE WHEN t.expires_at <= p.now THEN p.data ELSE coalesce(p.data, t.data) END
                 FROM p
-                WHERE t.namespace = p.ns AND t.lock_key = p.k AND (t.expires_at <= now() OR (t.shared AND p.sh))
+                WHERE t.namespace = p.ns AND t.lock_key = p.k AND (t.expires_at <= p.now OR (t.shared AND p.sh))
                 RETURNING t.fencing_token),
             created AS (
                 INSERT INTO %1$s (namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at,
                                   lease_millis, data)
-                SELECT p.ns, p.k, ARRAY[p.me], p.sh, nextval('%2$s'), now(),
-                       now() + p.lease * interval '1 millisecond', p.lease, p.data
+                SELECT p.ns, p.k, ARRAY[p.me], p.sh, nextval('%2$s'), p.now,
+                       p.now + p.lease * interval '1 millisecond', p.lease, p.data
                 FROM p
                 WHERE NOT EXISTS (SELECT FROM claim)
                   AND NOT EXISTS (SELECT FROM %1$s AS o WHERE o.namespace = p.ns AND o.lock_key = p.k)
                 ON CONFLICT (namespace, lock_key) DO NOTHING
                 RETURNING fencing_token)
-            SELECT fencing_token, now(), NULL::bigint FROM claim
-            UNION ALL SELECT fencing_token, now(), NULL FROM created
-            UNION ALL SELECT NULL, now(), ceil(extract(epoch FROM o.expires_at - now()) * 1000)::bigint
+            SELECT fencing_token, (SELECT now FROM p), NULL::bigint FROM claim
+            UNION ALL SELECT fencing_token, (SELECT now FROM p), NULL FROM created
+            UNION ALL SELECT NULL, NULL, ceil(extract(epoch FROM o.expires_at - p.now) * 1000)::bigint
                 FROM %1$s AS o, p
                 WHERE o.namespace = p.ns AND o.lock_key = p.k AND NOT EXISTS (SELECT FROM claim)""";
     // Heartbeat, one statement for every lock this client holds: extends each lease by its own length
-    // from the database's now, only while this owner still holds it and it has not expired. The keys
-    // it does not return are no longer ours. Rows are locked first in key order, so two clients
-    // renewing the same shared locks cannot deadlock.
+    // from the database's clock, only while that acquisition still holds it and it has not expired.
+    // The acquisitions it does not return are no longer held. Rows are locked first in key order, as
+    // RELEASE_ALL does, so clients renewing and releasing the same shared locks cannot deadlock.
+    // Parameters: keys, holders, leases (one entry per lock), namespace, namespace.
     private static final String HEARTBEAT = """
-            WITH mine AS (
-                SELECT lock_key FROM %1$s
-                WHERE namespace = ? AND lock_key = ANY (?::text[]) AND ? = ANY (holders) AND expires_at > now()
-                ORDER BY lock_key FOR UPDATE)
+            WITH h AS (SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[]) AS h(lock_key, holder, lease_millis)),
+            mine AS (
+                SELECT t.lock_key FROM %1$s AS t JOIN h USING (lock_key)
+                WHERE t.namespace = ? AND h.holder = ANY (t.holders) AND t.expires_at > statement_timestamp()
+                ORDER BY t.lock_key FOR UPDATE OF t)
             UPDATE %1$s AS t
-            SET expires_at = greatest(t.expires_at, now() + h.lease_millis * interval '1 millisecond'),
+            SET expires_at = greatest(t.expires_at, statement_timestamp() + h.lease_millis * interval '1 millisecond'),
                 record_version = t.record_version + 1
-            FROM mine JOIN unnest(?::text[], ?::bigint[]) AS h(lock_key, lease_millis) USING (lock_key)
-            WHERE t.namespace = ? AND t.lock_key = mine.lock_key
-            RETURNING t.lock_key""";
+            FROM mine JOIN h USING (lock_key)
+            WHERE t.namespace = ? AND t.lock_key = mine.lock_key AND h.holder = ANY (t.holders)
+            RETURNING h.holder""";
     // Release: leave the holders. When we were the last, the lock ends now, or at acquired_at +
     // holdAtLeast when that is still ahead (database clock): the row then lists no holder, so no
     // heartbeat can extend it. The row stays (empty) so the next acquisition continues its fencing
     // tokens; old rows are purged. NOTIFY goes out when the statement commits, so a waiter wakes in
-    // the same round trip. Parameters: owner, owner, hold-at-least ms, owner, namespace, key, owner,
-    // channel. (A plain single-row UPDATE: the join RELEASE_ALL needs costs about 13% per release.)
+    // the same round trip. Parameters: holder, holder, hold-at-least ms, holder, namespace, key,
+    // holder, channel. (A plain single-row UPDATE: the join RELEASE_ALL needs costs about 13% per release.)
     // %2$s is empty, or ASYNC_COMMIT when the user opted in to releases that do not wait for the flush.
     private static final String RELEASE = """
             UPDATE %1$s AS t
             SET holders = array_remove(t.holders, ?::text),
                 expires_at = CASE WHEN t.holders <> ARRAY[?::text] THEN t.expires_at
-                                  ELSE greatest(now(), t.acquired_at + ? * interval '1 millisecond') END,
+                                  ELSE greatest(statement_timestamp(), t.acquired_at + ? * interval '1 millisecond') END,
                 data = CASE WHEN t.holders = ARRAY[?::text] THEN NULL ELSE t.data END
             WHERE t.namespace = ? AND t.lock_key = ? AND ?::text = ANY (t.holders)
             RETURNING pg_notify(?, t.lock_key)%2$s""";
-    // RELEASE for an exclusive lock: its row lists this owner alone. Parameters: hold-at-least ms,
-    // namespace, key, owner, channel.
+    // RELEASE for an exclusive lock: its row lists this acquisition alone. Parameters: hold-at-least
+    // ms, namespace, key, holder, channel.
     private static final String RELEASE_EXCLUSIVE = """
             UPDATE %1$s AS t
-            SET holders = '{}', expires_at = greatest(now(), t.acquired_at + ? * interval '1 millisecond'), data = NULL
+            SET holders = '{}', expires_at = greatest(statement_timestamp(), t.acquired_at + ? * interval '1 millisecond'),
+                data = NULL
             WHERE t.namespace = ? AND t.lock_key = ? AND t.holders = ARRAY[?::text]
             RETURNING pg_notify(?, t.lock_key)%2$s""";
-    // The same for every lock of the client at once, when it closes.
+    // The same for several locks at once (close(), and leases this client stopped trusting), each by
+    // its own acquisition's entry. The rows are locked first, in key order, like HEARTBEAT's: two
+    // statements that lock the same rows in different orders can deadlock. Parameters: keys,
+    // holders, hold-at-least ms (one entry per lock), namespace, namespace, channel.
     private static final String RELEASE_ALL = """
+            WITH r AS (SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[]) AS r(lock_key, holder, hold_millis)),
+            mine AS (
+                SELECT t.lock_key FROM %1$s AS t JOIN r USING (lock_key)
+                WHERE t.namespace = ? AND r.holder = ANY (t.holders)
+                ORDER BY t.lock_key FOR UPDATE OF t)
             UPDATE %1$s AS t
-            SET holders = array_remove(t.holders, p.me),
-                expires_at = CASE WHEN t.holders <> ARRAY[p.me] THEN t.expires_at
-                                  ELSE greatest(now(), t.acquired_at + r.hold_millis * interval '1 millisecond') END,
-                data = CASE WHEN t.holders = ARRAY[p.me] THEN NULL ELSE t.data END
-            FROM (SELECT ?::text AS me) AS p, unnest(?::text[], ?::bigint[]) AS r(lock_key, hold_millis)
-            WHERE t.namespace = ? AND t.lock_key = r.lock_key AND p.me = ANY (t.holders)
+            SET holders = array_remove(t.holders, r.holder),
+                expires_at = CASE WHEN t.holders <> ARRAY[r.holder] THEN t.expires_at
+                                  ELSE greatest(statement_timestamp(),
+                                                t.acquired_at + r.hold_millis * interval '1 millisecond') END,
+                data = CASE WHEN t.holders = ARRAY[r.holder] THEN NULL ELSE t.data END
+            FROM mine JOIN r USING (lock_key)
+            WHERE t.namespace = ? AND t.lock_key = mine.lock_key AND r.holder = ANY (t.holders)
             RETURNING pg_notify(?, t.lock_key)%2$s""";
     // Opt-in (asyncReleaseCommit): the release's transaction commits without waiting for its WAL to
     // reach disk; set for that transaction only (is_local), so it never leaks into the session, and
@@ -182,18 +217,18 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // keeps a lock taken until its lease ends, which never lets two holders in, whereas a lost
     // acquisition or heartbeat would. Every later durable commit (the next acquisition) flushes it.
     private static final String ASYNC_COMMIT = ", set_config('synchronous_commit', 'off', true)";
-    // Replace a held lock's data, only while this owner holds it and it has not expired.
+    // Replace a held lock's data, only while this acquisition holds it and it has not expired.
     private static final String UPDATE_DATA = """
             UPDATE %1$s SET data = ?
-            WHERE namespace = ? AND lock_key = ? AND ? = ANY (holders) AND expires_at > now()""";
+            WHERE namespace = ? AND lock_key = ? AND ? = ANY (holders) AND expires_at > statement_timestamp()""";
     // Every lock in the table that someone holds, or that hold-at-least keeps taken.
     private static final String LOCK_COLUMNS = """
             SELECT namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at, data
-            FROM %1$s WHERE expires_at > now()""";
+            FROM %1$s WHERE expires_at > statement_timestamp()""";
     private static final String GET = LOCK_COLUMNS + " AND namespace = ? AND lock_key = ?";
     private static final String LIST = LOCK_COLUMNS + " ORDER BY namespace, lock_key";
     // Rows released or expired long ago: a stalled acquirer an hour late is not a concern.
-    private static final String PURGE = "DELETE FROM %1$s WHERE expires_at < now() - interval '1 hour'";
+    private static final String PURGE = "DELETE FROM %1$s WHERE expires_at < statement_timestamp() - interval '1 hour'";
     private static final Duration PURGE_EVERY = Duration.ofMinutes(10);
     private static final Duration MIN_NETWORK_TIMEOUT = Duration.ofSeconds(2);
 
@@ -218,6 +253,17 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private final LeaseListener listener;
     private final ExecutorService connector;
     private final AtomicBoolean heartbeatRunning = new AtomicBoolean();
+    /** Numbers this client's acquisitions: each one's holder entry is {@code owner#n}. */
+    private final AtomicLong acquisitions = new AtomicLong();
+    /** {@code owner#}: every holder entry of this client starts with it. */
+    private final String holderPrefix;
+    private final Duration networkTimeout;
+    /** Where releases of leases this client stopped trusting run; a test may hold them back. */
+    volatile Executor untrustedReleases;
+    /** For tests: while true, no heartbeat is sent, as when the process is paused or the network slow. */
+    volatile boolean heartbeatsPausedForTests;
+    /** For tests: while true, the timer that declares untrusted leases lost does not run either. */
+    volatile boolean trustChecksPausedForTests;
 
     LeaseLockClient(DataSource dataSource, DataSource listenDataSource, String namespace, String table,
             String quotedTable, String quotedSequence, boolean initializeSchema, Duration defaultLease,
@@ -254,7 +300,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         Duration networkTimeout = heartbeatInterval.multipliedBy(2);
         networkTimeout = networkTimeout.compareTo(MIN_NETWORK_TIMEOUT) < 0 ? MIN_NETWORK_TIMEOUT : networkTimeout;
         networkTimeout = networkTimeout.compareTo(defaultLease) > 0 ? defaultLease : networkTimeout;
+        this.networkTimeout = networkTimeout;
         this.sessions = new SessionPool(dataSource, lockSessions, connectionWaitTimeout, networkTimeout, connector);
+        this.untrustedReleases = connector;
+        this.holderPrefix = owner + "#";
         this.listener = new LeaseListener(listenDataSource, connectionWaitTimeout, connector, channel);
     }
 
@@ -276,6 +325,32 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     @Override
     public LockMode mode() {
         return LockMode.LEASE;
+    }
+
+    @Override
+    protected Duration inFlightBound() {
+        return networkTimeout;
+    }
+
+    @Override
+    protected Optional<Duration> leaseOf(LeaseLock lock) {
+        return Optional.of(Duration.ofMillis(lock.leaseMillis));
+    }
+
+    /** How many waiters the LISTEN connection serves now (for tests). */
+    int listenerWaiters() {
+        return listener.waiterCount();
+    }
+
+    /** A new acquisition's entry in the holders column: this client's owner and a number of its own. */
+    private String newHolder() {
+        return holderPrefix + acquisitions.incrementAndGet();
+    }
+
+    /** The owner of a holder entry (the entry less its {@code #n}), as LockInfo shows it. */
+    static String ownerOf(String holder) {
+        int hash = holder.lastIndexOf('#');
+        return hash < 0 ? holder : holder.substring(0, hash);
     }
 
     @Override
@@ -307,22 +382,26 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         long leaseMillis = request.lease().orElse(defaultLease).toMillis();
         byte[] data = request.data();
         LockSession session = sessions.session();
+        String holder = newHolder();
         long sentAt = System.nanoTime();
         try {
             return session.call(c -> {
                 try (PreparedStatement ps = c.prepareStatement(request.isShared() ? tryLock : tryLockExclusive)) {
                     ps.setString(1, namespace);
                     ps.setString(2, request.key());
-                    ps.setString(3, owner());
+                    ps.setString(3, holder);
                     ps.setBoolean(4, request.isShared());
                     ps.setLong(5, leaseMillis);
                     ps.setLong(6, leaseMillis);
                     ps.setBytes(7, data);
+                    if (request.isShared()) {
+                        ps.setString(8, holderPrefix);
+                    }
                     try (ResultSet rs = ps.executeQuery()) {
                         if (!rs.next()) {
                             return null;
                         }
-                        return granted(request, rs.getLong(1), rs.getTimestamp(2), leaseMillis, sentAt);
+                        return granted(request, holder, rs.getLong(1), rs.getTimestamp(2), leaseMillis, sentAt);
                     }
                 }
             });
@@ -336,16 +415,32 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
      * database answers again, the rows become free at once instead of at their lease end.
      */
     private void checkTrust() {
+        if (trustChecksPausedForTests) {
+            return;
+        }
         List<LeaseLock> untrusted = heldLocks().stream().filter(lock -> !isTrusted(lock)).toList();
         if (!untrusted.isEmpty()) {
-            lost(untrusted::contains, untrustedReason(null), null);
-            connector.execute(() -> releaseAll(untrusted));
+            declareUntrusted(untrusted);
         }
     }
 
-    /** A lock the database just granted; the database's now() came after sentAt, so its expiry is later than ours. */
-    private LeaseLock granted(LockRequest request, long token, Timestamp acquiredAt, long leaseMillis, long sentAt) {
-        return new LeaseLock(request.key(), request.isShared(), token, acquiredAt.toInstant(), leaseMillis,
+    /** Each release names its own acquisition, so it cannot touch a hold this client took since. */
+    @Override
+    protected void releaseUntrusted(List<LeaseLock> locks) {
+        try {
+            untrustedReleases.execute(() -> releaseAll(locks));
+        } catch (RejectedExecutionException closing) {
+            // close() releases what is left
+        }
+    }
+
+    /**
+     * A lock the database just granted; the statement's clock came after sentAt, so the database's
+     * expiry is later than the end of our trust.
+     */
+    private LeaseLock granted(LockRequest request, String holder, long token, Timestamp acquiredAt, long leaseMillis,
+            long sentAt) {
+        return new LeaseLock(request.key(), holder, request.isShared(), token, acquiredAt.toInstant(), leaseMillis,
                 request.holdAtLeast().toMillis(), trustedUntil(sentAt, leaseMillis));
     }
 
@@ -374,6 +469,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         boolean unknownBefore = false;
         try {
             while (true) {
+                if (isClosed()) {
+                    return null; // close() woke us: it grants nothing more
+                }
                 // Tried at once after registering: a release between the first try and the LISTEN sent
                 // a NOTIFY nobody heard.
                 WaiterAttempt attempt = waiterTryLock(request);
@@ -416,16 +514,18 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private WaiterAttempt waiterTryLock(LockRequest request) {
         long leaseMillis = request.lease().orElse(defaultLease).toMillis();
         LockSession session = sessions.session();
+        String holder = newHolder();
         long sentAt = System.nanoTime();
         try {
             return session.call(c -> {
                 try (PreparedStatement ps = c.prepareStatement(waiterTryLock)) {
                     ps.setString(1, namespace);
                     ps.setString(2, request.key());
-                    ps.setString(3, owner());
-                    ps.setBoolean(4, request.isShared());
-                    ps.setLong(5, leaseMillis);
-                    ps.setBytes(6, request.data());
+                    ps.setString(3, holder);
+                    ps.setString(4, holderPrefix);
+                    ps.setBoolean(5, request.isShared());
+                    ps.setLong(6, leaseMillis);
+                    ps.setBytes(7, request.data());
                     try (ResultSet rs = ps.executeQuery()) {
                         if (!rs.next()) {
                             return new WaiterAttempt(null, null);
@@ -434,7 +534,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                         if (rs.wasNull()) {
                             return new WaiterAttempt(null, rs.getLong(3));
                         }
-                        LeaseLock lock = granted(request, token, rs.getTimestamp(2), leaseMillis, sentAt);
+                        LeaseLock lock = granted(request, holder, token, rs.getTimestamp(2), leaseMillis, sentAt);
                         return new WaiterAttempt(lock, null);
                     }
                 }
@@ -452,10 +552,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             boolean released = session.call(c -> {
                 try (PreparedStatement ps = c.prepareStatement(lock.isShared() ? release : releaseExclusive)) {
                     if (lock.isShared()) {
-                        bind(ps, owner(), owner(), lock.holdAtLeastMillis, owner(), namespace, lock.key(), owner(),
-                                channel);
+                        bind(ps, lock.holder, lock.holder, lock.holdAtLeastMillis, lock.holder, namespace, lock.key(),
+                                lock.holder, channel);
                     } else {
-                        bind(ps, lock.holdAtLeastMillis, namespace, lock.key(), owner(), channel);
+                        bind(ps, lock.holdAtLeastMillis, namespace, lock.key(), lock.holder, channel);
                     }
                     try (ResultSet rs = ps.executeQuery()) {
                         return rs.next();
@@ -464,7 +564,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             });
             if (!released) {
                 log.warn("lock '{}' was no longer held by {} when released (taken over or deleted)", lock.key(),
-                        owner());
+                        lock.holder);
             }
         } catch (SQLException | RuntimeException e) {
             if (session != null && e instanceof SQLException sql) {
@@ -490,17 +590,19 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
      */
     private int releaseAll(List<LeaseLock> locks) {
         String[] keys = locks.stream().map(LeaseLock::key).toArray(String[]::new);
+        String[] holders = locks.stream().map(lock -> lock.holder).toArray(String[]::new);
         Long[] holds = locks.stream().map(lock -> lock.holdAtLeastMillis).toArray(Long[]::new);
         LockSession session = null;
         try {
             session = sessions.session();
             return session.call(c -> {
                 try (PreparedStatement ps = c.prepareStatement(releaseAll)) {
-                    ps.setString(1, owner());
-                    ps.setArray(2, c.createArrayOf("text", keys));
+                    ps.setArray(1, c.createArrayOf("text", keys));
+                    ps.setArray(2, c.createArrayOf("text", holders));
                     ps.setArray(3, c.createArrayOf("bigint", holds));
                     ps.setString(4, namespace);
-                    ps.setString(5, channel);
+                    ps.setString(5, namespace);
+                    ps.setString(6, channel);
                     int released = 0;
                     try (ResultSet rs = ps.executeQuery()) {
                         while (rs.next()) {
@@ -529,7 +631,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     ps.setBytes(1, data);
                     ps.setString(2, namespace);
                     ps.setString(3, lock.key());
-                    ps.setString(4, owner());
+                    ps.setString(4, lock.holder);
                     return ps.executeUpdate() == 1;
                 }
             });
@@ -539,6 +641,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     }
 
     private void startHeartbeat() {
+        if (heartbeatsPausedForTests) {
+            return;
+        }
         if (heartbeatRunning.compareAndSet(false, true)) {
             try {
                 connector.execute(() -> {
@@ -561,9 +666,11 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             return;
         }
         String[] keys = new String[held.size()];
+        String[] holders = new String[held.size()];
         Long[] leases = new Long[held.size()];
         for (int i = 0; i < keys.length; i++) {
             keys[i] = held.get(i).key();
+            holders[i] = held.get(i).holder;
             leases[i] = held.get(i).leaseMillis;
         }
         long sentAt = 0;
@@ -580,13 +687,11 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             try {
                 session.call(c -> {
                     try (PreparedStatement ps = c.prepareStatement(heartbeat)) {
-                        Array keyArray = c.createArrayOf("text", keys);
-                        ps.setString(1, namespace);
-                        ps.setArray(2, keyArray);
-                        ps.setString(3, owner());
-                        ps.setArray(4, keyArray);
-                        ps.setArray(5, c.createArrayOf("bigint", leases));
-                        ps.setString(6, namespace);
+                        ps.setArray(1, c.createArrayOf("text", keys));
+                        ps.setArray(2, c.createArrayOf("text", holders));
+                        ps.setArray(3, c.createArrayOf("bigint", leases));
+                        ps.setString(4, namespace);
+                        ps.setString(5, namespace);
                         try (ResultSet rs = ps.executeQuery()) {
                             while (rs.next()) {
                                 renewed.add(rs.getString(1));
@@ -606,11 +711,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             }
         }
         for (LeaseLock lock : held) {
-            if (renewed.contains(lock.key())) {
-                lock.trustedUntilNanos = trustedUntil(sentAt, lock.leaseMillis);
+            if (renewed.contains(lock.holder)) {
+                long until = trustedUntil(sentAt, lock.leaseMillis);
+                if (until - lock.trustedUntilNanos > 0) {
+                    lock.trustedUntilNanos = until;
+                }
             }
         }
-        lost(lock -> held.contains(lock) && !renewed.contains(lock.key()),
+        lost(lock -> held.contains(lock) && !renewed.contains(lock.holder),
                 "its row was taken over, released or deleted by someone else (the heartbeat found it gone)", null);
     }
 
@@ -655,7 +763,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     List<LockInfo> result = new ArrayList<>();
                     try (ResultSet rs = ps.executeQuery()) {
                         while (rs.next()) {
-                            List<String> holders = List.of((String[]) rs.getArray("holders").getArray());
+                            List<String> holders = java.util.Arrays.stream((String[]) rs.getArray("holders").getArray())
+                                    .map(LeaseLockClient::ownerOf).toList();
                             Timestamp expires = rs.getTimestamp("expires_at");
                             result.add(LockInfo.builder(LockMode.LEASE)
                                     .namespace(rs.getString("namespace"))
@@ -689,14 +798,32 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     }
 
     @Override
+    protected void stopWaits() {
+        listener.close(); // wakes every waiter, which then sees the client closed
+    }
+
+    @Override
     protected void closeDatabase(List<LeaseLock> held) {
         listener.close();
         if (!held.isEmpty()) {
             releaseAll(held); // one statement; it keeps hold-at-least where it applies
         }
         for (LockSession session : sessions.drain()) {
-            if (session.end()) {
-                Jdbc.closeQuietly(session.connection);
+            if (!session.end()) {
+                continue;
+            }
+            // Never closed under a statement still running on it: wait for that, then abort instead.
+            boolean closed = false;
+            try {
+                closed = session.tryCallEvenIfEnded(c -> {
+                    c.close();
+                    return null;
+                }, networkTimeout.toNanos());
+            } catch (SQLException e) {
+                log.debug("closing {} failed", session, e);
+            }
+            if (!closed) {
+                Jdbc.abortQuietly(session.connection);
             }
         }
         connector.shutdownNow();

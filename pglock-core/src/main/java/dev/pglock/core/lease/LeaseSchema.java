@@ -1,5 +1,6 @@
 package dev.pglock.core.lease;
 
+import dev.pglock.core.internal.Sequences;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.UncheckedIOException;
@@ -28,9 +29,6 @@ final class LeaseSchema {
     private static final long CREATE_LOCK_ID = 0x70676c6f636b4444L;
     private static final String CREATE_LOCK = "SELECT pg_advisory_xact_lock(?)";
     private static final String TABLE_EXISTS = "SELECT to_regclass(?) IS NOT NULL, to_regclass(?) IS NOT NULL";
-    // Tokens must follow the order of nextval calls across sessions: a cached sequence hands each
-    // session its own block of numbers, so a later acquisition could draw a smaller token.
-    private static final String SEQUENCE_CACHE = "SELECT seqcache FROM pg_sequence WHERE seqrelid = to_regclass(?)";
 
     private final String table;
     private final String quotedTable;
@@ -67,16 +65,7 @@ final class LeaseSchema {
                     + "_fencing_seq does not exist and initialize-schema is never: create them with the DDL in "
                     + RESOURCE + " (in the pglock-core jar), or let pglock create them");
         }
-        try (PreparedStatement ps = connection.prepareStatement(SEQUENCE_CACHE)) {
-            ps.setString(1, quotedSequence);
-            try (ResultSet rs = ps.executeQuery()) {
-                if (rs.next() && rs.getLong(1) > 1) {
-                    throw new IllegalStateException("the fencing sequence " + table + "_fencing_seq has CACHE "
-                            + rs.getLong(1) + "; fencing tokens need CACHE 1 (ALTER SEQUENCE " + table
-                            + "_fencing_seq CACHE 1)");
-                }
-            }
-        }
+        Sequences.requireUncached(connection, quotedSequence, table + "_fencing_seq");
         return null;
     }
 

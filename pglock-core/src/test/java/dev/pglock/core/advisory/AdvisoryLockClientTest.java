@@ -2,6 +2,7 @@ package dev.pglock.core.advisory;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.assertj.core.api.Assertions.catchThrowable;
 import static org.awaitility.Awaitility.await;
 
 import com.zaxxer.hikari.HikariDataSource;
@@ -16,6 +17,12 @@ import dev.pglock.core.PgLock;
 import dev.pglock.test.CountingDataSource;
 import dev.pglock.test.PgTestDatabase;
 import dev.pglock.test.TcpProxy;
+import dev.pglock.test.TransactionPoolingDataSource;
+import dev.pglock.core.internal.AbstractLockClient;
+import dev.pglock.core.LockNotAcquiredException;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicReference;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
@@ -57,6 +64,32 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     @Override
     protected LockClient newClient() {
         return builder(pool).fencingTokens(true).build();
+    }
+
+    @Override
+    protected LockClient newClient(TcpProxy proxy) {
+        return builder(closeLater(db.pooledDataSource(proxy, 24))).fencingTokens(true).build();
+    }
+
+    /** Unpooled connections through the proxy: every session is a new connection, never one blackholed before. */
+    private DataSource unpooledThrough(TcpProxy proxy) {
+        org.postgresql.ds.PGSimpleDataSource ds = new org.postgresql.ds.PGSimpleDataSource();
+        ds.setURL(proxy.jdbcUrl(db.jdbcUrl()));
+        ds.setUser(db.user());
+        ds.setPassword(db.password());
+        return ds;
+    }
+
+    /** Ends the backend that holds {@code key}, and waits until it is gone. */
+    private void terminateHolderOf(String key) throws SQLException {
+        try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
+                        + " AND granted AND ((classid::bigint << 32) | objid::bigint) = ?")) {
+            ps.setLong(1, hasher.lockId(key));
+            try (ResultSet rs = ps.executeQuery()) {
+                assertThat(rs.next()).as("a backend held '%s'", key).isTrue();
+            }
+        }
     }
 
     @Override
@@ -312,7 +345,7 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         a.close();
         assertThatThrownBy(() -> waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS)).cause()
                 .isInstanceOf(IllegalStateException.class).hasMessageContaining("closed");
-        assertThat(waitersFor("forever")).isZero();
+        await().atMost(PROMPTLY).until(() -> waitersFor("forever") == 0); // the server sees the aborted socket close
     }
 
     @Test
@@ -417,5 +450,267 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         assertThatThrownBy(() -> builder.namespace("a\0b")).hasMessageContaining("namespace");
         assertThatThrownBy(() -> builder.owner(" ")).hasMessageContaining("owner");
         assertThatThrownBy(() -> PgLock.advisory(null)).hasMessageContaining("dataSource");
+    }
+
+    /**
+     * Issue 12, point 2: lock_timeout covers every statement of the wait, so a wait can fail with 55P03
+     * after the lock was granted (here nextval waits for a sequence another session is altering;
+     * PostgreSQL can also grant at the instant the timeout fires). Before the fix the connection went
+     * back to the pool still holding the lock.
+     */
+    @Test
+    void aWaitThatTimesOutAfterTheGrantLeavesNoLockBehind() throws Exception {
+        String sequence = PgTestDatabase.uniqueName("fencing");
+        LockClient a = closeLater(builder(pool).fencingTokens(true).fencingSequence(sequence).build());
+        closeLater(() -> {
+            try (Connection c = db.connect(); Statement st = c.createStatement()) {
+                st.execute("DROP SEQUENCE IF EXISTS " + sequence);
+            }
+        });
+        LockClient other = client();
+        HeldLock blocker = other.acquire(LockRequest.of("granted-late"));
+        try (Connection locker = db.connect(); Statement st = locker.createStatement()) {
+            locker.setAutoCommit(false);
+            st.execute("ALTER SEQUENCE " + sequence + " INCREMENT 1"); // nextval waits until this ends
+            Future<java.util.Optional<HeldLock>> waiter = threads.submit(
+                    () -> a.tryAcquire(LockRequest.of("granted-late").waitAtMost(Duration.ofSeconds(2))));
+            awaitWaiterInDatabase("granted-late");
+            blocker.release(); // a's pg_advisory_lock is granted; its nextval then times out
+            assertThat(waiter.get(20, TimeUnit.SECONDS)).as("not acquired: the wait timed out").isEmpty();
+            locker.rollback();
+        }
+        assertThat(heldInDatabase(List.of("granted-late"))).as("no session kept the lock").isZero();
+        assertThat(other.tryAcquire(LockRequest.of("granted-late"))).isPresent();
+    }
+
+    /**
+     * Issue 12, point 3: the session dies between the grant and the return (the watchdog or another
+     * statement finds it dead while the entry is still being taken). The lock is gone with the session,
+     * so it must not be returned; before the fix, tryAcquire returned a HeldLock that was already lost.
+     */
+    @Test
+    void aGrantWhoseSessionDiesBeforeItIsReturnedIsNeverReturned() throws Exception {
+        LockClient a = closeLater(builder(pool).lockSessions(1).build());
+        AtomicBoolean once = new AtomicBoolean();
+        ((AbstractLockClient<?>) a).afterGrantHookForTests(() -> {
+            if (once.compareAndSet(false, true)) {
+                try {
+                    terminateHolderOf("dying");
+                } catch (SQLException e) {
+                    throw new IllegalStateException(e);
+                }
+                // the next statement on that session finds it dead and ends it
+                assertThatThrownBy(a::list).isInstanceOf(LockDatabaseException.class);
+            }
+        });
+
+        java.util.Optional<HeldLock> got = a.tryAcquire(LockRequest.of("dying"));
+
+        assertThat(once).isTrue();
+        assertThat(got).as("taken again on a fresh session").isPresent();
+        assertThat(got.get().isHeld()).as("what is returned is held").isTrue();
+        assertThat(heldInDatabase(List.of("dying"))).isEqualTo(1);
+    }
+
+    /**
+     * Issue 12, point 4: a session whose network is gone (blackholed: nothing gets through, nothing is
+     * closed) is reported lost within one heartbeat plus the network timeout (5s at this heartbeat).
+     */
+    @Test
+    void aBlackholedSessionIsReportedLostWithinTheHeartbeatPlusTheNetworkTimeout() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        LockClient a = closeLater(builder(unpooledThrough(proxy)).lockSessions(1).build());
+        CompletableFuture<LockLostException> lost = new CompletableFuture<>();
+        a.acquire(LockRequest.of("cut-off")).onLost(lost::complete);
+
+        long start = System.nanoTime();
+        assertThat(proxy.blackholeOpenConnections()).isEqualTo(1);
+        LockLostException e = lost.get(HEARTBEAT.plusSeconds(5).plus(PROMPTLY).toMillis(), TimeUnit.MILLISECONDS);
+
+        long tookMillis = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start);
+        org.slf4j.LoggerFactory.getLogger(getClass()).info("blackholed session reported lost after {} ms", tookMillis);
+        assertThat(e).hasMessageContaining("session");
+    }
+
+    /**
+     * Issue 12, point 4: a hold-at-least unlock hung on a blackholed session must not hold up the
+     * watchdog: a lock on another, live, session whose backend is terminated is still reported lost
+     * within a heartbeat or so. Before the fix, the unlock ran on the watchdog's thread.
+     */
+    @Test
+    void anUnlockHungOnADeadNetworkDoesNotDelayTheWatchdog() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        LockClient a = closeLater(builder(unpooledThrough(proxy)).lockSessions(1).build());
+        LockClient other = client();
+        long heldFor = 1500;
+        HeldLock k1 = a.acquire(LockRequest.of("hung-1").holdAtLeast(Duration.ofMillis(heldFor)));
+        HeldLock blocker = other.acquire(LockRequest.of("hung-2"));
+        assertThat(a.tryAcquire(LockRequest.of("hung-2"))).isEmpty(); // found taken: the wait skips its try
+        // k1's session is cut off; the unlock of its hold-at-least will hang there.
+        k1.release();
+        long releasedAt = System.nanoTime();
+        assertThat(proxy.blackholeOpenConnections()).isEqualTo(1);
+        Future<HeldLock> waited = threads.submit(
+                () -> a.acquire(LockRequest.of("hung-2").waitAtMost(Duration.ofSeconds(60))));
+        awaitWaiterInDatabase("hung-2");
+        blocker.release();
+        HeldLock k2 = waited.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS); // on a dedicated, live connection
+        CompletableFuture<LockLostException> k2Lost = new CompletableFuture<>();
+        k2.onLost(k2Lost::complete);
+        // The hold-at-least has ended: its unlock has been sent into the blackhole and hangs there.
+        await().atMost(Duration.ofSeconds(10)).until(() -> proxy.stalledTransfers() > 0
+                && System.nanoTime() - releasedAt > TimeUnit.MILLISECONDS.toNanos(heldFor + 300));
+
+        terminateHolderOf("hung-2");
+
+        assertThat(k2Lost.get(HEARTBEAT.plus(PROMPTLY).toMillis(), TimeUnit.MILLISECONDS)).hasMessageContaining("session");
+    }
+
+    /**
+     * Issue 12, point 7: close() ends a wait even when it comes between the waiter's last check and
+     * the moment its statement reaches the server (before the fix, cancel() found nothing to cancel and
+     * the wait went on for its whole lock_timeout).
+     */
+    @Test
+    void closeEndsAWaitThatHasNotReachedTheServerYet() throws Exception {
+        LockClient a = newClient();
+        LockClient other = client();
+        other.acquire(LockRequest.of("not-yet"));
+        AtomicBoolean once = new AtomicBoolean();
+        ((AdvisoryLockClient) a).beforeWaitForTests = () -> {
+            if (once.compareAndSet(false, true)) {
+                new Thread(a::close, "closer").start();
+                await().atMost(PROMPTLY).until(() -> refusesAsClosed(a));
+            }
+        };
+
+        long start = System.nanoTime();
+        Throwable outcome = catchThrowable(() -> a.acquire(LockRequest.of("not-yet").waitAtMost(Duration.ofSeconds(30))));
+
+        assertThat(Duration.ofNanos(System.nanoTime() - start)).isLessThan(Duration.ofSeconds(15));
+        assertThat(outcome).isInstanceOf(IllegalStateException.class).hasMessageContaining("closed");
+        await().atMost(PROMPTLY).until(() -> waitersFor("not-yet") == 0);
+    }
+
+    /**
+     * Issue 12, point 7: a dedicated connection whose unlock finds no lock (here someone unlocked it
+     * behind the client's back) is still given back, not leaked.
+     */
+    @Test
+    void aDedicatedConnectionWhoseUnlockFindsNothingIsStillClosed() throws Exception {
+        List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
+        DataSource recording = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {DataSource.class}, (p, m, args) -> {
+                    Object result = m.invoke(pool, args);
+                    if (result instanceof Connection c) {
+                        handedOut.add(c);
+                    }
+                    return result;
+                });
+        CountingDataSource counting = new CountingDataSource(recording);
+        LockClient a = closeLater(builder(counting).lockSessions(1).build());
+        Connection blocker = closeLater(db.connect());
+        try (Statement st = blocker.createStatement()) {
+            st.execute("SELECT pg_advisory_lock(" + hasher.lockId("gone") + ")");
+        }
+        assertThat(a.tryAcquire(LockRequest.of("gone"))).isEmpty(); // found taken: the wait goes straight to its own connection
+        Future<?> releaser = threads.submit(() -> {
+            awaitWaiterInDatabase("gone");
+            try (Statement st = blocker.createStatement()) {
+                st.execute("SELECT pg_advisory_unlock(" + hasher.lockId("gone") + ")");
+            }
+            return null;
+        });
+        HeldLock held = a.acquire(LockRequest.of("gone").waitAtMost(Duration.ofSeconds(60)));
+        releaser.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        int open = counting.openConnections();
+        try (Statement st = handedOut.get(handedOut.size() - 1).createStatement()) {
+            st.execute("SELECT pg_advisory_unlock_all()");
+        }
+
+        held.release();
+
+        assertThat(counting.openConnections()).as("the dedicated connection was given back").isEqualTo(open - 1);
+    }
+
+    /** Issue 12, point 9: an interrupt while waiting for a pooled connection ends as not acquired. */
+    @Test
+    void anInterruptWhileBorrowingAConnectionIsNotAcquiredAndKeepsTheFlag() throws Exception {
+        HikariDataSource small = closeLater(db.pooledDataSource(2));
+        LockClient a = closeLater(builder(small).lockSessions(1).connectionWaitTimeout(Duration.ofSeconds(20)).build());
+        LockClient other = client();
+        other.acquire(LockRequest.of("busy-pool"));
+        assertThat(a.tryAcquire(LockRequest.of("busy-pool"))).isEmpty(); // found taken: the wait borrows at once
+        try (Connection hog = small.getConnection()) {
+            AtomicReference<Throwable> outcome = new AtomicReference<>();
+            AtomicBoolean flagKept = new AtomicBoolean();
+            Thread waiter = new Thread(() -> {
+                outcome.set(catchThrowable(
+                        () -> a.acquire(LockRequest.of("busy-pool").waitAtMost(Duration.ofSeconds(30)))));
+                flagKept.set(Thread.currentThread().isInterrupted());
+            });
+            waiter.start();
+            await().atMost(PROMPTLY).until(() -> waiter.getState() == Thread.State.TIMED_WAITING);
+            waiter.interrupt();
+            waiter.join(PROMPTLY.toMillis());
+            assertThat(outcome.get()).isInstanceOf(LockNotAcquiredException.class).hasMessageContaining("interrupted");
+            assertThat(flagKept).isTrue();
+            assertThat(hog.isValid(1)).isTrue();
+        }
+    }
+
+    /** Issue 12, point 9: a server statement_timeout shorter than the wait ends the wait as not acquired. */
+    @Test
+    void aServerStatementTimeoutShorterThanTheWaitIsNotAcquiredAndLeavesNothing() throws Exception {
+        org.postgresql.ds.PGSimpleDataSource limited = new org.postgresql.ds.PGSimpleDataSource();
+        limited.setURL(db.jdbcUrl());
+        limited.setUser(db.user());
+        limited.setPassword(db.password());
+        limited.setOptions("-c statement_timeout=300");
+        LockClient a = closeLater(builder(limited).build());
+        LockClient other = client();
+        other.acquire(LockRequest.of("slow-server"));
+
+        assertThat(a.tryAcquire(LockRequest.of("slow-server").waitAtMost(Duration.ofSeconds(5)))).isEmpty();
+        assertThat(heldInDatabase(List.of("slow-server"))).as("only the holder's lock").isEqualTo(1);
+    }
+
+    /** Issue 12, point 9: the advisory fencing sequence is checked for CACHE as the lease one is. */
+    @Test
+    void aCachedFencingSequenceIsRefusedAtBuild() throws Exception {
+        String sequence = PgTestDatabase.uniqueName("cached");
+        try (Connection c = db.connect(); Statement st = c.createStatement()) {
+            st.execute("CREATE SEQUENCE " + sequence + " CACHE 20");
+        }
+        try {
+            assertThatThrownBy(() -> builder(pool).fencingTokens(true).fencingSequence(sequence).build())
+                    .isInstanceOf(IllegalStateException.class).hasMessageContaining("CACHE 1")
+                    .hasMessageContaining(sequence);
+        } finally {
+            try (Connection c = db.connect(); Statement st = c.createStatement()) {
+                st.execute("DROP SEQUENCE " + sequence);
+            }
+        }
+    }
+
+    /**
+     * Issue 12, point 11: behind transaction pooling (statements reach whichever server session is
+     * free) an advisory client refuses, naming the cause and the ways out, and leaves no lock on any
+     * server session. Before the fix it took locks on whichever session the statement reached.
+     */
+    @Test
+    void transactionPoolingIsRefusedAndLeavesNoLockOnAnyServerSession() throws Exception {
+        TransactionPoolingDataSource pooled = closeLater(new TransactionPoolingDataSource(db.simpleDataSource(), 3));
+        CountingDataSource counting = new CountingDataSource(pooled);
+        LockClient a = builder(counting).build();
+
+        assertThatThrownBy(() -> a.tryAcquire(LockRequest.of("pooled"))).isInstanceOf(LockDatabaseException.class)
+                .hasMessageContaining("transaction pooling").hasMessageContaining("lease mode");
+        assertThatThrownBy(() -> a.acquire(LockRequest.of("pooled-2").waitAtMost(Duration.ofSeconds(1))))
+                .isInstanceOf(IllegalStateException.class).hasMessageContaining("transaction pooling");
+        assertThat(heldInDatabase(List.of("pooled", "pooled-2"))).as("no server session holds a lock").isZero();
+        assertThat(pooled.usedBackends()).hasSizeGreaterThan(1);
+        a.close();
+        assertThat(counting.openConnections()).as("every connection was given back").isZero();
     }
 }

@@ -23,6 +23,8 @@ import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.sql.SQLException;
 import java.sql.Statement;
+import java.sql.Timestamp;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
@@ -46,7 +48,12 @@ class LeaseLockClientTest extends LockClientContractTest {
     private static final Duration LONG_LEASE = Duration.ofSeconds(30);
     /** The statement a waiter runs once it listens, and again on each wake-up. */
     private static final String WAITER_SQL = "claim AS (";
-    private static final String HEARTBEAT_SQL = "WITH mine AS";
+    private static final String HEARTBEAT_SQL = "h.lease_millis";
+
+    /** A row's holders include an acquisition of the owner bound to ?: each entry is owner#n. */
+    private static final String HELD_BY = "EXISTS (SELECT FROM unnest(holders) AS h WHERE starts_with(h, ? || '#'))";
+    /** A lease short enough for a test to outlast, longer than two heartbeats. */
+    private static final Duration SHORT_LEASE = Duration.ofSeconds(1);
 
     private final PgTestDatabase db = PgTestDatabase.get();
     private final String table = PgTestDatabase.uniqueName("pglock_test");
@@ -83,6 +90,15 @@ class LeaseLockClientTest extends LockClientContractTest {
     @Override
     protected LockClient newClient() {
         return builder(counting).build();
+    }
+
+    @Override
+    protected LockClient newClient(TcpProxy proxy) {
+        return builder(closeLater(db.pooledDataSource(proxy, 16))).build();
+    }
+
+    private LeaseLockClient shortLeaseClient() {
+        return (LeaseLockClient) closeLater(builder(counting).lease(SHORT_LEASE).build());
     }
 
     @Override
@@ -135,7 +151,7 @@ class LeaseLockClientTest extends LockClientContractTest {
         counting.clearExecuted();
         HeldLock held = a.tryAcquire(LockRequest.of("one-statement")).orElseThrow();
         assertThat(withoutHeartbeats()).hasSize(1).allSatisfy(sql -> assertThat(sql).startsWith("INSERT INTO"));
-        assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key = 'one-statement' AND ? = ANY (holders)",
+        assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key = 'one-statement' AND " + HELD_BY,
                 a.owner())).isEqualTo(1);
         counting.clearExecuted();
         held.release();
@@ -208,7 +224,7 @@ class LeaseLockClientTest extends LockClientContractTest {
                 .isLessThanOrEqualTo(elapsedMillis / HEARTBEAT.toMillis() + 2);
         assertThat(counting.executed()).as("nothing else ran").allSatisfy(sql -> assertThat(sql).contains(HEARTBEAT_SQL));
         assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key LIKE 'many:%' AND record_version >= 3"
-                + " AND ? = ANY (holders)", a.owner())).as("every one of the 100 rows was renewed").isEqualTo(100);
+                + " AND " + HELD_BY, a.owner())).as("every one of the 100 rows was renewed").isEqualTo(100);
     }
 
     @Test
@@ -238,7 +254,7 @@ class LeaseLockClientTest extends LockClientContractTest {
         HeldLock taken = b.tryAcquire(LockRequest.of("guarded")).orElseThrow();
 
         assertThat(held.release()).isTrue(); // a still believed it held the lock
-        assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key = 'guarded' AND holders = ARRAY[?::text]"
+        assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key = 'guarded' AND cardinality(holders) = 1 AND " + HELD_BY
                 + " AND expires_at > now()", b.owner())).as("b's row is untouched").isEqualTo(1);
         assertThat(a.tryAcquire(LockRequest.of("guarded"))).isEmpty();
         assertThat(taken.isHeld()).isTrue();
@@ -693,5 +709,270 @@ class LeaseLockClientTest extends LockClientContractTest {
         held.release();
         waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
         assertThat(direct.executed()).containsExactly("LISTEN \"" + table + "\"");
+    }
+
+    /**
+     * Issue 12, point 1: A reads K shared beside C; A is paused past its trust, so it declares K lost
+     * and queues the release; A resumes and at once joins K again; then the queued release runs. It must
+     * not remove A's new hold: before the fix it did (releases matched the owner alone), and once C
+     * left, a writer got K while A still read.
+     */
+    @Test
+    void aLateReleaseOfAnUntrustedSharedHoldNeverRemovesTheRejoin() throws Exception {
+        LeaseLockClient a = shortLeaseClient();
+        LockClient c = client();
+        LockClient writer = client();
+        HeldLock cReads = c.acquire(LockRequest.of("K").shared());
+        HeldLock aReads = a.acquire(LockRequest.of("K").shared());
+        CompletableFuture<LockLostException> lost = new CompletableFuture<>();
+        aReads.onLost(lost::complete);
+        List<Runnable> parked = new java.util.concurrent.CopyOnWriteArrayList<>();
+        a.untrustedReleases = parked::add;
+
+        a.heartbeatsPausedForTests = true; // no heartbeat confirms A's lease, as when A is paused
+        lost.get(10, TimeUnit.SECONDS); // A stops trusting K when its trust runs out
+        a.heartbeatsPausedForTests = false;
+        assertThat(parked).as("the release of the untrusted hold is queued").hasSize(1);
+        HeldLock again = a.acquire(LockRequest.of("K").shared()); // joins C's row again
+        parked.forEach(Runnable::run); // the late release
+        cReads.release();
+
+        assertThat(again.isHeld()).isTrue();
+        assertThat(writer.tryAcquire(LockRequest.of("K"))).as("A still reads K").isEmpty();
+        again.release();
+        assertThat(writer.tryAcquire(LockRequest.of("K"))).isPresent();
+    }
+
+    /**
+     * Issue 12, point 1, exclusive: A stops trusting X, the lease ends, A takes X again, then the release
+     * queued for the first acquisition runs. It must leave the new acquisition's row alone.
+     */
+    @Test
+    void aLateReleaseOfAnUntrustedExclusiveHoldNeverEmptiesTheRetake() throws Exception {
+        LeaseLockClient a = shortLeaseClient();
+        LockClient writer = client();
+        HeldLock first = a.acquire(LockRequest.of("X"));
+        CompletableFuture<LockLostException> lost = new CompletableFuture<>();
+        first.onLost(lost::complete);
+        List<Runnable> parked = new java.util.concurrent.CopyOnWriteArrayList<>();
+        a.untrustedReleases = parked::add;
+
+        a.heartbeatsPausedForTests = true;
+        lost.get(10, TimeUnit.SECONDS);
+        await().atMost(Duration.ofSeconds(10)).until(() -> leaseLeftMillis("X") <= 0);
+        a.heartbeatsPausedForTests = false;
+        assertThat(parked).hasSize(1);
+        HeldLock retake = a.acquire(LockRequest.of("X").waitAtMost(Duration.ofSeconds(10)));
+        parked.forEach(Runnable::run);
+
+        assertThat(retake.isHeld()).isTrue();
+        assertThat(writer.tryAcquire(LockRequest.of("X"))).as("the retake still holds X").isEmpty();
+        assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key = 'X' AND cardinality(holders) = 1"
+                + " AND expires_at > now()")).isEqualTo(1);
+    }
+
+    /**
+     * Issue 12, point 3: a shared lock this client no longer trusts (its lease ran out while the
+     * process was paused, and a writer took the key) must not be joined by another thread here.
+     */
+    @Test
+    void aSharedLockNoLongerTrustedIsNotJoined() throws Exception {
+        LeaseLockClient a = shortLeaseClient();
+        LockClient writer = client();
+        a.acquire(LockRequest.of("J").shared());
+        a.heartbeatsPausedForTests = true; // paused: no heartbeat, and no timer finds the lease untrusted
+        a.trustChecksPausedForTests = true;
+        await().atMost(Duration.ofSeconds(10)).until(() -> leaseLeftMillis("J") <= 0);
+        HeldLock writes = writer.acquire(LockRequest.of("J").waitAtMost(Duration.ofSeconds(10)));
+
+        java.util.Optional<HeldLock> joined = threads.submit(() -> a.tryAcquire(LockRequest.of("J").shared()))
+                .get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+
+        assertThat(joined).as("the writer holds J").isEmpty();
+        assertThat(writes.isHeld()).isTrue();
+    }
+
+    /**
+     * Issue 12, point 3: a grant that comes back so late that its lease can no longer be trusted
+     * (here: until another client took the key) is never returned.
+     */
+    @Test
+    void aGrantWhoseTrustRanOutBeforeItWasReturnedIsNeverReturned() throws Exception {
+        LeaseLockClient a = shortLeaseClient();
+        LockClient writer = client();
+        AtomicBoolean once = new AtomicBoolean();
+        AtomicReference<HeldLock> writes = new AtomicReference<>();
+        a.afterGrantHookForTests(() -> {
+            if (once.compareAndSet(false, true)) {
+                await().atMost(Duration.ofSeconds(10)).until(() -> leaseLeftMillis("slow") <= 0);
+                writes.set(writer.acquire(LockRequest.of("slow").waitAtMost(Duration.ofSeconds(10))));
+            }
+        });
+
+        java.util.Optional<HeldLock> got = a.tryAcquire(LockRequest.of("slow"));
+
+        assertThat(once).isTrue();
+        assertThat(got).as("the writer holds it now").isEmpty();
+        assertThat(writes.get().isHeld()).isTrue();
+    }
+
+    /**
+     * Issue 12, point 6: A's bulk release (close) and B's heartbeat lock the same two rows. Before the
+     * fix the release locked them in whatever order its array had and the heartbeat in key order, so
+     * with B queued first on the lower key they deadlocked (SQLState 40P01).
+     */
+    @Test
+    void aBulkReleaseAndAnotherClientsHeartbeatNeverDeadlock() throws Exception {
+        String low = null;
+        String high = null;
+        for (int i = 10; low == null; i++) {
+            String x = "dl" + i;
+            String y = "dl" + (i + 1);
+            java.util.Map<String, Integer> order = new java.util.HashMap<>();
+            order.put(x, 1);
+            order.put(y, 1);
+            if (order.keySet().iterator().next().equals(y)) { // iterated high first, as close() lists them
+                low = x;
+                high = y;
+            }
+        }
+        LeaseLockClient a = (LeaseLockClient) builder(counting).build();
+        LockClient b = client();
+        for (String key : List.of(high, low)) { // rows stored high first too: a table scan meets high first
+            a.acquire(LockRequest.of(key).shared());
+            b.acquire(LockRequest.of(key).shared());
+        }
+        a.heartbeatsPausedForTests = true; // only B's heartbeat and A's release compete
+        long deadlocksBefore = counting.failuresWithState("40P01");
+        Future<?> closing;
+        try (Connection locker = db.connect(); PreparedStatement ps = locker.prepareStatement(
+                "SELECT 1 FROM " + table + " WHERE lock_key = ? FOR UPDATE")) {
+            locker.setAutoCommit(false);
+            ps.setString(1, low);
+            ps.execute(); // holds the low row: B's heartbeat queues on it first
+            await().atMost(Duration.ofSeconds(10)).until(() -> lockWaits(HEARTBEAT_SQL) >= 1);
+            closing = threads.submit(() -> a.close());
+            await().atMost(Duration.ofSeconds(10)).until(() -> lockWaits("pg_notify") >= 1);
+            locker.commit();
+        }
+        closing.get(30, TimeUnit.SECONDS);
+        long heartbeats = counting.executedContaining(HEARTBEAT_SQL);
+        await().atMost(Duration.ofSeconds(10)).until(() -> counting.executedContaining(HEARTBEAT_SQL) >= heartbeats + 2);
+
+        assertThat(counting.failuresWithState("40P01") - deadlocksBefore).as("deadlocks").isZero();
+        assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE " + HELD_BY, a.owner()))
+                .as("A released both").isZero();
+    }
+
+    /** How many statements containing {@code fragment} wait for a lock now. */
+    private long lockWaits(String fragment) throws SQLException {
+        return queryLong("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE ?",
+                "%" + fragment + "%");
+    }
+
+    /**
+     * Issue 12, point 7: a lease waiter interrupted while it waits for LISTEN to be in place is not left
+     * registered (before the fix it stayed, and kept the LISTEN connection busy for nothing).
+     */
+    @Test
+    void anInterruptedWaiterIsUnregistered() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        proxy.setPaused(true); // LISTEN cannot be set up: the waiter waits for it
+        org.postgresql.ds.PGSimpleDataSource listen = new org.postgresql.ds.PGSimpleDataSource();
+        listen.setURL(proxy.jdbcUrl(db.jdbcUrl()));
+        listen.setUser(db.user());
+        listen.setPassword(db.password());
+        LeaseLockClient a = (LeaseLockClient) closeLater(builder(counting).listenDataSource(listen)
+                .connectionWaitTimeout(Duration.ofSeconds(30)).build());
+        LockClient other = client();
+        other.acquire(LockRequest.of("interrupted"));
+        AtomicReference<Throwable> outcome = new AtomicReference<>();
+        Thread waiter = new Thread(() -> outcome.set(org.assertj.core.api.Assertions.catchThrowable(
+                () -> a.acquire(LockRequest.of("interrupted").waitAtMost(Duration.ofSeconds(60))))));
+        waiter.start();
+        await().atMost(PROMPTLY).until(() -> a.listenerWaiters() == 1 && waiter.getState() == Thread.State.TIMED_WAITING);
+
+        waiter.interrupt();
+        waiter.join(PROMPTLY.toMillis());
+
+        assertThat(outcome.get()).isInstanceOf(LockNotAcquiredException.class);
+        assertThat(a.listenerWaiters()).isZero();
+        proxy.setPaused(false);
+    }
+
+    /**
+     * Issue 12, point 10: inside a transaction that began long before the statement, now() is the
+     * transaction's start; a lease computed from it would end before its holder stops trusting it.
+     * Every lease statement reads the clock at the statement.
+     */
+    @Test
+    void leasesAreComputedFromTheClockAtTheStatementEvenInsideALongTransaction() throws Exception {
+        client().tryAcquire(LockRequest.of("create-the-table")).orElseThrow().release();
+        Timestamp transactionStart;
+        try (Connection raw = db.connect()) {
+            try (Statement st = raw.createStatement()) {
+                st.execute("BEGIN");
+            }
+            transactionStart = queryTimestamp(raw, "SELECT now()");
+            await().atMost(Duration.ofSeconds(10)).until(
+                    () -> queryTimestamp(raw, "SELECT clock_timestamp()").getTime() - transactionStart.getTime() > 1200);
+            DataSource inTransaction = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                    new Class<?>[] {DataSource.class}, (p, m, args) -> m.getName().equals("getConnection")
+                            ? java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                                    new Class<?>[] {Connection.class}, (cp, cm, cargs) ->
+                                            cm.getName().equals("close") || cm.getName().equals("abort") ? null
+                                                    : invoke(raw, cm, cargs))
+                            : null);
+            LockClient x = builder(inTransaction).lockSessions(1).build();
+            x.tryAcquire(LockRequest.of("clock").leaseFor(Duration.ofSeconds(3))).orElseThrow();
+            try (Statement st = raw.createStatement()) {
+                st.execute("COMMIT");
+            }
+            assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key = 'clock'"
+                    + " AND expires_at - acquired_at = interval '3 seconds'")).isEqualTo(1);
+            x.close();
+        }
+        Timestamp acquired;
+        try (Connection c = db.connect()) {
+            acquired = queryTimestamp(c, "SELECT acquired_at FROM " + table + " WHERE lock_key = 'clock'");
+        }
+        assertThat(acquired.getTime() - transactionStart.getTime()).as("ms from the transaction's start to the"
+                + " acquisition").isGreaterThan(1200);
+        // The static check: no lease statement reads now().
+        for (java.lang.reflect.Field field : LeaseLockClient.class.getDeclaredFields()) {
+            if (field.getType() == String.class && java.lang.reflect.Modifier.isStatic(field.getModifiers())) {
+                field.setAccessible(true);
+                assertThat((String) field.get(null)).as(field.getName()).doesNotContain("now()");
+            }
+        }
+    }
+
+    private static Object invoke(Object target, java.lang.reflect.Method method, Object[] args) throws Throwable {
+        try {
+            return method.invoke(target, args);
+        } catch (java.lang.reflect.InvocationTargetException e) {
+            throw e.getCause();
+        }
+    }
+
+    private static Timestamp queryTimestamp(Connection c, String sql) throws SQLException {
+        try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery(sql)) {
+            rs.next();
+            return rs.getTimestamp(1);
+        }
+    }
+
+    /** Issue 12, point 8: a re-entry cannot change the lease or the data of the acquisition it shares. */
+    @Test
+    void aReentryThatAsksForAnotherLeaseOrOtherDataIsRefused() {
+        LockClient a = client();
+        HeldLock outer = a.acquire(LockRequest.of("rl").leaseFor(Duration.ofSeconds(10))
+                .data("x".getBytes(StandardCharsets.UTF_8)));
+        assertThatThrownBy(() -> a.acquire(LockRequest.of("rl").leaseFor(Duration.ofSeconds(20))))
+                .isInstanceOf(IllegalStateException.class).hasMessageContaining("leaseFor").hasMessageContaining("PT20S");
+        assertThatThrownBy(() -> a.acquire(LockRequest.of("rl").data("y".getBytes(StandardCharsets.UTF_8))))
+                .isInstanceOf(IllegalStateException.class).hasMessageContaining("data");
+        a.acquire(LockRequest.of("rl").leaseFor(Duration.ofSeconds(10))).release();
+        assertThat(outer.isHeld()).isTrue();
     }
 }
