@@ -108,6 +108,88 @@ abstract class DistributedLockIntegrationTest {
         }
     }
 
+    private static void awaitQuietly(CountDownLatch latch) {
+        try {
+            latch.await();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    /**
+     * Issue 12, point 12: two contexts as two replicas. Closing the first while its locked work runs
+     * must not let the second in before that work has finished (before the fix, the second got the key
+     * about 1.7 s before the first's method ended: a double holder on every rolling deploy).
+     */
+    @Test
+    void closingTheContextWaitsForLockedWorkBeforeAnotherReplicaGetsTheKey() {
+        runner().run(context -> {
+            LockTemplate template = context.getBean(LockTemplate.class);
+            LockClient replicaB = otherReplica(null);
+            CountDownLatch inside = new CountDownLatch(1);
+            CountDownLatch finish = new CountDownLatch(1);
+            java.util.concurrent.atomic.AtomicLong finishedAt = new java.util.concurrent.atomic.AtomicLong();
+            Future<?> work = threads.submit(() -> template.execute("deploy", lock -> {
+                inside.countDown();
+                awaitQuietly(finish);
+                lock.assertHeld();
+                finishedAt.set(System.nanoTime());
+                return null;
+            }));
+            assertThat(inside.await(10, TimeUnit.SECONDS)).isTrue();
+            Future<?> closing = threads.submit(context::close);
+            Future<Long> bGotIt = threads.submit(() -> {
+                replicaB.acquire(LockRequest.of("deploy").waitAtMost(Duration.ofSeconds(60)));
+                return System.nanoTime();
+            });
+            await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> assertThatThrownBy(
+                    () -> template.tryRun("another-key", () -> { })).isInstanceOf(IllegalStateException.class));
+            assertThat(closing).as("the context waits for the locked work").isNotDone();
+            assertThat(bGotIt).isNotDone();
+
+            finish.countDown();
+            work.get(10, TimeUnit.SECONDS);
+            closing.get(10, TimeUnit.SECONDS);
+            assertThat(bGotIt.get(10, TimeUnit.SECONDS)).as("replica B got the key after the work finished")
+                    .isGreaterThan(finishedAt.get());
+        });
+    }
+
+    /**
+     * Issue 12, point 12: work still holding its lock when the shutdown phase runs out is told it lost
+     * the lock before the other replica can get it.
+     */
+    @Test
+    void lockedWorkStillRunningAtTheShutdownDeadlineIsToldBeforeTheKeyIsFreed() {
+        runner().withPropertyValues("spring.lifecycle.timeout-per-shutdown-phase=1s").run(context -> {
+            LockTemplate template = context.getBean(LockTemplate.class);
+            LockClient replicaB = otherReplica(null);
+            CountDownLatch inside = new CountDownLatch(1);
+            CountDownLatch finish = new CountDownLatch(1);
+            java.util.concurrent.atomic.AtomicLong toldAt = new java.util.concurrent.atomic.AtomicLong();
+            Future<Throwable> work = threads.submit(() -> org.assertj.core.api.Assertions.catchThrowable(
+                    () -> template.execute("stuck", lock -> {
+                        lock.onLost(e -> toldAt.set(System.nanoTime()));
+                        inside.countDown();
+                        awaitQuietly(finish);
+                        lock.assertHeld();
+                        return null;
+                    })));
+            assertThat(inside.await(10, TimeUnit.SECONDS)).isTrue();
+            Future<Long> bGotIt = threads.submit(() -> {
+                replicaB.acquire(LockRequest.of("stuck").waitAtMost(Duration.ofSeconds(60)));
+                return System.nanoTime();
+            });
+
+            context.close();
+
+            long got = bGotIt.get(10, TimeUnit.SECONDS);
+            assertThat(toldAt.get()).as("the work was told").isPositive().isLessThan(got);
+            finish.countDown();
+            assertThat(work.get(10, TimeUnit.SECONDS)).isInstanceOf(dev.pglock.core.LockLostException.class);
+        });
+    }
+
     @Test
     void aSpelKeyLocksPerArgumentValue() {
         runner().run(context -> {

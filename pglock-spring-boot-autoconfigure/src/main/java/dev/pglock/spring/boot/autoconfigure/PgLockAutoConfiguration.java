@@ -4,6 +4,7 @@ import dev.pglock.core.LockClient;
 import dev.pglock.spring.DistributedLockAdvisor;
 import dev.pglock.spring.LockDefaults;
 import dev.pglock.spring.LockTemplate;
+import java.time.Duration;
 import javax.sql.DataSource;
 import org.springframework.beans.factory.ObjectProvider;
 import org.springframework.beans.factory.config.BeanDefinition;
@@ -36,9 +37,13 @@ public final class PgLockAutoConfiguration {
     @ConditionalOnMissingBean
     @ConditionalOnBean(DataSource.class)
     PgLockClients pgLockClients(PgLockProperties properties, @PgLockDataSource ObjectProvider<DataSource> lockDataSource,
-            ObjectProvider<DataSource> dataSource) {
+            ObjectProvider<DataSource> dataSource, Environment environment) {
         PgLockPropertiesValidator.validate(properties);
-        return new PgLockClients(properties, lockDataSource.getIfAvailable(dataSource::getObject));
+        // Running work gets most of the shutdown phase to release its locks; the rest is for closing.
+        Duration phase = Binder.get(environment).bind("spring.lifecycle.timeout-per-shutdown-phase", Duration.class)
+                .orElse(Duration.ofSeconds(30));
+        return new PgLockClients(properties, lockDataSource.getIfAvailable(dataSource::getObject),
+                phase.multipliedBy(9).dividedBy(10));
     }
 
     @Bean(destroyMethod = "") // PgLockClients closes it

@@ -3,30 +3,58 @@ package dev.pglock.spring.boot.autoconfigure;
 import dev.pglock.core.LockClient;
 import dev.pglock.core.LockMode;
 import dev.pglock.core.PgLock;
+import java.time.Duration;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import javax.sql.DataSource;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import org.springframework.beans.factory.DisposableBean;
+import org.springframework.context.SmartLifecycle;
 
 /**
  * The lock clients of the application, one per mode, built from {@code pglock.*} when first needed:
  * the configured mode's at start-up, the other only if a {@code @DistributedLock(mode = ...)} or
- * {@code LockTemplate.inMode(...)} asks for it. Closes them when the context closes.
+ * {@code LockTemplate.inMode(...)} asks for it.
+ *
+ * <p>A lifecycle bean: when the context closes it stops them gracefully (see
+ * {@link LockClient#close(Duration)}). They stop granting at once; the locks still held by running
+ * work (a locked method, a {@code LockTemplate} callback, a {@code @Scheduled} job) stay held until
+ * that work releases them, within {@code spring.lifecycle.timeout-per-shutdown-phase}; a lock still
+ * held after that is reported lost to its holder ({@code onLost}, {@code assertHeld()} throws) before
+ * it is released. So a rolling deploy never lets another replica in under work that still runs.
+ * Its phase, {@link #PHASE}, comes after the web server's graceful shutdown, so requests that the
+ * server lets finish can still take locks.
  */
-public class PgLockClients implements DisposableBean {
+public class PgLockClients implements SmartLifecycle, DisposableBean {
+
+    /** Below the web server's graceful shutdown ({@code DEFAULT_PHASE - 1024}) and stop ({@code - 2048}). */
+    public static final int PHASE = SmartLifecycle.DEFAULT_PHASE - 4096;
 
     private static final Logger log = LoggerFactory.getLogger(PgLockClients.class);
 
     private final PgLockProperties properties;
     private final DataSource dataSource;
     private final Map<LockMode, LockClient> clients = new ConcurrentHashMap<>();
+    /** How long stopping waits for running work to release its locks. */
+    private final Duration shutdownTimeout;
     private volatile boolean closed;
+    private volatile boolean running;
 
+    /** Clients that close at once when the context closes (no grace period). */
     public PgLockClients(PgLockProperties properties, DataSource dataSource) {
+        this(properties, dataSource, Duration.ZERO);
+    }
+
+    /**
+     * Clients that, when the context closes, wait up to {@code shutdownTimeout} for running work to
+     * release its locks (the auto-configuration passes 90% of
+     * {@code spring.lifecycle.timeout-per-shutdown-phase}, so the phase ends in time).
+     */
+    public PgLockClients(PgLockProperties properties, DataSource dataSource, Duration shutdownTimeout) {
         this.properties = properties;
         this.dataSource = dataSource;
+        this.shutdownTimeout = shutdownTimeout;
     }
 
     /**
@@ -64,11 +92,53 @@ public class PgLockClients implements DisposableBean {
     }
 
     @Override
+    public void start() {
+        running = true;
+    }
+
+    @Override
+    public boolean isRunning() {
+        return running;
+    }
+
+    @Override
+    public int getPhase() {
+        return PHASE;
+    }
+
+    /** Stops the clients gracefully on a thread of its own, so other beans of the phase stop meanwhile. */
+    @Override
+    public void stop(Runnable callback) {
+        running = false;
+        Thread stopping = new Thread(() -> {
+            try {
+                closeAll(shutdownTimeout);
+            } finally {
+                callback.run();
+            }
+        }, "pglock-shutdown");
+        stopping.setDaemon(true);
+        stopping.start();
+    }
+
+    @Override
+    public void stop() {
+        running = false;
+        closeAll(shutdownTimeout);
+    }
+
+    /** Closes whatever stopping left open (nothing, unless the context never started), at once. */
+    @Override
     public void destroy() {
+        closeAll(Duration.ZERO);
+    }
+
+    private void closeAll(Duration timeout) {
         closed = true;
+        long deadline = System.nanoTime() + timeout.toNanos();
         for (LockClient client : clients.values()) {
             try {
-                client.close();
+                client.close(Duration.ofNanos(Math.max(0, deadline - System.nanoTime())));
             } catch (RuntimeException e) {
                 log.warn("closing the {} lock client failed", client.mode(), e);
             }
