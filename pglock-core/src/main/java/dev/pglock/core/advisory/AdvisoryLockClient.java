@@ -48,48 +48,71 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     // Session-level advisory locks: held until unlocked or until the session ends, whatever happens
     // to transactions. The key is the bigint from AdvisoryKeyHasher, always bound as a parameter.
     //
-    // Every statement that takes or drops a lock names the backend it must run on (the session's pid)
-    // and does nothing on any other, and returns the pid it ran on. Behind a pooler that multiplexes
-    // sessions (PgBouncer in transaction pooling) a statement can reach another server session, where
-    // a lock would be taken or dropped on the wrong session: this way none is, and the client notices
-    // at the first such statement, at no extra round trip (see multiplexed()).
-    // Columns: granted (null when it ran on another backend), token (null without fencing), pid.
-    private static final String TRY_LOCK = "SELECT CASE WHEN pg_backend_pid() = ? THEN pg_try_advisory_lock(?) END,"
-            + " NULL::bigint, pg_backend_pid()";
-    private static final String TRY_LOCK_SHARED = "SELECT CASE WHEN pg_backend_pid() = ?"
-            + " THEN pg_try_advisory_lock_shared(?) END, NULL::bigint, pg_backend_pid()";
+    // Whose backend: a session claims its backend when it opens, by writing a random token into the
+    // session setting pglock.session (CLAIM_BACKEND), and every statement that takes or drops a lock
+    // first reads that setting (OWN, in a subquery, so every expression of the statement sees the same
+    // answer) and does nothing unless it finds the session's own token. Behind a pooler that
+    // multiplexes sessions (PgBouncer in transaction pooling) a statement can reach another server
+    // session, or two clients' sessions can share one; a pid check alone misses the second case, where
+    // a lock would stack on a backend that already holds it for someone else. This way no lock is ever
+    // taken or dropped on a backend that is not the session's own, and the client notices at the first
+    // such statement, at no extra round trip (see multiplexed()). Each statement also returns the pid
+    // it ran on, for the message.
+    private static final String OWN = " FROM (SELECT current_setting('pglock.session', true) = ? AS mine,"
+            + " pg_backend_pid() AS pid OFFSET 0) AS s";
+    // Claims the backend unless another lock session has (then its token stays). Parameter: token.
+    // Columns: pid, the token found before (null or empty: nobody's).
+    private static final String CLAIM_BACKEND = "SELECT s.pid, s.token,"
+            + " set_config('pglock.session', coalesce(nullif(s.token, ''), ?), false)"
+            + " FROM (SELECT pg_backend_pid() AS pid, current_setting('pglock.session', true) AS token OFFSET 0) AS s";
+    // Columns: granted (null when the backend is not the session's), token (null without fencing),
+    // pid. Parameters: [sequence,] lock id, token.
+    private static final String TRY_LOCK = "SELECT CASE WHEN s.mine THEN pg_try_advisory_lock(?) END, NULL::bigint,"
+            + " s.pid" + OWN;
+    private static final String TRY_LOCK_SHARED = "SELECT CASE WHEN s.mine THEN pg_try_advisory_lock_shared(?) END,"
+            + " NULL::bigint, s.pid" + OWN;
     // With fencing tokens: nextval only after the lock was granted, so tokens follow the order in which
-    // holders got the lock. OFFSET 0 keeps the try a subquery evaluated once per row.
+    // holders got the lock. OFFSET 0 keeps the try a subquery evaluated once.
     private static final String TRY_LOCK_FENCED = "SELECT granted, CASE WHEN granted THEN nextval(?::regclass) END, pid"
-            + " FROM (SELECT CASE WHEN pg_backend_pid() = ? THEN pg_try_advisory_lock(?) END AS granted,"
-            + " pg_backend_pid() AS pid OFFSET 0) AS attempt";
+            + " FROM (SELECT CASE WHEN s.mine THEN pg_try_advisory_lock(?) END AS granted, s.pid" + OWN
+            + " OFFSET 0) AS attempt";
     private static final String TRY_LOCK_SHARED_FENCED = "SELECT granted, CASE WHEN granted THEN nextval(?::regclass)"
-            + " END, pid FROM (SELECT CASE WHEN pg_backend_pid() = ? THEN pg_try_advisory_lock_shared(?) END AS granted,"
-            + " pg_backend_pid() AS pid OFFSET 0) AS attempt";
+            + " END, pid FROM (SELECT CASE WHEN s.mine THEN pg_try_advisory_lock_shared(?) END AS granted, s.pid" + OWN
+            + " OFFSET 0) AS attempt";
     // Waiting: one round trip of several statements. The driver sends them before one Sync, so they
-    // share an implicit transaction: set_config(..., true) sets lock_timeout for that transaction
-    // only, and it reverts by itself whether the lock came or the timeout fired (SQLState 55P03).
-    // The lock is session-level and outlives that transaction. lock_timeout covers every statement
-    // of the transaction, so 55P03 can come after the grant (PostgreSQL can also grant at the instant
-    // the timeout fires): a failed wait always cleans its connection. Parameters: timeout, lock id,
-    // pid [, pid, sequence]. The last statement answers (pid, token).
+    // share an implicit transaction (and reach one backend, even through a pooler): set_config(...,
+    // true) sets lock_timeout for that transaction only, and it reverts by itself whether the lock came
+    // or the timeout fired (SQLState 55P03). The lock is session-level and outlives that transaction.
+    // lock_timeout covers every statement of the transaction, so 55P03 can come after the grant
+    // (PostgreSQL can also grant at the instant the timeout fires): a failed wait always cleans its
+    // connection. Parameters: timeout, lock id, token, token [, token, sequence]. The last statement
+    // answers (pid, whether the backend is the session's, token).
     private static final String WAIT_LOCK = "SELECT set_config('lock_timeout', ?, true);"
-            + " SELECT pg_advisory_lock(?) WHERE pg_backend_pid() = ?; SELECT pg_backend_pid(), NULL::bigint";
+            + " SELECT pg_advisory_lock(?) WHERE current_setting('pglock.session', true) = ?;"
+            + " SELECT pg_backend_pid(), current_setting('pglock.session', true) = ?, NULL::bigint";
     private static final String WAIT_LOCK_SHARED = "SELECT set_config('lock_timeout', ?, true);"
-            + " SELECT pg_advisory_lock_shared(?) WHERE pg_backend_pid() = ?; SELECT pg_backend_pid(), NULL::bigint";
+            + " SELECT pg_advisory_lock_shared(?) WHERE current_setting('pglock.session', true) = ?;"
+            + " SELECT pg_backend_pid(), current_setting('pglock.session', true) = ?, NULL::bigint";
     private static final String WAIT_LOCK_FENCED = "SELECT set_config('lock_timeout', ?, true);"
-            + " SELECT pg_advisory_lock(?) WHERE pg_backend_pid() = ?;"
-            + " SELECT pg_backend_pid(), CASE WHEN pg_backend_pid() = ? THEN nextval(?::regclass) END";
+            + " SELECT pg_advisory_lock(?) WHERE current_setting('pglock.session', true) = ?;"
+            + " SELECT pg_backend_pid(), current_setting('pglock.session', true) = ?,"
+            + " CASE WHEN current_setting('pglock.session', true) = ? THEN nextval(?::regclass) END";
     private static final String WAIT_LOCK_SHARED_FENCED = "SELECT set_config('lock_timeout', ?, true);"
-            + " SELECT pg_advisory_lock_shared(?) WHERE pg_backend_pid() = ?;"
-            + " SELECT pg_backend_pid(), CASE WHEN pg_backend_pid() = ? THEN nextval(?::regclass) END";
-    // Columns: unlocked (null when it ran on another backend), pid.
-    private static final String UNLOCK = "SELECT CASE WHEN pg_backend_pid() = ? THEN pg_advisory_unlock(?) END,"
-            + " pg_backend_pid()";
-    private static final String UNLOCK_SHARED = "SELECT CASE WHEN pg_backend_pid() = ?"
-            + " THEN pg_advisory_unlock_shared(?) END, pg_backend_pid()";
-    private static final String UNLOCK_ALL = "SELECT CASE WHEN pg_backend_pid() = ? THEN pg_advisory_unlock_all() END";
-    private static final String BACKEND_PID = "SELECT pg_backend_pid()";
+            + " SELECT pg_advisory_lock_shared(?) WHERE current_setting('pglock.session', true) = ?;"
+            + " SELECT pg_backend_pid(), current_setting('pglock.session', true) = ?,"
+            + " CASE WHEN current_setting('pglock.session', true) = ? THEN nextval(?::regclass) END";
+    // Columns: unlocked (null when the backend is not the session's), pid, mine. A dedicated session
+    // (retire = true) also gives its backend back unclaimed, in the same statement. Parameters: lock
+    // id, retire, token.
+    private static final String UNLOCK = "SELECT CASE WHEN s.mine THEN pg_advisory_unlock(?) END, s.pid, s.mine,"
+            + " CASE WHEN s.mine AND ? THEN set_config('pglock.session', '', false) END" + OWN;
+    private static final String UNLOCK_SHARED = "SELECT CASE WHEN s.mine THEN pg_advisory_unlock_shared(?) END, s.pid,"
+            + " s.mine, CASE WHEN s.mine AND ? THEN set_config('pglock.session', '', false) END" + OWN;
+    // Before a session's connection goes back to its pool: nothing locked, backend unclaimed. Parameter: token.
+    private static final String UNLOCK_ALL = "SELECT CASE WHEN s.mine THEN pg_advisory_unlock_all() END,"
+            + " CASE WHEN s.mine THEN set_config('pglock.session', '', false) END" + OWN;
+    // The watchdog's check. Parameter: token. Columns: mine, pid.
+    private static final String CHECK = "SELECT s.mine, s.pid" + OWN;
     // pg_locks shows a bigint advisory key split in two (classid: high 32 bits, objid: low 32 bits,
     // objsubid = 1); advisory locks belong to one database, so only the current one is listed.
     private static final String LIST_LOCKS = "SELECT (l.classid::bigint << 32) | l.objid::bigint AS lock_id,"
@@ -142,7 +165,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         this.networkTimeout = heartbeatInterval.multipliedBy(2).compareTo(MIN_NETWORK_TIMEOUT) > 0
                 ? heartbeatInterval.multipliedBy(2) : MIN_NETWORK_TIMEOUT;
         this.networkTimeoutMillis = (int) Math.min(Integer.MAX_VALUE, networkTimeout.toMillis());
-        this.sessions = new SessionPool(dataSource, lockSessions, connectionWaitTimeout, networkTimeout, connector);
+        this.sessions = new SessionPool(dataSource, lockSessions, connectionWaitTimeout, networkTimeout, connector,
+                connection -> claimBackend(connection, false));
     }
 
     /** Opens the first session (checking it is PostgreSQL), creates the fencing sequence, starts the watchdog. */
@@ -232,8 +256,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                         if (fencingSequence != null) {
                             ps.setString(i++, fencingSequence);
                         }
-                        ps.setInt(i++, session.backendPid);
-                        ps.setLong(i, lockId);
+                        ps.setLong(i++, lockId);
+                        ps.setString(i, session.token);
                         try (ResultSet rs = ps.executeQuery()) {
                             rs.next();
                             boolean granted = rs.getBoolean(1);
@@ -255,7 +279,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 }
                 throw new LockDatabaseException("trying lock '" + request.key() + "' failed: " + e.getMessage(), e);
             }
-            if (answer.pid() != session.backendPid) {
+            if (answer.granted() == null) {
                 throw multiplexed(session, answer.pid());
             }
             if (!answer.granted()) {
@@ -275,8 +299,9 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         try {
             session.call(c -> {
                 try (PreparedStatement ps = c.prepareStatement(shared ? UNLOCK_SHARED : UNLOCK)) {
-                    ps.setInt(1, session.backendPid);
-                    ps.setLong(2, lockId);
+                    ps.setLong(1, lockId);
+                    ps.setBoolean(2, false);
+                    ps.setString(3, session.token);
                     ps.execute();
                 }
                 return null;
@@ -293,18 +318,53 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
      * the client refuses further use with what to do instead.
      */
     private LockDatabaseException multiplexed(LockSession session, int pid) {
-        String message = "a statement of the lock session on backend pid " + session.backendPid + " ran on backend"
-                + " pid " + pid + ": the DataSource multiplexes sessions, as PgBouncer (or another pooler) in"
+        return multiplexed(session, "a statement of the lock session on backend pid " + session.backendPid
+                + " ran on a backend that is not the session's own (pid " + pid + ")");
+    }
+
+    private LockDatabaseException multiplexed(LockSession session, String what) {
+        String message = what + ": the DataSource multiplexes sessions, as PgBouncer (or another pooler) in"
                 + " transaction pooling mode does, and session-level advisory locks cannot be kept through it."
                 + " Give advisory locks a direct connection to PostgreSQL or one through session pooling (Spring"
                 + " Boot: a @PgLockDataSource), or use lease mode, which works through transaction pooling";
         refuseFurtherUse(message);
         SQLException cause = new SQLException(message, "08P01");
-        List<LockSession> all = new ArrayList<>(dedicated);
-        all.addAll(sessions.live());
-        all.add(session);
-        all.forEach(s -> sessionDied(s, cause));
+        if (session != null) {
+            sessionDied(session, cause);
+        }
+        // Every other session too (their statements may have been misrouted as well), but not on this
+        // thread: it may be opening a session inside the pool's lock for that slot.
+        try {
+            connector.execute(() -> {
+                List<LockSession> all = new ArrayList<>(dedicated);
+                all.addAll(sessions.live());
+                all.forEach(s -> sessionDied(s, cause));
+            });
+        } catch (RejectedExecutionException closing) {
+            // close() ends them
+        }
         return new LockDatabaseException(message, cause);
+    }
+
+    /**
+     * Claims the connection's backend for a new lock session (see CLAIM_BACKEND). A backend already
+     * claimed by another lock session means two clients' sessions share it: refused, nothing claimed.
+     */
+    private LockSession claimBackend(Connection connection, boolean dedicated) throws SQLException {
+        String token = java.util.UUID.randomUUID().toString();
+        try (PreparedStatement ps = connection.prepareStatement(CLAIM_BACKEND)) {
+            ps.setString(1, token);
+            try (ResultSet rs = ps.executeQuery()) {
+                rs.next();
+                int pid = rs.getInt(1);
+                String before = rs.getString(2);
+                if (before != null && !before.isEmpty()) {
+                    throw multiplexed(null, "backend pid " + pid + " is already the lock session of another"
+                            + " client (or another session of this one)");
+                }
+                return new LockSession(connection, pid, dedicated, token);
+            }
+        }
     }
 
     @Override
@@ -330,9 +390,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         Connection connection = Jdbc.borrow(dataSource, connectionWaitTimeout, connector,
                 "waiting for lock '" + request.key() + "'");
         waiting.add(connection);
-        int pid = 0;
+        LockSession session = null;
         boolean holding = false;
-        boolean sent = false;
         try {
             if (isClosed()) { // close() aborts the waiting connections: this one may have come too late for it
                 throw closedWhileWaiting(request);
@@ -340,38 +399,39 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             prepare(connection);
             // A pooled connection may be one whose network is already gone: bounded from the first statement.
             connection.setNetworkTimeout(connector, networkTimeoutMillis);
-            pid = backendPid(connection);
+            session = claimBackend(connection, true);
             // Blocked in the server for up to lock_timeout; the socket must not give up first, but must
             // not wait forever on a server that vanished either.
             connection.setNetworkTimeout(connector, (int) Math.min(Integer.MAX_VALUE, lockTimeout + networkTimeoutMillis));
             int resultPid;
+            boolean mine;
             Long token;
             try (PreparedStatement ps = connection.prepareStatement(sql)) {
                 ps.setString(1, Long.toString(lockTimeout));
                 ps.setLong(2, lockId);
-                ps.setInt(3, pid);
+                ps.setString(3, session.token);
+                ps.setString(4, session.token);
                 if (fencingSequence != null) {
-                    ps.setInt(4, pid);
-                    ps.setString(5, fencingSequence);
+                    ps.setString(5, session.token);
+                    ps.setString(6, fencingSequence);
                 }
                 Runnable hook = beforeWaitForTests;
                 if (hook != null) {
                     hook.run();
                 }
-                sent = true;
                 ps.execute();
                 ps.getMoreResults();
                 ps.getMoreResults();
                 try (ResultSet rs = ps.getResultSet()) {
                     rs.next();
                     resultPid = rs.getInt(1);
-                    long value = rs.getLong(2);
+                    mine = rs.getBoolean(2);
+                    long value = rs.getLong(3);
                     token = rs.wasNull() ? null : value;
                 }
             }
-            LockSession session = new LockSession(connection, pid, true);
-            if (resultPid != pid) {
-                throw multiplexed(session, resultPid); // the pid check kept the lock from being taken there
+            if (!mine) {
+                throw multiplexed(session, resultPid); // the token check kept the lock from being taken there
             }
             connection.setNetworkTimeout(connector, networkTimeoutMillis); // bounded like every lock session
             dedicated.add(session);
@@ -388,13 +448,13 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         } finally {
             waiting.remove(connection);
             if (!holding) {
-                if (!sent) {
-                    Jdbc.closeQuietly(connection); // no lock statement reached the server
+                if (session == null) {
+                    Jdbc.closeQuietly(connection); // the backend was not claimed, and no lock statement ran
                 } else {
-                    // Sent and then failed, timed out or was cancelled: the lock may have been granted
-                    // before (session-level locks outlive errors), so the session is cleaned or aborted
-                    // before the pool gets it back.
-                    unlockAllAndClose(connection, pid);
+                    // Failed, timed out or cancelled after the claim: the lock may have been granted
+                    // (session-level locks outlive errors, and 55P03 can follow the grant), so the
+                    // session is cleaned and unclaimed, or aborted, before the pool gets it back.
+                    unlockAllAndClose(connection, session.token);
                 }
             }
         }
@@ -404,17 +464,10 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         return new IllegalStateException("the lock client was closed while waiting for '" + request.key() + "'");
     }
 
-    private static int backendPid(Connection connection) throws SQLException {
-        try (Statement st = connection.createStatement(); ResultSet rs = st.executeQuery(BACKEND_PID)) {
-            rs.next();
-            return rs.getInt(1);
-        }
-    }
-
-    /** Unlocks everything the connection's session holds, then gives it back; aborts it when that fails. */
-    private static void unlockAllAndClose(Connection connection, int pid) {
+    /** Unlocks everything the session holds and unclaims its backend, then gives it back; aborts it when that fails. */
+    private static void unlockAllAndClose(Connection connection, String token) {
         try (PreparedStatement ps = connection.prepareStatement(UNLOCK_ALL)) {
-            ps.setInt(1, pid);
+            ps.setString(1, token);
             ps.execute();
         } catch (SQLException e) {
             Jdbc.abortQuietly(connection);
@@ -476,7 +529,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     }
 
     /** What an unlock answered: whether it unlocked (null: it ran on another backend), and where it ran. */
-    private record Unlocked(Boolean unlocked, int pid) {
+    private record Unlocked(boolean unlocked, int pid, boolean mine) {
     }
 
     private void unlock(AdvisoryLock lock) {
@@ -484,21 +537,20 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         Unlocked answer;
         try {
             answer = session.call(c -> {
-                boolean result;
-                int pid;
+                Unlocked result;
                 try (PreparedStatement ps = c.prepareStatement(lock.isShared() ? UNLOCK_SHARED : UNLOCK)) {
-                    ps.setInt(1, session.backendPid);
-                    ps.setLong(2, lock.lockId);
+                    ps.setLong(1, lock.lockId);
+                    ps.setBoolean(2, session.dedicated);
+                    ps.setString(3, session.token);
                     try (ResultSet rs = ps.executeQuery()) {
                         rs.next();
-                        result = rs.getBoolean(1);
-                        pid = rs.getInt(2);
+                        result = new Unlocked(rs.getBoolean(1), rs.getInt(2), rs.getBoolean(3));
                     }
                 }
-                if (session.dedicated && result && pid == session.backendPid) {
+                if (session.dedicated && result.unlocked() && result.mine()) {
                     session.end(); // retired in the same turn, so the watchdog never checks a returned connection
                 }
-                return new Unlocked(result, pid);
+                return result;
             });
         } catch (SQLException e) {
             if (!Jdbc.isConnectionFailure(e, session.connection) && !session.isEnded()) {
@@ -507,7 +559,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             sessionDied(session, e);
             return;
         }
-        if (answer.pid() != session.backendPid) {
+        if (!answer.mine()) {
             multiplexed(session, answer.pid());
         } else if (!answer.unlocked()) {
             log.warn("lock '{}' (id {}) was not held by {} when released; ending the session", lock.key(),
@@ -555,15 +607,23 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     }
 
     private void check(LockSession session) {
-        Integer pid;
+        int[] answer;
         try {
-            pid = session.callIfIdle(AdvisoryLockClient::backendPid);
+            answer = session.callIfIdle(c -> {
+                try (PreparedStatement ps = c.prepareStatement(CHECK)) {
+                    ps.setString(1, session.token);
+                    try (ResultSet rs = ps.executeQuery()) {
+                        rs.next();
+                        return new int[] {rs.getBoolean(1) ? 1 : 0, rs.getInt(2)};
+                    }
+                }
+            });
         } catch (SQLException | RuntimeException e) {
             sessionDied(session, e);
             return;
         }
-        if (pid != null && pid != session.backendPid) {
-            multiplexed(session, pid);
+        if (answer != null && answer[0] == 0) {
+            multiplexed(session, answer[1]);
         }
     }
 
@@ -671,7 +731,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         }
         try {
             if (session.tryCallEvenIfEnded(c -> {
-                unlockAllAndClose(c, session.backendPid);
+                unlockAllAndClose(c, session.token);
                 return null;
             }, networkTimeout.toNanos())) {
                 return;

@@ -23,9 +23,19 @@ public final class LockSession {
         T run(Connection connection) throws SQLException;
     }
 
+    /** Work that turns a freshly borrowed, prepared connection into a session: reads its pid and more. */
+    public interface Opener {
+        LockSession open(Connection connection) throws SQLException;
+    }
+
     public final Connection connection;
     public final int backendPid;
     public final boolean dedicated;
+    /**
+     * Advisory mode: the random token this session wrote into its backend (setting {@code pglock.session}),
+     * which every lock statement checks; null in lease mode.
+     */
+    public final String token;
     /**
      * One statement at a time: the driver would serialise them anyway, but a pool's connection proxy
      * (HikariCP's statement tracking) is not safe for concurrent use.
@@ -36,9 +46,14 @@ public final class LockSession {
     public final AtomicBoolean checking = new AtomicBoolean();
 
     public LockSession(Connection connection, int backendPid, boolean dedicated) {
+        this(connection, backendPid, dedicated, null);
+    }
+
+    public LockSession(Connection connection, int backendPid, boolean dedicated, String token) {
         this.connection = connection;
         this.backendPid = backendPid;
         this.dedicated = dedicated;
+        this.token = token;
     }
 
     /**
@@ -111,12 +126,17 @@ public final class LockSession {
      * outside transactions, whatever the pool's default), a network timeout so a vanished server
      * cannot hang a statement forever, and its backend pid for pg_locks and logs.
      */
-    public static LockSession open(Connection connection, int networkTimeoutMillis, Executor executor)
-            throws SQLException {
+    public static LockSession open(Connection connection, int networkTimeoutMillis, Executor executor,
+            Opener opener) throws SQLException {
         if (!connection.getAutoCommit()) {
             connection.setAutoCommit(true);
         }
         connection.setNetworkTimeout(executor, networkTimeoutMillis);
+        return opener.open(connection);
+    }
+
+    /** The plain opener: reads the backend pid (lease mode). */
+    public static LockSession withPid(Connection connection) throws SQLException {
         try (Statement st = connection.createStatement(); ResultSet rs = st.executeQuery(BACKEND_PID)) {
             rs.next();
             return new LockSession(connection, rs.getInt(1), false);

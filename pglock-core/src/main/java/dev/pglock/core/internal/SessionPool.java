@@ -20,14 +20,16 @@ public final class SessionPool {
     private final Duration connectionWaitTimeout;
     private final int networkTimeoutMillis;
     private final Executor connector;
+    private final LockSession.Opener opener;
     private final LockSession[] slots;
     private final Object[] opening;
     private final AtomicInteger next = new AtomicInteger();
     private volatile boolean closed;
 
     public SessionPool(DataSource dataSource, int size, Duration connectionWaitTimeout, Duration networkTimeout,
-            Executor connector) {
+            Executor connector, LockSession.Opener opener) {
         this.dataSource = dataSource;
+        this.opener = opener;
         this.connectionWaitTimeout = connectionWaitTimeout;
         this.networkTimeoutMillis = (int) Math.min(Integer.MAX_VALUE, Math.max(1, networkTimeout.toMillis()));
         this.connector = connector;
@@ -46,7 +48,7 @@ public final class SessionPool {
         Connection connection = Jdbc.borrow(dataSource, connectionWaitTimeout, connector, "checking the DataSource");
         try {
             Jdbc.requirePostgres(connection);
-            LockSession session = LockSession.open(connection, networkTimeoutMillis, connector);
+            LockSession session = LockSession.open(connection, networkTimeoutMillis, connector, opener);
             slots[0] = session;
             return session;
         } catch (SQLException e) {
@@ -92,10 +94,13 @@ public final class SessionPool {
             }
             Connection connection = Jdbc.borrow(dataSource, connectionWaitTimeout, connector, "a lock session");
             try {
-                session = LockSession.open(connection, networkTimeoutMillis, connector);
+                session = LockSession.open(connection, networkTimeoutMillis, connector, opener);
             } catch (SQLException e) {
                 Jdbc.abortQuietly(connection);
                 throw new LockDatabaseException("cannot open a lock session: " + e.getMessage(), e);
+            } catch (RuntimeException e) {
+                Jdbc.abortQuietly(connection);
+                throw e;
             }
             slots[slot] = session;
             return session;

@@ -301,7 +301,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         networkTimeout = networkTimeout.compareTo(MIN_NETWORK_TIMEOUT) < 0 ? MIN_NETWORK_TIMEOUT : networkTimeout;
         networkTimeout = networkTimeout.compareTo(defaultLease) > 0 ? defaultLease : networkTimeout;
         this.networkTimeout = networkTimeout;
-        this.sessions = new SessionPool(dataSource, lockSessions, connectionWaitTimeout, networkTimeout, connector);
+        this.sessions = new SessionPool(dataSource, lockSessions, connectionWaitTimeout, networkTimeout, connector,
+                LockSession::withPid);
         this.untrustedReleases = connector;
         this.holderPrefix = owner + "#";
         this.listener = new LeaseListener(listenDataSource, connectionWaitTimeout, connector, channel);

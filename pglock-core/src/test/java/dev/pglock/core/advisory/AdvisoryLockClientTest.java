@@ -16,6 +16,7 @@ import dev.pglock.core.LockRequest;
 import dev.pglock.core.PgLock;
 import dev.pglock.test.CountingDataSource;
 import dev.pglock.test.PgTestDatabase;
+import dev.pglock.test.PgBouncer;
 import dev.pglock.test.TcpProxy;
 import dev.pglock.test.TransactionPoolingDataSource;
 import dev.pglock.core.internal.AbstractLockClient;
@@ -712,5 +713,66 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         assertThat(pooled.usedBackends()).hasSizeGreaterThan(1);
         a.close();
         assertThat(counting.openConnections()).as("every connection was given back").isZero();
+    }
+
+    /**
+     * Issue 12, point 11, as a user tried it: two clients, two threads each, on one key through a real
+     * PgBouncer 1.18 in transaction pooling. Before the fix this let two holders in and left locks on
+     * PgBouncer's server sessions after both clients closed. Now no two holders ever overlap, the
+     * clients refuse with a message that names transaction pooling, and nothing stays locked.
+     */
+    @Test
+    void throughRealPgBouncerInTransactionPoolingNoTwoHoldersAndNothingStaysLocked() throws Exception {
+        PgBouncer bouncer = closeLater(PgBouncer.transactionPooling(db, 2));
+        org.postgresql.ds.PGSimpleDataSource ds = new org.postgresql.ds.PGSimpleDataSource();
+        ds.setURL(bouncer.jdbcUrl());
+        ds.setUser(db.user());
+        ds.setPassword(db.password());
+        java.util.concurrent.atomic.AtomicInteger inside = new java.util.concurrent.atomic.AtomicInteger();
+        java.util.concurrent.atomic.AtomicInteger overlaps = new java.util.concurrent.atomic.AtomicInteger();
+        ConcurrentLinkedQueue<String> refusals = new ConcurrentLinkedQueue<>();
+        List<LockClient> clients = new java.util.concurrent.CopyOnWriteArrayList<>();
+        List<Future<?>> workers = new ArrayList<>();
+        for (int c = 0; c < 2; c++) {
+            LockClient client;
+            try {
+                client = builder(ds).build();
+            } catch (RuntimeException e) { // its first session found its backend claimed already
+                refusals.add(e.getMessage());
+                continue;
+            }
+            clients.add(client);
+            for (int t = 0; t < 2; t++) {
+                workers.add(threads.submit(() -> {
+                    for (int i = 0; i < 300; i++) {
+                        try {
+                            java.util.Optional<HeldLock> held = client.tryAcquire(LockRequest.of("bounced"));
+                            if (held.isPresent()) {
+                                if (inside.incrementAndGet() > 1) {
+                                    overlaps.incrementAndGet();
+                                }
+                                Thread.onSpinWait();
+                                inside.decrementAndGet();
+                                held.get().close();
+                            }
+                        } catch (LockDatabaseException | IllegalStateException e) {
+                            refusals.add(e.getMessage());
+                            return null;
+                        }
+                    }
+                    return null;
+                }));
+            }
+        }
+        for (Future<?> worker : workers) {
+            worker.get(2, TimeUnit.MINUTES);
+        }
+        clients.forEach(LockClient::close);
+
+        assertThat(overlaps).as("two holders inside at once").hasValue(0);
+        assertThat(refusals).as("the clients noticed the pooler").isNotEmpty()
+                .allSatisfy(message -> assertThat(message).contains("transaction pooling"));
+        assertThat(heldInDatabase(List.of("bounced"))).as("no server session keeps the lock").isZero();
+        assertThat(bouncer.log()).doesNotContain("prepared statement");
     }
 }
