@@ -15,6 +15,7 @@ import dev.pglock.core.LockRequest;
 import dev.pglock.core.PgLock;
 import dev.pglock.test.CountingDataSource;
 import dev.pglock.test.PgTestDatabase;
+import dev.pglock.test.PgBouncer;
 import dev.pglock.test.TcpProxy;
 import dev.pglock.test.TransactionPoolingDataSource;
 import java.nio.charset.StandardCharsets;
@@ -974,5 +975,49 @@ class LeaseLockClientTest extends LockClientContractTest {
                 .isInstanceOf(IllegalStateException.class).hasMessageContaining("data");
         a.acquire(LockRequest.of("rl").leaseFor(Duration.ofSeconds(10))).release();
         assertThat(outer.isHeld()).isTrue();
+    }
+
+    /**
+     * Lease mode through a real PgBouncer 1.18 in transaction pooling (LISTEN on a direct connection):
+     * two clients, two threads each, waiting for one key; the count comes out exact and the sections
+     * never overlap.
+     */
+    @Test
+    void leaseModeKeepsExclusionThroughARealPgBouncerInTransactionPooling() throws Exception {
+        PgBouncer bouncer = closeLater(PgBouncer.transactionPooling(db, 2));
+        org.postgresql.ds.PGSimpleDataSource viaBouncer = new org.postgresql.ds.PGSimpleDataSource();
+        viaBouncer.setURL(bouncer.jdbcUrl());
+        viaBouncer.setUser(db.user());
+        viaBouncer.setPassword(db.password());
+        LockClient[] clients = {closeLater(builder(viaBouncer).listenDataSource(pool).build()),
+                closeLater(builder(viaBouncer).listenDataSource(pool).build())};
+        java.util.concurrent.atomic.AtomicLong counter = new java.util.concurrent.atomic.AtomicLong();
+        java.util.concurrent.atomic.AtomicInteger inside = new java.util.concurrent.atomic.AtomicInteger();
+        java.util.concurrent.atomic.AtomicInteger overlaps = new java.util.concurrent.atomic.AtomicInteger();
+        List<Future<?>> workers = new ArrayList<>();
+        for (int t = 0; t < 4; t++) {
+            LockClient c = clients[t % 2];
+            workers.add(threads.submit(() -> {
+                for (int i = 0; i < 50; i++) {
+                    try (HeldLock held = c.acquire(LockRequest.of("bounced-counter").waitAtMost(Duration.ofSeconds(60)))) {
+                        if (inside.incrementAndGet() > 1) {
+                            overlaps.incrementAndGet();
+                        }
+                        long value = counter.get();
+                        Thread.onSpinWait();
+                        counter.set(value + 1);
+                        inside.decrementAndGet();
+                        held.assertHeld();
+                    }
+                }
+                return null;
+            }));
+        }
+        for (Future<?> worker : workers) {
+            worker.get(2, TimeUnit.MINUTES);
+        }
+        assertThat(overlaps).hasValue(0);
+        assertThat(counter).hasValue(200);
+        assertThat(bouncer.log()).doesNotContain("prepared statement");
     }
 }
