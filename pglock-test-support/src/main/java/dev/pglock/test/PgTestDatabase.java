@@ -190,6 +190,9 @@ public final class PgTestDatabase {
         config.setConnectionTimeout(30_000);
         config.addDataSourceProperty("ApplicationName", "pglock-test");
         config.addDataSourceProperty("connectTimeout", "5");
+        // A connection opened just as a test cuts the network off must not hang the pool's single
+        // connection-adding thread in the handshake for ever, as it would without a login timeout.
+        config.addDataSourceProperty("loginTimeout", "10");
         return new HikariDataSource(config);
     }
 

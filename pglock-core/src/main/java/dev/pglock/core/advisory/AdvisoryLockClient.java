@@ -63,8 +63,15 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     // Claims the backend unless another lock session has (then its token stays). Parameter: token.
     // Columns: pid, the token found before (null or empty: nobody's).
     private static final String CLAIM_BACKEND = "SELECT s.pid, s.token,"
-            + " set_config('pglock.session', coalesce(nullif(s.token, ''), ?), false)"
+            + " set_config('pglock.session', coalesce(nullif(s.token, ''), ?), false),"
+            + " (SELECT backend_start FROM pg_stat_activity WHERE pid = s.pid)"
             + " FROM (SELECT pg_backend_pid() AS pid, current_setting('pglock.session', true) AS token OFFSET 0) AS s";
+    // Ends the backends of sessions that a pooler has taken away from their clients, so the locks they
+    // hold end with them (nothing else can reach them: an unlock lands on whichever backend is free).
+    // A backend is named by pid and start time, so a pid reused since is never hit. Parameters: pids,
+    // start times.
+    private static final String TERMINATE = "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity AS a"
+            + " JOIN unnest(?::int[], ?::timestamptz[]) AS s(pid, started) ON a.pid = s.pid AND a.backend_start = s.started";
     // Columns: granted (null when the backend is not the session's), token (null without fencing),
     // pid. Parameters: [sequence,] lock id, token.
     private static final String TRY_LOCK = "SELECT CASE WHEN s.mine THEN pg_try_advisory_lock(?) END, NULL::bigint,"
@@ -110,7 +117,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             + " s.mine, CASE WHEN s.mine AND ? THEN set_config('pglock.session', '', false) END" + OWN;
     // Before a session's connection goes back to its pool: nothing locked, backend unclaimed. Parameter: token.
     private static final String UNLOCK_ALL = "SELECT CASE WHEN s.mine THEN pg_advisory_unlock_all() END,"
-            + " CASE WHEN s.mine THEN set_config('pglock.session', '', false) END" + OWN;
+            + " CASE WHEN s.mine THEN set_config('pglock.session', '', false) END, s.mine" + OWN;
     // The watchdog's check. Parameter: token. Columns: mine, pid.
     private static final String CHECK = "SELECT s.mine, s.pid" + OWN;
     // pg_locks shows a bigint advisory key split in two (classid: high 32 bits, objid: low 32 bits,
@@ -136,7 +143,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private final SessionPool sessions;
     private final Set<LockSession> dedicated = ConcurrentHashMap.newKeySet();
     /** Connections of callers waiting in the server; close() aborts them, whether or not their wait was sent. */
-    private final Set<Connection> waiting = ConcurrentHashMap.newKeySet();
+    private final Map<Connection, Object> waiting = new ConcurrentHashMap<>();
     /**
      * Bounds every statement on a lock session, the watchdog's check included: a session whose
      * network is gone is found dead within this (max(2 heartbeats, 5s)).
@@ -251,6 +258,10 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             Attempt answer;
             try {
                 answer = session.call(c -> {
+                    if (isClosed()) { // close() waits only for statements already running
+                        throw new IllegalStateException("the lock client was closed before lock '" + request.key()
+                                + "' was taken");
+                    }
                     try (PreparedStatement ps = c.prepareStatement(sql)) {
                         int i = 1;
                         if (fencingSequence != null) {
@@ -318,17 +329,37 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
      * the client refuses further use with what to do instead.
      */
     private LockDatabaseException multiplexed(LockSession session, int pid) {
-        return multiplexed(session, "a statement of the lock session on backend pid " + session.backendPid
+        return multiplexed(session, null, "a statement of the lock session on backend pid " + session.backendPid
                 + " ran on a backend that is not the session's own (pid " + pid + ")");
     }
 
-    private LockDatabaseException multiplexed(LockSession session, String what) {
+    /**
+     * @param session the session that noticed, or null when a new one was being opened
+     * @param opening the connection being opened then (used by this thread alone), else null
+     */
+    private LockDatabaseException multiplexed(LockSession session, Connection opening, String what) {
         String message = what + ": the DataSource multiplexes sessions, as PgBouncer (or another pooler) in"
                 + " transaction pooling mode does, and session-level advisory locks cannot be kept through it."
                 + " Give advisory locks a direct connection to PostgreSQL or one through session pooling (Spring"
                 + " Boot: a @PgLockDataSource), or use lease mode, which works through transaction pooling";
         refuseFurtherUse(message);
         SQLException cause = new SQLException(message, "08P01");
+        // The locks on the backends this client claimed can only be ended with those backends.
+        List<LockSession> claimed = new ArrayList<>(dedicated);
+        claimed.addAll(sessions.live());
+        if (session != null && !claimed.contains(session)) {
+            claimed.add(session);
+        }
+        try {
+            if (opening != null) {
+                terminateBackends(opening, claimed);
+            } else if (session != null) {
+                session.callEvenIfEnded(c -> terminateBackends(c, claimed));
+            }
+        } catch (SQLException | RuntimeException e) {
+            log.warn("ending the backends of this client's lock sessions failed ({}); their locks end when"
+                    + " the pooler closes those server connections", e.getMessage());
+        }
         if (session != null) {
             sessionDied(session, cause);
         }
@@ -359,10 +390,10 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 int pid = rs.getInt(1);
                 String before = rs.getString(2);
                 if (before != null && !before.isEmpty()) {
-                    throw multiplexed(null, "backend pid " + pid + " is already the lock session of another"
-                            + " client (or another session of this one)");
+                    throw multiplexed(null, connection, "backend pid " + pid + " is already the lock session of"
+                            + " another client (or another session of this one)");
                 }
-                return new LockSession(connection, pid, dedicated, token);
+                return new LockSession(connection, pid, dedicated, token, rs.getTimestamp(4));
             }
         }
     }
@@ -389,7 +420,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 : (request.isShared() ? WAIT_LOCK_SHARED_FENCED : WAIT_LOCK_FENCED);
         Connection connection = Jdbc.borrow(dataSource, connectionWaitTimeout, connector,
                 "waiting for lock '" + request.key() + "'");
-        waiting.add(connection);
+        Object waitingGuard = new Object();
+        waiting.put(connection, waitingGuard);
         LockSession session = null;
         boolean holding = false;
         try {
@@ -446,7 +478,9 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             }
             throw new LockDatabaseException("waiting for lock '" + request.key() + "' failed: " + e.getMessage(), e);
         } finally {
-            waiting.remove(connection);
+            synchronized (waitingGuard) { // stopWaits() never touches it once it is no longer listed
+                waiting.remove(connection);
+            }
             if (!holding) {
                 if (session == null) {
                     Jdbc.closeQuietly(connection); // the backend was not claimed, and no lock statement ran
@@ -454,7 +488,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                     // Failed, timed out or cancelled after the claim: the lock may have been granted
                     // (session-level locks outlive errors, and 55P03 can follow the grant), so the
                     // session is cleaned and unclaimed, or aborted, before the pool gets it back.
-                    unlockAllAndClose(connection, session.token);
+                    unlockAllAndClose(connection, session);
                 }
             }
         }
@@ -464,34 +498,75 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         return new IllegalStateException("the lock client was closed while waiting for '" + request.key() + "'");
     }
 
-    /** Unlocks everything the session holds and unclaims its backend, then gives it back; aborts it when that fails. */
-    private static void unlockAllAndClose(Connection connection, String token) {
+    /**
+     * Unlocks everything the session holds and unclaims its backend, then gives the connection back.
+     * When the statement reached another backend (a pooler moved the session), the session's own
+     * backend is ended instead, with its locks; when it fails, the connection is aborted.
+     */
+    private static void unlockAllAndClose(Connection connection, LockSession session) {
+        boolean mine;
         try (PreparedStatement ps = connection.prepareStatement(UNLOCK_ALL)) {
-            ps.setString(1, token);
-            ps.execute();
+            ps.setString(1, session.token);
+            try (ResultSet rs = ps.executeQuery()) {
+                rs.next();
+                mine = rs.getBoolean(3);
+            }
+            if (!mine) {
+                terminateBackends(connection, List.of(session));
+            }
         } catch (SQLException e) {
             Jdbc.abortQuietly(connection);
             return;
         }
-        Jdbc.closeQuietly(connection);
+        if (mine) {
+            Jdbc.closeQuietly(connection);
+        } else {
+            Jdbc.abortQuietly(connection);
+        }
+    }
+
+    /** Ends the claimed backends of {@code claimed} (see TERMINATE); returns how many were ended. */
+    private static int terminateBackends(Connection connection, List<LockSession> claimed) throws SQLException {
+        List<LockSession> named = claimed.stream().filter(s -> s.backendStart != null).toList();
+        if (named.isEmpty()) {
+            return 0;
+        }
+        try (PreparedStatement ps = connection.prepareStatement(TERMINATE)) {
+            ps.setArray(1, connection.createArrayOf("integer", named.stream().map(s -> s.backendPid).toArray()));
+            ps.setArray(2, connection.createArrayOf("timestamptz", named.stream().map(s -> s.backendStart).toArray()));
+            try (ResultSet rs = ps.executeQuery()) {
+                rs.next();
+                int ended = rs.getInt(1);
+                if (ended > 0) {
+                    log.warn("ended {} backend(s) that held this client's advisory locks and that a pooler no longer"
+                            + " routes this client to", ended);
+                }
+                return ended;
+            }
+        }
     }
 
     @Override
     protected void stopWaits() {
-        for (Connection connection : waiting) {
-            // A cancel takes the backend out of the lock queue at once (a backend blocked on a lock does
-            // not notice its client is gone); the abort then ends a wait that had not reached the server.
-            try {
-                connection.unwrap(org.postgresql.PGConnection.class).cancelQuery();
-            } catch (SQLException | RuntimeException e) {
-                log.debug("cancelling a waiting statement failed", e);
+        waiting.forEach((connection, guard) -> {
+            synchronized (guard) { // the waiter does not give the connection back meanwhile
+                if (!waiting.containsKey(connection)) {
+                    return;
+                }
+                // A cancel takes the backend out of the lock queue at once (a backend blocked on a lock
+                // does not notice its client is gone); the abort ends a wait that had not reached the server.
+                try {
+                    connection.unwrap(org.postgresql.PGConnection.class).cancelQuery();
+                } catch (SQLException | RuntimeException e) {
+                    log.debug("cancelling a waiting statement failed", e);
+                }
+                try {
+                    connection.abort(Runnable::run);
+                } catch (SQLException | RuntimeException e) {
+                    log.debug("aborting a waiting connection failed", e);
+                }
             }
-            try {
-                connection.abort(Runnable::run);
-            } catch (SQLException | RuntimeException e) {
-                log.debug("aborting a waiting connection failed", e);
-            }
-        }
+        });
     }
 
     private long holdUntil(LockRequest request) {
@@ -640,7 +715,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         }
         lost(lock -> lock.session == session, "its database session (backend pid " + session.backendPid
                 + ") ended: " + cause.getMessage(), cause);
-        Jdbc.abortQuietly(session.connection);
+        session.abortAndDispose(networkTimeout.toNanos());
     }
 
     @Override
@@ -731,7 +806,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         }
         try {
             if (session.tryCallEvenIfEnded(c -> {
-                unlockAllAndClose(c, session.token);
+                unlockAllAndClose(c, session);
                 return null;
             }, networkTimeout.toNanos())) {
                 return;

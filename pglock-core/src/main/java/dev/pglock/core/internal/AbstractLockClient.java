@@ -626,10 +626,13 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         }
         try {
             released.forEach(Hold::fireLost); // told before the lock is freed
-            closeDatabase(held);
         } finally {
-            scheduler.shutdownNow();
-            events.shutdown(); // listeners already queued still run
+            try {
+                closeDatabase(held);
+            } finally {
+                scheduler.shutdownNow();
+                events.shutdown(); // listeners already queued still run
+            }
         }
     }
 

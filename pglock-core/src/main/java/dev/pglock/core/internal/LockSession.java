@@ -36,6 +36,8 @@ public final class LockSession {
      * which every lock statement checks; null in lease mode.
      */
     public final String token;
+    /** Advisory mode: when the backend started (pg_stat_activity.backend_start), to name it beyond its pid. */
+    public final java.sql.Timestamp backendStart;
     /**
      * One statement at a time: the driver would serialise them anyway, but a pool's connection proxy
      * (HikariCP's statement tracking) is not safe for concurrent use.
@@ -46,14 +48,16 @@ public final class LockSession {
     public final AtomicBoolean checking = new AtomicBoolean();
 
     public LockSession(Connection connection, int backendPid, boolean dedicated) {
-        this(connection, backendPid, dedicated, null);
+        this(connection, backendPid, dedicated, null, null);
     }
 
-    public LockSession(Connection connection, int backendPid, boolean dedicated, String token) {
+    public LockSession(Connection connection, int backendPid, boolean dedicated, String token,
+            java.sql.Timestamp backendStart) {
         this.connection = connection;
         this.backendPid = backendPid;
         this.dedicated = dedicated;
         this.token = token;
+        this.backendStart = backendStart;
     }
 
     /**
@@ -119,6 +123,30 @@ public final class LockSession {
         } finally {
             inUse.unlock();
         }
+    }
+
+    /**
+     * Disposes of a session that died or may hold locks it cannot release: aborts the connection at
+     * once (allowed from any thread: the server ends the session, a statement in flight fails), then
+     * closes it once no statement runs on it any more, so a pool never sees it closed under a user.
+     */
+    public void abortAndDispose(long waitNanos) {
+        try {
+            connection.abort(Runnable::run);
+        } catch (SQLException | RuntimeException e) {
+            // closing it below is all that is left to do
+        }
+        try {
+            if (tryCallEvenIfEnded(c -> {
+                Jdbc.closeQuietly(c);
+                return null;
+            }, waitNanos)) {
+                return;
+            }
+        } catch (SQLException | RuntimeException e) {
+            // closed below
+        }
+        Jdbc.closeQuietly(connection); // the aborted statement still has not returned: do not leak it
     }
 
     /**

@@ -387,6 +387,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         long sentAt = System.nanoTime();
         try {
             return session.call(c -> {
+                refuseIfClosed(request);
                 try (PreparedStatement ps = c.prepareStatement(request.isShared() ? tryLock : tryLockExclusive)) {
                     ps.setString(1, namespace);
                     ps.setString(2, request.key());
@@ -470,8 +471,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         boolean unknownBefore = false;
         try {
             while (true) {
-                if (isClosed()) {
-                    return null; // close() woke us: it grants nothing more
+                if (isClosed()) { // close() woke us: it grants nothing more
+                    throw new IllegalStateException("the lock client was closed while waiting for '" + request.key()
+                            + "'");
                 }
                 // Tried at once after registering: a release between the first try and the LISTEN sent
                 // a NOTIFY nobody heard.
@@ -519,6 +521,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         long sentAt = System.nanoTime();
         try {
             return session.call(c -> {
+                refuseIfClosed(request);
                 try (PreparedStatement ps = c.prepareStatement(waiterTryLock)) {
                     ps.setString(1, namespace);
                     ps.setString(2, request.key());
@@ -571,7 +574,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             if (session != null && e instanceof SQLException sql) {
                 failure(session, "releasing", sql);
             }
-            log.warn("releasing lock '{}' failed ({}); it ends when its lease runs out", lock.key(), e.getMessage());
+            // Tried once more off this thread (which may have been interrupted, or found the pool
+            // empty); scoped to this acquisition, so it cannot touch a newer hold. If that fails
+            // too, the row ends when its lease runs out.
+            log.warn("releasing lock '{}' failed ({}); trying once more, else it ends when its lease runs out",
+                    lock.key(), e.getMessage());
+            if (!isClosed()) {
+                releaseUntrusted(List.of(lock));
+            }
         }
         return CompletableFuture.completedFuture(null);
     }
@@ -662,8 +672,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     /** One statement renews every lock this client holds; those it does not return are lost. */
     void sendHeartbeat() {
+        // Also while close(Duration) waits for holders to finish: their leases must not run out then.
         List<LeaseLock> held = heldLocks();
-        if (held.isEmpty() || isClosed()) {
+        if (held.isEmpty()) {
             return;
         }
         String[] keys = new String[held.size()];
@@ -789,11 +800,22 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         }
     }
 
+    /**
+     * Once close() began, no statement that could grant a lock starts: close() waits only for those
+     * already running, so a grant can never commit after close() stopped waiting (it could then not
+     * be given back, and the row would stay held until its lease ended).
+     */
+    private void refuseIfClosed(LockRequest request) {
+        if (isClosed()) {
+            throw new IllegalStateException("the lock client was closed before lock '" + request.key() + "' was taken");
+        }
+    }
+
     /** Wraps a failure; a session whose connection broke is replaced on next use (the rows are unaffected). */
     private LockDatabaseException failure(LockSession session, String what, SQLException e) {
         if (Jdbc.isConnectionFailure(e, session.connection) && session.end()) {
             sessions.remove(session);
-            Jdbc.abortQuietly(session.connection);
+            session.abortAndDispose(networkTimeout.toNanos());
         }
         return new LockDatabaseException(what + " failed: " + e.getMessage(), e);
     }

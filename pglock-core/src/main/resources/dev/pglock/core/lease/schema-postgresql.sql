@@ -11,7 +11,7 @@ CREATE SEQUENCE IF NOT EXISTS pglock_locks_fencing_seq;
 CREATE TABLE IF NOT EXISTS pglock_locks (
     namespace      text        NOT NULL,            -- keeps services sharing the table apart
     lock_key       text        NOT NULL,
-    holders        text[]      NOT NULL,            -- owners holding it: one if exclusive, any number if shared, none once released
+    holders        text[]      NOT NULL,            -- acquisitions holding it (owner#n): one if exclusive, any number if shared, none once released
     shared         boolean     NOT NULL,
     fencing_token  bigint      NOT NULL,            -- grows with every acquisition of the key
     acquired_at    timestamptz NOT NULL,

@@ -733,7 +733,8 @@ class LeaseLockClientTest extends LockClientContractTest {
         a.heartbeatsPausedForTests = true; // no heartbeat confirms A's lease, as when A is paused
         lost.get(10, TimeUnit.SECONDS); // A stops trusting K when its trust runs out
         a.heartbeatsPausedForTests = false;
-        assertThat(parked).as("the release of the untrusted hold is queued").hasSize(1);
+        // the loss is reported first, then the release queued
+        await().atMost(PROMPTLY).untilAsserted(() -> assertThat(parked).as("the queued release").hasSize(1));
         HeldLock again = a.acquire(LockRequest.of("K").shared()); // joins C's row again
         parked.forEach(Runnable::run); // the late release
         cReads.release();
@@ -762,7 +763,7 @@ class LeaseLockClientTest extends LockClientContractTest {
         lost.get(10, TimeUnit.SECONDS);
         await().atMost(Duration.ofSeconds(10)).until(() -> leaseLeftMillis("X") <= 0);
         a.heartbeatsPausedForTests = false;
-        assertThat(parked).hasSize(1);
+        await().atMost(PROMPTLY).untilAsserted(() -> assertThat(parked).as("the queued release").hasSize(1));
         HeldLock retake = a.acquire(LockRequest.of("X").waitAtMost(Duration.ofSeconds(10)));
         parked.forEach(Runnable::run);
 
@@ -1019,5 +1020,41 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThat(overlaps).hasValue(0);
         assertThat(counter).hasValue(200);
         assertThat(bouncer.log()).doesNotContain("prepared statement");
+    }
+
+    /**
+     * A graceful close waits for holders to finish; meanwhile their leases must go on being renewed,
+     * or the lock would end under running work whenever the grace period outlasts the trust.
+     */
+    @Test
+    void aGracefulCloseKeepsRenewingLeasesWhileHoldersFinish() throws Exception {
+        LeaseLockClient a = shortLeaseClient();
+        LockClient writer = client();
+        CountDownLatch inside = new CountDownLatch(1);
+        CountDownLatch finish = new CountDownLatch(1);
+        Future<?> work = threads.submit(() -> {
+            try (HeldLock held = a.acquire(LockRequest.of("grace"))) {
+                inside.countDown();
+                finish.await();
+                held.assertHeld();
+            }
+            return null;
+        });
+        inside.await();
+        String version = "SELECT record_version FROM " + table + " WHERE lock_key = 'grace'";
+        long versionAtClose = queryLong(version);
+        Future<?> closing = threads.submit(() -> {
+            a.close(Duration.ofSeconds(60));
+            return null;
+        });
+        await().atMost(PROMPTLY).until(() -> refusesAsClosed(a));
+
+        // Twelve heartbeats: more than two one-second leases pass while close() waits.
+        await().atMost(Duration.ofSeconds(15)).until(() -> queryLong(version) >= versionAtClose + 12);
+        assertThat(writer.tryAcquire(LockRequest.of("grace"))).as("still held while the work runs").isEmpty();
+        finish.countDown();
+        work.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        closing.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        assertThat(writer.tryAcquire(LockRequest.of("grace"))).isPresent();
     }
 }

@@ -4,6 +4,8 @@ import dev.pglock.core.LockClient;
 import dev.pglock.core.LockMode;
 import dev.pglock.core.PgLock;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import javax.sql.DataSource;
@@ -63,10 +65,12 @@ public class PgLockClients implements SmartLifecycle, DisposableBean {
      * @throws IllegalStateException once the application context is closing
      */
     public LockClient get(LockMode mode) {
-        if (closed) {
-            throw new IllegalStateException("the application context is closing: no new " + mode + " lock client");
+        synchronized (clients) { // never builds a client that closing would miss
+            if (closed) {
+                throw new IllegalStateException("the application context is closing: no new " + mode + " lock client");
+            }
+            return clients.computeIfAbsent(mode, this::build);
         }
-        return clients.computeIfAbsent(mode, this::build);
     }
 
     private LockClient build(LockMode mode) {
@@ -133,16 +137,33 @@ public class PgLockClients implements SmartLifecycle, DisposableBean {
         closeAll(Duration.ZERO);
     }
 
+    /** Closes every client at once, each on a thread of its own: they stop granting together and share the timeout. */
     private void closeAll(Duration timeout) {
-        closed = true;
-        long deadline = System.nanoTime() + timeout.toNanos();
-        for (LockClient client : clients.values()) {
+        List<LockClient> toClose;
+        synchronized (clients) {
+            closed = true;
+            toClose = List.copyOf(clients.values());
+            clients.clear();
+        }
+        List<Thread> closing = new ArrayList<>();
+        for (LockClient client : toClose) {
+            Thread thread = new Thread(() -> {
+                try {
+                    client.close(timeout);
+                } catch (RuntimeException e) {
+                    log.warn("closing the {} lock client failed", client.mode(), e);
+                }
+            }, "pglock-close-" + client.mode().name().toLowerCase());
+            thread.start();
+            closing.add(thread);
+        }
+        for (Thread thread : closing) {
             try {
-                client.close(Duration.ofNanos(Math.max(0, deadline - System.nanoTime())));
-            } catch (RuntimeException e) {
-                log.warn("closing the {} lock client failed", client.mode(), e);
+                thread.join();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return;
             }
         }
-        clients.clear();
     }
 }
