@@ -73,19 +73,20 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private static final String TERMINATE = "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity AS a"
             + " JOIN unnest(?::int[], ?::timestamptz[]) AS s(pid, started) ON a.pid = s.pid AND a.backend_start = s.started";
     // Columns: granted (null when the backend is not the session's), token (null without fencing),
-    // pid. Parameters: [sequence,] lock id, token.
-    private static final String TRY_LOCK = "SELECT CASE WHEN s.mine THEN pg_try_advisory_lock(?) END, NULL::bigint,"
-            + " s.pid" + OWN;
-    private static final String TRY_LOCK_SHARED = "SELECT CASE WHEN s.mine THEN pg_try_advisory_lock_shared(?) END,"
-            + " NULL::bigint, s.pid" + OWN;
+    // pid. Parameters: [sequence,] token, lock id. The token is read once here, in the CASE that
+    // guards the try, so no subquery is needed (CASE evaluates its condition first).
+    private static final String TRY_LOCK = "SELECT CASE WHEN current_setting('pglock.session', true) = ?"
+            + " THEN pg_try_advisory_lock(?) END, NULL::bigint, pg_backend_pid()";
+    private static final String TRY_LOCK_SHARED = "SELECT CASE WHEN current_setting('pglock.session', true) = ?"
+            + " THEN pg_try_advisory_lock_shared(?) END, NULL::bigint, pg_backend_pid()";
     // With fencing tokens: nextval only after the lock was granted, so tokens follow the order in which
     // holders got the lock. OFFSET 0 keeps the try a subquery evaluated once.
     private static final String TRY_LOCK_FENCED = "SELECT granted, CASE WHEN granted THEN nextval(?::regclass) END, pid"
-            + " FROM (SELECT CASE WHEN s.mine THEN pg_try_advisory_lock(?) END AS granted, s.pid" + OWN
-            + " OFFSET 0) AS attempt";
+            + " FROM (SELECT CASE WHEN current_setting('pglock.session', true) = ? THEN pg_try_advisory_lock(?) END"
+            + " AS granted, pg_backend_pid() AS pid OFFSET 0) AS attempt";
     private static final String TRY_LOCK_SHARED_FENCED = "SELECT granted, CASE WHEN granted THEN nextval(?::regclass)"
-            + " END, pid FROM (SELECT CASE WHEN s.mine THEN pg_try_advisory_lock_shared(?) END AS granted, s.pid" + OWN
-            + " OFFSET 0) AS attempt";
+            + " END, pid FROM (SELECT CASE WHEN current_setting('pglock.session', true) = ?"
+            + " THEN pg_try_advisory_lock_shared(?) END AS granted, pg_backend_pid() AS pid OFFSET 0) AS attempt";
     // Waiting: one round trip of several statements. The driver sends them before one Sync, so they
     // share an implicit transaction (and reach one backend, even through a pooler): set_config(...,
     // true) sets lock_timeout for that transaction only, and it reverts by itself whether the lock came
@@ -115,6 +116,13 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             + " CASE WHEN s.mine AND ? THEN set_config('pglock.session', '', false) END" + OWN;
     private static final String UNLOCK_SHARED = "SELECT CASE WHEN s.mine THEN pg_advisory_unlock_shared(?) END, s.pid,"
             + " s.mine, CASE WHEN s.mine AND ? THEN set_config('pglock.session', '', false) END" + OWN;
+    // The same for a shared session, which never retires: nothing in the statement changes the
+    // setting, so it can be read twice without a subquery. Parameters: token, lock id, token.
+    private static final String UNLOCK_ON_SHARED_SESSION = "SELECT CASE WHEN current_setting('pglock.session', true) = ?"
+            + " THEN pg_advisory_unlock(?) END, pg_backend_pid(), current_setting('pglock.session', true) = ?";
+    private static final String UNLOCK_SHARED_ON_SHARED_SESSION = "SELECT CASE WHEN current_setting('pglock.session',"
+            + " true) = ? THEN pg_advisory_unlock_shared(?) END, pg_backend_pid(),"
+            + " current_setting('pglock.session', true) = ?";
     // Before a session's connection goes back to its pool: nothing locked, backend unclaimed. Parameter: token.
     private static final String UNLOCK_ALL = "SELECT CASE WHEN s.mine THEN pg_advisory_unlock_all() END,"
             + " CASE WHEN s.mine THEN set_config('pglock.session', '', false) END, s.mine" + OWN;
@@ -267,8 +275,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                         if (fencingSequence != null) {
                             ps.setString(i++, fencingSequence);
                         }
-                        ps.setLong(i++, lockId);
-                        ps.setString(i, session.token);
+                        ps.setString(i++, session.token);
+                        ps.setLong(i, lockId);
                         try (ResultSet rs = ps.executeQuery()) {
                             rs.next();
                             boolean granted = rs.getBoolean(1);
@@ -613,10 +621,18 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         try {
             answer = session.call(c -> {
                 Unlocked result;
-                try (PreparedStatement ps = c.prepareStatement(lock.isShared() ? UNLOCK_SHARED : UNLOCK)) {
-                    ps.setLong(1, lock.lockId);
-                    ps.setBoolean(2, session.dedicated);
-                    ps.setString(3, session.token);
+                String sql = session.dedicated ? (lock.isShared() ? UNLOCK_SHARED : UNLOCK)
+                        : (lock.isShared() ? UNLOCK_SHARED_ON_SHARED_SESSION : UNLOCK_ON_SHARED_SESSION);
+                try (PreparedStatement ps = c.prepareStatement(sql)) {
+                    if (session.dedicated) {
+                        ps.setLong(1, lock.lockId);
+                        ps.setBoolean(2, true);
+                        ps.setString(3, session.token);
+                    } else {
+                        ps.setString(1, session.token);
+                        ps.setLong(2, lock.lockId);
+                        ps.setString(3, session.token);
+                    }
                     try (ResultSet rs = ps.executeQuery()) {
                         rs.next();
                         result = new Unlocked(rs.getBoolean(1), rs.getInt(2), rs.getBoolean(3));
