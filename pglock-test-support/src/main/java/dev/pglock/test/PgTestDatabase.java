@@ -161,8 +161,16 @@ public final class PgTestDatabase {
 
     /** An unpooled DataSource: every getConnection opens a new session. */
     public DataSource simpleDataSource() {
+        return simpleDataSource(jdbcUrl);
+    }
+
+    /**
+     * An unpooled DataSource on another URL to this server (through a proxy or a pooler), with this
+     * database's user and password.
+     */
+    public PGSimpleDataSource simpleDataSource(String url) {
         PGSimpleDataSource ds = new PGSimpleDataSource();
-        ds.setURL(jdbcUrl);
+        ds.setURL(url);
         ds.setUser(user);
         ds.setPassword(password);
         ds.setApplicationName("pglock-test");

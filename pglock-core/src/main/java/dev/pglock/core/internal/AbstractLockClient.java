@@ -51,6 +51,8 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
     private static final Logger log = LoggerFactory.getLogger(AbstractLockClient.class);
     private static final AtomicInteger clientCounter = new AtomicInteger();
+    /** SQLState of a statement cancelled by the server, such as by statement_timeout. */
+    private static final String QUERY_CANCELED = "57014";
 
     private final ReentrantLock state = new ReentrantLock();
     /** Signalled whenever a hold ends or a database call of an acquire or release finishes: close() waits on it. */
@@ -394,8 +396,6 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             throw e;
         }
     }
-
-    private static final String QUERY_CANCELED = "57014";
 
     /** Reports the locks lost because this process can no longer trust them, then gives them back. */
     protected final void declareUntrusted(List<D> locks) {

@@ -74,11 +74,7 @@ class AdvisoryLockClientTest extends LockClientContractTest {
 
     /** Unpooled connections through the proxy: every session is a new connection, never one blackholed before. */
     private DataSource unpooledThrough(TcpProxy proxy) {
-        org.postgresql.ds.PGSimpleDataSource ds = new org.postgresql.ds.PGSimpleDataSource();
-        ds.setURL(proxy.jdbcUrl(db.jdbcUrl()));
-        ds.setUser(db.user());
-        ds.setPassword(db.password());
-        return ds;
+        return db.simpleDataSource(proxy.jdbcUrl(db.jdbcUrl()));
     }
 
     /** Ends the backend that holds {@code key}, and waits until it is gone. */
@@ -663,10 +659,7 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     /** Issue 12, point 9: a server statement_timeout shorter than the wait ends the wait as not acquired. */
     @Test
     void aServerStatementTimeoutShorterThanTheWaitIsNotAcquiredAndLeavesNothing() throws Exception {
-        org.postgresql.ds.PGSimpleDataSource limited = new org.postgresql.ds.PGSimpleDataSource();
-        limited.setURL(db.jdbcUrl());
-        limited.setUser(db.user());
-        limited.setPassword(db.password());
+        org.postgresql.ds.PGSimpleDataSource limited = db.simpleDataSource(db.jdbcUrl());
         limited.setOptions("-c statement_timeout=300");
         LockClient a = closeLater(builder(limited).build());
         LockClient other = client();
@@ -724,10 +717,7 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     @Test
     void throughRealPgBouncerInTransactionPoolingNoTwoHoldersAndNothingStaysLocked() throws Exception {
         PgBouncer bouncer = closeLater(PgBouncer.transactionPooling(db, 2));
-        org.postgresql.ds.PGSimpleDataSource ds = new org.postgresql.ds.PGSimpleDataSource();
-        ds.setURL(bouncer.jdbcUrl());
-        ds.setUser(db.user());
-        ds.setPassword(db.password());
+        org.postgresql.ds.PGSimpleDataSource ds = db.simpleDataSource(bouncer.jdbcUrl());
         java.util.concurrent.atomic.AtomicInteger inside = new java.util.concurrent.atomic.AtomicInteger();
         java.util.concurrent.atomic.AtomicInteger overlaps = new java.util.concurrent.atomic.AtomicInteger();
         ConcurrentLinkedQueue<String> refusals = new ConcurrentLinkedQueue<>();

@@ -880,10 +880,7 @@ class LeaseLockClientTest extends LockClientContractTest {
     void anInterruptedWaiterIsUnregistered() throws Exception {
         TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
         proxy.setPaused(true); // LISTEN cannot be set up: the waiter waits for it
-        org.postgresql.ds.PGSimpleDataSource listen = new org.postgresql.ds.PGSimpleDataSource();
-        listen.setURL(proxy.jdbcUrl(db.jdbcUrl()));
-        listen.setUser(db.user());
-        listen.setPassword(db.password());
+        org.postgresql.ds.PGSimpleDataSource listen = db.simpleDataSource(proxy.jdbcUrl(db.jdbcUrl()));
         LeaseLockClient a = (LeaseLockClient) closeLater(builder(counting).listenDataSource(listen)
                 .connectionWaitTimeout(Duration.ofSeconds(30)).build());
         LockClient other = client();
@@ -986,10 +983,7 @@ class LeaseLockClientTest extends LockClientContractTest {
     @Test
     void leaseModeKeepsExclusionThroughARealPgBouncerInTransactionPooling() throws Exception {
         PgBouncer bouncer = closeLater(PgBouncer.transactionPooling(db, 2));
-        org.postgresql.ds.PGSimpleDataSource viaBouncer = new org.postgresql.ds.PGSimpleDataSource();
-        viaBouncer.setURL(bouncer.jdbcUrl());
-        viaBouncer.setUser(db.user());
-        viaBouncer.setPassword(db.password());
+        org.postgresql.ds.PGSimpleDataSource viaBouncer = db.simpleDataSource(bouncer.jdbcUrl());
         LockClient[] clients = {closeLater(builder(viaBouncer).listenDataSource(pool).build()),
                 closeLater(builder(viaBouncer).listenDataSource(pool).build())};
         java.util.concurrent.atomic.AtomicLong counter = new java.util.concurrent.atomic.AtomicLong();
