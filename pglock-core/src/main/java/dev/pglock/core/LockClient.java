@@ -43,6 +43,12 @@ public interface LockClient extends AutoCloseable {
     String owner();
 
     /**
+     * Whether {@link #close(Duration)} has begun: from then on the client grants nothing, and every
+     * acquire throws {@link IllegalStateException}. Lets a caller tell "shutting down" from a mistake.
+     */
+    boolean isClosed();
+
+    /**
      * Closes at once: {@link #close(Duration) close(Duration.ZERO)}. Every lock still held is reported
      * lost to its holder ({@code onLost}, {@code assertHeld} throws), then released, and the
      * connections are freed. Idempotent.

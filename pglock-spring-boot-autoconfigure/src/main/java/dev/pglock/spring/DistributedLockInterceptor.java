@@ -54,7 +54,19 @@ final class DistributedLockInterceptor implements MethodInterceptor {
             template = template.inMode(operation.mode());
         }
         LockRequest request = operation.request(template, key(operation, invocation, target, targetClass));
-        HeldLock lock = template.tryLock(request);
+        HeldLock lock;
+        try {
+            lock = template.tryLock(request);
+        } catch (IllegalStateException e) {
+            // Shutting down: the client grants nothing more. A method that skips when the lock is
+            // taken (a @Scheduled job firing during shutdown) skips quietly here too.
+            if (template.client().isClosed() && operation.skipsWhenLocked()) {
+                log.debug("{} skipped: the lock client is closed (the application is shutting down)",
+                        operation.description());
+                return operation.skippedResult();
+            }
+            throw e;
+        }
         if (lock == null) {
             if (operation.skipsWhenLocked()) {
                 log.debug("{} skipped: lock '{}' is held elsewhere", operation.description(), request.key());

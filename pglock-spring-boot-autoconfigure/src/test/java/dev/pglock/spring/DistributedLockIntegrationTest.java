@@ -280,6 +280,27 @@ abstract class DistributedLockIntegrationTest {
         });
     }
 
+    /**
+     * While the application shuts down the lock client grants nothing; a @Scheduled-style void method
+     * (and any method told to SKIP) then skips quietly, as when the lock is taken, instead of failing
+     * with an ERROR from the scheduler. A method that must run is told the client is closed.
+     */
+    @Test
+    void duringShutdownSkippingMethodsSkipQuietlyAndOthersAreToldTheClientIsClosed() {
+        runner().run(context -> {
+            Outcomes outcomes = context.getBean(Outcomes.class);
+            context.getBean(dev.pglock.spring.boot.autoconfigure.PgLockClients.class).stop();
+
+            outcomes.tick();
+            assertThat(outcomes.maybe()).isEmpty();
+            assertThat(outcomes.runs()).as("nothing ran unlocked").isZero();
+            assertThatThrownBy(outcomes::compute).isInstanceOf(IllegalStateException.class)
+                    .hasMessageContaining("closed");
+            assertThatThrownBy(outcomes::tickOrThrow).isInstanceOf(IllegalStateException.class);
+            assertThat(outcomes.runs()).isZero();
+        });
+    }
+
     @Test
     void anExceptionPassesThroughUnchangedAndTheLockIsReleased() {
         runner().run(context -> {

@@ -532,7 +532,8 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         }
     }
 
-    protected final boolean isClosed() {
+    @Override
+    public final boolean isClosed() {
         return closed;
     }
 
