@@ -560,6 +560,31 @@ public abstract class LockClientContractTest {
         assertThat(b.tryAcquire(LockRequest.of("stuck"))).isPresent();
     }
 
+    /** A close() whose waiting is interrupted stops waiting but still tells the holders and frees every lock. */
+    @Test
+    void anInterruptedGracefulCloseStillTellsTheHoldersAndFreesTheLocks() throws Exception {
+        LockClient a = newClient();
+        LockClient b = client();
+        HeldLock held = a.acquire(LockRequest.of("interrupted-close"));
+        CompletableFuture<LockLostException> told = new CompletableFuture<>();
+        held.onLost(told::complete);
+        AtomicBoolean interruptKept = new AtomicBoolean();
+        Thread closer = new Thread(() -> {
+            a.close(Duration.ofMinutes(10));
+            interruptKept.set(Thread.currentThread().isInterrupted());
+        }, "closer");
+        closer.start();
+        await().atMost(PROMPTLY).until(() -> refusesAsClosed(a) && closer.getState() == Thread.State.TIMED_WAITING);
+
+        closer.interrupt();
+        closer.join(Duration.ofSeconds(30).toMillis());
+
+        assertThat(closer.isAlive()).isFalse();
+        assertThat(interruptKept).isTrue();
+        assertThat(told.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS)).hasMessageContaining("closed");
+        assertThat(b.tryAcquire(LockRequest.of("interrupted-close"))).as("freed").isPresent();
+    }
+
     /**
      * The concurrency test again, with faults injected between rounds while no thread is inside: all
      * the clients' server sessions terminated, or every connection open at that moment blackholed. The

@@ -602,13 +602,17 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         long inFlightEnd = Math.max(graceEnd, deadline(inFlightBound()));
         state.lock();
         try {
-            // Holders finish their work and release (their releases run normally, sessions still open).
-            while (holdCount() > 0 && graceEnd - System.nanoTime() > 0) {
-                settled.awaitNanos(graceEnd - System.nanoTime());
-            }
-            // Calls in flight settle: a grant made while closing is given back by its own thread.
-            while (inFlight > 0 && inFlightEnd - System.nanoTime() > 0) {
-                settled.awaitNanos(inFlightEnd - System.nanoTime());
+            try {
+                // Holders finish their work and release (their releases run normally, sessions still open).
+                while (holdCount() > 0 && graceEnd - System.nanoTime() > 0) {
+                    settled.awaitNanos(graceEnd - System.nanoTime());
+                }
+                // Calls in flight settle: a grant made while closing is given back by its own thread.
+                while (inFlight > 0 && inFlightEnd - System.nanoTime() > 0) {
+                    settled.awaitNanos(inFlightEnd - System.nanoTime());
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt(); // stop waiting, but still tell, release and free
             }
             for (Entry entry : entries.values()) {
                 if (entry.lock != null) {
@@ -620,8 +624,6 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                 }
             }
             entries.clear();
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
         } finally {
             state.unlock();
         }
