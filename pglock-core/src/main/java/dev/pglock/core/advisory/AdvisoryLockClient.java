@@ -100,10 +100,13 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private static final String DRAW_TOKEN = "CASE WHEN current_setting('pglock.session', true) = ?"
             + " THEN nextval(?::regclass) END";
     // Unlock on a dedicated session. Columns: unlocked (null when the backend is not the session's),
-    // pid, mine. With retire = true it also gives its backend back unclaimed, in the same statement;
-    // the token is read once, in OWN, because set_config changes it. Parameters: lock id, retire, token.
-    private static final String UNLOCK_DEDICATED = "SELECT CASE WHEN s.mine THEN pg_advisory_unlock%1$s(?) END, s.pid,"
-            + " s.mine, CASE WHEN s.mine AND ? THEN set_config('pglock.session', '', false) END" + OWN;
+    // pid, mine. With retire = true it also gives its backend back unclaimed, in the same statement,
+    // once the unlock succeeded; the token is read once, in OWN, because set_config changes it.
+    // Parameters: retire, lock id, token.
+    private static final String UNLOCK_DEDICATED = "SELECT u.unlocked, u.pid, u.mine,"
+            + " CASE WHEN u.unlocked AND ? THEN set_config('pglock.session', '', false) END"
+            + " FROM (SELECT CASE WHEN s.mine THEN pg_advisory_unlock%1$s(?) END AS unlocked, s.pid, s.mine" + OWN
+            + " OFFSET 0) AS u";
     // Unlock on a shared session, which never retires: nothing in the statement changes the setting,
     // so it is read twice without a subquery (a subquery here cost about 12% of an uncontended
     // acquire-release pair). Columns as above. Parameters: token, lock id, token.
@@ -121,9 +124,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private static final String UNLOCK_SHARED = UNLOCK_DEDICATED.formatted("_shared");
     private static final String UNLOCK_ON_SHARED_SESSION = UNLOCK_SHARED_SESSION.formatted("");
     private static final String UNLOCK_SHARED_ON_SHARED_SESSION = UNLOCK_SHARED_SESSION.formatted("_shared");
-    // Before a session's connection goes back to its pool: nothing locked, backend unclaimed. Parameter: token.
-    private static final String UNLOCK_ALL = "SELECT CASE WHEN s.mine THEN pg_advisory_unlock_all() END,"
-            + " CASE WHEN s.mine THEN set_config('pglock.session', '', false) END, s.mine" + OWN;
+    // Before a session's connection goes back to its pool: nothing locked, backend unclaimed. On the
+    // session's own backend (its token, or its pid: a dedicated session unclaims it in its release)
+    // everything is unlocked. Parameters: pid, token. Columns: -, -, mine, pid.
+    private static final String UNLOCK_ALL = "SELECT CASE WHEN s.mine OR s.pid = ? THEN pg_advisory_unlock_all() END,"
+            + " CASE WHEN s.mine THEN set_config('pglock.session', '', false) END, s.mine, s.pid" + OWN;
     // The watchdog's check. Parameter: token. Columns: mine, pid.
     private static final String CHECK = "SELECT s.mine, s.pid" + OWN;
     // pg_locks shows a bigint advisory key split in two (classid: high 32 bits, objid: low 32 bits,
@@ -316,8 +321,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         try {
             session.call(c -> {
                 try (PreparedStatement ps = c.prepareStatement(shared ? UNLOCK_SHARED : UNLOCK)) {
-                    ps.setLong(1, lockId);
-                    ps.setBoolean(2, false);
+                    ps.setBoolean(1, false);
+                    ps.setLong(2, lockId);
                     ps.setString(3, session.token);
                     ps.execute();
                 }
@@ -351,11 +356,13 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         refuseFurtherUse(message);
         SQLException cause = new SQLException(message, "08P01");
         // The locks on the backends this client claimed can only be ended with those backends.
+        stopWaits(); // a wait granted from now on would be handed out after every lock was reported lost
         List<LockSession> claimed = new ArrayList<>(dedicated);
         claimed.addAll(sessions.live());
         if (session != null && !claimed.contains(session)) {
             claimed.add(session);
         }
+        claimed.removeIf(s -> s != session && s.isEnded()); // ended ones were unclaimed or disposed of
         try {
             if (opening != null) {
                 terminateBackends(opening, claimed);
@@ -512,10 +519,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private static void unlockAllAndClose(Connection connection, LockSession session) {
         boolean mine;
         try (PreparedStatement ps = connection.prepareStatement(UNLOCK_ALL)) {
-            ps.setString(1, session.token);
+            ps.setInt(1, session.backendPid);
+            ps.setString(2, session.token);
             try (ResultSet rs = ps.executeQuery()) {
                 rs.next();
-                mine = rs.getBoolean(3);
+                mine = rs.getBoolean(3) || rs.getInt(4) == session.backendPid; // unlocked either way
             }
             if (!mine) {
                 terminateBackends(connection, List.of(session));
@@ -610,7 +618,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     }
 
     /** What an unlock answered: whether it unlocked (null: it ran on another backend), and where it ran. */
-    private record Unlocked(boolean unlocked, int pid, boolean mine) {
+    private record Unlocked(boolean unlocked, int pid, boolean mine, boolean retired) {
     }
 
     private void unlock(AdvisoryLock lock) {
@@ -623,8 +631,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                         : (lock.isShared() ? UNLOCK_SHARED_ON_SHARED_SESSION : UNLOCK_ON_SHARED_SESSION);
                 try (PreparedStatement ps = c.prepareStatement(sql)) {
                     if (session.dedicated) {
-                        ps.setLong(1, lock.lockId);
-                        ps.setBoolean(2, true);
+                        ps.setBoolean(1, true);
+                        ps.setLong(2, lock.lockId);
                         ps.setString(3, session.token);
                     } else {
                         ps.setString(1, session.token);
@@ -633,11 +641,14 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                     }
                     try (ResultSet rs = ps.executeQuery()) {
                         rs.next();
-                        result = new Unlocked(rs.getBoolean(1), rs.getInt(2), rs.getBoolean(3));
+                        boolean unlocked = rs.getBoolean(1);
+                        int pid = rs.getInt(2);
+                        boolean mine = rs.getBoolean(3);
+                        // Retired in the same turn, so the watchdog never checks a returned connection;
+                        // if close() ended the session first, close() disposes of it.
+                        boolean retired = session.dedicated && unlocked && mine && session.end();
+                        result = new Unlocked(unlocked, pid, mine, retired);
                     }
-                }
-                if (session.dedicated && result.unlocked() && result.mine()) {
-                    session.end(); // retired in the same turn, so the watchdog never checks a returned connection
                 }
                 return result;
             });
@@ -654,7 +665,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             log.warn("lock '{}' (id {}) was not held by {} when released; ending the session", lock.key(),
                     lock.lockId, session);
             sessionDied(session, new SQLException("a lock could not be released on this session"));
-        } else if (session.dedicated) {
+        } else if (answer.retired()) {
             dedicated.remove(session);
             Jdbc.closeQuietly(session.connection); // clean: autocommit on, lock_timeout was transaction-local
         }

@@ -333,7 +333,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             Hold hold = null;
             state.lock();
             try {
-                if (!closed) {
+                if (!closed && refused == null) {
                     claimed.lock = lock;
                     claimed.busy = false;
                     claimed.changed.signalAll(); // shared joiners waiting for the outcome may join now
@@ -344,10 +344,13 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                 state.unlock();
             }
             if (hold == null) {
-                // close() began while we were taking it: close() waits for us, so the sessions are still
-                // there to give the lock back on.
+                // close() began while we were taking it (close() waits for us, so the sessions are still
+                // there to give the lock back on), or the client now refuses further use.
                 releaseQuietly(lock);
-                throw closedException();
+                if (closed) {
+                    throw closedException();
+                }
+                throw new IllegalStateException(refused);
             }
             // The lock may have been lost between the grant and the publication above (its session
             // died and the watchdog skipped it as busy; a slow answer used up the lease's trust):

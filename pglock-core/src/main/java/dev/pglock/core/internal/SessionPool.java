@@ -55,7 +55,7 @@ public final class SessionPool {
             Jdbc.abortQuietly(connection);
             throw new LockDatabaseException("cannot open a lock session: " + e.getMessage(), e);
         } catch (RuntimeException e) {
-            Jdbc.closeQuietly(connection);
+            Jdbc.abortQuietly(connection); // e.g. a backend another session claimed: never back to the pool alive
             throw e;
         }
     }

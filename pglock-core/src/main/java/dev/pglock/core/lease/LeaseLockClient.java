@@ -579,9 +579,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             // too, the row ends when its lease runs out.
             log.warn("releasing lock '{}' failed ({}); trying once more, else it ends when its lease runs out",
                     lock.key(), e.getMessage());
-            if (!isClosed()) {
-                releaseUntrusted(List.of(lock));
-            }
+            releaseUntrusted(List.of(lock)); // also while close() waits: the entry is gone, close() will not see it
         }
         return CompletableFuture.completedFuture(null);
     }

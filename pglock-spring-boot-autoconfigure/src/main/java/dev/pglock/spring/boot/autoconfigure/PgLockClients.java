@@ -26,7 +26,8 @@ import org.springframework.context.SmartLifecycle;
  * held after that is reported lost to its holder ({@code onLost}, {@code assertHeld()} throws) before
  * it is released. So a rolling deploy never lets another replica in under work that still runs.
  * Its phase, {@link #PHASE}, comes after the web server's graceful shutdown, so requests that the
- * server lets finish can still take locks.
+ * server lets finish can still take locks. Stopping is final: the clients are closed, and a context
+ * that is stopped and then started again (rather than refreshed) keeps them closed.
  */
 public class PgLockClients implements SmartLifecycle, DisposableBean {
 
