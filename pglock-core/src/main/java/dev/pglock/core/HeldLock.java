@@ -49,7 +49,8 @@ public interface HeldLock extends AutoCloseable {
      * Calls {@code listener} once if the lock is lost while held (not on a normal release). Called at
      * once, on the calling thread, when the lock is already lost; otherwise on the client's event
      * thread (listeners of one client run one after another, so a slow one delays the others, never
-     * a heartbeat), or on the thread that closes the client.
+     * a heartbeat), on the thread that closes the client, or on the thread whose {@link #release()}
+     * finds the loss.
      */
     HeldLock onLost(Consumer<LockLostException> listener);
 
@@ -74,8 +75,11 @@ public interface HeldLock extends AutoCloseable {
      * Releases this acquisition. Each acquisition is released once: a second call is a mistake
      * (it would otherwise release a re-entrant outer hold) and throws.
      *
-     * @return true when this call released it; false when the lock had already been lost or the
-     *     client closed, so there was nothing left to release
+     * @return true when this call released it, and the lock was this holder's until then; false when
+     *     the lock had already been lost or the client closed, so there was nothing left to release,
+     *     and also when this release is what finds it lost (the database had dropped it, or it was no
+     *     longer trusted, before any heartbeat noticed): the {@link #onLost} listeners then run on
+     *     this thread before it returns, as the work done under the lock may not have been exclusive
      * @throws IllegalStateException when this HeldLock was already released, or when called from a
      *     thread other than the one that acquired it; in both cases nothing changes
      */

@@ -60,6 +60,9 @@ public abstract class LockClientContractTest {
     /** A new client like {@link #newClient()} whose every connection goes through {@code proxy}. */
     protected abstract LockClient newClient(TcpProxy proxy);
 
+    /** A new client like {@link #newClient()} whose heartbeat does not run within a test (an hour apart). */
+    protected abstract LockClient newClientWithoutHeartbeat();
+
     /** A client the test closes for you. */
     protected final LockClient client() {
         return closeLater(newClient());
@@ -108,6 +111,36 @@ public abstract class LockClientContractTest {
      * A waiter that is already waiting in the database gets the lock milliseconds after the release,
      * long before any fallback re-check (lease mode's is the holder's lease, 30s by default).
      */
+    /**
+     * Found by the fault harness: a holder whose lock the database dropped during its work (advisory:
+     * session terminated; lease: row gone) released it before its heartbeat noticed, and release()
+     * answered true with no onLost, so it never learnt that its work was unprotected. The heartbeat
+     * is kept out of the way, so the release is the first to find out.
+     */
+    @Test
+    void aReleaseThatFindsTheLockGoneReturnsFalseAndTellsTheListeners() throws Exception {
+        LockClient holder = closeLater(newClientWithoutHeartbeat());
+        HeldLock lock = holder.acquire(LockRequest.of("gone-before-release"));
+        AtomicReference<LockLostException> heard = new AtomicReference<>();
+        AtomicInteger calls = new AtomicInteger();
+        lock.onLost(lost -> {
+            calls.incrementAndGet();
+            heard.set(lost);
+        });
+        breakLock(holder, lock);
+
+        assertThat(lock.release()).as("release() of a lock the database no longer had").isFalse();
+        assertThat(heard.get()).as("onLost, run by the release that found the loss").isNotNull();
+        assertThat(heard.get()).hasMessageContaining("gone-before-release");
+        assertThat(calls).hasValue(1);
+        assertThat(lock.isHeld()).isFalse();
+        lock.close(); // quietly: nothing left to release
+        assertThat(calls).hasValue(1);
+        try (HeldLock again = holder.tryAcquire(LockRequest.of("gone-before-release")).orElseThrow()) {
+            assertThat(again.isHeld()).as("the key is taken again normally").isTrue();
+        }
+    }
+
     @Test
     void aWaiterWakesWithinMillisecondsWhenTheHolderReleases() throws Exception {
         LockClient a = client();

@@ -588,24 +588,25 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     }
 
     @Override
-    protected CompletableFuture<Void> releaseInDatabase(AdvisoryLock lock) {
+    protected CompletableFuture<Released> releaseInDatabase(AdvisoryLock lock) {
         long holdNanos = lock.holdUntilNanos - System.nanoTime();
         if (lock.holdUntilNanos != 0 && holdNanos > 0 && !isClosed()) {
             // Hold-at-least: the session keeps the lock until then; no thread waits for it.
-            CompletableFuture<Void> released = new CompletableFuture<>();
+            CompletableFuture<Released> released = new CompletableFuture<>();
             try {
                 // The unlock runs off the scheduler thread, so a session that hangs cannot delay the watchdog.
                 scheduler.schedule(() -> {
                     try {
                         connector.execute(() -> {
+                            Released found = Released.HELD;
                             try {
-                                unlock(lock);
+                                found = unlock(lock);
                             } finally {
-                                released.complete(null); // the key must become free here whatever happened
+                                released.complete(found); // the key must become free here whatever happened
                             }
                         });
                     } catch (RejectedExecutionException closing) {
-                        released.complete(null); // close() unlocks everything itself
+                        released.complete(Released.HELD); // close() unlocks everything itself
                     }
                 }, holdNanos, TimeUnit.NANOSECONDS);
                 return released;
@@ -613,15 +614,15 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 // the client is closing: it unlocks everything itself
             }
         }
-        unlock(lock);
-        return CompletableFuture.completedFuture(null);
+        return CompletableFuture.completedFuture(unlock(lock));
     }
 
     /** What an unlock answered: whether it unlocked (null: it ran on another backend), and where it ran. */
     private record Unlocked(boolean unlocked, int pid, boolean mine, boolean retired) {
     }
 
-    private void unlock(AdvisoryLock lock) {
+    /** Unlocks on the lock's session; says whether the lock was still there, on its own backend. */
+    private Released unlock(AdvisoryLock lock) {
         LockSession session = lock.session;
         Unlocked answer;
         try {
@@ -657,18 +658,26 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 log.warn("releasing lock '{}' failed; ending its session so the server drops it", lock.key(), e);
             }
             sessionDied(session, e);
-            return;
+            // Ended by the server (terminated, restarted) or cut off: either way the lock was not
+            // confirmed to the end, and with a server-side end it was gone while its holder worked.
+            return Released.gone("its database session (backend pid " + session.backendPid + ") ended before"
+                    + " the release: " + e.getMessage(), e);
         }
         if (!answer.mine()) {
-            multiplexed(session, answer.pid());
+            LockDatabaseException refused = multiplexed(session, answer.pid());
+            return Released.gone(refused.getMessage(), refused);
         } else if (!answer.unlocked()) {
             log.warn("lock '{}' (id {}) was not held by {} when released; ending the session", lock.key(),
                     lock.lockId, session);
-            sessionDied(session, new SQLException("a lock could not be released on this session"));
+            SQLException notHeld = new SQLException("a lock could not be released on this session");
+            sessionDied(session, notHeld);
+            return Released.gone("the database no longer had it on its session (backend pid "
+                    + session.backendPid + ")", notHeld);
         } else if (answer.retired()) {
             dedicated.remove(session);
             Jdbc.closeQuietly(session.connection); // clean: autocommit on, lock_timeout was transaction-local
         }
+        return Released.HELD;
     }
 
     /** Locks are taken outside transactions: a pool may hand out connections with autocommit off. */

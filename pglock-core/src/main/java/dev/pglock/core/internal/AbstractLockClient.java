@@ -126,10 +126,27 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
     /**
      * Releases the lock in the database, now or (hold-at-least) later. The returned stage completes
-     * when no one in this JVM may take the key again without asking the database. Must not throw:
-     * a lock that cannot be released is reported and left to its session or lease to end.
+     * when no one in this JVM may take the key again without asking the database, with what the
+     * release found. Must not throw: a lock that cannot be released is reported and left to its
+     * session or lease to end.
      */
-    protected abstract CompletableFuture<Void> releaseInDatabase(D lock);
+    protected abstract CompletableFuture<Released> releaseInDatabase(D lock);
+
+    /**
+     * What a release found: the lock was still this client's until then ({@link #HELD}), or the
+     * database had already dropped it, and why. A release that finds the lock gone tells its holder,
+     * whose work under it may not have been exclusive.
+     */
+    protected record Released(String lostReason, Throwable cause) {
+
+        /** The lock was this client's until the release. */
+        public static final Released HELD = new Released(null, null);
+
+        /** The database no longer had the lock as this client's when it was released. */
+        public static Released gone(String reason, Throwable cause) {
+            return new Released(reason, cause);
+        }
+    }
 
     /**
      * Releases everything in the database and frees the connections; called once by {@link #close()}
@@ -455,12 +472,12 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             state.unlock();
         }
         D lock = entry.lock;
-        CompletableFuture<Void> done;
+        CompletableFuture<Released> done;
         try {
             done = releaseInDatabase(lock);
         } catch (RuntimeException e) {
             log.warn("releasing lock '{}' failed; it ends with its session or lease", lock.key(), e);
-            done = CompletableFuture.completedFuture(null);
+            done = CompletableFuture.completedFuture(Released.HELD);
         } finally {
             state.lock();
             try {
@@ -471,6 +488,16 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             }
         }
         done.whenComplete((ignored, error) -> forget(lock.key(), entry));
+        Released found = done.getNow(null); // a hold-at-least release completes later: nothing found now
+        if (found != null && found.lostReason() != null) {
+            // Lost while its holder worked, and no heartbeat had noticed yet: the holder hears it now,
+            // on this thread, as it would have from the heartbeat a moment later.
+            hold.lost = new Loss(found.lostReason(), found.cause());
+            log.warn("lock '{}' was found lost when it was released ({}): the work done under it may not have"
+                    + " been exclusive", lock.key(), found.lostReason());
+            hold.fireLost();
+            return false;
+        }
         return true;
     }
 

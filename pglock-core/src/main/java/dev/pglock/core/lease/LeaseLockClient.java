@@ -549,7 +549,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     }
 
     @Override
-    protected CompletableFuture<Void> releaseInDatabase(LeaseLock lock) {
+    protected CompletableFuture<Released> releaseInDatabase(LeaseLock lock) {
+        // The holder's work was protected while the lease was trusted; past that, even a release that
+        // succeeds cannot say another holder was not let in meanwhile.
+        boolean trustedToTheEnd = System.nanoTime() - lock.trustedUntilNanos < 0;
         LockSession session = null;
         try {
             session = sessions.session();
@@ -567,8 +570,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 }
             });
             if (!released) {
-                log.warn("lock '{}' was no longer held by {} when released (taken over or deleted)", lock.key(),
-                        lock.holder);
+                return CompletableFuture.completedFuture(Released.gone("the database no longer had it as "
+                        + lock.holder + "'s when it was released (taken over, or its row deleted)", null));
             }
         } catch (SQLException | RuntimeException e) {
             if (session != null && e instanceof SQLException sql) {
@@ -581,7 +584,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     lock.key(), e.getMessage());
             releaseUntrusted(List.of(lock)); // also while close() waits: the entry is gone, close() will not see it
         }
-        return CompletableFuture.completedFuture(null);
+        return CompletableFuture.completedFuture(trustedToTheEnd ? Released.HELD : Released.gone("no heartbeat was"
+                + " confirmed within the lease minus a safety margin before it was released", null));
     }
 
     /** Binds strings and longs (the only types a release takes) in order. */

@@ -72,6 +72,11 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         return builder(closeLater(db.pooledDataSource(proxy, 24))).fencingTokens(true).build();
     }
 
+    @Override
+    protected LockClient newClientWithoutHeartbeat() {
+        return builder(pool).heartbeatInterval(Duration.ofHours(1)).fencingTokens(true).build();
+    }
+
     /** Unpooled connections through the proxy: every session is a new connection, never one blackholed before. */
     private DataSource unpooledThrough(TcpProxy proxy) {
         return db.simpleDataSource(proxy.jdbcUrl(db.jdbcUrl()));
