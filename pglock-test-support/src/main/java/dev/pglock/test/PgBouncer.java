@@ -39,18 +39,23 @@ public final class PgBouncer implements AutoCloseable {
 
     /** PgBouncer in transaction pooling mode with {@code serverConnections} server connections per database and user. */
     public static PgBouncer transactionPooling(PgTestDatabase db, int serverConnections) {
+        return transactionPooling(db.jdbcUrl(), db.user(), db.password(), serverConnections);
+    }
+
+    /** The same in front of the server and database {@code jdbcUrl} names, for that user. */
+    public static PgBouncer transactionPooling(String jdbcUrl, String user, String password, int serverConnections) {
         if (!Files.isExecutable(BINARY)) {
             throw new IllegalStateException(BINARY + " is missing: these tests run a real PgBouncer. Install Debian's"
                     + " pgbouncer package (apt-get install pgbouncer; .ci/run does it)");
         }
-        URI target = URI.create(db.jdbcUrl().substring("jdbc:".length()));
+        URI target = URI.create(jdbcUrl.substring("jdbc:".length()));
         String database = target.getPath().substring(1);
         try {
             Path dir = Files.createTempDirectory("pglock-pgbouncer");
             Files.setPosixFilePermissions(dir, PosixFilePermissions.fromString("rwxrwxrwx"));
             int port = freePort();
             Path userlist = dir.resolve("userlist.txt");
-            Files.writeString(userlist, "\"" + db.user() + "\" \"" + db.password() + "\"\n");
+            Files.writeString(userlist, "\"" + user + "\" \"" + password + "\"\n");
             Path ini = dir.resolve("pgbouncer.ini");
             Files.writeString(ini, String.join("\n",
                     "[databases]",
