@@ -234,10 +234,20 @@ final class Clusters implements AutoCloseable {
         String listing = run(List.of("pg_lsclusters", "-h"));
         for (String line : listing.split("\n")) {
             String[] columns = line.trim().split("\\s+");
-            if (columns.length > 2 && columns[1].startsWith(PREFIX)) {
+            if (columns.length > 2 && columns[1].startsWith(PREFIX) && !ownerAlive(columns[1])) {
                 log.accept("dropping cluster " + columns[1] + " left by an earlier run");
                 run(List.of("pg_dropcluster", "--stop", columns[0], columns[1]));
             }
+        }
+    }
+
+    /** Whether the harness that made this cluster (its pid is in the name) still runs: then it is not a leftover. */
+    private static boolean ownerAlive(String name) {
+        String digits = name.substring(PREFIX.length()).replaceAll("\\D+$", "");
+        try {
+            return ProcessHandle.of(Long.parseLong(digits)).map(ProcessHandle::isAlive).orElse(false);
+        } catch (NumberFormatException e) {
+            return false;
         }
     }
 

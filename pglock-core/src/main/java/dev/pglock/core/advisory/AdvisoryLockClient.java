@@ -403,8 +403,12 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 int pid = rs.getInt(1);
                 String before = rs.getString(2);
                 if (before != null && !before.isEmpty()) {
+                    // Not ended here: its owner may still be alive and trusting its locks. They stay until
+                    // the backend ends, which the message says how to do once nothing uses the pooler.
                     throw multiplexed(null, connection, "backend pid " + pid + " is already the lock session of"
-                            + " another client (or another session of this one)");
+                            + " another client (or another session of this one), whose advisory locks stay until"
+                            + " that backend ends (the pooler closes it, or SELECT pg_terminate_backend(" + pid + ")"
+                            + " once no client takes advisory locks through the pooler)");
                 }
                 return new LockSession(connection, pid, dedicated, token, rs.getTimestamp(4));
             }

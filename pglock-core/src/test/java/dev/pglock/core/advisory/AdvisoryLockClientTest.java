@@ -770,4 +770,45 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         assertThat(heldInDatabase(List.of("bounced"))).as("no server session keeps the lock").isZero();
         assertThat(bouncer.log()).doesNotContain("prepared statement");
     }
+    /**
+     * Found by the fault harness, running advisory workers through PgBouncer: a client that took a lock
+     * through transaction pooling and then died (here its connections to PgBouncer are cut, as a
+     * kill -9 cuts them) leaves the lock and its claim on a PgBouncer server session, which outlives
+     * the client. The next client that lands there is refused, and the message names that backend
+     * and how to end it; ending it frees the lock. Not ended by pglock itself: the claim's owner may
+     * be alive and still trusting its locks.
+     */
+    @Test
+    void aLockLeftOnAPooledServerSessionByADeadClientIsNamedWithHowToEndIt() throws Exception {
+        PgBouncer bouncer = closeLater(PgBouncer.transactionPooling(db, 1));
+        TcpProxy toBouncer = closeLater(TcpProxy.forJdbcUrl(bouncer.jdbcUrl()));
+        LockClient dying = builder(db.simpleDataSource(toBouncer.jdbcUrl(bouncer.jdbcUrl()))).build();
+        HeldLock held = dying.tryAcquire(LockRequest.of("orphaned")).orElseThrow();
+        assertThat(held.isHeld()).isTrue();
+        toBouncer.dropConnections(); // the client is gone; PgBouncer keeps its one server session
+        int backend;
+        try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement("SELECT pid FROM pg_locks"
+                + " WHERE locktype = 'advisory' AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = ?")) {
+            ps.setLong(1, hasher.lockId("orphaned"));
+            try (ResultSet rs = ps.executeQuery()) {
+                assertThat(rs.next()).as("the dead client's lock is still on a server session").isTrue();
+                backend = rs.getInt(1);
+            }
+        }
+
+        assertThatThrownBy(() -> builder(db.simpleDataSource(bouncer.jdbcUrl())).build())
+                .isInstanceOf(LockDatabaseException.class)
+                .hasMessageContaining("backend pid " + backend + " is already the lock session of another client")
+                .hasMessageContaining("SELECT pg_terminate_backend(" + backend + ")")
+                .hasMessageContaining("transaction pooling");
+        try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement("SELECT pg_terminate_backend(?, 5000)")) {
+            ps.setInt(1, backend);
+            ps.executeQuery().close();
+        }
+        assertThat(heldInDatabase(List.of("orphaned"))).as("ending that backend freed the lock").isZero();
+        try (HeldLock direct = client().tryAcquire(LockRequest.of("orphaned")).orElseThrow()) {
+            assertThat(direct.isHeld()).isTrue();
+        }
+        dying.close();
+    }
 }
