@@ -199,13 +199,9 @@ final class Clusters implements AutoCloseable {
 
     private boolean isRunning(Node node) {
         try {
-            Process p = new ProcessBuilder("pg_ctlcluster", version, node.name(), "status").redirectErrorStream(true).start();
-            p.getInputStream().readAllBytes();
-            return p.waitFor() == 0;
-        } catch (IOException e) {
-            return false;
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
+            run(List.of("pg_ctlcluster", version, node.name(), "status"));
+            return true;
+        } catch (IllegalStateException notRunning) {
             return false;
         }
     }
@@ -251,14 +247,25 @@ final class Clusters implements AutoCloseable {
         }
     }
 
+    /** Runs a command with a 2-minute bound (its output to a file, so a hung command cannot hang the read). */
     private String run(List<String> command) {
         try {
-            Process p = new ProcessBuilder(command).redirectErrorStream(true).start();
-            String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
-            if (!p.waitFor(120, TimeUnit.SECONDS) || p.exitValue() != 0) {
-                throw new IllegalStateException(String.join(" ", command) + " failed: " + out.strip());
+            Path output = Files.createTempFile("pglock-faults-command", ".out");
+            try {
+                Process p = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(output.toFile()).start();
+                boolean finished = p.waitFor(120, TimeUnit.SECONDS);
+                if (!finished) {
+                    p.destroyForcibly();
+                }
+                String out = Files.readString(output, StandardCharsets.UTF_8);
+                if (!finished || p.exitValue() != 0) {
+                    throw new IllegalStateException(String.join(" ", command) + (finished ? " failed: " : " timed out: ")
+                            + out.strip());
+                }
+                return out;
+            } finally {
+                Files.deleteIfExists(output);
             }
-            return out;
         } catch (IOException e) {
             throw new IllegalStateException(String.join(" ", command) + " could not run: " + e.getMessage(), e);
         } catch (InterruptedException e) {

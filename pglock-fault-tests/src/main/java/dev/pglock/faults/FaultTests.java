@@ -54,9 +54,19 @@ public final class FaultTests {
             Harness.log("cannot inject every fault: " + e.getMessage());
             return 3;
         }
+        Harness[] running = new Harness[1];
+        // Stopped from outside (Ctrl-C, a CI timeout): no worker and no cluster outlives the harness.
+        Thread cleanup = new Thread(() -> {
+            if (running[0] != null) {
+                running[0].killAll();
+            }
+            clusters.close();
+        }, "faults-cleanup");
+        Runtime.getRuntime().addShutdownHook(cleanup);
         Harness harness = null;
         try {
             harness = new Harness(options, directory, clusters, PgTestDatabase.get());
+            running[0] = harness;
             long share = Math.max(1, options.seconds() / options.modes().size());
             for (String mode : options.modes()) {
                 Harness.ModeRun run = harness.run(mode, share);
@@ -67,6 +77,7 @@ public final class FaultTests {
                 harness.dropResource();
             }
             clusters.close();
+            Runtime.getRuntime().removeShutdownHook(cleanup);
         }
         long elapsed = (System.nanoTime() - started) / 1_000_000_000L;
         Harness.log("done in " + elapsed + " s; histories in " + directory);

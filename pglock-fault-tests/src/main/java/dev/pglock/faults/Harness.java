@@ -45,7 +45,9 @@ final class Harness {
     private final PGSimpleDataSource resourceDataSource;
     private final String resourceTable;
     private final String writesTable;
-    private final long clockOffsetMicros;
+    private volatile long clockOffsetMicros;
+    /** Every worker still running, so a harness that is stopped can stop them too. */
+    private final Map<Integer, WorkerProcess> live = new java.util.concurrent.ConcurrentHashMap<>();
     private final Random random;
     private int nextWorkerId = 1;
 
@@ -59,6 +61,10 @@ final class Harness {
         final List<String> keys;
         final Map<Integer, Path> workerEvents = new LinkedHashMap<>();
         final Map<Integer, String> workerPhase = new HashMap<>();
+        /** The harness's clock offset when each worker's phase began (see Checker#read). */
+        final Map<Integer, Long> offsets = new HashMap<>();
+        /** Workers killed because they did not stop on SIGTERM, and when. */
+        final Map<Integer, Long> forcedKills = new HashMap<>();
         final List<Fault> faults = new ArrayList<>();
         final List<String> leaks = new ArrayList<>();
         final List<String> problems = new ArrayList<>();
@@ -154,6 +160,13 @@ final class Harness {
 
     private void phase(ModeRun run, String topology, long seconds) {
         log(run.mode + ": " + topology);
+        try {
+            // Measured again each phase: the database clock (wall time) and the monotonic clock drift apart.
+            clockOffsetMicros = Clock.offsetMicros(resourceDataSource);
+        } catch (SQLException e) {
+            run.problems.add(topology + ": cannot read the resource server's clock: " + e.getMessage());
+            return;
+        }
         Map<Integer, WorkerProcess> workers = new LinkedHashMap<>();
         Map<Integer, TcpProxy> proxies = new HashMap<>();
         PgBouncer bouncer = null;
@@ -200,21 +213,46 @@ final class Harness {
             run.problems.add(topology + ": " + e);
             log(run.mode + ": " + topology + " failed: " + e);
         } finally {
-            for (WorkerProcess worker : workers.values()) {
-                if (!worker.stop()) {
-                    run.workersNotStopped++;
-                    run.problems.add("worker " + worker.id + " did not stop within 25 s of SIGTERM");
-                }
-            }
+            stopAll(run, workers.values());
             proxies.values().forEach(TcpProxy::close);
-            checkLeaks(run, topology, lastKillMicros);
+            long killed = lastKillMicros;
+            step(run, topology, "leak check", () -> checkLeaks(run, topology, killed));
             if (bouncer != null) {
-                bouncer.close();
+                PgBouncer closing = bouncer;
+                step(run, topology, "stopping PgBouncer", closing::close);
             }
             if (topology.startsWith("failover")) {
-                clusters.rebuildStandby();
+                step(run, topology, "rebuilding the standby", clusters::rebuildStandby);
             }
         }
+    }
+
+    /** SIGTERM to every worker at once, then waits for each; one that does not stop is killed and counted. */
+    private void stopAll(ModeRun run, java.util.Collection<WorkerProcess> workers) {
+        workers.forEach(WorkerProcess::terminate);
+        for (WorkerProcess worker : workers) {
+            if (!worker.awaitStop()) {
+                run.workersNotStopped++;
+                run.forcedKills.put(worker.id, nowMicros());
+                run.problems.add("worker " + worker.id + " did not stop within 25 s of SIGTERM");
+            }
+            live.remove(worker.id);
+        }
+    }
+
+    private static void step(ModeRun run, String topology, String what, Runnable step) {
+        try {
+            step.run();
+        } catch (RuntimeException e) {
+            run.problems.add(topology + ": " + what + " failed: " + e);
+            log(run.mode + ": " + topology + ": " + what + " failed: " + e);
+        }
+    }
+
+    /** Kills every worker still running (the harness itself is being stopped). */
+    void killAll() {
+        live.values().forEach(WorkerProcess::kill);
+        live.clear();
     }
 
     private Map<String, String> workerOptions(ModeRun run) {
@@ -246,6 +284,8 @@ final class Harness {
         }
         WorkerProcess worker = WorkerProcess.start(id, own, directory);
         workers.put(id, worker);
+        live.put(id, worker);
+        run.offsets.put(id, clockOffsetMicros);
         run.workerEvents.put(id, worker.events);
         run.workerPhase.put(id, topology);
         return worker;
@@ -265,6 +305,7 @@ final class Harness {
             case "kill" -> {
                 long start = nowMicros();
                 victim.kill();
+                live.remove(victim.id);
                 long end = nowMicros();
                 run.faults.add(new Fault(type, victim.id, start, end, "SIGKILL"));
                 workers.remove(victim.id);

@@ -62,6 +62,8 @@ final class Worker {
     }
 
     private void run() throws Exception {
+        // A worker never outlives its harness (killed, or stopped by a CI timeout): it goes as a crash would.
+        ProcessHandle.current().parent().ifPresent(parent -> parent.onExit().thenRun(() -> Runtime.getRuntime().halt(4)));
         CountDownLatch done = new CountDownLatch(1);
         Thread main = Thread.currentThread();
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
@@ -88,6 +90,7 @@ final class Worker {
             } finally {
                 client.close(Duration.ofSeconds(3));
                 log.event("CLOSED", "-", 0, "");
+                reportLeftovers(client.owner());
             }
         } finally {
             log.close();
@@ -194,6 +197,31 @@ final class Worker {
                     }
                 }
             }
+        }
+    }
+
+    /**
+     * After close: what the database still holds for this worker, read on a connection of its own
+     * while the pool still keeps its idle connections open, so a lock left on a pooled connection
+     * shows. Advisory: locks of backends under this worker's application name; lease: rows that
+     * still list one of its acquisitions.
+     */
+    private void reportLeftovers(String owner) {
+        String sql = "advisory".equals(options.get("mode"))
+                ? "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory'"
+                        + " AND a.application_name = ? AND a.pid <> pg_backend_pid()"
+                : "SELECT count(*) FROM pglock_locks, unnest(holders) AS h WHERE namespace = 'faults'"
+                        + " AND h LIKE ? || '#%'";
+        String url = options.get("listenUrl") != null ? options.get("listenUrl") : options.get("lockUrl");
+        try (Connection c = java.sql.DriverManager.getConnection(url, "postgres", "");
+             PreparedStatement ps = c.prepareStatement(sql)) {
+            ps.setString(1, "advisory".equals(options.get("mode")) ? "pglock-fault-w" + id : owner);
+            try (ResultSet rs = ps.executeQuery()) {
+                rs.next();
+                log.event("LEFT", "-", rs.getLong(1), "advisory".equals(options.get("mode")) ? "advisory locks" : "lease rows");
+            }
+        } catch (SQLException e) {
+            log.event("ERROR", "-", 0, "leftover check: " + e);
         }
     }
 

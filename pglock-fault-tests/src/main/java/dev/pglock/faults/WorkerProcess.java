@@ -95,13 +95,18 @@ final class WorkerProcess {
         }
     }
 
-    /**
-     * SIGTERM, so it finishes its section and closes its client; true when it exited within the
-     * time, false when it had to be killed.
-     */
-    boolean stop() {
-        resume();
+    /** SIGCONT (it may be stopped) and SIGTERM, so it finishes its section and closes its client. */
+    void terminate() {
+        try {
+            resume();
+        } catch (RuntimeException e) {
+            // gone already
+        }
         process.destroy();
+    }
+
+    /** Waits for the exit after {@link #terminate()}: true when it exited within 25 s, false when it had to be killed. */
+    boolean awaitStop() {
         try {
             if (process.waitFor(25, TimeUnit.SECONDS)) {
                 return true;
@@ -116,7 +121,9 @@ final class WorkerProcess {
     private void signal(String signal) {
         try {
             Process kill = new ProcessBuilder("kill", signal, String.valueOf(process.pid())).start();
-            kill.waitFor(10, TimeUnit.SECONDS);
+            if (!kill.waitFor(10, TimeUnit.SECONDS)) {
+                kill.destroyForcibly();
+            }
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         } catch (InterruptedException e) {

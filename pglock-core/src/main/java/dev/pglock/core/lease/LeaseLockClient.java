@@ -21,6 +21,7 @@ import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
@@ -260,6 +261,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private final Duration networkTimeout;
     /** Where releases of leases this client stopped trusting run; a test may hold them back. */
     volatile Executor untrustedReleases;
+    /** Locks whose release failed and whose lease may still run: released by a retry, or by close(). */
+    private final Set<LeaseLock> unreleased = ConcurrentHashMap.newKeySet();
     /** For tests: while true, no heartbeat is sent, as when the process is paused or the network slow. */
     volatile boolean heartbeatsPausedForTests;
     /** For tests: while true, the timer that declares untrusted leases lost does not run either. */
@@ -429,11 +432,47 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** Each release names its own acquisition, so it cannot touch a hold this client took since. */
     @Override
     protected void releaseUntrusted(List<LeaseLock> locks) {
+        unreleased.addAll(locks);
         try {
-            untrustedReleases.execute(() -> releaseAll(locks));
+            untrustedReleases.execute(() -> retryRelease(locks));
         } catch (RejectedExecutionException closing) {
             // close() releases what is left
         }
+    }
+
+    /**
+     * One more try at releasing rows whose release failed. While the server is away (a restart, a
+     * failover) every try fails, and a pool may hand out a few connections that died with it; so the
+     * release is tried again, a heartbeat apart (at most a second), until it gets an answer or the
+     * lease is over anyway. close() releases what is still left.
+     */
+    private void retryRelease(List<LeaseLock> locks) {
+        if (releaseAll(locks) >= 0) {
+            unreleased.removeAll(locks);
+            return;
+        }
+        long now = System.nanoTime();
+        List<LeaseLock> stillHeld = locks.stream().filter(lock -> now - leaseEnd(lock) < 0).toList();
+        locks.stream().filter(lock -> !stillHeld.contains(lock)).forEach(unreleased::remove);
+        if (stillHeld.isEmpty()) {
+            return;
+        }
+        try {
+            scheduler.schedule(() -> {
+                try {
+                    untrustedReleases.execute(() -> retryRelease(stillHeld));
+                } catch (RejectedExecutionException closing) {
+                    // close() releases what is left
+                }
+            }, Math.min(heartbeatInterval.toNanos(), TimeUnit.SECONDS.toNanos(1)), TimeUnit.NANOSECONDS);
+        } catch (RejectedExecutionException closing) {
+            // close() releases what is left
+        }
+    }
+
+    /** By this JVM's clock, when the database's lease of this lock ends at the latest (trust ends a margin before). */
+    private long leaseEnd(LeaseLock lock) {
+        return lock.trustedUntilNanos + safetyMargin.toNanos();
     }
 
     /**
@@ -830,8 +869,16 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     @Override
     protected void closeDatabase(List<LeaseLock> held) {
         listener.close();
-        if (!held.isEmpty()) {
-            releaseAll(held); // one statement; it keeps hold-at-least where it applies
+        // Held locks, and those whose release failed and whose lease may still run (see retryRelease).
+        long now = System.nanoTime();
+        List<LeaseLock> all = new ArrayList<>(held);
+        unreleased.stream().filter(lock -> now - leaseEnd(lock) < 0 && !all.contains(lock)).forEach(all::add);
+        unreleased.clear();
+        // One statement; it keeps hold-at-least where it applies. Tried up to three times: after a
+        // restart the pool may first hand out connections that died with the server (each failure
+        // retires one).
+        for (int attempt = 0; attempt < 3 && !all.isEmpty() && releaseAll(all) < 0; attempt++) {
+            log.debug("releasing at close failed (attempt {})", attempt + 1);
         }
         for (LockSession session : sessions.drain()) {
             if (!session.end()) {

@@ -604,6 +604,50 @@ class LeaseLockClientTest extends LockClientContractTest {
         }
     }
 
+    /**
+     * Found by the fault harness: a release that failed during a server restart was tried once more at
+     * once, failed again on the pool's next dead connection, and the row then stayed held by nobody
+     * until its lease ran out; a client closed meanwhile left it there too. Now the release is tried
+     * again until the server answers (or the lease is over anyway), and close() releases what is left.
+     */
+    @Test
+    void aReleaseThatFailsWhileTheServerIsAwayIsRetriedUntilItAnswers() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        LeaseLockClient holder = (LeaseLockClient) closeLater(builder(closeLater(db.pooledDataSource(proxy, 4))).build());
+        List<Runnable> retries = new java.util.concurrent.CopyOnWriteArrayList<>();
+        holder.untrustedReleases = retries::add;
+        HeldLock held = holder.acquire(LockRequest.of("retried-release"));
+        proxy.setRefusing(true); // as a restarting server: every connection cut, no new one accepted
+        proxy.dropConnections();
+
+        held.release(); // fails
+        assertThat(retries).as("its retry, queued").hasSize(1);
+        holder.untrustedReleases = Runnable::run;
+        retries.get(0).run(); // while the server is still away: fails too
+        assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key = 'retried-release' AND " + HELD_BY,
+                holder.owner())).as("still held while the server is away").isEqualTo(1);
+        proxy.setRefusing(false);
+        await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> assertThat(queryLong("SELECT count(*) FROM " + table
+                + " WHERE lock_key = 'retried-release' AND " + HELD_BY, holder.owner()))
+                .as("released once the server answers, long before the %s lease ends", LONG_LEASE).isZero());
+    }
+
+    @Test
+    void aClientClosedAfterAFailedReleaseReleasesTheRowAtClose() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        LockClient holder = builder(closeLater(db.pooledDataSource(proxy, 4))).heartbeatInterval(Duration.ofSeconds(5))
+                .build();
+        HeldLock held = holder.acquire(LockRequest.of("released-at-close"));
+        proxy.setRefusing(true);
+        proxy.dropConnections();
+        held.release();
+        proxy.setRefusing(false);
+        holder.close(); // before any retry is due (they are a heartbeat apart, up to a second)
+
+        assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key = 'released-at-close' AND " + HELD_BY,
+                holder.owner())).as("close() released the row whose release had failed").isZero();
+    }
+
     @Test
     void waitersAreStillWokenPromptlyAfterTheListenConnectionDropped() throws Exception {
         TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
