@@ -874,11 +874,17 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         List<LeaseLock> all = new ArrayList<>(held);
         unreleased.stream().filter(lock -> now - leaseEnd(lock) < 0 && !all.contains(lock)).forEach(all::add);
         unreleased.clear();
-        // One statement; it keeps hold-at-least where it applies. Tried up to three times: after a
-        // restart the pool may first hand out connections that died with the server (each failure
-        // retires one).
-        for (int attempt = 0; attempt < 3 && !all.isEmpty() && releaseAll(all) < 0; attempt++) {
-            log.debug("releasing at close failed (attempt {})", attempt + 1);
+        // One statement; it keeps hold-at-least where it applies. Tried again for up to the network
+        // timeout: after a restart or terminated backends the pool may first hand out several
+        // connections that died with their server sessions, and each failure retires one.
+        long deadline = System.nanoTime() + networkTimeout.toNanos();
+        while (!all.isEmpty() && releaseAll(all) < 0 && System.nanoTime() - deadline < 0) {
+            try {
+                Thread.sleep(Math.min(heartbeatInterval.toMillis() / 4, 100));
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt(); // the rows end with their leases
+                break;
+            }
         }
         for (LockSession session : sessions.drain()) {
             if (!session.end()) {

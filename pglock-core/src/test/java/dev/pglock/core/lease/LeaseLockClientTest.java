@@ -632,6 +632,27 @@ class LeaseLockClientTest extends LockClientContractTest {
                 .as("released once the server answers, long before the %s lease ends", LONG_LEASE).isZero());
     }
 
+    /** Found by the fault harness: close() tried its release once, on a session whose backend had been terminated. */
+    @Test
+    void closeReleasesHeldRowsWhenEveryPooledConnectionDiedWithItsBackend() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        HikariDataSource pool = closeLater(db.pooledDataSource(proxy, 8));
+        List<Connection> warm = new ArrayList<>();
+        for (int i = 0; i < 8; i++) {
+            warm.add(pool.getConnection()); // a pool that keeps idle connections, as a busy service's does
+        }
+        for (Connection c : warm) {
+            c.close();
+        }
+        LockClient holder = builder(pool).lease(Duration.ofHours(3)).heartbeatInterval(Duration.ofHours(1)).build();
+        holder.acquire(LockRequest.of("closed-after-terminate"));
+        assertThat(terminateBackendsBehind(proxy)).as("backends ended under the client's pool").isPositive();
+
+        holder.close();
+        assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key = 'closed-after-terminate' AND "
+                + HELD_BY, holder.owner())).as("close() released the row on a live connection").isZero();
+    }
+
     @Test
     void aClientClosedAfterAFailedReleaseReleasesTheRowAtClose() throws Exception {
         TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
