@@ -31,6 +31,7 @@ public final class TcpProxy implements AutoCloseable {
     /** Guarded by pauseMonitor. */
     private int stalled;
     private volatile boolean refusing;
+    private volatile boolean droppingReplies;
     private volatile boolean paused;
     private volatile boolean closed;
 
@@ -75,6 +76,14 @@ public final class TcpProxy implements AutoCloseable {
     /** While refusing, every new connection is closed as soon as it is accepted. */
     public void setRefusing(boolean refusing) {
         this.refusing = refusing;
+    }
+
+    /**
+     * While dropping replies, what the server sends is thrown away and what clients send still gets
+     * through: the server runs a statement and commits, and its client never hears the answer.
+     */
+    public void setDroppingReplies(boolean dropping) {
+        this.droppingReplies = dropping;
     }
 
     /** While paused, no byte is forwarded in either direction and nothing is closed. */
@@ -158,6 +167,9 @@ public final class TcpProxy implements AutoCloseable {
             try (InputStream in = from.getInputStream(); OutputStream out = to.getOutputStream()) {
                 int n;
                 while ((n = in.read(buffer)) != -1) {
+                    if (droppingReplies && from != link) {
+                        continue; // a reply from the server, lost on the way
+                    }
                     awaitUnpaused(link);
                     out.write(buffer, 0, n);
                     out.flush();

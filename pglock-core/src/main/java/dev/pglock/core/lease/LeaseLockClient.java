@@ -411,8 +411,21 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 }
             });
         } catch (SQLException e) {
+            undoPossibleGrant(request, holder, leaseMillis, sentAt);
             throw failure(session, "acquiring lock '" + request.key() + "'", e);
         }
+    }
+
+    /**
+     * An acquiring statement failed without an answer: the server may still have run it and
+     * committed (the answer lost with the connection, or the session ended just after the commit),
+     * leaving a row held by an acquisition nobody knows. Its holder entry is unique, so releasing
+     * that entry is always safe: the retried release frees the row as soon as the server answers,
+     * instead of at its lease end, and finds nothing when there was no grant.
+     */
+    private void undoPossibleGrant(LockRequest request, String holder, long leaseMillis, long sentAt) {
+        releaseUntrusted(List.of(new LeaseLock(request.key(), holder, request.isShared(), 0, java.time.Instant.EPOCH,
+                leaseMillis, 0, trustedUntil(sentAt, leaseMillis))));
     }
 
     /**
@@ -583,6 +596,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 }
             });
         } catch (SQLException e) {
+            undoPossibleGrant(request, holder, leaseMillis, sentAt);
             throw failure(session, "acquiring lock '" + request.key() + "'", e);
         }
     }

@@ -632,6 +632,32 @@ class LeaseLockClientTest extends LockClientContractTest {
                 .as("released once the server answers, long before the %s lease ends", LONG_LEASE).isZero());
     }
 
+    /**
+     * Found by the fault harness: an acquisition whose answer was lost (a partition healing, a server
+     * ending the session right after the commit) failed on the client, while the server had granted
+     * it; the row then stayed held by an acquisition nobody knew until its lease ran out. Here the
+     * server runs the statement and the reply is lost; the row is freed long before the lease ends.
+     */
+    @Test
+    void anAcquisitionWhoseAnswerIsLostIsUndoneOnceTheServerAnswers() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        LockClient client = closeLater(builder(closeLater(db.pooledDataSource(proxy, 4))).build());
+        client.tryAcquire(LockRequest.of("answer-lost")).orElseThrow().release(); // sessions open and warm
+        proxy.setDroppingReplies(true);
+
+        assertThatThrownBy(() -> client.tryAcquire(LockRequest.of("answer-lost")))
+                .isInstanceOf(dev.pglock.core.LockDatabaseException.class);
+        assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key = 'answer-lost' AND " + HELD_BY,
+                client.owner())).as("the server granted it all the same").isEqualTo(1);
+        proxy.setDroppingReplies(false);
+        await().atMost(Duration.ofSeconds(15)).untilAsserted(() -> assertThat(queryLong("SELECT count(*) FROM " + table
+                + " WHERE lock_key = 'answer-lost' AND " + HELD_BY, client.owner()))
+                .as("undone once the server answers, long before the %s lease ends", LONG_LEASE).isZero());
+        try (HeldLock again = client().tryAcquire(LockRequest.of("answer-lost")).orElseThrow()) {
+            assertThat(again.isHeld()).isTrue();
+        }
+    }
+
     /** Found by the fault harness: close() tried its release once, on a session whose backend had been terminated. */
     @Test
     void closeReleasesHeldRowsWhenEveryPooledConnectionDiedWithItsBackend() throws Exception {
