@@ -16,6 +16,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
@@ -261,8 +262,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private final Duration networkTimeout;
     /** Where releases of leases this client stopped trusting run; a test may hold them back. */
     volatile Executor untrustedReleases;
-    /** Locks whose release failed and whose lease may still run: released by a retry, or by close(). */
-    private final Set<LeaseLock> unreleased = ConcurrentHashMap.newKeySet();
+    /** Releases still to make (failed ones, and acquisitions that may have been granted unseen): see retryReleases. */
+    private final Map<LeaseLock, PendingRelease> pendingReleases = new ConcurrentHashMap<>();
+    private final java.util.concurrent.atomic.AtomicBoolean retryScheduled = new java.util.concurrent.atomic.AtomicBoolean();
     /** For tests: while true, no heartbeat is sent, as when the process is paused or the network slow. */
     volatile boolean heartbeatsPausedForTests;
     /** For tests: while true, the timer that declares untrusted leases lost does not run either. */
@@ -416,17 +418,6 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         }
     }
 
-    /**
-     * An acquiring statement failed without an answer: the server may still have run it and
-     * committed (the answer lost with the connection, or the session ended just after the commit),
-     * leaving a row held by an acquisition nobody knows. Its holder entry is unique, so releasing
-     * that entry is always safe: the retried release frees the row as soon as the server answers,
-     * instead of at its lease end, and finds nothing when there was no grant.
-     */
-    private void undoPossibleGrant(LockRequest request, String holder, long leaseMillis, long sentAt) {
-        releaseUntrusted(List.of(new LeaseLock(request.key(), holder, request.isShared(), 0, java.time.Instant.EPOCH,
-                leaseMillis, 0, trustedUntil(sentAt, leaseMillis))));
-    }
 
     /**
      * Declares lost every lock whose trusted time has passed, then tries to release them: if the
@@ -445,41 +436,76 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** Each release names its own acquisition, so it cannot touch a hold this client took since. */
     @Override
     protected void releaseUntrusted(List<LeaseLock> locks) {
-        unreleased.addAll(locks);
+        // Retried past the lease this client knows of: a heartbeat held up in the network (in a proxy
+        // or pooler) can still reach the server later and extend the row, and after a restart or a
+        // failover the pool may first hand out several connections that died with the old server.
+        long retryFor = 2 * networkTimeout.toNanos();
+        locks.forEach(lock -> pendingReleases.put(lock, new PendingRelease(leaseEnd(lock) + retryFor, false)));
+        scheduleRetry(false);
+    }
+
+    /**
+     * An acquiring statement failed without an answer: the server may still have run it and
+     * committed (the answer lost with the connection, the session ended just after the commit, or
+     * the statement held up in the network and delivered later), leaving a row held by an
+     * acquisition nobody knows. Its holder entry is unique, so releasing that entry is always safe:
+     * it is released again and again, until the longest such a grant could still arrive and run has
+     * passed, so the row is freed as soon as the server answers instead of at its lease end.
+     */
+    private void undoPossibleGrant(LockRequest request, String holder, long leaseMillis, long sentAt) {
+        LeaseLock possible = new LeaseLock(request.key(), holder, request.isShared(), 0, java.time.Instant.EPOCH,
+                leaseMillis, 0, trustedUntil(sentAt, leaseMillis));
+        pendingReleases.put(possible, new PendingRelease(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(leaseMillis)
+                + 2 * networkTimeout.toNanos(), true));
+        scheduleRetry(false);
+    }
+
+    /** A release still to make: until when it is worth trying, and whether a success ends it (false: only time does). */
+    private record PendingRelease(long untilNanos, boolean untilTheEnd) {
+    }
+
+    /** Runs {@link #retryReleases()} now (or, {@code later}, a heartbeat from now, at most a second), unless one is due already. */
+    private void scheduleRetry(boolean later) {
+        if (!retryScheduled.compareAndSet(false, true)) {
+            return; // the retry already due takes these too
+        }
+        Runnable run = () -> {
+            retryScheduled.set(false);
+            try {
+                untrustedReleases.execute(this::retryReleases);
+            } catch (RejectedExecutionException closing) {
+                // close() releases what is left
+            }
+        };
         try {
-            untrustedReleases.execute(() -> retryRelease(locks));
+            if (later) {
+                scheduler.schedule(run, Math.min(heartbeatInterval.toNanos(), TimeUnit.SECONDS.toNanos(1)),
+                        TimeUnit.NANOSECONDS);
+            } else {
+                run.run();
+            }
         } catch (RejectedExecutionException closing) {
-            // close() releases what is left
+            retryScheduled.set(false); // close() releases what is left
         }
     }
 
     /**
-     * One more try at releasing rows whose release failed. While the server is away (a restart, a
-     * failover) every try fails, and a pool may hand out a few connections that died with it; so the
-     * release is tried again, a heartbeat apart (at most a second), until it gets an answer or the
-     * lease is over anyway. close() releases what is still left.
+     * Releases, in one statement however many there are, every row whose release failed or whose
+     * acquisition may have been granted unseen, and tries again a heartbeat later (at most a
+     * second) while any is still worth trying. close() releases what is still left.
      */
-    private void retryRelease(List<LeaseLock> locks) {
-        if (releaseAll(locks) >= 0) {
-            unreleased.removeAll(locks);
-            return;
-        }
+    private void retryReleases() {
         long now = System.nanoTime();
-        List<LeaseLock> stillHeld = locks.stream().filter(lock -> now - leaseEnd(lock) < 0).toList();
-        locks.stream().filter(lock -> !stillHeld.contains(lock)).forEach(unreleased::remove);
-        if (stillHeld.isEmpty()) {
+        pendingReleases.entrySet().removeIf(pending -> now - pending.getValue().untilNanos() >= 0);
+        List<LeaseLock> batch = List.copyOf(pendingReleases.keySet());
+        if (batch.isEmpty()) {
             return;
         }
-        try {
-            scheduler.schedule(() -> {
-                try {
-                    untrustedReleases.execute(() -> retryRelease(stillHeld));
-                } catch (RejectedExecutionException closing) {
-                    // close() releases what is left
-                }
-            }, Math.min(heartbeatInterval.toNanos(), TimeUnit.SECONDS.toNanos(1)), TimeUnit.NANOSECONDS);
-        } catch (RejectedExecutionException closing) {
-            // close() releases what is left
+        if (releaseAll(batch) >= 0) {
+            batch.forEach(lock -> pendingReleases.computeIfPresent(lock, (l, p) -> p.untilTheEnd() ? p : null));
+        }
+        if (!pendingReleases.isEmpty()) {
+            scheduleRetry(true);
         }
     }
 
@@ -883,11 +909,11 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     @Override
     protected void closeDatabase(List<LeaseLock> held) {
         listener.close();
-        // Held locks, and those whose release failed and whose lease may still run (see retryRelease).
-        long now = System.nanoTime();
+        // Held locks, and every release still to make (see retryReleases): by their own holder
+        // entries, so releasing one that is gone already touches nothing.
         List<LeaseLock> all = new ArrayList<>(held);
-        unreleased.stream().filter(lock -> now - leaseEnd(lock) < 0 && !all.contains(lock)).forEach(all::add);
-        unreleased.clear();
+        pendingReleases.keySet().stream().filter(lock -> !all.contains(lock)).forEach(all::add);
+        pendingReleases.clear();
         // One statement; it keeps hold-at-least where it applies. Tried again for up to the network
         // timeout: after a restart or terminated backends the pool may first hand out several
         // connections that died with their server sessions, and each failure retires one.
