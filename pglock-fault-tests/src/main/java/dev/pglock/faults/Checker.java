@@ -183,12 +183,19 @@ final class Checker {
                     && o.excuse().startsWith(type + ":")).count());
             one.put("lostSignalMillis", stats(signalsByFault.getOrDefault(type, List.of()), -1));
             if (List.of("restart", "failoverSync", "failoverAsync").contains(type)) {
-                // How long no worker could enter: from the fault to the next section anyone entered.
+                // How long no worker could enter around the fault: the longest time between two
+                // successive entries (by anyone) from the last one before the fault to 15 s after it.
+                long[] starts = sections.stream().mapToLong(s -> s.start).sorted().toArray();
                 List<Double> gaps = new ArrayList<>();
                 for (Harness.Fault f : run.faults) {
                     if (f.type().equals(type)) {
-                        sections.stream().filter(s -> s.start > f.startMicros()).mapToLong(s -> s.start).min()
-                                .ifPresent(next -> gaps.add((next - f.startMicros()) / 1000.0));
+                        long longest = 0;
+                        for (int i = 1; i < starts.length; i++) {
+                            if (starts[i] > f.startMicros() && starts[i - 1] < f.endMicros() + 15_000_000) {
+                                longest = Math.max(longest, starts[i] - starts[i - 1]);
+                            }
+                        }
+                        gaps.add(longest / 1000.0);
                     }
                 }
                 one.put("noSectionMillis", stats(gaps, -1));
