@@ -79,7 +79,9 @@ public interface HeldLock extends AutoCloseable {
      *     the lock had already been lost or the client closed, so there was nothing left to release,
      *     and also when this release is what finds it lost (the database had dropped it, or it was no
      *     longer trusted, before any heartbeat noticed): the {@link #onLost} listeners then run on
-     *     this thread before it returns, as the work done under the lock may not have been exclusive
+     *     this thread before it returns, as the work done under the lock may not have been exclusive.
+     *     A release kept back by hold-at-least answers at once, before its database release runs; a
+     *     loss that one finds later is logged, not reported here
      * @throws IllegalStateException when this HeldLock was already released, or when called from a
      *     thread other than the one that acquired it; in both cases nothing changes
      */

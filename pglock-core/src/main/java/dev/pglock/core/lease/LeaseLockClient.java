@@ -61,7 +61,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // heartbeat, release and data update names the entry of its own acquisition, never the owner
     // alone. A release that arrives late (a lease this client stopped trusting, a release the client
     // gave up on that the server still ran) therefore finds nothing to remove once the same client
-    // holds the key again under a new entry. A re-join by the same owner replaces its old entry.
+    // holds the key again under a new entry. A re-join by the same owner replaces its older entries,
+    // never a newer one: an acquisition held up in the network that arrives after a newer one of the
+    // same client must not strip it, or undoing the late one would free the row under the newer.
     //
     // Acquire, one statement: insert the row, or take over the existing one when its lease has ended
     // by the database clock (or join it, when both it and we are shared). ON CONFLICT takes the row
@@ -75,7 +77,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     statement_timestamp() + ? * interval '1 millisecond', ?, ?)
             ON CONFLICT (namespace, lock_key) DO UPDATE SET
                 holders = CASE WHEN t.expires_at <= statement_timestamp() THEN EXCLUDED.holders
-                               ELSE ARRAY(SELECT h FROM unnest(t.holders) AS h WHERE NOT starts_with(h, ?::text))
+                               ELSE ARRAY(SELECT h FROM unnest(t.holders) AS h, (SELECT ?::text AS mine) AS p
+                                          WHERE NOT (starts_with(h, p.mine) AND substr(h, length(p.mine) + 1)::bigint
+                                                     < substr(EXCLUDED.holders[1], length(p.mine) + 1)::bigint))
                                     || EXCLUDED.holders END,
                 shared = EXCLUDED.shared,
                 fencing_token = nextval('%2$s'),
@@ -126,7 +130,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             claim AS (
                 UPDATE %1$s AS t SET
                     holders = CASE WHEN t.expires_at <= p.now THEN ARRAY[p.me]
-                                   ELSE ARRAY(SELECT h FROM unnest(t.holders) AS h WHERE NOT starts_with(h, p.mine))
+                                   ELSE ARRAY(SELECT h FROM unnest(t.holders) AS h
+                                              WHERE NOT (starts_with(h, p.mine) AND substr(h, length(p.mine) + 1)::bigint
+                                                         < substr(p.me, length(p.mine) + 1)::bigint))
                                         || p.me END,
                     shared = p.sh,
                     fencing_token = nextval('%2$s'),
@@ -264,7 +270,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     volatile Executor untrustedReleases;
     /** Releases still to make (failed ones, and acquisitions that may have been granted unseen): see retryReleases. */
     private final Map<LeaseLock, PendingRelease> pendingReleases = new ConcurrentHashMap<>();
-    private final java.util.concurrent.atomic.AtomicBoolean retryScheduled = new java.util.concurrent.atomic.AtomicBoolean();
+    /** Whether a retryReleases runs or is due; retryAgain: entries were added meanwhile. */
+    private final java.util.concurrent.atomic.AtomicBoolean retrying = new java.util.concurrent.atomic.AtomicBoolean();
+    private volatile boolean retryAgain;
     /** For tests: while true, no heartbeat is sent, as when the process is paused or the network slow. */
     volatile boolean heartbeatsPausedForTests;
     /** For tests: while true, the timer that declares untrusted leases lost does not run either. */
@@ -464,17 +472,24 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private record PendingRelease(long untilNanos, boolean untilTheEnd) {
     }
 
-    /** Runs {@link #retryReleases()} now (or, {@code later}, a heartbeat from now, at most a second), unless one is due already. */
+    /**
+     * Starts {@link #retryReleases()} now (or, {@code later}, a heartbeat from now, at most a
+     * second). One runs at a time: while one runs or is due, this only notes that there is more.
+     */
     private void scheduleRetry(boolean later) {
-        if (!retryScheduled.compareAndSet(false, true)) {
-            return; // the retry already due takes these too
+        if (!retrying.compareAndSet(false, true)) {
+            retryAgain = true; // the one running or due takes these too
+            return;
         }
+        submitRetry(later);
+    }
+
+    private void submitRetry(boolean later) {
         Runnable run = () -> {
-            retryScheduled.set(false);
             try {
                 untrustedReleases.execute(this::retryReleases);
             } catch (RejectedExecutionException closing) {
-                // close() releases what is left
+                retrying.set(false); // close() releases what is left
             }
         };
         try {
@@ -485,7 +500,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 run.run();
             }
         } catch (RejectedExecutionException closing) {
-            retryScheduled.set(false); // close() releases what is left
+            retrying.set(false); // close() releases what is left
         }
     }
 
@@ -495,17 +510,20 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
      * second) while any is still worth trying. close() releases what is still left.
      */
     private void retryReleases() {
+        retryAgain = false;
         long now = System.nanoTime();
         pendingReleases.entrySet().removeIf(pending -> now - pending.getValue().untilNanos() >= 0);
         List<LeaseLock> batch = List.copyOf(pendingReleases.keySet());
-        if (batch.isEmpty()) {
-            return;
-        }
-        if (releaseAll(batch) >= 0) {
+        if (!batch.isEmpty() && releaseAll(batch) >= 0) {
             batch.forEach(lock -> pendingReleases.computeIfPresent(lock, (l, p) -> p.untilTheEnd() ? p : null));
         }
         if (!pendingReleases.isEmpty()) {
-            scheduleRetry(true);
+            submitRetry(true); // still this retry's turn
+            return;
+        }
+        retrying.set(false);
+        if (retryAgain && retrying.compareAndSet(false, true)) {
+            submitRetry(false); // added while this one ran
         }
     }
 
@@ -917,14 +935,19 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         // One statement; it keeps hold-at-least where it applies. Tried again for up to the network
         // timeout: after a restart or terminated backends the pool may first hand out several
         // connections that died with their server sessions, and each failure retires one.
+        // An interrupt of the closing thread must not cost these releases: cleared here, restored after.
+        boolean interrupted = Thread.interrupted();
         long deadline = System.nanoTime() + networkTimeout.toNanos();
+        long pause = Math.max(1, Math.min(heartbeatInterval.toMillis() / 4, 100));
         while (!all.isEmpty() && releaseAll(all) < 0 && System.nanoTime() - deadline < 0) {
             try {
-                Thread.sleep(Math.min(heartbeatInterval.toMillis() / 4, 100));
+                Thread.sleep(pause);
             } catch (InterruptedException e) {
-                Thread.currentThread().interrupt(); // the rows end with their leases
-                break;
+                interrupted = true;
             }
+        }
+        if (interrupted) {
+            Thread.currentThread().interrupt();
         }
         for (LockSession session : sessions.drain()) {
             if (!session.end()) {

@@ -658,6 +658,26 @@ class LeaseLockClientTest extends LockClientContractTest {
         }
     }
 
+    /**
+     * Found in review of the undo of lost grants: a shared acquisition held up in the network that
+     * reaches the server after a newer one of the same client used to replace the newer entry with
+     * its own; undoing the late one then emptied the row under the newer holder. A re-join now
+     * replaces only older entries of the same client (a newer one is planted here by hand).
+     */
+    @Test
+    void aSharedRejoinNeverStripsANewerEntryOfTheSameClient() throws Exception {
+        LockClient a = client();
+        HeldLock first = a.tryAcquire(LockRequest.of("rejoined").shared()).orElseThrow();
+        sql("UPDATE " + table + " SET holders = holders || ARRAY[?::text] WHERE lock_key = 'rejoined'",
+                a.owner() + "#1000000");
+        first.release();
+        HeldLock later = a.tryAcquire(LockRequest.of("rejoined").shared()).orElseThrow();
+
+        assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key = 'rejoined' AND ? = ANY (holders)",
+                a.owner() + "#1000000")).as("the newer entry is kept").isEqualTo(1);
+        later.release();
+    }
+
     /** Found by the fault harness: close() tried its release once, on a session whose backend had been terminated. */
     @Test
     void closeReleasesHeldRowsWhenEveryPooledConnectionDiedWithItsBackend() throws Exception {
