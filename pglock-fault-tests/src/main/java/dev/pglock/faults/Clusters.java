@@ -87,10 +87,6 @@ final class Clusters implements AutoCloseable {
         return primary.url();
     }
 
-    Node primary() {
-        return primary;
-    }
-
     /** Both nodes, for a client that must find whichever is primary now (pgjdbc tries them in order). */
     String multiHostUrl() {
         return "jdbc:postgresql://127.0.0.1:" + nodes.get(0).port() + ",127.0.0.1:" + nodes.get(1).port()
