@@ -14,9 +14,11 @@ import java.util.function.Consumer;
  * }
  * }</pre>
  *
- * <p>A held lock belongs to the thread that acquired it. The same thread may acquire the same key
- * again (re-entry); each acquisition returns its own {@code HeldLock} and the key is free again once
- * every one of them is released.
+ * <p>The handle is the ownership: whoever has the {@code HeldLock} may release it, on any thread, so
+ * asynchronous work can release its lock on the thread that completes it. Re-entry stays per thread:
+ * the thread that acquired a key may acquire it again at once while it holds it (each acquisition
+ * returns its own {@code HeldLock}, and the key is free again once every one of them is released),
+ * unless the request was {@link LockRequest#detached() detached}, for work that leaves the thread.
  */
 public interface HeldLock extends AutoCloseable {
 
@@ -82,8 +84,7 @@ public interface HeldLock extends AutoCloseable {
      *     this thread before it returns, as the work done under the lock may not have been exclusive.
      *     A release kept back by hold-at-least answers at once, before its database release runs; a
      *     loss that one finds later is logged, not reported here
-     * @throws IllegalStateException when this HeldLock was already released, or when called from a
-     *     thread other than the one that acquired it; in both cases nothing changes
+     * @throws IllegalStateException when this HeldLock was already released; nothing changes
      */
     boolean release();
 

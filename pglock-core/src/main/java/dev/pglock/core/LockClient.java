@@ -30,6 +30,20 @@ public interface LockClient extends AutoCloseable {
      */
     HeldLock acquire(LockRequest request);
 
+    /**
+     * Takes the lock for the transaction open on {@code transaction}, a connection to this client's
+     * database with auto-commit off, within {@link LockRequest#waitAtMost()}; see {@link TransactionLock}
+     * for how each mode ties it to the transaction. After the transaction ends (commit or rollback),
+     * {@link HeldLock#release()} the handle. A transaction lock is never re-entered by other locks of
+     * this client, nor they by it: a thread that holds the key already waits for itself.
+     *
+     * @return the lock, or empty when someone else held it for the whole wait (the transaction is
+     *     still usable)
+     * @throws IllegalStateException when the connection is in auto-commit mode, or the client is closed
+     * @throws LockDatabaseException when the database cannot answer
+     */
+    Optional<TransactionLock> tryAcquireInTransaction(java.sql.Connection transaction, LockRequest request);
+
     /** Reads a lock without taking it: who holds it and since when, or empty when nobody does. */
     Optional<LockInfo> get(String key);
 

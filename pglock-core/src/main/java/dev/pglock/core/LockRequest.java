@@ -27,9 +27,15 @@ public final class LockRequest {
     private final Duration holdAtLeast;
     private final boolean shared;
     private final byte[] data;
+    private final boolean detached;
 
     private LockRequest(String key, Duration waitAtMost, Duration lease, Duration holdAtLeast, boolean shared,
             byte[] data) {
+        this(key, waitAtMost, lease, holdAtLeast, shared, data, false);
+    }
+
+    private LockRequest(String key, Duration waitAtMost, Duration lease, Duration holdAtLeast, boolean shared,
+            byte[] data, boolean detached) {
         this.key = validateKey(key);
         this.waitAtMost = notNegative("waitAtMost", waitAtMost);
         this.lease = lease == null ? null : positive("leaseFor", lease);
@@ -40,6 +46,7 @@ public final class LockRequest {
         }
         this.shared = shared;
         this.data = data;
+        this.detached = detached;
     }
 
     /**
@@ -55,7 +62,7 @@ public final class LockRequest {
 
     /** How long {@code acquire}/{@code tryAcquire} may wait for the lock; zero (the default) means try once. */
     public LockRequest waitAtMost(Duration wait) {
-        return new LockRequest(key, wait, lease, holdAtLeast, shared, data);
+        return new LockRequest(key, wait, lease, holdAtLeast, shared, data, detached);
     }
 
     /**
@@ -64,7 +71,7 @@ public final class LockRequest {
      */
     public LockRequest leaseFor(Duration lease) {
         return new LockRequest(key, waitAtMost, Objects.requireNonNull(lease, "leaseFor must not be null"),
-                holdAtLeast, shared, data);
+                holdAtLeast, shared, data, detached);
     }
 
     /**
@@ -72,17 +79,32 @@ public final class LockRequest {
      * a job that finishes in 10 ms on one replica is not started again by another in the same tick.
      */
     public LockRequest holdAtLeast(Duration holdAtLeast) {
-        return new LockRequest(key, waitAtMost, lease, holdAtLeast, shared, data);
+        return new LockRequest(key, waitAtMost, lease, holdAtLeast, shared, data, detached);
     }
 
     /** A shared (read) lock instead of an exclusive one: shared holders exclude only exclusive ones. */
     public LockRequest shared() {
-        return new LockRequest(key, waitAtMost, lease, holdAtLeast, true, data);
+        return new LockRequest(key, waitAtMost, lease, holdAtLeast, true, data, detached);
     }
 
     /** Bytes stored with the lock in lease mode and readable through {@link LockClient#get(String)}. */
     public LockRequest data(byte[] data) {
-        return new LockRequest(key, waitAtMost, lease, holdAtLeast, shared, data == null ? null : data.clone());
+        return new LockRequest(key, waitAtMost, lease, holdAtLeast, shared, data == null ? null : data.clone(),
+                detached);
+    }
+
+    /**
+     * A lock for work that goes on after the acquiring call returns, on other threads (a
+     * {@code CompletableFuture}, a reactive pipeline): the acquisition belongs to its
+     * {@link HeldLock} alone, not to the calling thread. It never re-enters a hold of the calling
+     * thread, and no later acquisition by that thread re-enters it: an exclusive request for a key
+     * held here waits (or is refused) as any other caller's would, even on the same thread. Release
+     * it from whichever thread finishes the work. Without this, a thread that takes a key it already
+     * holds re-enters it at once, which is right for nested synchronous calls and wrong for two
+     * pieces of asynchronous work that a thread merely started.
+     */
+    public LockRequest detached() {
+        return new LockRequest(key, waitAtMost, lease, holdAtLeast, shared, data, true);
     }
 
     public String key() {
@@ -104,6 +126,11 @@ public final class LockRequest {
 
     public boolean isShared() {
         return shared;
+    }
+
+    /** Whether the acquisition belongs to its handle only, never to the calling thread; see {@link #detached()}. */
+    public boolean isDetached() {
+        return detached;
     }
 
     /** A copy of the data, or null when none was given. */
@@ -150,17 +177,17 @@ public final class LockRequest {
     public boolean equals(Object o) {
         return o instanceof LockRequest other && key.equals(other.key) && waitAtMost.equals(other.waitAtMost)
                 && Objects.equals(lease, other.lease) && holdAtLeast.equals(other.holdAtLeast)
-                && shared == other.shared && Arrays.equals(data, other.data);
+                && shared == other.shared && Arrays.equals(data, other.data) && detached == other.detached;
     }
 
     @Override
     public int hashCode() {
-        return Objects.hash(key, waitAtMost, lease, holdAtLeast, shared, Arrays.hashCode(data));
+        return Objects.hash(key, waitAtMost, lease, holdAtLeast, shared, Arrays.hashCode(data), detached);
     }
 
     @Override
     public String toString() {
         return "LockRequest[key=" + key + ", waitAtMost=" + waitAtMost + ", lease=" + lease + ", holdAtLeast="
-                + holdAtLeast + ", shared=" + shared + (data == null ? "" : ", data=" + data.length + " bytes") + "]";
+                + holdAtLeast + ", shared=" + shared + (detached ? ", detached" : "") + (data == null ? "" : ", data=" + data.length + " bytes") + "]";
     }
 }

@@ -24,6 +24,7 @@ import dev.pglock.test.PgTestDatabase;
 import dev.pglock.test.TcpProxy;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
+import java.sql.Statement;
 import java.util.concurrent.CyclicBarrier;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
@@ -251,16 +252,119 @@ public abstract class LockClientContractTest {
     }
 
     @Test
-    void anotherThreadCannotReleaseTheLock() throws Exception {
+    void anyThreadThatHasTheHandleMayReleaseTheLock() throws Exception {
         LockClient a = client();
         LockClient b = client();
         HeldLock held = a.acquire(LockRequest.of("mine"));
 
-        Future<?> attempt = inThread(held::release);
-        assertThatThrownBy(attempt::get).hasCauseInstanceOf(IllegalStateException.class)
-                .cause().hasMessageContaining("mine").hasMessageContaining("stays held");
-        assertThat(held.isHeld()).isTrue();
-        assertThat(b.tryAcquire(LockRequest.of("mine"))).isEmpty();
+        assertThat(inThread(held::release).get()).isTrue();
+        assertThat(held.isHeld()).isFalse();
+        assertThat(b.tryAcquire(LockRequest.of("mine"))).isPresent();
+    }
+
+    @Test
+    void reentryStaysWithTheAcquiringThreadWhenAnotherReleasesTheOuterHold() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        HeldLock outer = a.acquire(LockRequest.of("passed-on"));
+        HeldLock inner = a.acquire(LockRequest.of("passed-on"));
+        assertThat(inThread(() -> a.tryAcquire(LockRequest.of("passed-on")).isPresent()).get())
+                .as("another thread of the same client does not re-enter").isFalse();
+
+        assertThat(inThread(outer::release).get()).isTrue();
+        assertThat(b.tryAcquire(LockRequest.of("passed-on"))).as("the inner hold still holds the key").isEmpty();
+        inner.release();
+        assertThat(b.tryAcquire(LockRequest.of("passed-on"))).isPresent();
+    }
+
+    @Test
+    void aDetachedLockIsNeverReenteredByTheThreadThatTookIt() throws Exception {
+        LockClient a = client();
+        HeldLock async = a.acquire(LockRequest.of("async-work").detached());
+
+        assertThat(a.tryAcquire(LockRequest.of("async-work"))).as("a plain request of the same thread").isEmpty();
+        assertThat(a.tryAcquire(LockRequest.of("async-work").detached())).as("a detached one").isEmpty();
+
+        Future<Optional<HeldLock>> waiting = inThread(
+                () -> a.tryAcquire(LockRequest.of("async-work").detached().waitAtMost(Duration.ofSeconds(30))));
+        assertThat(inThread(async::release).get()).isTrue();
+        assertThat(waiting.get(20, TimeUnit.SECONDS)).as("the waiter gets it once the handle is released").isPresent();
+    }
+
+    @Test
+    void aThreadHoldingAKeyDoesNotReenterItThroughADetachedRequest() {
+        LockClient a = client();
+        HeldLock sync = a.acquire(LockRequest.of("sync-then-async"));
+        assertThat(a.tryAcquire(LockRequest.of("sync-then-async").detached())).isEmpty();
+        sync.release();
+        assertThat(a.tryAcquire(LockRequest.of("sync-then-async").detached())).isPresent();
+    }
+
+    /** A connection with a transaction open on it, closed after the test. */
+    private Connection transaction() throws Exception {
+        Connection c = PgTestDatabase.get().connect();
+        closeLater(c);
+        c.setAutoCommit(false);
+        return c;
+    }
+
+    @Test
+    void aTransactionLockExcludesOthersUntilItsTransactionEnds() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        Connection tx = transaction();
+        TransactionLock lock = a.tryAcquireInTransaction(tx, LockRequest.of("tx")).orElseThrow();
+        assertThat(lock.isHeld()).isTrue();
+        assertThat(b.tryAcquire(LockRequest.of("tx"))).isEmpty();
+        assertThat(a.tryAcquire(LockRequest.of("tx"))).as("not re-entered by the client's own locks").isEmpty();
+
+        lock.confirmBeforeCommit();
+        tx.commit();
+        assertThat(lock.release()).isTrue();
+        assertThat(lock.isHeld()).isFalse();
+        assertThat(b.tryAcquire(LockRequest.of("tx"))).isPresent();
+    }
+
+    @Test
+    void aTransactionLockThatWaitsInVainLeavesTheTransactionUsable() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        HeldLock other = b.acquire(LockRequest.of("tx-busy"));
+        Connection tx = transaction();
+        try (Statement st = tx.createStatement()) {
+            st.execute("SET LOCAL lock_timeout = '42s'");
+        }
+
+        assertThat(a.tryAcquireInTransaction(tx, LockRequest.of("tx-busy").waitAtMost(Duration.ofMillis(300))))
+                .isEmpty();
+
+        try (Statement st = tx.createStatement(); java.sql.ResultSet rs = st.executeQuery(
+                "SELECT current_setting('lock_timeout')")) {
+            rs.next();
+            assertThat(rs.getString(1)).as("the transaction goes on, with its own lock_timeout").isEqualTo("42s");
+        }
+        other.release();
+        TransactionLock lock = a.tryAcquireInTransaction(tx, LockRequest.of("tx-busy").waitAtMost(Duration.ofSeconds(10)))
+                .orElseThrow();
+        try (Statement st = tx.createStatement(); java.sql.ResultSet rs = st.executeQuery(
+                "SELECT current_setting('lock_timeout')")) {
+            rs.next();
+            assertThat(rs.getString(1)).isEqualTo("42s");
+        }
+        tx.rollback();
+        lock.release();
+        assertThat(b.tryAcquire(LockRequest.of("tx-busy"))).isPresent();
+    }
+
+    @Test
+    void aTransactionLockNeedsATransaction() throws Exception {
+        LockClient a = client();
+        Connection autoCommit = PgTestDatabase.get().connect();
+        closeLater(autoCommit);
+        assertThatThrownBy(() -> a.tryAcquireInTransaction(autoCommit, LockRequest.of("no-tx")))
+                .isInstanceOf(IllegalStateException.class).hasMessageContaining("no-tx")
+                .hasMessageContaining("auto-commit");
+        assertThat(client().tryAcquire(LockRequest.of("no-tx"))).isPresent();
     }
 
     @Test

@@ -4,6 +4,7 @@ import dev.pglock.core.LockDatabaseException;
 import dev.pglock.core.LockInfo;
 import dev.pglock.core.LockMode;
 import dev.pglock.core.LockRequest;
+import dev.pglock.core.TransactionLock;
 import dev.pglock.core.internal.AbstractLockClient;
 import dev.pglock.core.internal.Jdbc;
 import dev.pglock.core.internal.LockSession;
@@ -256,6 +257,12 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
 
     /** What a try answered: granted (null: it ran on another backend), the token, the backend it ran on. */
     private record Attempt(Boolean granted, Long token, int pid) {
+    }
+
+    @Override
+    protected Optional<TransactionLock> acquireInTransaction(Connection transaction, LockRequest request) {
+        return AdvisoryTransactionLock.acquire(transaction, request, hasher.lockId(request.key()), fencingSequence,
+                owner());
     }
 
     @Override

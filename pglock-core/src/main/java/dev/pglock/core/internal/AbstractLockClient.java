@@ -6,6 +6,7 @@ import dev.pglock.core.LockDatabaseException;
 import dev.pglock.core.LockLostException;
 import dev.pglock.core.LockNotAcquiredException;
 import dev.pglock.core.LockRequest;
+import dev.pglock.core.TransactionLock;
 import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
@@ -116,6 +117,129 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             contended.clear();
         }
         contended.put(key, System.nanoTime());
+    }
+
+    @Override
+    public final Optional<TransactionLock> tryAcquireInTransaction(java.sql.Connection transaction,
+            LockRequest request) {
+        Objects.requireNonNull(transaction, "transaction must not be null");
+        Objects.requireNonNull(request, "request must not be null");
+        ensureOpen();
+        boolean autoCommit;
+        try {
+            autoCommit = transaction.getAutoCommit();
+        } catch (java.sql.SQLException e) {
+            throw new LockDatabaseException("cannot use the transaction's connection for lock '" + request.key()
+                    + "': " + e.getMessage(), e);
+        }
+        if (autoCommit) {
+            throw new IllegalStateException("lock '" + request.key() + "' was asked for in a transaction, but the"
+                    + " connection is in auto-commit mode: a transaction lock needs an open transaction (auto-commit"
+                    + " off, e.g. inside @Transactional on pglock's DataSource)");
+        }
+        return acquireInTransaction(transaction, request);
+    }
+
+    /** Takes the lock for the transaction on {@code transaction} (auto-commit off, checked). */
+    protected abstract Optional<TransactionLock> acquireInTransaction(java.sql.Connection transaction,
+            LockRequest request);
+
+    /**
+     * A transaction lock made of an ordinary detached acquisition that {@code confirm} confirms in the
+     * transaction; a confirmation that finds it gone reports it lost to its holders before throwing.
+     */
+    protected final Optional<TransactionLock> confirmedInTransaction(LockRequest request,
+            java.util.function.BiPredicate<D, Consumer<String>> confirm) {
+        return tryAcquire(request.detached()).map(held -> {
+            Hold hold = (Hold) held;
+            return new ConfirmedHold(hold, () -> {
+                hold.assertHeld();
+                D lock = hold.entry.lock;
+                String[] why = new String[1];
+                if (!confirm.test(lock, reason -> why[0] = reason)) {
+                    lost(l -> l == lock, why[0], null);
+                    hold.assertHeld(); // throws, unless the entry was busy: then say it here
+                    throw new LockLostException(lock.key(), why[0], null);
+                }
+            });
+        });
+    }
+
+    /** A hold that a mode confirms inside a transaction before it commits. */
+    private static final class ConfirmedHold implements TransactionLock {
+        private final HeldLock hold;
+        private final Runnable confirm;
+
+        ConfirmedHold(HeldLock hold, Runnable confirm) {
+            this.hold = hold;
+            this.confirm = confirm;
+        }
+
+        @Override
+        public void confirmBeforeCommit() {
+            confirm.run();
+        }
+
+        @Override
+        public String key() {
+            return hold.key();
+        }
+
+        @Override
+        public long fencingToken() {
+            return hold.fencingToken();
+        }
+
+        @Override
+        public String owner() {
+            return hold.owner();
+        }
+
+        @Override
+        public Instant acquiredAt() {
+            return hold.acquiredAt();
+        }
+
+        @Override
+        public boolean isHeld() {
+            return hold.isHeld();
+        }
+
+        @Override
+        public boolean isShared() {
+            return hold.isShared();
+        }
+
+        @Override
+        public HeldLock onLost(Consumer<LockLostException> listener) {
+            hold.onLost(listener);
+            return this;
+        }
+
+        @Override
+        public void assertHeld() {
+            hold.assertHeld();
+        }
+
+        @Override
+        public void updateData(byte[] data) {
+            hold.updateData(data);
+        }
+
+        @Override
+        public boolean release() {
+            return hold.release();
+        }
+
+        @Override
+        public void close() {
+            hold.close();
+        }
+
+        @Override
+        public String toString() {
+            return "TransactionLock[" + hold + "]";
+        }
     }
 
     /** Takes the lock in the database with one attempt; null when someone else holds it. */
@@ -354,7 +478,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                     claimed.lock = lock;
                     claimed.busy = false;
                     claimed.changed.signalAll(); // shared joiners waiting for the outcome may join now
-                    hold = claimed.add(new Hold(claimed, me, request.isShared()));
+                    hold = claimed.add(new Hold(claimed, request.isDetached() ? null : me, request.isShared()));
                     published = true;
                 }
             } finally {
@@ -454,11 +578,6 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                 }
                 throw new IllegalStateException("lock '" + entry.lock.key() + "' was already released by this"
                         + " HeldLock; each acquisition is released once");
-            }
-            if (hold.thread != Thread.currentThread()) {
-                throw new IllegalStateException("lock '" + entry.lock.key() + "' was acquired by thread '"
-                        + hold.thread.getName() + "' and cannot be released by thread '"
-                        + Thread.currentThread().getName() + "'; it stays held");
             }
             hold.released = true;
             entry.holds.remove(hold);
@@ -710,15 +829,18 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         }
 
         /** A hold for {@code thread} on the lock already held here, or null when it must wait. */
-        Hold join(Thread thread, LockRequest request) {
+        Hold join(Thread caller, LockRequest request) {
             if (busy) {
                 return null;
             }
-            boolean heldByThread = holds.stream().anyMatch(h -> h.thread == thread);
+            // A detached request, or a detached hold, is never a re-entry: only a thread that took the
+            // key synchronously (and is still inside its work) may take it again at once.
+            Thread thread = request.isDetached() ? null : caller;
+            boolean heldByThread = thread != null && holds.stream().anyMatch(h -> h.thread == thread);
             if (lock.isShared()) {
                 if (!request.isShared()) {
                     if (heldByThread) {
-                        throw new IllegalStateException("thread '" + thread.getName() + "' holds lock '"
+                        throw new IllegalStateException("thread '" + caller.getName() + "' holds lock '"
                                 + request.key() + "' shared and asks for it exclusively: an upgrade would wait for"
                                 + " itself. Release the shared lock first");
                     }
@@ -769,6 +891,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     /** One acquisition, as the caller sees it. */
     private final class Hold implements HeldLock {
         final Entry entry;
+        /** The thread that may re-enter it; null for a detached acquisition. Any thread may release it. */
         final Thread thread;
         final boolean shared;
         final List<Consumer<LockLostException>> listeners = new ArrayList<>();

@@ -4,10 +4,12 @@ import dev.pglock.core.LockDatabaseException;
 import dev.pglock.core.LockInfo;
 import dev.pglock.core.LockMode;
 import dev.pglock.core.LockRequest;
+import dev.pglock.core.TransactionLock;
 import dev.pglock.core.internal.AbstractLockClient;
 import dev.pglock.core.internal.Jdbc;
 import dev.pglock.core.internal.LockSession;
 import dev.pglock.core.internal.SessionPool;
+import java.sql.Connection;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.sql.SQLException;
@@ -229,6 +231,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private static final String UPDATE_DATA = """
             UPDATE %1$s SET data = ?
             WHERE namespace = ? AND lock_key = ? AND ? = ANY (holders) AND expires_at > statement_timestamp()""";
+    // A transaction lock's confirmation, run inside that transaction just before it commits: extends
+    // the lease from the database clock, only while this acquisition holds it and it has not expired.
+    // The row lock it takes lasts until the transaction ends, so no takeover can slip in before the
+    // commit (a taker waits, then finds the lease extended). Parameters: lease ms, namespace, key, holder.
+    private static final String CONFIRM_IN_TRANSACTION = """
+            UPDATE %1$s SET expires_at = greatest(expires_at, statement_timestamp() + ? * interval '1 millisecond'),
+                record_version = record_version + 1
+            WHERE namespace = ? AND lock_key = ? AND ? = ANY (holders) AND expires_at > statement_timestamp()""";
     // Every lock in the table that someone holds, or that hold-at-least keeps taken.
     private static final String LOCK_COLUMNS = """
             SELECT namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at, data
@@ -253,6 +263,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private final String releaseExclusive;
     private final String releaseAll;
     private final String updateData;
+    private final String confirmInTransaction;
     private final String get;
     private final String list;
     private final String purge;
@@ -299,6 +310,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         this.releaseExclusive = RELEASE_EXCLUSIVE.formatted(quotedTable, releaseCommit);
         this.releaseAll = RELEASE_ALL.formatted(quotedTable, releaseCommit);
         this.updateData = UPDATE_DATA.formatted(quotedTable);
+        this.confirmInTransaction = CONFIRM_IN_TRANSACTION.formatted(quotedTable);
         this.get = GET.formatted(quotedTable);
         this.list = LIST.formatted(quotedTable);
         this.purge = PURGE.formatted(quotedTable);
@@ -378,6 +390,28 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             throw new IllegalArgumentException("holdAtLeast (" + request.holdAtLeast() + ") must not be longer than"
                     + " the lease (" + lease + ") for key '" + request.key() + "'");
         }
+    }
+
+    @Override
+    protected Optional<TransactionLock> acquireInTransaction(Connection transaction, LockRequest request) {
+        String sql = confirmInTransaction;
+        return confirmedInTransaction(request, (lock, why) -> {
+            try (PreparedStatement ps = transaction.prepareStatement(sql)) {
+                ps.setLong(1, lock.leaseMillis);
+                ps.setString(2, namespace);
+                ps.setString(3, lock.key());
+                ps.setString(4, lock.holder);
+                if (ps.executeUpdate() == 1) {
+                    return true;
+                }
+                why.accept("its lease was no longer this holder's when the transaction was about to commit"
+                        + " (expired, or taken over)");
+                return false;
+            } catch (SQLException e) {
+                throw new LockDatabaseException("confirming lock '" + lock.key() + "' in the transaction failed: "
+                        + e.getMessage(), e);
+            }
+        });
     }
 
     @Override

@@ -152,6 +152,55 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     @Test
+    void aTransactionWhoseLeaseWasTakenOverCannotCommit() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        java.sql.Connection tx = closeLater(db.connect());
+        tx.setAutoCommit(false);
+        dev.pglock.core.TransactionLock lock = a.tryAcquireInTransaction(tx, LockRequest.of("tx-taken")).orElseThrow();
+        java.util.concurrent.ConcurrentLinkedQueue<LockLostException> lost = new java.util.concurrent.ConcurrentLinkedQueue<>();
+        lock.onLost(lost::add);
+        // The holder paused past its lease and another client took the key over.
+        sql("UPDATE " + table + " SET expires_at = now() - interval '1 second' WHERE lock_key = ?", "tx-taken");
+        HeldLock taker = b.tryAcquire(LockRequest.of("tx-taken")).orElseThrow();
+
+        assertThatThrownBy(lock::confirmBeforeCommit).isInstanceOf(LockLostException.class)
+                .hasMessageContaining("tx-taken").hasMessageContaining("about to commit");
+        assertThat(lock.isHeld()).isFalse();
+        await().atMost(Duration.ofSeconds(10)).until(() -> lost.size() == 1);
+        tx.rollback();
+        assertThat(lock.release()).isFalse();
+        assertThat(taker.isHeld()).isTrue();
+    }
+
+    @Test
+    void aConfirmedTransactionLeaseCannotBeTakenOverBeforeTheCommit() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        java.sql.Connection tx = closeLater(db.connect());
+        tx.setAutoCommit(false);
+        dev.pglock.core.TransactionLock lock = a.tryAcquireInTransaction(tx, LockRequest.of("tx-confirmed")).orElseThrow();
+        lock.confirmBeforeCommit();
+        // The lease runs out (by the row) while the transaction is still open: a taker must wait for it.
+        java.util.concurrent.Future<java.util.Optional<HeldLock>> taking = java.util.concurrent.Executors.newSingleThreadExecutor()
+                .submit(() -> {
+                    try (java.sql.Connection c = db.connect(); java.sql.Statement st = c.createStatement()) {
+                        st.execute("SET lock_timeout = '500ms'");
+                        return st.executeUpdate("UPDATE " + table + " SET expires_at = now() - interval '1 second'"
+                                + " WHERE lock_key = 'tx-confirmed'") == 1 ? b.tryAcquire(LockRequest.of("tx-confirmed"))
+                                : java.util.Optional.<HeldLock>empty();
+                    } catch (java.sql.SQLException e) {
+                        assertThat(e.getSQLState()).as("blocked by the transaction's row lock").isEqualTo("55P03");
+                        return java.util.Optional.<HeldLock>empty();
+                    }
+                });
+        assertThat(taking.get(10, java.util.concurrent.TimeUnit.SECONDS)).isEmpty();
+        tx.commit();
+        assertThat(lock.release()).isTrue();
+        assertThat(b.tryAcquire(LockRequest.of("tx-confirmed"))).isPresent();
+    }
+
+    @Test
     void acquireIsOneStatementAndTheRowShowsTheHolder() throws Exception {
         LockClient a = closeLater(builder(counting).lockSessions(1).build()); // its only session opens at build
         counting.clearExecuted();

@@ -1,0 +1,215 @@
+package dev.pglock.core.advisory;
+
+import dev.pglock.core.HeldLock;
+import dev.pglock.core.LockDatabaseException;
+import dev.pglock.core.LockLostException;
+import dev.pglock.core.LockRequest;
+import dev.pglock.core.TransactionLock;
+import java.sql.Connection;
+import java.sql.PreparedStatement;
+import java.sql.ResultSet;
+import java.sql.SQLException;
+import java.sql.Savepoint;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.Optional;
+import java.util.function.Consumer;
+
+/**
+ * A {@code pg_advisory_xact_lock} on a transaction's own connection. PostgreSQL ends it with the
+ * transaction, so the handle only records whether its holder is done with it.
+ */
+final class AdvisoryTransactionLock implements TransactionLock {
+
+    // Try: one statement; the token (with fencing) is drawn only after the grant. Parameters:
+    // [sequence,] lock id. %1$s is "" or "_shared".
+    private static final String TRY = "SELECT pg_try_advisory_xact_lock%1$s(?), NULL::bigint";
+    private static final String TRY_FENCED = "SELECT granted, CASE WHEN granted THEN nextval(?::regclass) END"
+            + " FROM (SELECT pg_try_advisory_xact_lock%1$s(?) AS granted OFFSET 0) AS attempt";
+    // Wait: under a savepoint, so that lock_timeout (55P03) undoes only the wait and the transaction
+    // goes on. set_config(..., true) lasts until the transaction ends, so the old value is put back.
+    private static final String WAIT = "SELECT current_setting('lock_timeout'), set_config('lock_timeout', ?, true),"
+            + " pg_advisory_xact_lock%1$s(?)";
+    private static final String TOKEN = "SELECT nextval(?::regclass)";
+    private static final String RESTORE = "SELECT set_config('lock_timeout', ?, true)";
+    private static final String LOCK_TIMEOUT = "55P03";
+
+    private final String key;
+    private final boolean shared;
+    private final Long token;
+    private final String owner;
+    private final Instant acquiredAt = Instant.now();
+    private final Connection transaction;
+    private volatile boolean released;
+
+    private AdvisoryTransactionLock(String key, boolean shared, Long token, String owner, Connection transaction) {
+        this.key = key;
+        this.shared = shared;
+        this.token = token;
+        this.owner = owner;
+        this.transaction = transaction;
+    }
+
+    /** Takes the lock on the transaction's connection within the request's wait; empty when it stayed taken. */
+    static Optional<TransactionLock> acquire(Connection transaction, LockRequest request, long lockId,
+            String fencingSequence, String owner) {
+        String variant = request.isShared() ? "_shared" : "";
+        try {
+            Long token;
+            if (request.waitAtMost().isZero()) {
+                try (PreparedStatement ps = transaction.prepareStatement(
+                        (fencingSequence == null ? TRY : TRY_FENCED).formatted(variant))) {
+                    int i = 1;
+                    if (fencingSequence != null) {
+                        ps.setString(i++, fencingSequence);
+                    }
+                    ps.setLong(i, lockId);
+                    try (ResultSet rs = ps.executeQuery()) {
+                        rs.next();
+                        if (!rs.getBoolean(1)) {
+                            return Optional.empty();
+                        }
+                        long t = rs.getLong(2);
+                        token = rs.wasNull() ? null : t;
+                    }
+                }
+            } else {
+                if (!waitFor(transaction, WAIT.formatted(variant), lockId, request.waitAtMost())) {
+                    return Optional.empty();
+                }
+                token = fencingSequence == null ? null : drawToken(transaction, fencingSequence);
+            }
+            return Optional.of(new AdvisoryTransactionLock(request.key(), request.isShared(), token, owner,
+                    transaction));
+        } catch (SQLException e) {
+            throw new LockDatabaseException("taking lock '" + request.key() + "' in the transaction failed: "
+                    + e.getMessage(), e);
+        }
+    }
+
+    private static boolean waitFor(Connection c, String sql, long lockId, Duration wait) throws SQLException {
+        Savepoint savepoint = c.setSavepoint();
+        String previous;
+        try (PreparedStatement ps = c.prepareStatement(sql)) {
+            ps.setString(1, Long.toString(Math.max(1, wait.toMillis())));
+            ps.setLong(2, lockId);
+            try (ResultSet rs = ps.executeQuery()) {
+                rs.next();
+                previous = rs.getString(1);
+            }
+        } catch (SQLException e) {
+            c.rollback(savepoint); // undoes the wait and its lock_timeout; the transaction goes on
+            if (LOCK_TIMEOUT.equals(e.getSQLState())) {
+                return false;
+            }
+            throw e;
+        }
+        c.releaseSavepoint(savepoint); // the lock now belongs to the transaction itself
+        try (PreparedStatement ps = c.prepareStatement(RESTORE)) {
+            ps.setString(1, previous);
+            ps.executeQuery().close();
+        }
+        return true;
+    }
+
+    private static long drawToken(Connection c, String sequence) throws SQLException {
+        try (PreparedStatement ps = c.prepareStatement(TOKEN)) {
+            ps.setString(1, sequence);
+            try (ResultSet rs = ps.executeQuery()) {
+                rs.next();
+                return rs.getLong(1);
+            }
+        }
+    }
+
+    @Override
+    public void confirmBeforeCommit() {
+        assertHeld(); // the lock is the transaction's own: if it commits, it held the lock throughout
+    }
+
+    @Override
+    public String key() {
+        return key;
+    }
+
+    @Override
+    public long fencingToken() {
+        if (token == null) {
+            throw new IllegalStateException("fencing tokens are off for this advisory lock client; turn them on with"
+                    + " PgLock.advisory(dataSource).fencingTokens(true) (Spring Boot: pglock.advisory.fencing-tokens=true)");
+        }
+        return token;
+    }
+
+    @Override
+    public String owner() {
+        return owner;
+    }
+
+    @Override
+    public Instant acquiredAt() {
+        return acquiredAt;
+    }
+
+    @Override
+    public boolean isHeld() {
+        return !released && !closed();
+    }
+
+    private boolean closed() {
+        try {
+            return transaction.isClosed();
+        } catch (SQLException e) {
+            return true;
+        }
+    }
+
+    @Override
+    public boolean isShared() {
+        return shared;
+    }
+
+    /**
+     * Never called: a transaction lock cannot be lost while its transaction can still commit (a session
+     * that dies takes the transaction with it).
+     */
+    @Override
+    public HeldLock onLost(Consumer<LockLostException> listener) {
+        return this;
+    }
+
+    @Override
+    public void assertHeld() {
+        if (released) {
+            throw new IllegalStateException("lock '" + key + "' was released by its holder");
+        }
+        if (closed()) {
+            throw new LockLostException(key, "the transaction's connection is closed", null);
+        }
+    }
+
+    @Override
+    public void updateData(byte[] data) {
+        throw new UnsupportedOperationException("advisory locks carry no data; use lease mode for lock data");
+    }
+
+    @Override
+    public boolean release() {
+        if (released) {
+            throw new IllegalStateException("lock '" + key + "' was already released by this HeldLock; each"
+                    + " acquisition is released once");
+        }
+        released = true;
+        return true;
+    }
+
+    @Override
+    public void close() {
+        released = true;
+    }
+
+    @Override
+    public String toString() {
+        return "AdvisoryTransactionLock[key=" + key + (shared ? ", shared" : "") + "]";
+    }
+}
