@@ -4,6 +4,7 @@ import java.lang.reflect.Method;
 import java.util.stream.Collectors;
 import org.aopalliance.aop.Advice;
 import org.springframework.aop.ClassFilter;
+import org.springframework.aop.Advisor;
 import org.springframework.aop.Pointcut;
 import org.springframework.aop.support.AbstractPointcutAdvisor;
 import org.springframework.aop.support.StaticMethodMatcherPointcut;
@@ -11,11 +12,14 @@ import org.springframework.beans.factory.BeanFactory;
 import org.springframework.beans.factory.BeanFactoryAware;
 import org.springframework.beans.factory.ObjectProvider;
 import org.springframework.beans.factory.SmartInitializingSingleton;
+import org.springframework.core.Ordered;
 
 /**
  * Applies {@link DistributedLock} to the beans that use it. Its order decides how it nests with
  * other advice: the default sits just outside {@code @Transactional}'s, so a lock is acquired
- * before the transaction begins and released after it ends.
+ * before the transaction begins and released after it ends. Its twin,
+ * {@link #transactionAdvisor()}, sits inside the transaction: it takes the locks that join the
+ * transaction and checks the others before the commit.
  */
 public final class DistributedLockAdvisor extends AbstractPointcutAdvisor
         implements BeanFactoryAware, SmartInitializingSingleton {
@@ -24,6 +28,8 @@ public final class DistributedLockAdvisor extends AbstractPointcutAdvisor
     private final LockDefaults defaults;
     private LockOperationSource source;
     private DistributedLockInterceptor interceptor;
+    private DistributedLockInterceptor innerInterceptor;
+    private final TransactionAdvisor transactionAdvisor = new TransactionAdvisor();
     /** One instance for the advisor's life: CGLIB reuses proxy classes only for equal pointcuts. */
     private final Pointcut pointcut = new StaticMethodMatcherPointcut() {
         {
@@ -56,7 +62,35 @@ public final class DistributedLockAdvisor extends AbstractPointcutAdvisor
     public void setBeanFactory(BeanFactory beanFactory) {
         LockKeyEvaluator evaluator = new LockKeyEvaluator(beanFactory);
         this.source = new LockOperationSource(beanFactory, evaluator, defaults);
-        this.interceptor = new DistributedLockInterceptor(source, evaluator, templates);
+        this.interceptor = new DistributedLockInterceptor(source, evaluator, templates, false);
+        this.innerInterceptor = new DistributedLockInterceptor(source, evaluator, templates, true);
+    }
+
+    /**
+     * The advisor that applies inside {@code @Transactional}: register it as a bean of its own (the
+     * auto-configuration does). Its order is the lowest precedence, the transaction advisor's
+     * default; registered after it, it nests inside.
+     */
+    public Advisor transactionAdvisor() {
+        return transactionAdvisor;
+    }
+
+    /** Inside the transaction; shares the outer advisor's pointcut and operations. */
+    private final class TransactionAdvisor extends AbstractPointcutAdvisor {
+
+        TransactionAdvisor() {
+            setOrder(Ordered.LOWEST_PRECEDENCE);
+        }
+
+        @Override
+        public Pointcut getPointcut() {
+            return pointcut;
+        }
+
+        @Override
+        public Advice getAdvice() {
+            return innerInterceptor;
+        }
     }
 
     /**
@@ -77,6 +111,7 @@ public final class DistributedLockAdvisor extends AbstractPointcutAdvisor
                     + ": pglock needs a PostgreSQL DataSource (spring.datasource.*), or define one LockTemplate bean");
         }
         interceptor.use(template);
+        innerInterceptor.use(template);
         source.operations().stream().map(LockOperation::mode).filter(mode -> mode != null).distinct()
                 .forEach(template::inMode);
     }

@@ -3,28 +3,50 @@ package dev.pglock.spring;
 import dev.pglock.core.HeldLock;
 import dev.pglock.core.LockNotAcquiredException;
 import dev.pglock.core.LockRequest;
+import java.util.Collection;
+import java.util.Map;
+import java.util.UUID;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionStage;
 import org.aopalliance.intercept.MethodInterceptor;
 import org.aopalliance.intercept.MethodInvocation;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
+import org.springframework.aop.ProxyMethodInvocation;
 import org.springframework.aop.support.AopUtils;
 import org.springframework.beans.factory.ObjectProvider;
+import org.springframework.util.ReflectionUtils;
 
-/** Turns a call of a {@link DistributedLock} method into a {@link LockRequest} and runs it through {@link LockTemplate}. */
+/**
+ * Turns a call of a {@link DistributedLock} method into a {@link LockRequest} and holds the lock for
+ * as long as the method's work runs, through {@link LockTemplate}. Two of them apply to each locked
+ * method: the outer one, just outside {@code @Transactional}, takes ordinary locks; the inner one,
+ * inside the transaction, takes locks that join it ({@code inTransaction = true}) and has every other
+ * lock checked before the transaction commits.
+ */
 final class DistributedLockInterceptor implements MethodInterceptor {
 
     private static final Logger log = LoggerFactory.getLogger(DistributedLockInterceptor.class);
+    /** Per class: whether its {@code toString} identifies a value (not Object's identity string). */
+    private static final ClassValue<Boolean> STABLE_TO_STRING = new ClassValue<>() {
+        @Override
+        protected Boolean computeValue(Class<?> type) {
+            return ReflectionUtils.findMethod(type, "toString").getDeclaringClass() != Object.class;
+        }
+    };
 
     private final LockOperationSource source;
     private final LockKeyEvaluator evaluator;
     private final ObjectProvider<LockTemplate> templates;
+    private final boolean inner;
     private volatile LockTemplate template;
 
     DistributedLockInterceptor(LockOperationSource source, LockKeyEvaluator evaluator,
-            ObjectProvider<LockTemplate> templates) {
+            ObjectProvider<LockTemplate> templates, boolean inner) {
         this.source = source;
         this.evaluator = evaluator;
         this.templates = templates;
+        this.inner = inner;
     }
 
     /** Set once the application's beans exist. */
@@ -32,13 +54,13 @@ final class DistributedLockInterceptor implements MethodInterceptor {
         this.template = template;
     }
 
-    private LockTemplate template() {
+    private LockTemplate template(LockOperation operation) {
         LockTemplate known = template;
         if (known == null) { // a call before start-up finished
             known = templates.getObject();
             template = known;
         }
-        return known;
+        return operation.mode() != null ? known.inMode(operation.mode()) : known;
     }
 
     @Override
@@ -49,21 +71,65 @@ final class DistributedLockInterceptor implements MethodInterceptor {
         if (operation == null) {
             return invocation.proceed();
         }
-        LockTemplate template = template();
-        if (operation.mode() != null) {
-            template = template.inMode(operation.mode());
+        if (inner) {
+            return invokeInside(operation, invocation, target, targetClass);
         }
+        if (operation.inTransaction()) {
+            return invocation.proceed(); // the inner interceptor takes it, once the transaction has begun
+        }
+        LockTemplate template = template(operation);
         LockRequest request = operation.request(template, key(operation, invocation, target, targetClass));
+        return switch (operation.shape()) {
+            case SYNCHRONOUS -> invokeSynchronous(operation, template, request, invocation);
+            case COMPLETION_STAGE -> invokeCompletionStage(operation, template, request, invocation);
+            case REACTIVE -> ReactiveLocking.invoke(operation, template, request, cloneable(invocation),
+                    () -> notAcquired(operation, request));
+        };
+    }
+
+    /**
+     * Inside the transaction: a lock that joins it is taken here; any other lock the outer
+     * interceptor took for this call is checked before the commit, so a lock lost meanwhile rolls the
+     * transaction back.
+     */
+    private Object invokeInside(LockOperation operation, MethodInvocation invocation, Object target,
+            Class<?> targetClass) throws Throwable {
+        if (operation.inTransaction()) {
+            LockTemplate template = template(operation).inTransaction();
+            LockRequest request = operation.request(template, key(operation, invocation, target, targetClass));
+            return invokeSynchronous(operation, template, request, invocation);
+        }
+        if (operation.shape() == LockOperation.Shape.SYNCHRONOUS && LockSynchronization.active()) {
+            LockContext.find().ifPresent(LockSynchronization::checkBeforeCommit);
+        }
+        return invocation.proceed();
+    }
+
+    private Object invokeSynchronous(LockOperation operation, LockTemplate template, LockRequest request,
+            MethodInvocation invocation) throws Throwable {
+        HeldLock lock = acquire(operation, template, request);
+        if (lock == null) {
+            return skipOrThrow(operation, request);
+        }
+        return template.runHolding(lock, invocation::proceed);
+    }
+
+    /** Held until the returned stage completes; the caller's stage completes after the release. */
+    private Object invokeCompletionStage(LockOperation operation, LockTemplate template, LockRequest request,
+            MethodInvocation invocation) throws Throwable {
+        if (!request.waitAtMost().isZero() && AsyncSupport.inNonBlockingThread()) {
+            throw new IllegalStateException(operation.description() + " was called on a non-blocking thread ('"
+                    + Thread.currentThread().getName() + "') with waitAtMost " + request.waitAtMost()
+                    + ": waiting for the lock there would block it. Return a Mono (acquired off-thread on"
+                    + " subscription), call it from another thread, or use waitAtMost = \"0s\"");
+        }
+        boolean futureType = operation.method().getReturnType().isAssignableFrom(CompletableFuture.class);
         HeldLock lock;
         try {
-            lock = template.tryLock(request);
-        } catch (IllegalStateException e) {
-            // Shutting down: the client grants nothing more. A method that skips when the lock is
-            // taken (a @Scheduled job firing during shutdown) skips quietly here too.
-            if (template.client().isClosed() && operation.skipsWhenLocked()) {
-                log.debug("{} skipped: the lock client is closed (the application is shutting down)",
-                        operation.description());
-                return operation.skippedResult();
+            lock = acquire(operation, template, request);
+        } catch (RuntimeException e) {
+            if (futureType && !(e instanceof IllegalArgumentException)) {
+                return CompletableFuture.failedFuture(e);
             }
             throw e;
         }
@@ -72,11 +138,69 @@ final class DistributedLockInterceptor implements MethodInterceptor {
                 log.debug("{} skipped: lock '{}' is held elsewhere", operation.description(), request.key());
                 return operation.skippedResult();
             }
-            throw new LockNotAcquiredException(request.key(), request.waitAtMost(), operation.description()
-                    + ": lock '" + request.key() + "' is held elsewhere; gave up after waiting " + request.waitAtMost(),
-                    null);
+            LockNotAcquiredException e = notAcquired(operation, request);
+            if (futureType) {
+                return CompletableFuture.failedFuture(e);
+            }
+            throw e;
         }
-        return template.runHolding(lock, invocation::proceed);
+        Object result;
+        LockContext.push(lock);
+        try {
+            result = invocation.proceed();
+        } catch (Throwable t) {
+            lock.close();
+            throw t;
+        } finally {
+            LockContext.pop();
+        }
+        if (result == null) {
+            lock.close();
+            return null;
+        }
+        CompletionStage<?> stage = (CompletionStage<?>) result;
+        CompletionStage<?> released = stage.whenComplete((value, error) -> AsyncSupport.release(lock));
+        // The caller's stage completes once the lock is released, so a caller that waits for it and
+        // calls again finds the key free. A stage of a type of its own goes back as it came.
+        return operation.method().getReturnType().isInstance(released) ? released : stage;
+    }
+
+    /** The lock, or null when it is held elsewhere; during shutdown a skipping method gets null too. */
+    private HeldLock acquire(LockOperation operation, LockTemplate template, LockRequest request) {
+        try {
+            return template.tryLock(request);
+        } catch (IllegalStateException e) {
+            // Shutting down: the client grants nothing more. A method that skips when the lock is
+            // taken (a @Scheduled job firing during shutdown) skips quietly here too.
+            if (template.client().isClosed() && operation.skipsWhenLocked()) {
+                log.debug("{} skipped: the lock client is closed (the application is shutting down)",
+                        operation.description());
+                return null;
+            }
+            throw e;
+        }
+    }
+
+    private Object skipOrThrow(LockOperation operation, LockRequest request) {
+        if (operation.skipsWhenLocked()) {
+            log.debug("{} skipped: lock '{}' is held elsewhere", operation.description(), request.key());
+            return operation.skippedResult();
+        }
+        throw notAcquired(operation, request);
+    }
+
+    private static LockNotAcquiredException notAcquired(LockOperation operation, LockRequest request) {
+        return new LockNotAcquiredException(request.key(), request.waitAtMost(), operation.description()
+                + ": lock '" + request.key() + "' is held elsewhere; gave up after waiting " + request.waitAtMost(),
+                null);
+    }
+
+    /** An invocation that each subscription can proceed with once (a resubscribed publisher calls again). */
+    private static ReactiveLocking.Call cloneable(MethodInvocation invocation) {
+        if (invocation instanceof ProxyMethodInvocation proxied) {
+            return () -> proxied.invocableClone().proceed();
+        }
+        return invocation::proceed;
     }
 
     private String key(LockOperation operation, MethodInvocation invocation, Object target, Class<?> targetClass) {
@@ -92,6 +216,27 @@ final class DistributedLockInterceptor implements MethodInterceptor {
                     + ". If it names a parameter, compile with -parameters (Spring Boot's build plugins do) or use"
                     + " #p0 / #a0");
         }
+        if (!identifiesALock(value)) {
+            throw new IllegalArgumentException(operation.description() + ": key expression '"
+                    + operation.keyExpression() + "' evaluated to a " + value.getClass().getName()
+                    + ", whose string form does not identify a lock (" + (value.getClass().isArray() ? "an array"
+                            : value instanceof Collection<?> || value instanceof Map<?, ?> ? "a collection or map"
+                                    : "Object's identity toString, different for every instance")
+                    + "). Use a string, number, UUID, enum, or a value with its own toString, e.g. '#order.id'");
+        }
         return value.toString();
+    }
+
+    /** Whether a key value's string form stably identifies a lock. */
+    static boolean identifiesALock(Object value) {
+        if (value instanceof CharSequence || value instanceof Number || value instanceof Boolean
+                || value instanceof Character || value instanceof UUID || value instanceof Enum<?>) {
+            return true;
+        }
+        Class<?> type = value.getClass();
+        if (type.isArray() || value instanceof Collection<?> || value instanceof Map<?, ?>) {
+            return false;
+        }
+        return STABLE_TO_STRING.get(type);
     }
 }

@@ -17,6 +17,13 @@ import java.util.Optional;
  */
 public final class LockContext {
 
+    /**
+     * The key under which a reactive {@code @DistributedLock} method's publisher finds its lock in the
+     * Reactor context: {@code Mono.deferContextual(ctx -> ...ctx.get(LockContext.REACTOR_KEY))}.
+     * {@link #current()} works there only while the method assembles its publisher.
+     */
+    public static final Class<HeldLock> REACTOR_KEY = HeldLock.class;
+
     private static final ThreadLocal<Deque<HeldLock>> held = ThreadLocal.withInitial(ArrayDeque::new);
 
     private LockContext() {

@@ -5,10 +5,12 @@ import dev.pglock.core.LockRequest;
 import java.lang.reflect.Method;
 import java.time.Duration;
 import java.util.Optional;
+import java.util.concurrent.CompletableFuture;
 
 /**
  * What {@link DistributedLock} on one method means, resolved and checked once: durations parsed,
- * placeholders resolved, the key expression parsed. Null durations and mode mean "the default".
+ * placeholders resolved, the key expression parsed, the return type classified. Null durations and
+ * mode mean "the default".
  */
 record LockOperation(
         Method method,
@@ -20,7 +22,20 @@ record LockOperation(
         Duration holdAtLeast,
         boolean shared,
         LockMode mode,
-        DistributedLock.WhenLocked whenLocked) {
+        DistributedLock.WhenLocked whenLocked,
+        boolean scheduled,
+        boolean inTransaction,
+        Shape shape) {
+
+    /** How long the method's work runs, seen from its return type. */
+    enum Shape {
+        /** Done when the method returns. */
+        SYNCHRONOUS,
+        /** Done when the returned {@code CompletionStage} completes. */
+        COMPLETION_STAGE,
+        /** Starts on subscription, done when the returned publisher terminates or is cancelled. */
+        REACTIVE
+    }
 
     /** The request for one call, on top of the template's defaults. */
     LockRequest request(LockTemplate template, String key) {
@@ -34,17 +49,27 @@ record LockOperation(
         if (holdAtLeast != null) {
             request = request.holdAtLeast(holdAtLeast);
         }
+        if (shape != Shape.SYNCHRONOUS) {
+            request = request.detached(); // the work leaves the thread: never re-entered by it
+        }
         return shared ? request.shared() : request;
     }
 
     /** Whether a call that did not get the lock returns quietly instead of throwing. */
     boolean skipsWhenLocked() {
         return whenLocked == DistributedLock.WhenLocked.SKIP
-                || (whenLocked == DistributedLock.WhenLocked.DEFAULT && method.getReturnType() == void.class);
+                || (whenLocked == DistributedLock.WhenLocked.DEFAULT && scheduled);
     }
 
-    /** What a skipped call returns. */
+    /** What a skipped synchronous call returns (a {@code CompletionStage}: completed with null). */
     Object skippedResult() {
-        return method.getReturnType() == Optional.class ? Optional.empty() : null;
+        Class<?> type = method.getReturnType();
+        if (type == Optional.class) {
+            return Optional.empty();
+        }
+        if (shape == Shape.COMPLETION_STAGE) {
+            return CompletableFuture.completedFuture(null);
+        }
+        return null;
     }
 }

@@ -22,6 +22,23 @@ import org.springframework.boot.convert.DurationStyle;
 import org.springframework.core.MethodClassKey;
 import org.springframework.core.annotation.AnnotatedElementUtils;
 import org.springframework.expression.ParseException;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.concurrent.CompletionStage;
+import java.util.concurrent.Future;
+import java.util.stream.Collectors;
+import org.springframework.core.DefaultParameterNameDiscoverer;
+import org.springframework.core.KotlinDetector;
+import org.springframework.core.ParameterNameDiscoverer;
+import org.springframework.expression.Expression;
+import org.springframework.expression.spel.SpelNode;
+import org.springframework.expression.spel.ast.VariableReference;
+import org.springframework.expression.spel.standard.SpelExpression;
+import org.springframework.scheduling.annotation.Scheduled;
+import org.springframework.scheduling.annotation.Schedules;
+import org.springframework.util.DigestUtils;
 
 /**
  * Finds {@link DistributedLock} on a method (the most specific one of the target class, through
@@ -33,6 +50,7 @@ final class LockOperationSource {
     private static final Optional<LockOperation> NONE = Optional.empty();
 
     private static final Logger log = LoggerFactory.getLogger(LockOperationSource.class);
+    private static final ParameterNameDiscoverer PARAMETER_NAMES = new DefaultParameterNameDiscoverer();
 
     private final Map<MethodClassKey, Optional<LockOperation>> cache = new ConcurrentHashMap<>();
     private final Map<Class<?>, Boolean> classes = new ConcurrentHashMap<>();
@@ -99,22 +117,26 @@ final class LockOperationSource {
         if (annotation == null) {
             return NONE;
         }
-        Class<?> owner = targetClass != null ? targetClass : method.getDeclaringClass();
+        Class<?> owner = ClassUtils.getUserClass(targetClass != null ? targetClass : method.getDeclaringClass());
         String description = "@DistributedLock on " + owner.getSimpleName() + "." + method.getName() + "(..)";
         String keyText = resolvePlaceholders(annotation.key());
         String keyExpression = null;
         String fixedKey = null;
         if (keyText.isBlank()) {
-            fixedKey = owner.getSimpleName() + "." + method.getName();
+            fixedKey = defaultKey(owner, specific);
         } else {
             keyExpression = keyText;
+            Expression parsed;
             try {
-                evaluator.parse(keyExpression, specific, owner);
+                parsed = evaluator.parse(keyExpression, specific, owner);
             } catch (ParseException e) {
                 throw new IllegalStateException(description + ": key expression '" + keyExpression
                         + "' does not parse: " + e.getMessage() + ". A literal key needs quotes: \"'my-key'\"", e);
             }
+            checkVariables(description, keyExpression, parsed, specific);
         }
+        boolean scheduled = AnnotatedElementUtils.hasAnnotation(specific, Scheduled.class)
+                || AnnotatedElementUtils.hasAnnotation(specific, Schedules.class);
         LockOperation operation = new LockOperation(specific, description, keyExpression, fixedKey,
                 duration(description, "waitAtMost", annotation.waitAtMost()),
                 duration(description, "leaseFor", annotation.leaseFor()),
@@ -123,19 +145,123 @@ final class LockOperationSource {
                     case DEFAULT -> null;
                     case ADVISORY -> LockMode.ADVISORY;
                     case LEASE -> LockMode.LEASE;
-                }, annotation.whenLocked());
+                }, annotation.whenLocked(), scheduled, annotation.inTransaction(), shape(description, specific));
         check(operation);
         return Optional.of(operation);
+    }
+
+    /**
+     * The key of a method without one: the class's fully qualified name (never a proxy's), the method
+     * and its parameter types. Distinct across packages and overloads, the same on every replica.
+     */
+    static String defaultKey(Class<?> owner, Method method) {
+        String key = ClassUtils.getUserClass(owner).getName() + "." + method.getName() + "("
+                + Arrays.stream(method.getParameterTypes()).map(Class::getSimpleName).collect(Collectors.joining(","))
+                + ")";
+        if (key.length() <= LockRequest.MAX_KEY_LENGTH) {
+            return key;
+        }
+        // Too long for a key: keep a readable head and make it unique with a hash of the whole.
+        String hash = DigestUtils.md5DigestAsHex(key.getBytes(StandardCharsets.UTF_8));
+        return key.substring(0, LockRequest.MAX_KEY_LENGTH - hash.length() - 1) + "#" + hash;
+    }
+
+    /** Every {@code #name} in the key must be something the call defines: a parameter, #p0/#a0, #root. */
+    private void checkVariables(String description, String expression, Expression parsed, Method method) {
+        if (!(parsed instanceof SpelExpression spel)) {
+            return;
+        }
+        String[] names = PARAMETER_NAMES.getParameterNames(method);
+        Set<String> known = new LinkedHashSet<>(List.of("root", "this"));
+        for (int i = 0; i < method.getParameterCount(); i++) {
+            known.add("p" + i);
+            known.add("a" + i);
+        }
+        if (names != null) {
+            known.addAll(List.of(names));
+        }
+        List<String> unknown = new ArrayList<>();
+        collectVariables(spel.getAST(), unknown);
+        unknown.removeIf(known::contains);
+        if (!unknown.isEmpty()) {
+            throw new IllegalStateException(description + ": key expression '" + expression + "' uses #"
+                    + String.join(", #", unknown) + ", which is not a parameter of the method; its parameters are "
+                    + (names == null ? "unnamed (compile with -parameters, as Spring Boot's build plugins do, or use"
+                            + " #p0, #p1...)" : (names.length == 0 ? "none" : "#" + String.join(", #", names))));
+        }
+    }
+
+    private static void collectVariables(SpelNode node, List<String> into) {
+        if (node instanceof VariableReference) {
+            into.add(node.toStringAST().substring(1));
+        }
+        for (int i = 0; i < node.getChildCount(); i++) {
+            collectVariables(node.getChild(i), into);
+        }
+    }
+
+    /**
+     * How long the method's work runs. A return type whose completion pglock cannot see is refused
+     * here, naming the method, instead of locking nothing at every call.
+     */
+    private static LockOperation.Shape shape(String description, Method method) {
+        Class<?> type = method.getReturnType();
+        if (KotlinDetector.isSuspendingFunction(method)) {
+            if (AsyncSupport.COROUTINES) {
+                return LockOperation.Shape.REACTIVE; // Spring AOP hands interceptors a publisher for it
+            }
+            throw new IllegalStateException(description + " is a Kotlin suspend function: pglock holds its lock until"
+                    + " it completes through Reactor, which needs kotlinx-coroutines-reactor and kotlin-reflect on the"
+                    + " classpath. Add them, or return a Mono");
+        }
+        if (CompletionStage.class.isAssignableFrom(type)) {
+            return LockOperation.Shape.COMPLETION_STAGE;
+        }
+        if (Future.class.isAssignableFrom(type)) {
+            throw new IllegalStateException(description + " returns " + type.getName() + ", whose completion pglock"
+                    + " cannot observe, so the lock would end before the work: return CompletableFuture (or"
+                    + " CompletionStage) instead");
+        }
+        if (AsyncSupport.isReactive(type)) {
+            return LockOperation.Shape.REACTIVE;
+        }
+        if (isReactiveType(type)) {
+            throw new IllegalStateException(description + " returns " + type.getName() + ", which runs after the"
+                    + " method returns: pglock holds such locks through Project Reactor (io.projectreactor:reactor-core),"
+                    + " which is not on the classpath. Add it, or return CompletableFuture");
+        }
+        return LockOperation.Shape.SYNCHRONOUS;
+    }
+
+    /** A lazy type that pglock cannot hold a lock across without Reactor. */
+    private static boolean isReactiveType(Class<?> type) {
+        for (Class<?> t = type; t != null && t != Object.class; t = t.getSuperclass()) {
+            if (t.getName().startsWith("kotlinx.coroutines.flow.")) {
+                return true;
+            }
+        }
+        return ClassUtils.getAllInterfacesForClassAsSet(type).stream().map(Class::getName)
+                .anyMatch(name -> name.equals("org.reactivestreams.Publisher")
+                        || name.equals("java.util.concurrent.Flow$Publisher")
+                        || name.startsWith("kotlinx.coroutines.flow."))
+                || type.getName().equals("org.reactivestreams.Publisher")
+                || type.getName().equals("java.util.concurrent.Flow$Publisher");
     }
 
     /** Refuses at start-up what could only fail at every call. */
     private void check(LockOperation operation) {
         Class<?> returnType = operation.method().getReturnType();
-        if (operation.whenLocked() == DistributedLock.WhenLocked.SKIP && returnType.isPrimitive()
-                && returnType != void.class) {
-            throw new IllegalStateException(operation.description() + ": whenLocked = SKIP cannot skip a method that"
-                    + " returns " + returnType + " (there is no value to return); return a wrapper type or"
-                    + " Optional, or use THROW");
+        if (operation.skipsWhenLocked() && returnType.isPrimitive() && returnType != void.class) {
+            throw new IllegalStateException(operation.description() + ": "
+                    + (operation.whenLocked() == DistributedLock.WhenLocked.SKIP ? "whenLocked = SKIP"
+                            : "a @Scheduled method skips when the lock is taken, and")
+                    + " cannot skip a method that returns " + returnType + " (there is no value to return); return a"
+                    + " wrapper type or Optional, or use whenLocked = THROW");
+        }
+        if (operation.inTransaction() && operation.shape() != LockOperation.Shape.SYNCHRONOUS) {
+            throw new IllegalStateException(operation.description() + ": inTransaction = true needs a method that"
+                    + " completes its work before it returns (a transaction belongs to one thread), but it returns "
+                    + returnType.getName());
         }
         if (defaults == null) {
             return;

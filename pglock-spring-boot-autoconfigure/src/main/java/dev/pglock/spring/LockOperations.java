@@ -8,20 +8,44 @@ import java.util.function.Consumer;
 
 /**
  * Runs code while holding a distributed lock; implemented by {@link LockTemplate}, the programmatic
- * twin of {@link DistributedLock}. The lock is released when the code returns or throws, and the
- * exception passes through unchanged.
+ * twin of {@link DistributedLock}, with the same rules: the lock is released when the code returns
+ * or throws (inside a transaction the code did not start, when that transaction completes), and the
+ * exception passes through unchanged, checked or not.
+ *
+ * <p>Requests: the key-only methods apply the configured defaults ({@code pglock.wait},
+ * {@code pglock.hold-at-least}). To change one value and keep the others, start from
+ * {@link #request(String)}, not from {@code LockRequest.of}, which has none of them:
+ *
+ * <pre>{@code
+ * lockTemplate.execute(lockTemplate.request("invoice:" + id).waitAtMost(Duration.ofSeconds(5)), lock -> pay(id));
+ * }</pre>
  */
 public interface LockOperations {
+
+    /** A request for {@code key} with the configured defaults applied, to adjust and pass to the methods below. */
+    LockRequest request(String key);
 
     /**
      * Waits for the lock up to {@link LockRequest#waitAtMost()}, runs the callback, releases.
      *
      * @throws LockNotAcquiredException when someone else held it for the whole wait
+     * @throws E what the callback throws, unchanged
      */
-    <T> T execute(LockRequest request, LockCallback<T> action);
+    <T, E extends Throwable> T execute(LockRequest request, LockCallback<T, E> action) throws E;
 
-    /** {@link #execute(LockRequest, LockCallback)} with the key and the configured defaults ({@code pglock.wait}, {@code pglock.hold-at-least}). */
-    <T> T execute(String key, LockCallback<T> action);
+    /** {@link #execute(LockRequest, LockCallback)} for {@link #request(String) request(key)}. */
+    <T, E extends Throwable> T execute(String key, LockCallback<T, E> action) throws E;
+
+    /**
+     * Runs the callback if the lock can be had within {@link LockRequest#waitAtMost()}; says whether it
+     * ran and what it returned. Never throws {@link LockNotAcquiredException}.
+     *
+     * @throws E what the callback throws, unchanged
+     */
+    <T, E extends Throwable> LockOutcome<T> tryExecute(LockRequest request, LockCallback<T, E> action) throws E;
+
+    /** {@link #tryExecute(LockRequest, LockCallback)} for {@link #request(String) request(key)}. */
+    <T, E extends Throwable> LockOutcome<T> tryExecute(String key, LockCallback<T, E> action) throws E;
 
     /**
      * Runs the action if the lock can be had within {@link LockRequest#waitAtMost()}.
@@ -30,9 +54,19 @@ public interface LockOperations {
      */
     boolean tryRun(LockRequest request, Consumer<HeldLock> action);
 
-    /** {@link #tryRun(LockRequest, Consumer)} with the key and the configured defaults. */
+    /** {@link #tryRun(LockRequest, Consumer)} for {@link #request(String) request(key)}. */
     boolean tryRun(String key, Runnable action);
 
     /** The same operations on the other lock mode's client (for code that needs both modes). */
     LockOperations inMode(LockMode mode);
+
+    /**
+     * The same operations with locks tied to the running transaction on pglock's DataSource, as
+     * {@code @DistributedLock(inTransaction = true)} takes them: call them inside that transaction
+     * ({@code @Transactional} or {@code TransactionTemplate}). The lock ends with the transaction, and
+     * a lock lost before the commit makes it roll back.
+     *
+     * @throws IllegalStateException from each call when no transaction on pglock's DataSource runs
+     */
+    LockOperations inTransaction();
 }

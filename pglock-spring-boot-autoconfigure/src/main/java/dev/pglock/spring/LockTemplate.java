@@ -5,22 +5,30 @@ import dev.pglock.core.LockClient;
 import dev.pglock.core.LockMode;
 import dev.pglock.core.LockNotAcquiredException;
 import dev.pglock.core.LockRequest;
+import dev.pglock.core.TransactionLock;
+import java.sql.Connection;
 import java.time.Duration;
+import java.util.Map;
 import java.util.Objects;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.function.Consumer;
 import java.util.function.Function;
+import javax.sql.DataSource;
+import org.springframework.jdbc.datasource.DataSourceUtils;
+import org.springframework.transaction.support.TransactionSynchronizationManager;
 
 /**
  * Runs code while holding a distributed lock, like {@code TransactionTemplate} runs code in a
- * transaction. Inject it where {@link DistributedLock} cannot reach (a call inside the same bean, a
- * key known only in the middle of a method):
+ * transaction. Inject it (or {@link LockOperations}) where {@link DistributedLock} cannot reach: a
+ * call inside the same bean, a key known only in the middle of a method:
  *
  * <pre>{@code
  * Receipt receipt = lockTemplate.execute("invoice:" + id, lock -> payments.pay(id, lock.fencingToken()));
  * boolean ran = lockTemplate.tryRun("nightly-report", reports::rebuild);
+ * LockOutcome<Report> outcome = lockTemplate.tryExecute("report", lock -> reports.build());
  * }</pre>
  *
- * <p>The {@code @DistributedLock} aspect runs through the same two steps ({@link #tryLock} then
+ * <p>The {@code @DistributedLock} aspect runs through the same steps ({@link #tryLock} then
  * {@link #runHolding}), so the annotation and the template cannot behave differently.
  */
 public class LockTemplate implements LockOperations {
@@ -33,9 +41,13 @@ public class LockTemplate implements LockOperations {
 
     private final LockClient client;
     private final Function<LockMode, LockClient> clients;
-    private final java.util.Map<LockMode, LockTemplate> others = new java.util.concurrent.ConcurrentHashMap<>();
+    private final Map<LockMode, LockTemplate> others = new ConcurrentHashMap<>();
     private final Duration defaultWait;
     private final Duration defaultHoldAtLeast;
+    /** The lock client's DataSource, whose transaction a transaction lock joins; null when unknown. */
+    private final DataSource dataSource;
+    private final boolean transactional;
+    private volatile LockTemplate inTransaction;
 
     /** A template on one client, with no default wait (try once) and no hold-at-least. */
     public LockTemplate(LockClient client) {
@@ -44,22 +56,30 @@ public class LockTemplate implements LockOperations {
                 throw new IllegalStateException("this LockTemplate has no " + mode + " client");
             }
             return client;
-        }, Duration.ZERO, Duration.ZERO);
+        }, Duration.ZERO, Duration.ZERO, null);
     }
 
     /**
      * A template on {@code client}, reaching the other mode through {@code clients}, applying
-     * {@code defaultWait} and {@code defaultHoldAtLeast} to the key-only methods.
+     * {@code defaultWait} and {@code defaultHoldAtLeast} to {@link #request(String)}; {@code dataSource}
+     * is the clients' DataSource, needed for {@link #inTransaction()} (null: not available).
      */
     public LockTemplate(LockClient client, Function<LockMode, LockClient> clients, Duration defaultWait,
-            Duration defaultHoldAtLeast) {
+            Duration defaultHoldAtLeast, DataSource dataSource) {
+        this(client, clients, defaultWait, defaultHoldAtLeast, dataSource, false);
+    }
+
+    private LockTemplate(LockClient client, Function<LockMode, LockClient> clients, Duration defaultWait,
+            Duration defaultHoldAtLeast, DataSource dataSource, boolean transactional) {
         this.client = Objects.requireNonNull(client, "client must not be null");
         this.clients = Objects.requireNonNull(clients, "clients must not be null");
         this.defaultWait = Objects.requireNonNull(defaultWait, "defaultWait must not be null");
         this.defaultHoldAtLeast = Objects.requireNonNull(defaultHoldAtLeast, "defaultHoldAtLeast must not be null");
+        this.dataSource = dataSource;
+        this.transactional = transactional;
     }
 
-    /** The request for {@code key} with this template's defaults. */
+    @Override
     public LockRequest request(String key) {
         return LockRequest.of(key).waitAtMost(defaultWait).holdAtLeast(defaultHoldAtLeast);
     }
@@ -70,7 +90,7 @@ public class LockTemplate implements LockOperations {
     }
 
     @Override
-    public <T> T execute(LockRequest request, LockCallback<T> action) {
+    public <T, E extends Throwable> T execute(LockRequest request, LockCallback<T, E> action) throws E {
         Objects.requireNonNull(action, "action must not be null");
         HeldLock lock = tryLock(request);
         if (lock == null) {
@@ -80,22 +100,32 @@ public class LockTemplate implements LockOperations {
     }
 
     @Override
-    public <T> T execute(String key, LockCallback<T> action) {
+    public <T, E extends Throwable> T execute(String key, LockCallback<T, E> action) throws E {
         return execute(request(key), action);
+    }
+
+    @Override
+    public <T, E extends Throwable> LockOutcome<T> tryExecute(LockRequest request, LockCallback<T, E> action) throws E {
+        Objects.requireNonNull(action, "action must not be null");
+        HeldLock lock = tryLock(request);
+        if (lock == null) {
+            return LockOutcome.notRun();
+        }
+        return LockOutcome.ran(runHolding(lock, () -> action.doWithLock(lock)));
+    }
+
+    @Override
+    public <T, E extends Throwable> LockOutcome<T> tryExecute(String key, LockCallback<T, E> action) throws E {
+        return tryExecute(request(key), action);
     }
 
     @Override
     public boolean tryRun(LockRequest request, Consumer<HeldLock> action) {
         Objects.requireNonNull(action, "action must not be null");
-        HeldLock lock = tryLock(request);
-        if (lock == null) {
-            return false;
-        }
-        runHolding(lock, () -> {
+        return tryExecute(request, lock -> {
             action.accept(lock);
             return null;
-        });
-        return true;
+        }).ran();
     }
 
     @Override
@@ -109,22 +139,91 @@ public class LockTemplate implements LockOperations {
         if (mode == client.mode()) {
             return this;
         }
-        return others.computeIfAbsent(mode,
-                m -> new LockTemplate(clients.apply(m), clients, defaultWait, defaultHoldAtLeast));
+        return others.computeIfAbsent(mode, m -> new LockTemplate(clients.apply(m), clients, defaultWait,
+                defaultHoldAtLeast, dataSource, transactional));
     }
 
-    /** Step one of every locked call: the lock within the request's wait, or null when someone else kept it. */
+    @Override
+    public LockTemplate inTransaction() {
+        if (transactional) {
+            return this;
+        }
+        LockTemplate known = inTransaction;
+        if (known == null) {
+            known = new LockTemplate(client, clients, defaultWait, defaultHoldAtLeast, dataSource, true);
+            inTransaction = known;
+        }
+        return known;
+    }
+
+    /** Whether this template ties its locks to the running transaction. */
+    boolean isTransactional() {
+        return transactional;
+    }
+
+    /**
+     * Step one of every locked call: the lock within the request's wait, or null when someone else
+     * kept it. A transactional template takes it for the running transaction, and has it confirmed
+     * before the commit and released after completion.
+     */
     HeldLock tryLock(LockRequest request) {
-        return client.tryAcquire(Objects.requireNonNull(request, "request must not be null")).orElse(null);
+        Objects.requireNonNull(request, "request must not be null");
+        if (!transactional) {
+            return client.tryAcquire(request).orElse(null);
+        }
+        return tryLockInTransaction(request);
     }
 
-    /** Step two: runs the body with the lock visible in {@link LockContext}, then releases it whatever happens. */
+    private TransactionLock tryLockInTransaction(LockRequest request) {
+        if (dataSource == null) {
+            throw new IllegalStateException("lock '" + request.key() + "' was asked for in the transaction, but this"
+                    + " LockTemplate does not know its lock client's DataSource; build it with one");
+        }
+        if (!TransactionSynchronizationManager.isActualTransactionActive()
+                || !TransactionSynchronizationManager.isSynchronizationActive()
+                || TransactionSynchronizationManager.getResource(dataSource) == null) {
+            throw new IllegalStateException("lock '" + request.key() + "' must be taken in a transaction on pglock's"
+                    + " DataSource, and none is running on this thread"
+                    + (TransactionSynchronizationManager.isActualTransactionActive()
+                            ? " (the running transaction is on another DataSource or resource)" : "")
+                    + ": call it inside @Transactional or TransactionTemplate with the transaction manager of"
+                    + " pglock's DataSource");
+        }
+        Connection connection = DataSourceUtils.getConnection(dataSource); // the transaction's own
+        try {
+            TransactionLock lock = client.tryAcquireInTransaction(connection, request).orElse(null);
+            if (lock != null) {
+                LockSynchronization.releaseAfterCompletion(lock);
+            }
+            return lock;
+        } finally {
+            DataSourceUtils.releaseConnection(connection, dataSource); // the transaction keeps it
+        }
+    }
+
+    /**
+     * Step two: runs the body with the lock visible in {@link LockContext}, then releases it whatever
+     * happens: at once, or, inside a transaction that the body did not start, once that transaction
+     * has completed (checking the lock before its commit).
+     */
     <T, E extends Throwable> T runHolding(HeldLock lock, Invocation<T, E> body) throws E {
         LockContext.push(lock);
         try {
             return body.proceed();
         } finally {
             LockContext.pop();
+            finish(lock);
+        }
+    }
+
+    /** Releases a lock whose work has returned, or leaves it to the surrounding transaction. */
+    static void finish(HeldLock lock) {
+        if (lock instanceof TransactionLock) {
+            return; // its synchronization releases it after completion
+        }
+        if (LockSynchronization.active()) {
+            LockSynchronization.releaseAfterCompletion(lock);
+        } else {
             lock.close();
         }
     }

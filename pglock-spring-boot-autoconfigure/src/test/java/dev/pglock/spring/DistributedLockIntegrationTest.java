@@ -218,7 +218,7 @@ abstract class DistributedLockIntegrationTest {
             assertThat(keys.byRoot()).isEqualTo("byRoot@Keys");
             assertThat(keys.byBean(5)).isEqualTo("bean-prefix:5");
             assertThat(keys.byProperty(9)).isEqualTo("tenant-7:9");
-            assertThat(keys.byDefault()).isEqualTo("Keys.byDefault");
+            assertThat(keys.byDefault()).isEqualTo("dev.pglock.spring.DistributedLockIntegrationTest$Keys.byDefault()");
         });
     }
 
@@ -256,15 +256,23 @@ abstract class DistributedLockIntegrationTest {
         });
     }
 
+    /**
+     * Issue 14, point 4: a @Scheduled method skips quietly whatever it returns (before: a non-void one
+     * threw on every other replica each tick); every other method throws, void included (before: a
+     * void method returned as if it had run); whenLocked overrides both.
+     */
     @Test
-    void whenTheLockIsTakenVoidSkipsQuietlyValuesThrowUnlessToldToSkip() {
+    void whenTheLockIsTakenScheduledMethodsSkipQuietlyAndOthersThrowUnlessToldOtherwise() {
         runner().run(context -> {
             Outcomes outcomes = context.getBean(Outcomes.class);
             LockClient other = otherReplica(context.getBean(DataSource.class));
             other.acquire(LockRequest.of("busy"));
 
             outcomes.tick();
-            assertThat(outcomes.runs()).as("the void method was skipped").isZero();
+            assertThat(outcomes.scheduledValue()).as("a @Scheduled method that returns a value skips too").isNull();
+            assertThat(outcomes.runs()).as("the @Scheduled methods were skipped").isZero();
+            assertThatThrownBy(outcomes::plainVoid).as("a void method that is not @Scheduled")
+                    .isInstanceOf(LockNotAcquiredException.class).hasMessageContaining("Outcomes.plainVoid");
             assertThatThrownBy(outcomes::compute).isInstanceOf(LockNotAcquiredException.class)
                     .hasMessageContaining("Outcomes.compute").hasMessageContaining("busy");
             assertThat(outcomes.maybe()).isEmpty();
@@ -276,7 +284,8 @@ abstract class DistributedLockIntegrationTest {
             outcomes.tick();
             assertThat(outcomes.compute()).isEqualTo(42);
             assertThat(outcomes.maybe()).contains("value");
-            assertThat(outcomes.runs()).isEqualTo(3);
+            assertThat(outcomes.scheduledValue()).isEqualTo(7);
+            assertThat(outcomes.runs()).isEqualTo(4);
         });
     }
 
@@ -394,12 +403,15 @@ abstract class DistributedLockIntegrationTest {
             for (var advisor : ((Advised) advised).getAdvisors()) {
                 if (advisor instanceof DistributedLockAdvisor) {
                     order.add("lock");
+                } else if (advisor == context.getBean(DistributedLockAdvisor.class).transactionAdvisor()) {
+                    order.add("lock check inside the transaction");
                 } else if (advisor instanceof TransactionAttributeSourceAdvisor
                         || advisor.getClass().getSimpleName().contains("Transaction")) {
                     order.add("transaction");
                 }
             }
-            assertThat(order).as("outermost first").containsExactly("lock", "transaction");
+            assertThat(order).as("outermost first").containsExactly("lock", "transaction",
+                    "lock check inside the transaction");
 
             LockClient other = otherReplica(context.getBean(DataSource.class));
             Map<String, Boolean> atCommit = ledger.book(other);
@@ -428,7 +440,7 @@ abstract class DistributedLockIntegrationTest {
             HeldLock held = other.acquire(LockRequest.of("tpl"));
             AtomicInteger ran = new AtomicInteger();
             assertThat(template.tryRun("tpl", ran::incrementAndGet)).isFalse();
-            LockCallback<Integer> one = lock -> 1;
+            LockCallback<Integer, RuntimeException> one = lock -> 1;
             assertThatThrownBy(() -> template.execute("tpl", one)).isInstanceOf(LockNotAcquiredException.class);
             held.release();
             assertThat(template.tryRun(LockRequest.of("tpl"), lock -> ran.incrementAndGet())).isTrue();
@@ -598,8 +610,21 @@ abstract class DistributedLockIntegrationTest {
             return ran.get();
         }
 
+        @Scheduled(fixedDelay = 3_600_000, initialDelay = 3_600_000)
         @DistributedLock(key = "'busy'")
         public void tick() {
+            ran.incrementAndGet();
+        }
+
+        @Scheduled(fixedDelay = 3_600_000, initialDelay = 3_600_000)
+        @DistributedLock(key = "'busy'")
+        public Integer scheduledValue() {
+            ran.incrementAndGet();
+            return 7;
+        }
+
+        @DistributedLock(key = "'busy'")
+        public void plainVoid() {
             ran.incrementAndGet();
         }
 

@@ -3,11 +3,16 @@ package dev.pglock.spring.boot.autoconfigure;
 import dev.pglock.core.LockClient;
 import dev.pglock.spring.DistributedLockAdvisor;
 import dev.pglock.spring.LockDefaults;
+import dev.pglock.spring.LockOperations;
 import dev.pglock.spring.LockTemplate;
 import java.time.Duration;
+import java.util.List;
 import javax.sql.DataSource;
+import org.springframework.aop.Advisor;
+import org.springframework.aop.config.AopConfigUtils;
 import org.springframework.beans.factory.ObjectProvider;
 import org.springframework.beans.factory.config.BeanDefinition;
+import org.springframework.beans.factory.support.BeanDefinitionRegistry;
 import org.springframework.boot.autoconfigure.AutoConfiguration;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnBean;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnClass;
@@ -17,48 +22,75 @@ import org.springframework.boot.autoconfigure.condition.ConditionalOnSingleCandi
 import org.springframework.boot.context.properties.EnableConfigurationProperties;
 import org.springframework.boot.context.properties.bind.Binder;
 import org.springframework.boot.jdbc.autoconfigure.DataSourceAutoConfiguration;
+import org.springframework.boot.sql.init.dependency.DependsOnDatabaseInitialization;
 import org.springframework.context.annotation.Bean;
+import org.springframework.context.annotation.Import;
+import org.springframework.context.annotation.ImportBeanDefinitionRegistrar;
 import org.springframework.context.annotation.Role;
 import org.springframework.core.env.Environment;
+import org.springframework.core.type.AnnotationMetadata;
 
 /**
  * Builds pglock from {@code pglock.*}: the lock client on the application's DataSource (or the one
- * marked {@link PgLockDataSource}), a {@link LockTemplate}, and the advisor that applies
- * {@code @DistributedLock}. Every bean backs off when the application defines its own;
- * {@code pglock.enabled=false} turns it all off.
+ * marked {@link PgLockDataSource}), a {@link LockTemplate}, and the advisors that apply
+ * {@code @DistributedLock}. Every bean backs off when the application defines one of its type
+ * ({@link LockClient}, {@link LockOperations}, {@link DistributedLockAdvisor}); bean names start with
+ * {@code pgLock}. The lock client is created after database initialization (schema scripts, Flyway,
+ * Liquibase), so a lease table created by a migration exists when it starts. It registers an
+ * auto-proxy creator if the application has none ({@code spring.aop.auto=false}, no transaction
+ * management), so {@code @DistributedLock} always applies. {@code pglock.enabled=false} turns it all
+ * off, with one warning.
  */
-@AutoConfiguration(after = DataSourceAutoConfiguration.class)
+@AutoConfiguration(after = DataSourceAutoConfiguration.class, afterName = {
+        "org.springframework.boot.jdbc.autoconfigure.DataSourceTransactionManagerAutoConfiguration",
+        "org.springframework.boot.transaction.autoconfigure.TransactionAutoConfiguration",
+        "org.springframework.boot.autoconfigure.aop.AopAutoConfiguration"})
 @ConditionalOnClass({LockClient.class, DataSource.class})
 @ConditionalOnProperty(prefix = "pglock", name = "enabled", havingValue = "true", matchIfMissing = true)
 @EnableConfigurationProperties(PgLockProperties.class)
+@Import(PgLockAutoConfiguration.AutoProxying.class)
 public final class PgLockAutoConfiguration {
 
     @Bean
     @ConditionalOnMissingBean
     @ConditionalOnBean(DataSource.class)
+    @DependsOnDatabaseInitialization
     PgLockClients pgLockClients(PgLockProperties properties, @PgLockDataSource ObjectProvider<DataSource> lockDataSource,
             ObjectProvider<DataSource> dataSource, Environment environment) {
         PgLockPropertiesValidator.validate(properties);
         // Running work gets most of the shutdown phase to release its locks; the rest is for closing.
         Duration phase = Binder.get(environment).bind("spring.lifecycle.timeout-per-shutdown-phase", Duration.class)
                 .orElse(Duration.ofSeconds(30));
-        return new PgLockClients(properties, lockDataSource.getIfAvailable(dataSource::getObject),
+        return new PgLockClients(properties, lockDataSource.getIfAvailable(() -> applicationDataSource(dataSource)),
                 phase.multipliedBy(9).dividedBy(10));
     }
 
+    /** The application's one DataSource, or a start-up failure that says how to choose. */
+    private static DataSource applicationDataSource(ObjectProvider<DataSource> dataSources) {
+        DataSource unique = dataSources.getIfUnique();
+        if (unique != null) {
+            return unique;
+        }
+        List<DataSource> all = dataSources.orderedStream().toList();
+        throw new IllegalStateException("pglock needs one DataSource for its locks and found " + all.size()
+                + " DataSource beans, none of them primary: mark the application's main one @Primary, or mark the"
+                + " one for locks @PgLockDataSource (dev.pglock.spring.boot.autoconfigure.PgLockDataSource)");
+    }
+
     @Bean(destroyMethod = "") // PgLockClients closes it
-    @ConditionalOnMissingBean
+    @ConditionalOnMissingBean(LockClient.class)
     @ConditionalOnSingleCandidate(PgLockClients.class)
     LockClient pgLockClient(PgLockClients clients, PgLockProperties properties) {
         return clients.get(properties.getMode());
     }
 
     @Bean
-    @ConditionalOnMissingBean(LockTemplate.class)
+    @ConditionalOnMissingBean(LockOperations.class)
     @ConditionalOnSingleCandidate(LockClient.class)
-    LockTemplate lockTemplate(LockClient client, ObjectProvider<PgLockClients> clients, PgLockProperties properties) {
+    LockTemplate pgLockTemplate(LockClient client, ObjectProvider<PgLockClients> clients, PgLockProperties properties) {
+        PgLockClients known = clients.getIfUnique();
         return new LockTemplate(client, mode -> clients.getObject().get(mode), properties.getWait(),
-                properties.getHoldAtLeast());
+                properties.getHoldAtLeast(), known != null ? known.dataSource() : null);
     }
 
     /** Static and lazy about the template, so that creating it touches no DataSource. */
@@ -72,5 +104,24 @@ public final class PgLockAutoConfiguration {
         LockDefaults defaults = new LockDefaults(p.getMode(), p.getWait(), p.getLease(), p.getHoldAtLeast(),
                 p.getHeartbeatInterval());
         return new DistributedLockAdvisor(templates, defaults, p.getAspectOrder());
+    }
+
+    /** The advisor inside {@code @Transactional}: locks that join the transaction, checks before commit. */
+    @Bean
+    @Role(BeanDefinition.ROLE_INFRASTRUCTURE)
+    static Advisor pgLockTransactionAdvisor(DistributedLockAdvisor advisor) {
+        return advisor.transactionAdvisor();
+    }
+
+    /**
+     * Makes sure some auto-proxy creator applies the advisors: with {@code spring.aop.auto=false} and
+     * no transaction management there would be none, and every {@code @DistributedLock} would be
+     * silently ignored. An existing creator (AspectJ-aware, or the transaction one) is kept.
+     */
+    static final class AutoProxying implements ImportBeanDefinitionRegistrar {
+        @Override
+        public void registerBeanDefinitions(AnnotationMetadata metadata, BeanDefinitionRegistry registry) {
+            AopConfigUtils.registerAutoProxyCreatorIfNecessary(registry);
+        }
     }
 }

@@ -60,6 +60,11 @@ public class PgLockClients implements SmartLifecycle, DisposableBean {
         this.shutdownTimeout = shutdownTimeout;
     }
 
+    /** The DataSource the clients lock on. */
+    public DataSource dataSource() {
+        return dataSource;
+    }
+
     /**
      * The client for {@code mode}, built on first use.
      *

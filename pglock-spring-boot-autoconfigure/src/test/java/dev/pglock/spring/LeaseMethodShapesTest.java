@@ -1,0 +1,12 @@
+package dev.pglock.spring;
+
+import dev.pglock.core.LockMode;
+
+/** The method-shape suite with {@code pglock.mode=lease}. */
+class LeaseMethodShapesTest extends MethodShapesIntegrationTest {
+
+    @Override
+    protected LockMode mode() {
+        return LockMode.LEASE;
+    }
+}
