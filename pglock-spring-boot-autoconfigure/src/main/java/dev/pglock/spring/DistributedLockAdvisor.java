@@ -5,6 +5,9 @@ import java.util.stream.Collectors;
 import org.aopalliance.aop.Advice;
 import org.springframework.aop.ClassFilter;
 import org.springframework.aop.Advisor;
+import org.springframework.aop.framework.Advised;
+import org.springframework.beans.factory.config.ConfigurableListableBeanFactory;
+import org.springframework.transaction.interceptor.TransactionInterceptor;
 import org.springframework.aop.Pointcut;
 import org.springframework.aop.support.AbstractPointcutAdvisor;
 import org.springframework.aop.support.StaticMethodMatcherPointcut;
@@ -58,8 +61,11 @@ public final class DistributedLockAdvisor extends AbstractPointcutAdvisor
         setBeanFactory(null);
     }
 
+    private BeanFactory beanFactory;
+
     @Override
     public void setBeanFactory(BeanFactory beanFactory) {
+        this.beanFactory = beanFactory;
         LockKeyEvaluator evaluator = new LockKeyEvaluator(beanFactory);
         this.source = new LockOperationSource(beanFactory, evaluator, defaults);
         this.interceptor = new DistributedLockInterceptor(source, evaluator, templates, false);
@@ -112,8 +118,43 @@ public final class DistributedLockAdvisor extends AbstractPointcutAdvisor
         }
         interceptor.use(template);
         innerInterceptor.use(template);
+        checkNesting();
         source.operations().stream().map(LockOperation::mode).filter(mode -> mode != null).distinct()
                 .forEach(template::inMode);
+    }
+
+    /**
+     * The inner advisor must sit inside {@code @Transactional}'s, or a lock that joins the transaction
+     * finds none and a lost lock cannot roll one back. Equal orders (both the lowest precedence) nest
+     * by registration, which the auto-configuration arranges; an application that reorders the
+     * transaction advisor is told here, at start-up, which bean is affected.
+     */
+    private void checkNesting() {
+        if (!(beanFactory instanceof ConfigurableListableBeanFactory factory)) {
+            return;
+        }
+        for (String name : factory.getSingletonNames()) {
+            if (!(factory.getSingleton(name) instanceof Advised advised)) {
+                continue;
+            }
+            Advisor[] advisors = advised.getAdvisors();
+            int inner = -1;
+            int transaction = -1;
+            for (int i = 0; i < advisors.length; i++) {
+                if (advisors[i] == transactionAdvisor) {
+                    inner = i;
+                } else if (advisors[i].getAdvice() instanceof TransactionInterceptor) {
+                    transaction = i;
+                }
+            }
+            if (inner >= 0 && transaction > inner) {
+                throw new IllegalStateException("bean '" + name + "' has @DistributedLock and @Transactional methods,"
+                        + " but pglock's transaction advisor runs outside the transaction advisor, so locks cannot join"
+                        + " or guard its transactions: give @EnableTransactionManagement an order below"
+                        + " Ordered.LOWEST_PRECEDENCE (e.g. LOWEST_PRECEDENCE - 1 is pglock.aspect-order's default,"
+                        + " so use pglock.aspect-order = LOWEST_PRECEDENCE - 2 with it)");
+            }
+        }
     }
 
     @Override

@@ -1,0 +1,422 @@
+package dev.pglock.spring;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import com.zaxxer.hikari.HikariDataSource;
+import dev.pglock.core.HeldLock;
+import dev.pglock.core.LockClient;
+import dev.pglock.core.LockMode;
+import dev.pglock.core.PgLock;
+import dev.pglock.core.LockRequest;
+import dev.pglock.spring.boot.autoconfigure.PgLockAutoConfiguration;
+import dev.pglock.spring.boot.autoconfigure.PgLockClients;
+import dev.pglock.spring.boot.autoconfigure.PgLockDataSource;
+import dev.pglock.test.PgTestDatabase;
+import java.io.IOException;
+import java.sql.Connection;
+import java.sql.Statement;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.UUID;
+import java.util.concurrent.atomic.AtomicInteger;
+import javax.sql.DataSource;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
+import org.springframework.aop.support.AopUtils;
+import org.springframework.boot.autoconfigure.AutoConfigurations;
+import org.springframework.boot.autoconfigure.aop.AopAutoConfiguration;
+import org.springframework.boot.flyway.autoconfigure.FlywayAutoConfiguration;
+import org.springframework.boot.jdbc.autoconfigure.DataSourceAutoConfiguration;
+import org.springframework.boot.jdbc.autoconfigure.DataSourceTransactionManagerAutoConfiguration;
+import org.springframework.boot.test.context.runner.ApplicationContextRunner;
+import org.springframework.boot.test.system.CapturedOutput;
+import org.springframework.boot.test.system.OutputCaptureExtension;
+import org.springframework.boot.transaction.autoconfigure.TransactionAutoConfiguration;
+import org.springframework.cache.annotation.Cacheable;
+import org.springframework.cache.annotation.EnableCaching;
+import org.springframework.cache.concurrent.ConcurrentMapCacheManager;
+import org.springframework.context.annotation.Bean;
+import org.springframework.context.annotation.Configuration;
+import org.springframework.resilience.annotation.EnableResilientMethods;
+import org.springframework.resilience.annotation.Retryable;
+
+/**
+ * Issue 14, points 5 to 10 and the template: keys, start-up order, the lock DataSource, bean
+ * back-off, proxying, advice order. The rules do not depend on the mode; they run in advisory mode.
+ */
+@ExtendWith(OutputCaptureExtension.class)
+class LockAnnotationRulesTest {
+
+    private static final PgTestDatabase db = PgTestDatabase.get();
+
+    private final String namespace = PgTestDatabase.uniqueName("rules");
+    private final String table = PgTestDatabase.uniqueName("pglock_rules");
+    private final String flywayHistory = PgTestDatabase.uniqueName("flyway_rules");
+    private final List<AutoCloseable> toClose = new ArrayList<>();
+
+    private ApplicationContextRunner runner() {
+        return new ApplicationContextRunner()
+                .withConfiguration(AutoConfigurations.of(DataSourceAutoConfiguration.class,
+                        DataSourceTransactionManagerAutoConfiguration.class, TransactionAutoConfiguration.class,
+                        AopAutoConfiguration.class, PgLockAutoConfiguration.class))
+                .withPropertyValues(datasource())
+                .withPropertyValues("pglock.namespace=" + namespace, "pglock.table.name=" + table,
+                        "pglock.heartbeat-interval=1s", "pglock.lease=60s");
+    }
+
+    private String[] datasource() {
+        return new String[] {"spring.datasource.url=" + db.jdbcUrl(), "spring.datasource.username=" + db.user(),
+                "spring.datasource.password=" + db.password()};
+    }
+
+    @AfterEach
+    void cleanUp() throws Exception {
+        for (AutoCloseable c : toClose) {
+            c.close();
+        }
+        try (Connection c = db.connect(); Statement st = c.createStatement()) {
+            st.execute("DROP TABLE IF EXISTS " + table + "; DROP SEQUENCE IF EXISTS " + table + "_fencing_seq;"
+                    + " DROP TABLE IF EXISTS " + flywayHistory);
+        }
+    }
+
+    // ---- 5. keys ---------------------------------------------------------------------------------
+
+    /** Before: '#accountId' on touch(long id) silently locked 'account:null' for every call. */
+    @Test
+    void aKeyVariableThatIsNotAParameterStopsTheStart() {
+        runner().withBean(MisnamedKey.class).run(context -> {
+            assertThat(context).hasFailed();
+            assertThat(context.getStartupFailure()).rootCause().hasMessageContaining("MisnamedKey.touch(..)")
+                    .hasMessageContaining("'account:' + #accountId").hasMessageContaining("#accountId")
+                    .hasMessageContaining("its parameters are #id");
+        });
+    }
+
+    /** Before: an identity toString locked a different key on every call (no exclusion at all). */
+    @Test
+    void aKeyValueWithoutAStableStringFormIsRefusedAtTheCall() {
+        runner().withBean(KeyValues.class).run(context -> {
+            KeyValues keys = context.getBean(KeyValues.class);
+            assertThatThrownBy(() -> keys.on(new Object())).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("KeyValues.on(..)").hasMessageContaining("'#thing'")
+                    .hasMessageContaining("java.lang.Object").hasMessageContaining("identity");
+            assertThatThrownBy(() -> keys.on(new int[] {1})).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("an array");
+            assertThatThrownBy(() -> keys.on(List.of("a"))).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("a collection");
+            assertThatThrownBy(() -> keys.allArguments("a", 1)).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("#root.args");
+            assertThat(keys.runs()).as("nothing ran").isZero();
+
+            assertThat(keys.on("customer-7")).isEqualTo("customer-7");
+            assertThat(keys.on(42L)).isEqualTo("42");
+            UUID id = UUID.randomUUID();
+            assertThat(keys.on(id)).isEqualTo(id.toString());
+            assertThat(keys.on(LockMode.LEASE)).isEqualTo("LEASE");
+            assertThat(keys.on(new CustomerId(7))).isEqualTo("CustomerId[value=7]");
+        });
+    }
+
+    /**
+     * Before: the default key was the simple class name and the method name, so same-named classes
+     * in two packages, and overloads, shared one lock.
+     */
+    @Test
+    void defaultKeysAreDistinctAcrossPackagesAndOverloadsAndNeverNameTheProxy() {
+        runner().withBean("jobsA", dev.pglock.spring.keys.a.Jobs.class)
+                .withBean("jobsB", dev.pglock.spring.keys.b.Jobs.class).run(context -> {
+                    var a = context.getBean(dev.pglock.spring.keys.a.Jobs.class);
+                    var b = context.getBean(dev.pglock.spring.keys.b.Jobs.class);
+                    assertThat(AopUtils.isCglibProxy(a)).isTrue();
+                    List<String> keys = List.of(a.run(), a.run("t"), a.run(1L), b.run(), b.run("t"));
+                    assertThat(keys).doesNotHaveDuplicates().noneMatch(key -> key.contains("$$"));
+                    assertThat(keys.get(0)).isEqualTo("dev.pglock.spring.keys.a.Jobs.run()");
+                    assertThat(keys.get(1)).isEqualTo("dev.pglock.spring.keys.a.Jobs.run(String)");
+                    assertThat(keys.get(2)).isEqualTo("dev.pglock.spring.keys.a.Jobs.run(long)");
+                });
+    }
+
+    // ---- 6. start-up order -----------------------------------------------------------------------
+
+    /**
+     * The lease table comes from a Flyway migration and pglock must not create it. Before: the lock
+     * client could be built before Flyway ran, and failed the start for a missing table.
+     */
+    @Test
+    void theLockClientStartsAfterFlywayCreatedItsTable() {
+        runner().withConfiguration(AutoConfigurations.of(FlywayAutoConfiguration.class))
+                .withPropertyValues("pglock.mode=lease", "pglock.table.initialize-schema=never",
+                        "spring.flyway.locations=classpath:db/pglock-rules", "spring.flyway.table=" + flywayHistory,
+                        "spring.flyway.baseline-on-migrate=true", "spring.flyway.baseline-version=0",
+                        "spring.flyway.placeholders.pglock_table=" + table)
+                .withBean(EagerLockUser.class).run(context -> {
+                    assertThat(context).hasNotFailed();
+                    context.getBean(LockClient.class).acquire(LockRequest.of("after-flyway")).release();
+                });
+    }
+
+    // ---- 7. a separate lock DataSource -----------------------------------------------------------
+
+    @Test
+    void aSeparateLockDataSourceNeverReplacesTheApplicationsOwn() {
+        runner().withUserConfiguration(SeparateLockDataSource.class).run(context -> {
+            assertThat(context).hasNotFailed();
+            DataSource application = context.getBean(DataSource.class);
+            assertThat(application).as("Boot's DataSource is still the application's")
+                    .isNotSameAs(context.getBean("lockDataSource"));
+            assertThat(context.getBean(PgLockClients.class).dataSource()).isSameAs(context.getBean("lockDataSource"));
+            context.getBean(LockClient.class).acquire(LockRequest.of("separate")).release();
+        });
+    }
+
+    // ---- 8. back-off and names -------------------------------------------------------------------
+
+    @Test
+    void beansArePrefixedAndTwoDataSourcesWithoutAPrimaryGiveAClearMessage() {
+        runner().run(context -> assertThat(context).hasBean("pgLockTemplate").hasBean("pgLockClient")
+                .hasBean("pgLockClients").hasBean("pgLockDistributedLockAdvisor").hasBean("pgLockTransactionAdvisor"));
+        new ApplicationContextRunner().withConfiguration(AutoConfigurations.of(PgLockAutoConfiguration.class))
+                .withUserConfiguration(TwoPlainDataSources.class).run(context -> {
+                    assertThat(context).hasFailed();
+                    assertThat(context.getStartupFailure()).rootCause().hasMessageContaining("found 2 DataSource beans")
+                            .hasMessageContaining("@Primary").hasMessageContaining("@PgLockDataSource");
+                });
+    }
+
+    @Test
+    void anApplicationsOwnLockOperationsMakesTheTemplateBackOff() {
+        HikariDataSource pool = db.pooledDataSource(2);
+        toClose.add(pool);
+        runner().withBean("myOperations", LockOperations.class, () -> {
+            LockClient own = PgLock.advisory(pool).namespace(namespace).build();
+            toClose.add(0, own);
+            return new LockTemplate(own);
+        }).run(context -> {
+                    assertThat(context).hasSingleBean(LockOperations.class).doesNotHaveBean("pgLockTemplate");
+                });
+    }
+
+    // ---- 9. proxying -----------------------------------------------------------------------------
+
+    /** Before: with spring.aop.auto=false and no transaction management, nothing created proxies. */
+    @Test
+    void lockedMethodsAreProxiedWithoutAopAutoConfigurationOrTransactions() {
+        new ApplicationContextRunner()
+                .withConfiguration(AutoConfigurations.of(DataSourceAutoConfiguration.class, PgLockAutoConfiguration.class))
+                .withPropertyValues(datasource()).withPropertyValues("pglock.namespace=" + namespace,
+                        "spring.aop.auto=false")
+                .withBean(KeyValues.class).run(context -> {
+                    KeyValues keys = context.getBean(KeyValues.class);
+                    assertThat(AopUtils.isAopProxy(keys)).isTrue();
+                    assertThat(keys.heldInside("proxied")).isTrue();
+                });
+    }
+
+    @Test
+    void pglockEnabledFalseWarnsOnceThatLockedMethodsRunUnlocked(CapturedOutput output) {
+        runner().withPropertyValues("pglock.enabled=false")
+                .withConfiguration(AutoConfigurations.of(
+                        dev.pglock.spring.boot.autoconfigure.PgLockDisabledAutoConfiguration.class))
+                .withBean(KeyValues.class).run(context -> {
+                    assertThat(context).hasNotFailed();
+                    assertThat(output).containsOnlyOnce("pglock.enabled=false")
+                            .contains("runs WITHOUT a lock");
+                });
+    }
+
+    @Test
+    void anUninterceptableLockedMethodIsAStartUpWarning(CapturedOutput output) {
+        runner().withBean(FinalMethod.class).run(context -> assertThat(output)
+                .contains("@DistributedLock on FinalMethod.run(..) has no effect"));
+    }
+
+    // ---- 10. advice order ------------------------------------------------------------------------
+
+    /** Spring Framework 7's @Retryable is outermost: each attempt takes the lock anew. */
+    @Test
+    void aRetryReacquiresTheLockForEachAttempt() {
+        runner().withUserConfiguration(RetryConfig.class).run(context -> {
+            Flaky flaky = context.getBean(Flaky.class);
+            assertThat(flaky.run()).isEqualTo(3);
+            assertThat(flaky.locks()).as("one acquisition per attempt").hasSize(3).doesNotHaveDuplicates();
+        });
+    }
+
+    /** @Cacheable at its default order is inside the lock: a hit still takes the lock. */
+    @Test
+    void atDefaultOrdersTheLockWrapsTheCache() {
+        runner().withUserConfiguration(CacheConfig.class).run(context -> {
+            Cached cached = context.getBean(Cached.class);
+            LockClient client = context.getBean(LockClient.class);
+            assertThat(cached.value("x")).isEqualTo(1);
+            assertThat(cached.value("x")).as("a cache hit").isEqualTo(1);
+            assertThat(cached.computed()).isEqualTo(1);
+            HeldLock other = client.acquire(LockRequest.of("cached:x").detached());
+            assertThatThrownBy(() -> cached.value("x")).as("the hit needs the lock")
+                    .isInstanceOf(dev.pglock.core.LockNotAcquiredException.class);
+            other.release();
+        });
+    }
+
+    // ---- the template ----------------------------------------------------------------------------
+
+    @Test
+    void theTemplateReturnsOutcomesRethrowsCheckedExceptionsAndKeepsDefaultsInItsRequests() {
+        runner().withPropertyValues("pglock.wait=3s", "pglock.hold-at-least=0s").run(context -> {
+            LockOperations locks = context.getBean(LockOperations.class);
+            LockOutcome<String> ran = locks.tryExecute("template", lock -> "value");
+            assertThat(ran.ran()).isTrue();
+            assertThat(ran.value()).isEqualTo("value");
+            LockOutcome<String> ranNull = locks.tryExecute("template", lock -> null);
+            assertThat(ranNull.ran()).isTrue();
+            assertThat(ranNull.toOptional()).isEmpty();
+
+            IOException checked = new IOException("disk");
+            assertThatThrownBy(() -> locks.execute("template", lock -> {
+                throw checked;
+            })).isSameAs(checked);
+
+            assertThat(locks.request("template").waitAtMost()).as("the configured default")
+                    .isEqualTo(Duration.ofSeconds(3));
+            assertThat(locks.request("template").holdAtLeast(Duration.ofSeconds(1)).waitAtMost())
+                    .isEqualTo(Duration.ofSeconds(3));
+
+            LockClient client = context.getBean(LockClient.class);
+            HeldLock taken = client.acquire(LockRequest.of("template").detached());
+            LockOutcome<String> notRun = locks.tryExecute(locks.request("template").waitAtMost(Duration.ZERO),
+                    lock -> "value");
+            assertThat(notRun.ran()).isFalse();
+            assertThat(notRun.orElse("fallback")).isEqualTo("fallback");
+            taken.release();
+        });
+    }
+
+    // ---- beans -----------------------------------------------------------------------------------
+
+    static class MisnamedKey {
+        @DistributedLock(key = "'account:' + #accountId")
+        public void touch(long id) {
+        }
+    }
+
+    record CustomerId(long value) {
+    }
+
+    static class KeyValues {
+        private final AtomicInteger runs = new AtomicInteger();
+
+        public int runs() {
+            return runs.get();
+        }
+
+        @DistributedLock(key = "#thing")
+        public String on(Object thing) {
+            runs.incrementAndGet();
+            return LockContext.current().key();
+        }
+
+        @DistributedLock(key = "#root.args")
+        public void allArguments(String a, int b) {
+            runs.incrementAndGet();
+        }
+
+        @DistributedLock(key = "#key")
+        public boolean heldInside(String key) {
+            return LockContext.current().isHeld();
+        }
+    }
+
+    static class FinalMethod {
+        @DistributedLock
+        public final void run() {
+        }
+    }
+
+    /** Uses the lock client while the context starts, as a bean that locks in its constructor would. */
+    static class EagerLockUser {
+        EagerLockUser(LockClient client) {
+            client.acquire(LockRequest.of("at-start-up")).release();
+        }
+    }
+
+    @Configuration(proxyBeanMethods = false)
+    static class SeparateLockDataSource {
+        @Bean(defaultCandidate = false, destroyMethod = "close")
+        @PgLockDataSource
+        HikariDataSource lockDataSource() {
+            return db.pooledDataSource(2);
+        }
+    }
+
+    @Configuration(proxyBeanMethods = false)
+    static class TwoPlainDataSources {
+        @Bean(destroyMethod = "close")
+        HikariDataSource first() {
+            return db.pooledDataSource(2);
+        }
+
+        @Bean(destroyMethod = "close")
+        HikariDataSource second() {
+            return db.pooledDataSource(2);
+        }
+    }
+
+    @Configuration(proxyBeanMethods = false)
+    @EnableResilientMethods
+    static class RetryConfig {
+        @Bean
+        Flaky flaky() {
+            return new Flaky();
+        }
+    }
+
+    static class Flaky {
+        private final List<HeldLock> locks = new java.util.concurrent.CopyOnWriteArrayList<>();
+
+        public List<HeldLock> locks() {
+            return locks;
+        }
+
+        @Retryable(maxRetries = 2, delay = 0)
+        @DistributedLock(key = "'flaky'")
+        public int run() {
+            locks.add(LockContext.current());
+            if (locks.size() < 3) {
+                throw new IllegalStateException("attempt " + locks.size());
+            }
+            return locks.size();
+        }
+    }
+
+    @Configuration(proxyBeanMethods = false)
+    @EnableCaching
+    static class CacheConfig {
+        @Bean
+        ConcurrentMapCacheManager cacheManager() {
+            return new ConcurrentMapCacheManager();
+        }
+
+        @Bean
+        Cached cached() {
+            return new Cached();
+        }
+    }
+
+    static class Cached {
+        private final AtomicInteger computed = new AtomicInteger();
+
+        public int computed() {
+            return computed.get();
+        }
+
+        @Cacheable("values")
+        @DistributedLock(key = "'cached:' + #name")
+        public int value(String name) {
+            return computed.incrementAndGet();
+        }
+    }
+}
