@@ -1,6 +1,11 @@
 -- The sample's own tables (pglock's lease table is created by pglock). Replicas may start at the
--- same moment: a session advisory lock serialises this script, which runs on one connection.
-SELECT pg_advisory_lock(7172);
+-- same moment, and two CREATE TABLE IF NOT EXISTS of one table can still collide: the script is one
+-- statement (spring.sql.init.separator is set so that Spring never splits it), a DO block whose
+-- transaction-level advisory lock serialises it and ends with its own transaction. A session-level
+-- lock here would outlive the script on a pooled connection if anything went wrong before its unlock.
+DO $$
+BEGIN
+PERFORM pg_advisory_xact_lock(7172);
 CREATE TABLE IF NOT EXISTS sample_invoice (
     run_id        text   NOT NULL,
     id            bigint NOT NULL,
@@ -40,4 +45,5 @@ CREATE TABLE IF NOT EXISTS sample_report_access (
     started_at timestamptz NOT NULL,
     ended_at   timestamptz NOT NULL
 );
-SELECT pg_advisory_unlock(7172);
+END
+$$;

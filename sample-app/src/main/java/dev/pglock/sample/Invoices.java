@@ -21,14 +21,16 @@ public class Invoices {
     }
 
     /**
-     * Pays the invoice unless it is paid already. The lock (per invoice, from the argument) is taken
-     * before the transaction begins and released after it commits, so the next replica to get it
-     * sees the payment.
+     * Pays the invoice unless it is paid already. The lock (per invoice, from the argument) joins the
+     * transaction ({@code inTransaction = true}: the data lives in the lock's own database): it ends
+     * with the commit, and a lock lost before the commit rolls the payment back. The write also
+     * compares the lock's fencing token with the one stored by the last payment, and refuses a stale
+     * one, so even a holder that paused past its lock cannot overwrite a newer holder's work.
      *
      * @return whether this call paid it
      */
     @Transactional
-    @DistributedLock(key = "'invoice:' + #invoiceId", waitAtMost = "${sample.pay-wait:5s}")
+    @DistributedLock(key = "'invoice:' + #invoiceId", waitAtMost = "${sample.pay-wait:5s}", inTransaction = true)
     public boolean pay(long invoiceId) {
         String paidBy = jdbc.queryForObject("SELECT paid_by FROM sample_invoice WHERE run_id = ? AND id = ?",
                 String.class, settings.runId(), invoiceId);
@@ -39,8 +41,14 @@ public class Invoices {
         long token = LockContext.current().fencingToken();
         jdbc.update("INSERT INTO sample_payment (run_id, invoice_id, replica) VALUES (?, ?, ?)", settings.runId(),
                 invoiceId, settings.replica());
-        jdbc.update("UPDATE sample_invoice SET paid_by = ?, fencing_token = ? WHERE run_id = ? AND id = ?",
-                settings.replica(), token, settings.runId(), invoiceId);
+        int written = jdbc.update("""
+                UPDATE sample_invoice SET paid_by = ?, fencing_token = ?
+                WHERE run_id = ? AND id = ? AND (fencing_token IS NULL OR fencing_token < ?)""",
+                settings.replica(), token, settings.runId(), invoiceId, token);
+        if (written == 0) { // a newer holder wrote first: our lock was lost, our work must not land
+            throw new StaleLockException("invoice " + invoiceId + ": fencing token " + token
+                    + " is older than the one already written; rolled back");
+        }
         return true;
     }
 
@@ -49,6 +57,13 @@ public class Invoices {
         for (long id = 1; id <= count; id++) {
             jdbc.update("INSERT INTO sample_invoice (run_id, id, amount_cents) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                     settings.runId(), id, 100 * id);
+        }
+    }
+
+    /** A write refused because a newer holder of the same lock has written since (rolls the payment back). */
+    static final class StaleLockException extends RuntimeException {
+        StaleLockException(String message) {
+            super(message);
         }
     }
 

@@ -33,7 +33,7 @@ public class SampleApplication {
     /** Runs the demo (returns its exit code) or starts a long-running replica (returns -1). */
     static int run(String[] args, PrintStream out, PrintStream err) {
         boolean demo = Arrays.asList(args).contains("--demo");
-        Optional<Map<String, Object>> database = PostgresLocator.locate(args, demo, err);
+        Optional<Map<String, Object>> database = DatabaseCheck.check(args, err);
         if (database.isEmpty()) {
             return NO_DATABASE;
         }
