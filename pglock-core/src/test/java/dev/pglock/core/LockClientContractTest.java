@@ -357,6 +357,17 @@ public abstract class LockClientContractTest {
     }
 
     @Test
+    void aTransactionLockNeedsReadCommitted() throws Exception {
+        LockClient a = client();
+        Connection tx = transaction();
+        tx.setTransactionIsolation(Connection.TRANSACTION_REPEATABLE_READ);
+        assertThatThrownBy(() -> a.tryAcquireInTransaction(tx, LockRequest.of("rr")))
+                .isInstanceOf(IllegalStateException.class).hasMessageContaining("rr")
+                .hasMessageContaining("REPEATABLE READ").hasMessageContaining("READ COMMITTED");
+        assertThat(client().tryAcquire(LockRequest.of("rr"))).as("nothing was taken").isPresent();
+    }
+
+    @Test
     void aTransactionLockNeedsATransaction() throws Exception {
         LockClient a = client();
         Connection autoCommit = PgTestDatabase.get().connect();

@@ -33,12 +33,16 @@ final class AsyncSupport {
         return REACTOR && ReactiveLocking.inNonBlockingThread();
     }
 
-    /** Releases the lock, off the calling thread when that one must not block. */
-    static void release(HeldLock lock) {
+    /** Releases the lock, off the calling thread when that one must not block, then runs {@code then}. */
+    static void release(HeldLock lock, Runnable then) {
         if (inNonBlockingThread()) {
-            ReactiveLocking.releaseOffThread(lock);
+            ReactiveLocking.releaseOffThread(lock, then);
         } else {
-            lock.close();
+            try {
+                lock.close();
+            } finally {
+                then.run();
+            }
         }
     }
 }

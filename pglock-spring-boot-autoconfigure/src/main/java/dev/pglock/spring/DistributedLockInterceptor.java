@@ -159,10 +159,21 @@ final class DistributedLockInterceptor implements MethodInterceptor {
             return null;
         }
         CompletionStage<?> stage = (CompletionStage<?>) result;
-        CompletionStage<?> released = stage.whenComplete((value, error) -> AsyncSupport.release(lock));
-        // The caller's stage completes once the lock is released, so a caller that waits for it and
-        // calls again finds the key free. A stage of a type of its own goes back as it came.
-        return operation.method().getReturnType().isInstance(released) ? released : stage;
+        if (!futureType) { // a stage of a type of its own goes back as it came; released when it completes
+            stage.whenComplete((value, error) -> AsyncSupport.release(lock, () -> { }));
+            return stage;
+        }
+        // The caller's future completes once the lock is released (also when the release runs off an
+        // event loop), so a caller that waits for it and calls again finds the key free.
+        CompletableFuture<Object> released = new CompletableFuture<>();
+        stage.whenComplete((value, error) -> AsyncSupport.release(lock, () -> {
+            if (error != null) {
+                released.completeExceptionally(error);
+            } else {
+                released.complete(value);
+            }
+        }));
+        return released;
     }
 
     /** The lock, or null when it is held elsewhere; during shutdown a skipping method gets null too. */

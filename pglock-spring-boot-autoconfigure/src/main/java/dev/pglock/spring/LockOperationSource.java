@@ -268,6 +268,12 @@ final class LockOperationSource {
         }
         Duration hold = operation.holdAtLeast() != null ? operation.holdAtLeast() : defaults.holdAtLeast();
         LockMode mode = operation.mode() != null ? operation.mode() : defaults.mode();
+        if (operation.inTransaction() && mode == LockMode.ADVISORY && operation.holdAtLeast() != null
+                && !operation.holdAtLeast().isZero()) {
+            throw new IllegalStateException(operation.description() + ": holdAtLeast = " + operation.holdAtLeast()
+                    + " cannot apply to an advisory lock that joins the transaction (inTransaction = true): the"
+                    + " commit ends it. Drop it, use lease mode, or take the lock around the transaction");
+        }
         try {
             if (operation.leaseFor() != null) {
                 LockRequest.of("check").leaseFor(operation.leaseFor()).holdAtLeast(hold);

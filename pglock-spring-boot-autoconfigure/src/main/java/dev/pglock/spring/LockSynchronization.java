@@ -2,23 +2,28 @@ package dev.pglock.spring;
 
 import dev.pglock.core.HeldLock;
 import dev.pglock.core.TransactionLock;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
 import org.springframework.transaction.support.TransactionSynchronization;
 import org.springframework.transaction.support.TransactionSynchronizationManager;
 
 /**
- * Ties a held lock to the running Spring transaction: before the commit it checks the lock is still
- * held (a transaction lock confirms itself in the transaction), so a lost lock rolls the transaction
- * back with {@link dev.pglock.core.LockLostException}; after completion it releases the lock, when
- * asked to, so the next holder sees the commit.
+ * Ties the locks of one Spring transaction to it: before the commit it checks each is still held (a
+ * transaction lock confirms itself inside the transaction), so a lost lock rolls the transaction back
+ * with {@link dev.pglock.core.LockLostException}; after completion it releases those it was asked
+ * to, so the next holder sees the commit. One per transaction, checking in key order: confirmations
+ * take row locks in lease mode, and the heartbeat takes them in key order too, so they cannot
+ * deadlock.
  */
 final class LockSynchronization implements TransactionSynchronization {
 
-    private final HeldLock lock;
-    private final boolean release;
+    private record Tied(HeldLock lock, boolean release) {
+    }
 
-    private LockSynchronization(HeldLock lock, boolean release) {
-        this.lock = lock;
-        this.release = release;
+    private final List<Tied> locks = new ArrayList<>();
+
+    private LockSynchronization() {
     }
 
     /** Whether a transaction (or a transaction-synchronization scope) runs on this thread. */
@@ -28,32 +33,49 @@ final class LockSynchronization implements TransactionSynchronization {
 
     /** Checks the lock before the commit and releases it once the transaction has completed. */
     static void releaseAfterCompletion(HeldLock lock) {
-        TransactionSynchronizationManager.registerSynchronization(new LockSynchronization(lock, true));
+        current().locks.add(new Tied(lock, true));
     }
 
     /** Checks the lock before the commit; its holder releases it. */
     static void checkBeforeCommit(HeldLock lock) {
-        TransactionSynchronizationManager.registerSynchronization(new LockSynchronization(lock, false));
+        current().locks.add(new Tied(lock, false));
+    }
+
+    private static LockSynchronization current() {
+        for (TransactionSynchronization registered : TransactionSynchronizationManager.getSynchronizations()) {
+            if (registered instanceof LockSynchronization mine) {
+                return mine;
+            }
+        }
+        LockSynchronization created = new LockSynchronization();
+        TransactionSynchronizationManager.registerSynchronization(created);
+        return created;
     }
 
     @Override
     public void beforeCommit(boolean readOnly) {
-        if (lock instanceof TransactionLock transactionLock) {
-            transactionLock.confirmBeforeCommit();
-        } else {
-            lock.assertHeld();
+        List<Tied> inKeyOrder = new ArrayList<>(locks);
+        inKeyOrder.sort(Comparator.comparing(tied -> tied.lock().key()));
+        for (Tied tied : inKeyOrder) {
+            if (tied.lock() instanceof TransactionLock transactionLock) {
+                transactionLock.confirmBeforeCommit();
+            } else {
+                tied.lock().assertHeld();
+            }
         }
     }
 
     @Override
     public void afterCompletion(int status) {
-        if (release) {
-            lock.close();
+        for (int i = locks.size() - 1; i >= 0; i--) {
+            if (locks.get(i).release()) {
+                locks.get(i).lock().close();
+            }
         }
     }
 
     @Override
     public String toString() {
-        return "LockSynchronization[" + lock.key() + (release ? ", releases after completion" : "") + "]";
+        return "LockSynchronization" + locks.stream().map(tied -> tied.lock().key()).toList();
     }
 }

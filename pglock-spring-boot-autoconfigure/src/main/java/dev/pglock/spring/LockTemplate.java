@@ -79,9 +79,14 @@ public class LockTemplate implements LockOperations {
         this.transactional = transactional;
     }
 
+    /**
+     * {@inheritDoc} An advisory lock that joins a transaction ends with its commit, so the default
+     * hold-at-least does not apply to it (asking for one explicitly is refused).
+     */
     @Override
     public LockRequest request(String key) {
-        return LockRequest.of(key).waitAtMost(defaultWait).holdAtLeast(defaultHoldAtLeast);
+        LockRequest request = LockRequest.of(key).waitAtMost(defaultWait);
+        return transactional && client.mode() == LockMode.ADVISORY ? request : request.holdAtLeast(defaultHoldAtLeast);
     }
 
     /** The client this template locks with. */

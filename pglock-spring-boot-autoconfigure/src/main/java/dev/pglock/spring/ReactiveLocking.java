@@ -3,6 +3,7 @@ package dev.pglock.spring;
 import dev.pglock.core.HeldLock;
 import dev.pglock.core.LockNotAcquiredException;
 import dev.pglock.core.LockRequest;
+import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Supplier;
 import org.reactivestreams.Publisher;
 import org.slf4j.Logger;
@@ -39,8 +40,17 @@ final class ReactiveLocking {
         return Schedulers.isInNonBlockingThread();
     }
 
-    static void releaseOffThread(HeldLock lock) {
-        Schedulers.boundedElastic().schedule(lock::close);
+    /** Releases the lock on Reactor's bounded-elastic scheduler, then runs {@code then} there. */
+    static void releaseOffThread(HeldLock lock, Runnable then) {
+        try {
+            Schedulers.boundedElastic().schedule(() -> {
+                lock.close();
+                then.run();
+            });
+        } catch (RuntimeException rejected) { // the scheduler is shutting down: release here rather than never
+            lock.close();
+            then.run();
+        }
     }
 
     static Object invoke(LockOperation operation, LockTemplate template, LockRequest request, Call call,
@@ -48,8 +58,7 @@ final class ReactiveLocking {
         // A suspend function's proceed() gives a publisher; its return type (Object) has no adapter.
         ReactiveAdapter adapter = ReactiveAdapterRegistry.getSharedInstance()
                 .getAdapter(operation.method().getReturnType());
-        Mono<HeldLock> lock = Mono.fromCallable(() -> template.tryLock(request))
-                .subscribeOn(Schedulers.boundedElastic())
+        Mono<Handover> lock = acquire(template, request)
                 .switchIfEmpty(Mono.defer(() -> {
                     if (operation.skipsWhenLocked()) {
                         log.debug("{} skipped: lock '{}' is held elsewhere", operation.description(), request.key());
@@ -59,13 +68,71 @@ final class ReactiveLocking {
                 }));
         Publisher<?> locked;
         if (adapter != null && adapter.isMultiValue()) {
-            locked = Flux.usingWhen(lock, held -> Flux.from(body(call, held, adapter)), ReactiveLocking::release,
-                    (held, error) -> release(held), ReactiveLocking::release);
+            locked = Flux.usingWhen(lock,
+                    held -> held.take() ? Flux.from(body(call, held.lock, adapter)) : Flux.empty(),
+                    held -> release(held.lock), (held, error) -> release(held.lock), held -> release(held.lock));
         } else {
-            locked = Mono.usingWhen(lock, held -> Mono.from(body(call, held, adapter)), ReactiveLocking::release,
-                    (held, error) -> release(held), ReactiveLocking::release);
+            locked = Mono.usingWhen(lock,
+                    held -> held.take() ? Mono.from(body(call, held.lock, adapter)) : Mono.empty(),
+                    held -> release(held.lock), (held, error) -> release(held.lock), held -> release(held.lock));
         }
         return adapter != null ? adapter.fromPublisher(locked) : locked;
+    }
+
+    /**
+     * A lock on its way to the work: offered by the acquirer, then taken by the usingWhen closure. A
+     * cancel before it is taken releases it; Reactor drops a value that arrives after a cancel
+     * without telling anyone, so the hand-over cannot rely on Reactor.
+     */
+    private static final class Handover {
+        private static final Object CANCELLED = new Object();
+        private static final Object TAKEN = new Object();
+        private final AtomicReference<Object> cell = new AtomicReference<>();
+        private HeldLock lock;
+
+        /** Offers the lock; false (and the lock released) when the subscriber has already cancelled. */
+        boolean offer(HeldLock held) {
+            lock = held;
+            if (cell.compareAndSet(null, held)) {
+                return true;
+            }
+            held.close();
+            return false;
+        }
+
+        void cancel() {
+            if (cell.getAndSet(CANCELLED) instanceof HeldLock offered) {
+                offered.close(); // offered, never taken
+            }
+        }
+
+        /** The work may run under the lock: false when a cancel released it first. */
+        boolean take() {
+            return cell.compareAndSet(lock, TAKEN);
+        }
+    }
+
+    /**
+     * The lock, taken off the subscribing thread (the acquisition may wait), handed over so that a
+     * subscriber that cancels meanwhile never leaves it held.
+     */
+    private static Mono<Handover> acquire(LockTemplate template, LockRequest request) {
+        return Mono.<Handover>create(sink -> {
+            Handover handover = new Handover();
+            sink.onCancel(handover::cancel);
+            HeldLock held;
+            try {
+                held = template.tryLock(request);
+            } catch (Throwable t) {
+                sink.error(t);
+                return;
+            }
+            if (held == null) {
+                sink.success();
+            } else if (handover.offer(held)) {
+                sink.success(handover);
+            }
+        }).subscribeOn(Schedulers.boundedElastic());
     }
 
     /** Calls the method with its lock in LockContext (for code that runs while it assembles its publisher). */

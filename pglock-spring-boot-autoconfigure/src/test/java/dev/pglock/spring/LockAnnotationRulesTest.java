@@ -140,6 +140,15 @@ class LockAnnotationRulesTest {
                 });
     }
 
+    @Test
+    void anAdvisoryLockThatJoinsTheTransactionRefusesAHoldAtLeastAtStartUp() {
+        runner().withBean(HeldAfterCommit.class).run(context -> {
+            assertThat(context).hasFailed();
+            assertThat(context.getStartupFailure()).rootCause().hasMessageContaining("HeldAfterCommit.run(..)")
+                    .hasMessageContaining("holdAtLeast").hasMessageContaining("commit ends it");
+        });
+    }
+
     // ---- 6. start-up order -----------------------------------------------------------------------
 
     /**
@@ -327,6 +336,13 @@ class LockAnnotationRulesTest {
         @DistributedLock(key = "#key")
         public boolean heldInside(String key) {
             return LockContext.current().isHeld();
+        }
+    }
+
+    static class HeldAfterCommit {
+        @org.springframework.transaction.annotation.Transactional
+        @DistributedLock(holdAtLeast = "30s", inTransaction = true)
+        public void run() {
         }
     }
 

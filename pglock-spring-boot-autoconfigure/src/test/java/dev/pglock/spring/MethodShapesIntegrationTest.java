@@ -66,7 +66,7 @@ abstract class MethodShapesIntegrationTest {
     private final ExecutorService threads = Executors.newCachedThreadPool();
     private final List<AutoCloseable> toClose = new ArrayList<>();
 
-    private ApplicationContextRunner runner() {
+    protected ApplicationContextRunner runner() {
         return new ApplicationContextRunner()
                 .withConfiguration(AutoConfigurations.of(DataSourceAutoConfiguration.class,
                         DataSourceTransactionManagerAutoConfiguration.class, TransactionAutoConfiguration.class,
@@ -80,7 +80,7 @@ abstract class MethodShapesIntegrationTest {
     }
 
     /** Another replica's client on the same namespace, with a pool of its own. */
-    private LockClient otherReplica() {
+    protected LockClient otherReplica() {
         com.zaxxer.hikari.HikariDataSource pool = db.pooledDataSource(4);
         LockClient client = mode() == LockMode.ADVISORY ? PgLock.advisory(pool).namespace(namespace).build()
                 : PgLock.lease(pool).namespace(namespace).tableName(table).lease(Duration.ofSeconds(60))
@@ -214,6 +214,15 @@ abstract class MethodShapesIntegrationTest {
         });
     }
 
+    protected long waitersInDatabase(String key) throws Exception {
+        try (Connection c = db.connect(); Statement st = c.createStatement(); var rs = st.executeQuery(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND NOT granted"
+                        + " AND ((classid::bigint << 32) | objid::bigint) = " + AdvisoryKeyHasher.lockId(namespace, key))) {
+            rs.next();
+            return rs.getLong(1);
+        }
+    }
+
     @Test
     void aFluxHoldsTheLockUntilItCompletesAndItsPublisherSeesTheLockInTheReactorContext() {
         runner().run(context -> {
@@ -293,6 +302,9 @@ abstract class MethodShapesIntegrationTest {
             assertThat(read(context.getBean(JdbcTemplate.class))).isEqualTo(1);
             assertThatThrownBy(accounts::inTransactionWithoutOne).isInstanceOf(IllegalStateException.class)
                     .hasMessageContaining("account").hasMessageContaining("transaction on pglock's DataSource");
+            assertThatThrownBy(() -> accounts.inRepeatableRead()).isInstanceOf(IllegalStateException.class)
+                    .hasMessageContaining("REPEATABLE READ");
+            assertThat(read(context.getBean(JdbcTemplate.class))).isEqualTo(1);
         });
     }
 
@@ -491,6 +503,11 @@ abstract class MethodShapesIntegrationTest {
             return work;
         }
 
+        @DistributedLock(key = "'mono-wait'", waitAtMost = "30s")
+        public Mono<String> monoWaiting(Mono<String> work) {
+            return work;
+        }
+
         @DistributedLock(key = "'flux'")
         public Flux<Integer> flux(Flux<Integer> work) {
             return work;
@@ -580,6 +597,12 @@ abstract class MethodShapesIntegrationTest {
 
         @DistributedLock(key = "'account'", inTransaction = true)
         public void inTransactionWithoutOne() {
+        }
+
+        @Transactional(isolation = org.springframework.transaction.annotation.Isolation.REPEATABLE_READ)
+        @DistributedLock(key = "'account'", inTransaction = true)
+        public void inRepeatableRead() {
+            jdbc.update("UPDATE " + table + " SET value = value + 100 WHERE id = 1");
         }
     }
 }

@@ -28,11 +28,14 @@ final class AdvisoryTransactionLock implements TransactionLock {
             + " FROM (SELECT pg_try_advisory_xact_lock%1$s(?) AS granted OFFSET 0) AS attempt";
     // Wait: under a savepoint, so that lock_timeout (55P03) undoes only the wait and the transaction
     // goes on. set_config(..., true) lasts until the transaction ends, so the old value is put back.
+    // The select list is evaluated left to right: the old value is read, then the timeout set, then
+    // the wait runs under it.
     private static final String WAIT = "SELECT current_setting('lock_timeout'), set_config('lock_timeout', ?, true),"
             + " pg_advisory_xact_lock%1$s(?)";
     private static final String TOKEN = "SELECT nextval(?::regclass)";
     private static final String RESTORE = "SELECT set_config('lock_timeout', ?, true)";
     private static final String LOCK_TIMEOUT = "55P03";
+    private static final String QUERY_CANCELED = "57014";
 
     private final String key;
     private final boolean shared;
@@ -53,6 +56,14 @@ final class AdvisoryTransactionLock implements TransactionLock {
     /** Takes the lock on the transaction's connection within the request's wait; empty when it stayed taken. */
     static Optional<TransactionLock> acquire(Connection transaction, LockRequest request, long lockId,
             String fencingSequence, String owner) {
+        if (!request.holdAtLeast().isZero()) {
+            throw new IllegalArgumentException("holdAtLeast (" + request.holdAtLeast() + ") cannot apply to advisory"
+                    + " lock '" + request.key() + "' taken in a transaction: the commit ends it. Ask for none, or use"
+                    + " lease mode or a lock around the transaction");
+        }
+        if (request.data() != null) {
+            throw new IllegalArgumentException("advisory lock '" + request.key() + "' cannot carry data; use lease mode");
+        }
         String variant = request.isShared() ? "_shared" : "";
         try {
             Long token;
@@ -91,7 +102,9 @@ final class AdvisoryTransactionLock implements TransactionLock {
         Savepoint savepoint = c.setSavepoint();
         String previous;
         try (PreparedStatement ps = c.prepareStatement(sql)) {
-            ps.setString(1, Long.toString(Math.max(1, wait.toMillis())));
+            // lock_timeout takes milliseconds up to INT_MAX; longer waits are capped there (24 days).
+            long millis = wait.compareTo(Duration.ofMillis(Integer.MAX_VALUE)) > 0 ? Integer.MAX_VALUE : wait.toMillis();
+            ps.setString(1, Long.toString(Math.max(1, millis)));
             ps.setLong(2, lockId);
             try (ResultSet rs = ps.executeQuery()) {
                 rs.next();
@@ -99,8 +112,9 @@ final class AdvisoryTransactionLock implements TransactionLock {
             }
         } catch (SQLException e) {
             c.rollback(savepoint); // undoes the wait and its lock_timeout; the transaction goes on
-            if (LOCK_TIMEOUT.equals(e.getSQLState())) {
-                return false;
+            c.releaseSavepoint(savepoint); // and not inside a subtransaction
+            if (LOCK_TIMEOUT.equals(e.getSQLState()) || QUERY_CANCELED.equals(e.getSQLState())) {
+                return false; // the wait ran out (or a shorter statement_timeout cut it): not acquired
             }
             throw e;
         }

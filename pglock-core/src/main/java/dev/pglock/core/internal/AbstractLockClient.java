@@ -126,8 +126,10 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         Objects.requireNonNull(request, "request must not be null");
         ensureOpen();
         boolean autoCommit;
+        int isolation;
         try {
             autoCommit = transaction.getAutoCommit();
+            isolation = transaction.getTransactionIsolation();
         } catch (java.sql.SQLException e) {
             throw new LockDatabaseException("cannot use the transaction's connection for lock '" + request.key()
                     + "': " + e.getMessage(), e);
@@ -136,6 +138,15 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             throw new IllegalStateException("lock '" + request.key() + "' was asked for in a transaction, but the"
                     + " connection is in auto-commit mode: a transaction lock needs an open transaction (auto-commit"
                     + " off, e.g. inside @Transactional on pglock's DataSource)");
+        }
+        if (isolation > java.sql.Connection.TRANSACTION_READ_COMMITTED) {
+            // Under REPEATABLE READ or SERIALIZABLE the transaction reads one snapshot, which may be
+            // older than the lock (the next holder would not see the last one's commit), and a lease
+            // renewed since the snapshot could not be confirmed (a serialization failure at commit).
+            throw new IllegalStateException("lock '" + request.key() + "' was asked for in a transaction with"
+                    + " isolation level " + (isolation == java.sql.Connection.TRANSACTION_SERIALIZABLE ? "SERIALIZABLE"
+                            : "REPEATABLE READ") + ": a transaction lock needs READ COMMITTED, where each statement"
+                    + " sees what the previous holder committed. Take the lock around the transaction instead");
         }
         return acquireInTransaction(transaction, request);
     }

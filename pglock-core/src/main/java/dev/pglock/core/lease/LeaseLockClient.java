@@ -272,6 +272,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private final LeaseListener listener;
     private final ExecutorService connector;
     private final AtomicBoolean heartbeatRunning = new AtomicBoolean();
+    /** Locks a transaction confirmed and still holds the row of, until they are released. */
+    private final Set<LeaseLock> confirmedInTransactions = ConcurrentHashMap.newKeySet();
     /** Numbers this client's acquisitions: each one's holder entry is {@code owner#n}. */
     private final AtomicLong acquisitions = new AtomicLong();
     /** {@code owner#}: every holder entry of this client starts with it. */
@@ -394,6 +396,16 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     @Override
     protected Optional<TransactionLock> acquireInTransaction(Connection transaction, LockRequest request) {
+        try {
+            if (transaction.isReadOnly()) {
+                throw new IllegalStateException("lease lock '" + request.key() + "' was asked for in a read-only"
+                        + " transaction: it is confirmed by an UPDATE inside the transaction before the commit."
+                        + " Use a read-write transaction, or a lock around the transaction");
+            }
+        } catch (SQLException e) {
+            throw new LockDatabaseException("cannot use the transaction's connection for lock '" + request.key()
+                    + "': " + e.getMessage(), e);
+        }
         String sql = confirmInTransaction;
         return confirmedInTransaction(request, (lock, why) -> {
             try (PreparedStatement ps = transaction.prepareStatement(sql)) {
@@ -401,7 +413,16 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 ps.setString(2, namespace);
                 ps.setString(3, lock.key());
                 ps.setString(4, lock.holder);
+                long sentAt = System.nanoTime();
                 if (ps.executeUpdate() == 1) {
+                    // The confirmation renewed the lease like a heartbeat, and the transaction now holds
+                    // the row until it ends: heartbeats leave this lock alone meanwhile (they would wait
+                    // for the commit, holding up every other lock's renewal).
+                    long until = trustedUntil(sentAt, lock.leaseMillis);
+                    if (until - lock.trustedUntilNanos > 0) {
+                        lock.trustedUntilNanos = until;
+                    }
+                    confirmedInTransactions.add(lock);
                     return true;
                 }
                 why.accept("its lease was no longer this holder's when the transaction was about to commit"
@@ -478,6 +499,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** Each release names its own acquisition, so it cannot touch a hold this client took since. */
     @Override
     protected void releaseUntrusted(List<LeaseLock> locks) {
+        locks.forEach(confirmedInTransactions::remove);
         // Retried past the lease this client knows of: a heartbeat held up in the network (in a proxy
         // or pooler) can still reach the server later and extend the row, and after a restart or a
         // failover the pool may first hand out several connections that died with the old server.
@@ -681,6 +703,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     @Override
     protected CompletableFuture<Released> releaseInDatabase(LeaseLock lock) {
+        confirmedInTransactions.remove(lock);
         // The holder's work was protected while the lease was trusted; past that, even a release that
         // succeeds cannot say another holder was not let in meanwhile.
         boolean trustedToTheEnd = System.nanoTime() - lock.trustedUntilNanos < 0;
@@ -806,7 +829,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** One statement renews every lock this client holds; those it does not return are lost. */
     void sendHeartbeat() {
         // Also while close(Duration) waits for holders to finish: their leases must not run out then.
-        List<LeaseLock> held = heldLocks();
+        // Not the locks a transaction has confirmed: it holds their rows until it ends.
+        List<LeaseLock> held = heldLocks().stream().filter(lock -> !confirmedInTransactions.contains(lock)).toList();
         if (held.isEmpty()) {
             return;
         }

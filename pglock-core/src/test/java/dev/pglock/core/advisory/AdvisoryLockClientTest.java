@@ -153,6 +153,34 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     @Test
+    void aStatementTimeoutShorterThanATransactionLocksWaitIsNotAcquiredAndTheTransactionGoesOn() throws Exception {
+        LockClient a = client();
+        HeldLock other = client().acquire(LockRequest.of("tx-timeout"));
+        java.sql.Connection tx = closeLater(PgTestDatabase.get().connect());
+        tx.setAutoCommit(false);
+        try (java.sql.Statement st = tx.createStatement()) {
+            st.execute("SET LOCAL statement_timeout = '200ms'");
+        }
+        assertThat(a.tryAcquireInTransaction(tx, LockRequest.of("tx-timeout").waitAtMost(Duration.ofSeconds(20))))
+                .isEmpty();
+        try (java.sql.Statement st = tx.createStatement(); java.sql.ResultSet rs = st.executeQuery("SELECT 1")) {
+            assertThat(rs.next()).isTrue();
+        }
+        other.release();
+    }
+
+    @Test
+    void anAdvisoryTransactionLockRefusesHoldAtLeastItCouldNotKeep() throws Exception {
+        LockClient a = client();
+        java.sql.Connection tx = closeLater(PgTestDatabase.get().connect());
+        tx.setAutoCommit(false);
+        assertThatThrownBy(() -> a.tryAcquireInTransaction(tx,
+                LockRequest.of("tx-hold").holdAtLeast(java.time.Duration.ofSeconds(30))))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("holdAtLeast")
+                .hasMessageContaining("tx-hold").hasMessageContaining("commit ends it");
+    }
+
+    @Test
     void theLockSitsInPgLocksWhereTheReadmeSaysAndComputesInSqlToo() throws Exception {
         LockClient a = client();
         a.acquire(LockRequest.of("invoice:42"));

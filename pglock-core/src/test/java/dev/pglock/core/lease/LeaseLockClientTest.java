@@ -173,6 +173,41 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThat(taker.isHeld()).isTrue();
     }
 
+    /**
+     * A transaction holds a confirmed lease's row until it commits; the heartbeat renews all of the
+     * client's other locks in one statement, which must not wait for that commit (it did: every other
+     * lock of the client went unrenewed while one transaction was slow to commit).
+     */
+    @Test
+    void aConfirmedTransactionLeaseDoesNotHoldUpTheHeartbeat() throws Exception {
+        LeaseLockClient a = (LeaseLockClient) client();
+        HeldLock other = a.acquire(LockRequest.of("tx-other"));
+        java.sql.Connection tx = closeLater(db.connect());
+        tx.setAutoCommit(false);
+        dev.pglock.core.TransactionLock lock = a.tryAcquireInTransaction(tx, LockRequest.of("tx-slow")).orElseThrow();
+        lock.confirmBeforeCommit();
+
+        long before = queryLong("SELECT record_version FROM " + table + " WHERE lock_key = 'tx-other'");
+        CompletableFuture.runAsync(a::sendHeartbeat).get(10, java.util.concurrent.TimeUnit.SECONDS);
+        assertThat(queryLong("SELECT record_version FROM " + table + " WHERE lock_key = 'tx-other'"))
+                .as("the other lock was renewed while the transaction was open").isGreaterThan(before);
+        assertThat(other.isHeld()).isTrue();
+        assertThat(lock.isHeld()).isTrue();
+        tx.commit();
+        assertThat(lock.release()).isTrue();
+        assertThat(other.release()).isTrue();
+    }
+
+    @Test
+    void aReadOnlyTransactionCannotTakeALeaseLock() throws Exception {
+        LockClient a = client();
+        java.sql.Connection tx = closeLater(db.connect());
+        tx.setAutoCommit(false);
+        tx.setReadOnly(true);
+        assertThatThrownBy(() -> a.tryAcquireInTransaction(tx, LockRequest.of("tx-ro")))
+                .isInstanceOf(IllegalStateException.class).hasMessageContaining("tx-ro").hasMessageContaining("read-only");
+    }
+
     @Test
     void aConfirmedTransactionLeaseCannotBeTakenOverBeforeTheCommit() throws Exception {
         LockClient a = client();

@@ -1,0 +1,66 @@
+package dev.pglock.spring
+
+import dev.pglock.core.LockRequest
+import dev.pglock.core.PgLock
+import dev.pglock.spring.boot.autoconfigure.PgLockAutoConfiguration
+import dev.pglock.test.PgTestDatabase
+import kotlinx.coroutines.CompletableDeferred
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.async
+import kotlinx.coroutines.delay
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeout
+import org.assertj.core.api.Assertions.assertThat
+import org.junit.jupiter.api.Test
+import org.springframework.boot.autoconfigure.AutoConfigurations
+import org.springframework.boot.autoconfigure.aop.AopAutoConfiguration
+import org.springframework.boot.jdbc.autoconfigure.DataSourceAutoConfiguration
+import org.springframework.boot.test.context.runner.ApplicationContextRunner
+
+/**
+ * Issue 14, point 1: a Kotlin suspend function returns (suspends) before its work is done; before,
+ * its lock was released at that moment. Now it is held until the function completes.
+ */
+class SuspendFunctionLockTest {
+
+    open class SuspendJobs {
+        @DistributedLock(key = "'suspend'")
+        open suspend fun work(gate: CompletableDeferred<String>): String {
+            val answer = gate.await()
+            return answer + ":" + LockContext.REACTOR_KEY.simpleName
+        }
+    }
+
+    @Test
+    fun aSuspendFunctionHoldsItsLockUntilItCompletes() {
+        val db = PgTestDatabase.get()
+        val namespace = PgTestDatabase.uniqueName("suspend")
+        ApplicationContextRunner()
+            .withConfiguration(AutoConfigurations.of(DataSourceAutoConfiguration::class.java,
+                AopAutoConfiguration::class.java, PgLockAutoConfiguration::class.java))
+            .withPropertyValues("spring.datasource.url=" + db.jdbcUrl(), "spring.datasource.username=" + db.user(),
+                "spring.datasource.password=" + db.password(), "pglock.namespace=" + namespace)
+            .withBean(SuspendJobs::class.java)
+            .run { context ->
+                val jobs = context.getBean(SuspendJobs::class.java)
+                db.pooledDataSource(2).use { pool ->
+                    PgLock.advisory(pool).namespace(namespace).build().use { other ->
+                        runBlocking {
+                            val gate = CompletableDeferred<String>()
+                            val call = async(Dispatchers.IO) { jobs.work(gate) }
+                            withTimeout(10_000) {
+                                while (other.get("suspend").isEmpty) {
+                                    delay(20)
+                                }
+                            }
+                            assertThat(other.tryAcquire(LockRequest.of("suspend"))).`as`("held while suspended").isEmpty
+                            gate.complete("done")
+                            assertThat(withTimeout(10_000) { call.await() }).isEqualTo("done:HeldLock")
+                        }
+                        assertThat(other.tryAcquire(LockRequest.of("suspend"))).`as`("released once it completed")
+                            .isPresent
+                    }
+                }
+            }
+    }
+}
