@@ -7,7 +7,6 @@ import dev.pglock.test.PgTestDatabase
 import kotlinx.coroutines.CompletableDeferred
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.async
-import kotlinx.coroutines.delay
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
 import org.assertj.core.api.Assertions.assertThat
@@ -25,7 +24,8 @@ class SuspendFunctionLockTest {
 
     open class SuspendJobs {
         @DistributedLock(key = "'suspend'")
-        open suspend fun work(gate: CompletableDeferred<String>): String {
+        open suspend fun work(entered: CompletableDeferred<Unit>, gate: CompletableDeferred<String>): String {
+            entered.complete(Unit)
             val answer = gate.await()
             return answer + ":" + LockContext.REACTOR_KEY.simpleName
         }
@@ -46,19 +46,16 @@ class SuspendFunctionLockTest {
                 db.pooledDataSource(2).use { pool ->
                     PgLock.advisory(pool).namespace(namespace).build().use { other ->
                         runBlocking {
+                            val entered = CompletableDeferred<Unit>()
                             val gate = CompletableDeferred<String>()
-                            val call = async(Dispatchers.IO) { jobs.work(gate) }
-                            withTimeout(10_000) {
-                                while (other.get("suspend").isEmpty) {
-                                    delay(20)
-                                }
-                            }
-                            assertThat(other.tryAcquire(LockRequest.of("suspend"))).`as`("held while suspended").isEmpty
+                            val call = async(Dispatchers.IO) { jobs.work(entered, gate) }
+                            withTimeout(10_000) { entered.await() } // the body runs, and now suspends
+                            assertThat(other.tryAcquire(LockRequest.of("suspend"))).`as`("held while suspended").isEmpty()
                             gate.complete("done")
                             assertThat(withTimeout(10_000) { call.await() }).isEqualTo("done:HeldLock")
                         }
                         assertThat(other.tryAcquire(LockRequest.of("suspend"))).`as`("released once it completed")
-                            .isPresent
+                            .isPresent()
                     }
                 }
             }
