@@ -61,6 +61,16 @@ public class LockTemplate implements LockOperations {
 
     /**
      * A template on {@code client}, reaching the other mode through {@code clients}, applying
+     * {@code defaultWait} and {@code defaultHoldAtLeast} to {@link #request(String)}, without
+     * {@link #inTransaction()} (it needs the clients' DataSource).
+     */
+    public LockTemplate(LockClient client, Function<LockMode, LockClient> clients, Duration defaultWait,
+            Duration defaultHoldAtLeast) {
+        this(client, clients, defaultWait, defaultHoldAtLeast, null);
+    }
+
+    /**
+     * A template on {@code client}, reaching the other mode through {@code clients}, applying
      * {@code defaultWait} and {@code defaultHoldAtLeast} to {@link #request(String)}; {@code dataSource}
      * is the clients' DataSource, needed for {@link #inTransaction()} (null: not available).
      */

@@ -9,11 +9,14 @@ import org.springframework.beans.factory.annotation.Qualifier;
 
 /**
  * Marks the DataSource pglock should use when it is not the application's primary one (for example
- * a direct connection when the main pool goes through PgBouncer):
+ * a direct connection when the main pool goes through PgBouncer). Declare it with
+ * {@code defaultCandidate = false}, so that it is injected only where this qualifier asks for it and
+ * Boot still builds the application's own DataSource from {@code spring.datasource.*}:
  *
  * <pre>{@code
- * @Bean @PgLockDataSource
- * DataSource lockDataSource() { ... }
+ * @Bean(defaultCandidate = false)
+ * @PgLockDataSource
+ * HikariDataSource lockDataSource() { ... }
  * }</pre>
  */
 @Target({ElementType.FIELD, ElementType.METHOD, ElementType.PARAMETER, ElementType.TYPE, ElementType.ANNOTATION_TYPE})
