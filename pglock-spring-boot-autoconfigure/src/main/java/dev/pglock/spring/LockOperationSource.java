@@ -75,6 +75,7 @@ final class LockOperationSource {
 
     private boolean scan(Class<?> targetClass) {
         boolean[] found = {false};
+        List<Method> lockedMethods = new ArrayList<>();
         Set<Class<?>> types = new LinkedHashSet<>(ClassUtils.getAllInterfacesForClassAsSet(targetClass));
         types.add(targetClass);
         for (Class<?> type : types) {
@@ -87,11 +88,80 @@ final class LockOperationSource {
                                 targetClass.getSimpleName(), method.getName());
                         return;
                     }
-                    found[0] |= get(method, targetClass) != null;
+                    boolean locked = get(method, targetClass) != null;
+                    found[0] |= locked;
+                    if (locked) {
+                        lockedMethods.add(method);
+                    }
                 }
             }, ReflectionUtils.USER_DECLARED_METHODS);
         }
+        if (!lockedMethods.isEmpty()) {
+            warnAboutSelfInvocation(ClassUtils.getUserClass(targetClass), lockedMethods);
+        }
         return found[0];
+    }
+
+    /**
+     * Warns about calls of a locked method from inside its own class ({@code this.run()}): they do
+     * not go through the proxy, so they take no lock. Found in the class's bytecode; a class that
+     * cannot be read is skipped (this is a hint, not a check).
+     */
+    private static void warnAboutSelfInvocation(Class<?> type, List<Method> lockedMethods) {
+        String owner = type.getName().replace('.', '/');
+        Map<String, Method> byNameAndDescriptor = new java.util.HashMap<>();
+        for (Method method : lockedMethods) {
+            byNameAndDescriptor.put(method.getName() + org.springframework.asm.Type.getMethodDescriptor(method), method);
+        }
+        ClassLoader loader = type.getClassLoader() != null ? type.getClassLoader() : ClassUtils.getDefaultClassLoader();
+        try (java.io.InputStream in = loader.getResourceAsStream(owner + ".class")) {
+            if (in == null) {
+                return;
+            }
+            new org.springframework.asm.ClassReader(in).accept(new org.springframework.asm.ClassVisitor(
+                    org.springframework.asm.SpringAsmInfo.ASM_VERSION) {
+                @Override
+                public org.springframework.asm.MethodVisitor visitMethod(int access, String caller, String descriptor,
+                        String signature, String[] exceptions) {
+                    // "this" is the receiver when it was loaded (ALOAD 0) and no field read or other call
+                    // came after it: this.run(), this.run(x). A field holding the proxy (self.run())
+                    // reads a field after "this" and is not reported.
+                    return new org.springframework.asm.MethodVisitor(org.springframework.asm.SpringAsmInfo.ASM_VERSION) {
+                        private boolean thisLoaded;
+
+                        @Override
+                        public void visitVarInsn(int opcode, int variable) {
+                            if (opcode == org.springframework.asm.Opcodes.ALOAD && variable == 0) {
+                                thisLoaded = true;
+                            }
+                        }
+
+                        @Override
+                        public void visitFieldInsn(int opcode, String fieldOwner, String name, String fieldDescriptor) {
+                            thisLoaded = false;
+                        }
+
+                        @Override
+                        public void visitMethodInsn(int opcode, String calledOwner, String name, String calledDescriptor,
+                                boolean isInterface) {
+                            boolean onThis = thisLoaded;
+                            thisLoaded = false;
+                            Method called = byNameAndDescriptor.get(name + calledDescriptor);
+                            if (called != null && onThis && calledOwner.equals(owner)
+                                    && (access & org.springframework.asm.Opcodes.ACC_STATIC) == 0
+                                    && opcode != org.springframework.asm.Opcodes.INVOKESTATIC) {
+                                log.warn("@DistributedLock on {}.{}(..) is called from {}.{}(..) in the same class: such a"
+                                        + " call does not go through the Spring proxy and takes no lock. Call it through"
+                                        + " the bean (another bean, or an injected self reference), or use LockTemplate",
+                                        type.getSimpleName(), name, type.getSimpleName(), caller);
+                            }
+                        }
+                    };
+                }
+            }, org.springframework.asm.ClassReader.SKIP_DEBUG | org.springframework.asm.ClassReader.SKIP_FRAMES);
+        } catch (java.io.IOException | RuntimeException e) {
+            log.debug("could not read {} to look for self-invoked locked methods: {}", type.getName(), e.toString());
+        }
     }
 
     /** Every operation resolved so far. */

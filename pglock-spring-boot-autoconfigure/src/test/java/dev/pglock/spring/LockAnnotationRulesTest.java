@@ -239,8 +239,11 @@ class LockAnnotationRulesTest {
 
     @Test
     void anUninterceptableLockedMethodIsAStartUpWarning(CapturedOutput output) {
-        runner().withBean(FinalMethod.class).run(context -> assertThat(output)
-                .contains("@DistributedLock on FinalMethod.run(..) has no effect"));
+        runner().withBean(FinalMethod.class).withBean(SelfInvoking.class).run(context -> {
+            assertThat(output).contains("@DistributedLock on FinalMethod.run(..) has no effect");
+            assertThat(output).contains("@DistributedLock on SelfInvoking.locked(..) is called from"
+                    + " SelfInvoking.outer(..) in the same class").doesNotContain("from SelfInvoking.other(..)");
+        });
     }
 
     // ---- 10. advice order ------------------------------------------------------------------------
@@ -250,6 +253,16 @@ class LockAnnotationRulesTest {
     void aRetryReacquiresTheLockForEachAttempt() {
         runner().withUserConfiguration(RetryConfig.class).run(context -> {
             Flaky flaky = context.getBean(Flaky.class);
+            assertThat(flaky.run()).isEqualTo(3);
+            assertThat(flaky.locks()).as("one acquisition per attempt").hasSize(3).doesNotHaveDuplicates();
+        });
+    }
+
+    /** Spring Retry's @Retryable (order LOWEST_PRECEDENCE - 1 by default, like pglock's) is outermost too. */
+    @Test
+    void aSpringRetryRetryReacquiresTheLockForEachAttempt() {
+        runner().withUserConfiguration(SpringRetryConfig.class).run(context -> {
+            SpringRetryFlaky flaky = context.getBean(SpringRetryFlaky.class);
             assertThat(flaky.run()).isEqualTo(3);
             assertThat(flaky.locks()).as("one acquisition per attempt").hasSize(3).doesNotHaveDuplicates();
         });
@@ -346,6 +359,22 @@ class LockAnnotationRulesTest {
         }
     }
 
+    static class SelfInvoking {
+        @DistributedLock
+        public void locked() {
+        }
+
+        public void outer() {
+            locked(); // bypasses the proxy
+        }
+
+        private SelfInvoking self = this;
+
+        public void other() {
+            self.locked(); // through a reference (the proxy, when injected): not reported
+        }
+    }
+
     static class FinalMethod {
         @DistributedLock
         public final void run() {
@@ -399,6 +428,34 @@ class LockAnnotationRulesTest {
 
         @Retryable(maxRetries = 2, delay = 0)
         @DistributedLock(key = "'flaky'")
+        public int run() {
+            locks.add(LockContext.current());
+            if (locks.size() < 3) {
+                throw new IllegalStateException("attempt " + locks.size());
+            }
+            return locks.size();
+        }
+    }
+
+    @Configuration(proxyBeanMethods = false)
+    @org.springframework.retry.annotation.EnableRetry
+    static class SpringRetryConfig {
+        @Bean
+        SpringRetryFlaky springRetryFlaky() {
+            return new SpringRetryFlaky();
+        }
+    }
+
+    static class SpringRetryFlaky {
+        private final List<HeldLock> locks = new java.util.concurrent.CopyOnWriteArrayList<>();
+
+        public List<HeldLock> locks() {
+            return locks;
+        }
+
+        @org.springframework.retry.annotation.Retryable(maxAttempts = 3,
+                backoff = @org.springframework.retry.annotation.Backoff(delay = 1))
+        @DistributedLock(key = "'spring-retry'")
         public int run() {
             locks.add(LockContext.current());
             if (locks.size() < 3) {
