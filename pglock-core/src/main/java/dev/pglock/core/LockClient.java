@@ -44,6 +44,15 @@ public interface LockClient extends AutoCloseable {
      */
     Optional<TransactionLock> tryAcquireInTransaction(java.sql.Connection transaction, LockRequest request);
 
+    /**
+     * When this client released {@code key} while its hold-at-least still keeps it taken: until when
+     * (by this JVM's clock). Empty when it is not so. Never asks the database: it tells a caller whose
+     * acquisition failed whether the holder is this client's own earlier acquisition.
+     */
+    default Optional<java.time.Instant> holdAtLeastUntil(String key) {
+        return Optional.empty();
+    }
+
     /** Reads a lock without taking it: who holds it and since when, or empty when nobody does. */
     Optional<LockInfo> get(String key);
 

@@ -21,6 +21,23 @@ public class LockNotAcquiredException extends PgLockException {
         this.waited = waited;
     }
 
+    /**
+     * The exception for {@code request}, which {@code client} did not get, saying what holds the lock
+     * when the client knows: its own earlier acquisition, kept taken by hold-at-least, is named as
+     * such rather than as "held elsewhere".
+     *
+     * @param context put before the message, e.g. the locked method ({@code "@DistributedLock on Jobs.run(..): "})
+     */
+    public static LockNotAcquiredException of(LockClient client, LockRequest request, String context) {
+        String what = client.holdAtLeastUntil(request.key())
+                .map(until -> "lock '" + request.key() + "' is kept taken until " + until + " by the hold-at-least of"
+                        + " an earlier acquisition by this client (" + client.owner() + "), already released; it is"
+                        + " not held elsewhere")
+                .orElse("lock '" + request.key() + "' is held elsewhere");
+        return new LockNotAcquiredException(request.key(), request.waitAtMost(),
+                context + what + "; gave up after waiting " + request.waitAtMost(), null);
+    }
+
     /** The key that could not be locked. */
     public String key() {
         return key;

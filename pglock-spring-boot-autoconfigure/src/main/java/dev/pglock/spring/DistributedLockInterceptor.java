@@ -83,7 +83,7 @@ final class DistributedLockInterceptor implements MethodInterceptor {
             case SYNCHRONOUS -> invokeSynchronous(operation, template, request, invocation);
             case COMPLETION_STAGE -> invokeCompletionStage(operation, template, request, invocation);
             case REACTIVE -> ReactiveLocking.invoke(operation, template, request, cloneable(invocation),
-                    () -> notAcquired(operation, request));
+                    () -> notAcquired(operation, template, request));
         };
     }
 
@@ -109,7 +109,7 @@ final class DistributedLockInterceptor implements MethodInterceptor {
             MethodInvocation invocation) throws Throwable {
         HeldLock lock = acquire(operation, template, request);
         if (lock == null) {
-            return skipOrThrow(operation, request);
+            return skipOrThrow(operation, template, request);
         }
         return template.runHolding(lock, invocation::proceed);
     }
@@ -138,7 +138,7 @@ final class DistributedLockInterceptor implements MethodInterceptor {
                 log.debug("{} skipped: lock '{}' is held elsewhere", operation.description(), request.key());
                 return operation.skippedResult();
             }
-            LockNotAcquiredException e = notAcquired(operation, request);
+            LockNotAcquiredException e = notAcquired(operation, template, request);
             if (futureType) {
                 return CompletableFuture.failedFuture(e);
             }
@@ -192,18 +192,17 @@ final class DistributedLockInterceptor implements MethodInterceptor {
         }
     }
 
-    private Object skipOrThrow(LockOperation operation, LockRequest request) {
+    private Object skipOrThrow(LockOperation operation, LockTemplate template, LockRequest request) {
         if (operation.skipsWhenLocked()) {
             log.debug("{} skipped: lock '{}' is held elsewhere", operation.description(), request.key());
             return operation.skippedResult();
         }
-        throw notAcquired(operation, request);
+        throw notAcquired(operation, template, request);
     }
 
-    private static LockNotAcquiredException notAcquired(LockOperation operation, LockRequest request) {
-        return new LockNotAcquiredException(request.key(), request.waitAtMost(), operation.description()
-                + ": lock '" + request.key() + "' is held elsewhere; gave up after waiting " + request.waitAtMost(),
-                null);
+    private static LockNotAcquiredException notAcquired(LockOperation operation, LockTemplate template,
+            LockRequest request) {
+        return LockNotAcquiredException.of(template.client(), request, operation.description() + ": ");
     }
 
     /** An invocation that each subscription can proceed with once (a resubscribed publisher calls again). */

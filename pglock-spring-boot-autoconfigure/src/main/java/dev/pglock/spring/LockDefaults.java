@@ -12,7 +12,15 @@ import java.time.Duration;
  * @param lease the default lease (lease mode)
  * @param holdAtLeast the default hold-at-least
  * @param heartbeatInterval the heartbeat interval (lease mode: a lease must be longer than twice it)
+ * @param scheduledWait the default wait of a {@code @Scheduled} locked method
+ * @param scheduledHoldAtLeast the default hold-at-least of a {@code @Scheduled} locked method
  */
 public record LockDefaults(LockMode mode, Duration waitAtMost, Duration lease, Duration holdAtLeast,
-        Duration heartbeatInterval) {
+        Duration heartbeatInterval, Duration scheduledWait, Duration scheduledHoldAtLeast) {
+
+    /** Defaults where {@code @Scheduled} methods get the same as every other call. */
+    public LockDefaults(LockMode mode, Duration waitAtMost, Duration lease, Duration holdAtLeast,
+            Duration heartbeatInterval) {
+        this(mode, waitAtMost, lease, holdAtLeast, heartbeatInterval, waitAtMost, holdAtLeast);
+    }
 }

@@ -10,7 +10,9 @@ import java.util.concurrent.CompletableFuture;
 /**
  * What {@link DistributedLock} on one method means, resolved and checked once: durations parsed,
  * placeholders resolved, the key expression parsed, the return type classified. Null durations and
- * mode mean "the default".
+ * mode mean "the default": the template's ({@code pglock.wait}, {@code pglock.hold-at-least}), or for a
+ * {@code @Scheduled} method {@code defaultWait} and {@code defaultHoldAtLeast}
+ * ({@code pglock.scheduled.*}), so a wait meant for service calls never makes scheduled replicas queue.
  */
 record LockOperation(
         Method method,
@@ -25,7 +27,9 @@ record LockOperation(
         DistributedLock.WhenLocked whenLocked,
         boolean scheduled,
         boolean inTransaction,
-        Shape shape) {
+        Shape shape,
+        Duration defaultWait,
+        Duration defaultHoldAtLeast) {
 
     /** How long the method's work runs, seen from its return type. */
     enum Shape {
@@ -40,6 +44,12 @@ record LockOperation(
     /** The request for one call, on top of the template's defaults. */
     LockRequest request(LockTemplate template, String key) {
         LockRequest request = template.request(key);
+        if (defaultWait != null) {
+            request = request.waitAtMost(defaultWait);
+        }
+        if (defaultHoldAtLeast != null && !(inTransaction && template.client().mode() == LockMode.ADVISORY)) {
+            request = request.holdAtLeast(defaultHoldAtLeast);
+        }
         if (waitAtMost != null) {
             request = request.waitAtMost(waitAtMost);
         }

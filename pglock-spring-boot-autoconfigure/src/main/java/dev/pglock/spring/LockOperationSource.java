@@ -215,7 +215,9 @@ final class LockOperationSource {
                     case DEFAULT -> null;
                     case ADVISORY -> LockMode.ADVISORY;
                     case LEASE -> LockMode.LEASE;
-                }, annotation.whenLocked(), scheduled, annotation.inTransaction(), shape(description, specific));
+                }, annotation.whenLocked(), scheduled, annotation.inTransaction(), shape(description, specific),
+                scheduled && defaults != null ? defaults.scheduledWait() : null,
+                scheduled && defaults != null ? defaults.scheduledHoldAtLeast() : null);
         check(operation);
         return Optional.of(operation);
     }
@@ -336,7 +338,8 @@ final class LockOperationSource {
         if (defaults == null) {
             return;
         }
-        Duration hold = operation.holdAtLeast() != null ? operation.holdAtLeast() : defaults.holdAtLeast();
+        Duration hold = operation.holdAtLeast() != null ? operation.holdAtLeast()
+                : operation.defaultHoldAtLeast() != null ? operation.defaultHoldAtLeast() : defaults.holdAtLeast();
         LockMode mode = operation.mode() != null ? operation.mode() : defaults.mode();
         if (operation.inTransaction() && mode == LockMode.ADVISORY && operation.holdAtLeast() != null
                 && !operation.holdAtLeast().isZero()) {

@@ -109,7 +109,7 @@ public class LockTemplate implements LockOperations {
         Objects.requireNonNull(action, "action must not be null");
         HeldLock lock = tryLock(request);
         if (lock == null) {
-            throw new LockNotAcquiredException(request.key(), request.waitAtMost());
+            throw LockNotAcquiredException.of(client, request, "");
         }
         return runHolding(lock, () -> action.doWithLock(lock));
     }

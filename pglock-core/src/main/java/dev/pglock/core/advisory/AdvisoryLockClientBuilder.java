@@ -19,7 +19,7 @@ public final class AdvisoryLockClientBuilder {
     /** Default bound on waiting for a pooled connection. */
     public static final Duration DEFAULT_CONNECTION_WAIT_TIMEOUT = Duration.ofSeconds(5);
     /** Default interval of the watchdog that checks the lock sessions. */
-    public static final Duration DEFAULT_HEARTBEAT_INTERVAL = Duration.ofSeconds(5);
+    public static final Duration DEFAULT_HEARTBEAT_INTERVAL = Duration.ofSeconds(2);
     /** Default name of the fencing-token sequence, created when fencing tokens are turned on. */
     public static final String DEFAULT_FENCING_SEQUENCE = "pglock_fencing_tokens";
 
@@ -58,7 +58,7 @@ public final class AdvisoryLockClientBuilder {
         return this;
     }
 
-    /** How often the watchdog checks that the lock sessions are alive (default 5s). */
+    /** How often the watchdog checks that the lock sessions are alive (default 2s). */
     public AdvisoryLockClientBuilder heartbeatInterval(Duration interval) {
         this.heartbeatInterval = Checks.positive("heartbeatInterval", interval);
         return this;

@@ -98,6 +98,26 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     private static final long CONTENDED_NANOS = TimeUnit.SECONDS.toNanos(5);
     private static final int CONTENDED_MAX = 1024;
 
+    /** Keys this client released while their hold-at-least still keeps them taken, with until when. */
+    private final ConcurrentHashMap<String, Instant> keptUntil = new ConcurrentHashMap<>();
+
+    @Override
+    public final Optional<Instant> holdAtLeastUntil(String key) {
+        Instant until = keptUntil.get(key);
+        if (until == null) {
+            return Optional.empty();
+        }
+        if (!until.isAfter(Instant.now())) {
+            keptUntil.remove(key, until);
+            return Optional.empty();
+        }
+        return Optional.of(until);
+    }
+
+    private LockNotAcquiredException notAcquired(LockRequest request) {
+        return LockNotAcquiredException.of(this, request, "");
+    }
+
     /** Whether an attempt on {@code key} found it taken within the last five seconds. */
     protected final boolean recentlyContended(String key) {
         Long seen = contended.get(key);
@@ -393,7 +413,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             throw new LockNotAcquiredException(request.key(), request.waitAtMost(),
                     "interrupted while waiting for lock '" + request.key() + "'", new InterruptedException());
         }
-        throw new LockNotAcquiredException(request.key(), request.waitAtMost());
+        throw notAcquired(request);
     }
 
     private HeldLock acquireOrNull(LockRequest request) {
@@ -602,6 +622,17 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             state.unlock();
         }
         D lock = entry.lock;
+        Duration holdAtLeast = entry.request.holdAtLeast();
+        if (!holdAtLeast.isZero()) {
+            Instant until = lock.acquiredAt().plus(holdAtLeast);
+            if (until.isAfter(Instant.now())) {
+                if (keptUntil.size() >= CONTENDED_MAX) {
+                    Instant now = Instant.now();
+                    keptUntil.values().removeIf(kept -> !kept.isAfter(now));
+                }
+                keptUntil.put(lock.key(), until);
+            }
+        }
         CompletableFuture<Released> done;
         try {
             done = releaseInDatabase(lock);

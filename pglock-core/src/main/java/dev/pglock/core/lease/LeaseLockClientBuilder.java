@@ -17,9 +17,9 @@ public final class LeaseLockClientBuilder {
     /** Default table name. */
     public static final String DEFAULT_TABLE = "pglock_locks";
     /** Default lease: how long a lock outlives its holder's last heartbeat. */
-    public static final Duration DEFAULT_LEASE = Duration.ofSeconds(30);
+    public static final Duration DEFAULT_LEASE = Duration.ofSeconds(10);
     /** Default heartbeat interval. */
-    public static final Duration DEFAULT_HEARTBEAT_INTERVAL = Duration.ofSeconds(5);
+    public static final Duration DEFAULT_HEARTBEAT_INTERVAL = Duration.ofSeconds(2);
     /** Default number of pinned sessions the client runs its statements on. */
     public static final int DEFAULT_LOCK_SESSIONS = 2;
     /** Default bound on waiting for a pooled connection. */
@@ -83,13 +83,13 @@ public final class LeaseLockClientBuilder {
         return this;
     }
 
-    /** The default lease of a lock (default 30s); must be longer than twice the heartbeat interval. */
+    /** The default lease of a lock (default 10s, like Spring Integration's lock TTL: a crashed holder's lock is free again at most 10 s after its last heartbeat); must be longer than twice the heartbeat interval. */
     public LeaseLockClientBuilder lease(Duration lease) {
         this.lease = Checks.positive("lease", lease);
         return this;
     }
 
-    /** How often one statement renews every lock the client holds (default 5s). */
+    /** How often one statement renews every lock the client holds (default 2s). */
     public LeaseLockClientBuilder heartbeatInterval(Duration interval) {
         this.heartbeatInterval = Checks.positive("heartbeatInterval", interval);
         return this;

@@ -99,10 +99,11 @@ public final class PgLockAutoConfiguration {
     @ConditionalOnMissingBean
     static DistributedLockAdvisor pgLockDistributedLockAdvisor(ObjectProvider<LockTemplate> templates,
             Environment environment) {
-        // Bound here rather than injected: this infrastructure bean is created before the others.
-        PgLockProperties p = Binder.get(environment).bind("pglock", PgLockProperties.class).orElseGet(PgLockProperties::new);
+        // Bound and checked here rather than injected: this infrastructure bean is created before the
+        // others, so a wrong property is reported as itself, before any annotation is checked against it.
+        PgLockProperties p = PgLockPropertiesValidator.bindAndValidate(environment);
         LockDefaults defaults = new LockDefaults(p.getMode(), p.getWait(), p.getLease(), p.getHoldAtLeast(),
-                p.getHeartbeatInterval());
+                p.getHeartbeatInterval(), p.getScheduled().getWait(), p.getScheduled().getHoldAtLeast());
         return new DistributedLockAdvisor(templates, defaults, p.getAspectOrder());
     }
 

@@ -80,15 +80,40 @@ public class PgLockClients implements SmartLifecycle, DisposableBean {
     }
 
     private LockClient build(LockMode mode) {
+        LockClient client = create(mode);
+        // One line a newcomer can check against what they meant to configure.
+        log.info("pglock: {} mode, namespace '{}', owner '{}', {}lock sessions {}, heartbeat {}, on {}",
+                mode.name().toLowerCase(), properties.getNamespace(), client.owner(),
+                mode == LockMode.LEASE ? "table " + properties.getTable().getName() + " (initialize-schema "
+                        + properties.getTable().getInitializeSchema().name().toLowerCase() + "), lease "
+                        + properties.getLease() + ", " : "",
+                properties.getLockSessions(), properties.getHeartbeatInterval(), describe(dataSource));
+        return client;
+    }
+
+    /** The DataSource as a log line: its pool's URL when it says, else its type. */
+    static String describe(DataSource dataSource) {
+        String type = dataSource.getClass().getSimpleName();
+        try {
+            java.lang.reflect.Method url = dataSource.getClass().getMethod("getJdbcUrl");
+            Object value = url.invoke(dataSource);
+            return value != null ? type + " " + value : type;
+        } catch (ReflectiveOperationException | RuntimeException e) {
+            return type;
+        }
+    }
+
+    private LockClient create(LockMode mode) {
+        String owner = properties.getOwner();
         return switch (mode) {
-            case ADVISORY -> PgLock.advisory(dataSource)
+            case ADVISORY -> withOwner(PgLock.advisory(dataSource), owner)
                     .namespace(properties.getNamespace())
                     .lockSessions(properties.getLockSessions())
                     .connectionWaitTimeout(properties.getConnectionWaitTimeout())
                     .heartbeatInterval(properties.getHeartbeatInterval())
                     .fencingTokens(properties.getAdvisory().isFencingTokens())
                     .build();
-            case LEASE -> PgLock.lease(dataSource)
+            case LEASE -> withOwner(PgLock.lease(dataSource), owner)
                     .namespace(properties.getNamespace())
                     .tableName(properties.getTable().getName())
                     .initializeSchema(properties.getTable().getInitializeSchema() == PgLockProperties.InitializeSchema.ALWAYS)
@@ -99,6 +124,16 @@ public class PgLockClients implements SmartLifecycle, DisposableBean {
                     .asyncReleaseCommit(properties.getTable().isAsyncReleaseCommit())
                     .build();
         };
+    }
+
+    private static dev.pglock.core.advisory.AdvisoryLockClientBuilder withOwner(
+            dev.pglock.core.advisory.AdvisoryLockClientBuilder builder, String owner) {
+        return owner == null || owner.isBlank() ? builder : builder.owner(owner);
+    }
+
+    private static dev.pglock.core.lease.LeaseLockClientBuilder withOwner(
+            dev.pglock.core.lease.LeaseLockClientBuilder builder, String owner) {
+        return owner == null || owner.isBlank() ? builder : builder.owner(owner);
     }
 
     @Override

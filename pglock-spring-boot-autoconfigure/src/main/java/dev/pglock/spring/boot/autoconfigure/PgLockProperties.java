@@ -7,9 +7,10 @@ import org.springframework.core.Ordered;
 
 /**
  * pglock settings, under {@code pglock.*}. Checked when the application starts: a bad value fails the
- * start with the property's name and value.
+ * start with the property's name and value, and so does a name that is not one of these (a typo
+ * such as {@code pglock.mdoe}), with the closest real name.
  */
-@ConfigurationProperties("pglock")
+@ConfigurationProperties(prefix = "pglock", ignoreUnknownFields = false)
 public class PgLockProperties {
 
     /** Whether pglock is on: the lock client, LockTemplate and the @DistributedLock aspect. */
@@ -25,17 +26,35 @@ public class PgLockProperties {
     /** Mixed into every key, so services sharing a database never share a lock by accident. Replicas of one service must agree on it. */
     private String namespace = "";
 
-    /** How long a locked call waits for its lock by default; 0 tries once and skips (or throws) when it is taken. */
+    /**
+     * How long a locked call waits for its lock by default; 0 tries once and throws (or skips) when it
+     * is taken. Applies to @DistributedLock methods that are not @Scheduled and to LockTemplate;
+     * @Scheduled methods use pglock.scheduled.wait.
+     */
     private Duration wait = Duration.ZERO;
 
-    /** How long a lease-mode lock outlives its holder's last heartbeat. Must be longer than twice the heartbeat interval; three times or more survives a missed heartbeat. */
-    private Duration lease = Duration.ofSeconds(30);
+    /**
+     * How long a lease-mode lock outlives its holder's last heartbeat: after a crash (kill -9, a lost
+     * machine) the next holder gets it at most this long after the last heartbeat. Must be longer
+     * than twice the heartbeat interval; three times or more survives a missed heartbeat.
+     */
+    private Duration lease = Duration.ofSeconds(10);
 
-    /** The shortest time a lock stays taken after acquisition by default, even when the call returns sooner. */
+    /**
+     * The shortest time a lock stays taken after acquisition by default, even when the call returns
+     * sooner. Applies like pglock.wait; @Scheduled methods use pglock.scheduled.hold-at-least.
+     */
     private Duration holdAtLeast = Duration.ZERO;
 
     /** How often lease-mode locks are renewed, and advisory lock sessions checked. */
-    private Duration heartbeatInterval = Duration.ofSeconds(5);
+    private Duration heartbeatInterval = Duration.ofSeconds(2);
+
+    /**
+     * Who this replica is, as written with its locks and shown by list() and in logs (advisory mode:
+     * also as the lock sessions' application_name). Default: a name unique per client, from the host
+     * and process id.
+     */
+    private String owner;
 
     /** How many pinned connections each lock client keeps for its locks or statements (1 to 64). */
     private int lockSessions = 2;
@@ -51,6 +70,8 @@ public class PgLockProperties {
     private int aspectOrder = Ordered.LOWEST_PRECEDENCE - 1;
 
     private final Advisory advisory = new Advisory();
+
+    private final Scheduled scheduled = new Scheduled();
 
     private final Table table = new Table();
 
@@ -140,6 +161,47 @@ public class PgLockProperties {
 
     public Table getTable() {
         return table;
+    }
+
+    public Scheduled getScheduled() {
+        return scheduled;
+    }
+
+    public String getOwner() {
+        return owner;
+    }
+
+    public void setOwner(String owner) {
+        this.owner = owner;
+    }
+
+    /**
+     * Defaults of @DistributedLock methods that are also @Scheduled: every replica's scheduler fires,
+     * one runs and the others skip, so they neither wait nor use the defaults meant for service calls.
+     */
+    public static class Scheduled {
+
+        /** How long a @Scheduled locked method waits for its lock (0: the other replicas skip at once). */
+        private Duration wait = Duration.ZERO;
+
+        /** The shortest time a @Scheduled method's lock stays taken, so a fast job does not run twice in one tick. */
+        private Duration holdAtLeast = Duration.ZERO;
+
+        public Duration getWait() {
+            return wait;
+        }
+
+        public void setWait(Duration wait) {
+            this.wait = wait;
+        }
+
+        public Duration getHoldAtLeast() {
+            return holdAtLeast;
+        }
+
+        public void setHoldAtLeast(Duration holdAtLeast) {
+            this.holdAtLeast = holdAtLeast;
+        }
     }
 
     /** Advisory-mode settings. */

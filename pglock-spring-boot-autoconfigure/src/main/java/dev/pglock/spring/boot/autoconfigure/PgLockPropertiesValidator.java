@@ -14,6 +14,20 @@ final class PgLockPropertiesValidator {
     private PgLockPropertiesValidator() {
     }
 
+    /**
+     * Binds {@code pglock.*} from the environment, refusing a name that is not a pglock property, and
+     * checks the values: the first step of the start, before any annotation is checked against them.
+     */
+    static PgLockProperties bindAndValidate(org.springframework.core.env.Environment environment) {
+        PgLockProperties properties = org.springframework.boot.context.properties.bind.Binder.get(environment)
+                .bind("pglock", org.springframework.boot.context.properties.bind.Bindable.of(PgLockProperties.class),
+                        new org.springframework.boot.context.properties.bind.handler.NoUnboundElementsBindHandler(
+                                org.springframework.boot.context.properties.bind.BindHandler.DEFAULT))
+                .orElseGet(PgLockProperties::new);
+        validate(properties);
+        return properties;
+    }
+
     static void validate(PgLockProperties p) {
         String namespace = p.getNamespace();
         if (namespace == null || namespace.length() > 255 || namespace.indexOf('\0') >= 0) {
@@ -24,17 +38,24 @@ final class PgLockPropertiesValidator {
         positive("pglock.lease", p.getLease());
         positive("pglock.heartbeat-interval", p.getHeartbeatInterval());
         positive("pglock.connection-wait-timeout", p.getConnectionWaitTimeout());
-        // The lease only exists in lease mode; a lease client built later for a method's mode
-        // override checks it again.
-        if (p.getMode() == LockMode.LEASE) {
-            if (p.getLease().compareTo(p.getHeartbeatInterval().multipliedBy(2)) <= 0) {
-                throw invalid("pglock.lease", p.getLease(), "must be longer than twice pglock.heartbeat-interval ("
-                        + p.getHeartbeatInterval() + "); three times or more survives a missed heartbeat");
-            }
-            if (p.getHoldAtLeast().compareTo(p.getLease()) > 0) {
-                throw invalid("pglock.hold-at-least", p.getHoldAtLeast(), "must not be longer than pglock.lease ("
-                        + p.getLease() + ")");
-            }
+        notNegative("pglock.scheduled.wait", p.getScheduled().getWait());
+        notNegative("pglock.scheduled.hold-at-least", p.getScheduled().getHoldAtLeast());
+        // Checked in both modes: any method may ask for lease mode, and a value that is wrong in one
+        // mode should not wait for a mode switch to fail.
+        if (p.getLease().compareTo(p.getHeartbeatInterval().multipliedBy(2)) <= 0) {
+            throw invalid("pglock.lease", p.getLease(), "must be longer than twice pglock.heartbeat-interval ("
+                    + p.getHeartbeatInterval() + "); three times or more survives a missed heartbeat");
+        }
+        if (p.getHoldAtLeast().compareTo(p.getLease()) > 0) {
+            throw invalid("pglock.hold-at-least", p.getHoldAtLeast(), "must not be longer than pglock.lease ("
+                    + p.getLease() + ")");
+        }
+        if (p.getScheduled().getHoldAtLeast().compareTo(p.getLease()) > 0) {
+            throw invalid("pglock.scheduled.hold-at-least", p.getScheduled().getHoldAtLeast(),
+                    "must not be longer than pglock.lease (" + p.getLease() + ")");
+        }
+        if (p.getOwner() != null && (p.getOwner().length() > 100 || p.getOwner().indexOf('\0') >= 0)) {
+            throw invalid("pglock.owner", p.getOwner(), "must be at most 100 characters, without NUL");
         }
         if (p.getLockSessions() < 1 || p.getLockSessions() > 64) {
             throw invalid("pglock.lock-sessions", p.getLockSessions(), "must be between 1 and 64");

@@ -58,8 +58,8 @@ class PgLockAutoConfigurationTest {
             assertThat(context.getBean(LockTemplate.class).client()).isSameAs(client);
             assertThat(context.getBean(LockTemplate.class).tryRun("auto", () -> { })).isTrue();
             PgLockProperties properties = context.getBean(PgLockProperties.class);
-            assertThat(properties.getLease()).isEqualTo(Duration.ofSeconds(30));
-            assertThat(properties.getHeartbeatInterval()).isEqualTo(Duration.ofSeconds(5));
+            assertThat(properties.getLease()).isEqualTo(Duration.ofSeconds(10));
+            assertThat(properties.getHeartbeatInterval()).isEqualTo(Duration.ofSeconds(2));
             assertThat(properties.getLockSessions()).isEqualTo(2);
             assertThat(properties.getTable().getInitializeSchema()).isEqualTo(PgLockProperties.InitializeSchema.ALWAYS);
         });
@@ -171,8 +171,12 @@ class PgLockAutoConfigurationTest {
     }
 
     @Test
-    void leaseRulesDoNotApplyInAdvisoryMode() {
+    void leaseRulesApplyInAdvisoryModeToo() {
+        // Issue 15: a method may ask for lease mode, and a value wrong in one mode must not wait for a
+        // mode switch to fail (before: accepted in advisory mode, refused after switching to lease).
         runner.withPropertyValues("pglock.hold-at-least=1m", "pglock.heartbeat-interval=20s")
+                .run(context -> assertThat(context).hasFailed());
+        runner.withPropertyValues("pglock.hold-at-least=1m", "pglock.lease=2m", "pglock.heartbeat-interval=20s")
                 .run(context -> assertThat(context).hasNotFailed().hasSingleBean(LockClient.class));
     }
 
