@@ -43,7 +43,7 @@ public class Invoices {
                 invoiceId, settings.replica());
         int written = jdbc.update("""
                 UPDATE sample_invoice SET paid_by = ?, fencing_token = ?
-                WHERE run_id = ? AND id = ? AND (fencing_token IS NULL OR fencing_token < ?)""",
+                WHERE run_id = ? AND id = ? AND paid_by IS NULL AND (fencing_token IS NULL OR fencing_token < ?)""",
                 settings.replica(), token, settings.runId(), invoiceId, token);
         if (written == 0) { // a newer holder wrote first: our lock was lost, our work must not land
             throw new StaleLockException("invoice " + invoiceId + ": fencing token " + token
