@@ -193,6 +193,10 @@ class LockAnnotationRulesTest {
                     assertThat(context).hasFailed();
                     assertThat(context.getStartupFailure()).rootCause().hasMessageContaining("found 2 DataSource beans")
                             .hasMessageContaining("@Primary").hasMessageContaining("@PgLockDataSource");
+                    var analysis = new dev.pglock.spring.boot.autoconfigure.PgLockFailureAnalyzer()
+                            .analyze(context.getStartupFailure());
+                    assertThat(analysis.getDescription()).contains("found 2 DataSource beans, none of them primary");
+                    assertThat(analysis.getAction()).contains("@Primary").contains("defaultCandidate = false");
                 });
     }
 

@@ -48,6 +48,12 @@ public final class PgLockFailureAnalyzer implements FailureAnalyzer, Ordered {
                             + " or Liquibase migration), or let pglock create them: pglock.table.initialize-schema=always.",
                     failure);
         }
+        IllegalStateException dataSources = findMessage(failure, "none of them primary");
+        if (dataSources != null) {
+            return new FailureAnalysis(dataSources.getMessage().substring(0, dataSources.getMessage().indexOf(':'))
+                    + ".", "Mark the application's main DataSource @Primary, or declare the one for locks with"
+                            + " @Bean(defaultCandidate = false) @PgLockDataSource.", failure);
+        }
         LockDatabaseException database = find(failure, LockDatabaseException.class);
         if (database != null) {
             Throwable root = database;

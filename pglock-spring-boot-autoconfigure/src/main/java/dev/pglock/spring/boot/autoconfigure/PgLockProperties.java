@@ -50,9 +50,9 @@ public class PgLockProperties {
     private Duration heartbeatInterval = Duration.ofSeconds(2);
 
     /**
-     * Who this replica is, as written with its locks and shown by list() and in logs (advisory mode:
-     * also as the lock sessions' application_name). Default: a name unique per client, from the host
-     * and process id.
+     * Who this replica is, as written with its locks and shown by list(), get() and the start-up log
+     * line (a random suffix keeps it unique per client). Advisory mode shows other replicas' locks by
+     * backend pid and application_name. Default: the host and process id.
      */
     private String owner;
 

@@ -165,6 +165,19 @@ class FirstHourTest {
         }
     }
 
+    @Test
+    void scheduledMethodsKeepTheirOwnHoldAtLeast(CapturedOutput output) {
+        ConfigurableApplicationContext context = start("pglock.scheduled.hold-at-least=9s");
+        assertThat(output).contains("pglock: advisory mode, namespace '" + namespace + "'");
+        Jobs jobs = context.getBean(Jobs.class);
+        LockClient other = otherReplica();
+
+        jobs.reportNow();
+        other.tryAcquire(LockRequest.of("report")).orElseThrow().release(); // a service call keeps nothing
+        jobs.report();
+        assertThat(other.tryAcquire(LockRequest.of("report"))).as("the scheduled run keeps it 9 s").isEmpty();
+    }
+
     // 3. A refusal says what holds the lock.
 
     @Test
