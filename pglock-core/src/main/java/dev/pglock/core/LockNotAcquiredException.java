@@ -12,7 +12,7 @@ public class LockNotAcquiredException extends PgLockException {
     private final Duration waited;
 
     public LockNotAcquiredException(String key, Duration waited) {
-        this(key, waited, "lock '" + key + "' is held elsewhere; gave up after waiting " + waited, null);
+        this(key, waited, "lock '" + key + "' is held elsewhere" + gaveUp(waited), null);
     }
 
     public LockNotAcquiredException(String key, Duration waited, String message, Throwable cause) {
@@ -35,7 +35,11 @@ public class LockNotAcquiredException extends PgLockException {
                         + " not held elsewhere")
                 .orElse("lock '" + request.key() + "' is held elsewhere");
         return new LockNotAcquiredException(request.key(), request.waitAtMost(),
-                context + what + "; gave up after waiting " + request.waitAtMost(), null);
+                context + what + gaveUp(request.waitAtMost()), null);
+    }
+
+    private static String gaveUp(Duration waited) {
+        return "; gave up after waiting " + waited;
     }
 
     /** The key that could not be locked. */

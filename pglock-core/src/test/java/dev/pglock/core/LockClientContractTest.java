@@ -301,7 +301,7 @@ public abstract class LockClientContractTest {
     }
 
     /** A connection with a transaction open on it, closed after the test. */
-    private Connection transaction() throws Exception {
+    protected final Connection transaction() throws Exception {
         Connection c = PgTestDatabase.get().connect();
         closeLater(c);
         c.setAutoCommit(false);

@@ -134,15 +134,9 @@ final class DistributedLockInterceptor implements MethodInterceptor {
             throw e;
         }
         if (lock == null) {
-            if (operation.skipsWhenLocked()) {
-                log.debug("{} skipped: lock '{}' is held elsewhere", operation.description(), request.key());
-                return operation.skippedResult();
-            }
-            LockNotAcquiredException e = notAcquired(operation, template, request);
-            if (futureType) {
-                return CompletableFuture.failedFuture(e);
-            }
-            throw e;
+            return futureType && !operation.skipsWhenLocked()
+                    ? CompletableFuture.failedFuture(notAcquired(operation, template, request))
+                    : skipOrThrow(operation, template, request);
         }
         Object result;
         LockContext.push(lock);

@@ -74,7 +74,6 @@ final class LockOperationSource {
     }
 
     private boolean scan(Class<?> targetClass) {
-        boolean[] found = {false};
         List<Method> lockedMethods = new ArrayList<>();
         Set<Class<?>> types = new LinkedHashSet<>(ClassUtils.getAllInterfacesForClassAsSet(targetClass));
         types.add(targetClass);
@@ -88,18 +87,17 @@ final class LockOperationSource {
                                 targetClass.getSimpleName(), method.getName());
                         return;
                     }
-                    boolean locked = get(method, targetClass) != null;
-                    found[0] |= locked;
-                    if (locked) {
+                    if (get(method, targetClass) != null) {
                         lockedMethods.add(method);
                     }
                 }
             }, ReflectionUtils.USER_DECLARED_METHODS);
         }
-        if (!lockedMethods.isEmpty()) {
-            warnAboutSelfInvocation(ClassUtils.getUserClass(targetClass), lockedMethods);
+        if (lockedMethods.isEmpty()) {
+            return false;
         }
-        return found[0];
+        warnAboutSelfInvocation(ClassUtils.getUserClass(targetClass), lockedMethods);
+        return true;
     }
 
     /**
@@ -223,11 +221,11 @@ final class LockOperationSource {
     }
 
     /**
-     * The key of a method without one: the class's fully qualified name (never a proxy's), the method
+     * The key of a method without one: the (user, never the proxy's) class's fully qualified name, the method
      * and its parameter types. Distinct across packages and overloads, the same on every replica.
      */
     static String defaultKey(Class<?> owner, Method method) {
-        String key = ClassUtils.getUserClass(owner).getName() + "." + method.getName() + "("
+        String key = owner.getName() + "." + method.getName() + "("
                 + Arrays.stream(method.getParameterTypes()).map(Class::getSimpleName).collect(Collectors.joining(","))
                 + ")";
         if (key.length() <= LockRequest.MAX_KEY_LENGTH) {
@@ -315,9 +313,7 @@ final class LockOperationSource {
         return ClassUtils.getAllInterfacesForClassAsSet(type).stream().map(Class::getName)
                 .anyMatch(name -> name.equals("org.reactivestreams.Publisher")
                         || name.equals("java.util.concurrent.Flow$Publisher")
-                        || name.startsWith("kotlinx.coroutines.flow."))
-                || type.getName().equals("org.reactivestreams.Publisher")
-                || type.getName().equals("java.util.concurrent.Flow$Publisher");
+                        || name.startsWith("kotlinx.coroutines.flow."));
     }
 
     /** Refuses at start-up what could only fail at every call. */

@@ -171,11 +171,6 @@ public class LockTemplate implements LockOperations {
         return known;
     }
 
-    /** Whether this template ties its locks to the running transaction. */
-    boolean isTransactional() {
-        return transactional;
-    }
-
     /**
      * Step one of every locked call: the lock within the request's wait, or null when someone else
      * kept it. A transactional template takes it for the running transaction, and has it confirmed

@@ -205,6 +205,22 @@ public final class PgTestDatabase {
     }
 
     /** A name no other test uses, safe as a lock namespace or an unquoted identifier. */
+    /**
+     * How many sessions wait for the advisory lock {@code lockId} (from
+     * {@code AdvisoryKeyHasher.lockId(namespace, key)}) in this database right now.
+     */
+    public long advisoryWaiters(long lockId) throws SQLException {
+        try (Connection c = connect(); java.sql.PreparedStatement ps = c.prepareStatement(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND NOT granted"
+                        + " AND ((classid::bigint << 32) | objid::bigint) = ?")) {
+            ps.setLong(1, lockId);
+            try (java.sql.ResultSet rs = ps.executeQuery()) {
+                rs.next();
+                return rs.getLong(1);
+            }
+        }
+    }
+
     public static String uniqueName(String prefix) {
         return prefix + "_" + UUID.randomUUID().toString().replace("-", "").substring(0, 12);
     }

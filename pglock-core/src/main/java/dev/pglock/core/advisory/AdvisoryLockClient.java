@@ -146,6 +146,9 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     /** The least network timeout of a session: below it, a busy server could be taken for a dead one. */
     private static final Duration MIN_NETWORK_TIMEOUT = Duration.ofSeconds(5);
     private static final String LOCK_TIMEOUT = "55P03";
+    /** What fencingToken() says when tokens are off, for every advisory lock. */
+    static final String NO_FENCING_TOKENS = "fencing tokens are off for this advisory lock client; turn them on with"
+            + " PgLock.advisory(dataSource).fencingTokens(true) (Spring Boot: pglock.advisory.fencing-tokens=true)";
 
     private final DataSource dataSource;
     private final AdvisoryKeyHasher hasher;
@@ -233,8 +236,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
 
     @Override
     protected String noFencingTokenMessage() {
-        return "fencing tokens are off for this advisory lock client; turn them on with"
-                + " PgLock.advisory(dataSource).fencingTokens(true) (Spring Boot: pglock.advisory.fencing-tokens=true)";
+        return NO_FENCING_TOKENS;
     }
 
     @Override

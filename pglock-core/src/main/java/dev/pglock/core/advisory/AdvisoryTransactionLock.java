@@ -149,8 +149,7 @@ final class AdvisoryTransactionLock implements TransactionLock {
     @Override
     public long fencingToken() {
         if (token == null) {
-            throw new IllegalStateException("fencing tokens are off for this advisory lock client; turn them on with"
-                    + " PgLock.advisory(dataSource).fencingTokens(true) (Spring Boot: pglock.advisory.fencing-tokens=true)");
+            throw new IllegalStateException(AdvisoryLockClient.NO_FENCING_TOKENS);
         }
         return token;
     }

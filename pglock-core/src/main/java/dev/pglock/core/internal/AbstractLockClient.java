@@ -114,10 +114,6 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         return Optional.of(until);
     }
 
-    private LockNotAcquiredException notAcquired(LockRequest request) {
-        return LockNotAcquiredException.of(this, request, "");
-    }
-
     /** Whether an attempt on {@code key} found it taken within the last five seconds. */
     protected final boolean recentlyContended(String key) {
         Long seen = contended.get(key);
@@ -177,20 +173,21 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
     /**
      * A transaction lock made of an ordinary detached acquisition that {@code confirm} confirms in the
-     * transaction; a confirmation that finds it gone reports it lost to its holders before throwing.
+     * transaction, answering null, or why the lock is gone; a lock found gone is reported lost to its
+     * holders before the confirmation throws.
      */
     protected final Optional<TransactionLock> confirmedInTransaction(LockRequest request,
-            java.util.function.BiPredicate<D, Consumer<String>> confirm) {
+            java.util.function.Function<D, String> confirm) {
         return tryAcquire(request.detached()).map(held -> {
             Hold hold = (Hold) held;
             return new ConfirmedHold(hold, () -> {
                 hold.assertHeld();
                 D lock = hold.entry.lock;
-                String[] why = new String[1];
-                if (!confirm.test(lock, reason -> why[0] = reason)) {
-                    lost(l -> l == lock, why[0], null);
+                String gone = confirm.apply(lock);
+                if (gone != null) {
+                    lost(l -> l == lock, gone, null);
                     hold.assertHeld(); // throws, unless the entry was busy: then say it here
-                    throw new LockLostException(lock.key(), why[0], null);
+                    throw new LockLostException(lock.key(), gone, null);
                 }
             });
         });
@@ -413,7 +410,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             throw new LockNotAcquiredException(request.key(), request.waitAtMost(),
                     "interrupted while waiting for lock '" + request.key() + "'", new InterruptedException());
         }
-        throw notAcquired(request);
+        throw LockNotAcquiredException.of(this, request, "");
     }
 
     private HeldLock acquireOrNull(LockRequest request) {
@@ -625,9 +622,9 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         Duration holdAtLeast = entry.request.holdAtLeast();
         if (!holdAtLeast.isZero()) {
             Instant until = lock.acquiredAt().plus(holdAtLeast);
-            if (until.isAfter(Instant.now())) {
+            Instant now = Instant.now();
+            if (until.isAfter(now)) {
                 if (keptUntil.size() >= CONTENDED_MAX) {
-                    Instant now = Instant.now();
                     keptUntil.values().removeIf(kept -> !kept.isAfter(now));
                 }
                 keptUntil.put(lock.key(), until);

@@ -406,9 +406,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             throw new LockDatabaseException("cannot use the transaction's connection for lock '" + request.key()
                     + "': " + e.getMessage(), e);
         }
-        String sql = confirmInTransaction;
-        return confirmedInTransaction(request, (lock, why) -> {
-            try (PreparedStatement ps = transaction.prepareStatement(sql)) {
+        return confirmedInTransaction(request, lock -> {
+            try (PreparedStatement ps = transaction.prepareStatement(confirmInTransaction)) {
                 ps.setLong(1, lock.leaseMillis);
                 ps.setString(2, namespace);
                 ps.setString(3, lock.key());
@@ -418,16 +417,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     // The confirmation renewed the lease like a heartbeat, and the transaction now holds
                     // the row until it ends: heartbeats leave this lock alone meanwhile (they would wait
                     // for the commit, holding up every other lock's renewal).
-                    long until = trustedUntil(sentAt, lock.leaseMillis);
-                    if (until - lock.trustedUntilNanos > 0) {
-                        lock.trustedUntilNanos = until;
-                    }
+                    extendTrust(lock, sentAt);
                     confirmedInTransactions.add(lock);
-                    return true;
+                    return null;
                 }
-                why.accept("its lease was no longer this holder's when the transaction was about to commit"
-                        + " (expired, or taken over)");
-                return false;
+                return "its lease was no longer this holder's when the transaction was about to commit"
+                        + " (expired, or taken over)";
             } catch (SQLException e) {
                 throw new LockDatabaseException("confirming lock '" + lock.key() + "' in the transaction failed: "
                         + e.getMessage(), e);
@@ -596,6 +591,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             long sentAt) {
         return new LeaseLock(request.key(), holder, request.isShared(), token, acquiredAt.toInstant(), leaseMillis,
                 request.holdAtLeast().toMillis(), trustedUntil(sentAt, leaseMillis));
+    }
+
+    /** A renewal sent at {@code sentAt} was confirmed: the lock is trusted for its lease from then, minus the margin. */
+    private void extendTrust(LeaseLock lock, long sentAt) {
+        long until = trustedUntil(sentAt, lock.leaseMillis);
+        if (until - lock.trustedUntilNanos > 0) {
+            lock.trustedUntilNanos = until;
+        }
     }
 
     private long trustedUntil(long sentAtNanos, long leaseMillis) {
@@ -830,7 +833,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     void sendHeartbeat() {
         // Also while close(Duration) waits for holders to finish: their leases must not run out then.
         // Not the locks a transaction has confirmed: it holds their rows until it ends.
-        List<LeaseLock> held = heldLocks().stream().filter(lock -> !confirmedInTransactions.contains(lock)).toList();
+        List<LeaseLock> held = heldLocks();
+        if (!confirmedInTransactions.isEmpty()) {
+            held.removeIf(confirmedInTransactions::contains);
+        }
         if (held.isEmpty()) {
             return;
         }
@@ -881,10 +887,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         }
         for (LeaseLock lock : held) {
             if (renewed.contains(lock.holder)) {
-                long until = trustedUntil(sentAt, lock.leaseMillis);
-                if (until - lock.trustedUntilNanos > 0) {
-                    lock.trustedUntilNanos = until;
-                }
+                extendTrust(lock, sentAt);
             }
         }
         lost(lock -> held.contains(lock) && !renewed.contains(lock.holder),

@@ -117,8 +117,7 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     private int waitersFor(String key) throws SQLException {
-        return count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND NOT granted"
-                + " AND ((classid::bigint << 32) | objid::bigint) = ?", hasher.lockId(key));
+        return (int) PgTestDatabase.get().advisoryWaiters(hasher.lockId(key));
     }
 
     private int holderPids(List<String> keys) throws SQLException {
@@ -156,8 +155,7 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     void aStatementTimeoutShorterThanATransactionLocksWaitIsNotAcquiredAndTheTransactionGoesOn() throws Exception {
         LockClient a = client();
         HeldLock other = client().acquire(LockRequest.of("tx-timeout"));
-        java.sql.Connection tx = closeLater(PgTestDatabase.get().connect());
-        tx.setAutoCommit(false);
+        java.sql.Connection tx = transaction();
         try (java.sql.Statement st = tx.createStatement()) {
             st.execute("SET LOCAL statement_timeout = '200ms'");
         }
@@ -172,8 +170,7 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     @Test
     void anAdvisoryTransactionLockRefusesHoldAtLeastItCouldNotKeep() throws Exception {
         LockClient a = client();
-        java.sql.Connection tx = closeLater(PgTestDatabase.get().connect());
-        tx.setAutoCommit(false);
+        java.sql.Connection tx = transaction();
         assertThatThrownBy(() -> a.tryAcquireInTransaction(tx,
                 LockRequest.of("tx-hold").holdAtLeast(java.time.Duration.ofSeconds(30))))
                 .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("holdAtLeast")

@@ -155,8 +155,7 @@ class LeaseLockClientTest extends LockClientContractTest {
     void aTransactionWhoseLeaseWasTakenOverCannotCommit() throws Exception {
         LockClient a = client();
         LockClient b = client();
-        java.sql.Connection tx = closeLater(db.connect());
-        tx.setAutoCommit(false);
+        java.sql.Connection tx = transaction();
         dev.pglock.core.TransactionLock lock = a.tryAcquireInTransaction(tx, LockRequest.of("tx-taken")).orElseThrow();
         java.util.concurrent.ConcurrentLinkedQueue<LockLostException> lost = new java.util.concurrent.ConcurrentLinkedQueue<>();
         lock.onLost(lost::add);
@@ -182,8 +181,7 @@ class LeaseLockClientTest extends LockClientContractTest {
     void aConfirmedTransactionLeaseDoesNotHoldUpTheHeartbeat() throws Exception {
         LeaseLockClient a = (LeaseLockClient) client();
         HeldLock other = a.acquire(LockRequest.of("tx-other"));
-        java.sql.Connection tx = closeLater(db.connect());
-        tx.setAutoCommit(false);
+        java.sql.Connection tx = transaction();
         dev.pglock.core.TransactionLock lock = a.tryAcquireInTransaction(tx, LockRequest.of("tx-slow")).orElseThrow();
         lock.confirmBeforeCommit();
 
@@ -201,8 +199,7 @@ class LeaseLockClientTest extends LockClientContractTest {
     @Test
     void aReadOnlyTransactionCannotTakeALeaseLock() throws Exception {
         LockClient a = client();
-        java.sql.Connection tx = closeLater(db.connect());
-        tx.setAutoCommit(false);
+        java.sql.Connection tx = transaction();
         tx.setReadOnly(true);
         assertThatThrownBy(() -> a.tryAcquireInTransaction(tx, LockRequest.of("tx-ro")))
                 .isInstanceOf(IllegalStateException.class).hasMessageContaining("tx-ro").hasMessageContaining("read-only");
@@ -212,8 +209,7 @@ class LeaseLockClientTest extends LockClientContractTest {
     void aConfirmedTransactionLeaseCannotBeTakenOverBeforeTheCommit() throws Exception {
         LockClient a = client();
         LockClient b = client();
-        java.sql.Connection tx = closeLater(db.connect());
-        tx.setAutoCommit(false);
+        java.sql.Connection tx = transaction();
         dev.pglock.core.TransactionLock lock = a.tryAcquireInTransaction(tx, LockRequest.of("tx-confirmed")).orElseThrow();
         lock.confirmBeforeCommit();
         // The lease runs out (by the row) while the transaction is still open: a taker must wait for it.

@@ -12,6 +12,7 @@ import org.springframework.boot.context.properties.bind.UnboundConfigurationProp
 import org.springframework.boot.context.properties.source.ConfigurationProperty;
 import org.springframework.boot.diagnostics.FailureAnalysis;
 import org.springframework.boot.diagnostics.FailureAnalyzer;
+import org.springframework.core.NestedExceptionUtils;
 import org.springframework.core.Ordered;
 
 /**
@@ -31,7 +32,7 @@ public final class PgLockFailureAnalyzer implements FailureAnalyzer, Ordered {
 
     @Override
     public FailureAnalysis analyze(Throwable failure) {
-        UnboundConfigurationPropertiesException unbound = find(failure, UnboundConfigurationPropertiesException.class);
+        UnboundConfigurationPropertiesException unbound = find(failure, UnboundConfigurationPropertiesException.class, t -> true);
         if (unbound != null) {
             List<ConfigurationProperty> ours = unbound.getUnboundProperties().stream()
                     .filter(p -> p.getName().toString().startsWith("pglock.")).toList();
@@ -39,7 +40,8 @@ public final class PgLockFailureAnalyzer implements FailureAnalyzer, Ordered {
                 return unknownProperties(ours, failure);
             }
         }
-        IllegalStateException missingTable = findMessage(failure, "initialize-schema is never");
+        IllegalStateException missingTable = find(failure, IllegalStateException.class,
+                e -> e.getMessage() != null && e.getMessage().contains("initialize-schema is never"));
         if (missingTable != null) {
             return new FailureAnalysis("pglock could not start its lease-mode lock client: "
                     + missingTable.getMessage() + ".",
@@ -48,18 +50,16 @@ public final class PgLockFailureAnalyzer implements FailureAnalyzer, Ordered {
                             + " or Liquibase migration), or let pglock create them: pglock.table.initialize-schema=always.",
                     failure);
         }
-        IllegalStateException dataSources = findMessage(failure, "none of them primary");
+        IllegalStateException dataSources = find(failure, IllegalStateException.class,
+                e -> e.getMessage() != null && e.getMessage().contains("none of them primary"));
         if (dataSources != null) {
             return new FailureAnalysis(dataSources.getMessage().substring(0, dataSources.getMessage().indexOf(':'))
                     + ".", "Mark the application's main DataSource @Primary, or declare the one for locks with"
                             + " @Bean(defaultCandidate = false) @PgLockDataSource.", failure);
         }
-        LockDatabaseException database = find(failure, LockDatabaseException.class);
+        LockDatabaseException database = find(failure, LockDatabaseException.class, t -> true);
         if (database != null) {
-            Throwable root = database;
-            while (root.getCause() != null && root.getCause() != root) {
-                root = root.getCause();
-            }
+            Throwable root = NestedExceptionUtils.getMostSpecificCause(database);
             return new FailureAnalysis("pglock could not start its lock client because the database did not answer: "
                     + database.getMessage() + (root != database ? " (" + root.getMessage() + ")" : "") + ".",
                     "Check that PostgreSQL is running and reachable, and that spring.datasource.url, username and"
@@ -147,19 +147,11 @@ public final class PgLockFailureAnalyzer implements FailureAnalyzer, Ordered {
         return d[a.length()][b.length()];
     }
 
-    private static <T extends Throwable> T find(Throwable failure, Class<T> type) {
+    /** The first cause in the chain of that type that matches, or null. */
+    private static <T extends Throwable> T find(Throwable failure, Class<T> type, java.util.function.Predicate<T> matches) {
         for (Throwable t = failure; t != null; t = t.getCause() == t ? null : t.getCause()) {
-            if (type.isInstance(t)) {
+            if (type.isInstance(t) && matches.test(type.cast(t))) {
                 return type.cast(t);
-            }
-        }
-        return null;
-    }
-
-    private static IllegalStateException findMessage(Throwable failure, String text) {
-        for (Throwable t = failure; t != null; t = t.getCause() == t ? null : t.getCause()) {
-            if (t instanceof IllegalStateException e && e.getMessage() != null && e.getMessage().contains(text)) {
-                return e;
             }
         }
         return null;

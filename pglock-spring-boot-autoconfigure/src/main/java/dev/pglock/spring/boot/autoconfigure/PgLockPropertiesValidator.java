@@ -1,6 +1,5 @@
 package dev.pglock.spring.boot.autoconfigure;
 
-import dev.pglock.core.LockMode;
 import dev.pglock.core.internal.Identifiers;
 import java.time.Duration;
 import org.springframework.boot.context.properties.source.InvalidConfigurationPropertyValueException;

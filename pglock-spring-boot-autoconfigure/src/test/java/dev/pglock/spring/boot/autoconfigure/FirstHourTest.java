@@ -157,12 +157,7 @@ class FirstHourTest {
     }
 
     private long waitersInDatabase(String key) throws Exception {
-        try (Connection c = db.connect(); Statement st = c.createStatement(); var rs = st.executeQuery(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND NOT granted"
-                        + " AND ((classid::bigint << 32) | objid::bigint) = " + AdvisoryKeyHasher.lockId(namespace, key))) {
-            rs.next();
-            return rs.getLong(1);
-        }
+        return db.advisoryWaiters(AdvisoryKeyHasher.lockId(namespace, key));
     }
 
     @Test
