@@ -146,6 +146,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     /** The least network timeout of a session: below it, a busy server could be taken for a dead one. */
     private static final Duration MIN_NETWORK_TIMEOUT = Duration.ofSeconds(5);
     private static final String LOCK_TIMEOUT = "55P03";
+    private static final String OUT_OF_SHARED_MEMORY = "53200";
     /** What fencingToken() says when tokens are off, for every advisory lock. */
     static final String NO_FENCING_TOKENS = "fencing tokens are off for this advisory lock client; turn them on with"
             + " PgLock.advisory(dataSource).fencingTokens(true) (Spring Boot: pglock.advisory.fencing-tokens=true)";
@@ -308,7 +309,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 } else {
                     undoPossibleGrant(session, lockId, request.isShared());
                 }
-                throw new LockDatabaseException("trying lock '" + request.key() + "' failed: " + e.getMessage(), e);
+                throw lockFailed("trying lock '" + request.key() + "'", e);
             }
             if (answer.granted() == null) {
                 throw multiplexed(session, answer.pid());
@@ -319,6 +320,22 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             return new AdvisoryLock(request.key(), request.isShared(), answer.token(), lockId, session,
                     holdUntil(request));
         }
+    }
+
+    /**
+     * Why taking a lock failed. PostgreSQL keeps advisory locks in its shared lock table, sized by
+     * max_locks_per_transaction x (max_connections + max_prepared_transactions) for the whole server;
+     * when it is full, the error says so and names what to change, rather than "out of shared memory".
+     */
+    static LockDatabaseException lockFailed(String what, SQLException e) {
+        if (OUT_OF_SHARED_MEMORY.equals(e.getSQLState())) {
+            return new LockDatabaseException(what + " failed: PostgreSQL's shared lock table is full (" + e.getMessage()
+                    + "). Every advisory lock held on the server takes a slot of it; it is sized by"
+                    + " max_locks_per_transaction x (max_connections + max_prepared_transactions), 64 x 100 by default,"
+                    + " and shared by every session. Raise max_locks_per_transaction (a server restart), hold fewer locks,"
+                    + " or use lease mode, whose locks are rows and take no slot", e);
+        }
+        return new LockDatabaseException(what + " failed: " + e.getMessage(), e);
     }
 
     /**
@@ -502,7 +519,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             if (isClosed()) {
                 throw closedWhileWaiting(request);
             }
-            throw new LockDatabaseException("waiting for lock '" + request.key() + "' failed: " + e.getMessage(), e);
+            throw lockFailed("waiting for lock '" + request.key() + "'", e);
         } finally {
             synchronized (waitingGuard) { // stopWaits() never touches it once it is no longer listed
                 waiting.remove(connection);

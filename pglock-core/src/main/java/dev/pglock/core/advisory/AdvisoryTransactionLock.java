@@ -93,8 +93,7 @@ final class AdvisoryTransactionLock implements TransactionLock {
             return Optional.of(new AdvisoryTransactionLock(request.key(), request.isShared(), token, owner,
                     transaction));
         } catch (SQLException e) {
-            throw new LockDatabaseException("taking lock '" + request.key() + "' in the transaction failed: "
-                    + e.getMessage(), e);
+            throw AdvisoryLockClient.lockFailed("taking lock '" + request.key() + "' in the transaction", e);
         }
     }
 

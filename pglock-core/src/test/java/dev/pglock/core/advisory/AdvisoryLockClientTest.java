@@ -151,6 +151,33 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         }
     }
 
+    /**
+     * PostgreSQL's shared lock table holds every advisory lock of the server (about
+     * max_locks_per_transaction x max_connections slots). When it is full the client says so and
+     * names the setting, instead of a bare "out of shared memory"; closing frees every slot again.
+     */
+    @Test
+    void aFullSharedLockTableIsNamedWithTheSettingToRaise() {
+        LockClient hoarder = newClient();
+        LockDatabaseException full = null;
+        int taken = 0;
+        try {
+            for (; taken < 100_000 && full == null; taken++) {
+                try {
+                    hoarder.tryAcquire(LockRequest.of("full-" + taken)).orElseThrow();
+                } catch (LockDatabaseException e) {
+                    full = e;
+                }
+            }
+        } finally {
+            hoarder.close();
+        }
+        assertThat(full).as("the table filled up after %d locks", taken).isNotNull();
+        assertThat(full).hasMessageContaining("shared lock table is full").hasMessageContaining("max_locks_per_transaction")
+                .hasMessageContaining("lease mode");
+        assertThat(client().tryAcquire(LockRequest.of("full-0"))).as("closing freed the slots").isPresent();
+    }
+
     @Test
     void aStatementTimeoutShorterThanATransactionLocksWaitIsNotAcquiredAndTheTransactionGoesOn() throws Exception {
         LockClient a = client();
