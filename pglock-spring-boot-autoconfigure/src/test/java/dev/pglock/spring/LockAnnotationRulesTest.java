@@ -423,21 +423,28 @@ class LockAnnotationRulesTest {
         }
     }
 
-    static class Flaky {
+    /** Records the lock of each attempt and fails the first two. */
+    abstract static class Attempts {
         private final List<HeldLock> locks = new java.util.concurrent.CopyOnWriteArrayList<>();
 
         public List<HeldLock> locks() {
             return locks;
         }
 
-        @Retryable(maxRetries = 2, delay = 0)
-        @DistributedLock(key = "'flaky'")
-        public int run() {
+        int attempt() {
             locks.add(LockContext.current());
             if (locks.size() < 3) {
                 throw new IllegalStateException("attempt " + locks.size());
             }
             return locks.size();
+        }
+    }
+
+    static class Flaky extends Attempts {
+        @Retryable(maxRetries = 2, delay = 0)
+        @DistributedLock(key = "'flaky'")
+        public int run() {
+            return attempt();
         }
     }
 
@@ -450,22 +457,12 @@ class LockAnnotationRulesTest {
         }
     }
 
-    static class SpringRetryFlaky {
-        private final List<HeldLock> locks = new java.util.concurrent.CopyOnWriteArrayList<>();
-
-        public List<HeldLock> locks() {
-            return locks;
-        }
-
+    static class SpringRetryFlaky extends Attempts {
         @org.springframework.retry.annotation.Retryable(maxAttempts = 3,
                 backoff = @org.springframework.retry.annotation.Backoff(delay = 1))
         @DistributedLock(key = "'spring-retry'")
         public int run() {
-            locks.add(LockContext.current());
-            if (locks.size() < 3) {
-                throw new IllegalStateException("attempt " + locks.size());
-            }
-            return locks.size();
+            return attempt();
         }
     }
 
