@@ -30,21 +30,30 @@ public final class Benchmarks {
     public static void main(String[] args) throws Exception {
         double seconds = 3;
         Path out = Path.of("bench.json");
-        int held = 1000;
+        int heldLease = 100_000;
+        int heldAdvisory = 5_000;
         int threads = 8;
+        List<Integer> handoffClients = List.of(2, 8, 32);
+        long holdMillis = 10;
         java.util.Set<String> only = new java.util.HashSet<>();
         java.util.Set<String> systemsOnly = new java.util.HashSet<>();
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--seconds" -> seconds = Double.parseDouble(args[++i]);
                 case "--out" -> out = Path.of(args[++i]);
-                case "--held" -> held = Integer.parseInt(args[++i]);
+                case "--held-lease" -> heldLease = Integer.parseInt(args[++i]);
+                case "--held-advisory" -> heldAdvisory = Integer.parseInt(args[++i]);
+                case "--handoff-clients" -> handoffClients = java.util.Arrays.stream(args[++i].split(","))
+                        .map(Integer::valueOf).toList();
+                case "--hold-ms" -> holdMillis = Long.parseLong(args[++i]);
+                case "--lock-sessions" -> Systems.lockSessions = Integer.parseInt(args[++i]);
                 case "--threads" -> threads = Integer.parseInt(args[++i]);
                 case "--only" -> only.addAll(List.of(args[++i].split(",")));
                 case "--systems" -> systemsOnly.addAll(List.of(args[++i].split(",")));
                 default -> {
                     System.err.println("usage: java -jar pglock-benchmarks.jar [--seconds N] [--out bench.json]"
-                            + " [--held 1000] [--threads 8] [--only uncontended,parallel,handoff,held-many,takeover]"
+                            + " [--held-lease 100000] [--held-advisory 5000] [--threads 8] [--handoff-clients 2,8,32]"
+                            + " [--hold-ms 10] [--lock-sessions 8] [--only uncontended,parallel,handoff,held,takeover]"
                             + " [--systems pglock-lease,baseline-write,...];"
                             + " unknown argument '" + args[i] + "'");
                     System.exit(2);
@@ -52,8 +61,9 @@ public final class Benchmarks {
             }
         }
         Duration measure = Duration.ofMillis(Math.round(seconds * 1000));
-        Scenarios.Options options = new Scenarios.Options(measure.dividedBy(3), measure, held, threads,
-                Duration.ofSeconds(2), Duration.ofMillis(500), null);
+        Scenarios.Options options = new Scenarios.Options(measure.dividedBy(3), measure, heldLease, heldAdvisory,
+                threads, handoffClients, holdMillis, Duration.ofSeconds(2), Duration.ofSeconds(2), Duration.ofMillis(500),
+                null);
         List<Result> results = run(options, only, systemsOnly, System.out);
         Files.writeString(out, results.stream().map(Result::json).collect(Collectors.joining(",\n  ", "[\n  ", "\n]\n")));
         System.out.println("\nwrote " + out.toAbsolutePath());
@@ -104,37 +114,54 @@ public final class Benchmarks {
                 out.println("  uncontended failed: " + e);
             }
 
-            step(out, results, "parallel", "pglock-advisory", () -> scenarios.parallel(systems.pglockAdvisory("p-adv")));
-            step(out, results, "parallel", "pglock-lease", () -> scenarios.parallel(
-                    systems.pglockLease("p-lease", Duration.ofSeconds(30), Duration.ofSeconds(5))));
-            step(out, results, "parallel", "shedlock", () -> scenarios.parallel(systems.shedlock("p-shed", lockAtMostFor)));
-            step(out, results, "parallel", "jdbc-lock-registry",
-                    () -> scenarios.parallel(systems.jdbcLockRegistry("p-reg", registryTtl)));
-            step(out, results, "parallel", "naive-advisory", () -> scenarios.parallel(systems.naiveAdvisory("p-naive", 10)));
+            if (only.isEmpty() || only.contains("parallel")) {
+                try {
+                    List<Scenarios.Parallel> subjects = new ArrayList<>();
+                    addParallel(subjects, "baseline-write-parallel", () -> scenarios.baselineWriteParallel(run),
+                            systems.applicationName("baseline-write-parallel"));
+                    addParallel(subjects, "pglock-advisory", () -> systems.pglockAdvisory("p-adv"),
+                            systems.applicationName("p-adv"));
+                    addParallel(subjects, "pglock-lease", () -> systems.pglockLease("p-lease", Duration.ofSeconds(30),
+                            Duration.ofSeconds(5)), systems.applicationName("p-lease"));
+                    addParallel(subjects, "shedlock", () -> systems.shedlock("p-shed", lockAtMostFor),
+                            systems.applicationName("p-shed"));
+                    addParallel(subjects, "jdbc-lock-registry", () -> systems.jdbcLockRegistry("p-reg", registryTtl),
+                            systems.applicationName("p-reg"));
+                    addParallel(subjects, "naive-advisory", () -> systems.naiveAdvisory("p-naive", 10),
+                            systems.applicationName("p-naive"));
+                    for (Result result : scenarios.parallel(subjects)) {
+                        results.add(result);
+                        out.printf(Locale.ROOT, "  %-12s %-20s %s%n", "parallel", result.system(), Report.summary(result));
+                    }
+                } catch (Exception e) {
+                    results.add(Result.skipped("parallel", "all", "failed: " + e));
+                    out.println("  parallel failed: " + e);
+                }
+            }
 
-            step(out, results, "handoff", "pglock-advisory",
-                    () -> scenarios.handoff("pglock-advisory", i -> systems.pglockAdvisory("h-adv-" + i)));
-            step(out, results, "handoff", "pglock-lease", () -> scenarios.handoff("pglock-lease",
-                    i -> systems.pglockLease("h-lease-" + i, Duration.ofSeconds(30), Duration.ofSeconds(5))));
-            step(out, results, "handoff", Systems.LEASE_ASYNC_RELEASE, () -> scenarios.handoff(Systems.LEASE_ASYNC_RELEASE,
-                    i -> systems.pglockLeaseAsyncRelease("h-lease-async-" + i, Duration.ofSeconds(30), Duration.ofSeconds(5))));
-            step(out, results, "handoff", "shedlock",
-                    () -> scenarios.handoff("shedlock", i -> systems.shedlock("h-shed-" + i, lockAtMostFor)));
-            step(out, results, "handoff", "jdbc-lock-registry",
-                    () -> scenarios.handoff("jdbc-lock-registry", i -> systems.jdbcLockRegistry("h-reg-" + i, registryTtl)));
-            step(out, results, "handoff", "naive-advisory",
-                    () -> scenarios.handoff("naive-advisory", i -> systems.naiveAdvisory("h-naive-" + i, 2)));
+            for (int clients : options.handoffClients()) {
+                String h = "h" + clients + "-";
+                step(out, results, "handoff-" + clients, "pglock-advisory", () -> scenarios.handoff("pglock-advisory", clients,
+                        i -> systems.pglockAdvisory(h + "adv-" + i)));
+                step(out, results, "handoff-" + clients, "pglock-lease", () -> scenarios.handoff("pglock-lease", clients,
+                        i -> systems.pglockLease(h + "lease-" + i, Duration.ofSeconds(30), Duration.ofSeconds(5))));
+                step(out, results, "handoff-" + clients, "jdbc-lock-registry", () -> scenarios.handoff("jdbc-lock-registry",
+                        clients, i -> systems.jdbcLockRegistry(h + "reg-" + i, registryTtl)));
+                step(out, results, "handoff-" + clients, "naive-advisory", () -> scenarios.handoff("naive-advisory", clients,
+                        i -> systems.naiveAdvisory(h + "naive-" + i, 2)));
+                step(out, results, "handoff-" + clients, "baseline-notify", () -> scenarios.handoff("baseline-notify",
+                        clients, i -> systems.baselineNotify(h + "notify-" + i)));
+            }
 
-            step(out, results, "held-many", "pglock-advisory", () -> scenarios.heldMany(systems.pglockAdvisory("m-adv"),
-                    systems.applicationName("m-adv")));
-            step(out, results, "held-many", "pglock-lease", () -> scenarios.heldMany(systems.pglockLease("m-lease",
-                    Duration.ofSeconds(30), Duration.ofSeconds(5)), systems.applicationName("m-lease")));
-            step(out, results, "held-many", "shedlock", () -> scenarios.heldMany(systems.shedlock("m-shed", lockAtMostFor),
-                    systems.applicationName("m-shed")));
-            step(out, results, "held-many", "jdbc-lock-registry", () -> scenarios.heldMany(
-                    systems.jdbcLockRegistry("m-reg", registryTtl), systems.applicationName("m-reg")));
-            step(out, results, "held-many", "naive-advisory", () -> scenarios.heldMany(systems.naiveAdvisory("m-naive", 20),
-                    systems.applicationName("m-naive")));
+            Duration heartbeat = options.heldHeartbeat();
+            step(out, results, "held-" + options.heldLease(), "pglock-lease", () -> scenarios.held(systems.pglockLease("m-lease",
+                    heartbeat.multipliedBy(5), heartbeat, heartbeatTimer()), systems.applicationName("m-lease"),
+                    options.heldLease(), heartbeatTimer.get()));
+            step(out, results, "held-" + options.heldAdvisory(), "pglock-advisory", () -> scenarios.held(systems.pglockAdvisory("m-adv",
+                    heartbeat, sessionCheckTimer()), systems.applicationName("m-adv"), options.heldAdvisory(),
+                    sessionCheckTimer.get()));
+            step(out, results, "held-" + options.heldAdvisory(), "naive-advisory", () -> scenarios.held(systems.naiveAdvisory("m-naive", 10),
+                    systems.applicationName("m-naive"), options.heldAdvisory(), new StatementTimer("nothing", sql -> false)));
 
             step(out, results, "takeover", "pglock-advisory", () -> scenarios.takeoverByTermination(
                     systems.pglockAdvisory("t-adv-holder"), systems.applicationName("t-adv-holder"),
@@ -159,6 +186,21 @@ public final class Benchmarks {
         return results;
     }
 
+    private static final ThreadLocal<StatementTimer> heartbeatTimer = new ThreadLocal<>();
+    private static final ThreadLocal<StatementTimer> sessionCheckTimer = new ThreadLocal<>();
+
+    /** Times the lease client's heartbeat statement (the one that renews every lock it holds). */
+    private static StatementTimer heartbeatTimer() {
+        heartbeatTimer.set(new StatementTimer("heartbeat statement", sql -> sql.contains("AS h(lock_key, holder,")));
+        return heartbeatTimer.get();
+    }
+
+    /** Times the advisory client's watchdog check of its lock sessions. */
+    private static StatementTimer sessionCheckTimer() {
+        sessionCheckTimer.set(new StatementTimer("session check", sql -> sql.startsWith("SELECT s.mine, s.pid")));
+        return sessionCheckTimer.get();
+    }
+
     interface Step {
         Result run() throws Exception;
     }
@@ -174,6 +216,17 @@ public final class Benchmarks {
         return selectedSystems.isEmpty() || selectedSystems.contains(system);
     }
 
+    interface SystemFactory {
+        LockSystem create() throws Exception;
+    }
+
+    private static void addParallel(List<Scenarios.Parallel> subjects, String system, SystemFactory factory,
+            String applicationName) throws Exception {
+        if (wanted(system)) {
+            subjects.add(new Scenarios.Parallel(factory.create(), applicationName));
+        }
+    }
+
     private static void addSubject(List<Scenarios.Subject> subjects, String system, SubjectFactory factory)
             throws Exception {
         if (wanted(system)) {
@@ -182,7 +235,7 @@ public final class Benchmarks {
     }
 
     private static void step(PrintStream out, List<Result> results, String scenario, String system, Step step) {
-        if (!selected.isEmpty() && !selected.contains(scenario) || !wanted(system)) {
+        if (!selected.isEmpty() && selected.stream().noneMatch(scenario::startsWith) || !wanted(system)) {
             return;
         }
         Result result;
@@ -207,7 +260,8 @@ public final class Benchmarks {
 
     private static void dropTables(PgTestDatabase db, String run) {
         try (Connection c = db.connect(); Statement st = c.createStatement()) {
-            st.execute("DROP TABLE IF EXISTS bench_pglock_" + run + ", bench_shedlock_" + run + ", bench_" + run
+            st.execute("DROP TABLE IF EXISTS bench_pglock_" + run + ", bench_shedlock_" + run + ", bench_parallel_" + run
+                    + ", bench_" + run
                     + "_lock; DROP SEQUENCE IF EXISTS bench_pglock_" + run + "_fencing_seq");
         } catch (Exception e) {
             System.err.println("could not drop the benchmark's tables: " + e.getMessage());

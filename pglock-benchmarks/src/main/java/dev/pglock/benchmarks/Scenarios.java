@@ -22,8 +22,17 @@ import org.HdrHistogram.Histogram;
 /** The five scenarios. Each measurement warms up first and gets fresh tables and its own pools. */
 final class Scenarios {
 
-    /** How long and how much. */
-    record Options(Duration warmup, Duration measure, int heldMany, int threads, Duration takeoverLease,
+    /**
+     * How long and how much.
+     *
+     * @param heldLease locks the lease client holds at once in held-N
+     * @param heldAdvisory locks the advisory client holds at once (PostgreSQL's shared lock table bounds it)
+     * @param handoffClients the client counts of the handoff-N scenarios
+     * @param holdMillis how long each holder works in handoff-N before it releases
+     * @param heldHeartbeat the heartbeat interval of the clients in held-N (lease: four times as long)
+     */
+    record Options(Duration warmup, Duration measure, int heldLease, int heldAdvisory, int threads,
+            List<Integer> handoffClients, long holdMillis, Duration heldHeartbeat, Duration takeoverLease,
             Duration takeoverHeartbeat, Duration registryTimeToLive) {
     }
 
@@ -151,45 +160,152 @@ final class Scenarios {
 
     // ---- 2. parallel: several threads of one client on distinct keys ------------------------------
 
-    Result parallel(LockSystem system) throws Exception {
-        try (system) {
-            List<Callable<long[]>> workers = new ArrayList<>();
-            Histogram latency = new Histogram(TimeUnit.SECONDS.toNanos(60), 3);
-            for (int t = 0; t < options.threads(); t++) {
-                String key = "parallel-" + t;
-                workers.add(() -> {
-                    Histogram mine = new Histogram(TimeUnit.SECONDS.toNanos(60), 3);
-                    long warmupEnd = System.nanoTime() + options.warmup().toNanos();
-                    long end = warmupEnd + options.measure().toNanos();
-                    long count = 0;
-                    while (true) {
-                        long before = System.nanoTime();
-                        if (before >= end) {
-                            break;
-                        }
-                        LockSystem.Held held = system.tryLock(key);
-                        if (held == null) {
-                            throw new IllegalStateException(system.name() + " could not take its own free key");
-                        }
-                        held.release();
-                        if (before >= warmupEnd) {
-                            mine.recordValue(Math.min(System.nanoTime() - before, mine.getHighestTrackableValue()));
-                            count++;
-                        }
+    /** The floor for parallel row locks: each thread INSERTs and DELETEs a row of its own on a pinned connection. */
+    LockSystem baselineWriteParallel(String run) throws SQLException {
+        String table = "bench_parallel_" + run;
+        HikariDataSource pool = systems.pool(systems.applicationName("baseline-write-parallel"), 10);
+        Systems.execute(pool, "CREATE TABLE " + table + " (id text PRIMARY KEY, owner text NOT NULL)");
+        List<Connection> pinned = new java.util.concurrent.CopyOnWriteArrayList<>();
+        ThreadLocal<PreparedStatement[]> statements = ThreadLocal.withInitial(() -> {
+            try {
+                Connection c = pool.getConnection();
+                pinned.add(c);
+                return new PreparedStatement[] {c.prepareStatement("INSERT INTO " + table + " VALUES (?, 'me')"),
+                        c.prepareStatement("DELETE FROM " + table + " WHERE id = ?")};
+            } catch (SQLException e) {
+                throw new IllegalStateException(e);
+            }
+        });
+        return new LockSystem() {
+            @Override
+            public String name() {
+                return "baseline-write-parallel";
+            }
+
+            @Override
+            public Held tryLock(String key) throws SQLException {
+                PreparedStatement[] ps = statements.get();
+                ps[0].setString(1, key);
+                ps[0].executeUpdate();
+                return () -> {
+                    ps[1].setString(1, key);
+                    ps[1].executeUpdate();
+                };
+            }
+
+            @Override
+            public Held lock(String key, Duration wait) throws SQLException {
+                return tryLock(key);
+            }
+
+            @Override
+            public void close() throws SQLException {
+                for (Connection c : pinned) {
+                    c.close();
+                }
+                Systems.execute(pool, "DROP TABLE " + table);
+                pool.close();
+            }
+        };
+    }
+
+    /** A system in the parallel scenario, with the application name its connections show. */
+    record Parallel(LockSystem system, String applicationName) {
+    }
+
+    /** How long each system's threads run in the parallel scenario before the next system's turn. */
+    private static final Duration PARALLEL_SLICE = Duration.ofMillis(250);
+
+    /**
+     * {@link Options#threads} threads of one client, each on a key of its own, acquire and release in
+     * a loop. The systems take turns in 250 ms slices (after a warm-up each), like the uncontended
+     * scenario, so that the drift of a shared machine hits them alike; connections are the most the
+     * system had borrowed from its pool at once while it ran.
+     */
+    List<Result> parallel(List<Parallel> subjects) throws Exception {
+        ExecutorService threads = Executors.newFixedThreadPool(options.threads());
+        java.util.concurrent.ScheduledExecutorService sampler = Executors.newSingleThreadScheduledExecutor();
+        try {
+            int n = subjects.size();
+            long[] counts = new long[n];
+            java.util.concurrent.atomic.AtomicInteger[] most = new java.util.concurrent.atomic.AtomicInteger[n];
+            List<Histogram> latencies = new ArrayList<>();
+            for (int i = 0; i < n; i++) {
+                latencies.add(new Histogram(TimeUnit.SECONDS.toNanos(60), 3));
+                most[i] = new java.util.concurrent.atomic.AtomicInteger();
+                runSlice(threads, subjects.get(i).system(), options.warmup(), null); // warm-up, not counted
+            }
+            int rounds = (int) Math.max(2, options.measure().toNanos() / PARALLEL_SLICE.toNanos());
+            Duration slice = options.measure().dividedBy(rounds);
+            java.util.concurrent.atomic.AtomicInteger running = new java.util.concurrent.atomic.AtomicInteger(-1);
+            sampler.scheduleWithFixedDelay(() -> {
+                int i = running.get();
+                if (i >= 0) {
+                    try {
+                        most[i].accumulateAndGet(connections(subjects.get(i).applicationName()), Math::max);
+                    } catch (SQLException e) {
+                        // a missed sample
                     }
+                }
+            }, 0, 50, TimeUnit.MILLISECONDS);
+            for (int round = 0; round < rounds; round++) {
+                for (int i = 0; i < n; i++) {
+                    running.set(i);
+                    counts[i] += runSlice(threads, subjects.get(i).system(), slice, latencies.get(i));
+                    running.set(-1);
+                }
+            }
+            List<Result> results = new ArrayList<>();
+            for (int i = 0; i < n; i++) {
+                results.add(new Result("parallel", subjects.get(i).system().name(),
+                        counts[i] / seconds(options.measure().toNanos()), micros(latencies.get(i), 50),
+                        micros(latencies.get(i), 99), most[i].get(), options.threads() + " threads of one client,"
+                                + " distinct keys, " + rounds + " interleaved slices; connections: the most borrowed from"
+                                + " its pool at once", options.threads(), null));
+            }
+            return results;
+        } finally {
+            sampler.shutdownNow();
+            threads.shutdownNow();
+            for (Parallel subject : subjects) {
+                subject.system().close();
+            }
+        }
+    }
+
+    /** Runs the threads on {@code system} for {@code length}; returns the operations they completed. */
+    private long runSlice(ExecutorService threads, LockSystem system, Duration length, Histogram latency)
+            throws Exception {
+        long end = System.nanoTime() + length.toNanos();
+        List<Callable<Long>> workers = new ArrayList<>();
+        for (int t = 0; t < options.threads(); t++) {
+            String key = "parallel-" + t;
+            workers.add(() -> {
+                Histogram mine = new Histogram(TimeUnit.SECONDS.toNanos(60), 3);
+                long count = 0;
+                long before;
+                while ((before = System.nanoTime()) < end) {
+                    LockSystem.Held held = system.tryLock(key);
+                    if (held == null) {
+                        throw new IllegalStateException(system.name() + " could not take its own free key");
+                    }
+                    held.release();
+                    mine.recordValue(Math.min(System.nanoTime() - before, mine.getHighestTrackableValue()));
+                    count++;
+                }
+                if (latency != null) {
                     synchronized (latency) {
                         latency.add(mine);
                     }
-                    return new long[] {count};
-                });
-            }
-            long total = 0;
-            for (long[] count : runAll(workers)) {
-                total += count[0];
-            }
-            return new Result("parallel", system.name(), total / seconds(options.measure().toNanos()),
-                    micros(latency, 50), micros(latency, 99), null, options.threads() + " threads, distinct keys");
+                }
+                return count;
+            });
         }
+        long total = 0;
+        for (Future<Long> done : threads.invokeAll(workers)) {
+            total += done.get();
+        }
+        return total;
     }
 
     // ---- 3. handoff: threads (one client each, like replicas) waiting for one key ------------------
@@ -198,24 +314,39 @@ final class Scenarios {
         LockSystem create(int index) throws Exception;
     }
 
-    Result handoff(String name, Factory factory) throws Exception {
-        List<LockSystem> clients = new ArrayList<>();
+    /** How long each system runs in a handoff-N scenario: half the measurement time. */
+    Duration handoffMeasure() {
+        return options.measure().dividedBy(2);
+    }
+
+    /**
+     * {@code clients} clients, each with a pool of its own like a replica, wait for one key; each
+     * holder works {@code holdMillis} before it releases, then steps back until another client holds
+     * the key. Latencies are release-to-next-holder delays, ops/s hand-offs to another client per second.
+     */
+    Result handoff(String name, int clients, Factory factory) throws Exception {
+        String scenario = "handoff-" + clients;
+        List<LockSystem> started = new ArrayList<>();
         try {
-            for (int t = 0; t < options.threads(); t++) {
-                clients.add(factory.create(t));
+            for (int t = 0; t < clients; t++) {
+                started.add(factory.create(t));
             }
-            if (!clients.get(0).canWait()) {
-                return Result.skipped("handoff", name, name + " never waits: a caller that finds the lock taken"
+            if (!started.get(0).canWait()) {
+                return Result.skipped(scenario, name, name + " never waits: a caller that finds the lock taken"
                         + " gives up at once, so there is no hand-off to measure");
             }
             AtomicLong lastRelease = new AtomicLong();
             AtomicLong lastHolder = new AtomicLong(-1);
             Histogram delays = new Histogram(TimeUnit.SECONDS.toNanos(60), 3);
-            long warmupEnd = System.nanoTime() + options.warmup().toNanos();
-            long end = warmupEnd + options.measure().toNanos();
+            // Half the usual time: a hand-off takes about 11 ms, so a second still gives ~90 samples per
+            // second measured, and five systems at three client counts keep the default run short.
+            Duration measure = handoffMeasure();
+            long warmupEnd = System.nanoTime() + options.warmup().dividedBy(2).toNanos();
+            long end = warmupEnd + measure.toNanos();
+            long holdNanos = TimeUnit.MILLISECONDS.toNanos(options.holdMillis());
             List<Callable<long[]>> workers = new ArrayList<>();
-            for (int index = 0; index < clients.size(); index++) {
-                LockSystem client = clients.get(index);
+            for (int index = 0; index < started.size(); index++) {
+                LockSystem client = started.get(index);
                 long me = index;
                 workers.add(() -> {
                     long handoffs = 0;
@@ -224,17 +355,19 @@ final class Scenarios {
                         if (held == null) {
                             continue;
                         }
-                        long started = System.nanoTime();
+                        long heldFrom = System.nanoTime();
                         long released = lastRelease.get();
                         // Only a change of holder is a hand-off: a client re-taking the lock it just
                         // released (unfair systems do) hands nothing over.
                         boolean handedOver = lastHolder.getAndSet(me) != me;
-                        if (handedOver && started >= warmupEnd && started < end && released != 0) {
+                        if (handedOver && heldFrom >= warmupEnd && heldFrom < end && released != 0) {
                             synchronized (delays) {
-                                delays.recordValue(Math.min(started - released, delays.getHighestTrackableValue()));
+                                delays.recordValue(Math.min(heldFrom - released, delays.getHighestTrackableValue()));
                             }
                             handoffs++;
                         }
+                        // The holder's work: the lock is held while it runs, as in a real service.
+                        java.util.concurrent.locks.LockSupport.parkNanos(holdNanos);
                         lastRelease.set(System.nanoTime());
                         held.release();
                         // Step back until another client has the lock (or 200 ms pass): what is measured is
@@ -251,46 +384,104 @@ final class Scenarios {
             for (long[] count : runAll(workers)) {
                 total += count[0];
             }
-            return new Result("handoff", name, total / seconds(options.measure().toNanos()), micros(delays, 50),
-                    micros(delays, 99), null, options.threads() + " clients waiting for one key; ops/s are hand-offs"
-                            + " to another client per second, latencies the delay from release to the next holder");
+            return new Result(scenario, name, total / seconds(measure.toNanos()), micros(delays, 50),
+                    micros(delays, 99), null, clients + " clients waiting for one key, each holder working "
+                            + options.holdMillis() + " ms; ops/s are hand-offs to another client per second,"
+                            + " latencies the delay from release to the next holder", clients, null);
         } finally {
-            for (LockSystem client : clients) {
+            for (LockSystem client : started) {
                 client.close();
             }
         }
     }
 
-    // ---- 4. held-many: one client holds many distinct keys ------------------------------------------
+    // ---- 4. held-N: one client takes many distinct keys and holds them ---------------------------------
 
-    Result heldMany(LockSystem system, String applicationName) throws Exception {
+    /**
+     * One client takes {@code count} keys ({@link Options#threads} threads, each its own range) and
+     * holds them for three heartbeats. Reports the time to take them all, the client's heap per held
+     * lock (measured after a GC, including the caller's handles), the connections while holding (at
+     * the end of the hold, and the most while taking them in the note), and the duration of the
+     * client's periodic statement while holding them ({@code timer}: lease heartbeat, advisory
+     * session check) as p50/p99.
+     */
+    Result held(LockSystem system, String applicationName, int count, StatementTimer timer) throws Exception {
+        String scenario = "held-" + count;
         try (system) {
-            List<LockSystem.Held> held = new ArrayList<>();
-            long start = System.nanoTime();
-            String note = null;
-            try {
-                for (int i = 0; i < options.heldMany(); i++) {
-                    LockSystem.Held h = system.tryLock("many-" + i);
-                    if (h == null) {
-                        throw new IllegalStateException("key many-" + i + " was taken");
-                    }
-                    held.add(h);
+            long heapBefore = usedHeap();
+            List<LockSystem.Held> held = java.util.Collections.synchronizedList(new ArrayList<>(count));
+            java.util.concurrent.atomic.AtomicInteger mostConnections = new java.util.concurrent.atomic.AtomicInteger();
+            java.util.concurrent.ScheduledExecutorService sampler = Executors.newSingleThreadScheduledExecutor();
+            sampler.scheduleWithFixedDelay(() -> {
+                try {
+                    mostConnections.accumulateAndGet(connections(applicationName), Math::max);
+                } catch (SQLException e) {
+                    // a missed sample
                 }
+            }, 0, 100, TimeUnit.MILLISECONDS);
+            long start = System.nanoTime();
+            String failure = null;
+            try {
+                int threads = Math.max(1, Math.min(options.threads(), count));
+                List<Callable<Void>> takers = new ArrayList<>();
+                for (int t = 0; t < threads; t++) {
+                    int first = t;
+                    takers.add(() -> {
+                        for (int i = first; i < count; i += threads) {
+                            LockSystem.Held h = system.tryLock("many-" + i);
+                            if (h == null) {
+                                throw new IllegalStateException("key many-" + i + " was taken");
+                            }
+                            held.add(h);
+                        }
+                        return null;
+                    });
+                }
+                runAll(takers);
             } catch (Exception e) {
-                note = "gave up after " + held.size() + " of " + options.heldMany() + " locks: " + firstLine(e);
+                failure = "gave up after " + held.size() + " of " + count + " locks: " + firstLine(e);
+            } finally {
+                sampler.shutdownNow();
             }
             long elapsed = System.nanoTime() - start;
-            int connections = connections(applicationName);
-            for (LockSystem.Held h : held) {
-                h.release();
+            if (failure != null) {
+                return new Result(scenario, system.name(), held.size() / seconds(elapsed), null, null,
+                        mostConnections.get(), failure, 1, null);
             }
-            return new Result("held-many", system.name(), held.size() / seconds(elapsed), null, null, connections,
-                    note != null ? note : held.size() + " locks held at once, acquired in "
-                            + TimeUnit.NANOSECONDS.toMillis(elapsed) + " ms; connections from pg_stat_activity");
+            double heapPerLock = (usedHeap() - heapBefore) / (double) count;
+            int takingConnections = mostConnections.get();
+            // Holding: three heartbeats, so idle sessions are given back and the periodic statement runs.
+            timer.reset();
+            Thread.sleep(options.heldHeartbeat().multipliedBy(3).plusMillis(200).toMillis());
+            int holdingConnections = connections(applicationName);
+            Histogram periodic = timer.snapshot();
+            return new Result(scenario, system.name(), count / seconds(elapsed), micros(periodic, 50),
+                    micros(periodic, 99), holdingConnections, count + " locks taken in "
+                            + TimeUnit.NANOSECONDS.toMillis(elapsed) + " ms by " + Math.min(options.threads(), count)
+                            + " threads (ops/s: locks taken per second; at most " + takingConnections
+                            + " connections while taking them); connections: borrowed from its pool while holding; p50/p99: the "
+                            + timer.what() + " while holding (" + periodic.getTotalCount() + " rounds of " + timer.statements()
+                            + " statements, every "
+                            + options.heldHeartbeat().toMillis() + " ms)", 1, heapPerLock);
         }
     }
 
+    /** Heap in use after the collector ran (several times, so that finalisation and soft references settle). */
+    private static long usedHeap() throws InterruptedException {
+        java.lang.management.MemoryMXBean memory = java.lang.management.ManagementFactory.getMemoryMXBean();
+        for (int i = 0; i < 3; i++) {
+            System.gc();
+            Thread.sleep(50);
+        }
+        return memory.getHeapMemoryUsage().getUsed();
+    }
+
+    /** Connections the system has borrowed from its pool now, else (a pool not made here) its backends. */
     private int connections(String applicationName) throws SQLException {
+        Integer inUse = systems.connectionsInUse(applicationName);
+        if (inUse != null) {
+            return inUse;
+        }
         try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = ?")) {
             ps.setString(1, applicationName);

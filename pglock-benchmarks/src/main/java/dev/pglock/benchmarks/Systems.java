@@ -32,6 +32,9 @@ final class Systems {
     /** pglock's lease mode with {@code asyncReleaseCommit(true)}: measured beside the default, never instead of it. */
     static final String LEASE_ASYNC_RELEASE = "pglock-lease-async-release";
 
+    /** The pglock clients' bound on lock sessions: the default unless {@code --lock-sessions} says otherwise. */
+    static int lockSessions = dev.pglock.core.advisory.AdvisoryLockClientBuilder.DEFAULT_LOCK_SESSIONS;
+
     private final PgTestDatabase db;
     private final String run;
 
@@ -45,6 +48,21 @@ final class Systems {
         return pool(db.jdbcUrl(), applicationName, size);
     }
 
+    /** Every pool made here, by name (the application name its connections show). */
+    private final java.util.Map<String, HikariDataSource> pools = new java.util.concurrent.ConcurrentHashMap<>();
+
+    /**
+     * How many connections the system named so has borrowed from its pool now (idle ones the pool
+     * keeps open are not the system's); null when no pool of that name was made here.
+     */
+    Integer connectionsInUse(String applicationName) {
+        HikariDataSource pool = pools.get(applicationName);
+        if (pool == null || pool.isClosed() || pool.getHikariPoolMXBean() == null) {
+            return null;
+        }
+        return pool.getHikariPoolMXBean().getActiveConnections();
+    }
+
     HikariDataSource pool(String jdbcUrl, String applicationName, int size) {
         HikariConfig config = new HikariConfig();
         config.setJdbcUrl(jdbcUrl);
@@ -55,7 +73,9 @@ final class Systems {
         config.setConnectionTimeout(10_000);
         config.setPoolName(applicationName);
         config.addDataSourceProperty("ApplicationName", applicationName);
-        return new HikariDataSource(config);
+        HikariDataSource pool = new HikariDataSource(config);
+        pools.put(applicationName, pool);
+        return pool;
     }
 
     String applicationName(String system) {
@@ -64,8 +84,24 @@ final class Systems {
 
     LockSystem pglockAdvisory(String label) {
         HikariDataSource pool = pool(applicationName(label), 10);
-        LockClient client = PgLock.advisory(pool).namespace(run).build();
+        LockClient client = PgLock.advisory(pool).namespace(run).lockSessions(lockSessions).build();
         return pglock("pglock-advisory", client, pool);
+    }
+
+    /** The advisory client with its session check timed by {@code timer}, checking every {@code heartbeat}. */
+    LockSystem pglockAdvisory(String label, Duration heartbeat, StatementTimer timer) {
+        HikariDataSource pool = pool(applicationName(label), 10);
+        LockClient client = PgLock.advisory(timer.wrap(pool)).namespace(run).lockSessions(lockSessions)
+                .heartbeatInterval(heartbeat).build();
+        return pglock("pglock-advisory", client, pool);
+    }
+
+    /** The lease client with its heartbeat statement timed by {@code timer}. */
+    LockSystem pglockLease(String label, Duration lease, Duration heartbeat, StatementTimer timer) {
+        HikariDataSource pool = pool(applicationName(label), 10);
+        LockClient client = PgLock.lease(timer.wrap(pool)).tableName("bench_pglock_" + run).namespace(run).lockSessions(lockSessions).lease(lease)
+                .heartbeatInterval(heartbeat).build();
+        return pglock("pglock-lease", client, pool);
     }
 
     LockSystem pglockLease(String label, Duration lease, Duration heartbeat) {
@@ -83,7 +119,7 @@ final class Systems {
     }
 
     private LockClient leaseClient(HikariDataSource pool, Duration lease, Duration heartbeat, boolean asyncRelease) {
-        return PgLock.lease(pool).tableName("bench_pglock_" + run).namespace(run).lease(lease)
+        return PgLock.lease(pool).tableName("bench_pglock_" + run).namespace(run).lockSessions(lockSessions).lease(lease)
                 .heartbeatInterval(heartbeat).asyncReleaseCommit(asyncRelease).build();
     }
 
@@ -240,6 +276,90 @@ final class Systems {
 
             @Override
             public void close() {
+                pool.close();
+            }
+        };
+    }
+
+    /**
+     * The floor for a lock that lives in a row and wakes its waiters with NOTIFY: a claim is an
+     * autocommitted {@code UPDATE ... WHERE holder IS NULL}, a release an {@code UPDATE} that sends
+     * NOTIFY, and a waiter waits on a LISTEN connection of its client's own. No leases, no fencing, no
+     * crash safety: only the two round trips and the wake-up every such lock pays.
+     */
+    LockSystem baselineNotify(String label) throws SQLException {
+        HikariDataSource pool = pool(applicationName(label), 2);
+        String table = "bench_notify_" + run;
+        execute(pool, "CREATE TABLE IF NOT EXISTS " + table + " (id text PRIMARY KEY, holder text)");
+        java.util.concurrent.Semaphore released = new java.util.concurrent.Semaphore(0);
+        Connection listen = pool.getConnection();
+        try (Statement st = listen.createStatement()) {
+            st.execute("LISTEN " + table);
+        }
+        Thread listener = new Thread(() -> {
+            try {
+                while (!Thread.currentThread().isInterrupted()) {
+                    org.postgresql.PGNotification[] got = listen.unwrap(org.postgresql.PGConnection.class)
+                            .getNotifications(500);
+                    if (got != null && got.length > 0) {
+                        released.release();
+                    }
+                }
+            } catch (SQLException e) {
+                // closed
+            }
+        }, label + "-listen");
+        listener.setDaemon(true);
+        listener.start();
+        String me = label;
+        return new LockSystem() {
+            @Override
+            public String name() {
+                return "baseline-notify";
+            }
+
+            @Override
+            public Held tryLock(String key) throws SQLException {
+                try (Connection c = pool.getConnection()) {
+                    try (PreparedStatement ps = c.prepareStatement("INSERT INTO " + table + " VALUES (?, NULL)"
+                            + " ON CONFLICT DO NOTHING")) {
+                        ps.setString(1, key);
+                        ps.executeUpdate();
+                    }
+                    try (PreparedStatement ps = c.prepareStatement("UPDATE " + table + " SET holder = ?"
+                            + " WHERE id = ? AND holder IS NULL")) {
+                        ps.setString(1, me);
+                        ps.setString(2, key);
+                        if (ps.executeUpdate() == 0) {
+                            return null;
+                        }
+                    }
+                }
+                return () -> {
+                    try (Connection c = pool.getConnection(); PreparedStatement ps = c.prepareStatement("UPDATE "
+                            + table + " SET holder = NULL WHERE id = ? RETURNING pg_notify('" + table + "', id)")) {
+                        ps.setString(1, key);
+                        ps.executeQuery().close();
+                    }
+                };
+            }
+
+            @Override
+            public Held lock(String key, Duration wait) throws Exception {
+                long deadline = System.nanoTime() + wait.toNanos();
+                released.drainPermits();
+                Held held;
+                while ((held = tryLock(key)) == null && System.nanoTime() < deadline) {
+                    released.tryAcquire(100, TimeUnit.MILLISECONDS);
+                }
+                return held;
+            }
+
+            @Override
+            public void close() throws SQLException {
+                listener.interrupt();
+                listen.close();
+                execute(pool, "DROP TABLE IF EXISTS " + table);
                 pool.close();
             }
         };

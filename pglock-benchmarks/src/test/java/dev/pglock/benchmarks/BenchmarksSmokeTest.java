@@ -16,8 +16,9 @@ class BenchmarksSmokeTest {
 
     @Test
     void everyScenarioRunsForEverySystem() throws Exception {
-        Scenarios.Options quick = new Scenarios.Options(Duration.ofMillis(50), Duration.ofMillis(150), 30, 3,
-                Duration.ofSeconds(1), Duration.ofMillis(300), Duration.ofSeconds(1));
+        Scenarios.Options quick = new Scenarios.Options(Duration.ofMillis(50), Duration.ofMillis(150), 300, 30, 3,
+                List.of(2, 3), 5, Duration.ofMillis(300), Duration.ofSeconds(1), Duration.ofMillis(300),
+                Duration.ofSeconds(1));
         ByteArrayOutputStream printed = new ByteArrayOutputStream();
 
         List<Result> results = Benchmarks.run(quick, new PrintStream(printed, true, StandardCharsets.UTF_8));
@@ -25,19 +26,30 @@ class BenchmarksSmokeTest {
         String output = printed.toString(StandardCharsets.UTF_8);
         Set<String> systems = Set.of("pglock-advisory", "pglock-lease", "shedlock", "jdbc-lock-registry",
                 "naive-advisory");
-        for (String scenario : List.of("uncontended", "parallel", "handoff", "held-many", "takeover")) {
+        for (String scenario : List.of("uncontended", "parallel", "takeover")) {
             Set<String> measured = results.stream().filter(r -> r.scenario().equals(scenario))
                     .map(Result::system).collect(Collectors.toSet());
             assertThat(measured).as(scenario).containsAll(systems);
         }
-        for (String scenario : List.of("uncontended", "handoff")) {
-            assertThat(Benchmarks.find(results, scenario, Systems.LEASE_ASYNC_RELEASE)).as(scenario).isPresent();
+        for (String scenario : List.of("handoff-2", "handoff-3")) {
+            Set<String> measured = results.stream().filter(r -> r.scenario().equals(scenario))
+                    .map(Result::system).collect(Collectors.toSet());
+            assertThat(measured).as(scenario).contains("pglock-advisory", "pglock-lease", "jdbc-lock-registry",
+                    "naive-advisory");
+            assertThat(Benchmarks.find(results, scenario, "pglock-lease").orElseThrow().clients()).isEqualTo(
+                    Integer.valueOf(scenario.substring("handoff-".length())));
         }
+        assertThat(Benchmarks.find(results, "uncontended", Systems.LEASE_ASYNC_RELEASE)).isPresent();
         assertThat(results).as(output).noneMatch(r -> r.note() != null && r.note().startsWith("failed"));
-        assertThat(results).filteredOn(r -> r.system().startsWith("baseline")).hasSize(2);
-        assertThat(Benchmarks.find(results, "held-many", "pglock-advisory").orElseThrow().connections())
-                .isLessThanOrEqualTo(3);
-        assertThat(results.get(0).json()).startsWith("{\"scenario\":\"uncontended\"").contains("\"opsPerSecond\":");
+        assertThat(results).filteredOn(r -> r.system().startsWith("baseline")).hasSize(5);
+        Result lease = Benchmarks.find(results, "held-300", "pglock-lease").orElseThrow();
+        assertThat(lease.p50Micros()).as("the heartbeat was timed while holding").isNotNull();
+        assertThat(lease.heapBytesPerLock()).isNotNull();
+        Result advisory = Benchmarks.find(results, "held-30", "pglock-advisory").orElseThrow();
+        assertThat(advisory.connections()).isNotNull();
+        assertThat(advisory.heapBytesPerLock()).isNotNull();
+        assertThat(results.get(0).json()).startsWith("{\"scenario\":\"uncontended\"").contains("\"opsPerSecond\":",
+                "\"clients\":", "\"heapBytesPerLock\":");
         assertThat(output).contains("### targets", "| system | ops/s |");
     }
 }
