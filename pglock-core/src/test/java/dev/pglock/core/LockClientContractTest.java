@@ -64,6 +64,10 @@ public abstract class LockClientContractTest {
     /** A new client like {@link #newClient()} whose heartbeat does not run within a test (an hour apart). */
     protected abstract LockClient newClientWithoutHeartbeat();
 
+    /** A new client like {@link #newClient()} on {@code wrap} of the test's pool, with at most {@code lockSessions}. */
+    protected abstract LockClient newClient(java.util.function.UnaryOperator<javax.sql.DataSource> wrap,
+            int lockSessions);
+
     /** A client the test closes for you. */
     protected final LockClient client() {
         return closeLater(newClient());
@@ -798,5 +802,51 @@ public abstract class LockClientContractTest {
                         .isGreaterThan(ordered.get(i - 1)[1]);
             }
         }
+    }
+
+    /**
+     * Issue 16: lock sessions grow with concurrent callers, never past lockSessions, and the extra ones
+     * go back to the pool once idle and holding nothing; a session that holds a lock stays, with it.
+     */
+    @Test
+    void sessionsGrowWithConcurrentCallersUpToTheBoundAndGoBackWhenIdle() throws Exception {
+        AtomicReference<dev.pglock.test.CountingDataSource> counting = new AtomicReference<>();
+        LockClient a = closeLater(newClient(ds -> {
+            counting.set(new dev.pglock.test.CountingDataSource(ds));
+            return counting.get();
+        }, 3));
+        LockClient b = client();
+        int threadCount = 6;
+        CyclicBarrier start = new CyclicBarrier(threadCount);
+        List<Future<HeldLock>> workers = new ArrayList<>();
+        for (int t = 0; t < threadCount; t++) {
+            String key = "grow-" + t;
+            workers.add(inThread(() -> {
+                start.await();
+                long end = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(500);
+                while (System.nanoTime() < end) {
+                    a.tryAcquire(LockRequest.of(key)).orElseThrow().release();
+                }
+                return a.tryAcquire(LockRequest.of(key)).orElseThrow(); // each thread ends holding its key
+            }));
+        }
+        List<HeldLock> held = new ArrayList<>();
+        for (Future<HeldLock> worker : workers) {
+            held.add(worker.get(30, TimeUnit.SECONDS));
+        }
+        assertThat(counting.get().peakConnections()).as("sessions opened for concurrent callers")
+                .isGreaterThan(1).isLessThanOrEqualTo(3);
+
+        // Idle past a heartbeat and a second: the sessions held locks are kept (advisory locks live on
+        // them); whatever is kept, every lock is still held and excludes another client.
+        Thread.sleep(lossNoticedWithin().toMillis() / 2);
+        for (HeldLock lock : held) {
+            assertThat(lock.isHeld()).isTrue();
+            assertThat(b.tryAcquire(LockRequest.of(lock.key()))).as(lock.key()).isEmpty();
+        }
+        held.forEach(HeldLock::release);
+        await().atMost(Duration.ofSeconds(15)).untilAsserted(() ->
+                assertThat(counting.get().openConnections()).as("idle sessions went back to the pool").isEqualTo(1));
+        assertThat(a.tryAcquire(LockRequest.of("grow-0"))).as("the client still works on its one session").isPresent();
     }
 }

@@ -166,6 +166,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
      */
     private final Duration networkTimeout;
     private final int networkTimeoutMillis;
+    /** How long a lock session beyond the first stays open with nothing on it: max(heartbeat, 1 s). */
+    private final long idleNanos;
     /** For tests: runs on a waiting caller's thread just before its wait statement is sent. */
     volatile Runnable beforeWaitForTests;
     /** Borrows connections so that the wait for one can be bounded whatever the pool does. */
@@ -188,6 +190,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         this.networkTimeout = heartbeatInterval.multipliedBy(2).compareTo(MIN_NETWORK_TIMEOUT) > 0
                 ? heartbeatInterval.multipliedBy(2) : MIN_NETWORK_TIMEOUT;
         this.networkTimeoutMillis = (int) Math.min(Integer.MAX_VALUE, networkTimeout.toMillis());
+        this.idleNanos = Math.max(heartbeatInterval.toNanos(), TimeUnit.SECONDS.toNanos(1));
         this.sessions = new SessionPool(dataSource, lockSessions, connectionWaitTimeout, networkTimeout, connector,
                 connection -> claimBackend(connection, false));
     }
@@ -278,7 +281,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             LockSession session = sessions.session();
             Attempt answer;
             try {
-                answer = session.call(c -> {
+                answer = session.callClaimed(c -> {
                     if (isClosed()) { // close() waits only for statements already running
                         throw new IllegalStateException("the lock client was closed before lock '" + request.key()
                                 + "' was taken");
@@ -296,6 +299,9 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                             Boolean grantedOrNull = rs.wasNull() ? null : granted;
                             long token = rs.getLong(2);
                             Long tokenOrNull = rs.wasNull() ? null : token;
+                            if (granted) {
+                                session.lockTaken(); // counted under the session's lock: it is not retired now
+                            }
                             return new Attempt(grantedOrNull, tokenOrNull, rs.getInt(3));
                         }
                     }
@@ -678,6 +684,9 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                         // Retired in the same turn, so the watchdog never checks a returned connection;
                         // if close() ended the session first, close() disposes of it.
                         boolean retired = session.dedicated && unlocked && mine && session.end();
+                        if (unlocked && mine && !session.dedicated) {
+                            session.lockReleased();
+                        }
                         result = new Unlocked(unlocked, pid, mine, retired);
                     }
                 }
@@ -724,6 +733,14 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
      * statement is skipped (that statement is bounded by the same timeout and reports its own failure).
      */
     private void checkSessions() {
+        // Sessions that concurrent callers opened and that hold nothing now go back to the pool.
+        sessions.retireIdle(idleNanos, session -> {
+            try {
+                connector.execute(() -> disposeRetired(session));
+            } catch (RejectedExecutionException closing) {
+                disposeRetired(session);
+            }
+        });
         List<LockSession> all = new ArrayList<>(dedicated);
         all.addAll(sessions.live());
         for (LockSession session : all) {
@@ -808,7 +825,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         Map<Long, List<Row>> byId = new LinkedHashMap<>();
         LockSession session = sessions.session();
         try {
-            session.call(c -> {
+            session.callClaimed(c -> {
                 try (PreparedStatement ps = c.prepareStatement(sql)) {
                     if (lockId != null) {
                         ps.setLong(1, lockId);
@@ -868,6 +885,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         if (!session.end()) {
             return; // ended already, and disposed of by whoever ended it
         }
+        disposeRetired(session);
+    }
+
+    /** Gives back the connection of a session this thread ended (it holds no lock: unlocked anyway). */
+    private void disposeRetired(LockSession session) {
         try {
             if (session.tryCallEvenIfEnded(c -> {
                 unlockAllAndClose(c, session);

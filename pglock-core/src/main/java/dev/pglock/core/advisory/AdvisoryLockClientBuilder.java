@@ -14,8 +14,8 @@ import javax.sql.DataSource;
  */
 public final class AdvisoryLockClientBuilder {
 
-    /** Default number of shared lock sessions. */
-    public static final int DEFAULT_LOCK_SESSIONS = 2;
+    /** Default upper bound on shared lock sessions: they open as concurrent callers need them. */
+    public static final int DEFAULT_LOCK_SESSIONS = 8;
     /** Default bound on waiting for a pooled connection. */
     public static final Duration DEFAULT_CONNECTION_WAIT_TIMEOUT = Duration.ofSeconds(5);
     /** Default interval of the watchdog that checks the lock sessions. */
@@ -46,7 +46,12 @@ public final class AdvisoryLockClientBuilder {
         return this;
     }
 
-    /** How many sessions hold the locks taken without waiting (1 to 64, default 2). */
+    /**
+     * The most sessions that take and hold the locks taken without waiting (1 to 64, default 8). One
+     * is open while the client is; more open only while that many callers take or release locks at
+     * the same moment, and each extra one goes back to the pool once it holds no lock and was idle
+     * for a heartbeat (at least a second).
+     */
     public AdvisoryLockClientBuilder lockSessions(int lockSessions) {
         this.lockSessions = Checks.between("lockSessions", lockSessions, 1, 64);
         return this;

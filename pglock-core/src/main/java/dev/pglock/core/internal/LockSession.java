@@ -46,6 +46,17 @@ public final class LockSession {
     private final AtomicBoolean ended = new AtomicBoolean();
     /** Set while a watchdog check of this session runs, so checks never pile up behind a stuck one. */
     public final AtomicBoolean checking = new AtomicBoolean();
+    /**
+     * Callers that {@link SessionPool#session()} handed this session to and that have not finished
+     * their {@link #callClaimed} yet. A session is retired only while this is zero: see {@link #retireIfIdle}.
+     */
+    private final java.util.concurrent.atomic.AtomicInteger claims = new java.util.concurrent.atomic.AtomicInteger();
+    /** Set by {@link #retireIfIdle} while it decides; a caller that sees it picks another session. */
+    private volatile boolean retiring;
+    /** When the last statement on it ended (System.nanoTime). */
+    private volatile long lastUsedNanos = System.nanoTime();
+    /** Advisory mode: locks held on this session now. Changed and read only under {@link #inUse}. */
+    private int locksHeld;
 
     public LockSession(Connection connection, int backendPid, boolean dedicated) {
         this(connection, backendPid, dedicated, null, null);
@@ -75,6 +86,73 @@ public final class LockSession {
     /** Whether a statement runs on it right now (a hint for picking a session, not a guarantee). */
     public boolean isBusy() {
         return inUse.isLocked();
+    }
+
+    /**
+     * Claims the session for one {@link #callClaimed}; false when it is being retired (the caller picks
+     * another). A volatile write then read here, a write then read the other way round in
+     * {@link #retireIfIdle}: of a claim and a retirement racing, at least one sees the other and backs off.
+     */
+    boolean claim() {
+        claims.incrementAndGet();
+        if (retiring) {
+            claims.decrementAndGet();
+            return false;
+        }
+        return true;
+    }
+
+    /**
+     * Runs work on the connection for a caller that {@link SessionPool#session()} handed it to, and
+     * gives the claim back. An ended session refuses (SQLState 08003), like {@link #call}.
+     */
+    public <T> T callClaimed(Work<T> work) throws SQLException {
+        inUse.lock();
+        try {
+            if (ended.get()) {
+                throw new SQLException(this + " has ended", "08003");
+            }
+            return work.run(connection);
+        } finally {
+            lastUsedNanos = System.nanoTime();
+            claims.decrementAndGet();
+            inUse.unlock();
+        }
+    }
+
+    /** Advisory mode: a lock was taken on this session. Call inside the work that took it. */
+    public void lockTaken() {
+        locksHeld++;
+    }
+
+    /** Advisory mode: a lock on this session was released. Call inside the work that released it. */
+    public void lockReleased() {
+        locksHeld = Math.max(0, locksHeld - 1);
+    }
+
+    /**
+     * Ends the session if nobody runs or is about to run a statement on it, it holds no lock and no
+     * statement ran on it for {@code idleNanos}; true for the one call that ended it, which then
+     * disposes of the connection. A caller that was handed the session before holds a claim and
+     * keeps it alive; one that comes after sees it retiring and picks another.
+     */
+    boolean retireIfIdle(long idleNanos) {
+        if (!inUse.tryLock()) {
+            return false;
+        }
+        try {
+            if (ended.get() || locksHeld > 0 || System.nanoTime() - lastUsedNanos < idleNanos) {
+                return false;
+            }
+            retiring = true;
+            if (claims.get() > 0) {
+                retiring = false;
+                return false;
+            }
+            return ended.compareAndSet(false, true);
+        } finally {
+            inUse.unlock();
+        }
     }
 
     /** Runs work even on an ended session (to dispose of it), still one caller at a time. */

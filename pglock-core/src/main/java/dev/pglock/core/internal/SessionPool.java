@@ -11,8 +11,13 @@ import java.util.concurrent.atomic.AtomicInteger;
 import javax.sql.DataSource;
 
 /**
- * A fixed number of pinned sessions, opened when first needed, the first idle one used first,
- * replaced on next use after one ended. Holding N locks costs these few connections, not N.
+ * Up to {@code size} pinned sessions: opened when concurrent callers need them, the first idle one
+ * used first, replaced on next use after one ended, and given back to the pool by
+ * {@link #retireIdle} once idle and holding no lock. Holding N locks costs these few connections,
+ * not N; one caller at a time costs one.
+ *
+ * <p>Every session {@link #session()} returns is claimed for one {@link LockSession#callClaimed}:
+ * a session is never retired between the moment it is handed out and the end of that call.
  */
 public final class SessionPool {
 
@@ -68,6 +73,34 @@ public final class SessionPool {
      * callers still spread over every session.
      */
     public LockSession session() {
+        while (true) {
+            LockSession session = pick();
+            if (session.claim()) {
+                return session;
+            }
+            // Being retired right now: its slot is emptied, or kept, in a moment; pick again.
+            Thread.onSpinWait();
+        }
+    }
+
+    /**
+     * The session each thread ran its last statement on. A thread goes back to it while it is idle, so
+     * concurrent callers settle on a session each, as a connection pool's thread affinity does, instead
+     * of all trying the first idle one at once and queueing on it.
+     */
+    private final ThreadLocal<LockSession> lastUsed = new ThreadLocal<>();
+
+    private LockSession pick() {
+        LockSession last = lastUsed.get();
+        if (last != null && !last.isEnded() && !last.isBusy()) {
+            return last;
+        }
+        LockSession chosen = scan();
+        lastUsed.set(chosen);
+        return chosen;
+    }
+
+    private LockSession scan() {
         int unopened = -1;
         for (int i = 0; i < slots.length; i++) {
             LockSession session = slots[i];
@@ -116,6 +149,27 @@ public final class SessionPool {
             }
         }
         return live;
+    }
+
+    /**
+     * Retires the sessions beyond the first live one that hold no lock, run nothing and were idle for
+     * {@code idleNanos}, and hands each to {@code dispose} (which gives its connection back).
+     */
+    public void retireIdle(long idleNanos, java.util.function.Consumer<LockSession> dispose) {
+        int live = live().size();
+        for (int i = slots.length - 1; i >= 0 && live > 1; i--) {
+            LockSession session = slots[i];
+            if (session == null || session.isEnded() || !session.retireIfIdle(idleNanos)) {
+                continue;
+            }
+            synchronized (opening[i]) {
+                if (slots[i] == session) {
+                    slots[i] = null;
+                }
+            }
+            live--;
+            dispose.accept(session);
+        }
     }
 
     /** Forgets an ended session so its slot opens a new one on next use. */

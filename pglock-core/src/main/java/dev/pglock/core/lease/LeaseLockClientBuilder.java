@@ -20,8 +20,8 @@ public final class LeaseLockClientBuilder {
     public static final Duration DEFAULT_LEASE = Duration.ofSeconds(10);
     /** Default heartbeat interval. */
     public static final Duration DEFAULT_HEARTBEAT_INTERVAL = Duration.ofSeconds(2);
-    /** Default number of pinned sessions the client runs its statements on. */
-    public static final int DEFAULT_LOCK_SESSIONS = 2;
+    /** Default upper bound on the sessions the client runs its statements on: they open as concurrent callers need them. */
+    public static final int DEFAULT_LOCK_SESSIONS = 8;
     /** Default bound on waiting for a pooled connection. */
     public static final Duration DEFAULT_CONNECTION_WAIT_TIMEOUT = Duration.ofSeconds(5);
     /** Where the table's DDL is in the jar, for Flyway or Liquibase. */
@@ -95,7 +95,12 @@ public final class LeaseLockClientBuilder {
         return this;
     }
 
-    /** How many pinned sessions run the client's statements (1 to 64, default 2). */
+    /**
+     * The most sessions that run the client's statements at once (1 to 64, default 8). One is open
+     * while the client is; more open only while that many callers run statements at the same moment,
+     * and each extra one goes back to the pool once idle for a heartbeat (at least a second). Locks
+     * live in rows, not sessions, so none is ever kept for a lock.
+     */
     public LeaseLockClientBuilder lockSessions(int lockSessions) {
         this.lockSessions = Checks.between("lockSessions", lockSessions, 1, 64);
         return this;

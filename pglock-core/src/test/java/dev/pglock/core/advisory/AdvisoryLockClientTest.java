@@ -68,6 +68,11 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     @Override
+    protected LockClient newClient(java.util.function.UnaryOperator<DataSource> wrap, int lockSessions) {
+        return builder(wrap.apply(pool)).lockSessions(lockSessions).build();
+    }
+
+    @Override
     protected LockClient newClient(TcpProxy proxy) {
         return builder(closeLater(db.pooledDataSource(proxy, 24))).fencingTokens(true).build();
     }

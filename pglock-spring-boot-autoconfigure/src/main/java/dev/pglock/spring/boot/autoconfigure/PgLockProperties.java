@@ -56,8 +56,12 @@ public class PgLockProperties {
      */
     private String owner;
 
-    /** How many pinned connections each lock client keeps for its locks or statements (1 to 64). */
-    private int lockSessions = 2;
+    /**
+     * The most lock sessions (connections) each lock client opens for its statements and, in advisory
+     * mode, the locks taken without waiting (1 to 64). They open as concurrent callers need them and go
+     * back to the pool when idle and holding nothing.
+     */
+    private int lockSessions = 8;
 
     /** The longest wait for a connection from the DataSource before failing with "pool exhausted". */
     private Duration connectionWaitTimeout = Duration.ofSeconds(5);
