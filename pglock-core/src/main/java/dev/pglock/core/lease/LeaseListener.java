@@ -21,11 +21,32 @@ import org.slf4j.LoggerFactory;
  * caller has to wait; re-opened after a failure, when every waiter is woken to re-check because
  * notifications sent meanwhile were missed. Waiters never depend on it alone: they also re-check
  * when the holder's lease ends.
+ *
+ * <p><b>Who gets a NOTIFY.</b> PostgreSQL serialises every committing transaction that sends a
+ * NOTIFY (one global lock, held across the commit's flush), which halved the throughput of
+ * concurrent releases when each one notified. So a release notifies only when someone waits for
+ * its key: this connection holds a session-level shared advisory lock on the key's
+ * {@linkplain #waiterLockId waiter id} for as long as a waiter of this client wants the key (and a
+ * few seconds after, so a client that waits again and again registers once), and the release
+ * statement notifies only when it cannot take that id's transaction-level lock exclusively. No
+ * wake-up is lost: a registration that comes first makes the release notify; a release that comes
+ * first holds its exclusive lock until it has committed, so the registration waits for that commit
+ * and the waiter's next attempt, which always follows its registration, sees the key released.
  */
 final class LeaseListener {
 
     private static final Logger log = LoggerFactory.getLogger(LeaseListener.class);
     private static final int POLL_MILLIS = 500;
+    /**
+     * How long one wait for a notification lasts while the connection is open: the listener thread
+     * takes new registrations between two waits, so this bounds how long a first waiter of a key waits
+     * for its registration (a notification ends the wait at once).
+     */
+    private static final int REGISTER_POLL_MILLIS = 5;
+    /** How long a key stays registered after its last waiter left. */
+    private static final long KEEP_REGISTERED_NANOS = TimeUnit.SECONDS.toNanos(5);
+    private static final String REGISTER = "SELECT count(pg_advisory_lock_shared(id)) FROM unnest(?::bigint[]) AS id";
+    private static final String UNREGISTER = "SELECT count(pg_advisory_unlock_shared(id)) FROM unnest(?::bigint[]) AS id";
     private static final long VALIDATE_NANOS = TimeUnit.SECONDS.toNanos(5);
 
     /** A waiting caller: notified by NOTIFY, or by a reconnect. */
@@ -48,6 +69,19 @@ final class LeaseListener {
     private final String channel;
     private final String listenSql;
     private final ConcurrentHashMap<String, Set<Waiter>> waiters = new ConcurrentHashMap<>();
+    /** The lease namespace, part of each waiter id. */
+    private final String namespace;
+    /** Hashes (channel, namespace, key) to the waiter id a release checks; see {@link #waiterLockId}. */
+    private final dev.pglock.core.advisory.AdvisoryKeyHasher waiterIds;
+    /**
+     * Keys whose waiter id this connection holds now, with when a waiter last wanted each
+     * (System.nanoTime). Written by the listener thread only; read by waiters to skip a registration.
+     */
+    private final ConcurrentHashMap<String, Long> registered = new ConcurrentHashMap<>();
+    /** Keys waiters asked to register; the listener thread takes them between two polls. */
+    private final java.util.concurrent.ConcurrentLinkedQueue<String> toRegister =
+            new java.util.concurrent.ConcurrentLinkedQueue<>();
+
     /** Guards {@link #listening} and {@link #thread}; waited on until LISTEN is in place. */
     private final Object state = new Object();
     private boolean listening;
@@ -55,7 +89,9 @@ final class LeaseListener {
     private volatile boolean closed;
 
     LeaseListener(javax.sql.DataSource dataSource, Duration connectionWaitTimeout, Executor connector,
-            String channel) {
+            String channel, String namespace) {
+        this.namespace = namespace;
+        this.waiterIds = new dev.pglock.core.advisory.AdvisoryKeyHasher("pglock-lease-waiters/" + channel);
         this.dataSource = dataSource;
         this.connectionWaitTimeout = connectionWaitTimeout;
         this.connector = connector;
@@ -65,23 +101,36 @@ final class LeaseListener {
     }
 
     /**
+     * The id whose shared advisory lock tells a release of {@code key} that someone waits for it. The
+     * same for every client of the table (by its name, without schema) and namespace.
+     */
+    long waiterLockId(String key) {
+        return waiterIds.lockId(namespace.length() + ":" + namespace + key);
+    }
+
+    /**
      * Registers a waiter for {@code key} and waits (until {@code deadlineNanos} at most) for LISTEN
-     * to be in place, so that a release after the waiter's next attempt is heard. When LISTEN cannot
-     * be had in time, the waiter still re-checks when the holder's lease ends.
+     * and the key's waiter id to be in place, so that a release after the waiter's next attempt is
+     * heard. When they cannot be had in time, the waiter still re-checks when the holder's lease ends.
      */
     Waiter register(String key, long deadlineNanos) throws InterruptedException {
         Waiter waiter = new Waiter();
-        waiters.computeIfAbsent(key, k -> ConcurrentHashMap.newKeySet()).add(waiter);
         long until = Math.min(deadlineNanos, System.nanoTime() + connectionWaitTimeout.toNanos());
         try {
-            synchronized (state) {
+            synchronized (state) { // with unregisterUnwanted: a key with a waiter is never given up
+                waiters.computeIfAbsent(key, k -> ConcurrentHashMap.newKeySet()).add(waiter);
                 if (thread == null && !closed) {
                     thread = new Thread(this::loop, "pglock-lease-listen-" + channel);
                     thread.setDaemon(true);
                     thread.start();
                 }
+                if (!registered.containsKey(key)) {
+                    toRegister.add(key);
+                    state.notifyAll(); // the listener thread may be idle, without a connection
+                }
                 long left;
-                while (!listening && !closed && (left = until - System.nanoTime()) > 0) {
+                while ((!listening || !registered.containsKey(key)) && !closed
+                        && (left = until - System.nanoTime()) > 0) {
                     TimeUnit.NANOSECONDS.timedWait(state, left);
                 }
             }
@@ -111,17 +160,31 @@ final class LeaseListener {
         try {
             while (!closed) {
                 try {
+                    if (connection != null && waiters.isEmpty() && registered.isEmpty() && toRegister.isEmpty()) {
+                        // Nobody has waited for a while: give the connection back until someone does.
+                        setListening(false);
+                        unlisten(connection);
+                        connection = null;
+                    }
                     if (connection == null) {
                         if (waiters.isEmpty()) {
-                            Thread.sleep(POLL_MILLIS); // nobody waits: do not hold a connection for nothing
+                            synchronized (state) { // register() wakes this at once
+                                if (waiters.isEmpty() && !closed) {
+                                    state.wait(POLL_MILLIS);
+                                }
+                            }
                             continue;
                         }
                         connection = listen();
+                        registered.clear(); // a new session holds no waiter id yet
+                        toRegister.addAll(waiters.keySet());
+                        registerPending(connection);
                         setListening(true);
                         wakeAll(); // releases while we were not listening were not heard
                     }
+                    registerPending(connection);
                     PGNotification[] notifications =
-                            connection.unwrap(PGConnection.class).getNotifications(POLL_MILLIS);
+                            connection.unwrap(PGConnection.class).getNotifications(REGISTER_POLL_MILLIS);
                     if (notifications != null) {
                         for (PGNotification n : notifications) {
                             Set<Waiter> set = waiters.get(n.getParameter());
@@ -130,8 +193,9 @@ final class LeaseListener {
                             }
                         }
                     }
-                    if (System.nanoTime() - lastValidated > VALIDATE_NANOS && !waiters.isEmpty()) {
+                    if (System.nanoTime() - lastValidated > VALIDATE_NANOS) {
                         lastValidated = System.nanoTime();
+                        unregisterUnwanted(connection);
                         if (!connection.isValid(2)) {
                             throw new SQLException("the LISTEN connection did not answer", "08006");
                         }
@@ -145,6 +209,7 @@ final class LeaseListener {
                     log.warn("LISTEN on channel {} failed ({}); retrying, waiters re-check meanwhile", channel,
                             e.getMessage());
                     setListening(false);
+                    registered.clear(); // the waiter ids ended with the session
                     Jdbc.abortQuietly(connection);
                     connection = null;
                     wakeAll();
@@ -158,6 +223,55 @@ final class LeaseListener {
         } finally {
             setListening(false);
             unlisten(connection);
+        }
+    }
+
+    /**
+     * Takes the waiter ids of the keys waiters asked for, in one statement, and tells the waiters.
+     * Keys that waiters still want are marked wanted now.
+     */
+    private void registerPending(Connection connection) throws SQLException {
+        long now = System.nanoTime();
+        waiters.keySet().forEach(key -> registered.computeIfPresent(key, (k, since) -> now));
+        if (toRegister.isEmpty()) {
+            return;
+        }
+        java.util.Set<String> keys = new java.util.LinkedHashSet<>();
+        for (String key; (key = toRegister.poll()) != null; ) {
+            if (!registered.containsKey(key)) {
+                keys.add(key);
+            }
+        }
+        if (!keys.isEmpty()) {
+            Long[] ids = keys.stream().map(this::waiterLockId).toArray(Long[]::new);
+            try (java.sql.PreparedStatement ps = connection.prepareStatement(REGISTER)) {
+                ps.setArray(1, connection.createArrayOf("bigint", ids));
+                ps.executeQuery().close();
+            }
+            keys.forEach(key -> registered.put(key, now));
+        }
+        synchronized (state) {
+            state.notifyAll(); // the waiters of these keys may attempt now
+        }
+    }
+
+    /** Gives up the waiter ids of keys nobody of this client has waited for in a while. */
+    private void unregisterUnwanted(Connection connection) throws SQLException {
+        long now = System.nanoTime();
+        java.util.List<String> unwanted;
+        synchronized (state) { // a waiter registering now either came first (kept) or sees the key gone
+            unwanted = registered.entrySet().stream()
+                    .filter(e -> !waiters.containsKey(e.getKey()) && now - e.getValue() > KEEP_REGISTERED_NANOS)
+                    .map(java.util.Map.Entry::getKey).toList();
+            unwanted.forEach(registered::remove);
+        }
+        if (unwanted.isEmpty()) {
+            return;
+        }
+        Long[] ids = unwanted.stream().map(this::waiterLockId).toArray(Long[]::new);
+        try (java.sql.PreparedStatement ps = connection.prepareStatement(UNREGISTER)) {
+            ps.setArray(1, connection.createArrayOf("bigint", ids));
+            ps.executeQuery().close();
         }
     }
 
@@ -186,6 +300,7 @@ final class LeaseListener {
         }
         try (Statement st = connection.createStatement()) {
             st.execute("UNLISTEN *"); // the connection goes back to its pool clean
+            st.execute("SELECT pg_advisory_unlock_all()"); // and without waiter ids
             Jdbc.closeQuietly(connection);
         } catch (SQLException e) {
             Jdbc.abortQuietly(connection);

@@ -118,17 +118,23 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // A waiter's attempt, after a NOTIFY or at the holder's lease end. TRY_LOCK is the cheaper
     // statement when the lock is free, but it locks the row even when it fails, and a row lock is WAL
     // that its commit must flush: every waiter woken by a release would pay a durable commit, one
-    // after the other, before the one that can win does. Here the row is only touched when it is
-    // ours to take, so the waiters that lose read and go back to sleep without writing. It also says
-    // how long the holder's lease has left, by the database clock, so a waiter needs one statement
-    // per wake-up. The row lock is taken before the token is drawn (a waiter blocked behind a
-    // concurrent winner re-checks the new row version and draws nothing). Parameters: namespace,
-    // key, holder, owner prefix, shared, lease ms, data. Rows: (token, now, NULL) when taken;
-    // (NULL, NULL, ms left) when held; none when the row appeared after this statement's snapshot
-    // (try again at once).
+    // after the other, before the one that can win does. Here the row is only locked when it is
+    // ours to take, and a row another session has locked (a waiter of another client winning the
+    // same release, a heartbeat) is skipped, not waited for: the waiters that lose read and go back
+    // to sleep without writing or queueing behind the winner's commit. It also says how long the
+    // holder's lease has left, by the database clock, so a waiter needs one statement per wake-up.
+    // The row lock is taken before the token is drawn. Parameters: namespace, key, holder, owner
+    // prefix, shared, lease ms, data. Rows: (token, now, NULL, false) when taken; (NULL, NULL, ms
+    // left, busy) when not, busy meaning the row looked free but another session had it locked (it
+    // is being taken: look again in a moment); none when the row appeared after this statement's
+    // snapshot (try again at once).
     private static final String WAITER_TRY_LOCK = """
             WITH p AS (SELECT ?::text AS ns, ?::text AS k, ?::text AS me, ?::text AS mine, ?::boolean AS sh,
                               ?::bigint AS lease, ?::bytea AS data, statement_timestamp() AS now),
+            target AS (
+                SELECT t.namespace, t.lock_key FROM %1$s AS t, p
+                WHERE t.namespace = p.ns AND t.lock_key = p.k AND (t.expires_at <= p.now OR (t.shared AND p.sh))
+                FOR UPDATE OF t SKIP LOCKED),
             claim AS (
                 UPDATE %1$s AS t SET
                     holders = CASE WHEN t.expires_at <= p.now THEN ARRAY[p.me]
@@ -144,8 +150,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     lease_millis = p.lease,
                     record_version = t.record_version + 1,
                     data = CASE WHEN t.expires_at <= p.now THEN p.data ELSE coalesce(p.data, t.data) END
-                FROM p
-                WHERE t.namespace = p.ns AND t.lock_key = p.k AND (t.expires_at <= p.now OR (t.shared AND p.sh))
+                FROM p, target
+                WHERE t.namespace = target.namespace AND t.lock_key = target.lock_key
+                  AND (t.expires_at <= p.now OR (t.shared AND p.sh))
                 RETURNING t.fencing_token),
             created AS (
                 INSERT INTO %1$s (namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at,
@@ -157,9 +164,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                   AND NOT EXISTS (SELECT FROM %1$s AS o WHERE o.namespace = p.ns AND o.lock_key = p.k)
                 ON CONFLICT (namespace, lock_key) DO NOTHING
                 RETURNING fencing_token)
-            SELECT fencing_token, (SELECT now FROM p), NULL::bigint FROM claim
-            UNION ALL SELECT fencing_token, (SELECT now FROM p), NULL FROM created
-            UNION ALL SELECT NULL, NULL, ceil(extract(epoch FROM o.expires_at - p.now) * 1000)::bigint
+            SELECT fencing_token, (SELECT now FROM p), NULL::bigint, false FROM claim
+            UNION ALL SELECT fencing_token, (SELECT now FROM p), NULL, false FROM created
+            UNION ALL SELECT NULL, NULL, ceil(extract(epoch FROM o.expires_at - p.now) * 1000)::bigint,
+                             o.expires_at <= p.now OR (o.shared AND p.sh)
                 FROM %1$s AS o, p
                 WHERE o.namespace = p.ns AND o.lock_key = p.k AND NOT EXISTS (SELECT FROM claim)""";
     // Heartbeat, one statement for every lock this client holds: extends each lease by its own length
@@ -183,8 +191,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // holdAtLeast when that is still ahead (database clock): the row then lists no holder, so no
     // heartbeat can extend it. The row stays (empty) so the next acquisition continues its fencing
     // tokens; old rows are purged. NOTIFY goes out when the statement commits, so a waiter wakes in
-    // the same round trip. Parameters: holder, holder, hold-at-least ms, holder, namespace, key,
-    // holder, channel. (A plain single-row UPDATE: the join RELEASE_ALL needs costs about 13% per release.)
+    // the same round trip, and only when someone waits for the key (see LeaseListener: NOTIFY
+    // serialises commits, so a release nobody waits for does not send one). Parameters: holder,
+    // holder, hold-at-least ms, holder, namespace, key, holder, waiter id, channel. (A plain single-row UPDATE: the join RELEASE_ALL needs costs about 13% per release.)
     // %2$s is empty, or ASYNC_COMMIT when the user opted in to releases that do not wait for the flush.
     private static final String RELEASE = """
             UPDATE %1$s AS t
@@ -193,21 +202,22 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                                   ELSE greatest(statement_timestamp(), t.acquired_at + ? * interval '1 millisecond') END,
                 data = CASE WHEN t.holders = ARRAY[?::text] THEN NULL ELSE t.data END
             WHERE t.namespace = ? AND t.lock_key = ? AND ?::text = ANY (t.holders)
-            RETURNING pg_notify(?, t.lock_key)%2$s""";
+            RETURNING CASE WHEN pg_try_advisory_xact_lock(?) THEN NULL ELSE pg_notify(?, t.lock_key) END%2$s""";
     // RELEASE for an exclusive lock: its row lists this acquisition alone. Parameters: hold-at-least
-    // ms, namespace, key, holder, channel.
+    // ms, namespace, key, holder, waiter id, channel.
     private static final String RELEASE_EXCLUSIVE = """
             UPDATE %1$s AS t
             SET holders = '{}', expires_at = greatest(statement_timestamp(), t.acquired_at + ? * interval '1 millisecond'),
                 data = NULL
             WHERE t.namespace = ? AND t.lock_key = ? AND t.holders = ARRAY[?::text]
-            RETURNING pg_notify(?, t.lock_key)%2$s""";
+            RETURNING CASE WHEN pg_try_advisory_xact_lock(?) THEN NULL ELSE pg_notify(?, t.lock_key) END%2$s""";
     // The same for several locks at once (close(), and leases this client stopped trusting), each by
     // its own acquisition's entry. The rows are locked first, in key order, like HEARTBEAT's: two
     // statements that lock the same rows in different orders can deadlock. Parameters: keys,
-    // holders, hold-at-least ms (one entry per lock), namespace, namespace, channel.
+    // holders, hold-at-least ms, waiter ids (one entry per lock), namespace, namespace, channel.
     private static final String RELEASE_ALL = """
-            WITH r AS (SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[]) AS r(lock_key, holder, hold_millis)),
+            WITH r AS (SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::bigint[])
+                       AS r(lock_key, holder, hold_millis, waiter_id)),
             mine AS (
                 SELECT t.lock_key FROM %1$s AS t JOIN r USING (lock_key)
                 WHERE t.namespace = ? AND r.holder = ANY (t.holders)
@@ -220,7 +230,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 data = CASE WHEN t.holders = ARRAY[r.holder] THEN NULL ELSE t.data END
             FROM mine JOIN r USING (lock_key)
             WHERE t.namespace = ? AND t.lock_key = mine.lock_key AND r.holder = ANY (t.holders)
-            RETURNING pg_notify(?, t.lock_key)%2$s""";
+            RETURNING CASE WHEN pg_try_advisory_xact_lock(r.waiter_id) THEN NULL ELSE pg_notify(?, t.lock_key) END%2$s""";
     // Opt-in (asyncReleaseCommit): the release's transaction commits without waiting for its WAL to
     // reach disk; set for that transaction only (is_local), so it never leaks into the session, and
     // evaluated for the rows released, before the commit that reads it. Only releases: a lost release
@@ -249,6 +259,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private static final String PURGE = "DELETE FROM %1$s WHERE expires_at < statement_timestamp() - interval '1 hour'";
     private static final Duration PURGE_EVERY = Duration.ofMinutes(10);
     private static final Duration MIN_NETWORK_TIMEOUT = Duration.ofSeconds(2);
+    /** How long a waiter that found the key being taken by another session waits before it looks again. */
+    private static final long BUSY_BACKOFF_MILLIS = 20;
+    private static final long BUSY_BACKOFF_MAX_MILLIS = 100;
 
     private final String namespace;
     private final Duration defaultLease;
@@ -279,6 +292,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** {@code owner#}: every holder entry of this client starts with it. */
     private final String holderPrefix;
     private final Duration networkTimeout;
+    /** How long a session beyond the first stays open with nothing to run: max(heartbeat, 1 s). */
+    private final long idleNanos;
     /** Where releases of leases this client stopped trusting run; a test may hold them back. */
     volatile Executor untrustedReleases;
     /** Releases still to make (failed ones, and acquisitions that may have been granted unseen): see retryReleases. */
@@ -328,11 +343,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         networkTimeout = networkTimeout.compareTo(MIN_NETWORK_TIMEOUT) < 0 ? MIN_NETWORK_TIMEOUT : networkTimeout;
         networkTimeout = networkTimeout.compareTo(defaultLease) > 0 ? defaultLease : networkTimeout;
         this.networkTimeout = networkTimeout;
+        this.idleNanos = Math.max(heartbeatInterval.toNanos(), TimeUnit.SECONDS.toNanos(1));
         this.sessions = new SessionPool(dataSource, lockSessions, connectionWaitTimeout, networkTimeout, connector,
                 LockSession::withPid);
         this.untrustedReleases = connector;
         this.holderPrefix = owner + "#";
-        this.listener = new LeaseListener(listenDataSource, connectionWaitTimeout, connector, channel);
+        this.listener = new LeaseListener(listenDataSource, connectionWaitTimeout, connector, channel, namespace);
     }
 
     /** Opens the first session (checking it is PostgreSQL), creates or checks the table, starts the heartbeat. */
@@ -363,6 +379,11 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     @Override
     protected Optional<Duration> leaseOf(LeaseLock lock) {
         return Optional.of(Duration.ofMillis(lock.leaseMillis));
+    }
+
+    /** For tests: the waiter id a release of {@code key} checks before it notifies (see LeaseListener). */
+    long waiterLockId(String key) {
+        return listener.waiterLockId(key);
     }
 
     /** How many waiters the LISTEN connection serves now (for tests). */
@@ -449,7 +470,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         String holder = newHolder();
         long sentAt = System.nanoTime();
         try {
-            return session.call(c -> {
+            return session.callClaimed(c -> {
                 refuseIfClosed(request);
                 try (PreparedStatement ps = c.prepareStatement(request.isShared() ? tryLock : tryLockExclusive)) {
                     ps.setString(1, namespace);
@@ -624,6 +645,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             return null;
         }
         boolean unknownBefore = false;
+        long busyBackoffMillis = BUSY_BACKOFF_MILLIS;
         try {
             while (true) {
                 if (isClosed()) { // close() woke us: it grants nothing more
@@ -640,6 +662,18 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 if (left <= 0) {
                     return null;
                 }
+                if (attempt.busy()) {
+                    // Someone else is taking it right now: it commits in a moment and then holds the key
+                    // until a release, which notifies. Look again 20 ms later (then 40, 80, 100 ms),
+                    // only to learn the new holder's lease end, or the key free if that claim failed;
+                    // a release before then wakes this at once. Looking again sooner made every
+                    // waiter of every client read the row several times per hand-off.
+                    noteContended(request.key());
+                    waiter.await(Math.min(left, TimeUnit.MILLISECONDS.toNanos(busyBackoffMillis)));
+                    busyBackoffMillis = Math.min(busyBackoffMillis * 2, BUSY_BACKOFF_MAX_MILLIS);
+                    continue;
+                }
+                busyBackoffMillis = BUSY_BACKOFF_MILLIS;
                 if (attempt.holderLeftMillis() == null || attempt.holderLeftMillis() <= 0) {
                     // The row changed under this statement (created, or taken by a waiter that won the
                     // race for it): the next attempt sees the new holder and its lease. Once at once,
@@ -665,8 +699,11 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         }
     }
 
-    /** A waiter's attempt: the lock, or how long its holder's lease has left (null: unknown, try again). */
-    private record WaiterAttempt(LeaseLock lock, Long holderLeftMillis) {
+    /**
+     * A waiter's attempt: the lock, or how long its holder's lease has left (null: unknown, try again),
+     * or busy: another session was taking the key at that moment (look again shortly).
+     */
+    private record WaiterAttempt(LeaseLock lock, Long holderLeftMillis, boolean busy) {
     }
 
     private WaiterAttempt waiterTryLock(LockRequest request) {
@@ -675,7 +712,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         String holder = newHolder();
         long sentAt = System.nanoTime();
         try {
-            return session.call(c -> {
+            return session.callClaimed(c -> {
                 refuseIfClosed(request);
                 try (PreparedStatement ps = c.prepareStatement(waiterTryLock)) {
                     ps.setString(1, namespace);
@@ -687,14 +724,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     ps.setBytes(7, request.data());
                     try (ResultSet rs = ps.executeQuery()) {
                         if (!rs.next()) {
-                            return new WaiterAttempt(null, null);
+                            return new WaiterAttempt(null, null, false);
                         }
                         long token = rs.getLong(1);
                         if (rs.wasNull()) {
-                            return new WaiterAttempt(null, rs.getLong(3));
+                            return new WaiterAttempt(null, rs.getLong(3), rs.getBoolean(4));
                         }
                         LeaseLock lock = granted(request, holder, token, rs.getTimestamp(2), leaseMillis, sentAt);
-                        return new WaiterAttempt(lock, null);
+                        return new WaiterAttempt(lock, null, false);
                     }
                 }
             });
@@ -713,13 +750,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         LockSession session = null;
         try {
             session = sessions.session();
-            boolean released = session.call(c -> {
+            boolean released = session.callClaimed(c -> {
                 try (PreparedStatement ps = c.prepareStatement(lock.isShared() ? release : releaseExclusive)) {
                     if (lock.isShared()) {
                         bind(ps, lock.holder, lock.holder, lock.holdAtLeastMillis, lock.holder, namespace, lock.key(),
-                                lock.holder, channel);
+                                lock.holder, listener.waiterLockId(lock.key()), channel);
                     } else {
-                        bind(ps, lock.holdAtLeastMillis, namespace, lock.key(), lock.holder, channel);
+                        bind(ps, lock.holdAtLeastMillis, namespace, lock.key(), lock.holder,
+                                listener.waiterLockId(lock.key()), channel);
                     }
                     try (ResultSet rs = ps.executeQuery()) {
                         return rs.next();
@@ -753,26 +791,40 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     }
 
     /**
-     * Releases locks in one statement; hold-at-least is judged there, by the database clock. Never
-     * throws: a lock that cannot be released ends when its lease runs out.
+     * Releases locks, {@link #BATCH} per statement; hold-at-least is judged there, by the database
+     * clock. Never throws: a lock that cannot be released ends when its lease runs out.
      *
-     * @return how many rows were ours to release, or -1 when the statement failed
+     * @return how many rows were ours to release, or -1 when a statement failed
      */
     private int releaseAll(List<LeaseLock> locks) {
+        int released = 0;
+        for (int i = 0; i < locks.size(); i += BATCH) {
+            int batch = releaseBatch(locks.subList(i, Math.min(locks.size(), i + BATCH)));
+            if (batch < 0) {
+                return -1; // the caller tries them all again: a batch released already finds nothing
+            }
+            released += batch;
+        }
+        return released;
+    }
+
+    private int releaseBatch(List<LeaseLock> locks) {
         String[] keys = locks.stream().map(LeaseLock::key).toArray(String[]::new);
         String[] holders = locks.stream().map(lock -> lock.holder).toArray(String[]::new);
         Long[] holds = locks.stream().map(lock -> lock.holdAtLeastMillis).toArray(Long[]::new);
+        Long[] waiterIds = locks.stream().map(lock -> listener.waiterLockId(lock.key())).toArray(Long[]::new);
         LockSession session = null;
         try {
             session = sessions.session();
-            return session.call(c -> {
+            return session.callClaimed(c -> {
                 try (PreparedStatement ps = c.prepareStatement(releaseAll)) {
                     ps.setArray(1, c.createArrayOf("text", keys));
                     ps.setArray(2, c.createArrayOf("text", holders));
                     ps.setArray(3, c.createArrayOf("bigint", holds));
-                    ps.setString(4, namespace);
+                    ps.setArray(4, c.createArrayOf("bigint", waiterIds));
                     ps.setString(5, namespace);
-                    ps.setString(6, channel);
+                    ps.setString(6, namespace);
+                    ps.setString(7, channel);
                     int released = 0;
                     try (ResultSet rs = ps.executeQuery()) {
                         while (rs.next()) {
@@ -796,7 +848,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     protected boolean updateDataInDatabase(LeaseLock lock, byte[] data) {
         LockSession session = sessions.session();
         try {
-            return session.call(c -> {
+            return session.callClaimed(c -> {
                 try (PreparedStatement ps = c.prepareStatement(updateData)) {
                     ps.setBytes(1, data);
                     ps.setString(2, namespace);
@@ -819,6 +871,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 connector.execute(() -> {
                     try {
                         sendHeartbeat();
+                        // Sessions that concurrent callers opened go back to the pool once idle.
+                        sessions.retireIdle(idleNanos, this::disposeRetired);
                     } finally {
                         heartbeatRunning.set(false);
                     }
@@ -829,7 +883,17 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         }
     }
 
-    /** One statement renews every lock this client holds; those it does not return are lost. */
+    /**
+     * Locks renewed, or released together, per statement: each statement stays short (well within the
+     * network timeout) however many locks the client holds.
+     */
+    static final int BATCH = 5_000;
+
+    /**
+     * Renews every lock this client holds; those a statement does not return are lost. Up to
+     * {@link #BATCH} locks per statement; more are renewed in batches of neighbouring keys, two
+     * statements at a time (on two sessions), each locking its rows in key order as RELEASE_ALL does.
+     */
     void sendHeartbeat() {
         // Also while close(Duration) waits for holders to finish: their leases must not run out then.
         // Not the locks a transaction has confirmed: it holds their rows until it ends.
@@ -837,6 +901,33 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         if (!confirmedInTransactions.isEmpty()) {
             held.removeIf(confirmedInTransactions::contains);
         }
+        if (held.size() <= BATCH) {
+            renew(held);
+            return;
+        }
+        held.sort(java.util.Comparator.comparing(LeaseLock::key));
+        List<List<LeaseLock>> batches = new ArrayList<>();
+        for (int i = 0; i < held.size(); i += BATCH) {
+            batches.add(held.subList(i, Math.min(held.size(), i + BATCH)));
+        }
+        java.util.concurrent.atomic.AtomicInteger next = new java.util.concurrent.atomic.AtomicInteger();
+        Runnable worker = () -> {
+            for (int i; (i = next.getAndIncrement()) < batches.size(); ) {
+                renew(batches.get(i));
+            }
+        };
+        CompletableFuture<Void> second;
+        try {
+            second = CompletableFuture.runAsync(worker, connector);
+        } catch (RejectedExecutionException closing) {
+            second = CompletableFuture.completedFuture(null);
+        }
+        worker.run();
+        second.join();
+    }
+
+    /** One heartbeat statement for {@code held}; the locks it does not return are lost. */
+    private void renew(List<LeaseLock> held) {
         if (held.isEmpty()) {
             return;
         }
@@ -860,7 +951,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             }
             sentAt = System.nanoTime();
             try {
-                session.call(c -> {
+                session.callClaimed(c -> {
                     try (PreparedStatement ps = c.prepareStatement(heartbeat)) {
                         ps.setArray(1, c.createArrayOf("text", keys));
                         ps.setArray(2, c.createArrayOf("text", holders));
@@ -885,20 +976,25 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 return;
             }
         }
+        Set<LeaseLock> gone = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
         for (LeaseLock lock : held) {
             if (renewed.contains(lock.holder)) {
                 extendTrust(lock, sentAt);
+            } else {
+                gone.add(lock);
             }
         }
-        lost(lock -> held.contains(lock) && !renewed.contains(lock.holder),
-                "its row was taken over, released or deleted by someone else (the heartbeat found it gone)", null);
+        if (!gone.isEmpty()) {
+            lost(gone::contains, "its row was taken over, released or deleted by someone else (the heartbeat found"
+                    + " it gone)", null);
+        }
     }
 
     private void purge() {
         LockSession session;
         try {
             session = sessions.session();
-            int purged = session.call(c -> {
+            int purged = session.callClaimed(c -> {
                 try (PreparedStatement ps = c.prepareStatement(purge)) {
                     return ps.executeUpdate();
                 }
@@ -926,7 +1022,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         ensureOpen();
         LockSession session = sessions.session();
         try {
-            return session.call(c -> {
+            return session.callClaimed(c -> {
                 try (PreparedStatement ps = c.prepareStatement(sql)) {
                     if (key != null) {
                         ps.setString(1, namespace);
@@ -985,6 +1081,22 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         listener.close(); // wakes every waiter, which then sees the client closed
     }
 
+    /** Gives back the connection of a session that was retired (or ended), never under a statement still running. */
+    private void disposeRetired(LockSession session) {
+        boolean closed = false;
+        try {
+            closed = session.tryCallEvenIfEnded(c -> {
+                c.close();
+                return null;
+            }, networkTimeout.toNanos());
+        } catch (SQLException e) {
+            log.debug("closing {} failed", session, e);
+        }
+        if (!closed) {
+            Jdbc.abortQuietly(session.connection);
+        }
+    }
+
     @Override
     protected void closeDatabase(List<LeaseLock> held) {
         listener.close();
@@ -1011,21 +1123,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             Thread.currentThread().interrupt();
         }
         for (LockSession session : sessions.drain()) {
-            if (!session.end()) {
-                continue;
-            }
-            // Never closed under a statement still running on it: wait for that, then abort instead.
-            boolean closed = false;
-            try {
-                closed = session.tryCallEvenIfEnded(c -> {
-                    c.close();
-                    return null;
-                }, networkTimeout.toNanos());
-            } catch (SQLException e) {
-                log.debug("closing {} failed", session, e);
-            }
-            if (!closed) {
-                Jdbc.abortQuietly(session.connection);
+            if (session.end()) {
+                disposeRetired(session); // never closed under a statement still running on it
             }
         }
         connector.shutdownNow();

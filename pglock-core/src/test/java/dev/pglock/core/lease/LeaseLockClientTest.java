@@ -99,6 +99,11 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     @Override
+    protected LockClient newClient(java.util.function.UnaryOperator<DataSource> wrap, int lockSessions) {
+        return builder(wrap.apply(pool)).lockSessions(lockSessions).build();
+    }
+
+    @Override
     protected LockClient newClientWithoutHeartbeat() {
         return builder(counting).lease(Duration.ofHours(3)).heartbeatInterval(Duration.ofHours(1)).build();
     }
@@ -906,7 +911,9 @@ class LeaseLockClientTest extends LockClientContractTest {
         awaitWaiterInDatabase("bounced");
         held.release();
         waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
-        assertThat(direct.executed()).containsExactly("LISTEN \"" + table + "\"");
+        // Through the listen DataSource: LISTEN and the waiter's registration (a session-level lock), nothing else.
+        assertThat(direct.executed()).first().isEqualTo("LISTEN \"" + table + "\"");
+        assertThat(direct.executed()).hasSize(2).last().asString().contains("pg_advisory_lock_shared");
     }
 
     /**
@@ -1247,5 +1254,110 @@ class LeaseLockClientTest extends LockClientContractTest {
         work.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
         closing.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
         assertThat(writer.tryAcquire(LockRequest.of("grace"))).isPresent();
+    }
+
+    // ---- Issue 16: who is woken, and how a waiter that loses a race behaves ----------------------------
+
+    /** NOTIFY serialises committing transactions server-wide: a release nobody waits for sends none. */
+    @Test
+    void aReleaseNotifiesOnlyWhenSomeoneWaitsForTheKey() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        try (Connection listen = db.connect(); Statement st = listen.createStatement()) {
+            st.execute("LISTEN \"" + table + "\"");
+            org.postgresql.PGConnection notifications = listen.unwrap(org.postgresql.PGConnection.class);
+
+            a.acquire(LockRequest.of("quiet")).release();
+            assertThat(notifications.getNotifications(300)).as("nobody waited, so no NOTIFY").isNullOrEmpty();
+
+            HeldLock held = a.acquire(LockRequest.of("wanted"));
+            Future<HeldLock> waiter = threads.submit(
+                    () -> b.acquire(LockRequest.of("wanted").waitAtMost(Duration.ofSeconds(30))));
+            awaitWaiterInDatabase("wanted");
+            held.release();
+            assertThat(waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).isHeld()).isTrue();
+            List<String> keys = new ArrayList<>();
+            await().atMost(PROMPTLY).until(() -> {
+                org.postgresql.PGNotification[] got = notifications.getNotifications(100);
+                if (got != null) {
+                    java.util.Arrays.stream(got).map(org.postgresql.PGNotification::getParameter).forEach(keys::add);
+                }
+                return keys.contains("wanted");
+            });
+            assertThat(keys).doesNotContain("quiet");
+        }
+    }
+
+    /**
+     * The release decides whether to notify, and the waiter registers, at the same moment: the release
+     * found no waiter and has not committed when the waiter registers. The registration waits for that
+     * commit, so the waiter's next attempt sees the key free instead of sleeping until the old lease
+     * ends (30 s). Forced by running the release's steps by hand in a transaction held open across the
+     * registration.
+     */
+    @Test
+    void aWaiterThatRegistersWhileAReleaseCommitsSeesTheRelease() throws Exception {
+        LeaseLockClient a = (LeaseLockClient) client();
+        LockClient b = client();
+        a.acquire(LockRequest.of("racing"));
+        long waiterId = a.waiterLockId("racing");
+        try (Connection releaser = db.connect()) {
+            releaser.setAutoCommit(false);
+            // The release found no waiter (it took the waiter id's transaction lock) ...
+            try (PreparedStatement ps = releaser.prepareStatement("SELECT pg_try_advisory_xact_lock(?)")) {
+                ps.setLong(1, waiterId);
+                try (ResultSet rs = ps.executeQuery()) {
+                    rs.next();
+                    assertThat(rs.getBoolean(1)).as("no waiter registered yet").isTrue();
+                }
+            }
+            // ... and a waiter registers before it commits: its registration waits.
+            Future<HeldLock> waiter = threads.submit(
+                    () -> b.acquire(LockRequest.of("racing").waitAtMost(Duration.ofSeconds(20))));
+            await().atMost(Duration.ofSeconds(10)).until(() -> db.advisoryWaiters(waiterId) == 1);
+            try (PreparedStatement ps = releaser.prepareStatement("UPDATE " + table
+                    + " SET holders = '{}', expires_at = statement_timestamp() WHERE lock_key = ?")) {
+                ps.setString(1, "racing");
+                assertThat(ps.executeUpdate()).isEqualTo(1);
+            }
+            releaser.commit(); // no NOTIFY: nobody was registered when it looked
+
+            assertThat(waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).isHeld()).isTrue();
+        }
+    }
+
+    /**
+     * A waiter that finds the key free but its row locked by another session (another client's claim
+     * under way) neither queues behind that row lock nor writes: it looks again a moment later, and
+     * takes the key once the other claim is gone. Before, its statement waited in the server for the
+     * other transaction to end.
+     */
+    @Test
+    void aWaiterDoesNotQueueBehindARowAnotherSessionIsTaking() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        HeldLock held = a.acquire(LockRequest.of("skip"));
+        assertThat(b.tryAcquire(LockRequest.of("skip").waitAtMost(Duration.ofMillis(200)))).isEmpty();
+        held.release();
+        try (Connection claimer = db.connect()) {
+            claimer.setAutoCommit(false);
+            try (PreparedStatement ps = claimer.prepareStatement("SELECT 1 FROM " + table
+                    + " WHERE lock_key = ? FOR UPDATE")) {
+                ps.setString(1, "skip");
+                ps.executeQuery().close();
+            }
+            long claimerPid = queryLong("SELECT pid FROM pg_stat_activity WHERE backend_xid IS NOT NULL"
+                    + " AND query LIKE '%FOR UPDATE%' AND query LIKE ?", "%" + table + "%");
+            long attemptsBefore = counting.executedContaining(WAITER_SQL);
+            Future<HeldLock> waiter = threads.submit(
+                    () -> b.acquire(LockRequest.of("skip").waitAtMost(Duration.ofSeconds(30))));
+            await().atMost(Duration.ofSeconds(10)).until(() -> counting.executedContaining(WAITER_SQL) >= attemptsBefore + 3);
+            assertThat(queryLong("SELECT count(*) FROM pg_stat_activity WHERE ? = ANY (pg_blocking_pids(pid))",
+                    (int) claimerPid)).as("sessions queued behind the other claim's row lock").isZero();
+
+            claimer.rollback();
+
+            assertThat(waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).isHeld()).isTrue();
+        }
     }
 }
