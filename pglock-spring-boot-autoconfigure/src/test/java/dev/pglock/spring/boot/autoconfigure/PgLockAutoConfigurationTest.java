@@ -60,7 +60,7 @@ class PgLockAutoConfigurationTest {
             PgLockProperties properties = context.getBean(PgLockProperties.class);
             assertThat(properties.getLease()).isEqualTo(Duration.ofSeconds(10));
             assertThat(properties.getHeartbeatInterval()).isEqualTo(Duration.ofSeconds(2));
-            assertThat(properties.getLockSessions()).isEqualTo(2);
+            assertThat(properties.getLockSessions()).isEqualTo(8);
             assertThat(properties.getTable().getInitializeSchema()).isEqualTo(PgLockProperties.InitializeSchema.ALWAYS);
         });
     }
