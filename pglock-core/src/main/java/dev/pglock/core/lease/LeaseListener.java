@@ -37,12 +37,7 @@ final class LeaseListener {
 
     private static final Logger log = LoggerFactory.getLogger(LeaseListener.class);
     private static final int POLL_MILLIS = 500;
-    /**
-     * How long one wait for a notification lasts while the connection is open: the listener thread
-     * takes new registrations between two waits, so this bounds how long a first waiter of a key waits
-     * for its registration (a notification ends the wait at once).
-     */
-    private static final int REGISTER_POLL_MILLIS = 5;
+
     /** How long a key stays registered after its last waiter left. */
     private static final long KEEP_REGISTERED_NANOS = TimeUnit.SECONDS.toNanos(5);
     private static final String REGISTER = "SELECT count(pg_advisory_lock_shared(id)) FROM unnest(?::bigint[]) AS id";
@@ -69,6 +64,8 @@ final class LeaseListener {
     private final String channel;
     private final String listenSql;
     private final ConcurrentHashMap<String, Set<Waiter>> waiters = new ConcurrentHashMap<>();
+    /** Ends the listener thread's poll: an empty notification on the channel, sent through a lock session. */
+    private final Runnable wake;
     /** The lease namespace, part of each waiter id. */
     private final String namespace;
     /** Hashes (channel, namespace, key) to the waiter id a release checks; see {@link #waiterLockId}. */
@@ -88,8 +85,13 @@ final class LeaseListener {
     private Thread thread;
     private volatile boolean closed;
 
+    /**
+     * @param wake sends an empty notification on the channel, to end the listener thread's poll when
+     *     a waiter needs a registration (never throws; a failure leaves it to the poll's end, 0.5 s)
+     */
     LeaseListener(javax.sql.DataSource dataSource, Duration connectionWaitTimeout, Executor connector,
-            String channel, String namespace) {
+            String channel, String namespace, Runnable wake) {
+        this.wake = wake;
         this.namespace = namespace;
         this.waiterIds = new dev.pglock.core.advisory.AdvisoryKeyHasher("pglock-lease-waiters/" + channel);
         this.dataSource = dataSource;
@@ -117,6 +119,7 @@ final class LeaseListener {
         Waiter waiter = new Waiter();
         long until = Math.min(deadlineNanos, System.nanoTime() + connectionWaitTimeout.toNanos());
         try {
+            boolean wakeListener = false;
             synchronized (state) { // with unregisterUnwanted: a key with a waiter is never given up
                 waiters.computeIfAbsent(key, k -> ConcurrentHashMap.newKeySet()).add(waiter);
                 if (thread == null && !closed) {
@@ -127,7 +130,13 @@ final class LeaseListener {
                 if (!registered.containsKey(key)) {
                     toRegister.add(key);
                     state.notifyAll(); // the listener thread may be idle, without a connection
+                    wakeListener = listening; // or blocked in its poll: ended by an empty notification
                 }
+            }
+            if (wakeListener) {
+                wake.run();
+            }
+            synchronized (state) {
                 long left;
                 while ((!listening || !registered.containsKey(key)) && !closed
                         && (left = until - System.nanoTime()) > 0) {
@@ -183,8 +192,10 @@ final class LeaseListener {
                         wakeAll(); // releases while we were not listening were not heard
                     }
                     registerPending(connection);
+                    // Blocks until a notification or the poll ends; a waiter that needs a registration
+                    // meanwhile sends an empty one on the channel (see register) to end it at once.
                     PGNotification[] notifications =
-                            connection.unwrap(PGConnection.class).getNotifications(REGISTER_POLL_MILLIS);
+                            connection.unwrap(PGConnection.class).getNotifications(POLL_MILLIS);
                     if (notifications != null) {
                         for (PGNotification n : notifications) {
                             Set<Waiter> set = waiters.get(n.getParameter());

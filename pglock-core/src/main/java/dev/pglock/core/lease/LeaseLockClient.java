@@ -348,7 +348,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 LockSession::withPid);
         this.untrustedReleases = connector;
         this.holderPrefix = owner + "#";
-        this.listener = new LeaseListener(listenDataSource, connectionWaitTimeout, connector, channel, namespace);
+        this.listener = new LeaseListener(listenDataSource, connectionWaitTimeout, connector, channel, namespace,
+                this::wakeListener);
     }
 
     /** Opens the first session (checking it is PostgreSQL), creates or checks the table, starts the heartbeat. */
@@ -379,6 +380,31 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     @Override
     protected Optional<Duration> leaseOf(LeaseLock lock) {
         return Optional.of(Duration.ofMillis(lock.leaseMillis));
+    }
+
+    /**
+     * Ends the LISTEN connection's poll, so it takes a new waiter's registration at once: an empty
+     * notification on the channel (every listener ignores it). Sent once per key a client starts
+     * waiting for that it has not waited for in the last few seconds.
+     */
+    private void wakeListener() {
+        LockSession session = null;
+        try {
+            session = sessions.session();
+            session.callClaimed(c -> {
+                try (PreparedStatement ps = c.prepareStatement("SELECT pg_notify(?, '')")) {
+                    ps.setString(1, channel);
+                    ps.execute();
+                }
+                return null;
+            });
+        } catch (SQLException | RuntimeException e) {
+            if (session != null && e instanceof SQLException sql) {
+                failure(session, "waking the LISTEN connection", sql);
+            }
+            log.debug("waking the LISTEN connection failed; it takes the registration within 0.5 s: {}",
+                    e.getMessage());
+        }
     }
 
     /** For tests: the waiter id a release of {@code key} checks before it notifies (see LeaseListener). */
