@@ -86,20 +86,22 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private static final String TRY_FENCED = "SELECT granted, CASE WHEN granted THEN nextval(?::regclass) END, pid"
             + " FROM (SELECT CASE WHEN current_setting('pglock.session', true) = ? THEN pg_try_advisory_lock%1$s(?)"
             + " END AS granted, pg_backend_pid() AS pid OFFSET 0) AS attempt";
-    // Waiting: one round trip of several statements. The driver sends them before one Sync, so they
-    // share an implicit transaction (and reach one backend, even through a pooler): set_config(...,
-    // true) sets lock_timeout for that transaction only, and it reverts by itself whether the lock came
-    // or the timeout fired (SQLState 55P03). The lock is session-level and outlives that transaction.
-    // lock_timeout covers every statement of the transaction, so 55P03 can come after the grant
-    // (PostgreSQL can also grant at the instant the timeout fires): a failed wait always cleans its
-    // connection. %2$s is NO_TOKEN or DRAW_TOKEN. Parameters: timeout, lock id, token, token [, token,
-    // sequence]. The last statement answers (pid, whether the backend is the session's, token).
-    private static final String WAIT = "SELECT set_config('lock_timeout', ?, true);"
-            + " SELECT pg_advisory_lock%1$s(?) WHERE current_setting('pglock.session', true) = ?;"
-            + " SELECT pg_backend_pid(), current_setting('pglock.session', true) = ?, %2$s";
+    // Waiting: one statement, in its own implicit transaction. set_config(..., true) sets lock_timeout
+    // for that transaction only (it reverts by itself whether the lock came or the timeout fired,
+    // SQLState 55P03); the lock is session-level and outlives it. The subquery s runs first (the
+    // lateral join depends on it): it sets the timeout and reads the session's token once, and the
+    // lock is only asked for on the session's own backend. The token is drawn in the outer select
+    // list, after the grant. lock_timeout covers the whole statement, so 55P03 can come after the
+    // grant (PostgreSQL can also grant at the instant the timeout fires): a failed wait always cleans
+    // its connection. One statement rather than three before one Sync: after the grant the server
+    // has no further statement to parse and run, which was about a third of the hand-off delay
+    // pglock added to a bare pg_advisory_lock. %2$s is NO_TOKEN or DRAW_TOKEN. Parameters: [sequence,]
+    // timeout, token, lock id. Columns: pid, whether the backend is the session's, token.
+    private static final String WAIT = "SELECT s.pid, s.mine, %2$s FROM (SELECT set_config('lock_timeout', ?, true)"
+            + " AS timeout, pg_backend_pid() AS pid, current_setting('pglock.session', true) = ? AS mine OFFSET 0) AS s"
+            + " LEFT JOIN LATERAL (SELECT pg_advisory_lock%1$s(?) WHERE s.mine OFFSET 0) AS l ON true";
     private static final String NO_TOKEN = "NULL::bigint";
-    private static final String DRAW_TOKEN = "CASE WHEN current_setting('pglock.session', true) = ?"
-            + " THEN nextval(?::regclass) END";
+    private static final String DRAW_TOKEN = "CASE WHEN s.mine THEN nextval(?::regclass) END";
     // Unlock on a dedicated session. Columns: unlocked (null when the backend is not the session's),
     // pid, mine. With retire = true it also gives its backend back unclaimed, in the same statement,
     // once the unlock succeeded; the token is read once, in OWN, because set_config changes it.
@@ -488,22 +490,18 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             boolean mine;
             Long token;
             try (PreparedStatement ps = connection.prepareStatement(sql)) {
-                ps.setString(1, Long.toString(lockTimeout));
-                ps.setLong(2, lockId);
-                ps.setString(3, session.token);
-                ps.setString(4, session.token);
+                int i = 1;
                 if (fencingSequence != null) {
-                    ps.setString(5, session.token);
-                    ps.setString(6, fencingSequence);
+                    ps.setString(i++, fencingSequence);
                 }
+                ps.setString(i++, Long.toString(lockTimeout));
+                ps.setString(i++, session.token);
+                ps.setLong(i, lockId);
                 Runnable hook = beforeWaitForTests;
                 if (hook != null) {
                     hook.run();
                 }
-                ps.execute();
-                ps.getMoreResults();
-                ps.getMoreResults();
-                try (ResultSet rs = ps.getResultSet()) {
+                try (ResultSet rs = ps.executeQuery()) {
                     rs.next();
                     resultPid = rs.getInt(1);
                     mine = rs.getBoolean(2);
