@@ -61,7 +61,7 @@ public final class Benchmarks {
             }
         }
         Duration measure = Duration.ofMillis(Math.round(seconds * 1000));
-        Scenarios.Options options = new Scenarios.Options(measure.dividedBy(3), measure, heldLease, heldAdvisory,
+        Scenarios.Options options = new Scenarios.Options(measure.dividedBy(6), measure, heldLease, heldAdvisory,
                 threads, handoffClients, holdMillis, Duration.ofSeconds(2), Duration.ofSeconds(2), Duration.ofMillis(500),
                 null);
         List<Result> results = run(options, only, systemsOnly, System.out);
@@ -160,7 +160,7 @@ public final class Benchmarks {
             step(out, results, "held-" + options.heldAdvisory(), "pglock-advisory", () -> scenarios.held(systems.pglockAdvisory("m-adv",
                     heartbeat, sessionCheckTimer()), systems.applicationName("m-adv"), options.heldAdvisory(),
                     sessionCheckTimer.get()));
-            step(out, results, "held-" + options.heldAdvisory(), "naive-advisory", () -> scenarios.held(systems.naiveAdvisory("m-naive", 10),
+            step(out, results, "held-" + options.heldAdvisory(), "naive-advisory", () -> scenarios.held(systems.naiveAdvisory("m-naive", 10, Duration.ofSeconds(1)),
                     systems.applicationName("m-naive"), options.heldAdvisory(), new StatementTimer("nothing", sql -> false)));
 
             step(out, results, "takeover", "pglock-advisory", () -> scenarios.takeoverByTermination(
@@ -171,10 +171,11 @@ public final class Benchmarks {
                     systems.shedlock("t-shed-holder", options.takeoverLease()),
                     systems.shedlock("t-shed-taker", options.takeoverLease()),
                     "holder never unlocked; lockAtMostFor " + options.takeoverLease().toMillis() + " ms, polled every 10 ms"));
+            // The registry's time-to-live at the others' lease (its default is 10 s): the same bound for all.
+            Duration takeoverTtl = registryTtl == null ? options.takeoverLease() : registryTtl;
             step(out, results, "takeover", "jdbc-lock-registry", () -> scenarios.takeoverByExpiry(
-                    systems.jdbcLockRegistry("t-reg-holder", registryTtl), systems.jdbcLockRegistry("t-reg-taker", registryTtl),
-                    "holder never unlocked; time-to-live " + (registryTtl == null ? "10000 ms (default)"
-                            : registryTtl.toMillis() + " ms")));
+                    systems.jdbcLockRegistry("t-reg-holder", takeoverTtl), systems.jdbcLockRegistry("t-reg-taker", takeoverTtl),
+                    "holder never unlocked; time-to-live " + takeoverTtl.toMillis() + " ms"));
             step(out, results, "takeover", "naive-advisory", () -> scenarios.takeoverByTermination(
                     systems.naiveAdvisory("t-naive-holder", 2), systems.applicationName("t-naive-holder"),
                     systems.naiveAdvisory("t-naive-taker", 2)));

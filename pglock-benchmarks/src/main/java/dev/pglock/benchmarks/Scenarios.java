@@ -314,9 +314,9 @@ final class Scenarios {
         LockSystem create(int index) throws Exception;
     }
 
-    /** How long each system runs in a handoff-N scenario: half the measurement time. */
+    /** How long each system runs in a handoff-N scenario: 40% of the measurement time. */
     Duration handoffMeasure() {
-        return options.measure().dividedBy(2);
+        return options.measure().multipliedBy(2).dividedBy(5);
     }
 
     /**
@@ -338,10 +338,13 @@ final class Scenarios {
             AtomicLong lastRelease = new AtomicLong();
             AtomicLong lastHolder = new AtomicLong(-1);
             Histogram delays = new Histogram(TimeUnit.SECONDS.toNanos(60), 3);
-            // Half the usual time: a hand-off takes about 11 ms, so a second still gives ~90 samples per
-            // second measured, and five systems at three client counts keep the default run short.
-            Duration measure = handoffMeasure();
-            long warmupEnd = System.nanoTime() + options.warmup().dividedBy(2).toNanos();
+            // Less than the usual time: a hand-off takes about 11 ms, so each second measured still gives
+            // ~90 samples, and five systems at three client counts keep the default run short.
+            // The warm-up grows with the clients: each must have taken the lock a few times (statements
+            // prepared, LISTEN registered) before anything counts; with 32 clients a short warm-up
+            // measured cold clients and halved the hand-offs per second.
+            Duration measure = clients >= 32 ? handoffMeasure().multipliedBy(3).dividedBy(4) : handoffMeasure();
+            long warmupEnd = System.nanoTime() + options.warmup().multipliedBy(Math.max(1, clients / 8)).toNanos();
             long end = warmupEnd + measure.toNanos();
             long holdNanos = TimeUnit.MILLISECONDS.toNanos(options.holdMillis());
             List<Callable<long[]>> workers = new ArrayList<>();
@@ -399,7 +402,7 @@ final class Scenarios {
 
     /**
      * One client takes {@code count} keys ({@link Options#threads} threads, each its own range) and
-     * holds them for three heartbeats. Reports the time to take them all, the client's heap per held
+     * holds them for two and a half heartbeats. Reports the time to take them all, the client's heap per held
      * lock (measured after a GC, including the caller's handles), the connections while holding (at
      * the end of the hold, and the most while taking them in the note), and the duration of the
      * client's periodic statement while holding them ({@code timer}: lease heartbeat, advisory
@@ -450,9 +453,10 @@ final class Scenarios {
             }
             double heapPerLock = (usedHeap() - heapBefore) / (double) count;
             int takingConnections = mostConnections.get();
-            // Holding: three heartbeats, so idle sessions are given back and the periodic statement runs.
+            // Holding: two and a half heartbeats, so idle sessions are given back (after one idle
+            // heartbeat) and the periodic statement runs at least twice.
             timer.reset();
-            Thread.sleep(options.heldHeartbeat().multipliedBy(3).plusMillis(200).toMillis());
+            Thread.sleep(options.heldHeartbeat().multipliedBy(5).dividedBy(2).toMillis());
             int holdingConnections = connections(applicationName);
             Histogram periodic = timer.snapshot();
             return new Result(scenario, system.name(), count / seconds(elapsed), micros(periodic, 50),

@@ -230,7 +230,13 @@ final class Systems {
 
     /** The seeds' style: one pooled connection pinned per held lock, blocking in pg_advisory_lock to wait. */
     LockSystem naiveAdvisory(String label, int poolSize) {
+        return naiveAdvisory(label, poolSize, Duration.ofSeconds(10));
+    }
+
+    /** The same, giving up on a pool with no free connection after {@code connectionTimeout}. */
+    LockSystem naiveAdvisory(String label, int poolSize, Duration connectionTimeout) {
         HikariDataSource pool = pool(applicationName(label), poolSize);
+        pool.setConnectionTimeout(connectionTimeout.toMillis());
         AdvisoryKeyHasher hasher = new AdvisoryKeyHasher("naive-" + run);
         return new LockSystem() {
             @Override
