@@ -107,16 +107,10 @@ public final class LockSession {
      * gives the claim back. An ended session refuses (SQLState 08003), like {@link #call}.
      */
     public <T> T callClaimed(Work<T> work) throws SQLException {
-        inUse.lock();
         try {
-            if (ended.get()) {
-                throw new SQLException(this + " has ended", "08003");
-            }
-            return work.run(connection);
+            return call(work);
         } finally {
-            lastUsedNanos = System.nanoTime();
-            claims.decrementAndGet();
-            inUse.unlock();
+            claims.decrementAndGet(); // after the statement: until then retireIfIdle refuses
         }
     }
 
@@ -261,6 +255,7 @@ public final class LockSession {
             }
             return work.run(connection);
         } finally {
+            lastUsedNanos = System.nanoTime();
             inUse.unlock();
         }
     }
