@@ -56,11 +56,36 @@ public interface LockClient extends AutoCloseable {
     /** Reads a lock without taking it: who holds it and since when, or empty when nobody does. */
     Optional<LockInfo> get(String key);
 
+    /**
+     * For operators, and dangerous: frees {@code key} in the database whoever holds it, ending any
+     * hold-at-least, and wakes the callers waiting for it. Its holder is not asked: it goes on working
+     * until its next heartbeat tells it the lock was lost (taken over), so for up to one heartbeat
+     * interval two holders may run at once. Use it for a lock whose holder is gone but whose lease is
+     * long, never to hurry a live one. Lease mode only.
+     *
+     * @return the lock as it was just before it was freed, or empty when nobody held it
+     * @throws UnsupportedOperationException in advisory mode: an advisory lock belongs to its holder's
+     *     database session, and only ending that session ({@code pg_terminate_backend}) frees it
+     */
+    default Optional<LockInfo> forceRelease(String key) {
+        throw new UnsupportedOperationException("an advisory lock cannot be force-released: it belongs to its"
+                + " holder's database session; ending that session (pg_terminate_backend(pid), the pid is in"
+                + " LockInfo) frees it");
+    }
+
     /** Every lock this client can see in the database, its own and others'. */
     List<LockInfo> list();
 
     /** Which of the two modes this client uses. */
     LockMode mode();
+
+    /**
+     * What this client can tell about itself now: locks held, connections in use, when its heartbeat
+     * or session check last succeeded, and what is wrong if anything. Never takes a lock or waits for
+     * a connection; it may run one short statement on a lock session that is idle, to see that it
+     * answers. For health checks and metrics.
+     */
+    LockClientStatus status();
 
     /** The identity this client writes as the owner of its locks. */
     String owner();

@@ -68,6 +68,12 @@ public abstract class LockClientContractTest {
     protected abstract LockClient newClient(java.util.function.UnaryOperator<javax.sql.DataSource> wrap,
             int lockSessions);
 
+    /** A new client like {@link #newClient()} that tells {@code observer} what it does. */
+    protected abstract LockClient newClient(LockObserver observer);
+
+    /** The reason a holder hears after {@link #breakLock}. */
+    protected abstract LockLostException.Reason brokenLockReason();
+
     /** A client the test closes for you. */
     protected final LockClient client() {
         return closeLater(newClient());
@@ -848,5 +854,121 @@ public abstract class LockClientContractTest {
         await().atMost(Duration.ofSeconds(15)).untilAsserted(() ->
                 assertThat(counting.get().openConnections()).as("idle sessions went back to the pool").isEqualTo(1));
         assertThat(a.tryAcquire(LockRequest.of("grow-0"))).as("the client still works on its one session").isPresent();
+    }
+
+    /** What a test observer heard, one line per callback, in order. */
+    protected static final class RecordingObserver implements LockObserver {
+        final java.util.Queue<String> heard = new ConcurrentLinkedQueue<>();
+        final java.util.Queue<LockLostException> endedLost = new ConcurrentLinkedQueue<>();
+        final AtomicInteger heartbeats = new AtomicInteger();
+
+        @Override
+        public Acquisition acquiring(LockMode mode, LockRequest request) {
+            String what = request.key() + (request.waitAtMost().isZero() ? "" : " waiting");
+            heard.add("acquiring " + what);
+            return new Acquisition() {
+                @Override
+                public Holding acquired(HeldLock lock) {
+                    heard.add("acquired " + lock.key());
+                    return lost -> {
+                        heard.add((lost == null ? "released " : "lost ") + lock.key());
+                        if (lost != null) {
+                            endedLost.add(lost);
+                        }
+                    };
+                }
+
+                @Override
+                public void notAcquired() {
+                    heard.add("not acquired " + what);
+                }
+
+                @Override
+                public void failed(RuntimeException error) {
+                    heard.add("failed " + what + ": " + error.getClass().getSimpleName());
+                }
+            };
+        }
+
+        @Override
+        public void heartbeat(LockMode mode, Duration took, boolean succeeded) {
+            if (succeeded) {
+                heartbeats.incrementAndGet();
+            }
+        }
+
+        @Override
+        public void lost(LockMode mode, String key, LockLostException.Reason reason) {
+            heard.add("lost " + key + " " + reason.tagValue());
+        }
+    }
+
+    @Test
+    void theObserverHearsEveryAcquisitionItsHeldSectionAndEveryLossWithItsReason() throws Exception {
+        RecordingObserver seen = new RecordingObserver();
+        LockClient a = closeLater(newClient(seen));
+        LockClient b = client();
+        HeldLock other = b.acquire(LockRequest.of("observed-busy"));
+
+        HeldLock held = a.acquire(LockRequest.of("observed"));
+        assertThat(a.tryAcquire(LockRequest.of("observed-busy"))).isEmpty();
+        assertThatThrownBy(() -> a.acquire(LockRequest.of("observed-busy").waitAtMost(Duration.ofMillis(100))))
+                .isInstanceOf(LockNotAcquiredException.class);
+        held.release();
+        assertThat(seen.heard).containsExactly("acquiring observed", "acquired observed", "acquiring observed-busy",
+                "not acquired observed-busy", "acquiring observed-busy waiting", "not acquired observed-busy waiting",
+                "released observed");
+
+        seen.heard.clear();
+        HeldLock doomed = a.acquire(LockRequest.of("observed-lost"));
+        breakLock(a, doomed);
+        String reason = brokenLockReason().tagValue();
+        await().atMost(lossNoticedWithin()).until(() -> seen.heard.contains("lost observed-lost " + reason));
+        await().atMost(PROMPTLY).until(() -> seen.heard.contains("lost observed-lost"));
+        assertThat(seen.endedLost).singleElement().satisfies(e -> assertThat(e.reason()).isEqualTo(brokenLockReason()));
+        assertThat(a.status().lostLocks()).isEqualTo(1);
+        assertThat(seen.heartbeats.get()).as("heartbeats or session checks that succeeded").isPositive();
+        other.release();
+
+        seen.heard.clear();
+        a.close();
+        assertThatThrownBy(() -> a.acquire(LockRequest.of("after-close"))).isInstanceOf(IllegalStateException.class);
+        assertThat(seen.heard).containsExactly("acquiring after-close", "failed after-close: IllegalStateException");
+    }
+
+    @Test
+    void anObserverThatThrowsNeverReachesTheCaller() {
+        LockClient a = closeLater(newClient(new LockObserver() {
+            @Override
+            public Acquisition acquiring(LockMode mode, LockRequest request) {
+                throw new IllegalStateException("a broken observer");
+            }
+        }));
+        HeldLock held = a.acquire(LockRequest.of("observer-throws"));
+        assertThat(held.release()).isTrue();
+    }
+
+    @Test
+    void statusCountsHeldKeysAndSessionsAndNamesWhatIsWrong() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(PgTestDatabase.get().jdbcUrl()));
+        LockClient a = closeLater(newClient(proxy));
+        a.acquire(LockRequest.of("status-1"));
+        a.acquire(LockRequest.of("status-2"));
+        LockClientStatus status = a.status();
+        assertThat(status.mode()).isEqualTo(a.mode());
+        assertThat(status.heldLocks()).isEqualTo(2);
+        assertThat(status.lockSessions()).isPositive();
+        assertThat(status.lostLocks()).isZero();
+        assertThat(status.problem()).isEmpty();
+        assertThat(status.isHealthy()).isTrue();
+
+        proxy.setRefusing(true);
+        proxy.dropConnections();
+        await().atMost(lossNoticedWithin()).until(() -> a.status().problem().isPresent());
+
+        proxy.setRefusing(false);
+        await().atMost(lossNoticedWithin().multipliedBy(2)).until(() -> a.status().isHealthy());
+        a.close();
+        assertThat(a.status().problem()).hasValueSatisfying(p -> assertThat(p).contains("closed"));
     }
 }

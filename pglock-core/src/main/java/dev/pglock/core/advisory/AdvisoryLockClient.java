@@ -3,6 +3,7 @@ package dev.pglock.core.advisory;
 import dev.pglock.core.LockDatabaseException;
 import dev.pglock.core.LockInfo;
 import dev.pglock.core.LockMode;
+import dev.pglock.core.LockLostException.Reason;
 import dev.pglock.core.LockRequest;
 import dev.pglock.core.TransactionLock;
 import dev.pglock.core.internal.AbstractLockClient;
@@ -697,18 +698,18 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             sessionDied(session, e);
             // Ended by the server (terminated, restarted) or cut off: either way the lock was not
             // confirmed to the end, and with a server-side end it was gone while its holder worked.
-            return Released.gone("its database session (backend pid " + session.backendPid + ") ended before"
+            return Released.gone(Reason.SESSION_DIED, "its database session (backend pid " + session.backendPid + ") ended before"
                     + " the release: " + e.getMessage(), e);
         }
         if (!answer.mine()) {
             LockDatabaseException refused = multiplexed(session, answer.pid());
-            return Released.gone(refused.getMessage(), refused);
+            return Released.gone(Reason.SESSION_DIED, refused.getMessage(), refused);
         } else if (!answer.unlocked()) {
             log.warn("lock '{}' (id {}) was not held by {} when released; ending the session", lock.key(),
                     lock.lockId, session);
             SQLException notHeld = new SQLException("a lock could not be released on this session");
             sessionDied(session, notHeld);
-            return Released.gone("the database no longer had it on its session (backend pid "
+            return Released.gone(Reason.SESSION_DIED, "the database no longer had it on its session (backend pid "
                     + session.backendPid + ")", notHeld);
         } else if (answer.retired()) {
             dedicated.remove(session);
@@ -741,6 +742,22 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         });
         List<LockSession> all = new ArrayList<>(dedicated);
         all.addAll(sessions.live());
+        if (sessions.live().isEmpty() && !isClosed() && reopening.compareAndSet(false, true)) {
+            // Every shared session died and nobody has taken a lock since: open one again in the
+            // background, so the client is ready (and its health says so) once the database is back.
+            try {
+                connector.execute(() -> {
+                    try {
+                        reopenFirstSession();
+                    } finally {
+                        reopening.set(false);
+                    }
+                });
+            } catch (RejectedExecutionException closing) {
+                reopening.set(false);
+                return;
+            }
+        }
         for (LockSession session : all) {
             if (session.isEnded() || !session.checking.compareAndSet(false, true)) {
                 continue;
@@ -762,6 +779,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
 
     private void check(LockSession session) {
         int[] answer;
+        long started = System.nanoTime();
         try {
             answer = session.callIfIdle(c -> {
                 try (PreparedStatement ps = c.prepareStatement(CHECK)) {
@@ -773,12 +791,66 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 }
             });
         } catch (SQLException | RuntimeException e) {
+            checkFailure = session + " did not answer: " + e.getMessage();
+            observeHeartbeat(started, false);
             sessionDied(session, e);
             return;
         }
         if (answer != null && answer[0] == 0) {
+            checkFailure = session + " answered from another backend (pid " + answer[1] + ")";
+            observeHeartbeat(started, false);
             multiplexed(session, answer[1]);
+        } else if (answer != null) {
+            checkFailure = null;
+            lastCheckNanos = System.nanoTime();
+            observeHeartbeat(started, true);
         }
+    }
+
+    /** Set while {@link #reopenFirstSession} runs, so attempts never pile up while the database is down. */
+    private final java.util.concurrent.atomic.AtomicBoolean reopening = new java.util.concurrent.atomic.AtomicBoolean();
+
+    private void reopenFirstSession() {
+        long started = System.nanoTime();
+        try {
+            sessions.session().callClaimed(c -> null);
+            checkFailure = null;
+            lastCheckNanos = System.nanoTime();
+            observeHeartbeat(started, true);
+        } catch (SQLException | RuntimeException e) {
+            checkFailure = "no lock session can be opened: " + e.getMessage();
+            observeHeartbeat(started, false);
+        }
+    }
+
+    /** Why the last session check failed, until one succeeds; null while they succeed. */
+    private volatile String checkFailure;
+    /** When a session check last succeeded (System.nanoTime); 0 if none has. */
+    private volatile long lastCheckNanos;
+
+    @Override
+    protected int lockSessionsOpen() {
+        return sessions.live().size() + dedicated.size();
+    }
+
+    @Override
+    protected int waitingConnections() {
+        return waiting.size();
+    }
+
+    @Override
+    protected long lastCheckNanos() {
+        return lastCheckNanos;
+    }
+
+    /**
+     * An idle lock session that does not answer a trivial statement, else the last watchdog check's
+     * failure while no check has succeeded since (the session it found dead is replaced on next use).
+     */
+    @Override
+    protected String problem() {
+        String ping = Jdbc.pingIdle(sessions.live());
+        return ping == Jdbc.UNASKED ? checkFailure : ping;
     }
 
     /** The session is gone, and every lock on it with it: report them lost and stop using it. */
@@ -792,7 +864,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             log.warn("{} ended ({}); every lock it held is lost, and a new session replaces it on next use",
                     session, cause.getMessage());
         }
-        lost(lock -> lock.session == session, "its database session (backend pid " + session.backendPid
+        lost(lock -> lock.session == session, Reason.SESSION_DIED, "its database session (backend pid " + session.backendPid
                 + ") ended: " + cause.getMessage(), cause);
         session.abortAndDispose(networkTimeout.toNanos());
     }

@@ -1,6 +1,7 @@
 package dev.pglock.core.advisory;
 
 import dev.pglock.core.LockClient;
+import dev.pglock.core.LockObserver;
 import dev.pglock.core.internal.Checks;
 import dev.pglock.core.internal.Identifiers;
 import dev.pglock.core.internal.Owners;
@@ -23,6 +24,7 @@ public final class AdvisoryLockClientBuilder {
     /** Default name of the fencing-token sequence, created when fencing tokens are turned on. */
     public static final String DEFAULT_FENCING_SEQUENCE = "pglock_fencing_tokens";
 
+    private LockObserver observer = LockObserver.NONE;
     private final DataSource dataSource;
     private String namespace = "";
     private int lockSessions = DEFAULT_LOCK_SESSIONS;
@@ -96,6 +98,16 @@ public final class AdvisoryLockClientBuilder {
     }
 
     /**
+     * What hears every acquisition, held section, heartbeat and lost lock of the client, for metrics
+     * and tracing (default {@link LockObserver#NONE}). The Spring Boot starter sets one that feeds
+     * Micrometer.
+     */
+    public AdvisoryLockClientBuilder observer(LockObserver observer) {
+        this.observer = java.util.Objects.requireNonNull(observer, "observer must not be null");
+        return this;
+    }
+
+    /**
      * Checks the DataSource is PostgreSQL, opens the first lock session, creates the fencing sequence
      * when asked to, and returns the client.
      *
@@ -106,6 +118,7 @@ public final class AdvisoryLockClientBuilder {
         AdvisoryLockClient client = new AdvisoryLockClient(dataSource, new AdvisoryKeyHasher(namespace), lockSessions,
                 connectionWaitTimeout, heartbeatInterval, owner == null ? Owners.newOwner() : owner,
                 fencingTokens ? Identifiers.quoted("fencingSequence", fencingSequence) : null);
+        client.observeWith(observer);
         try {
             client.start();
         } catch (RuntimeException e) {

@@ -196,7 +196,7 @@ final class AdvisoryTransactionLock implements TransactionLock {
             throw new IllegalStateException("lock '" + key + "' was released by its holder");
         }
         if (closed()) {
-            throw new LockLostException(key, "the transaction's connection is closed", null);
+            throw new LockLostException(key, LockLostException.Reason.SESSION_DIED, "the transaction's connection is closed", null);
         }
     }
 

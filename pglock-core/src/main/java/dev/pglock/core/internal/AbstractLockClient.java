@@ -2,8 +2,11 @@ package dev.pglock.core.internal;
 
 import dev.pglock.core.HeldLock;
 import dev.pglock.core.LockClient;
+import dev.pglock.core.LockClientStatus;
 import dev.pglock.core.LockDatabaseException;
 import dev.pglock.core.LockLostException;
+import dev.pglock.core.LockLostException.Reason;
+import dev.pglock.core.LockObserver;
 import dev.pglock.core.LockNotAcquiredException;
 import dev.pglock.core.LockRequest;
 import dev.pglock.core.TransactionLock;
@@ -71,6 +74,10 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     private volatile boolean closed;
     /** Set when the client must not be used any more, with why; see {@link #refuseFurtherUse}. */
     private volatile String refused;
+    /** Hears acquisitions, held sections, heartbeats and losses; see {@link #observeWith}. */
+    private volatile LockObserver observer = LockObserver.NONE;
+    /** Holds reported lost since the client was built. */
+    private final java.util.concurrent.atomic.AtomicLong lostCount = new java.util.concurrent.atomic.AtomicLong();
 
     protected AbstractLockClient(String owner, String threadNamePrefix) {
         this.owner = owner;
@@ -185,9 +192,9 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                 D lock = hold.entry.lock;
                 String gone = confirm.apply(lock);
                 if (gone != null) {
-                    lost(l -> l == lock, gone, null);
+                    lost(l -> l == lock, Reason.TAKEN_OVER, gone, null);
                     hold.assertHeld(); // throws, unless the entry was busy: then say it here
-                    throw new LockLostException(lock.key(), gone, null);
+                    throw new LockLostException(lock.key(), Reason.TAKEN_OVER, gone, null);
                 }
             });
         });
@@ -289,14 +296,14 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
      * database had already dropped it, and why. A release that finds the lock gone tells its holder,
      * whose work under it may not have been exclusive.
      */
-    protected record Released(String lostReason, Throwable cause) {
+    protected record Released(Reason reason, String lostReason, Throwable cause) {
 
         /** The lock was this client's until the release. */
-        public static final Released HELD = new Released(null, null);
+        public static final Released HELD = new Released(null, null, null);
 
         /** The database no longer had the lock as this client's when it was released. */
-        public static Released gone(String reason, Throwable cause) {
-            return new Released(reason, cause);
+        public static Released gone(Reason reason, String detail, Throwable cause) {
+            return new Released(Objects.requireNonNull(reason), detail, cause);
         }
     }
 
@@ -347,6 +354,11 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         return "it can no longer be trusted";
     }
 
+    /** The category of {@link #untrustedReason}: whether heartbeats failed, or none was confirmed in time. */
+    protected Reason untrustedCategory(D lock) {
+        return Reason.TRUST_EXPIRED;
+    }
+
     /**
      * Replaces the data stored with a held lock. Only lease mode stores data; the default refuses.
      *
@@ -395,14 +407,38 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         this.afterGrant = hook;
     }
 
+    /** Not API: the builders call this once, before the client is used. */
+    public final void observeWith(LockObserver observer) {
+        this.observer = Objects.requireNonNull(observer, "observer must not be null");
+    }
+
+    /** The observer to tell about heartbeats; never null. */
+    protected final LockObserver observer() {
+        return observer;
+    }
+
+    /** Tells the observer about a heartbeat round or a session check, never letting it throw here. */
+    protected final void observeHeartbeat(long startedNanos, boolean succeeded) {
+        Duration took = Duration.ofNanos(System.nanoTime() - startedNanos);
+        quietly("heartbeat", () -> observer.heartbeat(mode(), took, succeeded));
+    }
+
+    private static void quietly(String what, Runnable call) {
+        try {
+            call.run();
+        } catch (RuntimeException e) {
+            log.warn("the lock observer's {} callback threw; ignored", what, e);
+        }
+    }
+
     @Override
     public final Optional<HeldLock> tryAcquire(LockRequest request) {
-        return Optional.ofNullable(acquireOrNull(request));
+        return Optional.ofNullable(observedAcquire(request));
     }
 
     @Override
     public final HeldLock acquire(LockRequest request) {
-        HeldLock held = acquireOrNull(request);
+        HeldLock held = observedAcquire(request);
         if (held != null) {
             return held;
         }
@@ -411,6 +447,44 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                     "interrupted while waiting for lock '" + request.key() + "'", new InterruptedException());
         }
         throw LockNotAcquiredException.of(this, request, "");
+    }
+
+    /** {@link #acquireOrNull}, told to the observer. */
+    private HeldLock observedAcquire(LockRequest request) {
+        Objects.requireNonNull(request, "request must not be null");
+        LockObserver current = observer;
+        if (current == LockObserver.NONE) {
+            return acquireOrNull(request);
+        }
+        LockObserver.Acquisition acquisition;
+        try {
+            acquisition = current.acquiring(mode(), request);
+        } catch (RuntimeException e) {
+            log.warn("the lock observer's acquiring callback threw; ignored", e);
+            acquisition = LockObserver.Acquisition.NONE;
+        }
+        HeldLock held;
+        try {
+            held = acquireOrNull(request);
+        } catch (RuntimeException e) {
+            LockObserver.Acquisition failed = acquisition;
+            quietly("failed", () -> failed.failed(e));
+            throw e;
+        }
+        if (held == null) {
+            quietly("notAcquired", acquisition::notAcquired);
+            return null;
+        }
+        Hold hold = (Hold) held;
+        LockObserver.Holding holding;
+        try {
+            holding = acquisition.acquired(hold);
+        } catch (RuntimeException e) {
+            log.warn("the lock observer's acquired callback threw; ignored", e);
+            holding = null;
+        }
+        hold.observe(holding);
+        return held;
     }
 
     private HeldLock acquireOrNull(LockRequest request) {
@@ -451,7 +525,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                     // Held here but no longer trusted, and not yet found so by the checks that run on a
                     // timer: nobody may join or re-enter it. It is lost now, and the key is free here.
                     untrustedLock = entry.lock;
-                    untrusted = removeLost(entry, untrustedReason(entry.lock), null);
+                    untrusted = removeLost(entry, untrustedCategory(entry.lock), untrustedReason(entry.lock), null);
                     entry = null;
                 }
                 if (entry == null) {
@@ -571,7 +645,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
     /** Reports the locks lost because this process can no longer trust them, then gives them back. */
     protected final void declareUntrusted(List<D> locks) {
-        lost(locks::contains, untrustedReason(locks.get(0)), null);
+        lost(locks::contains, untrustedCategory(locks.get(0)), untrustedReason(locks.get(0)), null);
         releaseUntrusted(locks);
     }
 
@@ -611,6 +685,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             entry.holds.remove(hold);
             settled.signalAll();
             if (!entry.holds.isEmpty()) {
+                hold.endHolding(null);
                 return true;
             }
             entry.busy = true;
@@ -650,12 +725,13 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         if (found != null && found.lostReason() != null) {
             // Lost while its holder worked, and no heartbeat had noticed yet: the holder hears it now,
             // on this thread, as it would have from the heartbeat a moment later.
-            hold.lost = new Loss(found.lostReason(), found.cause());
+            hold.lost = new Loss(found.reason(), found.lostReason(), found.cause());
             log.warn("lock '{}' was found lost when it was released ({}): the work done under it may not have"
                     + " been exclusive", lock.key(), found.lostReason());
             hold.fireLost();
             return false;
         }
+        hold.endHolding(null);
         return true;
     }
 
@@ -664,13 +740,13 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
      * are free again in this JVM. Called by a mode when a session dies or a lease is not renewed.
      * An entry being taken or released is left to the thread doing that: it settles it.
      */
-    protected final void lost(Predicate<D> which, String reason, Throwable cause) {
+    protected final void lost(Predicate<D> which, Reason category, String reason, Throwable cause) {
         List<Hold> lostHolds = new ArrayList<>();
         state.lock();
         try {
             for (Entry entry : List.copyOf(entries.values())) {
                 if (entry.lock != null && !entry.busy && which.test(entry.lock)) {
-                    lostHolds.addAll(removeLost(entry, reason, cause));
+                    lostHolds.addAll(removeLost(entry, category, reason, cause));
                 }
             }
         } finally {
@@ -680,12 +756,12 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     }
 
     /** Under {@link #state}: the entry's key is free here again, and each of its holds is lost. */
-    private List<Hold> removeLost(Entry entry, String reason, Throwable cause) {
+    private List<Hold> removeLost(Entry entry, Reason category, String reason, Throwable cause) {
         entries.remove(entry.lock.key(), entry);
         entry.changed.signalAll();
         settled.signalAll();
         for (Hold hold : entry.holds) {
-            hold.lost = new Loss(reason, cause);
+            hold.lost = new Loss(category, reason, cause);
         }
         if (!entry.holds.isEmpty()) {
             log.warn("lock '{}' was lost: {}", entry.lock.key(), reason);
@@ -719,6 +795,49 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             state.unlock();
         }
     }
+
+    /**
+     * What the client can tell about itself; see {@link LockClientStatus}. Asks the database nothing
+     * except through {@link #problem()}, which a mode may answer with a statement on an idle session.
+     */
+    @Override
+    public final LockClientStatus status() {
+        int held = 0;
+        state.lock();
+        try {
+            for (Entry entry : entries.values()) {
+                if (entry.lock != null && !entry.busy) {
+                    held++;
+                }
+            }
+        } finally {
+            state.unlock();
+        }
+        long last = lastCheckNanos();
+        Optional<Duration> since = last == 0 ? Optional.empty() : Optional.of(Duration.ofNanos(System.nanoTime() - last));
+        String problem;
+        if (closed) {
+            problem = "the lock client is closed";
+        } else if (refused != null) {
+            problem = refused;
+        } else {
+            problem = problem();
+        }
+        return new LockClientStatus(mode(), held, lockSessionsOpen(), waitingConnections(), lostCount.get(), since,
+                Optional.ofNullable(problem));
+    }
+
+    /** Lock sessions open now. */
+    protected abstract int lockSessionsOpen();
+
+    /** Connections of waiting callers (advisory) or the LISTEN connection (lease) in use now. */
+    protected abstract int waitingConnections();
+
+    /** When the heartbeat or session check last succeeded (System.nanoTime), 0 if never. */
+    protected abstract long lastCheckNanos();
+
+    /** Why the client cannot do its work now, or null; must never wait for a connection or a lock. */
+    protected abstract String problem();
 
     @Override
     public final boolean isClosed() {
@@ -807,7 +926,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                     held.add(entry.lock);
                 }
                 for (Hold hold : entry.holds) {
-                    hold.lost = new Loss("the lock client was closed while the lock was still held", null);
+                    hold.lost = new Loss(Reason.CLIENT_CLOSED, "the lock client was closed while the lock was still held", null);
                     released.add(hold);
                 }
             }
@@ -848,7 +967,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     }
 
     /** Why a hold ended without its holder releasing it. */
-    private record Loss(String reason, Throwable cause) {
+    private record Loss(Reason category, String reason, Throwable cause) {
     }
 
     /** One key held, or being taken or released, by this client. Guarded by {@link #state}. */
@@ -934,10 +1053,15 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         final Thread thread;
         final boolean shared;
         final List<Consumer<LockLostException>> listeners = new ArrayList<>();
-        /** Guarded by {@link #state}. */
-        boolean released;
+        /** Written under {@link #state}; volatile so that {@link #observe} may read it without. */
+        volatile boolean released;
         /** Set once, under {@link #state}; read without it as a hint. */
         volatile Loss lost;
+        /** What hears the end of this held section; null when nothing does, or once it was told. */
+        private final java.util.concurrent.atomic.AtomicReference<LockObserver.Holding> holding =
+                new java.util.concurrent.atomic.AtomicReference<>();
+        /** Set by the one call of {@link #fireLost} that reports the loss to the observer. */
+        private final java.util.concurrent.atomic.AtomicBoolean lossObserved = new java.util.concurrent.atomic.AtomicBoolean();
 
         Hold(Entry entry, Thread thread, boolean shared) {
             this.entry = entry;
@@ -1046,12 +1170,40 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         public void updateData(byte[] data) {
             assertHeld();
             if (!updateDataInDatabase(entry.lock, data == null ? null : data.clone())) {
-                lost(candidate -> candidate == entry.lock, "the database no longer shows it as ours", null);
+                lost(candidate -> candidate == entry.lock, Reason.TAKEN_OVER, "the database no longer shows it as ours", null);
                 assertHeld();
             }
         }
 
+        /** Starts telling {@code observer} about this held section; a loss that came first ends it at once. */
+        void observe(LockObserver.Holding observer) {
+            if (observer == null) {
+                return;
+            }
+            holding.set(observer);
+            Loss loss = lost;
+            if (loss != null) {
+                endHolding(exception(loss));
+            } else if (released) {
+                endHolding(null); // released by another thread before the observer was attached
+            }
+        }
+
+        /** Tells the held section's observer, once, that it ended: released ({@code lost} null) or lost. */
+        void endHolding(LockLostException lost) {
+            LockObserver.Holding h = holding.getAndSet(null);
+            if (h != null) {
+                quietly("ended", () -> h.ended(lost));
+            }
+        }
+
         void fireLost() {
+            LockLostException reported = exception(lost);
+            if (lossObserved.compareAndSet(false, true)) {
+                lostCount.incrementAndGet();
+                quietly("lost", () -> observer.lost(mode(), key(), reported.reason()));
+            }
+            endHolding(reported);
             List<Consumer<LockLostException>> toCall;
             state.lock();
             try {
@@ -1071,7 +1223,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         }
 
         private LockLostException exception(Loss loss) {
-            return new LockLostException(key(), loss.reason(), loss.cause());
+            return new LockLostException(key(), loss.category(), loss.reason(), loss.cause());
         }
 
         @Override

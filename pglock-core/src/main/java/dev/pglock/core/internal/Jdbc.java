@@ -3,6 +3,7 @@ package dev.pglock.core.internal;
 import dev.pglock.core.LockDatabaseException;
 import java.sql.Connection;
 import java.sql.SQLException;
+import java.util.List;
 import java.time.Duration;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
@@ -100,6 +101,35 @@ public final class Jdbc {
      * connection back, so a pool counts it free and evicts it instead of reusing the session. Used
      * when a connection may still hold locks we could not release.
      */
+    /**
+     * Runs a trivial statement on the first idle one of {@code sessions}, to see that the database
+     * answers; a busy session is answering already and is skipped, so this never waits behind a caller.
+     *
+     * @return why the database did not answer, null when it did, or {@link #UNASKED} when every
+     *     session was busy or none is open
+     */
+    public static String pingIdle(List<LockSession> sessions) {
+        for (LockSession session : sessions) {
+            try {
+                Boolean answered = session.callIfIdle(c -> {
+                    try (java.sql.Statement st = c.createStatement()) {
+                        st.execute("SELECT 1");
+                        return true;
+                    }
+                });
+                if (answered != null) {
+                    return null;
+                }
+            } catch (SQLException | RuntimeException e) {
+                return session + " did not answer: " + e.getMessage();
+            }
+        }
+        return UNASKED;
+    }
+
+    /** What {@link #pingIdle} answers when it found no idle session to ask (compare by identity). */
+    public static final String UNASKED = new String("no idle session was asked");
+
     public static void abortQuietly(Connection connection) {
         if (connection == null) {
             return;

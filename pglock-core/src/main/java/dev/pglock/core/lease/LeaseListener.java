@@ -83,6 +83,8 @@ final class LeaseListener {
     private final Object state = new Object();
     private boolean listening;
     private Thread thread;
+    /** Why the LISTEN connection failed last, until it listens again; null while it is fine. */
+    private volatile String failure;
     private volatile boolean closed;
 
     /**
@@ -219,6 +221,7 @@ final class LeaseListener {
                     }
                     log.warn("LISTEN on channel {} failed ({}); retrying, waiters re-check meanwhile", channel,
                             e.getMessage());
+                    failure = e.getMessage();
                     setListening(false);
                     registered.clear(); // the waiter ids ended with the session
                     Jdbc.abortQuietly(connection);
@@ -318,8 +321,33 @@ final class LeaseListener {
         }
     }
 
+    /** 1 while the listener holds its LISTEN connection (someone waited lately), else 0. */
+    int connections() {
+        synchronized (state) {
+            return listening ? 1 : 0;
+        }
+    }
+
+    /** Why callers waiting now cannot hear releases, or null when they can (or nobody waits). */
+    String problem() {
+        String why = failure;
+        if (why == null || waiters.isEmpty()) {
+            return null;
+        }
+        synchronized (state) {
+            if (listening) {
+                return null;
+            }
+        }
+        return "the LISTEN connection on channel " + channel + " failed (" + why + "); it is being reopened,"
+                + " and waiting callers re-check only when a holder's lease would end";
+    }
+
     private void setListening(boolean value) {
         synchronized (state) {
+            if (value) {
+                failure = null;
+            }
             listening = value;
             state.notifyAll();
         }

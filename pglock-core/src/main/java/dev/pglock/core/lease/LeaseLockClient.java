@@ -3,6 +3,7 @@ package dev.pglock.core.lease;
 import dev.pglock.core.LockDatabaseException;
 import dev.pglock.core.LockInfo;
 import dev.pglock.core.LockMode;
+import dev.pglock.core.LockLostException.Reason;
 import dev.pglock.core.LockRequest;
 import dev.pglock.core.TransactionLock;
 import dev.pglock.core.internal.AbstractLockClient;
@@ -231,6 +232,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             FROM mine JOIN r USING (lock_key)
             WHERE t.namespace = ? AND t.lock_key = mine.lock_key AND r.holder = ANY (t.holders)
             RETURNING CASE WHEN pg_try_advisory_xact_lock(r.waiter_id) THEN NULL ELSE pg_notify(?, t.lock_key) END%2$s""";
+    // An operator's force-release: the row is freed whoever holds it, hold-at-least included, and
+    // every waiter is woken. Its holders find out at their next heartbeat (taken over). Parameters:
+    // namespace, key, channel.
+    private static final String FORCE_RELEASE = """
+            UPDATE %1$s AS t SET holders = '{}', expires_at = statement_timestamp(), data = NULL
+            WHERE t.namespace = ? AND t.lock_key = ?
+              AND (t.holders <> '{}' OR t.expires_at > statement_timestamp())
+            RETURNING pg_notify(?, t.lock_key)""";
     // Opt-in (asyncReleaseCommit): the release's transaction commits without waiting for its WAL to
     // reach disk; set for that transaction only (is_local), so it never leaks into the session, and
     // evaluated for the rows released, before the commit that reads it. Only releases: a lost release
@@ -274,6 +283,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private final String heartbeat;
     private final String release;
     private final String releaseExclusive;
+    private final String forceRelease;
     private final String releaseAll;
     private final String updateData;
     private final String confirmInTransaction;
@@ -329,6 +339,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         this.updateData = UPDATE_DATA.formatted(quotedTable);
         this.confirmInTransaction = CONFIRM_IN_TRANSACTION.formatted(quotedTable);
         this.get = GET.formatted(quotedTable);
+        this.forceRelease = FORCE_RELEASE.formatted(quotedTable);
         this.list = LIST.formatted(quotedTable);
         this.purge = PURGE.formatted(quotedTable);
         this.schema = new LeaseSchema(table, quotedTable, quotedSequence, initializeSchema);
@@ -480,6 +491,46 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     @Override
     protected boolean isTrusted(LeaseLock lock) {
         return System.nanoTime() - lock.trustedUntilNanos < 0;
+    }
+
+    /** Heartbeats that failed made the lease untrusted; else it simply was not confirmed in time (a pause). */
+    @Override
+    protected Reason untrustedCategory(LeaseLock lock) {
+        return heartbeatFailure != null ? Reason.HEARTBEAT_FAILED : Reason.TRUST_EXPIRED;
+    }
+
+    @Override
+    protected int lockSessionsOpen() {
+        return sessions.live().size();
+    }
+
+    @Override
+    protected int waitingConnections() {
+        return listener.connections();
+    }
+
+    @Override
+    protected long lastCheckNanos() {
+        return lastHeartbeatNanos;
+    }
+
+    /**
+     * The heartbeat failing while locks are held, the LISTEN connection down while callers wait, or an
+     * idle lock session that does not answer a trivial statement (a busy one is answering already).
+     */
+    @Override
+    protected String problem() {
+        String failed = heartbeatFailure;
+        if (failed != null && !heldLocks().isEmpty()) {
+            return "the heartbeat failed (" + failed + "); held locks stay trusted only until their lease minus "
+                    + safetyMargin;
+        }
+        String listening = listener.problem();
+        if (listening != null) {
+            return listening;
+        }
+        String ping = Jdbc.pingIdle(sessions.live());
+        return ping == Jdbc.UNASKED ? null : ping;
     }
 
     @Override
@@ -791,7 +842,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 }
             });
             if (!released) {
-                return CompletableFuture.completedFuture(Released.gone("the database no longer had it as "
+                return CompletableFuture.completedFuture(Released.gone(Reason.TAKEN_OVER, "the database no longer had it as "
                         + lock.holder + "'s when it was released (taken over, or its row deleted)", null));
             }
         } catch (SQLException | RuntimeException e) {
@@ -805,7 +856,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     lock.key(), e.getMessage());
             releaseUntrusted(List.of(lock)); // also while close() waits: the entry is gone, close() will not see it
         }
-        return CompletableFuture.completedFuture(trustedToTheEnd ? Released.HELD : Released.gone("no heartbeat was"
+        return CompletableFuture.completedFuture(trustedToTheEnd ? Released.HELD : Released.gone(untrustedCategory(lock), "no heartbeat was"
                 + " confirmed within the lease minus a safety margin before it was released", null));
     }
 
@@ -927,8 +978,30 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         if (!confirmedInTransactions.isEmpty()) {
             held.removeIf(confirmedInTransactions::contains);
         }
+        if (held.isEmpty()) {
+            return;
+        }
+        long started = System.nanoTime();
+        java.util.concurrent.atomic.AtomicReference<String> failed = new java.util.concurrent.atomic.AtomicReference<>();
+        try {
+            renewAll(held, failed);
+        } finally {
+            heartbeatFailure = failed.get();
+            if (failed.get() == null) {
+                lastHeartbeatNanos = System.nanoTime();
+            }
+            observeHeartbeat(started, failed.get() == null);
+        }
+    }
+
+    /** Why the last heartbeat round failed (a statement of it), or null when it succeeded. */
+    private volatile String heartbeatFailure;
+    /** When a heartbeat round last succeeded (System.nanoTime); 0 if none has. */
+    private volatile long lastHeartbeatNanos;
+
+    private void renewAll(List<LeaseLock> held, java.util.concurrent.atomic.AtomicReference<String> failed) {
         if (held.size() <= BATCH) {
-            renew(held);
+            renew(held, failed);
             return;
         }
         held.sort(java.util.Comparator.comparing(LeaseLock::key));
@@ -939,7 +1012,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         java.util.concurrent.atomic.AtomicInteger next = new java.util.concurrent.atomic.AtomicInteger();
         Runnable worker = () -> {
             for (int i; (i = next.getAndIncrement()) < batches.size(); ) {
-                renew(batches.get(i));
+                renew(batches.get(i), failed);
             }
         };
         CompletableFuture<Void> second;
@@ -953,7 +1026,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     }
 
     /** One heartbeat statement for {@code held}; the locks it does not return are lost. */
-    private void renew(List<LeaseLock> held) {
+    private void renew(List<LeaseLock> held, java.util.concurrent.atomic.AtomicReference<String> failed) {
         if (held.isEmpty()) {
             return;
         }
@@ -973,6 +1046,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 session = sessions.session();
             } catch (RuntimeException e) {
                 log.debug("no session for the heartbeat: {}", e.getMessage());
+                failed.set(e.getMessage());
                 return;
             }
             sentAt = System.nanoTime();
@@ -999,6 +1073,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     continue; // that session broke: once more on another, before trust runs out
                 }
                 log.debug("heartbeat failed; locks stay trusted until their margin runs out: {}", e.getMessage());
+                failed.set(e.getMessage());
                 return;
             }
         }
@@ -1011,7 +1086,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             }
         }
         if (!gone.isEmpty()) {
-            lost(gone::contains, "its row was taken over, released or deleted by someone else (the heartbeat found"
+            lost(gone::contains, Reason.TAKEN_OVER, "its row was taken over, released or deleted by someone else (the heartbeat found"
                     + " it gone)", null);
         }
     }
@@ -1035,6 +1110,35 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     public Optional<LockInfo> get(String key) {
         LockRequest.of(key); // the same checks as for acquiring
         return query(get, key).stream().findFirst();
+    }
+
+    @Override
+    public Optional<LockInfo> forceRelease(String key) {
+        Optional<LockInfo> before = get(key);
+        if (before.isEmpty()) {
+            return before;
+        }
+        LockSession session = sessions.session();
+        int freed;
+        try {
+            freed = session.callClaimed(c -> {
+                try (PreparedStatement ps = c.prepareStatement(forceRelease)) {
+                    ps.setString(1, namespace);
+                    ps.setString(2, key);
+                    ps.setString(3, channel);
+                    int rows = 0;
+                    try (ResultSet rs = ps.executeQuery()) {
+                        while (rs.next()) {
+                            rows++;
+                        }
+                    }
+                    return rows;
+                }
+            });
+        } catch (SQLException e) {
+            throw failure(session, "force-releasing lock '" + key + "'", e);
+        }
+        return freed == 0 ? Optional.empty() : before;
     }
 
     /** Every lock in the table, of every namespace (each {@link LockInfo#namespace()} says which). */

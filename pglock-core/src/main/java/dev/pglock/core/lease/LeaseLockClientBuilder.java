@@ -1,6 +1,7 @@
 package dev.pglock.core.lease;
 
 import dev.pglock.core.LockClient;
+import dev.pglock.core.LockObserver;
 import dev.pglock.core.internal.Checks;
 import dev.pglock.core.internal.Identifiers;
 import dev.pglock.core.internal.Owners;
@@ -27,6 +28,7 @@ public final class LeaseLockClientBuilder {
     /** Where the table's DDL is in the jar, for Flyway or Liquibase. */
     public static final String SCHEMA_RESOURCE = LeaseSchema.RESOURCE;
 
+    private LockObserver observer = LockObserver.NONE;
     private final DataSource dataSource;
     private DataSource listenDataSource;
     private String namespace = "";
@@ -136,6 +138,16 @@ public final class LeaseLockClientBuilder {
     }
 
     /**
+     * What hears every acquisition, held section, heartbeat and lost lock of the client, for metrics
+     * and tracing (default {@link LockObserver#NONE}). The Spring Boot starter sets one that feeds
+     * Micrometer.
+     */
+    public LeaseLockClientBuilder observer(LockObserver observer) {
+        this.observer = java.util.Objects.requireNonNull(observer, "observer must not be null");
+        return this;
+    }
+
+    /**
      * Checks the settings fit together and the DataSource is PostgreSQL, creates (or checks) the
      * table, starts the heartbeat, and returns the client.
      *
@@ -154,6 +166,7 @@ public final class LeaseLockClientBuilder {
                 namespace, table, Identifiers.quoted("tableName", table),
                 Identifiers.quoted("tableName", table + "_fencing_seq"), initializeSchema, lease, heartbeatInterval,
                 lockSessions, connectionWaitTimeout, asyncReleaseCommit, owner == null ? Owners.newOwner() : owner);
+        client.observeWith(observer);
         try {
             client.start();
         } catch (RuntimeException e) {

@@ -68,6 +68,16 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     @Override
+    protected LockClient newClient(dev.pglock.core.LockObserver observer) {
+        return builder(pool).fencingTokens(true).observer(observer).build();
+    }
+
+    @Override
+    protected dev.pglock.core.LockLostException.Reason brokenLockReason() {
+        return dev.pglock.core.LockLostException.Reason.SESSION_DIED;
+    }
+
+    @Override
     protected LockClient newClient(java.util.function.UnaryOperator<DataSource> wrap, int lockSessions) {
         return builder(wrap.apply(pool)).lockSessions(lockSessions).build();
     }
@@ -867,5 +877,13 @@ class AdvisoryLockClientTest extends LockClientContractTest {
             assertThat(direct.isHeld()).isTrue();
         }
         dying.close();
+    }
+
+    @Test
+    void anAdvisoryLockCannotBeForceReleasedAndTheErrorSaysWhatCan() {
+        LockClient a = client();
+        a.acquire(LockRequest.of("stuck"));
+        assertThatThrownBy(() -> client().forceRelease("stuck")).isInstanceOf(UnsupportedOperationException.class)
+                .hasMessageContaining("pg_terminate_backend");
     }
 }

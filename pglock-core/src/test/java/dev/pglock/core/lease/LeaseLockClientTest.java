@@ -30,6 +30,7 @@ import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutorService;
@@ -96,6 +97,16 @@ class LeaseLockClientTest extends LockClientContractTest {
     @Override
     protected LockClient newClient(TcpProxy proxy) {
         return builder(closeLater(db.pooledDataSource(proxy, 16))).build();
+    }
+
+    @Override
+    protected LockClient newClient(dev.pglock.core.LockObserver observer) {
+        return builder(counting).observer(observer).build();
+    }
+
+    @Override
+    protected dev.pglock.core.LockLostException.Reason brokenLockReason() {
+        return dev.pglock.core.LockLostException.Reason.TAKEN_OVER;
     }
 
     @Override
@@ -1359,5 +1370,25 @@ class LeaseLockClientTest extends LockClientContractTest {
 
             assertThat(waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).isHeld()).isTrue();
         }
+    }
+
+    @Test
+    void anOperatorsForceReleaseFreesTheKeyWakesItsWaiterAndTheHolderHearsItWasTakenOver() throws Exception {
+        LockClient holder = client();
+        LockClient waiter = client();
+        LockClient operator = client();
+        AtomicReference<LockLostException> heard = new AtomicReference<>();
+        holder.acquire(LockRequest.of("stuck").holdAtLeast(Duration.ofSeconds(20))).onLost(heard::set);
+        Future<HeldLock> next = threads.submit(() -> waiter.acquire(LockRequest.of("stuck").waitAtMost(Duration.ofSeconds(25))));
+        awaitWaiterInDatabase("stuck");
+
+        Optional<LockInfo> was = operator.forceRelease("stuck");
+
+        assertThat(was).hasValueSatisfying(info -> assertThat(info.holders()).containsExactly(holder.owner()));
+        // Woken by the NOTIFY, long before the 30 s lease or the 20 s hold-at-least would end.
+        assertThat(next.get(PROMPTLY.toMillis(), TimeUnit.MILLISECONDS).isHeld()).isTrue();
+        await().atMost(lossNoticedWithin()).until(() -> heard.get() != null);
+        assertThat(heard.get().reason()).isEqualTo(LockLostException.Reason.TAKEN_OVER);
+        assertThat(operator.forceRelease("nobody-holds-this")).isEmpty();
     }
 }
