@@ -80,12 +80,18 @@ public interface LockClient extends AutoCloseable {
     LockMode mode();
 
     /**
-     * What this client can tell about itself now: locks held, connections in use, when its heartbeat
-     * or session check last succeeded, and what is wrong if anything. Never takes a lock or waits for
-     * a connection; it may run one short statement on a lock session that is idle, to see that it
-     * answers. For health checks and metrics.
+     * What this client can tell about itself now, without asking the database: locks held,
+     * connections in use, when its heartbeat or session check last succeeded, and what it knows to be
+     * wrong. Cheap enough for a metrics gauge.
      */
     LockClientStatus status();
+
+    /**
+     * {@link #status()}, and when nothing is known to be wrong, one trivial statement on a lock
+     * session that is idle, to see that the database answers. Never takes a lock, never waits for a
+     * connection or behind a caller's statement (a busy session counts as answering). For health checks.
+     */
+    LockClientStatus probe();
 
     /** The identity this client writes as the owner of its locks. */
     String owner();

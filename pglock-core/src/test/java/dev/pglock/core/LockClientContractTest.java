@@ -964,10 +964,10 @@ public abstract class LockClientContractTest {
 
         proxy.setRefusing(true);
         proxy.dropConnections();
-        await().atMost(lossNoticedWithin()).until(() -> a.status().problem().isPresent());
+        await().atMost(lossNoticedWithin()).until(() -> a.probe().problem().isPresent());
 
         proxy.setRefusing(false);
-        await().atMost(lossNoticedWithin().multipliedBy(2)).until(() -> a.status().isHealthy());
+        await().atMost(lossNoticedWithin().multipliedBy(2)).until(() -> a.probe().isHealthy() && a.status().isHealthy());
         a.close();
         assertThat(a.status().problem()).hasValueSatisfying(p -> assertThat(p).contains("closed"));
     }

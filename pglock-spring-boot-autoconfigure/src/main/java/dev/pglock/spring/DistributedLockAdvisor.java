@@ -68,8 +68,10 @@ public final class DistributedLockAdvisor extends AbstractPointcutAdvisor
         this.beanFactory = beanFactory;
         LockKeyEvaluator evaluator = new LockKeyEvaluator(beanFactory);
         this.source = new LockOperationSource(beanFactory, evaluator, defaults);
-        this.interceptor = new DistributedLockInterceptor(source, evaluator, templates, false);
-        this.innerInterceptor = new DistributedLockInterceptor(source, evaluator, templates, true);
+        ObjectProvider<LockSkipListener> skipListeners = beanFactory == null ? null
+                : beanFactory.getBeanProvider(LockSkipListener.class);
+        this.interceptor = new DistributedLockInterceptor(source, evaluator, templates, false, skipListeners);
+        this.innerInterceptor = new DistributedLockInterceptor(source, evaluator, templates, true, skipListeners);
     }
 
     /**

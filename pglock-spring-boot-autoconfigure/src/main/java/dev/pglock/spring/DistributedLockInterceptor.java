@@ -39,14 +39,30 @@ final class DistributedLockInterceptor implements MethodInterceptor {
     private final LockKeyEvaluator evaluator;
     private final ObjectProvider<LockTemplate> templates;
     private final boolean inner;
+    private final ObjectProvider<LockSkipListener> skipListeners;
     private volatile LockTemplate template;
 
     DistributedLockInterceptor(LockOperationSource source, LockKeyEvaluator evaluator,
-            ObjectProvider<LockTemplate> templates, boolean inner) {
+            ObjectProvider<LockTemplate> templates, boolean inner, ObjectProvider<LockSkipListener> skipListeners) {
         this.source = source;
         this.evaluator = evaluator;
         this.templates = templates;
         this.inner = inner;
+        this.skipListeners = skipListeners;
+    }
+
+    /** Tells every {@link LockSkipListener} bean that the method did not run. */
+    void skipped(LockOperation operation, String key) {
+        if (skipListeners == null) {
+            return;
+        }
+        skipListeners.orderedStream().forEach(listener -> {
+            try {
+                listener.skipped(operation.method(), key);
+            } catch (RuntimeException e) {
+                log.warn("a LockSkipListener threw; ignored", e);
+            }
+        });
     }
 
     /** Set once the application's beans exist. */
@@ -83,7 +99,7 @@ final class DistributedLockInterceptor implements MethodInterceptor {
             case SYNCHRONOUS -> invokeSynchronous(operation, template, request, invocation);
             case COMPLETION_STAGE -> invokeCompletionStage(operation, template, request, invocation);
             case REACTIVE -> ReactiveLocking.invoke(operation, template, request, cloneable(invocation),
-                    () -> notAcquired(operation, template, request));
+                    () -> notAcquired(operation, template, request), () -> skipped(operation, request.key()));
         };
     }
 
@@ -180,6 +196,7 @@ final class DistributedLockInterceptor implements MethodInterceptor {
             if (template.client().isClosed() && operation.skipsWhenLocked()) {
                 log.debug("{} skipped: the lock client is closed (the application is shutting down)",
                         operation.description());
+                skipped(operation, request.key());
                 return null;
             }
             throw e;
@@ -189,6 +206,7 @@ final class DistributedLockInterceptor implements MethodInterceptor {
     private Object skipOrThrow(LockOperation operation, LockTemplate template, LockRequest request) {
         if (operation.skipsWhenLocked()) {
             log.debug("{} skipped: lock '{}' is held elsewhere", operation.description(), request.key());
+            skipped(operation, request.key());
             return operation.skippedResult();
         }
         throw notAcquired(operation, template, request);

@@ -54,7 +54,7 @@ final class ReactiveLocking {
     }
 
     static Object invoke(LockOperation operation, LockTemplate template, LockRequest request, Call call,
-            Supplier<LockNotAcquiredException> notAcquired) {
+            Supplier<LockNotAcquiredException> notAcquired, Runnable skipped) {
         // A suspend function's proceed() gives a publisher; its return type (Object) has no adapter.
         ReactiveAdapter adapter = ReactiveAdapterRegistry.getSharedInstance()
                 .getAdapter(operation.method().getReturnType());
@@ -62,6 +62,7 @@ final class ReactiveLocking {
                 .switchIfEmpty(Mono.defer(() -> {
                     if (operation.skipsWhenLocked()) {
                         log.debug("{} skipped: lock '{}' is held elsewhere", operation.description(), request.key());
+                        skipped.run();
                         return Mono.empty();
                     }
                     return Mono.error(notAcquired.get());

@@ -843,14 +843,17 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         return lastCheckNanos;
     }
 
-    /**
-     * An idle lock session that does not answer a trivial statement, else the last watchdog check's
-     * failure while no check has succeeded since (the session it found dead is replaced on next use).
-     */
+    /** The last watchdog check's failure, while no check has succeeded since. */
     @Override
     protected String problem() {
+        return checkFailure;
+    }
+
+    /** An idle lock session that does not answer; a check that succeeds now clears an old failure. */
+    @Override
+    protected String probeProblem() {
         String ping = Jdbc.pingIdle(sessions.live());
-        return ping == Jdbc.UNASKED ? checkFailure : ping;
+        return ping == Jdbc.UNASKED ? null : ping;
     }
 
     /** The session is gone, and every lock on it with it: report them lost and stop using it. */

@@ -796,12 +796,17 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         }
     }
 
-    /**
-     * What the client can tell about itself; see {@link LockClientStatus}. Asks the database nothing
-     * except through {@link #problem()}, which a mode may answer with a statement on an idle session.
-     */
     @Override
     public final LockClientStatus status() {
+        return status(false);
+    }
+
+    @Override
+    public final LockClientStatus probe() {
+        return status(true);
+    }
+
+    private LockClientStatus status(boolean probe) {
         int held = 0;
         state.lock();
         try {
@@ -822,6 +827,9 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             problem = refused;
         } else {
             problem = problem();
+            if (problem == null && probe) {
+                problem = probeProblem();
+            }
         }
         return new LockClientStatus(mode(), held, lockSessionsOpen(), waitingConnections(), lostCount.get(), since,
                 Optional.ofNullable(problem));
@@ -836,8 +844,14 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     /** When the heartbeat or session check last succeeded (System.nanoTime), 0 if never. */
     protected abstract long lastCheckNanos();
 
-    /** Why the client cannot do its work now, or null; must never wait for a connection or a lock. */
+    /** Why the client cannot do its work now, as far as it knows without asking the database; or null. */
     protected abstract String problem();
+
+    /**
+     * Why the database does not answer: one trivial statement on an idle lock session (never one a
+     * caller is using or waits for); null when it answered or no session was idle.
+     */
+    protected abstract String probeProblem();
 
     @Override
     public final boolean isClosed() {

@@ -514,10 +514,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         return lastHeartbeatNanos;
     }
 
-    /**
-     * The heartbeat failing while locks are held, the LISTEN connection down while callers wait, or an
-     * idle lock session that does not answer a trivial statement (a busy one is answering already).
-     */
+    /** The heartbeat failing while locks are held, or the LISTEN connection down while callers wait. */
     @Override
     protected String problem() {
         String failed = heartbeatFailure;
@@ -525,10 +522,11 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             return "the heartbeat failed (" + failed + "); held locks stay trusted only until their lease minus "
                     + safetyMargin;
         }
-        String listening = listener.problem();
-        if (listening != null) {
-            return listening;
-        }
+        return listener.problem();
+    }
+
+    @Override
+    protected String probeProblem() {
         String ping = Jdbc.pingIdle(sessions.live());
         return ping == Jdbc.UNASKED ? null : ping;
     }

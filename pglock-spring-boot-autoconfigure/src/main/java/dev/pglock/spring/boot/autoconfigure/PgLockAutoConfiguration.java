@@ -1,6 +1,7 @@
 package dev.pglock.spring.boot.autoconfigure;
 
 import dev.pglock.core.LockClient;
+import dev.pglock.core.LockObserver;
 import dev.pglock.spring.DistributedLockAdvisor;
 import dev.pglock.spring.LockDefaults;
 import dev.pglock.spring.LockOperations;
@@ -56,13 +57,21 @@ public final class PgLockAutoConfiguration {
     @ConditionalOnBean(DataSource.class)
     @DependsOnDatabaseInitialization
     PgLockClients pgLockClients(PgLockProperties properties, @PgLockDataSource ObjectProvider<DataSource> lockDataSource,
-            ObjectProvider<DataSource> dataSource, Environment environment) {
+            ObjectProvider<DataSource> dataSource, Environment environment, ObjectProvider<LockObserver> observers) {
         PgLockPropertiesValidator.validate(properties);
         // Running work gets most of the shutdown phase to release its locks; the rest is for closing.
         Duration phase = Binder.get(environment).bind("spring.lifecycle.timeout-per-shutdown-phase", Duration.class)
                 .orElse(Duration.ofSeconds(30));
-        return new PgLockClients(properties, lockDataSource.getIfAvailable(() -> applicationDataSource(dataSource)),
-                phase.multipliedBy(9).dividedBy(10));
+        List<LockObserver> all = observers.orderedStream().toList();
+        PgLockClients clients = new PgLockClients(properties,
+                lockDataSource.getIfAvailable(() -> applicationDataSource(dataSource)), phase.multipliedBy(9).dividedBy(10))
+                .observer(CompositeLockObserver.of(all));
+        for (LockObserver observer : all) {
+            if (observer instanceof PgLockMetrics metrics) {
+                clients.onClientBuilt(metrics::bind);
+            }
+        }
+        return clients;
     }
 
     /** The application's one DataSource, or a start-up failure that says how to choose. */

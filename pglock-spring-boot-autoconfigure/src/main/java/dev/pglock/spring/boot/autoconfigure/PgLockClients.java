@@ -2,12 +2,14 @@ package dev.pglock.spring.boot.autoconfigure;
 
 import dev.pglock.core.LockClient;
 import dev.pglock.core.LockMode;
+import dev.pglock.core.LockObserver;
 import dev.pglock.core.PgLock;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.function.Consumer;
 import javax.sql.DataSource;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -43,6 +45,8 @@ public class PgLockClients implements SmartLifecycle, DisposableBean {
     private final Duration shutdownTimeout;
     private volatile boolean closed;
     private volatile boolean running;
+    private volatile LockObserver observer = LockObserver.NONE;
+    private final List<Consumer<LockClient>> builtListeners = new java.util.concurrent.CopyOnWriteArrayList<>();
 
     /** Clients that close at once when the context closes (no grace period). */
     public PgLockClients(PgLockProperties properties, DataSource dataSource) {
@@ -60,6 +64,30 @@ public class PgLockClients implements SmartLifecycle, DisposableBean {
         this.shutdownTimeout = shutdownTimeout;
     }
 
+    /**
+     * What every client built from now on tells about its acquisitions, held sections, heartbeats and
+     * losses; the auto-configuration combines the application's {@link LockObserver} beans here.
+     */
+    public PgLockClients observer(LockObserver observer) {
+        this.observer = java.util.Objects.requireNonNull(observer, "observer must not be null");
+        return this;
+    }
+
+    /** Runs {@code listener} for each client built, those built already included (metrics bind gauges so). */
+    public void onClientBuilt(Consumer<LockClient> listener) {
+        synchronized (clients) {
+            builtListeners.add(listener);
+            clients.values().forEach(listener);
+        }
+    }
+
+    /** The clients built so far, without building any: for health checks and the Actuator endpoint. */
+    public List<LockClient> built() {
+        synchronized (clients) {
+            return List.copyOf(clients.values());
+        }
+    }
+
     /** The DataSource the clients lock on. */
     public DataSource dataSource() {
         return dataSource;
@@ -75,7 +103,14 @@ public class PgLockClients implements SmartLifecycle, DisposableBean {
             if (closed) {
                 throw new IllegalStateException("the application context is closing: no new " + mode + " lock client");
             }
-            return clients.computeIfAbsent(mode, this::build);
+            LockClient existing = clients.get(mode);
+            if (existing != null) {
+                return existing;
+            }
+            LockClient client = build(mode);
+            clients.put(mode, client);
+            builtListeners.forEach(listener -> listener.accept(client));
+            return client;
         }
     }
 
@@ -107,6 +142,7 @@ public class PgLockClients implements SmartLifecycle, DisposableBean {
         String owner = properties.getOwner();
         return switch (mode) {
             case ADVISORY -> withOwner(PgLock.advisory(dataSource), owner)
+                    .observer(observer)
                     .namespace(properties.getNamespace())
                     .lockSessions(properties.getLockSessions())
                     .connectionWaitTimeout(properties.getConnectionWaitTimeout())
@@ -114,6 +150,7 @@ public class PgLockClients implements SmartLifecycle, DisposableBean {
                     .fencingTokens(properties.getAdvisory().isFencingTokens())
                     .build();
             case LEASE -> withOwner(PgLock.lease(dataSource), owner)
+                    .observer(observer)
                     .namespace(properties.getNamespace())
                     .tableName(properties.getTable().getName())
                     .initializeSchema(properties.getTable().getInitializeSchema() == PgLockProperties.InitializeSchema.ALWAYS)

@@ -75,6 +75,8 @@ public class PgLockProperties {
 
     private final Advisory advisory = new Advisory();
 
+    private final Metrics metrics = new Metrics();
+
     private final Scheduled scheduled = new Scheduled();
 
     private final Table table = new Table();
@@ -161,6 +163,25 @@ public class PgLockProperties {
 
     public Advisory getAdvisory() {
         return advisory;
+    }
+
+    public Metrics getMetrics() {
+        return metrics;
+    }
+
+    /** Micrometer metrics and observations (when Micrometer is on the classpath). */
+    public static class Metrics {
+
+        /** Whether pglock records its meters and observations (pglock.acquire, pglock.held, pglock.lost, ...). */
+        private boolean enabled = true;
+
+        public boolean isEnabled() {
+            return enabled;
+        }
+
+        public void setEnabled(boolean enabled) {
+            this.enabled = enabled;
+        }
     }
 
     public Table getTable() {
