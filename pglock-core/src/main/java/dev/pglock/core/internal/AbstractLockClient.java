@@ -938,6 +938,12 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             for (Entry entry : entries.values()) {
                 if (entry.lock != null) {
                     held.add(entry.lock);
+                    if (!entry.holds.isEmpty()) {
+                        // One line per lock its work did not release in time: what a shutdown cut short.
+                        log.warn("lock '{}' was still held by running work when the {} lock client closed (after"
+                                + " waiting {} for it); its holder is told it lost the lock, then it is released",
+                                entry.lock.key(), mode().name().toLowerCase(), timeout);
+                    }
                 }
                 for (Hold hold : entry.holds) {
                     hold.lost = new Loss(Reason.CLIENT_CLOSED, "the lock client was closed while the lock was still held", null);

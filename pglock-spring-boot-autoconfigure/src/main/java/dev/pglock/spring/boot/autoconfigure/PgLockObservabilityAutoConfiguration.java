@@ -52,9 +52,10 @@ public final class PgLockObservabilityAutoConfiguration {
     @ConditionalOnEnabledHealthIndicator("pglock")
     static final class Health {
 
+        /** Named so that the health endpoint shows it as {@code pglock}. */
         @Bean
-        @ConditionalOnMissingBean(name = "pgLockHealthIndicator")
-        PgLockHealthIndicator pgLockHealthIndicator(PgLockClients clients) {
+        @ConditionalOnMissingBean(name = "pglockHealthIndicator")
+        PgLockHealthIndicator pglockHealthIndicator(PgLockClients clients) {
             return new PgLockHealthIndicator(clients::built);
         }
     }

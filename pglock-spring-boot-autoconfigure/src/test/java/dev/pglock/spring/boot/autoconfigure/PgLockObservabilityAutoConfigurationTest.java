@@ -168,7 +168,7 @@ class PgLockObservabilityAutoConfigurationTest {
     @Test
     void theHealthIndicatorIsUpWithDetailsAndBacksOffOrTurnsOff() {
         runner.run(context -> {
-            HealthIndicator health = context.getBean("pgLockHealthIndicator", HealthIndicator.class);
+            HealthIndicator health = context.getBean("pglockHealthIndicator", HealthIndicator.class);
             context.getBean(LockTemplate.class).tryRun("healthy", () -> { });
             Health answer = health.health(true);
             assertThat(answer.getStatus()).isEqualTo(Status.UP);
@@ -177,18 +177,18 @@ class PgLockObservabilityAutoConfigurationTest {
                     "waitingConnections");
         });
         runner.withPropertyValues("management.health.pglock.enabled=false")
-                .run(context -> assertThat(context).doesNotHaveBean("pgLockHealthIndicator"));
+                .run(context -> assertThat(context).doesNotHaveBean("pglockHealthIndicator"));
         runner.withClassLoader(new FilteredClassLoader(HealthIndicator.class))
-                .run(context -> assertThat(context).hasNotFailed().doesNotHaveBean("pgLockHealthIndicator"));
-        runner.withBean("pgLockHealthIndicator", HealthIndicator.class, () -> () -> Health.down().build())
-                .run(context -> assertThat(context.getBean("pgLockHealthIndicator", HealthIndicator.class).health(true)
+                .run(context -> assertThat(context).hasNotFailed().doesNotHaveBean("pglockHealthIndicator"));
+        runner.withBean("pglockHealthIndicator", HealthIndicator.class, () -> () -> Health.down().build())
+                .run(context -> assertThat(context.getBean("pglockHealthIndicator", HealthIndicator.class).health(true)
                         .getStatus()).isEqualTo(Status.DOWN));
     }
 
     @Test
     void theHealthIndicatorIsDownWithTheReasonWhenTheClientCannotWork() {
         runner.run(context -> {
-            HealthIndicator health = context.getBean("pgLockHealthIndicator", HealthIndicator.class);
+            HealthIndicator health = context.getBean("pglockHealthIndicator", HealthIndicator.class);
             context.getBean(LockClient.class).close();
             Health answer = health.health(true);
             assertThat(answer.getStatus()).isEqualTo(Status.DOWN);
