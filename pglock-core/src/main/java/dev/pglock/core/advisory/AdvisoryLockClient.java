@@ -732,6 +732,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
      * statement is skipped (that statement is bounded by the same timeout and reports its own failure).
      */
     private void checkSessions() {
+        lastRoundNanos = System.nanoTime();
         // Sessions that concurrent callers opened and that hold nothing now go back to the pool.
         sessions.retireIdle(idleNanos, session -> {
             try {
@@ -843,9 +844,20 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         return lastCheckNanos;
     }
 
-    /** The last watchdog check's failure, while no check has succeeded since. */
+    /** When the watchdog last ran (System.nanoTime): one that stops running is a stalled client. */
+    private volatile long lastRoundNanos = System.nanoTime();
+
+    /**
+     * The watchdog not running for three intervals, else the last session check's failure while no
+     * check has succeeded since.
+     */
     @Override
     protected String problem() {
+        long idle = System.nanoTime() - lastRoundNanos;
+        if (idle > heartbeatInterval.toNanos() * 3) {
+            return "the lock session watchdog has not run for " + Duration.ofNanos(idle).toMillis()
+                    + " ms (it runs every " + heartbeatInterval + "): lost sessions would go unnoticed";
+        }
         return checkFailure;
     }
 

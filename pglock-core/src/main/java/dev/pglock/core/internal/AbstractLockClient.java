@@ -940,8 +940,8 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                     held.add(entry.lock);
                     if (!entry.holds.isEmpty()) {
                         // One line per lock its work did not release in time: what a shutdown cut short.
-                        log.warn("lock '{}' was still held by running work when the {} lock client closed (after"
-                                + " waiting {} for it); its holder is told it lost the lock, then it is released",
+                        log.warn("lock '{}' was still held when the {} lock client closed (after"
+                                + " waiting {} for its release); its holder is told it lost the lock, then it is released",
                                 entry.lock.key(), mode().name().toLowerCase(), timeout);
                     }
                 }

@@ -514,9 +514,17 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         return lastHeartbeatNanos;
     }
 
-    /** The heartbeat failing while locks are held, or the LISTEN connection down while callers wait. */
+    /**
+     * The heartbeat not running for three intervals (a round stuck, or the client's threads starved),
+     * failing while locks are held, or the LISTEN connection down while callers wait.
+     */
     @Override
     protected String problem() {
+        long idle = System.nanoTime() - lastRoundNanos;
+        if (idle > heartbeatInterval.toNanos() * 3) {
+            return "the heartbeat has not run for " + Duration.ofNanos(idle).toMillis() + " ms (it runs every "
+                    + heartbeatInterval + "): held locks are not being renewed";
+        }
         String failed = heartbeatFailure;
         if (failed != null && !heldLocks().isEmpty()) {
             return "the heartbeat failed (" + failed + "); held locks stay trusted only until their lease minus "
@@ -942,6 +950,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             return;
         }
         if (heartbeatRunning.compareAndSet(false, true)) {
+            lastRoundNanos = System.nanoTime();
             try {
                 connector.execute(() -> {
                     try {
@@ -991,6 +1000,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             observeHeartbeat(started, failed.get() == null);
         }
     }
+
+    /** When a heartbeat round last started (System.nanoTime): one that never starts is a stalled client. */
+    private volatile long lastRoundNanos = System.nanoTime();
 
     /** Why the last heartbeat round failed (a statement of it), or null when it succeeded. */
     private volatile String heartbeatFailure;

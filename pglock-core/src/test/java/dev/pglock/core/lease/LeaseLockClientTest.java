@@ -1391,4 +1391,16 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThat(heard.get().reason()).isEqualTo(LockLostException.Reason.TAKEN_OVER);
         assertThat(operator.forceRelease("nobody-holds-this")).isEmpty();
     }
+
+    @Test
+    void aHeartbeatThatStopsRunningMakesTheStatusSaySo() {
+        LeaseLockClient a = (LeaseLockClient) client();
+        a.acquire(LockRequest.of("stalled"));
+        assertThat(a.status().problem()).isEmpty();
+        a.heartbeatsPausedForTests = true; // as when the client's scheduler thread is starved or stuck
+        await().atMost(HEARTBEAT.multipliedBy(20)).until(() -> a.status().problem().isPresent());
+        assertThat(a.status().problem().get()).contains("heartbeat has not run");
+        a.heartbeatsPausedForTests = false;
+        await().atMost(HEARTBEAT.multipliedBy(20)).until(() -> a.status().isHealthy());
+    }
 }
