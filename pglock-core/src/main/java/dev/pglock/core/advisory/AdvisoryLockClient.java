@@ -904,7 +904,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private List<LockInfo> query(String sql, Long lockId, String knownKey) {
         ensureOpen();
         Map<Long, AdvisoryLock> mine = new HashMap<>();
-        for (AdvisoryLock lock : heldLocks()) {
+        for (AdvisoryLock lock : locksInDatabase()) { // a hold-at-least release still pending is ours too
             mine.put(lock.lockId, lock);
         }
         Map<Long, List<Row>> byId = new LinkedHashMap<>();

@@ -853,6 +853,25 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
      */
     protected abstract String probeProblem();
 
+    /**
+     * The locks this client has in the database now, including those being released (a release kept
+     * back by hold-at-least); not those still being taken. For describing its own locks by key.
+     */
+    protected final List<D> locksInDatabase() {
+        state.lock();
+        try {
+            List<D> locks = new ArrayList<>();
+            for (Entry entry : entries.values()) {
+                if (entry.lock != null) {
+                    locks.add(entry.lock);
+                }
+            }
+            return locks;
+        } finally {
+            state.unlock();
+        }
+    }
+
     @Override
     public final boolean isClosed() {
         return closed;

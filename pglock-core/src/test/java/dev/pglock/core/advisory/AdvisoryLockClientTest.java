@@ -886,4 +886,16 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         assertThatThrownBy(() -> client().forceRelease("stuck")).isInstanceOf(UnsupportedOperationException.class)
                 .hasMessageContaining("pg_terminate_backend");
     }
+
+    /** Seen in the sample's endpoint: during hold-at-least the client listed its own lock as a stranger's. */
+    @Test
+    void aLockKeptByHoldAtLeastIsListedAsThisClientsWithItsKey() {
+        LockClient a = client();
+        a.acquire(LockRequest.of("kept").holdAtLeast(Duration.ofSeconds(20))).release();
+        assertThat(a.list()).anySatisfy(info -> {
+            assertThat(info.key()).contains("kept");
+            assertThat(info.isHeldByThisClient()).isTrue();
+        });
+        assertThat(a.get("kept")).hasValueSatisfying(info -> assertThat(info.isHeldByThisClient()).isTrue());
+    }
 }
