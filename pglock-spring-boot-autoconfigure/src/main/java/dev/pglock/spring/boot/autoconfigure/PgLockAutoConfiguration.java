@@ -67,8 +67,8 @@ public final class PgLockAutoConfiguration {
                 lockDataSource.getIfAvailable(() -> applicationDataSource(dataSource)), phase.multipliedBy(9).dividedBy(10))
                 .observer(CompositeLockObserver.of(all));
         for (LockObserver observer : all) {
-            if (observer instanceof PgLockMetrics metrics) {
-                clients.onClientBuilt(metrics::bind);
+            if (observer instanceof LockClientBinder binder) { // PgLockMetrics, without loading Micrometer here
+                clients.onClientBuilt(binder::bind);
             }
         }
         return clients;

@@ -33,7 +33,7 @@ import java.util.Locale;
  * {@code pglock.heartbeat} (by {@code mode} and {@code outcome} = success / failure). No key ever
  * becomes a tag: keys are unbounded.
  */
-public class PgLockMetrics implements LockObserver, LockSkipListener {
+public class PgLockMetrics implements LockObserver, LockSkipListener, LockClientBinder {
 
     private final MeterRegistry meters;
     private final ObservationRegistry observations;
@@ -53,6 +53,7 @@ public class PgLockMetrics implements LockObserver, LockSkipListener {
     }
 
     /** Registers the gauges of a client: held keys, lock sessions and waiting connections. */
+    @Override
     public void bind(LockClient client) {
         String mode = tag(client.mode());
         Gauge.builder("pglock.locks.held", client, c -> c.status().heldLocks()).tag("mode", mode)

@@ -49,28 +49,38 @@ public final class PgLockObservabilityAutoConfiguration {
     /** The health indicator, when Spring Boot's health support is there. */
     @Configuration(proxyBeanMethods = false)
     @ConditionalOnClass({HealthIndicator.class, ConditionalOnEnabledHealthIndicator.class})
-    @ConditionalOnEnabledHealthIndicator("pglock")
     static final class Health {
 
-        /** Named so that the health endpoint shows it as {@code pglock}. */
-        @Bean
-        @ConditionalOnMissingBean(name = "pglockHealthIndicator")
-        PgLockHealthIndicator pglockHealthIndicator(PgLockClients clients) {
-            return new PgLockHealthIndicator(clients::built);
+        /** Its own class, so the condition's annotation is only read once the class check passed. */
+        @Configuration(proxyBeanMethods = false)
+        @ConditionalOnEnabledHealthIndicator("pglock")
+        static final class Enabled {
+
+            /** Named so that the health endpoint shows it as {@code pglock}. */
+            @Bean
+            @ConditionalOnMissingBean(name = "pglockHealthIndicator")
+            PgLockHealthIndicator pglockHealthIndicator(PgLockClients clients) {
+                return new PgLockHealthIndicator(clients::built);
+            }
         }
     }
 
     /** The endpoint, when Actuator is there and the endpoint is exposed. */
     @Configuration(proxyBeanMethods = false)
     @ConditionalOnClass({Endpoint.class, ConditionalOnAvailableEndpoint.class})
-    @ConditionalOnAvailableEndpoint(PgLockEndpoint.class)
     static final class Actuator {
 
-        @Bean
-        @ConditionalOnMissingBean
-        @ConditionalOnSingleCandidate(LockClient.class)
-        PgLockEndpoint pgLockEndpoint(ObjectProvider<LockClient> client) {
-            return new PgLockEndpoint(client::getObject);
+        /** Its own class, so the condition's annotation is only read once the class check passed. */
+        @Configuration(proxyBeanMethods = false)
+        @ConditionalOnAvailableEndpoint(PgLockEndpoint.class)
+        static final class Available {
+
+            @Bean
+            @ConditionalOnMissingBean
+            @ConditionalOnSingleCandidate(LockClient.class)
+            PgLockEndpoint pgLockEndpoint(ObjectProvider<LockClient> client) {
+                return new PgLockEndpoint(client::getObject);
+            }
         }
     }
 }
