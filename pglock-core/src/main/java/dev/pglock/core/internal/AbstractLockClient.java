@@ -529,7 +529,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                     entry = null;
                 }
                 if (entry == null) {
-                    claimed = new Entry(state.newCondition(), request);
+                    claimed = new Entry(request);
                     entries.put(request.key(), claimed);
                     inFlight++;
                     break;
@@ -543,7 +543,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                     return Outcome.NONE;
                 }
                 try {
-                    entry.changed.awaitNanos(left);
+                    entry.changed().awaitNanos(left);
                 } catch (InterruptedException e) {
                     me.interrupt();
                     return Outcome.NONE;
@@ -579,7 +579,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                 if (!closed && refused == null) {
                     claimed.lock = lock;
                     claimed.busy = false;
-                    claimed.changed.signalAll(); // shared joiners waiting for the outcome may join now
+                    claimed.signalAll(); // shared joiners waiting for the outcome may join now
                     hold = claimed.add(new Hold(claimed, request.isDetached() ? null : me, request.isShared()));
                     published = true;
                 }
@@ -610,7 +610,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             try {
                 if (!published) {
                     entries.remove(request.key(), claimed);
-                    claimed.changed.signalAll();
+                    claimed.signalAll();
                 }
                 inFlight--;
                 settled.signalAll();
@@ -661,7 +661,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         state.lock();
         try {
             entries.remove(key, entry);
-            entry.changed.signalAll();
+            entry.signalAll();
         } finally {
             state.unlock();
         }
@@ -758,7 +758,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     /** Under {@link #state}: the entry's key is free here again, and each of its holds is lost. */
     private List<Hold> removeLost(Entry entry, Reason category, String reason, Throwable cause) {
         entries.remove(entry.lock.key(), entry);
-        entry.changed.signalAll();
+        entry.signalAll();
         settled.signalAll();
         for (Hold hold : entry.holds) {
             hold.lost = new Loss(category, reason, cause);
@@ -930,7 +930,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             }
             closed = true;
             for (Entry entry : entries.values()) {
-                entry.changed.signalAll();
+                entry.signalAll();
             }
         } finally {
             state.unlock();
@@ -1005,13 +1005,28 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         return now + Math.min(nanos, Long.MAX_VALUE / 4);
     }
 
+    // Per-hold atomics as fields, not objects: a lock and its release allocate as little as they can.
+    private static final java.lang.invoke.VarHandle HOLDING;
+    private static final java.lang.invoke.VarHandle LOSS_OBSERVED;
+
+    static {
+        try {
+            java.lang.invoke.MethodHandles.Lookup lookup = java.lang.invoke.MethodHandles.lookup();
+            HOLDING = lookup.findVarHandle(AbstractLockClient.Hold.class, "holding", LockObserver.Holding.class);
+            LOSS_OBSERVED = lookup.findVarHandle(AbstractLockClient.Hold.class, "lossObserved", boolean.class);
+        } catch (ReflectiveOperationException e) {
+            throw new ExceptionInInitializerError(e);
+        }
+    }
+
     /** Why a hold ended without its holder releasing it. */
     private record Loss(Reason category, String reason, Throwable cause) {
     }
 
     /** One key held, or being taken or released, by this client. Guarded by {@link #state}. */
     private final class Entry {
-        final Condition changed;
+        /** Waited on by threads of this client that want the key; created by the first such thread. */
+        private Condition changed;
         final List<Hold> holds = new ArrayList<>();
         /** The database lock; null while it is being taken. */
         D lock;
@@ -1020,9 +1035,23 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         /** The request the lock was taken with in the database; joins and re-entries must fit it. */
         final LockRequest request;
 
-        Entry(Condition changed, LockRequest request) {
-            this.changed = changed;
+        Entry(LockRequest request) {
             this.request = request;
+        }
+
+        /** Under {@link #state}: the condition to wait on for a change of this entry. */
+        Condition changed() {
+            if (changed == null) {
+                changed = state.newCondition();
+            }
+            return changed;
+        }
+
+        /** Under {@link #state}: wakes the threads waiting for a change of this entry, if any. */
+        void signalAll() {
+            if (changed != null) {
+                changed.signalAll();
+            }
         }
 
         /** A hold for {@code thread} on the lock already held here, or null when it must wait. */
@@ -1091,16 +1120,16 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         /** The thread that may re-enter it; null for a detached acquisition. Any thread may release it. */
         final Thread thread;
         final boolean shared;
-        final List<Consumer<LockLostException>> listeners = new ArrayList<>();
+        /** Guarded by {@link #state}; null until the first listener. */
+        private List<Consumer<LockLostException>> listeners;
         /** Written under {@link #state}; volatile so that {@link #observe} may read it without. */
         volatile boolean released;
         /** Set once, under {@link #state}; read without it as a hint. */
         volatile Loss lost;
-        /** What hears the end of this held section; null when nothing does, or once it was told. */
-        private final java.util.concurrent.atomic.AtomicReference<LockObserver.Holding> holding =
-                new java.util.concurrent.atomic.AtomicReference<>();
-        /** Set by the one call of {@link #fireLost} that reports the loss to the observer. */
-        private final java.util.concurrent.atomic.AtomicBoolean lossObserved = new java.util.concurrent.atomic.AtomicBoolean();
+        /** What hears the end of this held section; null when nothing does, or once it was told. See HOLDING. */
+        private volatile LockObserver.Holding holding;
+        /** Set by the one call of {@link #fireLost} that reports the loss to the observer. See LOSS_OBSERVED. */
+        private volatile boolean lossObserved;
 
         Hold(Entry entry, Thread thread, boolean shared) {
             this.entry = entry;
@@ -1168,6 +1197,9 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             try {
                 loss = lost;
                 if (loss == null) {
+                    if (listeners == null) {
+                        listeners = new ArrayList<>(2);
+                    }
                     listeners.add(listener);
                     return this;
                 }
@@ -1219,7 +1251,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             if (observer == null) {
                 return;
             }
-            holding.set(observer);
+            holding = observer;
             Loss loss = lost;
             if (loss != null) {
                 endHolding(exception(loss));
@@ -1230,7 +1262,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
         /** Tells the held section's observer, once, that it ended: released ({@code lost} null) or lost. */
         void endHolding(LockLostException lost) {
-            LockObserver.Holding h = holding.getAndSet(null);
+            LockObserver.Holding h = (LockObserver.Holding) HOLDING.getAndSet(this, null);
             if (h != null) {
                 quietly("ended", () -> h.ended(lost));
             }
@@ -1238,7 +1270,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
         void fireLost() {
             LockLostException reported = exception(lost);
-            if (lossObserved.compareAndSet(false, true)) {
+            if (LOSS_OBSERVED.compareAndSet(this, false, true)) {
                 lostCount.incrementAndGet();
                 quietly("lost", () -> observer.lost(mode(), key(), reported.reason()));
             }
@@ -1246,8 +1278,8 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             List<Consumer<LockLostException>> toCall;
             state.lock();
             try {
-                toCall = List.copyOf(listeners);
-                listeners.clear();
+                toCall = listeners == null ? List.of() : List.copyOf(listeners);
+                listeners = null;
             } finally {
                 state.unlock();
             }
