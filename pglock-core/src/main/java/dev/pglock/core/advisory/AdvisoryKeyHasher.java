@@ -60,7 +60,21 @@ public final class AdvisoryKeyHasher {
         return namespace;
     }
 
+    /**
+     * Cloned for each key: {@code MessageDigest.getInstance} looks the provider up and walks the
+     * caller's stack every time, several times the cost of hashing a short key.
+     */
+    private static final MessageDigest SHA256 = lookUpSha256();
+
     private static MessageDigest newSha256() {
+        try {
+            return (MessageDigest) SHA256.clone();
+        } catch (CloneNotSupportedException e) {
+            return lookUpSha256();
+        }
+    }
+
+    private static MessageDigest lookUpSha256() {
         try {
             return MessageDigest.getInstance("SHA-256");
         } catch (NoSuchAlgorithmException e) {
