@@ -27,7 +27,12 @@ final class CompositeLockObserver implements LockObserver {
 
     @Override
     public Acquisition acquiring(LockMode mode, LockRequest request) {
-        List<Acquisition> each = observers.stream().map(o -> o.acquiring(mode, request)).toList();
+        // Told of the outcome in reverse order: an observer that opened a scope on this thread closes
+        // it before the one opened before it.
+        List<Acquisition> each = new java.util.ArrayList<>(observers.size());
+        for (LockObserver observer : observers) {
+            each.add(0, observer.acquiring(mode, request));
+        }
         return new Acquisition() {
             @Override
             public Holding acquired(HeldLock lock) {
