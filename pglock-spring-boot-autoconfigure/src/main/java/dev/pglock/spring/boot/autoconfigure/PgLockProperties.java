@@ -77,6 +77,8 @@ public class PgLockProperties {
 
     private final Metrics metrics = new Metrics();
 
+    private final Adapters adapters = new Adapters();
+
     private final Scheduled scheduled = new Scheduled();
 
     private final Table table = new Table();
@@ -167,6 +169,43 @@ public class PgLockProperties {
 
     public Metrics getMetrics() {
         return metrics;
+    }
+
+    public Adapters getAdapters() {
+        return adapters;
+    }
+
+    /** Drop-in adapters for ShedLock and Spring Integration users (when those are on the classpath). */
+    public static class Adapters {
+
+        private final Toggle shedlock = new Toggle();
+
+        private final Toggle springIntegration = new Toggle();
+
+        /** A ShedLock LockProvider backed by pglock, unless the application defines one. */
+        public Toggle getShedlock() {
+            return shedlock;
+        }
+
+        /** A Spring Integration LockRegistry backed by pglock, unless the application defines one. */
+        public Toggle getSpringIntegration() {
+            return springIntegration;
+        }
+    }
+
+    /** An adapter switched on or off. */
+    public static class Toggle {
+
+        /** Whether the adapter is registered. */
+        private boolean enabled = true;
+
+        public boolean isEnabled() {
+            return enabled;
+        }
+
+        public void setEnabled(boolean enabled) {
+            this.enabled = enabled;
+        }
     }
 
     /** Micrometer metrics and observations (when Micrometer is on the classpath). */

@@ -1,0 +1,186 @@
+package dev.pglock.spring.adapters;
+
+import dev.pglock.core.HeldLock;
+import dev.pglock.core.LockClient;
+import dev.pglock.core.LockRequest;
+import java.time.Duration;
+import java.util.ArrayDeque;
+import java.util.Deque;
+import java.util.Map;
+import java.util.Objects;
+import java.util.Optional;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.locks.Condition;
+import java.util.concurrent.locks.Lock;
+import org.springframework.integration.support.locks.ExpirableLockRegistry;
+import org.springframework.integration.support.locks.RenewableLockRegistry;
+
+/**
+ * A Spring Integration {@link RenewableLockRegistry} on a pglock {@link LockClient}, so that
+ * {@code LockRegistryLeaderInitiator}, aggregators and {@code executeLocked} work on pglock: replace
+ * a {@code JdbcLockRegistry} bean with this one (the starter registers it when Spring Integration is
+ * on the classpath and the application defines no other {@code LockRegistry}).
+ *
+ * <p>Differences from {@code JdbcLockRegistry}, all in the user's favour: a waiting thread is woken
+ * when the lock is released (no 100 ms polling), expiry uses the database clock, and a lock that is
+ * lost while held is known at once ({@code HeldLock.onLost}) rather than at {@code unlock()}.
+ * {@link #renewLock} has nothing to do (heartbeats renew every held lock); it checks that the
+ * calling thread holds the lock, as Spring Integration's registries do.
+ *
+ * <p>Keys are Strings (as {@code JdbcLockRegistry} requires). Locks are re-entrant per thread, and
+ * {@link Lock#unlock()} by a thread that does not hold the lock throws
+ * {@link IllegalStateException}. {@link Lock#newCondition()} is not supported.
+ */
+public final class PgLockRegistry implements RenewableLockRegistry<Lock>, ExpirableLockRegistry<Lock> {
+
+    /** How long {@link Lock#lock()} waits per attempt before asking again (it never gives up). */
+    private static final Duration FOREVER_STEP = Duration.ofHours(1);
+
+    private final LockClient client;
+    private final Map<String, PgLock> locks = new ConcurrentHashMap<>();
+
+    /** @param client the lock client to take the registry's locks with */
+    public PgLockRegistry(LockClient client) {
+        this.client = Objects.requireNonNull(client, "client must not be null");
+    }
+
+    @Override
+    public Lock obtain(Object lockKey) {
+        return locks.computeIfAbsent(key(lockKey), PgLock::new);
+    }
+
+    private static String key(Object lockKey) {
+        if (!(lockKey instanceof String key)) {
+            throw new IllegalArgumentException("lockKey must be a String, not "
+                    + (lockKey == null ? "null" : lockKey.getClass().getName() + " (" + lockKey + ")"));
+        }
+        return key;
+    }
+
+    /** Nothing to renew (heartbeats do); throws when the calling thread does not hold the lock. */
+    @Override
+    public void renewLock(Object lockKey) {
+        PgLock lock = locks.get(key(lockKey));
+        if (lock == null || !lock.isHeldByCurrentThread()) {
+            throw new IllegalStateException("could not renew lock '" + lockKey + "': the current thread does not"
+                    + " hold it");
+        }
+        lock.assertHeld();
+    }
+
+    /** As {@link #renewLock(Object)}: pglock's lease is set when the lock is taken. */
+    @Override
+    public void renewLock(Object lockKey, Duration timeToLive) {
+        renewLock(lockKey);
+    }
+
+    /** Forgets the lock objects that nobody holds now (they are cheap; the database holds nothing for them). */
+    @Override
+    public void expireUnusedOlderThan(long age) {
+        locks.values().removeIf(lock -> !lock.isLocked());
+    }
+
+    /** One key's lock, re-entrant per thread. */
+    private final class PgLock implements Lock {
+        private final String key;
+        /** Each holding thread's acquisitions, innermost last. */
+        private final Map<Thread, Deque<HeldLock>> holds = new ConcurrentHashMap<>();
+
+        PgLock(String key) {
+            this.key = key;
+        }
+
+        boolean isHeldByCurrentThread() {
+            Deque<HeldLock> mine = holds.get(Thread.currentThread());
+            return mine != null && !mine.isEmpty();
+        }
+
+        boolean isLocked() {
+            return !holds.isEmpty();
+        }
+
+        void assertHeld() {
+            holds.get(Thread.currentThread()).peekLast().assertHeld();
+        }
+
+        private boolean take(Duration wait) {
+            Optional<HeldLock> held = client.tryAcquire(LockRequest.of(key).waitAtMost(wait));
+            held.ifPresent(h -> holds.computeIfAbsent(Thread.currentThread(), t -> new ArrayDeque<>()).addLast(h));
+            return held.isPresent();
+        }
+
+        @Override
+        public void lock() {
+            boolean interrupted = Thread.interrupted();
+            try {
+                while (!take(FOREVER_STEP)) {
+                    if (Thread.interrupted()) {
+                        interrupted = true; // lock() ignores interrupts, and restores the flag at the end
+                    }
+                }
+            } finally {
+                if (interrupted) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+        }
+
+        @Override
+        public void lockInterruptibly() throws InterruptedException {
+            while (true) {
+                if (Thread.interrupted()) {
+                    throw new InterruptedException("interrupted while waiting for lock '" + key + "'");
+                }
+                if (take(FOREVER_STEP)) {
+                    return;
+                }
+            }
+        }
+
+        @Override
+        public boolean tryLock() {
+            return take(Duration.ZERO);
+        }
+
+        @Override
+        public boolean tryLock(long time, TimeUnit unit) throws InterruptedException {
+            if (Thread.interrupted()) {
+                throw new InterruptedException("interrupted before waiting for lock '" + key + "'");
+            }
+            boolean taken = take(Duration.ofNanos(Math.max(0, unit.toNanos(time))));
+            if (!taken && Thread.interrupted()) {
+                throw new InterruptedException("interrupted while waiting for lock '" + key + "'");
+            }
+            return taken;
+        }
+
+        @Override
+        public void unlock() {
+            Thread me = Thread.currentThread();
+            Deque<HeldLock> mine = holds.get(me);
+            if (mine == null || mine.isEmpty()) {
+                throw new IllegalStateException("lock '" + key + "' is not held by thread '" + me.getName()
+                        + "': only the thread that locked it may unlock it");
+            }
+            HeldLock held = mine.removeLast();
+            if (mine.isEmpty()) {
+                holds.remove(me);
+            }
+            if (!held.release()) {
+                throw new IllegalStateException("lock '" + key + "' was lost before it was unlocked: the work done"
+                        + " under it may not have been exclusive");
+            }
+        }
+
+        @Override
+        public Condition newCondition() {
+            throw new UnsupportedOperationException("pglock's registry locks have no conditions");
+        }
+
+        @Override
+        public String toString() {
+            return "PgLockRegistry.Lock[key=" + key + ", locked=" + isLocked() + "]";
+        }
+    }
+}
