@@ -73,6 +73,18 @@ public interface LockClient extends AutoCloseable {
                 + " LockInfo) frees it");
     }
 
+    /**
+     * Stands as a leader candidate for {@code key}: a thread of its own waits for the key's lock,
+     * calls {@code onElected} with it, and when the lock is lost or given up calls {@code onRevoked}
+     * and stands again, until the returned {@link Leadership} is closed. Whoever holds the key leads;
+     * {@link #get(String)} shows who (and, in lease mode, the data the leader advertised with
+     * {@code updateData}). A leader that dies is replaced when its lock ends: advisory, within one
+     * heartbeat; lease, within the lease plus one heartbeat.
+     */
+    default Leadership lead(String key, LeaderCallbacks callbacks) {
+        return new dev.pglock.core.internal.LeaderCandidate(this, key, callbacks, Duration.ofSeconds(1));
+    }
+
     /** Every lock this client can see in the database, its own and others'. */
     List<LockInfo> list();
 

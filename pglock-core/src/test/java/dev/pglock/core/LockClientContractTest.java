@@ -971,4 +971,111 @@ public abstract class LockClientContractTest {
         a.close();
         assertThat(a.status().problem()).hasValueSatisfying(p -> assertThat(p).contains("closed"));
     }
+
+    /** What a leader candidate in a test heard, in order. */
+    private static LeaderCallbacks recording(java.util.concurrent.BlockingQueue<String> heard) {
+        return new LeaderCallbacks() {
+            @Override
+            public void onElected(HeldLock lock) {
+                heard.add("elected");
+            }
+
+            @Override
+            public void onRevoked(HeldLock lock) {
+                heard.add(lock.isHeld() ? "revoked while held" : "revoked");
+            }
+        };
+    }
+
+    @Test
+    void aLeaderCandidateLeadsStepsDownAndStandsAgainAndAnotherTakesOver() throws Exception {
+        var heardA = new java.util.concurrent.LinkedBlockingQueue<String>();
+        var heardB = new java.util.concurrent.LinkedBlockingQueue<String>();
+        LockClient a = client();
+        LockClient b = client();
+        Leadership leaderA = closeLater(a.lead("leader", recording(heardA)));
+        assertThat(heardA.poll(10, TimeUnit.SECONDS)).isEqualTo("elected");
+        assertThat(leaderA.isLeader()).isTrue();
+        assertThat(a.get("leader")).hasValueSatisfying(info -> assertThat(info.owner()).contains(a.owner()));
+        Leadership leaderB = closeLater(b.lead("leader", recording(heardB)));
+        awaitWaiterInDatabase("leader");
+        assertThat(leaderB.isLeader()).isFalse();
+
+        leaderA.yieldLeadership();
+        assertThat(heardA.poll(10, TimeUnit.SECONDS)).isEqualTo("revoked");
+        assertThat(heardB.poll(10, TimeUnit.SECONDS)).as("B takes over when A steps down").isEqualTo("elected");
+        assertThat(leaderA.isLeader()).isFalse();
+
+        // A stands again; B loses its lock the way production does and is told; then one of the two
+        // leads again (B stands again at once and may win the race in lease mode).
+        awaitWaiterInDatabase("leader");
+        breakLock(b, leaderB.lock().orElseThrow());
+        assertThat(heardB.poll(lossNoticedWithin().toMillis(), TimeUnit.MILLISECONDS)).isEqualTo("revoked");
+        await().atMost(lossNoticedWithin().plusSeconds(3)).until(() -> leaderA.isLeader() || leaderB.isLeader());
+        boolean aLeads = leaderA.isLeader();
+        Leadership leader = aLeads ? leaderA : leaderB;
+        Leadership other = aLeads ? leaderB : leaderA;
+        var leaderHeard = aLeads ? heardA : heardB;
+        var otherHeard = aLeads ? heardB : heardA;
+        assertThat(leaderHeard.poll(10, TimeUnit.SECONDS)).isEqualTo("elected");
+        assertThat(other.isLeader()).as("never two leaders").isFalse();
+
+        leader.close();
+        assertThat(leaderHeard.poll(10, TimeUnit.SECONDS)).isEqualTo("revoked");
+        assertThat(otherHeard.poll(lossNoticedWithin().toMillis(), TimeUnit.MILLISECONDS)).isEqualTo("elected");
+        other.close();
+        assertThat(otherHeard.poll(10, TimeUnit.SECONDS)).isEqualTo("revoked");
+        assertThat(heardA).isEmpty();
+        assertThat(heardB).isEmpty();
+    }
+
+    /** The mode's name and the arguments that make {@link LeaderProcess} a replica like this test's. */
+    protected abstract List<String> leaderProcessArguments(String name);
+
+    /** How soon another candidate must lead after the leader's process was killed. */
+    protected abstract Duration leaderReplacedWithin();
+
+    @Test
+    void whenTheLeadersProcessIsKilledAnotherProcessLeadsWithinTheModesBound() throws Exception {
+        Process first = startLeaderProcess("first");
+        Process second = null;
+        try {
+            var firstOut = new java.io.BufferedReader(new java.io.InputStreamReader(first.getInputStream()));
+            assertThat(readUntil(firstOut, "ELECTED first")).isTrue();
+            second = startLeaderProcess("second");
+            var secondOut = new java.io.BufferedReader(new java.io.InputStreamReader(second.getInputStream()));
+            assertThat(readUntil(secondOut, "STANDING second")).isTrue();
+
+            long killedAt = System.nanoTime();
+            first.destroyForcibly(); // SIGKILL: no release, no goodbye
+            assertThat(readUntil(secondOut, "ELECTED second")).isTrue();
+            Duration took = Duration.ofNanos(System.nanoTime() - killedAt);
+            LoggerFactory.getLogger(getClass()).info("leader replaced {} ms after kill -9", took.toMillis());
+            assertThat(took).isLessThan(leaderReplacedWithin());
+        } finally {
+            first.destroyForcibly();
+            if (second != null) {
+                second.destroyForcibly();
+            }
+        }
+    }
+
+    private Process startLeaderProcess(String name) throws java.io.IOException {
+        List<String> command = new ArrayList<>(List.of(
+                java.nio.file.Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                "-cp", System.getProperty("java.class.path"), LeaderProcess.class.getName()));
+        command.addAll(leaderProcessArguments(name));
+        return new ProcessBuilder(command).redirectError(ProcessBuilder.Redirect.DISCARD).start();
+    }
+
+    /** Reads lines until one equals {@code wanted} (true) or the stream ends (false). */
+    private static boolean readUntil(java.io.BufferedReader out, String wanted) throws java.io.IOException {
+        String line;
+        while ((line = out.readLine()) != null) {
+            if (line.equals(wanted)) {
+                return true;
+            }
+        }
+        return false;
+    }
 }

@@ -73,6 +73,16 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     @Override
+    protected List<String> leaderProcessArguments(String name) {
+        return List.of("advisory", namespace, "unused", name, "400", "2000");
+    }
+
+    @Override
+    protected Duration leaderReplacedWithin() {
+        return Duration.ofMillis(400).plusSeconds(3);
+    }
+
+    @Override
     protected dev.pglock.core.LockLostException.Reason brokenLockReason() {
         return dev.pglock.core.LockLostException.Reason.SESSION_DIED;
     }

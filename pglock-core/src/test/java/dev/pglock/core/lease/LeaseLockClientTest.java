@@ -105,6 +105,16 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     @Override
+    protected List<String> leaderProcessArguments(String name) {
+        return List.of("lease", "", table, name, "400", "2000");
+    }
+
+    @Override
+    protected Duration leaderReplacedWithin() {
+        return Duration.ofMillis(2000 + 400).plusSeconds(3);
+    }
+
+    @Override
     protected dev.pglock.core.LockLostException.Reason brokenLockReason() {
         return dev.pglock.core.LockLostException.Reason.TAKEN_OVER;
     }

@@ -1,0 +1,172 @@
+package dev.pglock.core.internal;
+
+import dev.pglock.core.HeldLock;
+import dev.pglock.core.LeaderCallbacks;
+import dev.pglock.core.Leadership;
+import dev.pglock.core.LockClient;
+import dev.pglock.core.LockRequest;
+import java.time.Duration;
+import java.util.Objects;
+import java.util.Optional;
+import java.util.concurrent.TimeUnit;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * A leader candidate on any lock client: one daemon thread waits for the key, calls onElected, waits
+ * until the lock is lost, given up or the candidacy ends, calls onRevoked, and stands again.
+ */
+public final class LeaderCandidate implements Leadership {
+
+    private static final Logger log = LoggerFactory.getLogger(LeaderCandidate.class);
+    /** How long one wait for the lock lasts before the thread looks whether it should stop. */
+    private static final Duration WAIT_STEP = Duration.ofSeconds(2);
+
+    private final LockClient client;
+    private final String key;
+    private final LeaderCallbacks callbacks;
+    private final Duration pauseAfterYield;
+    private final Object monitor = new Object();
+    private final Thread thread;
+    /** Guarded by {@link #monitor}. */
+    private HeldLock leading;
+    private boolean stepDown;
+    private volatile boolean closed;
+
+    /**
+     * Starts standing at once.
+     *
+     * @param pauseAfterYield how long a candidate that yielded waits before standing again
+     */
+    public LeaderCandidate(LockClient client, String key, LeaderCallbacks callbacks, Duration pauseAfterYield) {
+        this.client = client;
+        this.key = LockRequest.of(key).key(); // the key's own checks, at the call
+        this.callbacks = Objects.requireNonNull(callbacks, "callbacks must not be null");
+        this.pauseAfterYield = pauseAfterYield;
+        this.thread = new Thread(this::run, "pglock-leader-" + key);
+        thread.setDaemon(true);
+        thread.start();
+    }
+
+    @Override
+    public String key() {
+        return key;
+    }
+
+    @Override
+    public boolean isLeader() {
+        synchronized (monitor) {
+            return leading != null && leading.isHeld();
+        }
+    }
+
+    @Override
+    public Optional<HeldLock> lock() {
+        synchronized (monitor) {
+            return Optional.ofNullable(leading);
+        }
+    }
+
+    @Override
+    public void yieldLeadership() {
+        synchronized (monitor) {
+            if (leading != null) {
+                stepDown = true;
+                monitor.notifyAll();
+            }
+        }
+    }
+
+    @Override
+    public void close() {
+        closed = true;
+        synchronized (monitor) {
+            monitor.notifyAll();
+        }
+        thread.interrupt();
+        try {
+            thread.join(WAIT_STEP.plusSeconds(3).toMillis());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    private void run() {
+        while (!closed && !client.isClosed()) {
+            HeldLock held;
+            try {
+                held = client.tryAcquire(LockRequest.of(key).detached().waitAtMost(WAIT_STEP)).orElse(null);
+            } catch (RuntimeException e) {
+                if (closed || client.isClosed()) {
+                    return;
+                }
+                log.warn("leader candidate for '{}': taking the lock failed ({}); standing again", key, e.getMessage());
+                pause(WAIT_STEP);
+                continue;
+            }
+            Thread.interrupted(); // an interrupt from close() ended a wait; the loop looks at closed
+            if (held == null) {
+                continue;
+            }
+            if (closed) {
+                held.close();
+                return;
+            }
+            lead(held);
+        }
+    }
+
+    /** Leads until the lock is lost, given up or the candidacy ends; then steps down. */
+    private void lead(HeldLock held) {
+        held.onLost(lost -> {
+            synchronized (monitor) {
+                monitor.notifyAll();
+            }
+        });
+        synchronized (monitor) {
+            leading = held;
+            stepDown = false;
+        }
+        boolean yielded = false;
+        try {
+            callbacks.onElected(held);
+            synchronized (monitor) {
+                while (!closed && !stepDown && held.isHeld()) {
+                    monitor.wait(TimeUnit.SECONDS.toMillis(1)); // isHeld() also notices a lease no longer trusted
+                }
+                yielded = stepDown;
+            }
+        } catch (InterruptedException e) {
+            // close(): step down below
+        } catch (RuntimeException e) {
+            log.warn("leader candidate for '{}': onElected threw; stepping down", key, e);
+        } finally {
+            synchronized (monitor) {
+                leading = null;
+            }
+            held.close(); // quiet when it was lost
+            try {
+                callbacks.onRevoked(held);
+            } catch (RuntimeException e) {
+                log.warn("leader candidate for '{}': onRevoked threw", key, e);
+            }
+        }
+        if (yielded) {
+            pause(pauseAfterYield);
+        }
+    }
+
+    private void pause(Duration pause) {
+        synchronized (monitor) {
+            long end = System.nanoTime() + pause.toNanos();
+            long left;
+            while (!closed && (left = end - System.nanoTime()) > 0) {
+                try {
+                    monitor.wait(Math.max(1, TimeUnit.NANOSECONDS.toMillis(left)));
+                } catch (InterruptedException e) {
+                    return;
+                }
+            }
+        }
+    }
+}
