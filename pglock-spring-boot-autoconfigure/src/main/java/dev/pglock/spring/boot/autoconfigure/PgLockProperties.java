@@ -79,6 +79,8 @@ public class PgLockProperties {
 
     private final Adapters adapters = new Adapters();
 
+    private final Leader leader = new Leader();
+
     private final Scheduled scheduled = new Scheduled();
 
     private final Table table = new Table();
@@ -173,6 +175,36 @@ public class PgLockProperties {
 
     public Adapters getAdapters() {
         return adapters;
+    }
+
+    public Leader getLeader() {
+        return leader;
+    }
+
+    /** Leader election: this application stands as a candidate when a key is set. */
+    public static class Leader {
+
+        /** The key whose holder leads; unset: no leader election. */
+        private String key;
+
+        /** What the leader advertises with its lock in lease mode (say, its address), readable with LockClient.get. */
+        private String data;
+
+        public String getKey() {
+            return key;
+        }
+
+        public void setKey(String key) {
+            this.key = key;
+        }
+
+        public String getData() {
+            return data;
+        }
+
+        public void setData(String data) {
+            this.data = data;
+        }
     }
 
     /** Drop-in adapters for ShedLock and Spring Integration users (when those are on the classpath). */

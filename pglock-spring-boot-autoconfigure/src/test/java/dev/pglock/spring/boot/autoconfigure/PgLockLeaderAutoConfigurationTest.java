@@ -1,0 +1,115 @@
+package dev.pglock.spring.boot.autoconfigure;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+import dev.pglock.core.LockClient;
+import dev.pglock.spring.LeaderElection;
+import dev.pglock.test.PgTestDatabase;
+import java.nio.charset.StandardCharsets;
+import java.sql.Connection;
+import java.sql.Statement;
+import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.CopyOnWriteArrayList;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.springframework.boot.autoconfigure.AutoConfigurations;
+import org.springframework.boot.jdbc.autoconfigure.DataSourceAutoConfiguration;
+import org.springframework.boot.test.context.FilteredClassLoader;
+import org.springframework.boot.test.context.assertj.AssertableApplicationContext;
+import org.springframework.boot.test.context.runner.ApplicationContextRunner;
+import org.springframework.context.ApplicationEvent;
+import org.springframework.context.ApplicationListener;
+import org.springframework.context.ConfigurableApplicationContext;
+import org.springframework.integration.leader.event.OnGrantedEvent;
+
+/** Leader election in Spring: two contexts as two replicas, events, Spring Integration's events, conditionals. */
+class PgLockLeaderAutoConfigurationTest {
+
+    private static final PgTestDatabase db = PgTestDatabase.get();
+    private final String namespace = PgTestDatabase.uniqueName("leader");
+    private final String table = PgTestDatabase.uniqueName("pglock_leader");
+
+    private ApplicationContextRunner runner(String mode) {
+        return new ApplicationContextRunner()
+                .withConfiguration(AutoConfigurations.of(DataSourceAutoConfiguration.class, PgLockAutoConfiguration.class,
+                        PgLockLeaderAutoConfiguration.class))
+                .withPropertyValues("spring.datasource.url=" + db.jdbcUrl(), "spring.datasource.username=" + db.user(),
+                        "spring.datasource.password=" + db.password(), "pglock.namespace=" + namespace,
+                        "pglock.table.name=" + table, "pglock.mode=" + mode, "pglock.lease=2s",
+                        "pglock.heartbeat-interval=300ms");
+    }
+
+    @AfterEach
+    void dropTable() throws Exception {
+        try (Connection c = db.connect(); Statement st = c.createStatement()) {
+            st.execute("DROP TABLE IF EXISTS " + table + "; DROP SEQUENCE IF EXISTS " + table + "_fencing_seq");
+        }
+    }
+
+    /** Every event the context published, by type name. */
+    static final class Heard implements ApplicationListener<ApplicationEvent> {
+        final List<ApplicationEvent> events = new CopyOnWriteArrayList<>();
+
+        @Override
+        public void onApplicationEvent(ApplicationEvent event) {
+            events.add(event);
+        }
+
+        boolean has(Class<?> type) {
+            return events.stream().anyMatch(type::isInstance);
+        }
+    }
+
+    @Test
+    void oneReplicaLeadsAndTheOtherTakesOverWhenItStops() {
+        ApplicationContextRunner replica = runner("lease").withPropertyValues("pglock.leader.key=cluster-leader")
+                .withBean(Heard.class, Heard::new);
+        replica.withPropertyValues("pglock.leader.data=http://replica-a:8080").run(a -> {
+            LeaderElection first = a.getBean(LeaderElection.class);
+            await().atMost(Duration.ofSeconds(10)).until(first::isLeader);
+            assertThat(a.getBean(Heard.class).has(LeaderElection.LeaderElectedEvent.class)).isTrue();
+            assertThat(a.getBean(Heard.class).has(OnGrantedEvent.class)).as("Spring Integration's event too").isTrue();
+            assertThat(a.getBean(LockClient.class).get("cluster-leader")).hasValueSatisfying(info -> assertThat(
+                    new String(info.data().orElseThrow(), StandardCharsets.UTF_8)).isEqualTo("http://replica-a:8080"));
+            replica.run(b -> {
+                LeaderElection second = b.getBean(LeaderElection.class);
+                assertThat(second.isLeader()).isFalse();
+                first.yieldLeadership();
+                await().atMost(Duration.ofSeconds(10)).until(second::isLeader);
+                assertThat(first.isLeader()).isFalse();
+                assertThat(a.getBean(Heard.class).has(LeaderElection.LeaderRevokedEvent.class)).isTrue();
+                ((ConfigurableApplicationContext) b.getSourceApplicationContext()).close();
+                await("A leads again once B stops").atMost(Duration.ofSeconds(10)).until(first::isLeader);
+            });
+        });
+    }
+
+    @Test
+    void noKeyNoCandidateAndAnApplicationsOwnBeanWins() {
+        runner("advisory").run(context -> assertThat(context).hasNotFailed().doesNotHaveBean(LeaderElection.class));
+        runner("advisory").withPropertyValues("pglock.leader.key=mine")
+                .withBean("own", LeaderElection.class, () -> new LeaderElection(
+                        PgLockLeaderAutoConfigurationTest.this.unusedClient(), "own-key", null, event -> { }))
+                .run(context -> assertThat(context).hasSingleBean(LeaderElection.class).hasBean("own"));
+        runner("advisory").withPropertyValues("pglock.leader.key=cluster").withClassLoader(
+                new FilteredClassLoader(OnGrantedEvent.class)).run((AssertableApplicationContext context) -> {
+                    assertThat(context).hasSingleBean(LeaderElection.class)
+                            .doesNotHaveBean(SpringIntegrationLeaderEvents.class);
+                    await().atMost(Duration.ofSeconds(10)).until(context.getBean(LeaderElection.class)::isLeader);
+                });
+    }
+
+    @Test
+    void aBlankKeyFailsTheStartNamingTheProperty() {
+        runner("advisory").withPropertyValues("pglock.leader.key= ").run(context -> assertThat(context)
+                .hasFailed().getFailure().rootCause().hasMessageContaining("key"));
+        runner("advisory").withPropertyValues("pglock.leader.key=" + "k".repeat(300)).run(context -> assertThat(context)
+                .hasFailed().getFailure().hasStackTraceContaining("pglock.leader.key"));
+    }
+
+    private LockClient unusedClient() {
+        return dev.pglock.core.PgLock.advisory(db.simpleDataSource()).namespace(namespace).build();
+    }
+}
