@@ -103,41 +103,37 @@ public class LeaderElection implements SmartLifecycle {
         return SmartLifecycle.DEFAULT_PHASE - 4096 + 1; // the lock clients: DEFAULT_PHASE - 4096
     }
 
-    /** Published when this application became the leader. */
-    public static class LeaderElectedEvent extends org.springframework.context.ApplicationEvent {
+    /** A change of this application's leadership. */
+    public abstract static class LeaderEvent extends org.springframework.context.ApplicationEvent {
         private final transient HeldLock lock;
 
-        public LeaderElectedEvent(LeaderElection source, HeldLock lock) {
+        LeaderEvent(LeaderElection source, HeldLock lock) {
             super(source);
             this.lock = lock;
         }
 
-        /** The leadership's lock. */
+        /** The leadership's lock ({@code isHeld()} is false once it was lost). */
         public HeldLock lock() {
             return lock;
         }
 
+        /** The candidacy it happened to. */
         public LeaderElection election() {
             return (LeaderElection) getSource();
         }
     }
 
+    /** Published when this application became the leader. */
+    public static class LeaderElectedEvent extends LeaderEvent {
+        public LeaderElectedEvent(LeaderElection source, HeldLock lock) {
+            super(source, lock);
+        }
+    }
+
     /** Published when this application stopped leading (stepped down, lost the lock, or is stopping). */
-    public static class LeaderRevokedEvent extends org.springframework.context.ApplicationEvent {
-        private final transient HeldLock lock;
-
+    public static class LeaderRevokedEvent extends LeaderEvent {
         public LeaderRevokedEvent(LeaderElection source, HeldLock lock) {
-            super(source);
-            this.lock = lock;
-        }
-
-        /** The lock it led with ({@code isHeld()} is false once it was lost). */
-        public HeldLock lock() {
-            return lock;
-        }
-
-        public LeaderElection election() {
-            return (LeaderElection) getSource();
+            super(source, lock);
         }
     }
 }
