@@ -63,7 +63,8 @@ public interface LockClient extends AutoCloseable {
      * interval two holders may run at once. Use it for a lock whose holder is gone but whose lease is
      * long, never to hurry a live one. Lease mode only.
      *
-     * @return the lock as it was just before it was freed, or empty when nobody held it
+     * @return the lock as it was just before it was freed, or empty when nobody held it (or another
+     *     acquisition took the key between the read and the release: it is not freed unseen)
      * @throws UnsupportedOperationException in advisory mode: an advisory lock belongs to its holder's
      *     database session, and only ending that session ({@code pg_terminate_backend}) frees it
      */

@@ -196,8 +196,7 @@ final class DistributedLockInterceptor implements MethodInterceptor {
             if (template.client().isClosed() && operation.skipsWhenLocked()) {
                 log.debug("{} skipped: the lock client is closed (the application is shutting down)",
                         operation.description());
-                skipped(operation, request.key());
-                return null;
+                return null; // the caller skips, and tells the skip listeners, in skipOrThrow
             }
             throw e;
         }

@@ -840,7 +840,13 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private void reopenFirstSession() {
         long started = System.nanoTime();
         try {
-            sessions.session().callClaimed(c -> null);
+            ensureOpen(); // a client that refuses further use opens nothing
+            sessions.session().callClaimed(c -> {
+                try (java.sql.Statement st = c.createStatement()) {
+                    st.execute("SELECT 1"); // the session answers, not merely exists
+                }
+                return null;
+            });
             checkFailure = null;
             lastCheckNanos = System.nanoTime();
             observeHeartbeat(started, true);

@@ -466,9 +466,10 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         HeldLock held;
         try {
             held = acquireOrNull(request);
-        } catch (RuntimeException e) {
+        } catch (RuntimeException | Error e) {
             LockObserver.Acquisition failed = acquisition;
-            quietly("failed", () -> failed.failed(e));
+            RuntimeException told = e instanceof RuntimeException r ? r : new IllegalStateException(e);
+            quietly("failed", () -> failed.failed(told));
             throw e;
         }
         if (held == null) {
@@ -601,8 +602,14 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             if (hold.lost == null && !isTrusted(lock)) {
                 declareUntrusted(List.of(lock));
             }
-            if (hold.lost != null) {
-                return Outcome.LOST_AT_GRANT;
+            state.lock();
+            try {
+                if (hold.lost != null) {
+                    return Outcome.LOST_AT_GRANT; // never handed out: not counted as lost
+                }
+                hold.handedOut = true;
+            } finally {
+                state.unlock();
             }
             return new Outcome(hold, false);
         } finally {
@@ -669,6 +676,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
     private boolean release(Hold hold, boolean quietlyIfReleased) {
         Entry entry = hold.entry;
+        boolean outerStillHeld = false;
         state.lock();
         try {
             if (hold.lost != null) {
@@ -685,13 +693,18 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             entry.holds.remove(hold);
             settled.signalAll();
             if (!entry.holds.isEmpty()) {
-                hold.endHolding(null);
-                return true;
+                outerStillHeld = true;
             }
-            entry.busy = true;
-            inFlight++;
+            if (!outerStillHeld) {
+                entry.busy = true;
+                inFlight++;
+            }
         } finally {
             state.unlock();
+        }
+        if (outerStillHeld) {
+            hold.endHolding(null); // observer code, never under the client's lock
+            return true;
         }
         D lock = entry.lock;
         Duration holdAtLeast = entry.request.holdAtLeast();
@@ -1073,13 +1086,13 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                     return null;
                 }
                 requireFits(request, heldByThread);
-                return add(new Hold(this, thread, true));
+                return join(new Hold(this, thread, true));
             }
             if (!heldByThread) {
                 return null;
             }
             requireFits(request, true);
-            return add(new Hold(this, thread, request.isShared()));
+            return join(new Hold(this, thread, request.isShared()));
         }
 
         /**
@@ -1112,6 +1125,12 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             holds.add(hold);
             return hold;
         }
+
+        /** Under {@link #state}: a joining or re-entrant hold, handed to its caller at once. */
+        Hold join(Hold hold) {
+            hold.handedOut = true;
+            return add(hold);
+        }
     }
 
     /** One acquisition, as the caller sees it. */
@@ -1128,6 +1147,11 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         volatile Loss lost;
         /** What hears the end of this held section; null when nothing does, or once it was told. See HOLDING. */
         private volatile LockObserver.Holding holding;
+        /**
+         * Whether a caller was given this hold; set under {@link #state} while it is not lost. A grant
+         * lost before it was handed out (and taken again) is not a lost lock anyone had.
+         */
+        volatile boolean handedOut;
         /** Set by the one call of {@link #fireLost} that reports the loss to the observer. See LOSS_OBSERVED. */
         private volatile boolean lossObserved;
 
@@ -1270,7 +1294,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
         void fireLost() {
             LockLostException reported = exception(lost);
-            if (LOSS_OBSERVED.compareAndSet(this, false, true)) {
+            if (handedOut && LOSS_OBSERVED.compareAndSet(this, false, true)) {
                 lostCount.incrementAndGet();
                 quietly("lost", () -> observer.lost(mode(), key(), reported.reason()));
             }

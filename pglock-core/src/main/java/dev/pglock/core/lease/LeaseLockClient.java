@@ -233,11 +233,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             WHERE t.namespace = ? AND t.lock_key = mine.lock_key AND r.holder = ANY (t.holders)
             RETURNING CASE WHEN pg_try_advisory_xact_lock(r.waiter_id) THEN NULL ELSE pg_notify(?, t.lock_key) END%2$s""";
     // An operator's force-release: the row is freed whoever holds it, hold-at-least included, and
-    // every waiter is woken. Its holders find out at their next heartbeat (taken over). Parameters:
-    // namespace, key, channel.
+    // every waiter is woken. Its holders find out at their next heartbeat (taken over). Only the
+    // acquisition that was read (its fencing token): a holder that took the key in between is not
+    // freed unseen. Parameters: namespace, key, fencing token, channel.
     private static final String FORCE_RELEASE = """
             UPDATE %1$s AS t SET holders = '{}', expires_at = statement_timestamp(), data = NULL
-            WHERE t.namespace = ? AND t.lock_key = ?
+            WHERE t.namespace = ? AND t.lock_key = ? AND t.fencing_token = ?
               AND (t.holders <> '{}' OR t.expires_at > statement_timestamp())
             RETURNING pg_notify(?, t.lock_key)""";
     // Opt-in (asyncReleaseCommit): the release's transaction commits without waiting for its WAL to
@@ -496,7 +497,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** Heartbeats that failed made the lease untrusted; else it simply was not confirmed in time (a pause). */
     @Override
     protected Reason untrustedCategory(LeaseLock lock) {
-        return heartbeatFailure != null ? Reason.HEARTBEAT_FAILED : Reason.TRUST_EXPIRED;
+        // A round that failed, or one still in flight when trust ran out (a database that stopped
+        // answering holds it up to the network timeout), is a failing heartbeat; else it simply did
+        // not run in time (a paused process).
+        return heartbeatFailure != null || heartbeatRunning.get() ? Reason.HEARTBEAT_FAILED : Reason.TRUST_EXPIRED;
     }
 
     @Override
@@ -986,6 +990,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             held.removeIf(confirmedInTransactions::contains);
         }
         if (held.isEmpty()) {
+            heartbeatFailure = null; // nothing to renew: an old failure says nothing about the next lock
             return;
         }
         long started = System.nanoTime();
@@ -1135,7 +1140,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 try (PreparedStatement ps = c.prepareStatement(forceRelease)) {
                     ps.setString(1, namespace);
                     ps.setString(2, key);
-                    ps.setString(3, channel);
+                    ps.setLong(3, before.get().fencingToken().orElse(-1));
+                    ps.setString(4, channel);
                     int rows = 0;
                     try (ResultSet rs = ps.executeQuery()) {
                         while (rs.next()) {

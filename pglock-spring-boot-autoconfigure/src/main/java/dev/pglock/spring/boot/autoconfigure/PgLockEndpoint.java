@@ -65,6 +65,7 @@ public class PgLockEndpoint {
                     + " in GET /actuator/pglock)", "advisory locks cannot be force-released");
         }
         String who = security.getPrincipal() != null ? security.getPrincipal().getName() : "an anonymous caller";
+        log.warn("pglock: force-release of lock '{}' requested through the actuator endpoint by {}", key, who);
         LockView released = c.forceRelease(key).map(LockView::of).orElse(null);
         log.warn("pglock: lock '{}' force-released through the actuator endpoint by {}: {}", key, who,
                 released == null ? "nobody held it" : "it was held by " + released.holders()
