@@ -896,8 +896,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     /** An idle lock session that does not answer; a check that succeeds now clears an old failure. */
     @Override
     protected String probeProblem() {
-        String ping = Jdbc.pingIdle(sessions.live());
-        return ping == Jdbc.UNASKED ? null : ping;
+        return Jdbc.pingIdle(sessions.live());
     }
 
     /** The session is gone, and every lock on it with it: report them lost and stop using it. */

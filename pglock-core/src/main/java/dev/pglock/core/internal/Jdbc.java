@@ -105,8 +105,7 @@ public final class Jdbc {
      * Runs a trivial statement on the first idle one of {@code sessions}, to see that the database
      * answers; a busy session is answering already and is skipped, so this never waits behind a caller.
      *
-     * @return why the database did not answer, null when it did, or {@link #UNASKED} when every
-     *     session was busy or none is open
+     * @return why the database did not answer; null when it did, or when every session was busy or none is open
      */
     public static String pingIdle(List<LockSession> sessions) {
         for (LockSession session : sessions) {
@@ -124,11 +123,8 @@ public final class Jdbc {
                 return session + " did not answer: " + e.getMessage();
             }
         }
-        return UNASKED;
+        return null;
     }
-
-    /** What {@link #pingIdle} answers when it found no idle session to ask (compare by identity). */
-    public static final String UNASKED = new String("no idle session was asked");
 
     public static void abortQuietly(Connection connection) {
         if (connection == null) {

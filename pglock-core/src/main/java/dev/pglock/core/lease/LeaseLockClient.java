@@ -539,8 +539,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     @Override
     protected String probeProblem() {
-        String ping = Jdbc.pingIdle(sessions.live());
-        return ping == Jdbc.UNASKED ? null : ping;
+        return Jdbc.pingIdle(sessions.live());
     }
 
     @Override
