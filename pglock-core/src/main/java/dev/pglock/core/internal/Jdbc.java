@@ -97,11 +97,6 @@ public final class Jdbc {
     }
 
     /**
-     * Ends the physical session (the server then drops every lock it held) and hands the dead
-     * connection back, so a pool counts it free and evicts it instead of reusing the session. Used
-     * when a connection may still hold locks we could not release.
-     */
-    /**
      * Runs a trivial statement on the first idle one of {@code sessions}, to see that the database
      * answers; a busy session is answering already and is skipped, so this never waits behind a caller.
      *
@@ -126,6 +121,11 @@ public final class Jdbc {
         return null;
     }
 
+    /**
+     * Ends the physical session (the server then drops every lock it held) and hands the dead
+     * connection back, so a pool counts it free and evicts it instead of reusing the session. Used
+     * when a connection may still hold locks we could not release.
+     */
     public static void abortQuietly(Connection connection) {
         if (connection == null) {
             return;
