@@ -86,6 +86,47 @@ public interface LockClient extends AutoCloseable {
         return new dev.pglock.core.internal.LeaderCandidate(this, key, callbacks, Duration.ofSeconds(1));
     }
 
+    /**
+     * Takes one of {@code permits} permits of the semaphore {@code request.key()}, if one is free within
+     * {@link LockRequest#waitAtMost()}: at most {@code permits} holders of the key exist at once, across
+     * every client. A permit is held, renewed, lost and released like an exclusive lock (its lease,
+     * hold-at-least and, in lease mode, data come from the request) and has a fencing token of its
+     * own. Permits are always {@link LockRequest#detached() detached}: a thread may hold several.
+     * A semaphore and a lock with the same key are independent of each other.
+     *
+     * <p>A caller waits for one permit at a time, in the database like a lock, and tries all of them
+     * again every 200 ms, so a permit freed while it waited for another is taken within 200 ms.
+     *
+     * @param permits how many holders the semaphore allows, 1 to 1000; every user of the key must ask
+     *     for the same number
+     * @return the permit, whose {@link HeldLock#key()} is the semaphore's key; empty when every permit
+     *     was held elsewhere for the whole wait
+     * @throws IllegalArgumentException when {@code permits} is out of range or the request is shared
+     * @throws IllegalStateException when another holder of the key uses another number of permits
+     *     (nothing is then taken), or the client is closed
+     * @throws LockDatabaseException when the database cannot answer
+     */
+    default Optional<HeldLock> tryAcquirePermit(LockRequest request, int permits) {
+        return Permits.tryAcquire(this, request, permits);
+    }
+
+    /**
+     * {@link #tryAcquirePermit}, throwing when no permit was free for the whole wait.
+     *
+     * @throws LockNotAcquiredException when every permit was held elsewhere for the whole wait
+     */
+    default HeldLock acquirePermit(LockRequest request, int permits) {
+        return Permits.acquire(this, request, permits);
+    }
+
+    /**
+     * Who holds permits of the semaphore {@code key}: one snapshot per permit held, with
+     * {@link LockInfo#permit()} and {@link LockInfo#permits()} set. Empty when nobody holds one.
+     */
+    default List<LockInfo> getPermits(String key) {
+        return Permits.holders(this, key);
+    }
+
     /** Every lock this client can see in the database, its own and others'. */
     List<LockInfo> list();
 

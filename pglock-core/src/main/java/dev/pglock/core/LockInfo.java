@@ -27,6 +27,8 @@ public final class LockInfo {
     private final String applicationName;
     private final List<String> holders;
     private final String namespace;
+    private final Integer permit;
+    private final Integer permits;
 
     private LockInfo(Builder b) {
         this.key = b.key;
@@ -43,6 +45,21 @@ public final class LockInfo {
         this.applicationName = b.applicationName;
         this.holders = b.holders;
         this.namespace = b.namespace;
+        this.permit = b.permit;
+        this.permits = b.permits;
+    }
+
+    /**
+     * For one permit of a semaphore ({@link LockClient#tryAcquirePermit}): which permit it is, from 0.
+     * Empty for a lock. {@link #key()} is then the semaphore's key.
+     */
+    public java.util.OptionalInt permit() {
+        return permit == null ? java.util.OptionalInt.empty() : java.util.OptionalInt.of(permit);
+    }
+
+    /** For one permit of a semaphore: how many permits the semaphore has. Empty for a lock. */
+    public java.util.OptionalInt permits() {
+        return permits == null ? java.util.OptionalInt.empty() : java.util.OptionalInt.of(permits);
     }
 
     /** The namespace of a lease-mode lock (list() shows every namespace in the table); empty in advisory mode. */
@@ -126,7 +143,7 @@ public final class LockInfo {
                 + ", owner=" + owner + ", fencingToken=" + fencingToken + ", acquiredAt=" + acquiredAt
                 + (expiresAt == null ? "" : ", expiresAt=" + expiresAt) + ", shared=" + shared
                 + (pid == null ? "" : ", pid=" + pid + ", applicationName=" + applicationName)
-                + ", holders=" + holders + "]";
+                + ", holders=" + holders + (permit == null ? "" : ", permit=" + permit + " of " + permits) + "]";
     }
 
     /** Builds a {@link LockInfo}; every field but the mode is optional. */
@@ -145,6 +162,8 @@ public final class LockInfo {
         private String applicationName;
         private List<String> holders = List.of();
         private String namespace;
+        private Integer permit;
+        private Integer permits;
 
         private Builder(LockMode mode) {
             this.mode = mode;
@@ -207,6 +226,27 @@ public final class LockInfo {
 
         public Builder namespace(String namespace) {
             this.namespace = namespace;
+            return this;
+        }
+
+        /** Marks the snapshot as permit {@code index} (from 0) of a semaphore with {@code permits} permits. */
+        public Builder permit(int index, int permits) {
+            this.permit = index;
+            this.permits = permits;
+            return this;
+        }
+
+        /**
+         * Fills the builder from a lock's key as the database keeps it: a semaphore's permit becomes
+         * its semaphore's key with the permit's number (see {@link #permit}); anything else is the key.
+         */
+        public Builder storedKey(String storedKey) {
+            int[] parsed = dev.pglock.core.internal.PermitKeys.parse(storedKey);
+            if (parsed != null && parsed[0] >= 0) {
+                this.key = dev.pglock.core.internal.PermitKeys.semaphoreOf(storedKey);
+                return permit(parsed[0], parsed[1]);
+            }
+            this.key = storedKey;
             return this;
         }
 

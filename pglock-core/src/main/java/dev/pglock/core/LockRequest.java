@@ -36,7 +36,13 @@ public final class LockRequest {
 
     private LockRequest(String key, Duration waitAtMost, Duration lease, Duration holdAtLeast, boolean shared,
             byte[] data, boolean detached) {
-        this.key = validateKey(key);
+        this(validateKey(key), waitAtMost, lease, holdAtLeast, shared, data, detached, true);
+    }
+
+    /** Every constructor ends here; {@code key} was checked already, or is one pglock made itself. */
+    private LockRequest(String key, Duration waitAtMost, Duration lease, Duration holdAtLeast, boolean shared,
+            byte[] data, boolean detached, boolean keyChecked) {
+        this.key = key;
         this.waitAtMost = notNegative("waitAtMost", waitAtMost);
         this.lease = lease == null ? null : positive("leaseFor", lease);
         this.holdAtLeast = notNegative("holdAtLeast", holdAtLeast);
@@ -54,7 +60,7 @@ public final class LockRequest {
      * lease and has no hold-at-least.
      *
      * @throws IllegalArgumentException when the key is null, blank, longer than {@value #MAX_KEY_LENGTH}
-     *     characters or contains a NUL character
+     *     characters or contains a NUL or U+241F (␟, kept for semaphore permits) character
      */
     public static LockRequest of(String key) {
         return new LockRequest(key, Duration.ZERO, null, Duration.ZERO, false, null);
@@ -111,6 +117,23 @@ public final class LockRequest {
         return key;
     }
 
+    /**
+     * This request for one permit of a semaphore: the same wait, lease, hold-at-least and data, on
+     * the permit's own key (which user keys cannot spell), exclusive and detached.
+     */
+    LockRequest forPermitKey(String permitKey, Duration wait) {
+        return new LockRequest(permitKey, wait, lease, holdAtLeast, false, data, true, true);
+    }
+
+    /**
+     * The shared marker lock every holder of a semaphore holds beside its permit: the client's
+     * default lease, no hold-at-least, no data, detached, waiting up to {@code wait} (only behind
+     * another thread of this client taking the same marker: nobody takes a marker exclusively).
+     */
+    static LockRequest marker(String markerKey, Duration wait) {
+        return new LockRequest(markerKey, wait, null, Duration.ZERO, true, null, true, true);
+    }
+
     public Duration waitAtMost() {
         return waitAtMost;
     }
@@ -152,6 +175,10 @@ public final class LockRequest {
         if (key.indexOf('\0') >= 0) {
             throw new IllegalArgumentException("key must not contain a NUL character, got '"
                     + key.replace("\0", "\\0") + "'");
+        }
+        if (key.indexOf(dev.pglock.core.internal.PermitKeys.SEPARATOR) >= 0) {
+            throw new IllegalArgumentException("key must not contain the character U+241F (\u241F: pglock keeps it for"
+                    + " semaphore permits), got '" + key + "'");
         }
         return key;
     }

@@ -927,7 +927,8 @@ public abstract class LockClientContractTest {
         await().atMost(PROMPTLY).until(() -> seen.heard.contains("lost observed-lost"));
         assertThat(seen.endedLost).singleElement().satisfies(e -> assertThat(e.reason()).isEqualTo(brokenLockReason()));
         assertThat(a.status().lostLocks()).isEqualTo(1);
-        assertThat(seen.heartbeats.get()).as("heartbeats or session checks that succeeded").isPositive();
+        await().atMost(lossNoticedWithin()).untilAsserted(() -> assertThat(seen.heartbeats.get())
+                .as("heartbeats or session checks that succeeded").isPositive());
         other.release();
 
         seen.heard.clear();
@@ -1077,5 +1078,238 @@ public abstract class LockClientContractTest {
             }
         }
         return false;
+    }
+
+    // ---- Semaphores (issue 18): N permits of one key across clients.
+
+    /**
+     * The concurrency checker for semaphores: eight threads of two clients take permits of one key
+     * with three permits, over and over. Never more than three may be inside at once, no permit may
+     * have two holders at once, and (so that the test could fail) three must have been inside together.
+     */
+    @Test
+    void aSemaphoreNeverLetsMoreThanItsPermitsInAcrossClients() throws Exception {
+        LockClient[] clients = {client(), client()};
+        int permits = 3;
+        int threadCount = 8;
+        int iterations = 60;
+        AtomicInteger inside = new AtomicInteger();
+        AtomicInteger mostInside = new AtomicInteger();
+        List<ConcurrentLinkedQueue<long[]>> sections = new ArrayList<>();
+        for (int i = 0; i < permits; i++) {
+            sections.add(new ConcurrentLinkedQueue<>());
+        }
+        java.util.Set<Long> tokens = java.util.concurrent.ConcurrentHashMap.newKeySet();
+        CountDownLatch start = new CountDownLatch(1);
+        List<Future<?>> workers = new ArrayList<>();
+        for (int t = 0; t < threadCount; t++) {
+            LockClient c = clients[t % 2];
+            workers.add(inThread(() -> {
+                start.await();
+                for (int i = 0; i < iterations; i++) {
+                    HeldLock permit = c.acquirePermit(LockRequest.of("pool").waitAtMost(Duration.ofSeconds(60)), permits);
+                    try {
+                        long entered = System.nanoTime();
+                        int now = inside.incrementAndGet();
+                        mostInside.accumulateAndGet(now, Math::max);
+                        assertThat(tokens.add(permit.fencingToken())).as("each permit acquisition has its own token").isTrue();
+                        LockInfo info = c.getPermits("pool").stream()
+                                .filter(p -> p.isHeldByThisClient() && p.fencingToken().equals(
+                                        java.util.OptionalLong.of(permit.fencingToken())))
+                                .findFirst().orElse(null);
+                        Thread.sleep(2); // work inside, so that holders overlap
+                        inside.decrementAndGet();
+                        int index = info == null ? -1 : info.permit().orElse(-1);
+                        sections.get(Math.floorMod(index, permits)).add(new long[] {entered, System.nanoTime(), index});
+                    } finally {
+                        permit.release();
+                    }
+                }
+                return null;
+            }));
+        }
+        start.countDown();
+        for (Future<?> worker : workers) {
+            worker.get(5, TimeUnit.MINUTES);
+        }
+        assertThat(mostInside.get()).as("most holders inside at once").isEqualTo(permits);
+        for (int p = 0; p < permits; p++) {
+            List<long[]> ordered = new ArrayList<>(sections.get(p));
+            ordered.sort((x, y) -> Long.compare(x[0], y[0]));
+            for (int i = 1; i < ordered.size(); i++) {
+                assertThat(ordered.get(i)[0]).as("permit %d: section %d starts after section %d ends", p, i, i - 1)
+                        .isGreaterThan(ordered.get(i - 1)[1]);
+            }
+        }
+        assertThat(sections.stream().mapToInt(java.util.Collection::size).sum()).isEqualTo(threadCount * iterations);
+        assertThat(clients[0].getPermits("pool")).as("every permit was released").isEmpty();
+    }
+
+    @Test
+    void getPermitsShowsWhoHoldsWhichPermitAndAFullSemaphoreRefuses() {
+        LockClient a = client();
+        LockClient b = client();
+        HeldLock first = a.acquirePermit(LockRequest.of("slots"), 3);
+        HeldLock second = a.acquirePermit(LockRequest.of("slots"), 3); // the same thread may hold several
+        HeldLock third = b.acquirePermit(LockRequest.of("slots"), 3);
+        assertThat(first.key()).isEqualTo("slots");
+        assertThat(List.of(first.fencingToken(), second.fencingToken(), third.fencingToken()))
+                .as("one token per permit").doesNotHaveDuplicates();
+
+        assertThat(b.tryAcquirePermit(LockRequest.of("slots"), 3)).as("all three permits are held").isEmpty();
+        assertThatThrownBy(() -> a.acquirePermit(LockRequest.of("slots"), 3))
+                .isInstanceOf(LockNotAcquiredException.class).hasMessageContaining("all 3 permits of semaphore 'slots'");
+        assertThat(a.tryAcquire(LockRequest.of("slots"))).as("a lock of the same name is another thing").isPresent()
+                .get().satisfies(HeldLock::release);
+
+        List<LockInfo> seen = b.getPermits("slots");
+        assertThat(seen).hasSize(3).allSatisfy(info -> {
+            assertThat(info.key()).contains("slots");
+            assertThat(info.permits()).hasValue(3);
+        });
+        assertThat(seen).extracting(info -> info.permit().getAsInt()).containsExactlyInAnyOrder(0, 1, 2);
+        assertThat(seen).filteredOn(LockInfo::isHeldByThisClient).hasSize(1);
+        assertThat(a.getPermits("slots")).filteredOn(LockInfo::isHeldByThisClient).hasSize(2);
+        assertThat(a.list()).as("list shows permits under the semaphore's key, and no bookkeeping")
+                .filteredOn(info -> info.isHeldByThisClient() && info.permit().isPresent()).hasSize(2)
+                .allSatisfy(info -> assertThat(info.key()).contains("slots"));
+        assertThat(a.list()).allSatisfy(info -> assertThat(info.key().orElse("")).doesNotContain("\u241F"));
+
+        assertThat(second.release()).isTrue();
+        assertThatThrownBy(second::release).isInstanceOf(IllegalStateException.class).hasMessageContaining("already released");
+        HeldLock again = b.tryAcquirePermit(LockRequest.of("slots"), 3).orElseThrow();
+        assertThat(again.fencingToken()).as("a permit's token grows").isGreaterThan(second.fencingToken());
+        List.of(first, third, again).forEach(HeldLock::release);
+        assertThat(a.getPermits("slots")).isEmpty();
+    }
+
+    @Test
+    void aWaiterForAPermitGetsOneWhenAHolderReleases() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        HeldLock one = a.acquirePermit(LockRequest.of("pair"), 2);
+        HeldLock two = a.acquirePermit(LockRequest.of("pair"), 2);
+        CountDownLatch waiting = new CountDownLatch(1);
+        Future<HeldLock> waiter = inThread(() -> {
+            waiting.countDown();
+            return b.acquirePermit(LockRequest.of("pair").waitAtMost(Duration.ofSeconds(60)), 2);
+        });
+        waiting.await();
+        assertThat(b.getPermits("pair")).hasSize(2);
+        assertThat(waiter.isDone()).isFalse();
+        two.release();
+        HeldLock got = waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        assertThat(got.isHeld()).isTrue();
+        assertThat(b.tryAcquirePermit(LockRequest.of("pair"), 2)).as("full again").isEmpty();
+        got.release();
+        one.release();
+    }
+
+    @Test
+    void aSemaphoreAskedForWithAnotherNumberOfPermitsIsRefusedAndNothingIsTaken() {
+        LockClient a = client();
+        LockClient b = client();
+        HeldLock held = a.acquirePermit(LockRequest.of("sized"), 3);
+        assertThatThrownBy(() -> b.tryAcquirePermit(LockRequest.of("sized"), 5))
+                .isInstanceOf(IllegalStateException.class)
+                .hasMessageContaining("semaphore 'sized' is in use with 3 permits")
+                .hasMessageContaining("asks for 5");
+        assertThat(b.getPermits("sized")).as("only a's permit").hasSize(1);
+        assertThat(b.status().heldLocks()).as("b took nothing, marker included").isZero();
+        held.release();
+        HeldLock five = b.acquirePermit(LockRequest.of("sized"), 5);
+        assertThatThrownBy(() -> a.tryAcquirePermit(LockRequest.of("sized"), 3))
+                .isInstanceOf(IllegalStateException.class).hasMessageContaining("in use with 5 permits");
+        assertThat(a.status().heldLocks()).isZero();
+        five.release();
+    }
+
+    /**
+     * Two callers that disagree on the number of permits take their markers at the same time, and
+     * only then read the others': the later reader sees the earlier one's marker (both may see each
+     * other's), so they are never both let in. Reading before taking would let both in, with
+     * permits 0 to 4 between them.
+     */
+    @Test
+    void twoCallersThatDisagreeOnThePermitsAtTheSameMomentAreNeverBothLetIn() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        CyclicBarrier bothMarked = new CyclicBarrier(2);
+        Permits.afterMarkerForTests = () -> {
+            try {
+                bothMarked.await(10, TimeUnit.SECONDS);
+            } catch (Exception e) {
+                throw new IllegalStateException(e);
+            }
+        };
+        Object three;
+        Object five;
+        try {
+            Future<Object> threeF = inThread(() -> {
+                try {
+                    return a.tryAcquirePermit(LockRequest.of("race"), 3).orElseThrow();
+                } catch (IllegalStateException e) {
+                    return e;
+                }
+            });
+            Future<Object> fiveF = inThread(() -> {
+                try {
+                    return b.tryAcquirePermit(LockRequest.of("race"), 5).orElseThrow();
+                } catch (IllegalStateException e) {
+                    return e;
+                }
+            });
+            three = threeF.get(30, TimeUnit.SECONDS);
+            five = fiveF.get(30, TimeUnit.SECONDS);
+        } finally {
+            Permits.afterMarkerForTests = null;
+        }
+        assertThat(List.of(three, five)).as("at least one of them is refused").hasAtLeastOneElementOfType(
+                IllegalStateException.class);
+        if (three instanceof IllegalStateException refused) {
+            assertThat(refused).hasMessageContaining("in use with 5 permits");
+        } else {
+            ((HeldLock) three).release();
+        }
+        if (five instanceof IllegalStateException refused) {
+            assertThat(refused).hasMessageContaining("in use with 3 permits");
+        } else {
+            ((HeldLock) five).release();
+        }
+        assertThat(a.status().heldLocks() + b.status().heldLocks()).as("nothing left taken").isZero();
+        a.acquirePermit(LockRequest.of("race"), 3).release();
+    }
+
+    @Test
+    void badPermitRequestsAreRefusedAtTheCall() {
+        LockClient a = client();
+        assertThatThrownBy(() -> a.tryAcquirePermit(LockRequest.of("p"), 0))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("permits").hasMessageContaining("got 0");
+        assertThatThrownBy(() -> a.tryAcquirePermit(LockRequest.of("p"), 1001))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("1001");
+        assertThatThrownBy(() -> a.tryAcquirePermit(LockRequest.of("p").shared(), 2))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("shared");
+        assertThatThrownBy(() -> a.tryAcquirePermit(null, 2)).isInstanceOf(NullPointerException.class);
+        assertThatThrownBy(() -> LockRequest.of("p\u241Fpermit 0 of 1"))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("U+241F");
+        assertThatThrownBy(() -> a.getPermits(" ")).isInstanceOf(IllegalArgumentException.class);
+        assertThat(a.status().heldLocks()).isZero();
+        assertThat(a.getPermits("p")).isEmpty();
+    }
+
+    @Test
+    void aPermitLostWithItsClientIsFreeForOthersAndItsHolderIsTold() {
+        LockClient a = newClient();
+        LockClient b = client();
+        HeldLock permit = a.acquirePermit(LockRequest.of("crew"), 1);
+        AtomicReference<LockLostException> told = new AtomicReference<>();
+        permit.onLost(told::set);
+        assertThat(b.tryAcquirePermit(LockRequest.of("crew"), 1)).isEmpty();
+        a.close();
+        assertThat(told.get()).isNotNull();
+        assertThat(told.get().key()).isEqualTo("crew");
+        assertThat(told.get().getMessage()).contains("permit 0 of 1").doesNotContain("\u241F");
+        assertThatThrownBy(permit::assertHeld).isInstanceOf(LockLostException.class).hasMessageContaining("'crew'");
+        b.acquirePermit(LockRequest.of("crew"), 1).release();
     }
 }

@@ -1,5 +1,6 @@
 package dev.pglock.core.advisory;
 
+import dev.pglock.core.internal.PermitKeys;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.security.MessageDigest;
@@ -36,8 +37,23 @@ public final class AdvisoryKeyHasher {
         System.arraycopy(ns, 0, prefix, 0, ns.length);
     }
 
-    /** The lock id of {@code key} in this hasher's namespace. */
+    /**
+     * The lock id of {@code key} in this hasher's namespace. A semaphore's marker key (see
+     * {@code PermitKeys}, never a user key) is the one exception: its id is the high 32 bits of its
+     * semaphore key's id and the number of permits as the low 32 bits, so that {@code pg_locks}
+     * shows every marker of a semaphore with the same {@code classid} and the number as {@code objid}.
+     */
     public long lockId(String key) {
+        if (PermitKeys.isMarker(key)) {
+            int[] marker = PermitKeys.parse(key);
+            if (marker != null) {
+                return (hash(PermitKeys.semaphoreOf(key)) & 0xFFFF_FFFF_0000_0000L) | (marker[1] & 0xFFFF_FFFFL);
+            }
+        }
+        return hash(key);
+    }
+
+    private long hash(String key) {
         MessageDigest sha256 = newSha256();
         sha256.update(prefix);
         sha256.update(key.getBytes(StandardCharsets.UTF_8));

@@ -9,6 +9,7 @@ import dev.pglock.core.TransactionLock;
 import dev.pglock.core.internal.AbstractLockClient;
 import dev.pglock.core.internal.Jdbc;
 import dev.pglock.core.internal.LockSession;
+import dev.pglock.core.internal.PermitKeys;
 import dev.pglock.core.internal.Sequences;
 import dev.pglock.core.internal.SessionPool;
 import java.sql.Connection;
@@ -147,6 +148,12 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             + " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             + " ORDER BY l.pid";
     private static final String GET_LOCK = "SELECT * FROM (" + LIST_LOCKS + ") AS locks WHERE lock_id = ?";
+    private static final String GET_LOCKS = "SELECT * FROM (" + LIST_LOCKS + ") AS locks WHERE lock_id = ANY (?)";
+    // A semaphore's markers (see AdvisoryKeyHasher): the high 32 bits of the semaphore key's own id,
+    // and the number of permits as the low 32 bits. Parameter: the high 32 bits, unsigned.
+    private static final String SEMAPHORE_SIZES = "SELECT DISTINCT l.objid::bigint FROM pg_locks l"
+            + " WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l.classid::bigint = ?"
+            + " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())";
     // The sequence name was checked and quoted by Identifiers; an identifier cannot be a parameter.
     private static final String CREATE_SEQUENCE = "CREATE SEQUENCE IF NOT EXISTS %s";
     /** The least network timeout of a session: below it, a busy server could be taken for a dead one. */
@@ -919,20 +926,73 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     public Optional<LockInfo> get(String key) {
         LockRequest.of(key); // the same checks as for acquiring
         long lockId = hasher.lockId(key);
-        return query(GET_LOCK, lockId, key).stream().findFirst();
+        return query(GET_LOCK, ps -> ps.setLong(1, lockId), Map.of(lockId, key)).stream().findFirst();
     }
 
     @Override
     public List<LockInfo> list() {
-        return query(LIST_LOCKS, null, null);
+        return query(LIST_LOCKS, ps -> { }, Map.of());
+    }
+
+    @Override
+    public Set<Integer> semaphoreSizes(String key) {
+        ensureOpen();
+        long classId = hasher.lockId(key) >>> 32;
+        LockSession session = sessions.session();
+        try {
+            return session.callClaimed(c -> {
+                try (PreparedStatement ps = c.prepareStatement(SEMAPHORE_SIZES)) {
+                    ps.setLong(1, classId);
+                    Set<Integer> sizes = new java.util.TreeSet<>();
+                    try (ResultSet rs = ps.executeQuery()) {
+                        while (rs.next()) {
+                            sizes.add((int) rs.getLong(1));
+                        }
+                    }
+                    return sizes;
+                }
+            });
+        } catch (SQLException e) {
+            if (Jdbc.isConnectionFailure(e, session.connection)) {
+                sessionDied(session, e);
+            }
+            throw new LockDatabaseException("reading pg_locks failed: " + e.getMessage(), e);
+        }
+    }
+
+    @Override
+    public List<LockInfo> permitHolders(String key) {
+        Map<Long, String> permitKeys = new HashMap<>();
+        for (int permits : semaphoreSizes(key)) {
+            if (permits < 1 || permits > PermitKeys.MAX_PERMITS) {
+                continue; // no marker says so: an unrelated lock whose id shares the high 32 bits
+            }
+            for (int i = 0; i < permits; i++) {
+                String permitKey = PermitKeys.permit(key, i, permits);
+                permitKeys.put(hasher.lockId(permitKey), permitKey);
+            }
+        }
+        if (permitKeys.isEmpty()) {
+            return List.of();
+        }
+        Long[] ids = permitKeys.keySet().toArray(Long[]::new);
+        return query(GET_LOCKS, ps -> ps.setArray(1, ps.getConnection().createArrayOf("bigint", ids)), permitKeys);
+    }
+
+    /** Binds a pg_locks query's parameters. */
+    private interface Binder {
+        void bind(PreparedStatement ps) throws SQLException;
     }
 
     /** One pg_locks row: a session holding an advisory lock. */
     private record Row(long lockId, boolean shared, int pid, String applicationName) {
     }
 
-    /** Reads pg_locks and describes each lock id once, with all its holding sessions. */
-    private List<LockInfo> query(String sql, Long lockId, String knownKey) {
+    /**
+     * Reads pg_locks and describes each lock id once, with all its holding sessions; {@code knownKeys}
+     * names the ids whose keys the caller knows (another process's lock shows only its id otherwise).
+     */
+    private List<LockInfo> query(String sql, Binder binder, Map<Long, String> knownKeys) {
         ensureOpen();
         Map<Long, AdvisoryLock> mine = new HashMap<>();
         for (AdvisoryLock lock : locksInDatabase()) { // a hold-at-least release still pending is ours too
@@ -943,9 +1003,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         try {
             session.callClaimed(c -> {
                 try (PreparedStatement ps = c.prepareStatement(sql)) {
-                    if (lockId != null) {
-                        ps.setLong(1, lockId);
-                    }
+                    binder.bind(ps);
                     try (ResultSet rs = ps.executeQuery()) {
                         while (rs.next()) {
                             Row row = new Row(rs.getLong("lock_id"), rs.getBoolean("shared"), rs.getInt("pid"),
@@ -965,6 +1023,9 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         List<LockInfo> result = new ArrayList<>();
         byId.forEach((id, rows) -> {
             AdvisoryLock own = mine.get(id);
+            if (own != null && PermitKeys.isMarker(own.key())) {
+                return; // a semaphore's bookkeeping, not a lock anyone asked for
+            }
             Row ours = own == null ? null
                     : rows.stream().filter(r -> r.pid() == own.session.backendPid).findFirst().orElse(null);
             Row first = ours != null ? ours : rows.get(0);
@@ -974,7 +1035,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             }
             LockInfo.Builder info = LockInfo.builder(LockMode.ADVISORY).lockId(id).pid(first.pid())
                     .applicationName(first.applicationName()).shared(first.shared()).heldByThisClient(ours != null)
-                    .holders(holders).key(ours != null ? own.key() : knownKey);
+                    .holders(holders).storedKey(ours != null ? own.key() : knownKeys.get(id));
             if (ours != null) {
                 info.owner(owner()).fencingToken(own.fencingToken()).acquiredAt(own.acquiredAt());
             }

@@ -384,6 +384,15 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         }, nanos, nanos, TimeUnit.NANOSECONDS);
     }
 
+    /**
+     * Not API, for semaphores: the numbers of permits that holders of semaphore {@code key} use now,
+     * read from their markers in the database (see {@link PermitKeys}).
+     */
+    public abstract java.util.Set<Integer> semaphoreSizes(String key);
+
+    /** Not API, for semaphores: one snapshot per permit of semaphore {@code key} held now, by anyone. */
+    public abstract List<dev.pglock.core.LockInfo> permitHolders(String key);
+
     /** Mode-specific checks of a request against the client's settings. */
     protected void validate(LockRequest request) {
     }
@@ -453,7 +462,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     private HeldLock observedAcquire(LockRequest request) {
         Objects.requireNonNull(request, "request must not be null");
         LockObserver current = observer;
-        if (current == LockObserver.NONE) {
+        if (current == LockObserver.NONE || PermitKeys.isMarker(request.key())) {
             return acquireOrNull(request);
         }
         LockObserver.Acquisition acquisition;
@@ -824,8 +833,8 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         state.lock();
         try {
             for (Entry entry : entries.values()) {
-                if (entry.lock != null && !entry.busy) {
-                    held++;
+                if (entry.lock != null && !entry.busy && !PermitKeys.isMarker(entry.request.key())) {
+                    held++; // a semaphore's marker is bookkeeping beside its permits, not a lock of its own
                 }
             }
         } finally {
@@ -970,7 +979,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             for (Entry entry : entries.values()) {
                 if (entry.lock != null) {
                     held.add(entry.lock);
-                    if (!entry.holds.isEmpty()) {
+                    if (!entry.holds.isEmpty() && !PermitKeys.isMarker(entry.lock.key())) {
                         // One line per lock its work did not release in time: what a shutdown cut short.
                         log.warn("lock '{}' was still held when the {} lock client closed (after"
                                 + " waiting {} for its release); its holder is told it lost the lock, then it is released",
@@ -1294,7 +1303,8 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
         void fireLost() {
             LockLostException reported = exception(lost);
-            if (handedOut && LOSS_OBSERVED.compareAndSet(this, false, true)) {
+            if (handedOut && !PermitKeys.isMarker(entry.request.key())
+                    && LOSS_OBSERVED.compareAndSet(this, false, true)) {
                 lostCount.incrementAndGet();
                 quietly("lost", () -> observer.lost(mode(), key(), reported.reason()));
             }

@@ -9,6 +9,7 @@ import dev.pglock.core.TransactionLock;
 import dev.pglock.core.internal.AbstractLockClient;
 import dev.pglock.core.internal.Jdbc;
 import dev.pglock.core.internal.LockSession;
+import dev.pglock.core.internal.PermitKeys;
 import dev.pglock.core.internal.SessionPool;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
@@ -265,6 +266,11 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             FROM %1$s WHERE expires_at > statement_timestamp()""";
     private static final String GET = LOCK_COLUMNS + " AND namespace = ? AND lock_key = ?";
     private static final String LIST = LOCK_COLUMNS + " ORDER BY namespace, lock_key";
+    // A semaphore's permits and its markers (see PermitKeys): keys that start with the semaphore's key
+    // and a prefix user keys cannot contain. Parameters: namespace, prefix.
+    private static final String PERMITS = LOCK_COLUMNS + " AND namespace = ? AND starts_with(lock_key, ?) ORDER BY lock_key";
+    private static final String SEMAPHORE_SIZES = "SELECT lock_key FROM %1$s WHERE namespace = ? AND starts_with(lock_key, ?)"
+            + " AND holders <> '{}' AND expires_at > statement_timestamp()";
     // Rows released or expired long ago: a stalled acquirer an hour late is not a concern.
     private static final String PURGE = "DELETE FROM %1$s WHERE expires_at < statement_timestamp() - interval '1 hour'";
     private static final Duration PURGE_EVERY = Duration.ofMinutes(10);
@@ -290,6 +296,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private final String confirmInTransaction;
     private final String get;
     private final String list;
+    private final String permits;
+    private final String semaphoreSizes;
     private final String purge;
     private final LeaseSchema schema;
     private final SessionPool sessions;
@@ -342,6 +350,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         this.get = GET.formatted(quotedTable);
         this.forceRelease = FORCE_RELEASE.formatted(quotedTable);
         this.list = LIST.formatted(quotedTable);
+        this.permits = PERMITS.formatted(quotedTable);
+        this.semaphoreSizes = SEMAPHORE_SIZES.formatted(quotedTable);
         this.purge = PURGE.formatted(quotedTable);
         this.schema = new LeaseSchema(table, quotedTable, quotedSequence, initializeSchema);
         this.connector = Executors.newCachedThreadPool(r -> {
@@ -1163,6 +1173,38 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         return query(list, null);
     }
 
+    @Override
+    public List<LockInfo> permitHolders(String key) {
+        return query(permits, PermitKeys.permitPrefix(key));
+    }
+
+    @Override
+    public Set<Integer> semaphoreSizes(String key) {
+        ensureOpen();
+        LockSession session = sessions.session();
+        try {
+            return session.callClaimed(c -> {
+                try (PreparedStatement ps = c.prepareStatement(semaphoreSizes)) {
+                    ps.setString(1, namespace);
+                    ps.setString(2, PermitKeys.markerPrefix(key));
+                    Set<Integer> sizes = new java.util.TreeSet<>();
+                    try (ResultSet rs = ps.executeQuery()) {
+                        while (rs.next()) {
+                            int[] parsed = PermitKeys.parse(rs.getString(1));
+                            if (parsed != null) {
+                                sizes.add(parsed[1]);
+                            }
+                        }
+                    }
+                    return sizes;
+                }
+            });
+        } catch (SQLException e) {
+            throw failure(session, "reading the markers of semaphore '" + key + "'", e);
+        }
+    }
+
+    /** Runs {@code sql} with the namespace and {@code key} as parameters (none when {@code key} is null). */
     private List<LockInfo> query(String sql, String key) {
         ensureOpen();
         LockSession session = sessions.session();
@@ -1176,12 +1218,16 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     List<LockInfo> result = new ArrayList<>();
                     try (ResultSet rs = ps.executeQuery()) {
                         while (rs.next()) {
+                            String storedKey = rs.getString("lock_key");
+                            if (PermitKeys.isMarker(storedKey)) {
+                                continue; // a semaphore's bookkeeping, not a lock anyone asked for
+                            }
                             List<String> holders = java.util.Arrays.stream((String[]) rs.getArray("holders").getArray())
                                     .map(LeaseLockClient::ownerOf).toList();
                             Timestamp expires = rs.getTimestamp("expires_at");
                             result.add(LockInfo.builder(LockMode.LEASE)
                                     .namespace(rs.getString("namespace"))
-                                    .key(rs.getString("lock_key"))
+                                    .storedKey(storedKey)
                                     .owner(String.join(",", holders))
                                     .holders(holders)
                                     .heldByThisClient(holders.contains(owner()))

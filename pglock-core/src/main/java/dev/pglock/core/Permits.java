@@ -1,0 +1,260 @@
+package dev.pglock.core;
+
+import dev.pglock.core.internal.AbstractLockClient;
+import dev.pglock.core.internal.PermitKeys;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.List;
+import java.util.Objects;
+import java.util.Optional;
+import java.util.Set;
+import java.util.TreeSet;
+import java.util.concurrent.ThreadLocalRandom;
+import java.util.function.Consumer;
+
+/**
+ * Semaphores made of locks, the same way in both modes: permit {@code i} of a semaphore with
+ * {@code n} permits is an exclusive lock on a key of its own (see {@link PermitKeys}), so at most
+ * {@code n} holders exist by the same guarantee that makes a lock exclusive, and each permit has
+ * its own fencing token, lease, heartbeat and loss detection.
+ *
+ * <p>Each holder also holds a shared marker lock that names {@code n}, and checks after taking it
+ * that no marker names another number: of two callers that disagree, the later one to take its
+ * marker sees the other's (both may see each other, and both are refused). Without the check,
+ * callers asking for 3 and for 5 permits would take permits 0 to 4 between them.
+ *
+ * <p>Waiting: a caller tries every permit once (starting at a random one, so that callers spread
+ * over the permits), then waits in the database for one chosen permit, the way a lock is waited
+ * for, for at most {@link #STEP}, and tries them all again. A permit freed while the caller waits
+ * for another one is therefore taken within {@link #STEP}, not at once.
+ */
+final class Permits {
+
+    static final int MAX_PERMITS = PermitKeys.MAX_PERMITS;
+    /** How long a waiting caller waits for one chosen permit before it tries them all again. */
+    static final Duration STEP = Duration.ofMillis(200);
+    /** The marker is only ever waited for behind another thread of this client taking it; bounds that wait. */
+    private static final Duration MARKER_WAIT = Duration.ofSeconds(30);
+
+    /** For tests: runs after the marker is taken and before the other markers are read. */
+    static volatile Runnable afterMarkerForTests;
+
+    private Permits() {
+    }
+
+    static Optional<HeldLock> tryAcquire(LockClient client, LockRequest request, int permits) {
+        Objects.requireNonNull(request, "request must not be null");
+        String key = request.key();
+        if (permits < 1 || permits > MAX_PERMITS) {
+            throw new IllegalArgumentException("permits must be between 1 and " + MAX_PERMITS + ", got " + permits
+                    + " for semaphore '" + key + "'");
+        }
+        if (request.isShared()) {
+            throw new IllegalArgumentException("a permit of semaphore '" + key + "' was asked for shared: permits are"
+                    + " never shared (each one is held by one caller); drop .shared()");
+        }
+        AbstractLockClient<?> internals = internals(client);
+        long deadline = System.nanoTime() + nanos(request.waitAtMost());
+        Duration markerWait = request.waitAtMost().compareTo(MARKER_WAIT) > 0 ? request.waitAtMost() : MARKER_WAIT;
+        HeldLock marker = client.tryAcquire(LockRequest.marker(PermitKeys.marker(key, permits), markerWait))
+                .orElse(null);
+        if (marker == null) {
+            return Optional.empty(); // interrupted, or another thread of this client held it up for the whole wait
+        }
+        boolean handedOut = false;
+        try {
+            Runnable hook = afterMarkerForTests;
+            if (hook != null) {
+                hook.run();
+            }
+            Set<Integer> others = new TreeSet<>(internals.semaphoreSizes(key));
+            others.remove(permits);
+            if (!others.isEmpty()) {
+                throw new IllegalStateException("semaphore '" + key + "' is in use with " + describe(others)
+                        + " permits, and this call asks for " + permits + ": every user of a semaphore must ask for"
+                        + " the same number of permits, or the bound would not hold for either. Nothing was taken");
+            }
+            int start = ThreadLocalRandom.current().nextInt(permits);
+            while (true) {
+                for (int j = 0; j < permits; j++) {
+                    int index = (start + j) % permits;
+                    Optional<HeldLock> slot = client.tryAcquire(permitRequest(request, index, permits, Duration.ZERO));
+                    if (slot.isPresent()) {
+                        handedOut = true;
+                        return Optional.of(new Permit(slot.get(), marker, key, index, permits));
+                    }
+                }
+                long left = deadline - System.nanoTime();
+                if (left <= 0 || Thread.currentThread().isInterrupted()) {
+                    return Optional.empty();
+                }
+                Duration step = Duration.ofNanos(Math.min(left, STEP.toNanos()));
+                Optional<HeldLock> slot = client.tryAcquire(permitRequest(request, start, permits, step));
+                if (slot.isPresent()) {
+                    handedOut = true;
+                    return Optional.of(new Permit(slot.get(), marker, key, start, permits));
+                }
+                start = (start + 1) % permits;
+            }
+        } finally {
+            if (!handedOut) {
+                marker.close();
+            }
+        }
+    }
+
+    static HeldLock acquire(LockClient client, LockRequest request, int permits) {
+        Optional<HeldLock> permit = tryAcquire(client, request, permits);
+        if (permit.isPresent()) {
+            return permit.get();
+        }
+        String key = request.key();
+        if (Thread.currentThread().isInterrupted()) {
+            throw new LockNotAcquiredException(key, request.waitAtMost(), "interrupted while waiting for a permit of"
+                    + " semaphore '" + key + "'", new InterruptedException());
+        }
+        throw new LockNotAcquiredException(key, request.waitAtMost(), "all " + permits + " permits of semaphore '"
+                + key + "' are held elsewhere; gave up after waiting " + request.waitAtMost(), null);
+    }
+
+    static List<LockInfo> holders(LockClient client, String key) {
+        LockRequest.of(key); // the same checks as for acquiring
+        return internals(client).permitHolders(key);
+    }
+
+    private static LockRequest permitRequest(LockRequest request, int index, int permits, Duration wait) {
+        return request.forPermitKey(PermitKeys.permit(request.key(), index, permits), wait);
+    }
+
+    private static AbstractLockClient<?> internals(LockClient client) {
+        if (client instanceof AbstractLockClient<?> internals) {
+            return internals;
+        }
+        throw new UnsupportedOperationException("semaphores need one of pglock's own lock clients (PgLock.advisory"
+                + " or PgLock.lease), not a " + client.getClass().getName());
+    }
+
+    private static String describe(Set<Integer> sizes) {
+        return sizes.size() == 1 ? String.valueOf(sizes.iterator().next()) : sizes.toString();
+    }
+
+    private static long nanos(Duration wait) {
+        try {
+            return Math.min(wait.toNanos(), Long.MAX_VALUE / 4);
+        } catch (ArithmeticException e) {
+            return Long.MAX_VALUE / 4;
+        }
+    }
+
+    /** One permit as its caller sees it: the permit's lock, with the semaphore's key and the marker beside it. */
+    private static final class Permit implements HeldLock {
+        private final HeldLock slot;
+        private final HeldLock marker;
+        private final String key;
+        private final int index;
+        private final int permits;
+
+        Permit(HeldLock slot, HeldLock marker, String key, int index, int permits) {
+            this.slot = slot;
+            this.marker = marker;
+            this.key = key;
+            this.index = index;
+            this.permits = permits;
+        }
+
+        /** The semaphore's key, not the permit's own. */
+        @Override
+        public String key() {
+            return key;
+        }
+
+        /** This permit's token: it grows with every acquisition of this permit, and is drawn from the same sequence as every lock's. */
+        @Override
+        public long fencingToken() {
+            return slot.fencingToken();
+        }
+
+        @Override
+        public String owner() {
+            return slot.owner();
+        }
+
+        @Override
+        public Instant acquiredAt() {
+            return slot.acquiredAt();
+        }
+
+        @Override
+        public boolean isHeld() {
+            return slot.isHeld();
+        }
+
+        @Override
+        public boolean isShared() {
+            return false;
+        }
+
+        @Override
+        public HeldLock onLost(Consumer<LockLostException> listener) {
+            Objects.requireNonNull(listener, "listener must not be null");
+            slot.onLost(lost -> listener.accept(renamed(lost)));
+            return this;
+        }
+
+        @Override
+        public void assertHeld() {
+            try {
+                slot.assertHeld();
+            } catch (LockLostException lost) {
+                throw renamed(lost);
+            } catch (IllegalStateException released) {
+                throw new IllegalStateException("permit " + index + " of semaphore '" + key + "' was released by its"
+                        + " holder");
+            }
+        }
+
+        @Override
+        public void updateData(byte[] data) {
+            try {
+                slot.updateData(data);
+            } catch (LockLostException lost) {
+                throw renamed(lost);
+            }
+        }
+
+        @Override
+        public boolean release() {
+            boolean held;
+            try {
+                held = slot.release();
+            } catch (IllegalStateException twice) {
+                throw new IllegalStateException("permit " + index + " of semaphore '" + key + "' was already released");
+            }
+            marker.close();
+            return held;
+        }
+
+        @Override
+        public void close() {
+            try {
+                slot.close();
+            } finally {
+                marker.close();
+            }
+        }
+
+        /** The permit's loss, told with the semaphore's key. */
+        private LockLostException renamed(LockLostException lost) {
+            String message = lost.getMessage();
+            int at = message.indexOf(" was lost: ");
+            String detail = at < 0 ? message : message.substring(at + " was lost: ".length());
+            return new LockLostException(key, lost.reason(), "its permit " + index + " of " + permits + ": " + detail, lost);
+        }
+
+        @Override
+        public String toString() {
+            return "HeldLock[semaphore=" + key + ", permit=" + index + " of " + permits + ", owner=" + owner()
+                    + ", held=" + isHeld() + "]";
+        }
+    }
+}
