@@ -74,6 +74,14 @@ public @interface DistributedLock {
     /** Whether to take a shared (read) lock instead of an exclusive one. */
     boolean shared() default false;
 
+    /**
+     * Instead of the key's lock, one of this many permits of the key's semaphore: at most
+     * {@code permits} calls run at once across every replica (see {@code LockClient.tryAcquirePermit};
+     * every user of the key must give the same number). 0, the default, takes the lock. Cannot be
+     * combined with {@link #shared()} or {@link #inTransaction()}.
+     */
+    int permits() default 0;
+
     /** Which lock mode; {@link Mode#DEFAULT} uses {@code pglock.mode}. */
     Mode mode() default Mode.DEFAULT;
 

@@ -76,7 +76,8 @@ final class DistributedLockInterceptor implements MethodInterceptor {
             known = templates.getObject();
             template = known;
         }
-        return operation.mode() != null ? known.inMode(operation.mode()) : known;
+        LockTemplate inMode = operation.mode() != null ? known.inMode(operation.mode()) : known;
+        return operation.permits() > 0 ? inMode.withPermits(operation.permits()) : inMode;
     }
 
     @Override
@@ -213,7 +214,7 @@ final class DistributedLockInterceptor implements MethodInterceptor {
 
     private static LockNotAcquiredException notAcquired(LockOperation operation, LockTemplate template,
             LockRequest request) {
-        return LockNotAcquiredException.of(template.client(), request, operation.description() + ": ");
+        return template.notAcquired(request, operation.description() + ": ");
     }
 
     /** An invocation that each subscription can proceed with once (a resubscribed publisher calls again). */

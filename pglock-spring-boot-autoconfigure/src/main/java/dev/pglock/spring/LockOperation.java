@@ -23,6 +23,7 @@ record LockOperation(
         Duration leaseFor,
         Duration holdAtLeast,
         boolean shared,
+        int permits,
         LockMode mode,
         DistributedLock.WhenLocked whenLocked,
         boolean scheduled,

@@ -209,7 +209,7 @@ final class LockOperationSource {
                 duration(description, "waitAtMost", annotation.waitAtMost()),
                 duration(description, "leaseFor", annotation.leaseFor()),
                 duration(description, "holdAtLeast", annotation.holdAtLeast()), annotation.shared(),
-                switch (annotation.mode()) {
+                annotation.permits(), switch (annotation.mode()) {
                     case DEFAULT -> null;
                     case ADVISORY -> LockMode.ADVISORY;
                     case LEASE -> LockMode.LEASE;
@@ -325,6 +325,17 @@ final class LockOperationSource {
                             : "a @Scheduled method skips when the lock is taken, and")
                     + " cannot skip a method that returns " + returnType + " (there is no value to return); return a"
                     + " wrapper type or Optional, or use whenLocked = THROW");
+        }
+        if (operation.permits() != 0) {
+            if (operation.permits() < 1 || operation.permits() > dev.pglock.core.internal.PermitKeys.MAX_PERMITS) {
+                throw new IllegalStateException(operation.description() + ": permits must be between 1 and "
+                        + dev.pglock.core.internal.PermitKeys.MAX_PERMITS + " (or 0 for a lock), got " + operation.permits());
+            }
+            if (operation.shared() || operation.inTransaction()) {
+                throw new IllegalStateException(operation.description() + ": permits = " + operation.permits()
+                        + " cannot be combined with " + (operation.shared() ? "shared = true (a permit has one holder)"
+                                : "inTransaction = true (a permit does not join a transaction)"));
+            }
         }
         if (operation.inTransaction() && operation.shape() != LockOperation.Shape.SYNCHRONOUS) {
             throw new IllegalStateException(operation.description() + ": inTransaction = true needs a method that"

@@ -61,6 +61,16 @@ public interface LockOperations {
     LockOperations inMode(LockMode mode);
 
     /**
+     * The same operations, each taking one of {@code permits} permits of the key's semaphore instead
+     * of the key's lock: at most {@code permits} callbacks run at once across every replica (see
+     * {@code LockClient.tryAcquirePermit}; every user of the key must give the same number).
+     *
+     * @throws IllegalArgumentException when {@code permits} is not between 1 and 1000
+     * @throws IllegalStateException on {@link #inTransaction()} operations: a permit does not join a transaction
+     */
+    LockOperations withPermits(int permits);
+
+    /**
      * The same operations with locks tied to the running transaction on pglock's DataSource, as
      * {@code @DistributedLock(inTransaction = true)} takes them: call them inside that transaction
      * ({@code @Transactional} or {@code TransactionTemplate}). The lock ends with the transaction, and

@@ -47,6 +47,8 @@ public class LockTemplate implements LockOperations {
     /** The lock client's DataSource, whose transaction a transaction lock joins; null when unknown. */
     private final DataSource dataSource;
     private final boolean transactional;
+    /** 0: each call takes the key's lock; else one of this many permits of the key's semaphore. */
+    private final int permits;
     private volatile LockTemplate inTransaction;
 
     /** A template on one client, with no default wait (try once) and no hold-at-least. */
@@ -76,17 +78,18 @@ public class LockTemplate implements LockOperations {
      */
     public LockTemplate(LockClient client, Function<LockMode, LockClient> clients, Duration defaultWait,
             Duration defaultHoldAtLeast, DataSource dataSource) {
-        this(client, clients, defaultWait, defaultHoldAtLeast, dataSource, false);
+        this(client, clients, defaultWait, defaultHoldAtLeast, dataSource, false, 0);
     }
 
     private LockTemplate(LockClient client, Function<LockMode, LockClient> clients, Duration defaultWait,
-            Duration defaultHoldAtLeast, DataSource dataSource, boolean transactional) {
+            Duration defaultHoldAtLeast, DataSource dataSource, boolean transactional, int permits) {
         this.client = Objects.requireNonNull(client, "client must not be null");
         this.clients = Objects.requireNonNull(clients, "clients must not be null");
         this.defaultWait = Objects.requireNonNull(defaultWait, "defaultWait must not be null");
         this.defaultHoldAtLeast = Objects.requireNonNull(defaultHoldAtLeast, "defaultHoldAtLeast must not be null");
         this.dataSource = dataSource;
         this.transactional = transactional;
+        this.permits = permits;
     }
 
     /**
@@ -109,7 +112,7 @@ public class LockTemplate implements LockOperations {
         Objects.requireNonNull(action, "action must not be null");
         HeldLock lock = tryLock(request);
         if (lock == null) {
-            throw LockNotAcquiredException.of(client, request, "");
+            throw notAcquired(request, "");
         }
         return runHolding(lock, () -> action.doWithLock(lock));
     }
@@ -155,7 +158,38 @@ public class LockTemplate implements LockOperations {
             return this;
         }
         return others.computeIfAbsent(mode, m -> new LockTemplate(clients.apply(m), clients, defaultWait,
-                defaultHoldAtLeast, dataSource, transactional));
+                defaultHoldAtLeast, dataSource, transactional, permits));
+    }
+
+    @Override
+    public LockTemplate withPermits(int permits) {
+        if (permits < 1 || permits > dev.pglock.core.internal.PermitKeys.MAX_PERMITS) {
+            throw new IllegalArgumentException("permits must be between 1 and "
+                    + dev.pglock.core.internal.PermitKeys.MAX_PERMITS + ", got " + permits);
+        }
+        if (transactional) {
+            throw new IllegalStateException("a permit does not join a transaction: take it around the transaction"
+                    + " (withPermits on the template itself, not on inTransaction())");
+        }
+        if (permits == this.permits) {
+            return this;
+        }
+        // Not cached: a template per call is cheap, and the numbers a service uses are few.
+        return new LockTemplate(client, clients, defaultWait, defaultHoldAtLeast, dataSource, false, permits);
+    }
+
+    /**
+     * The exception for a call that did not get its lock (or permit) within the request's wait.
+     *
+     * @param context put before the message, e.g. the locked method
+     */
+    LockNotAcquiredException notAcquired(LockRequest request, String context) {
+        if (permits == 0) {
+            return LockNotAcquiredException.of(client, request, context);
+        }
+        return new LockNotAcquiredException(request.key(), request.waitAtMost(), context + "all " + permits
+                + " permits of semaphore '" + request.key() + "' are held elsewhere; gave up after waiting "
+                + request.waitAtMost(), null);
     }
 
     @Override
@@ -165,7 +199,11 @@ public class LockTemplate implements LockOperations {
         }
         LockTemplate known = inTransaction;
         if (known == null) {
-            known = new LockTemplate(client, clients, defaultWait, defaultHoldAtLeast, dataSource, true);
+            if (permits != 0) {
+                throw new IllegalStateException("a permit does not join a transaction: take it around the"
+                        + " transaction instead");
+            }
+            known = new LockTemplate(client, clients, defaultWait, defaultHoldAtLeast, dataSource, true, 0);
             inTransaction = known;
         }
         return known;
@@ -179,7 +217,7 @@ public class LockTemplate implements LockOperations {
     HeldLock tryLock(LockRequest request) {
         Objects.requireNonNull(request, "request must not be null");
         if (!transactional) {
-            return client.tryAcquire(request).orElse(null);
+            return (permits == 0 ? client.tryAcquire(request) : client.tryAcquirePermit(request, permits)).orElse(null);
         }
         return tryLockInTransaction(request);
     }

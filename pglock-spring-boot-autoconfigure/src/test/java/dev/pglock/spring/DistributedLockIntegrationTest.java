@@ -247,6 +247,54 @@ abstract class DistributedLockIntegrationTest {
         });
     }
 
+    /**
+     * Issue 18: {@code @DistributedLock(permits = 2)} lets at most two calls in at once across
+     * replicas; a third waits until a permit is freed, and LockTemplate.withPermits sees the same bound.
+     */
+    @Test
+    void aMethodWithPermitsRunsAtMostThatManyAtOnceAcrossReplicas() {
+        runner().withUserConfiguration(CrewBean.class).run(context -> {
+            Crew crew = context.getBean(Crew.class);
+            LockTemplate template = context.getBean(LockTemplate.class);
+            LockClient other = otherReplica(context.getBean(DataSource.class));
+            HeldLock elsewhere = other.acquirePermit(LockRequest.of("crew"), 2);
+
+            CountDownLatch leave = new CountDownLatch(1);
+            CountDownLatch firstIn = new CountDownLatch(1);
+            CountDownLatch secondIn = new CountDownLatch(1);
+            Future<Integer> first = threads.submit(() -> crew.work(firstIn, leave));
+            assertThat(firstIn.await(10, TimeUnit.SECONDS)).as("the second permit is free").isTrue();
+            Future<Integer> second = threads.submit(() -> crew.work(secondIn, leave));
+            assertThat(template.withPermits(2).tryRun("crew", () -> { })).as("both permits are held").isFalse();
+            assertThat(secondIn.await(500, TimeUnit.MILLISECONDS)).as("a third holder waits").isFalse();
+            assertThat(other.getPermits("crew")).hasSize(2);
+
+            elsewhere.release();
+            assertThat(secondIn.await(10, TimeUnit.SECONDS)).as("it gets the freed permit").isTrue();
+            leave.countDown();
+            assertThat(first.get(10, TimeUnit.SECONDS)).isEqualTo(2);
+            assertThat(second.get(10, TimeUnit.SECONDS)).isEqualTo(2);
+            assertThat(crew.mostInside()).isEqualTo(2);
+            assertThatThrownBy(() -> template.withPermits(0)).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("got 0");
+            assertThatThrownBy(() -> template.withPermits(2).inTransaction()).isInstanceOf(IllegalStateException.class)
+                    .hasMessageContaining("transaction");
+        });
+    }
+
+    @Test
+    void permitsOutOfRangeOrWithSharedStopTheStart() {
+        runner().withUserConfiguration(BadPermitsBean.class).run(context -> {
+            assertThat(context).hasFailed();
+            assertThat(messages(context.getStartupFailure())).contains("BadPermits.run").contains("permits")
+                    .contains("-1");
+        });
+        runner().withUserConfiguration(SharedPermitsBean.class).run(context -> {
+            assertThat(context).hasFailed();
+            assertThat(messages(context.getStartupFailure())).contains("SharedPermits.run").contains("shared");
+        });
+    }
+
     @Test
     void aDurationThatIsNotOneStopsTheStart() {
         runner().withUserConfiguration(BadDurationBean.class).run(context -> {
@@ -799,6 +847,62 @@ abstract class DistributedLockIntegrationTest {
     }
 
     @Configuration(proxyBeanMethods = false)
+    static class CrewBean {
+        @Bean
+        Crew crew() {
+            return new Crew();
+        }
+    }
+
+    static class Crew {
+        final AtomicInteger inside = new AtomicInteger();
+        final AtomicInteger mostInside = new AtomicInteger();
+
+        /** The most calls inside at once (through the proxy: its own fields are not the bean's). */
+        int mostInside() {
+            return mostInside.get();
+        }
+
+        /** Waits inside until told to leave; answers how many were inside at the end, itself included. */
+        @DistributedLock(key = "'crew'", permits = 2, waitAtMost = "30s")
+        int work(CountDownLatch entered, CountDownLatch leave) throws InterruptedException {
+            mostInside.accumulateAndGet(inside.incrementAndGet(), Math::max);
+            entered.countDown();
+            try {
+                leave.await(30, TimeUnit.SECONDS);
+                return mostInside.get();
+            } finally {
+                inside.decrementAndGet();
+            }
+        }
+    }
+
+    static class BadPermitsBean {
+        @Bean
+        BadPermits badPermits() {
+            return new BadPermits();
+        }
+    }
+
+    static class BadPermits {
+        @DistributedLock(permits = -1)
+        void run() {
+        }
+    }
+
+    static class SharedPermitsBean {
+        @Bean
+        SharedPermits sharedPermits() {
+            return new SharedPermits();
+        }
+    }
+
+    static class SharedPermits {
+        @DistributedLock(permits = 3, shared = true)
+        void run() {
+        }
+    }
+
     static class BadDurationBean {
         @Bean
         BadDuration badDuration() {
