@@ -54,12 +54,19 @@ final class Permits {
                     + " never shared (each one is held by one caller); drop .shared()");
         }
         AbstractLockClient<?> internals = internals(client);
+        return Optional.ofNullable(internals.observed(request, () -> take(client, internals, request, permits),
+                permit -> permit.slot));
+    }
+
+    /** The permit, or null; see the class comment. Told to the observer by the caller, as one acquisition. */
+    private static Permit take(LockClient client, AbstractLockClient<?> internals, LockRequest request, int permits) {
+        String key = request.key();
         long deadline = System.nanoTime() + nanos(request.waitAtMost());
         Duration markerWait = request.waitAtMost().compareTo(MARKER_WAIT) > 0 ? request.waitAtMost() : MARKER_WAIT;
         HeldLock marker = client.tryAcquire(LockRequest.marker(PermitKeys.marker(key, permits), markerWait))
                 .orElse(null);
         if (marker == null) {
-            return Optional.empty(); // interrupted, or another thread of this client held it up for the whole wait
+            return null; // interrupted, or another thread of this client held it up for the whole wait
         }
         boolean handedOut = false;
         try {
@@ -69,6 +76,7 @@ final class Permits {
             }
             Set<Integer> others = new TreeSet<>(internals.semaphoreSizes(key));
             others.remove(permits);
+            others.removeIf(size -> size < 1 || size > MAX_PERMITS); // no marker says that
             if (!others.isEmpty()) {
                 throw new IllegalStateException("semaphore '" + key + "' is in use with " + describe(others)
                         + " permits, and this call asks for " + permits + ": every user of a semaphore must ask for"
@@ -81,18 +89,18 @@ final class Permits {
                     Optional<HeldLock> slot = client.tryAcquire(permitRequest(request, index, permits, Duration.ZERO));
                     if (slot.isPresent()) {
                         handedOut = true;
-                        return Optional.of(new Permit(slot.get(), marker, key, index, permits));
+                        return new Permit(slot.get(), marker, key, index, permits, request.holdAtLeast());
                     }
                 }
                 long left = deadline - System.nanoTime();
                 if (left <= 0 || Thread.currentThread().isInterrupted()) {
-                    return Optional.empty();
+                    return null;
                 }
                 Duration step = Duration.ofNanos(Math.min(left, STEP.toNanos()));
                 Optional<HeldLock> slot = client.tryAcquire(permitRequest(request, start, permits, step));
                 if (slot.isPresent()) {
                     handedOut = true;
-                    return Optional.of(new Permit(slot.get(), marker, key, start, permits));
+                    return new Permit(slot.get(), marker, key, start, permits, request.holdAtLeast());
                 }
                 start = (start + 1) % permits;
             }
@@ -119,7 +127,9 @@ final class Permits {
 
     static List<LockInfo> holders(LockClient client, String key) {
         LockRequest.of(key); // the same checks as for acquiring
-        return internals(client).permitHolders(key);
+        List<LockInfo> holders = new java.util.ArrayList<>(internals(client).permitHolders(key));
+        holders.sort(java.util.Comparator.comparingInt(info -> info.permit().orElse(-1)));
+        return List.copyOf(holders);
     }
 
     private static LockRequest permitRequest(LockRequest request, int index, int permits, Duration wait) {
@@ -153,13 +163,31 @@ final class Permits {
         private final String key;
         private final int index;
         private final int permits;
+        private final Duration holdAtLeast;
 
-        Permit(HeldLock slot, HeldLock marker, String key, int index, int permits) {
+        Permit(HeldLock slot, HeldLock marker, String key, int index, int permits, Duration holdAtLeast) {
             this.slot = slot;
             this.marker = marker;
             this.key = key;
             this.index = index;
             this.permits = permits;
+            this.holdAtLeast = holdAtLeast;
+        }
+
+        /**
+         * Gives the marker back once the permit is free: at once, or when the hold-at-least that keeps
+         * the permit taken ends, so that a caller asking for another number of permits is refused for
+         * as long as this permit counts.
+         */
+        private void releaseMarker() {
+            long keptFor = holdAtLeast.isZero() ? 0
+                    : Duration.between(Instant.now(), slot.acquiredAt().plus(holdAtLeast)).toMillis();
+            if (keptFor <= 0) {
+                marker.close();
+            } else {
+                java.util.concurrent.CompletableFuture.delayedExecutor(keptFor, java.util.concurrent.TimeUnit.MILLISECONDS)
+                        .execute(marker::close);
+            }
         }
 
         /** The semaphore's key, not the permit's own. */
@@ -230,16 +258,21 @@ final class Permits {
             } catch (IllegalStateException twice) {
                 throw new IllegalStateException("permit " + index + " of semaphore '" + key + "' was already released");
             }
-            marker.close();
+            releaseMarker();
             return held;
         }
 
         @Override
         public void close() {
+            boolean wasHeld = slot.isHeld();
             try {
                 slot.close();
             } finally {
-                marker.close();
+                if (wasHeld) {
+                    releaseMarker();
+                } else {
+                    marker.close();
+                }
             }
         }
 

@@ -1280,6 +1280,38 @@ public abstract class LockClientContractTest {
         a.acquirePermit(LockRequest.of("race"), 3).release();
     }
 
+    /**
+     * A lock and a semaphore of the same name are independent: a lock held on the key must not look
+     * like a semaphore of another size (in advisory mode the lock's id shares the markers' high bits).
+     */
+    @Test
+    void aLockAndASemaphoreOfTheSameNameDoNotDisturbEachOther() {
+        LockClient a = client();
+        LockClient b = client();
+        HeldLock lock = b.acquire(LockRequest.of("shared-name"));
+        HeldLock permit = a.acquirePermit(LockRequest.of("shared-name"), 2);
+        assertThat(a.getPermits("shared-name")).singleElement()
+                .satisfies(info -> assertThat(info.permits()).hasValue(2));
+        assertThat(a.tryAcquire(LockRequest.of("shared-name"))).as("the lock is still b's").isEmpty();
+        permit.release();
+        lock.release();
+    }
+
+    /** An observer hears one acquisition per permit, under the semaphore's key, and nothing of the bookkeeping. */
+    @Test
+    void theObserverHearsAPermitAsOneAcquisitionOfTheSemaphoresKey() {
+        RecordingObserver seen = new RecordingObserver();
+        LockClient a = closeLater(newClient(seen));
+        LockClient b = client();
+        HeldLock other = b.acquirePermit(LockRequest.of("observed-pool"), 1);
+        assertThat(a.tryAcquirePermit(LockRequest.of("observed-pool"), 1)).isEmpty();
+        other.release();
+        HeldLock permit = a.acquirePermit(LockRequest.of("observed-pool").waitAtMost(Duration.ofSeconds(5)), 1);
+        permit.release();
+        assertThat(seen.heard).containsExactly("acquiring observed-pool", "not acquired observed-pool",
+                "acquiring observed-pool waiting", "acquired observed-pool", "released observed-pool");
+    }
+
     @Test
     void badPermitRequestsAreRefusedAtTheCall() {
         LockClient a = client();

@@ -150,9 +150,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private static final String GET_LOCK = "SELECT * FROM (" + LIST_LOCKS + ") AS locks WHERE lock_id = ?";
     private static final String GET_LOCKS = "SELECT * FROM (" + LIST_LOCKS + ") AS locks WHERE lock_id = ANY (?)";
     // A semaphore's markers (see AdvisoryKeyHasher): the high 32 bits of the semaphore key's own id,
-    // and the number of permits as the low 32 bits. Parameter: the high 32 bits, unsigned.
+    // and the number of permits (1 to 1000) as the low 32 bits. A lock on the key itself shares the
+    // high bits and is left out by its low bits. Parameters: high 32 bits (unsigned), the key's low 32 bits.
     private static final String SEMAPHORE_SIZES = "SELECT DISTINCT l.objid::bigint FROM pg_locks l"
             + " WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l.classid::bigint = ?"
+            + " AND l.objid::bigint BETWEEN 1 AND " + PermitKeys.MAX_PERMITS + " AND l.objid::bigint <> ?"
             + " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())";
     // The sequence name was checked and quoted by Identifiers; an identifier cannot be a parameter.
     private static final String CREATE_SEQUENCE = "CREATE SEQUENCE IF NOT EXISTS %s";
@@ -937,12 +939,14 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     @Override
     public Set<Integer> semaphoreSizes(String key) {
         ensureOpen();
-        long classId = hasher.lockId(key) >>> 32;
+        long keyId = hasher.lockId(key);
+        long classId = keyId >>> 32;
         LockSession session = sessions.session();
         try {
             return session.callClaimed(c -> {
                 try (PreparedStatement ps = c.prepareStatement(SEMAPHORE_SIZES)) {
                     ps.setLong(1, classId);
+                    ps.setLong(2, keyId & 0xFFFF_FFFFL);
                     Set<Integer> sizes = new java.util.TreeSet<>();
                     try (ResultSet rs = ps.executeQuery()) {
                         while (rs.next()) {

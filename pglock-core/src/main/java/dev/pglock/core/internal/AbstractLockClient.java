@@ -458,12 +458,25 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         throw LockNotAcquiredException.of(this, request, "");
     }
 
-    /** {@link #acquireOrNull}, told to the observer. */
+    /** {@link #acquireOrNull}, told to the observer; pglock's own keys (a semaphore's permits and markers) are not. */
     private HeldLock observedAcquire(LockRequest request) {
         Objects.requireNonNull(request, "request must not be null");
-        LockObserver current = observer;
-        if (current == LockObserver.NONE || PermitKeys.isMarker(request.key())) {
+        if (observer == LockObserver.NONE || request.key().indexOf(PermitKeys.SEPARATOR) >= 0) {
             return acquireOrNull(request);
+        }
+        return observed(request, () -> acquireOrNull(request), held -> held);
+    }
+
+    /**
+     * Not API: runs {@code acquire} as one acquisition of {@code request} told to the observer, whose
+     * held section is that of the hold {@code heldBy} finds in the result. Semaphores tell each permit
+     * this way, with the semaphore's key, and not each try of each permit.
+     */
+    public final <T extends HeldLock> T observed(LockRequest request, java.util.function.Supplier<T> acquire,
+            java.util.function.Function<T, HeldLock> heldBy) {
+        LockObserver current = observer;
+        if (current == LockObserver.NONE) {
+            return acquire.get();
         }
         LockObserver.Acquisition acquisition;
         try {
@@ -472,9 +485,9 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             log.warn("the lock observer's acquiring callback threw; ignored", e);
             acquisition = LockObserver.Acquisition.NONE;
         }
-        HeldLock held;
+        T held;
         try {
-            held = acquireOrNull(request);
+            held = acquire.get();
         } catch (RuntimeException | Error e) {
             LockObserver.Acquisition failed = acquisition;
             RuntimeException told = e instanceof RuntimeException r ? r : new IllegalStateException(e);
@@ -485,15 +498,14 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             quietly("notAcquired", acquisition::notAcquired);
             return null;
         }
-        Hold hold = (Hold) held;
         LockObserver.Holding holding;
         try {
-            holding = acquisition.acquired(hold);
+            holding = acquisition.acquired(held);
         } catch (RuntimeException e) {
             log.warn("the lock observer's acquired callback threw; ignored", e);
             holding = null;
         }
-        hold.observe(holding);
+        ((Hold) heldBy.apply(held)).observe(holding);
         return held;
     }
 
@@ -1306,7 +1318,9 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             if (handedOut && !PermitKeys.isMarker(entry.request.key())
                     && LOSS_OBSERVED.compareAndSet(this, false, true)) {
                 lostCount.incrementAndGet();
-                quietly("lost", () -> observer.lost(mode(), key(), reported.reason()));
+                String semaphore = PermitKeys.semaphoreOf(key()); // a permit is told as its semaphore's key
+                String told = semaphore != null ? semaphore : key();
+                quietly("lost", () -> observer.lost(mode(), told, reported.reason()));
             }
             endHolding(reported);
             List<Consumer<LockLostException>> toCall;

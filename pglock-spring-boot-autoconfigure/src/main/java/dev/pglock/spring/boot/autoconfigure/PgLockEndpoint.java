@@ -77,10 +77,14 @@ public class PgLockEndpoint {
     public record Locks(String mode, String owner, List<LockView> locks) {
     }
 
-    /** One lock as the endpoint shows it. */
+    /**
+     * One lock as the endpoint shows it. A semaphore's permit shows the semaphore's key with
+     * {@code permit} (from 0) and {@code permits} set; force-releasing the key frees a lock of that
+     * name, never a permit.
+     */
     public record LockView(String key, String namespace, String mode, List<String> holders, boolean mine,
             boolean shared, Long fencingToken, Instant acquiredAt, Instant expiresAt, Integer dataBytes,
-            Long lockId, Integer pid, String applicationName) {
+            Long lockId, Integer pid, String applicationName, Integer permit, Integer permits) {
 
         static LockView of(LockInfo info) {
             return new LockView(info.key().orElse(null), info.namespace().orElse(null),
@@ -89,7 +93,9 @@ public class PgLockEndpoint {
                     info.acquiredAt().orElse(null), info.expiresAt().orElse(null),
                     info.data().map(d -> d.length).orElse(null),
                     info.lockId().isPresent() ? info.lockId().getAsLong() : null, info.pid().orElse(null),
-                    info.applicationName().orElse(null));
+                    info.applicationName().orElse(null),
+                    info.permit().isPresent() ? info.permit().getAsInt() : null,
+                    info.permits().isPresent() ? info.permits().getAsInt() : null);
         }
     }
 }
