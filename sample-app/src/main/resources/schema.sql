@@ -20,12 +20,15 @@ CREATE TABLE IF NOT EXISTS sample_payment (
     replica    text        NOT NULL,
     paid_at    timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+-- When the payment began under the invoice's lock (the demo's timeline draws it); added for tables made before.
+ALTER TABLE sample_payment ADD COLUMN IF NOT EXISTS started_at timestamptz;
 CREATE TABLE IF NOT EXISTS sample_tick (
     run_id  text        NOT NULL,
     tick    bigint      NOT NULL,
     replica text        NOT NULL,
     ran_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+ALTER TABLE sample_tick ADD COLUMN IF NOT EXISTS ended_at timestamptz;  -- when the job's work ended
 CREATE TABLE IF NOT EXISTS sample_fire (
     run_id   text        NOT NULL,
     tick     bigint      NOT NULL,

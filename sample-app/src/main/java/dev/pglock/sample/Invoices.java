@@ -2,7 +2,7 @@ package dev.pglock.sample;
 
 import dev.pglock.spring.DistributedLock;
 import dev.pglock.spring.LockContext;
-import java.util.concurrent.ThreadLocalRandom;
+import java.util.Map;
 import org.springframework.beans.factory.annotation.Value;
 import org.springframework.jdbc.core.JdbcTemplate;
 import org.springframework.stereotype.Service;
@@ -32,15 +32,15 @@ public class Invoices {
     @Transactional
     @DistributedLock(key = "'invoice:' + #invoiceId", waitAtMost = "${sample.pay-wait:5s}", inTransaction = true)
     public boolean pay(long invoiceId) {
-        String paidBy = jdbc.queryForObject("SELECT paid_by FROM sample_invoice WHERE run_id = ? AND id = ?",
-                String.class, settings.runId(), invoiceId);
-        if (paidBy != null) {
+        Map<String, Object> invoice = jdbc.queryForMap("SELECT paid_by, clock_timestamp() AS started_at"
+                + " FROM sample_invoice WHERE run_id = ? AND id = ?", settings.runId(), invoiceId);
+        if (invoice.get("paid_by") != null) {
             return false;
         }
-        pause(); // the payment provider's round trip: without the lock, another replica would pay meanwhile
+        settings.pause(); // the payment provider's round trip: without the lock, another replica would pay meanwhile
         long token = LockContext.current().fencingToken();
-        jdbc.update("INSERT INTO sample_payment (run_id, invoice_id, replica) VALUES (?, ?, ?)", settings.runId(),
-                invoiceId, settings.replica());
+        jdbc.update("INSERT INTO sample_payment (run_id, invoice_id, replica, started_at) VALUES (?, ?, ?, ?)",
+                settings.runId(), invoiceId, settings.replica(), invoice.get("started_at"));
         int written = jdbc.update("""
                 UPDATE sample_invoice SET paid_by = ?, fencing_token = ?
                 WHERE run_id = ? AND id = ? AND paid_by IS NULL AND (fencing_token IS NULL OR fencing_token < ?)""",
@@ -67,11 +67,4 @@ public class Invoices {
         }
     }
 
-    static void pause() {
-        try {
-            Thread.sleep(ThreadLocalRandom.current().nextInt(2, 6));
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-        }
-    }
 }

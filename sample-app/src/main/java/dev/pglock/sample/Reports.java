@@ -50,7 +50,7 @@ public class Reports {
     /** Records when the access started and ended (database clock), so the demo can check overlaps. */
     private <T> T recorded(String kind, java.util.function.Supplier<T> access) {
         java.sql.Timestamp start = jdbc.queryForObject("SELECT clock_timestamp()", java.sql.Timestamp.class);
-        Invoices.pause();
+        settings.pause();
         T result = access.get();
         jdbc.update("INSERT INTO sample_report_access (run_id, replica, kind, started_at, ended_at)"
                 + " VALUES (?, ?, ?, ?, clock_timestamp())", settings.runId(), settings.replica(), kind, start);

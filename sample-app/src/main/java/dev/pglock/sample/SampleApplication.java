@@ -37,6 +37,9 @@ public class SampleApplication {
         if (database.isEmpty()) {
             return NO_DATABASE;
         }
+        if (Arrays.stream(args).anyMatch(a -> a.startsWith("--demo.replica="))) {
+            return DemoReplica.run(database.get(), args, out); // one of the demo's replica processes
+        }
         if (demo) {
             try {
                 return Demo.run(database.get(), args, out);
