@@ -175,20 +175,28 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // Heartbeat, one statement for every lock this client holds: extends each lease by its own length
     // from the database's clock, only while that acquisition still holds it and it has not expired.
     // The acquisitions it does not return are no longer held. Rows are locked first in key order, as
-    // RELEASE_ALL does, so clients renewing and releasing the same shared locks cannot deadlock.
-    // Parameters: keys, holders, leases (one entry per lock), namespace, namespace.
+    // RELEASE_ALL does, so clients renewing and releasing the same shared locks cannot deadlock: the
+    // keys are sorted, and each is looked up (and locked) through the primary key in that order by
+    // the lateral join. Both lookups go through the primary key, never a scan of the table: with a
+    // plain join, PostgreSQL hashed the whole namespace for each statement (100,000 rows for a
+    // statement renewing 5,000), which made a heartbeat of 100,000 locks take 0.72 s instead of
+    // about half that. Parameters: keys, holders, leases (one entry per lock), namespace, namespace.
     private static final String HEARTBEAT = """
             WITH h AS (SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[]) AS h(lock_key, holder, lease_millis)),
             mine AS (
-                SELECT t.lock_key FROM %1$s AS t JOIN h USING (lock_key)
-                WHERE t.namespace = ? AND h.holder = ANY (t.holders) AND t.expires_at > statement_timestamp()
-                ORDER BY t.lock_key FOR UPDATE OF t)
+                SELECT t.lock_key, k.holder, k.lease_millis FROM (SELECT * FROM h ORDER BY lock_key) AS k
+                CROSS JOIN LATERAL (
+                    SELECT o.lock_key FROM %1$s AS o
+                    WHERE o.namespace = ? AND o.lock_key = k.lock_key AND k.holder = ANY (o.holders)
+                      AND o.expires_at > statement_timestamp()
+                    FOR UPDATE) AS t)
             UPDATE %1$s AS t
-            SET expires_at = greatest(t.expires_at, statement_timestamp() + h.lease_millis * interval '1 millisecond'),
+            SET expires_at = greatest(t.expires_at, statement_timestamp() + mine.lease_millis * interval '1 millisecond'),
                 record_version = t.record_version + 1
-            FROM mine JOIN h USING (lock_key)
-            WHERE t.namespace = ? AND t.lock_key = mine.lock_key AND h.holder = ANY (t.holders)
-            RETURNING h.holder""";
+            FROM mine
+            WHERE t.namespace = ? AND t.lock_key = ANY (ARRAY(SELECT lock_key FROM mine)) AND t.lock_key = mine.lock_key
+              AND mine.holder = ANY (t.holders)
+            RETURNING mine.holder""";
     // Release: leave the holders. When we were the last, the lock ends now, or at acquired_at +
     // holdAtLeast when that is still ahead (database clock): the row then lists no holder, so no
     // heartbeat can extend it. The row stays (empty) so the next acquisition continues its fencing

@@ -50,7 +50,7 @@ class LeaseLockClientTest extends LockClientContractTest {
     private static final Duration LONG_LEASE = Duration.ofSeconds(30);
     /** The statement a waiter runs once it listens, and again on each wake-up. */
     private static final String WAITER_SQL = "claim AS (";
-    private static final String HEARTBEAT_SQL = "h.lease_millis";
+    private static final String HEARTBEAT_SQL = "mine.lease_millis";
 
     /** A row's holders include an acquisition of the owner bound to ?: each entry is owner#n. */
     private static final String HELD_BY = "EXISTS (SELECT FROM unnest(holders) AS h WHERE starts_with(h, ? || '#'))";
