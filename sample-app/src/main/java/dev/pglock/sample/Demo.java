@@ -64,12 +64,15 @@ final class Demo {
             String runOrder, long firings, long invoices, long paid, long doublePayments, long reads,
             long sharedReads, long rebuilds, long overlaps, Takeover takeover, DemoTimeline.Run timeline) {
 
-        /** The locks held: no two job runs within the hold, no double payment, no rebuild overlapping. */
+        /** The locks held: no job run while the previous one held the lock, no double payment, no rebuild overlapping. */
         boolean exclusive() {
-            return closestRunsMillis >= HOLD_MILLIS - 50 && doublePayments == 0 && overlaps == 0;
+            return closestRunsMillis >= -50 && doublePayments == 0 && overlaps == 0;
         }
 
-        /** The run did what it was for: the job ran, every invoice got paid, the crash was survived as promised. */
+        /**
+         * The run did what it was for: the job ran, every invoice got paid, a crash happened, the dead
+         * replica's lock ended as the mode promises, and the job ran again after it.
+         */
         boolean complete() {
             return ticks > 0 && paid == invoices && takeover != null && takeover.kept() && takeover.nextRunAfter() >= 0;
         }
@@ -179,7 +182,9 @@ final class Demo {
                 started.forEach(replica -> replica.go(goAt, payUntil));
                 sleepUntil(goAt + seconds * 400L);
                 takeover = crash(goAt, payUntil);
-                sleepUntil(goAt + seconds * 1000L);
+                // Long enough after the crash for the job to run again, however short the run asked for.
+                long afterCrash = takeover == null ? 0 : System.currentTimeMillis() + takeover.promise() + 2_500;
+                sleepUntil(Math.max(goAt + seconds * 1000L, afterCrash));
                 end = dbNow();
                 takeover = withNextRun(takeover);
             } catch (IOException | SQLException | InterruptedException e) {
@@ -189,12 +194,12 @@ final class Demo {
                     Thread.currentThread().interrupt();
                 }
                 throw new IllegalStateException("the " + mode + " demo failed: " + e.getMessage(), e);
-            } catch (RuntimeException e) {
+            } catch (RuntimeException | Error e) {
                 stopAll();
                 cleanUp();
                 throw e;
             }
-            stopAll();
+            stopAll(); // every replica closes gracefully before the results are read
             try {
                 return measure(takeover, t0, end);
             } finally {
@@ -226,12 +231,14 @@ final class Demo {
             List<String> command = new ArrayList<>(javaCommand());
             command.addAll(List.of("--demo.replica=" + name, "--demo.mode=" + mode, "--demo.run=" + runId,
                     "--demo.invoices=" + invoices));
-            for (Map.Entry<String, Object> property : database.entrySet()) {
-                command.add("--" + property.getKey() + "=" + property.getValue());
-            }
-            // The database as the check found it (once: Spring would join a repeated argument with commas).
+            // The database as the check found it, in the environment (a password on a command line is
+            // readable by every local user), and not again as arguments (they would win over it).
             Arrays.stream(passOn(args)).filter(a -> !a.startsWith("--spring.datasource.")).forEach(command::add);
-            Replica replica = new Replica(name, new ProcessBuilder(command).redirectErrorStream(true).start());
+            ProcessBuilder builder = new ProcessBuilder(command).redirectErrorStream(true);
+            builder.environment().put("SPRING_DATASOURCE_URL", connection[0]);
+            builder.environment().put("SPRING_DATASOURCE_USERNAME", connection[1]);
+            builder.environment().put("SPRING_DATASOURCE_PASSWORD", connection[2]);
+            Replica replica = new Replica(name, builder.start());
             replica.startedAt = dbNowQuietly();
             return replica;
         }
@@ -241,43 +248,61 @@ final class Demo {
          * free or another replica's, and starts a replacement a second after the kill.
          */
         private Takeover crash(long goAt, long payUntil) throws SQLException, InterruptedException, IOException {
-            Replica holder = null;
-            long lookUntil = System.currentTimeMillis() + 10_000;
-            while (holder == null && System.currentTimeMillis() < lookUntil) {
-                String name = jobHolder();
-                holder = started.stream().filter(r -> r.name.equals(name) && r.process.isAlive()).findFirst().orElse(null);
-                if (holder == null) {
-                    Thread.sleep(20);
-                }
-            }
-            if (holder == null) {
-                out.printf("  %s: nobody held the job's lock for 10 s; no crash%n", mode);
-                return null;
-            }
-            long killedAt = dbNow();
-            holder.process.destroyForcibly(); // SIGKILL: no shutdown hook, no release, the OS closes its sockets
-            holder.killedAt = killedAt;
-            out.printf("  %s: killed %s (kill -9) while it held the scheduled job's lock%n", mode, holder.name);
-            long promise = "advisory".equals(mode) ? HEARTBEAT_MILLIS : LEASE_MILLIS + HEARTBEAT_MILLIS;
-            long freedAfter = -1;
-            boolean replaced = false;
-            long watchUntil = System.currentTimeMillis() + promise + 5_000;
-            while (System.currentTimeMillis() < watchUntil && (freedAfter < 0 || !replaced)) {
-                if (freedAfter < 0) {
-                    String now = jobHolder();
-                    if (!holder.name.equals(now)) {
-                        freedAfter = dbNow() - killedAt;
+            try (Connection c = connect()) {
+                Replica holder = null;
+                long lookUntil = System.currentTimeMillis() + 10_000;
+                while (holder == null && System.currentTimeMillis() < lookUntil) {
+                    String name = midRunHolder(c);
+                    holder = started.stream().filter(r -> r.name.equals(name) && r.process.isAlive()).findFirst()
+                            .orElse(null);
+                    if (holder == null) {
+                        Thread.sleep(20);
                     }
                 }
-                if (!replaced && dbNow() - killedAt >= 1000) {
-                    Replica replacement = launch("replica-" + (started.size() + 1));
-                    replacement.goLater(goAt, payUntil);
-                    started.add(replacement);
-                    replaced = true;
+                if (holder == null) {
+                    out.printf("  %s: nobody held the job's lock for 10 s; no crash%n", mode);
+                    return null;
                 }
-                Thread.sleep(10);
+                long killedAt = dbNow(c);
+                holder.process.destroyForcibly(); // SIGKILL: no shutdown hook, no release, the OS closes its sockets
+                holder.killedAt = killedAt;
+                out.printf("  %s: killed %s (kill -9) while it held the scheduled job's lock%n", mode, holder.name);
+                long promise = "advisory".equals(mode) ? HEARTBEAT_MILLIS : LEASE_MILLIS + HEARTBEAT_MILLIS;
+                long freedAfter = -1;
+                boolean replaced = false;
+                long watchUntil = System.currentTimeMillis() + promise + 5_000;
+                while (System.currentTimeMillis() < watchUntil && (freedAfter < 0 || !replaced)) {
+                    long now = dbNow(c);
+                    if (freedAfter < 0 && !holder.name.equals(jobHolder(c))) {
+                        freedAfter = now - killedAt; // the lock was gone at the latest when this poll began
+                    }
+                    if (!replaced && now - killedAt >= 1000) {
+                        Replica replacement = launch("replica-" + (started.size() + 1));
+                        replacement.goLater(goAt, payUntil);
+                        started.add(replacement);
+                        replaced = true;
+                    }
+                    Thread.sleep(10);
+                }
+                return new Takeover(holder.name, killedAt, freedAfter, -1, null, promise); // next run: withNextRun
             }
-            return new Takeover(holder.name, killedAt, freedAfter, -1, null, promise); // the next run: see withNextRun
+        }
+
+        /**
+         * Who holds the job's lock in the middle of a run of the job (started within the last 700 ms,
+         * not ended), so that a kill now lands while the lock is held; null when nobody does.
+         */
+        private String midRunHolder(Connection c) throws SQLException {
+            String holder = jobHolder(c);
+            if (holder == null) {
+                return null;
+            }
+            try (PreparedStatement ps = c.prepareStatement("SELECT replica FROM sample_tick WHERE run_id = ? AND replica = ?"
+                    + " AND ended_at IS NULL AND ran_at > clock_timestamp() - interval '700 milliseconds'")) {
+                ps.setString(1, runId);
+                ps.setString(2, holder);
+                return first(ps);
+            }
         }
 
         /** The crash with the job's first run after it, read once the run is over. */
@@ -294,27 +319,23 @@ final class Demo {
         }
 
         /** Who holds the job's lock now, by the database: the replica's name, or null. */
-        private String jobHolder() throws SQLException {
+        private String jobHolder(Connection c) throws SQLException {
             String namespace = "pglock-sample-" + runId;
-            try (Connection c = connect()) {
-                if ("advisory".equals(mode)) {
-                    long id = AdvisoryKeyHasher.lockId(namespace, JOB_KEY);
-                    try (PreparedStatement ps = c.prepareStatement("SELECT a.application_name FROM pg_locks l"
-                            + " JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
-                            + " AND l.objsubid = 1 AND l.classid::bigint = ? AND l.objid::bigint = ?")) {
-                        ps.setLong(1, id >>> 32);
-                        ps.setLong(2, id & 0xFFFF_FFFFL);
-                        return first(ps);
-                    }
-                }
-                try (PreparedStatement ps = c.prepareStatement("SELECT split_part(holders[1], ':', 1) FROM pglock_locks"
-                        + " WHERE namespace = ? AND lock_key = ? AND holders <> '{}' AND expires_at > clock_timestamp()")) {
-                    ps.setString(1, namespace);
-                    ps.setString(2, JOB_KEY);
+            if ("advisory".equals(mode)) {
+                long id = AdvisoryKeyHasher.lockId(namespace, JOB_KEY);
+                try (PreparedStatement ps = c.prepareStatement("SELECT a.application_name FROM pg_locks l"
+                        + " JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
+                        + " AND l.objsubid = 1 AND l.classid::bigint = ? AND l.objid::bigint = ?")) {
+                    ps.setLong(1, id >>> 32);
+                    ps.setLong(2, id & 0xFFFF_FFFFL);
                     return first(ps);
-                } catch (SQLException noTableYet) {
-                    return null;
                 }
+            }
+            try (PreparedStatement ps = c.prepareStatement("SELECT split_part(holders[1], ':', 1) FROM pglock_locks"
+                    + " WHERE namespace = ? AND lock_key = ? AND holders <> '{}' AND expires_at > clock_timestamp()")) {
+                ps.setString(1, namespace);
+                ps.setString(2, JOB_KEY);
+                return first(ps);
             }
         }
 
@@ -368,19 +389,22 @@ final class Demo {
                         }
                     }
                 }
-                // The lock keeps the job's lock at least HOLD_MILLIS after each run starts: no two runs
-                // closer, except after the run the crash cut short (a dead holder's lock ends with it).
+                // Each run holds the job's lock until its work ends, and at least HOLD_MILLIS: no run may
+                // start before the previous one's lock ended (less 50 ms of clock reading), except after
+                // the run the crash cut short (a dead holder's lock ends with it, or with its lease).
                 long closest;
                 try (PreparedStatement ps = c.prepareStatement("SELECT coalesce(min(gap), 999999) FROM (SELECT"
-                        + " extract(epoch FROM ran_at - lag(ran_at) OVER w) * 1000 AS gap, lag(replica) OVER w AS before,"
+                        + " extract(epoch FROM ran_at - lag(greatest(coalesce(ended_at, ran_at), ran_at + ? * interval"
+                        + " '1 millisecond')) OVER w) * 1000 AS gap, lag(replica) OVER w AS before,"
                         + " lag(ran_at) OVER w AS before_at, ran_at FROM sample_tick WHERE run_id = ? WINDOW w AS"
                         + " (ORDER BY ran_at)) g WHERE NOT (before = ? AND before_at <= to_timestamp(? / 1000.0)"
                         + " AND ran_at > to_timestamp(? / 1000.0))")) {
-                    ps.setString(1, runId);
-                    ps.setString(2, takeover == null ? "" : takeover.killed());
+                    ps.setLong(1, HOLD_MILLIS);
+                    ps.setString(2, runId);
+                    ps.setString(3, takeover == null ? "" : takeover.killed());
                     long killed = takeover == null ? 0 : takeover.killedAt();
-                    ps.setLong(3, killed);
                     ps.setLong(4, killed);
+                    ps.setLong(5, killed);
                     closest = first(ps, 999_999);
                 }
                 long firings = longs(c, "SELECT count(*) FROM sample_fire WHERE run_id = ?", runId)[0];
@@ -441,7 +465,13 @@ final class Demo {
 
         /** The database clock, in epoch milliseconds: every time the demo shows is the database's. */
         private long dbNow() throws SQLException {
-            try (Connection c = connect(); Statement st = c.createStatement();
+            try (Connection c = connect()) {
+                return dbNow(c);
+            }
+        }
+
+        private static long dbNow(Connection c) throws SQLException {
+            try (Statement st = c.createStatement();
                     ResultSet rs = st.executeQuery("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")) {
                 rs.next();
                 return rs.getLong(1);
@@ -628,19 +658,25 @@ final class Demo {
 
     private static void print(Result r, PrintStream out) {
         Takeover t = r.takeover();
-        String crash = t == null ? "no crash (nobody held the job's lock)"
-                : String.format(Locale.ROOT, "%s killed; its lock ended after %s (promise: %s), the job ran again"
-                        + " after %s ms, on %s", t.killed(), t.freedAfter() < 0 ? "MORE THAN " + (t.promise() + 5000)
-                                : t.freedAfter() + " ms", "advisory".equals(r.mode()) ? "the session ends at once, seen"
-                                        + " within " + t.promise() + " ms" : "lease + one heartbeat = " + t.promise()
-                                                + " ms", t.nextRunAfter(), t.nextRunBy());
+        String crash;
+        if (t == null) {
+            crash = "no crash (nobody held the job's lock)";
+        } else {
+            String freed = t.freedAfter() < 0 ? "not within " + (t.promise() + 5000) + " ms" : t.freedAfter() + " ms";
+            String promise = "advisory".equals(r.mode()) ? "the session ends at once, seen within " + t.promise() + " ms"
+                    : "lease + one heartbeat = " + t.promise() + " ms";
+            String next = t.nextRunAfter() < 0 ? "the job did not run again before the end"
+                    : "the job ran again after " + t.nextRunAfter() + " ms, on " + t.nextRunBy();
+            crash = t.killed() + " killed; its lock ended after " + freed + " (promise: " + promise + "), " + next;
+        }
         out.printf(Locale.ROOT, """
 
                 mode %s: %d replica processes for %d s
                   crash ...................... %s
                   job runs ................... %d, by %s
                   runs per tick (max) ........ %d
-                  closest two runs ........... %d ms   (the lock holds %d ms: must be at least that)
+                  closest two runs ........... %d ms from one run's lock ending to the next run (must be >= 0;
+                                               a run holds the lock while it works, and at least %d ms)
                   skipped firings ............ %d of %d (the replicas that found the job's lock taken, quietly)
                   invoices paid .............. %d of %d
                   double payments ............ %d   (must be 0)

@@ -46,13 +46,14 @@ final class DemoTimeline {
         query(c, """
                 SELECT replica, (extract(epoch FROM ran_at) * 1000)::bigint,
                        (extract(epoch FROM greatest(coalesce(ended_at, ran_at), ran_at + ? * interval '1 millisecond'))
-                        * 1000)::bigint, tick
+                        * 1000)::bigint, ended_at IS NULL
                 FROM sample_tick WHERE run_id = ? ORDER BY ran_at""", holdMillis, runId, rs -> {
                     String replica = rs.getString(1);
                     long start = rs.getLong(2);
                     long stop = rs.getLong(3);
                     if (takeover != null && replica.equals(takeover.killed()) && start <= takeover.killedAt()) {
-                        stop = Math.min(stop, takeover.killedAt());
+                        // the run the kill cut short: its work never ended, its process did
+                        stop = rs.getBoolean(4) ? takeover.killedAt() : Math.min(stop, takeover.killedAt());
                     }
                     bars.add(new Bar(replica, "job", "job", start, stop, "job run"));
                 });
@@ -222,7 +223,8 @@ final class DemoTimeline {
               p.textContent = t ? t.killed + " was killed while it held the job's lock; the lock ended after "
                   + (t.freedAfter < 0 ? "more than " + (t.promise + 5000) : t.freedAfter) + " ms (promise: "
                   + (run.mode === "advisory" ? "the session ends at once" : "lease + one heartbeat = " + t.promise + " ms")
-                  + "); the job ran again after " + t.nextRunAfter + " ms, on " + t.nextRunBy + "."
+                  + "); " + (t.nextRunAfter < 0 ? "the job did not run again before the end."
+                      : "the job ran again after " + t.nextRunAfter + " ms, on " + t.nextRunBy + ".")
                   : "No crash: nobody held the job's lock when it was due.";
               section.appendChild(p);
               const v = document.createElement("p");
@@ -247,10 +249,10 @@ final class DemoTimeline {
                 if (lane.killedAt) text("killed", { x: 8, y: y + 2 * rowH + 8, class: "crash-label" }, g);
                 ROWS.forEach((row, r) => text(row, { x: left - 6, y: y + (r + 1) * rowH - 1, "font-size": 10,
                     "text-anchor": "end" }, g));
-                const from = lane.readyAt ? x(lane.readyAt) : left;
+                const from = x(lane.readyAt || run.end);
                 const to = lane.killedAt ? x(lane.killedAt) : left + width;
-                el("line", { class: "alive", x1: from, x2: to, y1: y + laneH - 6, y2: y + laneH - 6, stroke: "#9ca3af" }, g);
-                for (const b of run.bars.filter(b => b[0] === lane.name)) {
+                if (to > from) el("line", { class: "alive", x1: from, x2: to, y1: y + laneH - 6, y2: y + laneH - 6, stroke: "#9ca3af" }, g);
+                for (const b of run.bars.filter(b => b[0] === lane.name && b[4] >= run.t0)) {
                   const r = ROWS.indexOf(b[1]);
                   const bx = x(b[3]), bw = Math.max(1.5, x(b[4]) - bx);
                   const bar = el("rect", { class: "bar " + b[2], x: bx, y: y + 2 + r * rowH, width: bw,

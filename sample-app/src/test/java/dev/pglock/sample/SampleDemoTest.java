@@ -89,15 +89,24 @@ class SampleDemoTest {
         assertThat(Files.size(screenshot)).as("a picture, not a blank page").isGreaterThan(20_000);
     }
 
+    /** Runs headless Chromium on a profile of its own; its output goes to a file, so a lingering helper cannot block. */
     private static String chromium(Path chromium, String... args) throws Exception {
+        Path profile = Files.createDirectories(Path.of("target", "chromium-profile")).toAbsolutePath();
+        Path output = Files.createTempFile("pglock-chromium", ".out");
         List<String> command = new ArrayList<>(List.of(chromium.toString(), "--headless", "--no-sandbox",
-                "--disable-gpu", "--hide-scrollbars"));
+                "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars", "--user-data-dir=" + profile));
         command.addAll(List.of(args));
-        Process process = new ProcessBuilder(command).redirectError(ProcessBuilder.Redirect.DISCARD).start();
-        String output = new String(process.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
-        assertThat(process.waitFor(60, TimeUnit.SECONDS)).as("chromium finished").isTrue();
-        assertThat(process.exitValue()).as("chromium's exit code").isZero();
-        return output;
+        Process process = new ProcessBuilder(command).redirectOutput(output.toFile())
+                .redirectError(ProcessBuilder.Redirect.DISCARD).start();
+        try {
+            assertThat(process.waitFor(60, TimeUnit.SECONDS)).as("chromium finished within 60 s").isTrue();
+            assertThat(process.exitValue()).as("chromium's exit code").isZero();
+            return Files.readString(output, StandardCharsets.UTF_8);
+        } finally {
+            process.descendants().forEach(ProcessHandle::destroyForcibly);
+            process.destroyForcibly();
+            Files.deleteIfExists(output);
+        }
     }
 
     private static int count(String text, String part) {
