@@ -289,8 +289,9 @@ final class Demo {
         }
 
         /**
-         * Who holds the job's lock in the middle of a run of the job (started within the last 700 ms,
-         * not ended), so that a kill now lands while the lock is held; null when nobody does.
+         * Who holds the job's lock in the middle of a run of the job (started 300 to 900 ms ago, of its
+         * 1500 ms, not ended), so that a kill now lands while the lock is held, and the timeline shows
+         * the run it cut short; null when nobody does.
          */
         private String midRunHolder(Connection c) throws SQLException {
             String holder = jobHolder(c);
@@ -298,7 +299,8 @@ final class Demo {
                 return null;
             }
             try (PreparedStatement ps = c.prepareStatement("SELECT replica FROM sample_tick WHERE run_id = ? AND replica = ?"
-                    + " AND ended_at IS NULL AND ran_at > clock_timestamp() - interval '700 milliseconds'")) {
+                    + " AND ended_at IS NULL AND ran_at BETWEEN clock_timestamp() - interval '900 milliseconds'"
+                    + " AND clock_timestamp() - interval '300 milliseconds'")) {
                 ps.setString(1, runId);
                 ps.setString(2, holder);
                 return first(ps);
