@@ -25,10 +25,10 @@ class FencedPaymentTest {
         String run = "fenced-" + UUID.randomUUID();
         try (ConfigurableApplicationContext context = new SpringApplicationBuilder(SampleApplication.class)
                 .profiles(mode).web(WebApplicationType.NONE).logStartupInfo(false)
-                .properties("spring.datasource.url=" + db.jdbcUrl(), "spring.datasource.username=" + db.user(),
-                        "spring.datasource.password=" + db.password(), "sample.run-id=" + run,
-                        "sample.tick-cron=-", "pglock.namespace=" + run)
-                .run()) {
+                // As arguments: default properties lose to application.yml (the job would tick, in the shared namespace).
+                .run("--spring.datasource.url=" + db.jdbcUrl(), "--spring.datasource.username=" + db.user(),
+                        "--spring.datasource.password=" + db.password(), "--sample.run-id=" + run,
+                        "--sample.tick-cron=-", "--pglock.namespace=" + run)) {
             Invoices invoices = context.getBean(Invoices.class);
             JdbcTemplate jdbc = context.getBean(JdbcTemplate.class);
             invoices.create(2);

@@ -37,11 +37,12 @@ class OperationsEndpointsTest {
         String run = "ops-" + UUID.randomUUID();
         try (ConfigurableApplicationContext context = new SpringApplicationBuilder(SampleApplication.class)
                 .profiles(mode).logStartupInfo(false)
-                .properties("spring.datasource.url=" + db.jdbcUrl(), "spring.datasource.username=" + db.user(),
-                        "spring.datasource.password=" + db.password(), "sample.run-id=" + run,
-                        "sample.tick-cron=-", "pglock.namespace=" + run, "server.port=0",
-                        "management.server.port=0")
-                .run()) {
+                // As arguments: default properties lose to application.yml, which would leave the job
+                // ticking (a second lock in the health details), the shared namespace and fixed ports.
+                .run("--spring.datasource.url=" + db.jdbcUrl(), "--spring.datasource.username=" + db.user(),
+                        "--spring.datasource.password=" + db.password(), "--sample.run-id=" + run,
+                        "--sample.tick-cron=-", "--pglock.namespace=" + run, "--server.port=0",
+                        "--management.server.port=0")) {
             int port = Integer.parseInt(context.getEnvironment().getProperty("local.management.port"));
             LockClient client = context.getBean(LockClient.class);
             HeldLock held = client.acquire(LockRequest.of("shown-" + mode));
