@@ -225,22 +225,26 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // its own acquisition's entry. The rows are locked first, in key order, like HEARTBEAT's: two
     // statements that lock the same rows in different orders can deadlock. Parameters: keys,
     // holders, hold-at-least ms, waiter ids (one entry per lock), namespace, namespace, channel.
+    // Like HEARTBEAT's, both lookups go through the primary key (a plain join hashed the namespace).
     private static final String RELEASE_ALL = """
             WITH r AS (SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::bigint[])
                        AS r(lock_key, holder, hold_millis, waiter_id)),
             mine AS (
-                SELECT t.lock_key FROM %1$s AS t JOIN r USING (lock_key)
-                WHERE t.namespace = ? AND r.holder = ANY (t.holders)
-                ORDER BY t.lock_key FOR UPDATE OF t)
+                SELECT t.lock_key, k.holder, k.hold_millis, k.waiter_id FROM (SELECT * FROM r ORDER BY lock_key) AS k
+                CROSS JOIN LATERAL (
+                    SELECT o.lock_key FROM %1$s AS o
+                    WHERE o.namespace = ? AND o.lock_key = k.lock_key AND k.holder = ANY (o.holders)
+                    FOR UPDATE) AS t)
             UPDATE %1$s AS t
-            SET holders = array_remove(t.holders, r.holder),
-                expires_at = CASE WHEN t.holders <> ARRAY[r.holder] THEN t.expires_at
+            SET holders = array_remove(t.holders, mine.holder),
+                expires_at = CASE WHEN t.holders <> ARRAY[mine.holder] THEN t.expires_at
                                   ELSE greatest(statement_timestamp(),
-                                                t.acquired_at + r.hold_millis * interval '1 millisecond') END,
-                data = CASE WHEN t.holders = ARRAY[r.holder] THEN NULL ELSE t.data END
-            FROM mine JOIN r USING (lock_key)
-            WHERE t.namespace = ? AND t.lock_key = mine.lock_key AND r.holder = ANY (t.holders)
-            RETURNING CASE WHEN pg_try_advisory_xact_lock(r.waiter_id) THEN NULL ELSE pg_notify(?, t.lock_key) END%2$s""";
+                                                t.acquired_at + mine.hold_millis * interval '1 millisecond') END,
+                data = CASE WHEN t.holders = ARRAY[mine.holder] THEN NULL ELSE t.data END
+            FROM mine
+            WHERE t.namespace = ? AND t.lock_key = ANY (ARRAY(SELECT lock_key FROM mine)) AND t.lock_key = mine.lock_key
+              AND mine.holder = ANY (t.holders)
+            RETURNING CASE WHEN pg_try_advisory_xact_lock(mine.waiter_id) THEN NULL ELSE pg_notify(?, t.lock_key) END%2$s""";
     // An operator's force-release: the row is freed whoever holds it, hold-at-least included, and
     // every waiter is woken. Its holders find out at their next heartbeat (taken over). Only the
     // acquisition that was read (its fencing token): a holder that took the key in between is not
