@@ -547,10 +547,7 @@ public abstract class LockClientContractTest {
         // get and set are two steps, so overlapping holders lose updates; each step is visible across
         // threads, so the count is exact exactly when exclusion held.
         AtomicLongArray counters = new AtomicLongArray(keys.length);
-        List<ConcurrentLinkedQueue<long[]>> sections = new ArrayList<>();
-        for (int i = 0; i < keys.length; i++) {
-            sections.add(new ConcurrentLinkedQueue<>());
-        }
+        List<ConcurrentLinkedQueue<long[]>> sections = sections(keys.length);
         CountDownLatch start = new CountDownLatch(1);
         List<Future<?>> workers = new ArrayList<>();
         for (int t = 0; t < threadCount; t++) {
@@ -576,13 +573,27 @@ public abstract class LockClientContractTest {
         }
         for (int k = 0; k < keys.length; k++) {
             assertThat(counters.get(k)).as(keys[k]).isEqualTo(1000);
-            List<long[]> ordered = new ArrayList<>(sections.get(k));
-            ordered.sort((x, y) -> Long.compare(x[0], y[0]));
-            assertThat(ordered).hasSize(1000);
-            for (int i = 1; i < ordered.size(); i++) {
-                assertThat(ordered.get(i)[0]).as("%s: section %d starts after section %d ends", keys[k], i, i - 1)
-                        .isGreaterThan(ordered.get(i - 1)[1]);
-            }
+            assertThat(sections.get(k)).hasSize(1000);
+            assertNeverOverlap(keys[k], sections.get(k));
+        }
+    }
+
+    /** One queue per key (or permit) for the critical sections the concurrency checkers record. */
+    private static List<ConcurrentLinkedQueue<long[]>> sections(int count) {
+        List<ConcurrentLinkedQueue<long[]>> sections = new ArrayList<>();
+        for (int i = 0; i < count; i++) {
+            sections.add(new ConcurrentLinkedQueue<>());
+        }
+        return sections;
+    }
+
+    /** Sections ({entered, left} in System.nanoTime) of one key or permit: each starts after the one before ends. */
+    private static void assertNeverOverlap(String what, java.util.Collection<long[]> sections) {
+        List<long[]> ordered = new ArrayList<>(sections);
+        ordered.sort((x, y) -> Long.compare(x[0], y[0]));
+        for (int i = 1; i < ordered.size(); i++) {
+            assertThat(ordered.get(i)[0]).as("%s: section %d starts after section %d ends", what, i, i - 1)
+                    .isGreaterThan(ordered.get(i - 1)[1]);
         }
     }
 
@@ -1095,10 +1106,7 @@ public abstract class LockClientContractTest {
         int iterations = 60;
         AtomicInteger inside = new AtomicInteger();
         AtomicInteger mostInside = new AtomicInteger();
-        List<ConcurrentLinkedQueue<long[]>> sections = new ArrayList<>();
-        for (int i = 0; i < permits; i++) {
-            sections.add(new ConcurrentLinkedQueue<>());
-        }
+        List<ConcurrentLinkedQueue<long[]>> sections = sections(permits);
         java.util.Set<Long> tokens = java.util.concurrent.ConcurrentHashMap.newKeySet();
         CountDownLatch start = new CountDownLatch(1);
         List<Future<?>> workers = new ArrayList<>();
@@ -1117,10 +1125,10 @@ public abstract class LockClientContractTest {
                                 .filter(p -> p.isHeldByThisClient() && p.fencingToken().equals(
                                         java.util.OptionalLong.of(permit.fencingToken())))
                                 .findFirst().orElse(null);
+                        assertThat(info).as("getPermits shows the permit while it is held").isNotNull();
                         Thread.sleep(2); // work inside, so that holders overlap
                         inside.decrementAndGet();
-                        int index = info == null ? -1 : info.permit().orElse(-1);
-                        sections.get(Math.floorMod(index, permits)).add(new long[] {entered, System.nanoTime(), index});
+                        sections.get(info.permit().getAsInt()).add(new long[] {entered, System.nanoTime()});
                     } finally {
                         permit.release();
                     }
@@ -1134,12 +1142,7 @@ public abstract class LockClientContractTest {
         }
         assertThat(mostInside.get()).as("most holders inside at once").isEqualTo(permits);
         for (int p = 0; p < permits; p++) {
-            List<long[]> ordered = new ArrayList<>(sections.get(p));
-            ordered.sort((x, y) -> Long.compare(x[0], y[0]));
-            for (int i = 1; i < ordered.size(); i++) {
-                assertThat(ordered.get(i)[0]).as("permit %d: section %d starts after section %d ends", p, i, i - 1)
-                        .isGreaterThan(ordered.get(i - 1)[1]);
-            }
+            assertNeverOverlap("permit " + p, sections.get(p));
         }
         assertThat(sections.stream().mapToInt(java.util.Collection::size).sum()).isEqualTo(threadCount * iterations);
         assertThat(clients[0].getPermits("pool")).as("every permit was released").isEmpty();
