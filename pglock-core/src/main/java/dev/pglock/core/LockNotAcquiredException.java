@@ -38,6 +38,18 @@ public class LockNotAcquiredException extends PgLockException {
                 context + what + gaveUp(request.waitAtMost()), null);
     }
 
+    /**
+     * The exception for a permit of the semaphore {@code request.key()} with {@code permits} permits
+     * that no caller got within the request's wait ({@link LockClient#acquirePermit}).
+     *
+     * @param context put before the message, as for {@link #of}
+     */
+    public static LockNotAcquiredException ofPermits(LockRequest request, int permits, String context) {
+        return new LockNotAcquiredException(request.key(), request.waitAtMost(), context + "all " + permits
+                + " permits of semaphore '" + request.key() + "' are held elsewhere" + gaveUp(request.waitAtMost()),
+                null);
+    }
+
     private static String gaveUp(Duration waited) {
         return "; gave up after waiting " + waited;
     }

@@ -36,13 +36,13 @@ public final class LockRequest {
 
     private LockRequest(String key, Duration waitAtMost, Duration lease, Duration holdAtLeast, boolean shared,
             byte[] data, boolean detached) {
-        this(validateKey(key), waitAtMost, lease, holdAtLeast, shared, data, detached, true);
+        this(key, waitAtMost, lease, holdAtLeast, shared, data, detached, true);
     }
 
-    /** Every constructor ends here; {@code key} was checked already, or is one pglock made itself. */
+    /** Every constructor ends here; a key pglock made itself (a semaphore's) is not checked as a user's. */
     private LockRequest(String key, Duration waitAtMost, Duration lease, Duration holdAtLeast, boolean shared,
-            byte[] data, boolean detached, boolean keyChecked) {
-        this.key = key;
+            byte[] data, boolean detached, boolean userKey) {
+        this.key = userKey ? validateKey(key) : key;
         this.waitAtMost = notNegative("waitAtMost", waitAtMost);
         this.lease = lease == null ? null : positive("leaseFor", lease);
         this.holdAtLeast = notNegative("holdAtLeast", holdAtLeast);
@@ -122,7 +122,7 @@ public final class LockRequest {
      * the permit's own key (which user keys cannot spell), exclusive and detached.
      */
     LockRequest forPermitKey(String permitKey, Duration wait) {
-        return new LockRequest(permitKey, wait, lease, holdAtLeast, false, data, true, true);
+        return new LockRequest(permitKey, wait, lease, holdAtLeast, false, data, true, false);
     }
 
     /**
@@ -131,7 +131,7 @@ public final class LockRequest {
      * another thread of this client taking the same marker: nobody takes a marker exclusively).
      */
     static LockRequest marker(String markerKey, Duration wait) {
-        return new LockRequest(markerKey, wait, null, Duration.ZERO, true, null, true, true);
+        return new LockRequest(markerKey, wait, null, Duration.ZERO, true, null, true, false);
     }
 
     public Duration waitAtMost() {

@@ -45,9 +45,9 @@ final class Permits {
     static Optional<HeldLock> tryAcquire(LockClient client, LockRequest request, int permits) {
         Objects.requireNonNull(request, "request must not be null");
         String key = request.key();
-        if (permits < 1 || permits > MAX_PERMITS) {
-            throw new IllegalArgumentException("permits must be between 1 and " + MAX_PERMITS + ", got " + permits
-                    + " for semaphore '" + key + "'");
+        String invalid = PermitKeys.invalidPermits(permits, "semaphore '" + key + "'");
+        if (invalid != null) {
+            throw new IllegalArgumentException(invalid);
         }
         if (request.isShared()) {
             throw new IllegalArgumentException("a permit of semaphore '" + key + "' was asked for shared: permits are"
@@ -121,8 +121,7 @@ final class Permits {
             throw new LockNotAcquiredException(key, request.waitAtMost(), "interrupted while waiting for a permit of"
                     + " semaphore '" + key + "'", new InterruptedException());
         }
-        throw new LockNotAcquiredException(key, request.waitAtMost(), "all " + permits + " permits of semaphore '"
-                + key + "' are held elsewhere; gave up after waiting " + request.waitAtMost(), null);
+        throw LockNotAcquiredException.ofPermits(request, permits, "");
     }
 
     static List<LockInfo> holders(LockClient client, String key) {

@@ -327,9 +327,10 @@ final class LockOperationSource {
                     + " wrapper type or Optional, or use whenLocked = THROW");
         }
         if (operation.permits() != 0) {
-            if (operation.permits() < 1 || operation.permits() > dev.pglock.core.internal.PermitKeys.MAX_PERMITS) {
-                throw new IllegalStateException(operation.description() + ": permits must be between 1 and "
-                        + dev.pglock.core.internal.PermitKeys.MAX_PERMITS + " (or 0 for a lock), got " + operation.permits());
+            String invalid = dev.pglock.core.internal.PermitKeys.invalidPermits(operation.permits(),
+                    operation.description() + " (0 takes the lock instead)");
+            if (invalid != null) {
+                throw new IllegalStateException(invalid);
             }
             if (operation.shared() || operation.inTransaction()) {
                 throw new IllegalStateException(operation.description() + ": permits = " + operation.permits()

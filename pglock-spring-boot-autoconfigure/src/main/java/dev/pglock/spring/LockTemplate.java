@@ -163,9 +163,9 @@ public class LockTemplate implements LockOperations {
 
     @Override
     public LockTemplate withPermits(int permits) {
-        if (permits < 1 || permits > dev.pglock.core.internal.PermitKeys.MAX_PERMITS) {
-            throw new IllegalArgumentException("permits must be between 1 and "
-                    + dev.pglock.core.internal.PermitKeys.MAX_PERMITS + ", got " + permits);
+        String invalid = dev.pglock.core.internal.PermitKeys.invalidPermits(permits, "withPermits");
+        if (invalid != null) {
+            throw new IllegalArgumentException(invalid);
         }
         if (transactional) {
             throw new IllegalStateException("a permit does not join a transaction: take it around the transaction"
@@ -187,9 +187,7 @@ public class LockTemplate implements LockOperations {
         if (permits == 0) {
             return LockNotAcquiredException.of(client, request, context);
         }
-        return new LockNotAcquiredException(request.key(), request.waitAtMost(), context + "all " + permits
-                + " permits of semaphore '" + request.key() + "' are held elsewhere; gave up after waiting "
-                + request.waitAtMost(), null);
+        return LockNotAcquiredException.ofPermits(request, permits, context);
     }
 
     @Override

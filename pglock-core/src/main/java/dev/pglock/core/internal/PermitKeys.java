@@ -19,6 +19,15 @@ public final class PermitKeys {
     private PermitKeys() {
     }
 
+    /**
+     * Null when {@code permits} is a number of permits a semaphore may have, else why not, naming
+     * {@code what} (the semaphore, the method): the check every entry point makes at once.
+     */
+    public static String invalidPermits(int permits, String what) {
+        return permits >= 1 && permits <= MAX_PERMITS ? null
+                : "permits must be between 1 and " + MAX_PERMITS + ", got " + permits + " for " + what;
+    }
+
     /** The lock key of permit {@code index} (from 0) of {@code key} with {@code permits} permits. */
     public static String permit(String key, int index, int permits) {
         return key + PERMIT + index + " of " + permits;
