@@ -139,7 +139,6 @@ final class Demo {
     /** One mode's run: the replica processes, the crash, and what the database recorded. */
     private static final class ModeRun {
         private final String mode;
-        private final Map<String, Object> database;
         private final String[] args;
         private final int replicas;
         private final int seconds;
@@ -152,7 +151,6 @@ final class Demo {
         ModeRun(String mode, Map<String, Object> database, String[] args, int replicas, int seconds, int invoices,
                 String runId, PrintStream out) {
             this.mode = mode;
-            this.database = database;
             this.args = args;
             this.replicas = replicas;
             this.seconds = seconds;
@@ -238,9 +236,7 @@ final class Demo {
             builder.environment().put("SPRING_DATASOURCE_URL", connection[0]);
             builder.environment().put("SPRING_DATASOURCE_USERNAME", connection[1]);
             builder.environment().put("SPRING_DATASOURCE_PASSWORD", connection[2]);
-            Replica replica = new Replica(name, builder.start());
-            replica.startedAt = dbNowQuietly();
-            return replica;
+            return new Replica(name, builder.start());
         }
 
         /**
@@ -494,7 +490,6 @@ final class Demo {
             final Process process;
             final CountDownLatch ready = new CountDownLatch(1);
             final Deque<String> lastLines = new ArrayDeque<>();
-            volatile long startedAt;
             volatile long readyAt;
             volatile long killedAt;
             private volatile long[] goLater;
