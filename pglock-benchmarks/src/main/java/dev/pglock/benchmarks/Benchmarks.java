@@ -151,6 +151,8 @@ public final class Benchmarks {
                         i -> systems.naiveAdvisory(h + "naive-" + i, 2)));
                 step(out, results, "handoff-" + clients, "baseline-notify", () -> scenarios.handoff("baseline-notify",
                         clients, i -> systems.baselineNotify(h + "notify-" + i)));
+                step(out, results, "handoff-" + clients, "baseline-notify", () -> systems.notifyDelivery("handoff-" + clients,
+                        clients));
             }
 
             Duration heartbeat = options.heldHeartbeat();
@@ -246,7 +248,7 @@ public final class Benchmarks {
             result = Result.skipped(scenario, system, "failed: " + e);
         }
         results.add(result);
-        out.printf(Locale.ROOT, "  %-12s %-20s %s%n", scenario, system, Report.summary(result));
+        out.printf(Locale.ROOT, "  %-12s %-20s %s%n", scenario, result.system(), Report.summary(result));
     }
 
     private static String serverVersion(PgTestDatabase db) {

@@ -132,6 +132,13 @@ final class Report {
                         + " row claimed and released with NOTIFY, the floor of a lock that wakes waiters so; no target)",
                         scenario, lease.get(), ratio, notify.get()));
             }
+            Optional<Double> delivery = p50(results, scenario, "baseline-notify-delivery");
+            if (delivery.isPresent() && writeP50.isPresent()) {
+                lines.add(String.format(Locale.ROOT, "%s NOTIFY delivery alone p50 %.0f µs = %.2f × uncontended"
+                        + " baseline-write p50 %.0f µs (from a release's commit returning to a listener receiving it:"
+                        + " above 1.50, no lock that wakes its waiters by NOTIFY meets the hand-off target; no target)",
+                        scenario, delivery.get(), delivery.get() / writeP50.get(), writeP50.get()));
+            }
             for (Optional<Double> ours : List.of(advisory, lease)) {
                 if (ours.isPresent() && registry.isPresent()) {
                     atMost(lines, scenario + " " + (ours == advisory ? "pglock-advisory" : "pglock-lease") + " p50",

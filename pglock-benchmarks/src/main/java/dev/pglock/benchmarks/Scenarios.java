@@ -346,6 +346,7 @@ final class Scenarios {
             Duration measure = clients >= 32 ? handoffMeasure().multipliedBy(3).dividedBy(4) : handoffMeasure();
             long warmupEnd = System.nanoTime() + options.warmup().multipliedBy(Math.max(1, clients / 8)).toNanos();
             long end = warmupEnd + measure.toNanos();
+            systems.measureNotifyFrom(warmupEnd);
             long holdNanos = TimeUnit.MILLISECONDS.toNanos(options.holdMillis());
             List<Callable<long[]>> workers = new ArrayList<>();
             for (int index = 0; index < started.size(); index++) {

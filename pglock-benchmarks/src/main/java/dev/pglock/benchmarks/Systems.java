@@ -293,6 +293,49 @@ final class Systems {
      * NOTIFY, and a waiter waits on a LISTEN connection of its client's own. No leases, no fencing, no
      * crash safety: only the two round trips and the wake-up every such lock pays.
      */
+    /**
+     * baseline-notify's NOTIFY delivery, apart from the rest of a hand-off: from a release's notifying
+     * commit returning to its caller, to the first listener (of any client) receiving that release. Each
+     * release names itself in the payload, so a notification is matched to its own commit however the
+     * two race. Only releases from {@link #measureNotifyFrom} on count.
+     */
+    private final java.util.concurrent.ConcurrentHashMap<Long, long[]> notifyTimes = new java.util.concurrent.ConcurrentHashMap<>();
+    private final java.util.concurrent.atomic.AtomicLong notifySequence = new java.util.concurrent.atomic.AtomicLong();
+    private volatile long notifyFrom = Long.MAX_VALUE;
+
+    /** Starts counting NOTIFY deliveries afresh with the releases from {@code nanoTime} on. */
+    void measureNotifyFrom(long nanoTime) {
+        notifyTimes.clear();
+        notifyFrom = nanoTime;
+    }
+
+    private void notifyTime(long release, int which, long at) {
+        notifyTimes.compute(release, (id, times) -> {
+            long[] t = times == null ? new long[2] : times;
+            if (t[which] == 0) { // only the first listener to receive it
+                t[which] = at;
+            }
+            return t;
+        });
+    }
+
+    /** The NOTIFY deliveries since {@link #measureNotifyFrom}, as the floor row {@code baseline-notify-delivery}. */
+    Result notifyDelivery(String scenario, int clients) {
+        org.HdrHistogram.Histogram delays = new org.HdrHistogram.Histogram(TimeUnit.SECONDS.toNanos(60), 3);
+        for (long[] t : notifyTimes.values()) {
+            if (t[0] >= notifyFrom && t[1] != 0) {
+                delays.recordValue(Math.max(0, t[1] - t[0]));
+            }
+        }
+        if (delays.getTotalCount() == 0) {
+            return Result.skipped(scenario, "baseline-notify-delivery", "no NOTIFY was delivered while measured");
+        }
+        return new Result(scenario, "baseline-notify-delivery", null, delays.getValueAtPercentile(50) / 1e3,
+                delays.getValueAtPercentile(99) / 1e3, null, "baseline-notify's releases alone: from the notifying"
+                        + " commit returning to the first listener receiving it (" + delays.getTotalCount()
+                        + " releases), before any waiter runs a statement", clients, null);
+    }
+
     LockSystem baselineNotify(String label) throws SQLException {
         HikariDataSource pool = pool(applicationName(label), 2);
         String table = "bench_notify_" + run;
@@ -308,6 +351,10 @@ final class Systems {
                     org.postgresql.PGNotification[] got = listen.unwrap(org.postgresql.PGConnection.class)
                             .getNotifications(500);
                     if (got != null && got.length > 0) {
+                        long at = System.nanoTime();
+                        for (org.postgresql.PGNotification n : got) {
+                            notifyTime(Long.parseLong(n.getParameter()), 1, at);
+                        }
                         released.release();
                     }
                 }
@@ -342,11 +389,14 @@ final class Systems {
                     }
                 }
                 return () -> {
+                    long release = notifySequence.incrementAndGet();
                     try (Connection c = pool.getConnection(); PreparedStatement ps = c.prepareStatement("UPDATE "
-                            + table + " SET holder = NULL WHERE id = ? RETURNING pg_notify('" + table + "', id)")) {
+                            + table + " SET holder = NULL WHERE id = ? RETURNING pg_notify('" + table + "', ?)")) {
                         ps.setString(1, key);
+                        ps.setString(2, Long.toString(release));
                         ps.executeQuery().close();
                     }
+                    notifyTime(release, 0, System.nanoTime());
                 };
             }
 

@@ -41,7 +41,10 @@ class BenchmarksSmokeTest {
         }
         assertThat(Benchmarks.find(results, "uncontended", Systems.LEASE_ASYNC_RELEASE)).isPresent();
         assertThat(results).as(output).noneMatch(r -> r.note() != null && r.note().startsWith("failed"));
-        assertThat(results).filteredOn(r -> r.system().startsWith("baseline")).hasSize(5);
+        // read, write, write-parallel, and per hand-off count notify and its delivery
+        assertThat(results).filteredOn(r -> r.system().startsWith("baseline")).hasSize(7);
+        assertThat(Benchmarks.find(results, "handoff-2", "baseline-notify-delivery").orElseThrow().p50Micros())
+                .as("NOTIFY deliveries were timed").isNotNull();
         Result lease = Benchmarks.find(results, "held-300", "pglock-lease").orElseThrow();
         assertThat(lease.p50Micros()).as("the heartbeat was timed while holding").isNotNull();
         assertThat(lease.heapBytesPerLock()).isNotNull();
