@@ -97,6 +97,7 @@ public final class Benchmarks {
                 addSubject(subjects, "pglock-advisory", () -> Scenarios.subject(systems.pglockAdvisory("u-adv")));
                 addSubject(subjects, "naive-advisory", () -> Scenarios.subject(systems.naiveAdvisory("u-naive", 10)));
                 addSubject(subjects, "baseline-write", () -> scenarios.baselineWriteSubject(run));
+                addSubject(subjects, "baseline-lease-sql", () -> scenarios.baselineLeaseSqlSubject(run));
                 addSubject(subjects, "pglock-lease", () -> Scenarios.subject(
                         systems.pglockLease("u-lease", Duration.ofSeconds(30), Duration.ofSeconds(5))));
                 addSubject(subjects, Systems.LEASE_ASYNC_RELEASE, () -> Scenarios.subject(

@@ -102,6 +102,15 @@ final class Report {
         List<String> lines = new ArrayList<>();
         throughput(lines, results, "uncontended", "pglock-advisory", "baseline-read", 0.85);
         throughput(lines, results, "uncontended", "pglock-lease", "baseline-write", 0.9);
+        Optional<Double> leaseSql = Benchmarks.find(results, "uncontended", "baseline-lease-sql").map(Result::opsPerSecond);
+        Optional<Double> write = Benchmarks.find(results, "uncontended", "baseline-write").map(Result::opsPerSecond);
+        Optional<Double> leaseClient = Benchmarks.find(results, "uncontended", "pglock-lease").map(Result::opsPerSecond);
+        if (leaseSql.isPresent() && write.isPresent() && leaseClient.isPresent()) {
+            lines.add(String.format(Locale.ROOT, "uncontended baseline-lease-sql = %.3f × baseline-write, pglock-lease ="
+                    + " %.3f × baseline-lease-sql (the lease client's own two statements on a pinned connection, and"
+                    + " what the client adds to them; no target)", leaseSql.get() / write.get(),
+                    leaseClient.get() / leaseSql.get()));
+        }
         throughput(lines, results, "uncontended", "pglock-lease", "shedlock", 1.4);
         // The opt-in, reported on its own line: the targets are judged on the defaults above.
         throughput(lines, results, "uncontended", Systems.LEASE_ASYNC_RELEASE, "shedlock", 1.4);

@@ -1,6 +1,9 @@
 package dev.pglock.benchmarks;
 
 import com.zaxxer.hikari.HikariDataSource;
+import dev.pglock.core.LockClient;
+import dev.pglock.core.LockRequest;
+import dev.pglock.core.PgLock;
 import dev.pglock.test.PgTestDatabase;
 import dev.pglock.test.TcpProxy;
 import java.sql.Connection;
@@ -154,6 +157,47 @@ final class Scenarios {
         }, () -> {
             c.close();
             Systems.execute(pool, "DROP TABLE " + table);
+            pool.close();
+        });
+    }
+
+    /**
+     * The lease client's own SQL without the client: the statements of one tryAcquire + release of a
+     * free key, recorded from a real lease client (its default settings, its own table), then run again
+     * with the same parameters on one pinned connection, as baseline-write runs its INSERT and DELETE.
+     * The same holder entry each time is the same work: the row is free again after each release.
+     */
+    Subject baselineLeaseSqlSubject(String run) throws SQLException {
+        String table = "bench_leasesql_" + run;
+        HikariDataSource pool = systems.pool(systems.applicationName("baseline-lease-sql"), 2);
+        SqlRecorder recorder = new SqlRecorder();
+        List<SqlRecorder.Recorded> pair;
+        try (LockClient client = PgLock.lease(recorder.wrap(pool)).tableName(table).namespace(run)
+                .lease(Duration.ofSeconds(30)).heartbeatInterval(Duration.ofSeconds(5)).build()) {
+            client.tryAcquire(LockRequest.of("warm")).orElseThrow().release();
+            recorder.start();
+            client.tryAcquire(LockRequest.of("uncontended")).orElseThrow().release();
+            pair = recorder.stop();
+        }
+        Connection c = pool.getConnection();
+        List<PreparedStatement> statements = new ArrayList<>();
+        for (SqlRecorder.Recorded recorded : pair) {
+            statements.add(recorded.prepare(c));
+        }
+        return new Subject("baseline-lease-sql", () -> {
+            for (int i = 0; i < statements.size(); i++) {
+                PreparedStatement ps = statements.get(i);
+                if (ps.execute()) {
+                    try (ResultSet rs = ps.getResultSet()) {
+                        if (!rs.next() && i == 0) {
+                            throw new IllegalStateException("the recorded acquisition found the key taken");
+                        }
+                    }
+                }
+            }
+        }, () -> {
+            c.close();
+            Systems.execute(pool, "DROP TABLE " + table + "; DROP SEQUENCE " + table + "_fencing_seq");
             pool.close();
         });
     }

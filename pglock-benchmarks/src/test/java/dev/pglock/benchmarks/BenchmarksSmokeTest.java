@@ -41,8 +41,10 @@ class BenchmarksSmokeTest {
         }
         assertThat(Benchmarks.find(results, "uncontended", Systems.LEASE_ASYNC_RELEASE)).isPresent();
         assertThat(results).as(output).noneMatch(r -> r.note() != null && r.note().startsWith("failed"));
-        // read, write, write-parallel, and per hand-off count notify and its delivery
-        assertThat(results).filteredOn(r -> r.system().startsWith("baseline")).hasSize(7);
+        // read, write, lease-sql, write-parallel, and per hand-off count notify and its delivery
+        assertThat(results).filteredOn(r -> r.system().startsWith("baseline")).hasSize(8);
+        assertThat(Benchmarks.find(results, "uncontended", "baseline-lease-sql").orElseThrow().opsPerSecond())
+                .as("the lease client's own statements ran without it").isPositive();
         assertThat(Benchmarks.find(results, "handoff-2", "baseline-notify-delivery").orElseThrow().p50Micros())
                 .as("NOTIFY deliveries were timed").isNotNull();
         Result lease = Benchmarks.find(results, "held-300", "pglock-lease").orElseThrow();

@@ -1,0 +1,103 @@
+package dev.pglock.benchmarks;
+
+import java.lang.reflect.InvocationHandler;
+import java.lang.reflect.InvocationTargetException;
+import java.lang.reflect.Method;
+import java.lang.reflect.Proxy;
+import java.sql.Connection;
+import java.sql.PreparedStatement;
+import java.sql.SQLException;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CopyOnWriteArrayList;
+import javax.sql.DataSource;
+
+/**
+ * Records the prepared statements a lock client executes through a DataSource it wraps, each with
+ * the parameters set on it, so that they can be run again without the client: what the client's SQL
+ * costs by itself, measured beside the client in the same run. Only the SQL text and the parameter
+ * calls are kept; the client runs on the real connections.
+ */
+final class SqlRecorder {
+
+    /** One executed statement: its text, and the calls that set its parameters, in order. */
+    record Recorded(String sql, List<Setter> parameters) {
+
+        /** Prepares it on {@code connection} with the same parameters. */
+        PreparedStatement prepare(Connection connection) throws SQLException {
+            PreparedStatement ps = connection.prepareStatement(sql);
+            for (Setter setter : parameters) {
+                try {
+                    setter.method().invoke(ps, setter.args());
+                } catch (IllegalAccessException | InvocationTargetException e) {
+                    throw new SQLException("could not set a recorded parameter of " + sql, e);
+                }
+            }
+            return ps;
+        }
+    }
+
+    /** A {@code setXxx(index, value)} call on a PreparedStatement. */
+    record Setter(Method method, Object[] args) {
+    }
+
+    private final List<Recorded> executed = new CopyOnWriteArrayList<>();
+    private volatile boolean recording;
+
+    /** Starts recording afresh. */
+    void start() {
+        executed.clear();
+        recording = true;
+    }
+
+    /** Stops recording; returns what was executed since {@link #start}, in order. */
+    List<Recorded> stop() {
+        recording = false;
+        return List.copyOf(executed);
+    }
+
+    /** {@code target}, with the statements of its connections recorded while recording. */
+    DataSource wrap(DataSource target) {
+        return proxy(DataSource.class, target, (method, args, result) -> result instanceof Connection c
+                && method.getName().equals("getConnection") ? proxy(Connection.class, c, this::statement) : result);
+    }
+
+    private Object statement(Method method, Object[] args, Object result) {
+        if (result instanceof PreparedStatement ps && method.getName().equals("prepareStatement")) {
+            String sql = (String) args[0];
+            List<Setter> parameters = new ArrayList<>();
+            return proxy(PreparedStatement.class, ps, (m, a, r) -> {
+                if (m.getName().startsWith("set") && a != null && a.length >= 2 && a[0] instanceof Integer) {
+                    parameters.add(new Setter(m, a.clone()));
+                } else if (m.getName().startsWith("execute") && recording) {
+                    executed.add(new Recorded(sql, List.copyOf(parameters)));
+                }
+                return r;
+            });
+        }
+        return result;
+    }
+
+    /** What to make of a delegated call's result. */
+    private interface Rewrap {
+        Object apply(Method method, Object[] args, Object result);
+    }
+
+    @SuppressWarnings("unchecked")
+    private static <T> T proxy(Class<T> type, T target, Rewrap rewrap) {
+        InvocationHandler handler = (proxy, method, args) -> {
+            if (method.getName().equals("unwrap") && args != null && args[0] instanceof Class<?> wanted
+                    && wanted.isInstance(target)) {
+                return target;
+            }
+            Object result;
+            try {
+                result = method.invoke(target, args);
+            } catch (InvocationTargetException e) {
+                throw e.getCause();
+            }
+            return rewrap.apply(method, args, result);
+        };
+        return (T) Proxy.newProxyInstance(SqlRecorder.class.getClassLoader(), new Class<?>[] {type}, handler);
+    }
+}
