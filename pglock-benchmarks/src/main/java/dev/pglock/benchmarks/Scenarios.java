@@ -179,6 +179,9 @@ final class Scenarios {
             client.tryAcquire(LockRequest.of("uncontended")).orElseThrow().release();
             pair = recorder.stop();
         }
+        if (pair.isEmpty()) {
+            throw new IllegalStateException("no statement of the lease client's acquire and release was recorded");
+        }
         Connection c = pool.getConnection();
         List<PreparedStatement> statements = new ArrayList<>();
         for (SqlRecorder.Recorded recorded : pair) {

@@ -16,7 +16,7 @@ import javax.sql.DataSource;
  * Records the prepared statements a lock client executes through a DataSource it wraps, each with
  * the parameters set on it, so that they can be run again without the client: what the client's SQL
  * costs by itself, measured beside the client in the same run. Only the SQL text and the parameter
- * calls are kept; the client runs on the real connections.
+ * calls are kept, of the statements the recording thread runs; the client runs on the real connections.
  */
 final class SqlRecorder {
 
@@ -42,17 +42,18 @@ final class SqlRecorder {
     }
 
     private final List<Recorded> executed = new CopyOnWriteArrayList<>();
-    private volatile boolean recording;
+    /** The thread whose statements are recorded, or null: a client's own threads (its heartbeat, its purge) are not. */
+    private volatile Thread recording;
 
-    /** Starts recording afresh. */
+    /** Starts recording afresh the statements this thread executes. */
     void start() {
         executed.clear();
-        recording = true;
+        recording = Thread.currentThread();
     }
 
     /** Stops recording; returns what was executed since {@link #start}, in order. */
     List<Recorded> stop() {
-        recording = false;
+        recording = null;
         return List.copyOf(executed);
     }
 
@@ -69,7 +70,7 @@ final class SqlRecorder {
             return proxy(PreparedStatement.class, ps, (m, a, r) -> {
                 if (m.getName().startsWith("set") && a != null && a.length >= 2 && a[0] instanceof Integer) {
                     parameters.add(new Setter(m, a.clone()));
-                } else if (m.getName().startsWith("execute") && recording) {
+                } else if (m.getName().startsWith("execute") && recording == Thread.currentThread()) {
                     executed.add(new Recorded(sql, List.copyOf(parameters)));
                 }
                 return r;
