@@ -144,8 +144,9 @@ final class Report {
             Optional<Double> delivery = p50(results, scenario, "baseline-notify-delivery");
             if (delivery.isPresent() && writeP50.isPresent()) {
                 lines.add(String.format(Locale.ROOT, "%s NOTIFY delivery alone p50 %.0f µs = %.2f × uncontended"
-                        + " baseline-write p50 %.0f µs (from a release's commit returning to a listener receiving it:"
-                        + " above 1.50, no lock that wakes its waiters by NOTIFY meets the hand-off target; no target)",
+                        + " baseline-write p50 %.0f µs (from a release's commit returning to another client's listener"
+                        + " receiving it; above 1.50, no lock that wakes its waiters by NOTIFY can meet the lease"
+                        + " hand-off target, judged at 8 and 32 clients; no target)",
                         scenario, delivery.get(), delivery.get() / writeP50.get(), writeP50.get()));
             }
             for (Optional<Double> ours : List.of(advisory, lease)) {

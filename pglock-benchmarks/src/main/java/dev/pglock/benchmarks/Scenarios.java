@@ -112,8 +112,20 @@ final class Scenarios {
             }
             return results;
         } finally {
+            Exception failed = null;
             for (Subject subject : subjects) {
-                subject.resources().close();
+                try {
+                    subject.resources().close();
+                } catch (Exception e) { // the others are closed all the same
+                    if (failed == null) {
+                        failed = e;
+                    } else {
+                        failed.addSuppressed(e);
+                    }
+                }
+            }
+            if (failed != null) {
+                throw failed;
             }
         }
     }
@@ -170,39 +182,58 @@ final class Scenarios {
     Subject baselineLeaseSqlSubject(String run) throws SQLException {
         String table = "bench_leasesql_" + run;
         HikariDataSource pool = systems.pool(systems.applicationName("baseline-lease-sql"), 2);
-        SqlRecorder recorder = new SqlRecorder();
-        List<SqlRecorder.Recorded> pair;
-        try (LockClient client = PgLock.lease(recorder.wrap(pool)).tableName(table).namespace(run)
-                .lease(Duration.ofSeconds(30)).heartbeatInterval(Duration.ofSeconds(5)).build()) {
-            client.tryAcquire(LockRequest.of("warm")).orElseThrow().release();
-            recorder.start();
-            client.tryAcquire(LockRequest.of("uncontended")).orElseThrow().release();
-            pair = recorder.stop();
-        }
-        if (pair.isEmpty()) {
-            throw new IllegalStateException("no statement of the lease client's acquire and release was recorded");
-        }
-        Connection c = pool.getConnection();
-        List<PreparedStatement> statements = new ArrayList<>();
-        for (SqlRecorder.Recorded recorded : pair) {
-            statements.add(recorded.prepare(c));
-        }
-        return new Subject("baseline-lease-sql", () -> {
-            for (int i = 0; i < statements.size(); i++) {
-                PreparedStatement ps = statements.get(i);
-                if (ps.execute()) {
-                    try (ResultSet rs = ps.getResultSet()) {
-                        if (!rs.next() && i == 0) {
-                            throw new IllegalStateException("the recorded acquisition found the key taken");
+        AutoCloseable cleanUp = () -> {
+            try {
+                Systems.execute(pool, "DROP TABLE IF EXISTS " + table + "; DROP SEQUENCE IF EXISTS " + table + "_fencing_seq");
+            } finally {
+                pool.close();
+            }
+        };
+        try {
+            SqlRecorder recorder = new SqlRecorder();
+            List<SqlRecorder.Recorded> pair;
+            try (LockClient client = PgLock.lease(recorder.wrap(pool)).tableName(table).namespace(run)
+                    .lease(Duration.ofSeconds(30)).heartbeatInterval(Duration.ofSeconds(5)).build()) {
+                client.tryAcquire(LockRequest.of("warm")).orElseThrow().release();
+                recorder.start();
+                client.tryAcquire(LockRequest.of("uncontended")).orElseThrow().release();
+                pair = recorder.stop();
+            }
+            if (pair.size() != 2) {
+                throw new IllegalStateException("expected the lease client to run one acquire and one release statement"
+                        + " for a free key, recorded " + pair.size());
+            }
+            Connection c = pool.getConnection();
+            List<PreparedStatement> statements = new ArrayList<>();
+            for (SqlRecorder.Recorded recorded : pair) {
+                statements.add(recorded.prepare(c));
+            }
+            return new Subject("baseline-lease-sql", () -> {
+                for (int i = 0; i < statements.size(); i++) {
+                    PreparedStatement ps = statements.get(i);
+                    if (ps.execute()) {
+                        try (ResultSet rs = ps.getResultSet()) {
+                            if (!rs.next() && i == 0) {
+                                throw new IllegalStateException("the recorded acquisition found the key taken");
+                            }
                         }
                     }
                 }
+            }, () -> {
+                try {
+                    c.close();
+                } finally {
+                    cleanUp.close();
+                }
+            });
+        } catch (SQLException | RuntimeException e) {
+            try {
+                cleanUp.close();
+            } catch (Exception suppressed) {
+                e.addSuppressed(suppressed);
             }
-        }, () -> {
-            c.close();
-            Systems.execute(pool, "DROP TABLE " + table + "; DROP SEQUENCE " + table + "_fencing_seq");
-            pool.close();
-        });
+            throw e;
+        }
     }
 
     // ---- 2. parallel: several threads of one client on distinct keys ------------------------------
@@ -393,7 +424,7 @@ final class Scenarios {
             Duration measure = clients >= 32 ? handoffMeasure().multipliedBy(3).dividedBy(4) : handoffMeasure();
             long warmupEnd = System.nanoTime() + options.warmup().multipliedBy(Math.max(1, clients / 8)).toNanos();
             long end = warmupEnd + measure.toNanos();
-            systems.measureNotifyFrom(warmupEnd);
+            systems.notifyDelivery.measure(warmupEnd, end);
             long holdNanos = TimeUnit.MILLISECONDS.toNanos(options.holdMillis());
             List<Callable<long[]>> workers = new ArrayList<>();
             for (int index = 0; index < started.size(); index++) {

@@ -70,6 +70,8 @@ final class SqlRecorder {
             return proxy(PreparedStatement.class, ps, (m, a, r) -> {
                 if (m.getName().startsWith("set") && a != null && a.length >= 2 && a[0] instanceof Integer) {
                     parameters.add(new Setter(m, a.clone()));
+                } else if (m.getName().equals("clearParameters")) {
+                    parameters.clear();
                 } else if (m.getName().startsWith("execute") && recording == Thread.currentThread()) {
                     executed.add(new Recorded(sql, List.copyOf(parameters)));
                 }

@@ -288,54 +288,83 @@ final class Systems {
     }
 
     /**
+     * baseline-notify's NOTIFY delivery, apart from the rest of a hand-off: from a release's notifying
+     * commit returning to its caller, to the first listener of another client receiving that release.
+     * Each release names itself and its client in the payload ("sequence:client"), so a notification
+     * is matched to its own commit however the two race, and a client's own listener is left out.
+     * Releases whose commit returned within the measured window count; a notification that reached a
+     * listener before its releaser had taken the time is counted apart, not as a delay of 0.
+     */
+    static final class NotifyDelivery {
+        private static final long UNSET = Long.MIN_VALUE;
+        private final java.util.concurrent.ConcurrentHashMap<Long, long[]> times = new java.util.concurrent.ConcurrentHashMap<>();
+        private final java.util.concurrent.atomic.AtomicLong sequence = new java.util.concurrent.atomic.AtomicLong();
+        private volatile long from = Long.MAX_VALUE;
+        private volatile long until = Long.MAX_VALUE;
+
+        /** Starts afresh: the releases whose commit returns between the two (System.nanoTime) count. */
+        void measure(long fromNanos, long untilNanos) {
+            times.clear();
+            from = fromNanos;
+            until = untilNanos;
+        }
+
+        long nextRelease() {
+            return sequence.incrementAndGet();
+        }
+
+        void committed(long release, long at) {
+            times.compute(release, (id, t) -> {
+                long[] v = t == null ? new long[] {UNSET, UNSET} : t;
+                v[0] = at;
+                return v;
+            });
+        }
+
+        void received(long release, long at) {
+            times.compute(release, (id, t) -> {
+                long[] v = t == null ? new long[] {UNSET, UNSET} : t;
+                v[1] = v[1] == UNSET ? at : Math.min(v[1], at);
+                return v;
+            });
+        }
+
+        /** The deliveries measured, as the floor row {@code baseline-notify-delivery}; then starts afresh. */
+        Result result(String scenario, int clients) {
+            org.HdrHistogram.Histogram delays = new org.HdrHistogram.Histogram(TimeUnit.SECONDS.toNanos(60), 3);
+            int early = 0;
+            for (long[] t : times.values()) {
+                if (t[0] == UNSET || t[1] == UNSET || t[0] < from || t[0] > until) {
+                    continue;
+                }
+                if (t[1] < t[0]) {
+                    early++;
+                } else {
+                    delays.recordValue(t[1] - t[0]);
+                }
+            }
+            measure(Long.MAX_VALUE, Long.MAX_VALUE);
+            if (delays.getTotalCount() == 0) {
+                return Result.skipped(scenario, "baseline-notify-delivery", "no NOTIFY was delivered while measured");
+            }
+            return new Result(scenario, "baseline-notify-delivery", null, delays.getValueAtPercentile(50) / 1e3,
+                    delays.getValueAtPercentile(99) / 1e3, null, "baseline-notify's releases alone: from the notifying"
+                            + " commit returning to the first listener of another client receiving it ("
+                            + delays.getTotalCount() + " releases, and " + early + " received before the releaser"
+                            + " took the time, left out), before any waiter runs a statement: a lower bound of what"
+                            + " the next holder waits for", clients, null);
+        }
+    }
+
+    /** The NOTIFY deliveries of the baseline-notify systems this creates. */
+    final NotifyDelivery notifyDelivery = new NotifyDelivery();
+
+    /**
      * The floor for a lock that lives in a row and wakes its waiters with NOTIFY: a claim is an
      * autocommitted {@code UPDATE ... WHERE holder IS NULL}, a release an {@code UPDATE} that sends
      * NOTIFY, and a waiter waits on a LISTEN connection of its client's own. No leases, no fencing, no
      * crash safety: only the two round trips and the wake-up every such lock pays.
      */
-    /**
-     * baseline-notify's NOTIFY delivery, apart from the rest of a hand-off: from a release's notifying
-     * commit returning to its caller, to the first listener (of any client) receiving that release. Each
-     * release names itself in the payload, so a notification is matched to its own commit however the
-     * two race. Only releases from {@link #measureNotifyFrom} on count.
-     */
-    private final java.util.concurrent.ConcurrentHashMap<Long, long[]> notifyTimes = new java.util.concurrent.ConcurrentHashMap<>();
-    private final java.util.concurrent.atomic.AtomicLong notifySequence = new java.util.concurrent.atomic.AtomicLong();
-    private volatile long notifyFrom = Long.MAX_VALUE;
-
-    /** Starts counting NOTIFY deliveries afresh with the releases from {@code nanoTime} on. */
-    void measureNotifyFrom(long nanoTime) {
-        notifyTimes.clear();
-        notifyFrom = nanoTime;
-    }
-
-    private void notifyTime(long release, int which, long at) {
-        notifyTimes.compute(release, (id, times) -> {
-            long[] t = times == null ? new long[2] : times;
-            if (t[which] == 0) { // only the first listener to receive it
-                t[which] = at;
-            }
-            return t;
-        });
-    }
-
-    /** The NOTIFY deliveries since {@link #measureNotifyFrom}, as the floor row {@code baseline-notify-delivery}. */
-    Result notifyDelivery(String scenario, int clients) {
-        org.HdrHistogram.Histogram delays = new org.HdrHistogram.Histogram(TimeUnit.SECONDS.toNanos(60), 3);
-        for (long[] t : notifyTimes.values()) {
-            if (t[0] >= notifyFrom && t[1] != 0) {
-                delays.recordValue(Math.max(0, t[1] - t[0]));
-            }
-        }
-        if (delays.getTotalCount() == 0) {
-            return Result.skipped(scenario, "baseline-notify-delivery", "no NOTIFY was delivered while measured");
-        }
-        return new Result(scenario, "baseline-notify-delivery", null, delays.getValueAtPercentile(50) / 1e3,
-                delays.getValueAtPercentile(99) / 1e3, null, "baseline-notify's releases alone: from the notifying"
-                        + " commit returning to the first listener receiving it (" + delays.getTotalCount()
-                        + " releases), before any waiter runs a statement", clients, null);
-    }
-
     LockSystem baselineNotify(String label) throws SQLException {
         HikariDataSource pool = pool(applicationName(label), 2);
         String table = "bench_notify_" + run;
@@ -353,7 +382,10 @@ final class Systems {
                     if (got != null && got.length > 0) {
                         long at = System.nanoTime();
                         for (org.postgresql.PGNotification n : got) {
-                            notifyTime(Long.parseLong(n.getParameter()), 1, at);
+                            String[] release = n.getParameter().split(":", 2);
+                            if (!release[1].equals(label)) { // another client's release
+                                notifyDelivery.received(Long.parseLong(release[0]), at);
+                            }
                         }
                         released.release();
                     }
@@ -389,14 +421,15 @@ final class Systems {
                     }
                 }
                 return () -> {
-                    long release = notifySequence.incrementAndGet();
+                    long release = notifyDelivery.nextRelease();
                     try (Connection c = pool.getConnection(); PreparedStatement ps = c.prepareStatement("UPDATE "
                             + table + " SET holder = NULL WHERE id = ? RETURNING pg_notify('" + table + "', ?)")) {
                         ps.setString(1, key);
-                        ps.setString(2, Long.toString(release));
-                        ps.executeQuery().close();
+                        ps.setString(2, release + ":" + me);
+                        ResultSet rs = ps.executeQuery();
+                        notifyDelivery.committed(release, System.nanoTime()); // before any close
+                        rs.close();
                     }
-                    notifyTime(release, 0, System.nanoTime());
                 };
             }
 
