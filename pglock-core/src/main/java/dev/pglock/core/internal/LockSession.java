@@ -83,11 +83,6 @@ public final class LockSession {
         return ended.get();
     }
 
-    /** Whether a statement runs on it right now (a hint for picking a session, not a guarantee). */
-    public boolean isBusy() {
-        return inUse.isLocked();
-    }
-
     /**
      * Claims the session for one {@link #callClaimed}; false when it is being retired (the caller picks
      * another). A volatile write then read here, a write then read the other way round in
@@ -95,6 +90,22 @@ public final class LockSession {
      */
     boolean claim() {
         claims.incrementAndGet();
+        if (retiring) {
+            claims.decrementAndGet();
+            return false;
+        }
+        return true;
+    }
+
+    /**
+     * {@link #claim}, only when no caller has claimed it (handed out, its statement running or about
+     * to): how {@link SessionPool} spreads concurrent callers over sessions. Whether a statement runs
+     * is not enough, since a caller may have been handed the session and not started yet.
+     */
+    boolean claimIfUnclaimed() {
+        if (!claims.compareAndSet(0, 1)) {
+            return false;
+        }
         if (retiring) {
             claims.decrementAndGet();
             return false;

@@ -66,37 +66,44 @@ public final class SessionPool {
     }
 
     /**
-     * A session for the next statement: the first open one that is idle, else a slot not opened yet
-     * (opened now), else the next in turn. Preferring the first idle session keeps a lone caller on
-     * one warm backend: alternating between backends costs each statement a wake-up of a process
-     * that was asleep, about 10% of an uncontended lease acquire + release on 2 cores. Concurrent
-     * callers still spread over every session.
+     * A session for the next statement, claimed for it: the first open one that no caller has
+     * claimed, else a slot not opened yet (opened now), else the next in turn, shared. Preferring the
+     * first unclaimed session keeps a lone caller on one warm backend: alternating between backends
+     * costs each statement a wake-up of a process that was asleep, about 10% of an uncontended lease
+     * acquire + release on 2 cores. Concurrent callers spread over every session; only beyond the
+     * bound do they share one. A session handed to a caller who has not started its statement yet
+     * counts as taken: judged by the running statement alone, two callers asking at the same moment
+     * were both given the same session, and the lease heartbeat's two workers could stay paired on
+     * one for a whole round.
      */
     public LockSession session() {
         while (true) {
             LockSession session = pick();
-            if (session.claim()) {
+            if (session != null) {
                 return session;
             }
-            // Being retired right now: its slot is emptied, or kept, in a moment; pick again.
+            // The one chosen is being retired right now: its slot is emptied, or kept, in a moment; pick again.
             Thread.onSpinWait();
         }
     }
 
     /**
-     * The session each thread ran its last statement on. A thread goes back to it while it is idle, so
-     * concurrent callers settle on a session each, as a connection pool's thread affinity does, instead
-     * of all trying the first idle one at once and queueing on it.
+     * The session each thread ran its last statement on. A thread goes back to it while nobody else
+     * has it, so concurrent callers settle on a session each, as a connection pool's thread affinity
+     * does, instead of all trying the first unclaimed one at once.
      */
     private final ThreadLocal<LockSession> lastUsed = new ThreadLocal<>();
 
+    /** A session claimed for the caller, or null when the one chosen was being retired. */
     private LockSession pick() {
         LockSession last = lastUsed.get();
-        if (last != null && !last.isEnded() && !last.isBusy()) {
+        if (last != null && !last.isEnded() && last.claimIfUnclaimed()) {
             return last;
         }
         LockSession chosen = scan();
-        lastUsed.set(chosen);
+        if (chosen != null) {
+            lastUsed.set(chosen);
+        }
         return chosen;
     }
 
@@ -108,19 +115,19 @@ public final class SessionPool {
                 if (unopened < 0) {
                     unopened = i;
                 }
-            } else if (!session.isBusy()) {
+            } else if (session.claimIfUnclaimed()) {
                 return session;
             }
         }
         int slot = unopened >= 0 ? unopened : Math.floorMod(next.getAndIncrement(), slots.length);
         LockSession session = slots[slot];
         if (session != null && !session.isEnded()) {
-            return session;
+            return session.claim() ? session : null;
         }
         synchronized (opening[slot]) {
             session = slots[slot];
             if (session != null && !session.isEnded()) {
-                return session;
+                return session.claim() ? session : null; // opened by another caller meanwhile
             }
             if (closed) {
                 throw new IllegalStateException("the lock client is closed");
@@ -135,6 +142,7 @@ public final class SessionPool {
                 Jdbc.abortQuietly(connection);
                 throw e;
             }
+            session.claim(); // before it is published: nobody can be retiring it yet
             slots[slot] = session;
             return session;
         }

@@ -1,0 +1,105 @@
+package dev.pglock.core.internal;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import com.zaxxer.hikari.HikariDataSource;
+import dev.pglock.test.PgTestDatabase;
+import java.time.Duration;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Issue 16: callers that ask for a session at the same moment are spread over sessions. A session
+ * handed to one caller that has not started its statement yet looked idle to the next caller, which
+ * then queued behind the first on the same backend; the lease heartbeat's two workers could stay
+ * paired on one session for a whole round (renewing 100,000 locks took twice as long in some runs).
+ * The interleaving is forced by holding the first caller's session unused while a second thread asks.
+ */
+class SessionPoolTest {
+
+    private HikariDataSource dataSource;
+    private ExecutorService threads;
+    private SessionPool pool;
+
+    @BeforeEach
+    void open() {
+        dataSource = PgTestDatabase.get().pooledDataSource(4);
+        threads = Executors.newCachedThreadPool();
+    }
+
+    @AfterEach
+    void close() throws Exception {
+        if (pool != null) {
+            for (LockSession session : pool.drain()) {
+                session.connection.close();
+            }
+        }
+        threads.shutdownNow();
+        threads.awaitTermination(10, TimeUnit.SECONDS);
+        dataSource.close();
+    }
+
+    private SessionPool pool(int size) {
+        return new SessionPool(dataSource, size, Duration.ofSeconds(10), Duration.ofSeconds(10), threads,
+                LockSession::withPid);
+    }
+
+    @Test
+    void aSessionHandedOutButNotUsedYetIsNotHandedToASecondCallerWhileAnotherCanBeOpened() throws Exception {
+        pool = pool(2);
+        pool.start();
+        LockSession first = pool.session(); // claimed: its caller is about to run a statement on it
+
+        LockSession second = threads.submit(pool::session).get(10, TimeUnit.SECONDS);
+
+        assertThat(second).as("the second caller's session").isNotSameAs(first);
+        assertThat(pool.live()).hasSize(2);
+        first.callClaimed(c -> null);
+        second.callClaimed(c -> null);
+    }
+
+    @Test
+    void aSecondCallerGoesToAnIdleSessionRatherThanOneHandedOutToSomeoneElse() throws Exception {
+        pool = pool(2);
+        pool.start();
+        LockSession a = pool.session();
+        LockSession b = threads.submit(pool::session).get(10, TimeUnit.SECONDS);
+        b.callClaimed(c -> null); // b is idle again; a is still handed out
+
+        LockSession next = threads.submit(pool::session).get(10, TimeUnit.SECONDS);
+
+        assertThat(next).isSameAs(b);
+        a.callClaimed(c -> null);
+        next.callClaimed(c -> null);
+    }
+
+    @Test
+    void atTheBoundCallersShareTheSessionsThereAre() throws Exception {
+        pool = pool(1);
+        pool.start();
+        LockSession first = pool.session();
+
+        LockSession second = threads.submit(pool::session).get(10, TimeUnit.SECONDS);
+
+        assertThat(second).as("no second session may be opened").isSameAs(first);
+        first.callClaimed(c -> null);
+        second.callClaimed(c -> null);
+        assertThat(pool.live()).hasSize(1);
+    }
+
+    @Test
+    void aLoneCallerStaysOnItsSession() throws Exception {
+        pool = pool(4);
+        LockSession started = pool.start();
+        for (int i = 0; i < 5; i++) {
+            LockSession session = pool.session();
+            assertThat(session).isSameAs(started);
+            session.callClaimed(c -> null);
+        }
+        assertThat(pool.live()).hasSize(1);
+    }
+}
