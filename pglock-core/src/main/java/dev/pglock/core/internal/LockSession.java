@@ -98,12 +98,14 @@ public final class LockSession {
     }
 
     /**
-     * {@link #claim}, only when no caller has claimed it (handed out, its statement running or about
-     * to): how {@link SessionPool} spreads concurrent callers over sessions. Whether a statement runs
-     * is not enough, since a caller may have been handed the session and not started yet.
+     * {@link #claim}, only when it looks free: no caller has claimed it (handed out by
+     * {@link SessionPool#session()}, its statement running or about to) and no statement runs on it
+     * (the client's own statements that are not handed out, such as an advisory unlock on the lock's
+     * session or the watchdog's check, run without a claim). How {@link SessionPool} spreads
+     * concurrent callers over sessions; a hint, not a guarantee: a statement may start right after.
      */
-    boolean claimIfUnclaimed() {
-        if (!claims.compareAndSet(0, 1)) {
+    boolean claimIfFree() {
+        if (inUse.isLocked() || !claims.compareAndSet(0, 1)) {
             return false;
         }
         if (retiring) {

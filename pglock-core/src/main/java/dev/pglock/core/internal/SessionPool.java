@@ -11,7 +11,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 import javax.sql.DataSource;
 
 /**
- * Up to {@code size} pinned sessions: opened when concurrent callers need them, the first idle one
+ * Up to {@code size} pinned sessions: opened when concurrent callers need them, the first free one
  * used first, replaced on next use after one ended, and given back to the pool by
  * {@link #retireIdle} once idle and holding no lock. Holding N locks costs these few connections,
  * not N; one caller at a time costs one.
@@ -66,15 +66,16 @@ public final class SessionPool {
     }
 
     /**
-     * A session for the next statement, claimed for it: the first open one that no caller has
-     * claimed, else a slot not opened yet (opened now), else the next in turn, shared. Preferring the
-     * first unclaimed session keeps a lone caller on one warm backend: alternating between backends
-     * costs each statement a wake-up of a process that was asleep, about 10% of an uncontended lease
-     * acquire + release on 2 cores. Concurrent callers spread over every session; only beyond the
-     * bound do they share one. A session handed to a caller who has not started its statement yet
-     * counts as taken: judged by the running statement alone, two callers asking at the same moment
-     * were both given the same session, and the lease heartbeat's two workers could stay paired on
-     * one for a whole round.
+     * A session for the next statement, claimed for it: the thread's last one if it is free (see
+     * {@link LockSession#claimIfFree}), else the first free open one, else a slot not opened yet
+     * (opened now), else the next in turn, shared. Preferring the first free session keeps a lone
+     * caller on one warm backend: alternating between backends costs each statement a wake-up of a
+     * process that was asleep, about 10% of an uncontended lease acquire + release on 2 cores.
+     * Concurrent callers spread over the sessions; only when none is free and none can be opened do
+     * they share one. A session handed to a caller who has not started its statement yet counts as
+     * taken: judged by the running statement alone, two callers asking at the same moment were both
+     * given the same session, and the lease heartbeat's two workers could stay paired on one for a
+     * whole round.
      */
     public LockSession session() {
         while (true) {
@@ -82,22 +83,22 @@ public final class SessionPool {
             if (session != null) {
                 return session;
             }
-            // The one chosen is being retired right now: its slot is emptied, or kept, in a moment; pick again.
+            // The one chosen was being retired, or looked at for retirement, right now: pick again.
             Thread.onSpinWait();
         }
     }
 
     /**
-     * The session each thread ran its last statement on. A thread goes back to it while nobody else
-     * has it, so concurrent callers settle on a session each, as a connection pool's thread affinity
-     * does, instead of all trying the first unclaimed one at once.
+     * The session each thread ran its last statement on. A thread goes back to it while it is free,
+     * so concurrent callers settle on a session each, as a connection pool's thread affinity does,
+     * instead of all trying the first free one at once.
      */
     private final ThreadLocal<LockSession> lastUsed = new ThreadLocal<>();
 
     /** A session claimed for the caller, or null when the one chosen was being retired. */
     private LockSession pick() {
         LockSession last = lastUsed.get();
-        if (last != null && !last.isEnded() && last.claimIfUnclaimed()) {
+        if (last != null && !last.isEnded() && last.claimIfFree()) {
             return last;
         }
         LockSession chosen = scan();
@@ -115,7 +116,7 @@ public final class SessionPool {
                 if (unopened < 0) {
                     unopened = i;
                 }
-            } else if (session.claimIfUnclaimed()) {
+            } else if (session.claimIfFree()) {
                 return session;
             }
         }

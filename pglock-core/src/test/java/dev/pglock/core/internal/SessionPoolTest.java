@@ -18,6 +18,8 @@ import org.junit.jupiter.api.Test;
  * then queued behind the first on the same backend; the lease heartbeat's two workers could stay
  * paired on one session for a whole round (renewing 100,000 locks took twice as long in some runs).
  * The interleaving is forced by holding the first caller's session unused while a second thread asks.
+ * A session on which the client runs a statement without handing it out (an advisory unlock, the
+ * watchdog's check) is not chosen either while that statement runs.
  */
 class SessionPoolTest {
 
@@ -68,6 +70,7 @@ class SessionPoolTest {
         pool.start();
         LockSession a = pool.session();
         LockSession b = threads.submit(pool::session).get(10, TimeUnit.SECONDS);
+        assertThat(b).isNotSameAs(a);
         b.callClaimed(c -> null); // b is idle again; a is still handed out
 
         LockSession next = threads.submit(pool::session).get(10, TimeUnit.SECONDS);
@@ -75,6 +78,32 @@ class SessionPoolTest {
         assertThat(next).isSameAs(b);
         a.callClaimed(c -> null);
         next.callClaimed(c -> null);
+    }
+
+    @Test
+    void aSessionRunningAStatementThatWasNotHandedOutIsNotChosenEither() throws Exception {
+        pool = pool(2);
+        LockSession started = pool.start();
+        java.util.concurrent.CountDownLatch running = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.CountDownLatch finish = new java.util.concurrent.CountDownLatch(1);
+        // as an advisory unlock on the lock's own session, or the watchdog's check: call() takes no claim
+        java.util.concurrent.Future<?> unclaimed = threads.submit(() -> started.call(c -> {
+            running.countDown();
+            try {
+                finish.await();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            return null;
+        }));
+        running.await(10, TimeUnit.SECONDS);
+
+        LockSession chosen = threads.submit(pool::session).get(10, TimeUnit.SECONDS);
+
+        assertThat(chosen).as("not queued behind the running statement").isNotSameAs(started);
+        finish.countDown();
+        unclaimed.get(10, TimeUnit.SECONDS);
+        chosen.callClaimed(c -> null);
     }
 
     @Test
