@@ -1,9 +1,7 @@
 package dev.pglock.benchmarks;
 
-import java.lang.reflect.InvocationHandler;
 import java.lang.reflect.InvocationTargetException;
 import java.lang.reflect.Method;
-import java.lang.reflect.Proxy;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
 import java.sql.SQLException;
@@ -59,48 +57,19 @@ final class SqlRecorder {
 
     /** {@code target}, with the statements of its connections recorded while recording. */
     DataSource wrap(DataSource target) {
-        return proxy(DataSource.class, target, (method, args, result) -> result instanceof Connection c
-                && method.getName().equals("getConnection") ? proxy(Connection.class, c, this::statement) : result);
-    }
-
-    private Object statement(Method method, Object[] args, Object result) {
-        if (result instanceof PreparedStatement ps && method.getName().equals("prepareStatement")) {
-            String sql = (String) args[0];
+        return JdbcProxies.wrap(target, sql -> {
             List<Setter> parameters = new ArrayList<>();
-            return proxy(PreparedStatement.class, ps, (m, a, r) -> {
-                if (m.getName().startsWith("set") && a != null && a.length >= 2 && a[0] instanceof Integer) {
-                    parameters.add(new Setter(m, a.clone()));
-                } else if (m.getName().equals("clearParameters")) {
+            return (method, args, invocation) -> {
+                Object result = invocation.proceed();
+                if (method.getName().startsWith("set") && args != null && args.length >= 2 && args[0] instanceof Integer) {
+                    parameters.add(new Setter(method, args.clone()));
+                } else if (method.getName().equals("clearParameters")) {
                     parameters.clear();
-                } else if (m.getName().startsWith("execute") && recording == Thread.currentThread()) {
+                } else if (method.getName().startsWith("execute") && recording == Thread.currentThread()) {
                     executed.add(new Recorded(sql, List.copyOf(parameters)));
                 }
-                return r;
-            });
-        }
-        return result;
-    }
-
-    /** What to make of a delegated call's result. */
-    private interface Rewrap {
-        Object apply(Method method, Object[] args, Object result);
-    }
-
-    @SuppressWarnings("unchecked")
-    private static <T> T proxy(Class<T> type, T target, Rewrap rewrap) {
-        InvocationHandler handler = (proxy, method, args) -> {
-            if (method.getName().equals("unwrap") && args != null && args[0] instanceof Class<?> wanted
-                    && wanted.isInstance(target)) {
-                return target;
-            }
-            Object result;
-            try {
-                result = method.invoke(target, args);
-            } catch (InvocationTargetException e) {
-                throw e.getCause();
-            }
-            return rewrap.apply(method, args, result);
-        };
-        return (T) Proxy.newProxyInstance(SqlRecorder.class.getClassLoader(), new Class<?>[] {type}, handler);
+                return result;
+            };
+        });
     }
 }

@@ -1,11 +1,5 @@
 package dev.pglock.benchmarks;
 
-import java.lang.reflect.InvocationHandler;
-import java.lang.reflect.InvocationTargetException;
-import java.lang.reflect.Method;
-import java.lang.reflect.Proxy;
-import java.sql.Connection;
-import java.sql.PreparedStatement;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Predicate;
 import javax.sql.DataSource;
@@ -81,44 +75,16 @@ final class StatementTimer {
 
     /** {@code target}, with the chosen statements of its connections timed. */
     DataSource wrap(DataSource target) {
-        return proxy(DataSource.class, target, (method, args, result) -> result instanceof Connection c
-                && method.getName().equals("getConnection") ? proxy(Connection.class, c, this::statement) : result);
-    }
-
-    private Object statement(Method method, Object[] args, Object result) {
-        if (result instanceof PreparedStatement ps && method.getName().equals("prepareStatement")
-                && which.test((String) args[0])) {
-            return proxy(PreparedStatement.class, ps, null);
-        }
-        return result;
-    }
-
-    /** What to make of a delegated call's result. */
-    private interface Rewrap {
-        Object apply(Method method, Object[] args, Object result);
-    }
-
-    @SuppressWarnings("unchecked")
-    private <T> T proxy(Class<T> type, T target, Rewrap rewrap) {
-        InvocationHandler handler = (proxy, method, args) -> {
-            if (method.getName().equals("unwrap") && args != null && args[0] instanceof Class<?> wanted
-                    && wanted.isInstance(target)) {
-                return target;
+        return JdbcProxies.wrap(target, sql -> !which.test(sql) ? null : (method, args, invocation) -> {
+            if (!method.getName().startsWith("execute")) {
+                return invocation.proceed();
             }
-            boolean timed = rewrap == null && method.getName().startsWith("execute");
             long start = System.nanoTime();
-            Object result;
             try {
-                result = method.invoke(target, args);
-            } catch (InvocationTargetException e) {
-                throw e.getCause();
+                return invocation.proceed();
             } finally {
-                if (timed) {
-                    record(start, System.nanoTime());
-                }
+                record(start, System.nanoTime());
             }
-            return rewrap == null ? result : rewrap.apply(method, args, result);
-        };
-        return (T) Proxy.newProxyInstance(StatementTimer.class.getClassLoader(), new Class<?>[] {type}, handler);
+        });
     }
 }
