@@ -163,6 +163,8 @@ public final class Benchmarks {
             step(out, results, "held-" + options.heldLease(), "pglock-lease", () -> scenarios.held(systems.pglockLease("m-lease",
                     heartbeat.multipliedBy(5), heartbeat, heartbeatTimer()), systems.applicationName("m-lease"),
                     options.heldLease(), heartbeatTimer.get()));
+            step(out, results, "held-" + options.heldLease(), "baseline-renew", () -> scenarios.baselineRenew(run,
+                    options.heldLease(), 3));
             step(out, results, "held-" + options.heldAdvisory(), "pglock-advisory", () -> scenarios.held(systems.pglockAdvisory("m-adv",
                     heartbeat, sessionCheckTimer()), systems.applicationName("m-adv"), options.heldAdvisory(),
                     sessionCheckTimer.get()));
@@ -269,7 +271,8 @@ public final class Benchmarks {
         try (Connection c = db.connect(); Statement st = c.createStatement()) {
             st.execute("DROP TABLE IF EXISTS bench_pglock_" + run + ", bench_shedlock_" + run + ", bench_parallel_" + run
                     + ", bench_" + run + "_lock, bench_leasesql_" + run + ", bench_plain_" + run + ", bench_notify_" + run
-                    + "; DROP SEQUENCE IF EXISTS bench_pglock_" + run + "_fencing_seq, bench_leasesql_" + run + "_fencing_seq");
+                    + ", bench_renew_" + run + "; DROP SEQUENCE IF EXISTS bench_pglock_" + run + "_fencing_seq, bench_leasesql_"
+                    + run + "_fencing_seq, bench_renew_" + run + "_fencing_seq");
         } catch (Exception e) {
             System.err.println("could not drop the benchmark's tables: " + e.getMessage());
         }

@@ -174,6 +174,11 @@ final class Report {
                 lines.add(String.format(Locale.ROOT, "held-%d pglock-lease heartbeat p50 %.0f µs (target ≤ 1/4 heartbeat"
                         + " = %.0f µs): %s", options.heldLease(), r.p50Micros(), quarter,
                         r.p50Micros() <= quarter ? "PASS" : "MISS"));
+                p50(results, r.scenario(), "baseline-renew").ifPresent(floor -> lines.add(String.format(Locale.ROOT,
+                        "%s pglock-lease heartbeat p50 %.0f µs = %.2f × baseline-renew %.0f µs (a plain UPDATE of as many rows,"
+                                + " in the same batches on two connections: the floor of renewing every lease in its row; %s"
+                                + " 1/4 heartbeat; no target)", r.scenario(), r.p50Micros(), r.p50Micros() / floor, floor,
+                        floor <= quarter ? "within" : "itself above")));
             }
             heldLimits(lines, r, 2);
         });

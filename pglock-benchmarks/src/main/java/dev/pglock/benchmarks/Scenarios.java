@@ -549,6 +549,84 @@ final class Scenarios {
         }
     }
 
+    /** Keys per statement of the floor's renewal: the lease client's heartbeat batch (LeaseLockClient.BATCH). */
+    private static final int RENEW_BATCH = 5_000;
+
+    /**
+     * The floor of renewing every lease in its row, beside held-N's heartbeat: {@code count} rows of the
+     * lease client's own table (created by a client with its DDL, then filled directly with the keys
+     * held-N takes, one holder each), renewed by a plain UPDATE of each batch of 5,000 keys in the
+     * client's order, two statements at a time on two connections, as the heartbeat runs them, but
+     * with no locking pass in key order and no check of who holds a row. One round to warm up, then
+     * {@code rounds} rounds; p50/p99: a round, from its first statement's start to its last one's end.
+     */
+    Result baselineRenew(String run, int count, int rounds) throws Exception {
+        String scenario = "held-" + count;
+        String table = "bench_renew_" + run;
+        HikariDataSource pool = systems.pool(systems.applicationName("baseline-renew"), 2);
+        ExecutorService second = Executors.newSingleThreadExecutor();
+        try {
+            PgLock.lease(pool).tableName(table).namespace(run).build().close(); // the lease table, as the client makes it
+            try (Connection c = pool.getConnection(); PreparedStatement ps = c.prepareStatement("INSERT INTO " + table
+                    + " (namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at, lease_millis)"
+                    + " SELECT ?, 'many-' || i, ARRAY['baseline-renew#' || i], false, i, now(), now() + interval '1 hour',"
+                    + " 3600000 FROM generate_series(0, ? - 1) AS i")) {
+                ps.setString(1, run);
+                ps.setInt(2, count);
+                ps.executeUpdate();
+            }
+            List<String> keys = new ArrayList<>(count);
+            for (int i = 0; i < count; i++) {
+                keys.add("many-" + i);
+            }
+            java.util.Collections.sort(keys);
+            List<String[]> batches = new ArrayList<>();
+            for (int i = 0; i < count; i += RENEW_BATCH) {
+                batches.add(keys.subList(i, Math.min(count, i + RENEW_BATCH)).toArray(String[]::new));
+            }
+            String update = "UPDATE " + table + " SET expires_at = statement_timestamp() + lease_millis * interval"
+                    + " '1 millisecond', record_version = record_version + 1 WHERE namespace = ? AND lock_key = ANY (?)";
+            Histogram histogram = new Histogram(TimeUnit.MINUTES.toNanos(1), 3);
+            try (Connection a = pool.getConnection(); Connection b = pool.getConnection()) {
+                for (int round = 0; round <= rounds; round++) {
+                    java.util.concurrent.atomic.AtomicInteger next = new java.util.concurrent.atomic.AtomicInteger();
+                    long start = System.nanoTime();
+                    Future<Void> other = second.submit(() -> renewBatches(b, update, run, batches, next));
+                    renewBatches(a, update, run, batches, next);
+                    other.get();
+                    if (round > 0) { // the first round warms up
+                        histogram.recordValue(System.nanoTime() - start);
+                    }
+                }
+            }
+            return new Result(scenario, "baseline-renew", null, micros(histogram, 50), micros(histogram, 99), 2,
+                    count + " rows like the lease table's, renewed by a plain UPDATE of " + RENEW_BATCH + " keys per statement,"
+                            + " two at a time on two connections, without the heartbeat's locking pass in key order or its"
+                            + " holder check: the floor of renewing every lease in its row (p50/p99: a round of "
+                            + batches.size() + " statements, " + rounds + " rounds after one to warm up)", 1, null);
+        } finally {
+            second.shutdownNow();
+            try {
+                Systems.execute(pool, "DROP TABLE IF EXISTS " + table + "; DROP SEQUENCE IF EXISTS " + table + "_fencing_seq");
+            } finally {
+                pool.close();
+            }
+        }
+    }
+
+    /** Renews batches, taking the next one from {@code next}, until none is left. */
+    private static Void renewBatches(Connection c, String update, String namespace, List<String[]> batches,
+            java.util.concurrent.atomic.AtomicInteger next) throws SQLException {
+        try (PreparedStatement ps = c.prepareStatement(update)) {
+            for (int i; (i = next.getAndIncrement()) < batches.size(); ) {
+                ps.setString(1, namespace);
+                ps.setArray(2, c.createArrayOf("text", batches.get(i)));
+                ps.executeUpdate();
+            }
+        }
+        return null;
+    }
+
     /** Heap in use after the collector ran (several times, so that finalisation and soft references settle). */
     private static long usedHeap() throws InterruptedException {
         java.lang.management.MemoryMXBean memory = java.lang.management.ManagementFactory.getMemoryMXBean();

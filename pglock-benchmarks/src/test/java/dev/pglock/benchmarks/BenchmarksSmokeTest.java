@@ -41,8 +41,8 @@ class BenchmarksSmokeTest {
         }
         assertThat(Benchmarks.find(results, "uncontended", Systems.LEASE_ASYNC_RELEASE)).isPresent();
         assertThat(results).as(output).noneMatch(r -> r.note() != null && r.note().startsWith("failed"));
-        // read, write, lease-sql, write-parallel, and per hand-off count notify and its delivery
-        assertThat(results).filteredOn(r -> r.system().startsWith("baseline")).hasSize(8);
+        // read, write, lease-sql, write-parallel, per hand-off count notify and its delivery, and renew
+        assertThat(results).filteredOn(r -> r.system().startsWith("baseline")).hasSize(9);
         assertThat(Benchmarks.find(results, "uncontended", "baseline-lease-sql").orElseThrow().opsPerSecond())
                 .as("the lease client's own statements ran without it").isPositive();
         assertThat(Benchmarks.find(results, "handoff-2", "baseline-notify-delivery").orElseThrow().p50Micros())
@@ -50,6 +50,8 @@ class BenchmarksSmokeTest {
         Result lease = Benchmarks.find(results, "held-300", "pglock-lease").orElseThrow();
         assertThat(lease.p50Micros()).as("the heartbeat was timed while holding").isNotNull();
         assertThat(lease.heapBytesPerLock()).isNotNull();
+        assertThat(Benchmarks.find(results, "held-300", "baseline-renew").orElseThrow().p50Micros())
+                .as("the floor of renewing every lease in its row was timed").isNotNull();
         Result advisory = Benchmarks.find(results, "held-30", "pglock-advisory").orElseThrow();
         assertThat(advisory.connections()).isNotNull();
         assertThat(advisory.heapBytesPerLock()).isNotNull();
