@@ -1103,7 +1103,8 @@ class LeaseLockClientTest extends LockClientContractTest {
      */
     @Test
     void aBulkReleaseWaitsForAHeartbeatRoundOfTheSameClient() throws Exception {
-        LeaseLockClient a = (LeaseLockClient) builder(counting).build();
+        // a network timeout (two heartbeats) far longer than the test: the round is never retried
+        LeaseLockClient a = closeLater((LeaseLockClient) builder(counting).heartbeatInterval(Duration.ofSeconds(10)).build());
         a.heartbeatsPausedForTests = true; // only the round started here runs
         HeldLock first = a.acquire(LockRequest.of("order-1"));
         HeldLock second = a.acquire(LockRequest.of("order-2"));
@@ -1143,7 +1144,7 @@ class LeaseLockClientTest extends LockClientContractTest {
      */
     @Test
     void oneRoundRenewsExclusiveAndSharedLocksAndFindsAnExclusiveRowGone() throws Exception {
-        LeaseLockClient a = (LeaseLockClient) builder(counting).build();
+        LeaseLockClient a = closeLater((LeaseLockClient) builder(counting).build());
         a.heartbeatsPausedForTests = true;
         HeldLock exclusive = a.acquire(LockRequest.of("kind-e"));
         HeldLock shared = a.acquire(LockRequest.of("kind-s").shared());
@@ -1161,8 +1162,58 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThat(queryLong(expiry, "kind-s")).as("the shared lock's lease was extended").isGreaterThan(sharedBefore);
         assertThat(exclusive.isHeld()).isTrue();
         assertThat(shared.isHeld()).isTrue();
-        await().atMost(Duration.ofSeconds(10)).until(() -> !stolen.isHeld());
-        assertThat(a.status().lostLocks()).as("only the row taken from under it is lost").isEqualTo(1);
+        assertThat(stolen.isHeld()).as("the row taken from under it").isFalse();
+        await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> assertThat(a.status().lostLocks())
+                .as("only the row taken from under it is reported lost").isEqualTo(1));
+    }
+
+    /**
+     * A heartbeat round never waits for a transaction of its own client. The round has listed two
+     * locks that a transaction confirms now: each confirmation waits for the round to finish before
+     * it registers its lock (which later rounds leave alone) and locks its row, so the round renews
+     * both without meeting the transaction's row locks. Before, the round waited for the transaction
+     * to end, and with its rows locked in another order than the confirmations' they deadlocked.
+     */
+    @Test
+    void aHeartbeatRoundNeverWaitsForATransactionConfirmingLocksOfTheSameClient() throws Exception {
+        LeaseLockClient a = closeLater((LeaseLockClient) builder(counting).heartbeatInterval(Duration.ofSeconds(10)).build());
+        a.heartbeatsPausedForTests = true;
+        long deadlocksBefore = counting.failuresWithState("40P01");
+        CountDownLatch listed = new CountDownLatch(1);
+        CountDownLatch go = new CountDownLatch(1);
+        try (Connection transaction = db.connect()) {
+            transaction.setAutoCommit(false);
+            dev.pglock.core.TransactionLock first = a.tryAcquireInTransaction(transaction, LockRequest.of("tx-1"))
+                    .orElseThrow();
+            dev.pglock.core.TransactionLock second = a.tryAcquireInTransaction(transaction, LockRequest.of("tx-2"))
+                    .orElseThrow();
+            a.heartbeatListedForTests = () -> {
+                listed.countDown();
+                try {
+                    go.await();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            };
+            Future<?> round = threads.submit(a::sendHeartbeat);
+            assertThat(listed.await(10, TimeUnit.SECONDS)).as("the round listed its locks").isTrue();
+            a.heartbeatListedForTests = null;
+            Future<?> confirming = threads.submit(() -> {
+                first.confirmBeforeCommit();
+                second.confirmBeforeCommit();
+                return null;
+            });
+            await().atMost(Duration.ofSeconds(10)).until(a::rowOrderHasWaiters);
+            go.countDown();
+            round.get(10, TimeUnit.SECONDS); // the transaction is still open: the round did not wait for it
+            confirming.get(10, TimeUnit.SECONDS);
+            transaction.commit();
+            assertThat(first.isHeld()).isTrue();
+            assertThat(second.isHeld()).isTrue();
+        }
+        assertThat(counting.failuresWithState("40P01") - deadlocksBefore).as("deadlocks").isZero();
+        assertThat(queryLong("SELECT sum(record_version) FROM " + table + " WHERE lock_key IN ('tx-1', 'tx-2')"))
+                .as("acquired, renewed by the round, confirmed: three versions each").isEqualTo(6);
     }
 
     /** How many statements containing {@code fragment} wait for a lock now. */
