@@ -200,18 +200,23 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // Heartbeat for exclusive locks: one UPDATE, without HEARTBEAT's pass that first locks the rows in
     // key order, which costs a second write (the row lock) and a second lookup of every row: a round
     // renewing 100,000 locks took 0.35 s instead of 0.76 - 1.28 s on a 2-core machine. Its rows are
-    // locked in whatever order the plan produces, and no deadlock comes of it because nothing else
-    // holds two of them while waiting for a third: another client's statements either lock one row
-    // and hold nothing else while they wait for it (an acquisition's ON CONFLICT, a waiter's claim,
-    // which skips locked rows anyway), or lock only rows listing one of its own holders (its heartbeat,
-    // bulk release and confirmations), which a row only we hold does not; this client's statements
-    // that lock several rows (a heartbeat round, RELEASE_ALL) take rowOrder first, and so does a
-    // transaction's confirmation to register its lock, so no round in flight lists a row that a
-    // transaction of ours holds. One cycle is left, through two other clients' multi-row statements
-    // on shared rows and a row one of them held until we took it over after it expired: PostgreSQL's
-    // deadlock detection breaks it by failing one statement (a failed heartbeat leaves its locks
-    // trusted until the margin, and the next round tries again). Shared locks, which other clients
-    // renew and release too, keep HEARTBEAT. Parameters: keys, holders, leases, namespace.
+    // locked in whatever order the plan produces. No deadlock comes of it as long as nothing holds
+    // one of those rows while waiting for another, and:
+    // - another client's statements either lock one row and hold nothing else while they wait for it
+    //   (an acquisition's ON CONFLICT; a waiter's claim, which skips locked rows anyway), or lock only
+    //   rows listing one of its own holders (its heartbeat, bulk release and confirmations), which a
+    //   row only we hold does not;
+    // - a transaction of ours confirms a lock only after registering it under rowOrder, which a round
+    //   holds from before it lists its locks to its end, so no round lists a row a transaction holds;
+    // - RELEASE_ALL releases acquisitions no longer listed by rounds that start later (lost, released
+    //   or, at close, all), and first waits for the round in flight to end.
+    // Left to PostgreSQL's deadlock detection, which fails one statement (a failed heartbeat leaves
+    // its locks trusted until the margin, and the next round tries again): a cycle through two other
+    // clients' multi-row statements on shared rows and a row one of them held until we took it over
+    // after it expired; a round in flight longer than the network timeout, which RELEASE_ALL stops
+    // waiting for; a lock declared untrusted while busy being taken or released (then listed again).
+    // Shared locks, which other clients renew and release too, keep HEARTBEAT. Parameters: keys,
+    // holders, leases, namespace.
     private static final String HEARTBEAT_EXCLUSIVE = """
             WITH mine AS (SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[]) AS h(lock_key, holder, lease_millis))
             UPDATE %1$s AS t
@@ -326,9 +331,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private final String heartbeat;
     private final String heartbeatExclusive;
     /**
-     * Held by a heartbeat round from the moment it lists its locks, by each RELEASE_ALL statement and by
-     * a transaction's confirmation while it registers its lock, so that this client never locks rows
-     * of its own in two orders at once (see HEARTBEAT_EXCLUSIVE).
+     * Held by a heartbeat round from before it lists its locks to its end, and by a transaction's
+     * confirmation while it registers its lock; RELEASE_ALL waits for the round holding it to end (see
+     * HEARTBEAT_EXCLUSIVE).
      */
     private final java.util.concurrent.locks.ReentrantLock rowOrder = new java.util.concurrent.locks.ReentrantLock();
     private final String release;
@@ -523,14 +528,20 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         }
         return confirmedInTransaction(request, lock -> {
             // Registered before the confirmation locks the row: no heartbeat round lists it from here
-            // on, and one that did has finished, so no round waits for this transaction's rows.
-            boolean ordered = lockRowOrder();
+            // on, and one that did has ended (rounds end within their own timeouts), so no round
+            // waits for this transaction's rows.
+            boolean added;
             try {
-                confirmedInTransactions.add(lock);
+                rowOrder.lockInterruptibly();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new LockDatabaseException("confirming lock '" + lock.key() + "' in the transaction was"
+                        + " interrupted", e);
+            }
+            try {
+                added = confirmedInTransactions.add(lock); // false: another transaction confirms it too (shared)
             } finally {
-                if (ordered) {
-                    rowOrder.unlock();
-                }
+                rowOrder.unlock();
             }
             boolean confirmed = false;
             try (PreparedStatement ps = transaction.prepareStatement(confirmInTransaction)) {
@@ -553,7 +564,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 throw new LockDatabaseException("confirming lock '" + lock.key() + "' in the transaction failed: "
                         + e.getMessage(), e);
             } finally {
-                if (!confirmed) {
+                if (!confirmed && added) {
                     confirmedInTransactions.remove(lock);
                 }
             }
@@ -954,6 +965,11 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
      * @return how many rows were ours to release, or -1 when a statement failed
      */
     private int releaseAll(List<LeaseLock> locks) {
+        // These are no longer listed by rounds that start from now on: wait for the one in flight,
+        // not holding rowOrder while releasing, so a row a transaction holds cannot stall the rounds.
+        if (awaitRowOrder()) {
+            rowOrder.unlock();
+        }
         int released = 0;
         for (int i = 0; i < locks.size(); i += BATCH) {
             int batch = releaseBatch(locks.subList(i, Math.min(locks.size(), i + BATCH)));
@@ -971,7 +987,6 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         Long[] holds = locks.stream().map(lock -> lock.holdAtLeastMillis).toArray(Long[]::new);
         Long[] waiterIds = locks.stream().map(lock -> listener.waiterLockId(lock.key())).toArray(Long[]::new);
         LockSession session = null;
-        boolean ordered = lockRowOrder(); // not while a heartbeat round runs: see HEARTBEAT_EXCLUSIVE
         try {
             session = sessions.session();
             return session.callClaimed(c -> {
@@ -999,14 +1014,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             log.warn("releasing {} failed ({}); it ends when its lease runs out", keys.length == 1 ? "lock '" + keys[0]
                     + "'" : keys.length + " locks", e.getMessage());
             return -1;
-        } finally {
-            if (ordered) {
-                rowOrder.unlock();
-            }
         }
     }
 
-    /** For tests: whether a thread waits to run a multi-row statement while another runs one (see rowOrder). */
+    /** For tests: whether a thread waits for a heartbeat round to end (see rowOrder). */
     boolean rowOrderHasWaiters() {
         return rowOrder.hasQueuedThreads();
     }
@@ -1064,6 +1075,11 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
      * see HEARTBEAT_EXCLUSIVE, and HEARTBEAT, which locks its rows in key order as RELEASE_ALL does.
      */
     void sendHeartbeat() {
+        // The locks a statement did not return (by identity, as lost() matches them); two workers add.
+        Set<LeaseLock> gone = java.util.Collections.synchronizedSet(
+                java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>()));
+        long started = 0;
+        String failure = null;
         rowOrder.lock(); // before listing: a transaction's confirmation registers its lock under it
         try {
             // Also while close(Duration) waits for holders to finish: their leases must not run out then.
@@ -1080,28 +1096,35 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 heartbeatFailure = null; // nothing to renew: an old failure says nothing about the next lock
                 return;
             }
-            long started = System.nanoTime();
+            started = System.nanoTime();
             java.util.concurrent.atomic.AtomicReference<String> failed = new java.util.concurrent.atomic.AtomicReference<>();
             try {
-                renewAll(held, failed);
+                renewAll(held, failed, gone);
             } finally {
-                heartbeatFailure = failed.get();
-                if (failed.get() == null) {
+                failure = failed.get();
+                heartbeatFailure = failure;
+                if (failure == null) {
                     lastHeartbeatNanos = System.nanoTime();
                 }
-                observeHeartbeat(started, failed.get() == null);
             }
         } finally {
             rowOrder.unlock();
+            // Listeners and the observer are the user's code: never while holding rowOrder.
+            if (!gone.isEmpty()) {
+                lost(gone::contains, Reason.TAKEN_OVER, "its row was taken over, released or deleted by someone else"
+                        + " (the heartbeat found it gone)", null);
+            }
+            if (started != 0) {
+                observeHeartbeat(started, failure == null);
+            }
         }
     }
 
     /**
-     * Takes rowOrder for a bulk release or a confirmation, waiting at most the network timeout (a
-     * round's statements are bounded by it): past that, or when interrupted, it goes on without it,
-     * and false says so.
+     * Takes rowOrder once the heartbeat round in flight ends, waiting at most the network timeout:
+     * past that, or when interrupted, false, and the caller goes on without it.
      */
-    private boolean lockRowOrder() {
+    private boolean awaitRowOrder() {
         try {
             return rowOrder.tryLock(networkTimeout.toNanos(), TimeUnit.NANOSECONDS);
         } catch (InterruptedException e) {
@@ -1118,7 +1141,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** When a heartbeat round last succeeded (System.nanoTime); 0 if none has. */
     private volatile long lastHeartbeatNanos;
 
-    private void renewAll(List<LeaseLock> held, java.util.concurrent.atomic.AtomicReference<String> failed) {
+    private void renewAll(List<LeaseLock> held, java.util.concurrent.atomic.AtomicReference<String> failed,
+            Set<LeaseLock> gone) {
         held.sort(java.util.Comparator.comparing(LeaseLock::key));
         // Exclusive and shared locks apart: each batch runs the statement for its kind.
         List<List<LeaseLock>> batches = new ArrayList<>();
@@ -1129,13 +1153,13 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             }
         }
         if (batches.size() == 1) {
-            renew(batches.get(0), failed);
+            renew(batches.get(0), failed, gone);
             return;
         }
         java.util.concurrent.atomic.AtomicInteger next = new java.util.concurrent.atomic.AtomicInteger();
         Runnable worker = () -> {
             for (int i; (i = next.getAndIncrement()) < batches.size(); ) {
-                renew(batches.get(i), failed);
+                renew(batches.get(i), failed, gone);
             }
         };
         CompletableFuture<Void> second;
@@ -1150,9 +1174,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     /**
      * One heartbeat statement for {@code held}, all exclusive or all shared; the locks it does not
-     * return are lost.
+     * return go into {@code gone}.
      */
-    private void renew(List<LeaseLock> held, java.util.concurrent.atomic.AtomicReference<String> failed) {
+    private void renew(List<LeaseLock> held, java.util.concurrent.atomic.AtomicReference<String> failed,
+            Set<LeaseLock> gone) {
         if (held.isEmpty()) {
             return;
         }
@@ -1206,17 +1231,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 return;
             }
         }
-        Set<LeaseLock> gone = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
         for (LeaseLock lock : held) {
             if (renewed.contains(lock.holder)) {
                 extendTrust(lock, sentAt);
             } else {
-                gone.add(lock);
+                gone.add(lock); // reported lost once the round ends
             }
-        }
-        if (!gone.isEmpty()) {
-            lost(gone::contains, Reason.TAKEN_OVER, "its row was taken over, released or deleted by someone else (the heartbeat found"
-                    + " it gone)", null);
         }
     }
 

@@ -1169,10 +1169,11 @@ class LeaseLockClientTest extends LockClientContractTest {
 
     /**
      * A heartbeat round never waits for a transaction of its own client. The round has listed two
-     * locks that a transaction confirms now: each confirmation waits for the round to finish before
-     * it registers its lock (which later rounds leave alone) and locks its row, so the round renews
-     * both without meeting the transaction's row locks. Before, the round waited for the transaction
-     * to end, and with its rows locked in another order than the confirmations' they deadlocked.
+     * locks that a transaction confirms now: each confirmation waits for the round to end before it
+     * registers its lock (which later rounds leave alone) and locks its row, so the round renews both
+     * without meeting the transaction's row locks, and so does the next round. Before, the round
+     * waited for the transaction to end, and with its rows locked in another order than the
+     * confirmations' they could deadlock.
      */
     @Test
     void aHeartbeatRoundNeverWaitsForATransactionConfirmingLocksOfTheSameClient() throws Exception {
@@ -1181,7 +1182,7 @@ class LeaseLockClientTest extends LockClientContractTest {
         long deadlocksBefore = counting.failuresWithState("40P01");
         CountDownLatch listed = new CountDownLatch(1);
         CountDownLatch go = new CountDownLatch(1);
-        try (Connection transaction = db.connect()) {
+        try (Connection transaction = counting.getConnection()) {
             transaction.setAutoCommit(false);
             dev.pglock.core.TransactionLock first = a.tryAcquireInTransaction(transaction, LockRequest.of("tx-1"))
                     .orElseThrow();
@@ -1207,6 +1208,10 @@ class LeaseLockClientTest extends LockClientContractTest {
             go.countDown();
             round.get(10, TimeUnit.SECONDS); // the transaction is still open: the round did not wait for it
             confirming.get(10, TimeUnit.SECONDS);
+            long versions = queryLong("SELECT sum(record_version) FROM " + table + " WHERE lock_key IN ('tx-1', 'tx-2')");
+            threads.submit(a::sendHeartbeat).get(10, TimeUnit.SECONDS); // lists neither: they are confirmed
+            assertThat(queryLong("SELECT sum(record_version) FROM " + table + " WHERE lock_key IN ('tx-1', 'tx-2')"))
+                    .as("the committed versions, before the transaction commits").isEqualTo(versions);
             transaction.commit();
             assertThat(first.isHeld()).isTrue();
             assertThat(second.isHeld()).isTrue();
@@ -1214,6 +1219,46 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThat(counting.failuresWithState("40P01") - deadlocksBefore).as("deadlocks").isZero();
         assertThat(queryLong("SELECT sum(record_version) FROM " + table + " WHERE lock_key IN ('tx-1', 'tx-2')"))
                 .as("acquired, renewed by the round, confirmed: three versions each").isEqualTo(6);
+    }
+
+    /**
+     * A bulk release that waits for a row a transaction holds does not hold up the heartbeat: here a
+     * lock the transaction confirmed is given up as untrusted while the transaction stays open, so
+     * its RELEASE_ALL waits for the transaction's row, and a round renewing the client's other lock
+     * still runs at once. (It used to wait for the release, up to the network timeout of 20 s.)
+     */
+    @Test
+    void aHeartbeatRoundDoesNotWaitForABulkReleaseStuckBehindATransaction() throws Exception {
+        LeaseLockClient a = closeLater((LeaseLockClient) builder(counting).heartbeatInterval(Duration.ofSeconds(10)).build());
+        a.heartbeatsPausedForTests = true;
+        HeldLock other = a.acquire(LockRequest.of("stuck-other"));
+        try (Connection transaction = counting.getConnection()) {
+            transaction.setAutoCommit(false);
+            dev.pglock.core.TransactionLock confirmed = a.tryAcquireInTransaction(transaction,
+                    LockRequest.of("stuck-tx")).orElseThrow();
+            confirmed.confirmBeforeCommit(); // the transaction holds the row now
+            String holder;
+            try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement(
+                    "SELECT holders[1] FROM " + table + " WHERE lock_key = 'stuck-tx'"); ResultSet rs = ps.executeQuery()) {
+                rs.next();
+                holder = rs.getString(1);
+            }
+            // as the trust check gives it up: released by its own holder entry, in a bulk release
+            a.releaseUntrusted(List.of(new LeaseLock("stuck-tx", holder, false, 0, Instant.EPOCH, 30_000, 0,
+                    System.nanoTime())));
+            await().atMost(Duration.ofSeconds(10)).until(() -> lockWaits("hold_millis, waiter_id") >= 1);
+            long before = queryLong("SELECT record_version FROM " + table + " WHERE lock_key = 'stuck-other'");
+
+            threads.submit(a::sendHeartbeat).get(5, TimeUnit.SECONDS);
+
+            assertThat(queryLong("SELECT record_version FROM " + table + " WHERE lock_key = 'stuck-other'"))
+                    .as("the round renewed the other lock").isEqualTo(before + 1);
+            assertThat(lockWaits("hold_millis, waiter_id")).as("the release still waits for the transaction").isEqualTo(1);
+            transaction.commit();
+        }
+        await().atMost(Duration.ofSeconds(10)).until(() -> queryLong("SELECT count(*) FROM " + table
+                + " WHERE lock_key = 'stuck-tx' AND cardinality(holders) = 0") == 1);
+        assertThat(other.isHeld()).isTrue();
     }
 
     /** How many statements containing {@code fragment} wait for a lock now. */
