@@ -209,14 +209,13 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // - a transaction of ours confirms a lock only after registering it under rowOrder, which a round
     //   holds from before it lists its locks to its end, so no round lists a row a transaction holds;
     // - RELEASE_ALL releases acquisitions no longer listed by rounds that start later (lost, released
-    //   or, at close, all), and first waits for the round in flight to end.
+    //   or, at close, all), and first waits for the round in flight to let go of rowOrder.
     // Left to PostgreSQL's deadlock detection, which fails one statement (a failed heartbeat leaves
     // its locks trusted until the margin, and the next round tries again): a cycle through two other
     // clients' multi-row statements on shared rows and a row one of them held until we took it over
-    // after it expired; a round in flight longer than the network timeout, which RELEASE_ALL stops
-    // waiting for; a lock declared untrusted while busy being taken or released (then listed again).
-    // Shared locks, which other clients renew and release too, keep HEARTBEAT. Parameters: keys,
-    // holders, leases, namespace.
+    // after it expired, and a round still running after the network timeout, which RELEASE_ALL stops
+    // waiting for. Shared locks, which other clients renew and release too, keep HEARTBEAT, run after
+    // the round lets go of rowOrder. Parameters: keys, holders, leases, namespace.
     private static final String HEARTBEAT_EXCLUSIVE = """
             WITH mine AS (SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[]) AS h(lock_key, holder, lease_millis))
             UPDATE %1$s AS t
@@ -331,9 +330,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private final String heartbeat;
     private final String heartbeatExclusive;
     /**
-     * Held by a heartbeat round from before it lists its locks to its end, and by a transaction's
-     * confirmation while it registers its lock; RELEASE_ALL waits for the round holding it to end (see
-     * HEARTBEAT_EXCLUSIVE).
+     * Held by a heartbeat round from before it lists its locks until its exclusive locks are renewed,
+     * and by a transaction's confirmation while it registers its lock; RELEASE_ALL waits for a round
+     * holding it to let go (see HEARTBEAT_EXCLUSIVE).
      */
     private final java.util.concurrent.locks.ReentrantLock rowOrder = new java.util.concurrent.locks.ReentrantLock();
     private final String release;
@@ -754,6 +753,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         long now = System.nanoTime();
         pendingReleases.entrySet().removeIf(pending -> now - pending.getValue().untilNanos() >= 0);
         List<LeaseLock> batch = List.copyOf(pendingReleases.keySet());
+        if (!batch.isEmpty()) {
+            awaitHeartbeatRound();
+        }
         if (!batch.isEmpty() && releaseAll(batch) >= 0) {
             batch.forEach(lock -> pendingReleases.computeIfPresent(lock, (l, p) -> p.untilTheEnd() ? p : null));
         }
@@ -965,11 +967,6 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
      * @return how many rows were ours to release, or -1 when a statement failed
      */
     private int releaseAll(List<LeaseLock> locks) {
-        // These are no longer listed by rounds that start from now on: wait for the one in flight,
-        // not holding rowOrder while releasing, so a row a transaction holds cannot stall the rounds.
-        if (awaitRowOrder()) {
-            rowOrder.unlock();
-        }
         int released = 0;
         for (int i = 0; i < locks.size(); i += BATCH) {
             int batch = releaseBatch(locks.subList(i, Math.min(locks.size(), i + BATCH)));
@@ -1015,6 +1012,11 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     + "'" : keys.length + " locks", e.getMessage());
             return -1;
         }
+    }
+
+    /** For tests: gives up a held lock as the trust check does once it stops trusting its lease. */
+    void declareUntrustedForTests(String key) {
+        declareUntrusted(heldLocks().stream().filter(lock -> lock.key().equals(key)).toList());
     }
 
     /** For tests: whether a thread waits for a heartbeat round to end (see rowOrder). */
@@ -1071,65 +1073,78 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /**
      * Renews every lock this client holds; those a statement does not return are lost. Up to
      * {@link #BATCH} locks per statement; more are renewed in batches of neighbouring keys, two
-     * statements at a time (on two sessions). Exclusive and shared locks go in separate statements:
-     * see HEARTBEAT_EXCLUSIVE, and HEARTBEAT, which locks its rows in key order as RELEASE_ALL does.
+     * statements at a time (on two sessions). Exclusive locks first, holding rowOrder (see
+     * HEARTBEAT_EXCLUSIVE), then shared locks with HEARTBEAT, which locks its rows in key order as
+     * RELEASE_ALL does. Locks found gone are reported, and the observer told, once the round is over.
      */
     void sendHeartbeat() {
         // The locks a statement did not return (by identity, as lost() matches them); two workers add.
         Set<LeaseLock> gone = java.util.Collections.synchronizedSet(
                 java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>()));
         long started = 0;
-        String failure = null;
-        rowOrder.lock(); // before listing: a transaction's confirmation registers its lock under it
+        java.util.concurrent.atomic.AtomicReference<String> failed = new java.util.concurrent.atomic.AtomicReference<>();
         try {
-            // Also while close(Duration) waits for holders to finish: their leases must not run out then.
-            // Not the locks a transaction has confirmed: it holds their rows until it ends.
-            List<LeaseLock> held = heldLocks();
-            if (!confirmedInTransactions.isEmpty()) {
-                held.removeIf(confirmedInTransactions::contains);
-            }
-            Runnable listed = heartbeatListedForTests;
-            if (listed != null) {
-                listed.run();
-            }
-            if (held.isEmpty()) {
-                heartbeatFailure = null; // nothing to renew: an old failure says nothing about the next lock
-                return;
-            }
-            started = System.nanoTime();
-            java.util.concurrent.atomic.AtomicReference<String> failed = new java.util.concurrent.atomic.AtomicReference<>();
+            List<LeaseLock> shared;
+            rowOrder.lock(); // before listing: a transaction's confirmation registers its lock under it
             try {
-                renewAll(held, failed, gone);
+                // Also while close(Duration) waits for holders to finish: their leases must not run out
+                // then. Not the locks a transaction has confirmed: it holds their rows until it ends.
+                List<LeaseLock> held = heldLocks();
+                if (!confirmedInTransactions.isEmpty()) {
+                    held.removeIf(confirmedInTransactions::contains);
+                }
+                Runnable listed = heartbeatListedForTests;
+                if (listed != null) {
+                    listed.run();
+                }
+                if (held.isEmpty()) {
+                    heartbeatFailure = null; // nothing to renew: an old failure says nothing about the next lock
+                    return;
+                }
+                started = System.nanoTime();
+                held.sort(java.util.Comparator.comparing(LeaseLock::key));
+                shared = held.stream().filter(LeaseLock::isShared).toList();
+                renewAll(held.stream().filter(lock -> !lock.isShared()).toList(), failed, gone);
             } finally {
-                failure = failed.get();
+                rowOrder.unlock();
+            }
+            // Shared locks after letting go: their statement locks rows in key order, as other clients'
+            // do, and may wait for another client's transaction, which must not hold up this client's
+            // confirmations (they wait for rowOrder, where PostgreSQL cannot see a cycle).
+            renewAll(shared, failed, gone);
+        } catch (RuntimeException e) {
+            failed.compareAndSet(null, String.valueOf(e.getMessage()));
+            throw e;
+        } finally {
+            if (started != 0) {
+                String failure = failed.get();
                 heartbeatFailure = failure;
                 if (failure == null) {
                     lastHeartbeatNanos = System.nanoTime();
                 }
-            }
-        } finally {
-            rowOrder.unlock();
-            // Listeners and the observer are the user's code: never while holding rowOrder.
-            if (!gone.isEmpty()) {
-                lost(gone::contains, Reason.TAKEN_OVER, "its row was taken over, released or deleted by someone else"
-                        + " (the heartbeat found it gone)", null);
-            }
-            if (started != 0) {
+                // Listeners and the observer are the user's code: never while holding rowOrder.
+                if (!gone.isEmpty()) {
+                    lost(gone::contains, Reason.TAKEN_OVER, "its row was taken over, released or deleted by someone"
+                            + " else (the heartbeat found it gone)", null);
+                }
                 observeHeartbeat(started, failure == null);
             }
         }
     }
 
     /**
-     * Takes rowOrder once the heartbeat round in flight ends, waiting at most the network timeout:
-     * past that, or when interrupted, false, and the caller goes on without it.
+     * Before RELEASE_ALL: waits for the heartbeat round in flight to let go of rowOrder (at most the
+     * network timeout; not when interrupted). The locks it releases are no longer listed by rounds
+     * that start later, and it does not hold rowOrder itself while releasing, so a row a transaction
+     * holds cannot hold up the rounds (see HEARTBEAT_EXCLUSIVE).
      */
-    private boolean awaitRowOrder() {
+    private void awaitHeartbeatRound() {
         try {
-            return rowOrder.tryLock(networkTimeout.toNanos(), TimeUnit.NANOSECONDS);
+            if (rowOrder.tryLock(networkTimeout.toNanos(), TimeUnit.NANOSECONDS)) {
+                rowOrder.unlock();
+            }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
-            return false;
         }
     }
 
@@ -1141,20 +1156,16 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** When a heartbeat round last succeeded (System.nanoTime); 0 if none has. */
     private volatile long lastHeartbeatNanos;
 
+    /** Renews locks of one kind, sorted by key, in batches of neighbouring keys, two statements at a time. */
     private void renewAll(List<LeaseLock> held, java.util.concurrent.atomic.AtomicReference<String> failed,
             Set<LeaseLock> gone) {
-        held.sort(java.util.Comparator.comparing(LeaseLock::key));
-        // Exclusive and shared locks apart: each batch runs the statement for its kind.
-        List<List<LeaseLock>> batches = new ArrayList<>();
-        for (boolean shared : new boolean[] {false, true}) {
-            List<LeaseLock> kind = held.stream().filter(lock -> lock.isShared() == shared).toList();
-            for (int i = 0; i < kind.size(); i += BATCH) {
-                batches.add(kind.subList(i, Math.min(kind.size(), i + BATCH)));
-            }
-        }
-        if (batches.size() == 1) {
-            renew(batches.get(0), failed, gone);
+        if (held.size() <= BATCH) {
+            renew(held, failed, gone);
             return;
+        }
+        List<List<LeaseLock>> batches = new ArrayList<>();
+        for (int i = 0; i < held.size(); i += BATCH) {
+            batches.add(held.subList(i, Math.min(held.size(), i + BATCH)));
         }
         java.util.concurrent.atomic.AtomicInteger next = new java.util.concurrent.atomic.AtomicInteger();
         Runnable worker = () -> {
@@ -1168,8 +1179,11 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         } catch (RejectedExecutionException closing) {
             second = CompletableFuture.completedFuture(null);
         }
-        worker.run();
-        second.join();
+        try {
+            worker.run();
+        } finally {
+            second.join(); // never back to the caller (who lets go of rowOrder) while the other still runs
+        }
     }
 
     /**
@@ -1221,6 +1235,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     return null;
                 });
                 break;
+            } catch (RuntimeException e) { // the session ended under it, say: this round failed, the next one tries
+                log.debug("heartbeat failed; locks stay trusted until their margin runs out: {}", e.getMessage());
+                failed.set(String.valueOf(e.getMessage()));
+                return;
             } catch (SQLException e) {
                 failure(session, "the heartbeat", e);
                 if (attempt == 1 && Jdbc.isConnectionFailure(e, session.connection)) {
@@ -1426,6 +1444,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         // connections that died with their server sessions, and each failure retires one.
         // An interrupt of the closing thread must not cost these releases: cleared here, restored after.
         boolean interrupted = Thread.interrupted();
+        if (!all.isEmpty()) {
+            awaitHeartbeatRound(); // before the deadline: its retries are for connections that died
+        }
         long deadline = System.nanoTime() + networkTimeout.toNanos();
         long pause = Math.max(1, Math.min(heartbeatInterval.toMillis() / 4, 100));
         while (!all.isEmpty() && releaseAll(all) < 0 && System.nanoTime() - deadline < 0) {

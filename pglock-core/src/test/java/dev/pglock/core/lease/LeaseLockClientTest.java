@@ -51,6 +51,10 @@ class LeaseLockClientTest extends LockClientContractTest {
     /** The statement a waiter runs once it listens, and again on each wake-up. */
     private static final String WAITER_SQL = "claim AS (";
     private static final String HEARTBEAT_SQL = "mine.lease_millis";
+    /** Only in the heartbeat statement for exclusive locks, which updates without locking rows first. */
+    private static final String EXCLUSIVE_HEARTBEAT_SQL = "WITH mine AS (SELECT";
+    /** Only in the heartbeat statement for shared locks, which locks its rows in key order first. */
+    private static final String SHARED_HEARTBEAT_SQL = "k.holder, k.lease_millis";
 
     /** A row's holders include an acquisition of the owner bound to ?: each entry is owner#n. */
     private static final String HELD_BY = "EXISTS (SELECT FROM unnest(holders) AS h WHERE starts_with(h, ? || '#'))";
@@ -1156,8 +1160,15 @@ class LeaseLockClientTest extends LockClientContractTest {
             st.executeUpdate("UPDATE " + table + " SET holders = ARRAY['someone-else#1'] WHERE lock_key = 'kind-x'");
         }
 
+        long exclusiveStatements = counting.executedContaining(EXCLUSIVE_HEARTBEAT_SQL);
+        long sharedStatements = counting.executedContaining(SHARED_HEARTBEAT_SQL);
+
         a.sendHeartbeat();
 
+        assertThat(counting.executedContaining(EXCLUSIVE_HEARTBEAT_SQL) - exclusiveStatements)
+                .as("one statement for the exclusive locks").isEqualTo(1);
+        assertThat(counting.executedContaining(SHARED_HEARTBEAT_SQL) - sharedStatements)
+                .as("one for the shared lock, which locks its rows in key order first").isEqualTo(1);
         assertThat(queryLong(expiry, "kind-e")).as("the exclusive lock's lease was extended").isGreaterThan(exclusiveBefore);
         assertThat(queryLong(expiry, "kind-s")).as("the shared lock's lease was extended").isGreaterThan(sharedBefore);
         assertThat(exclusive.isHeld()).isTrue();
@@ -1197,15 +1208,19 @@ class LeaseLockClientTest extends LockClientContractTest {
                 }
             };
             Future<?> round = threads.submit(a::sendHeartbeat);
-            assertThat(listed.await(10, TimeUnit.SECONDS)).as("the round listed its locks").isTrue();
-            a.heartbeatListedForTests = null;
-            Future<?> confirming = threads.submit(() -> {
-                first.confirmBeforeCommit();
-                second.confirmBeforeCommit();
-                return null;
-            });
-            await().atMost(Duration.ofSeconds(10)).until(a::rowOrderHasWaiters);
-            go.countDown();
+            Future<?> confirming;
+            try {
+                assertThat(listed.await(10, TimeUnit.SECONDS)).as("the round listed its locks").isTrue();
+                a.heartbeatListedForTests = null;
+                confirming = threads.submit(() -> {
+                    first.confirmBeforeCommit();
+                    second.confirmBeforeCommit();
+                    return null;
+                });
+                await().atMost(Duration.ofSeconds(10)).until(a::rowOrderHasWaiters);
+            } finally {
+                go.countDown();
+            }
             round.get(10, TimeUnit.SECONDS); // the transaction is still open: the round did not wait for it
             confirming.get(10, TimeUnit.SECONDS);
             long versions = queryLong("SELECT sum(record_version) FROM " + table + " WHERE lock_key IN ('tx-1', 'tx-2')");
@@ -1237,15 +1252,7 @@ class LeaseLockClientTest extends LockClientContractTest {
             dev.pglock.core.TransactionLock confirmed = a.tryAcquireInTransaction(transaction,
                     LockRequest.of("stuck-tx")).orElseThrow();
             confirmed.confirmBeforeCommit(); // the transaction holds the row now
-            String holder;
-            try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement(
-                    "SELECT holders[1] FROM " + table + " WHERE lock_key = 'stuck-tx'"); ResultSet rs = ps.executeQuery()) {
-                rs.next();
-                holder = rs.getString(1);
-            }
-            // as the trust check gives it up: released by its own holder entry, in a bulk release
-            a.releaseUntrusted(List.of(new LeaseLock("stuck-tx", holder, false, 0, Instant.EPOCH, 30_000, 0,
-                    System.nanoTime())));
+            a.declareUntrustedForTests("stuck-tx"); // released by its holder entry, in a bulk release
             await().atMost(Duration.ofSeconds(10)).until(() -> lockWaits("hold_millis, waiter_id") >= 1);
             long before = queryLong("SELECT record_version FROM " + table + " WHERE lock_key = 'stuck-other'");
 
@@ -1254,11 +1261,47 @@ class LeaseLockClientTest extends LockClientContractTest {
             assertThat(queryLong("SELECT record_version FROM " + table + " WHERE lock_key = 'stuck-other'"))
                     .as("the round renewed the other lock").isEqualTo(before + 1);
             assertThat(lockWaits("hold_millis, waiter_id")).as("the release still waits for the transaction").isEqualTo(1);
+            assertThat(confirmed.isHeld()).as("given up").isFalse();
             transaction.commit();
         }
         await().atMost(Duration.ofSeconds(10)).until(() -> queryLong("SELECT count(*) FROM " + table
                 + " WHERE lock_key = 'stuck-tx' AND cardinality(holders) = 0") == 1);
         assertThat(other.isHeld()).isTrue();
+    }
+
+    /**
+     * A round renewing a shared lock that another client's open transaction has confirmed waits for
+     * that transaction (its rows are locked in key order, as every client's are); meanwhile this
+     * client's own transactions still confirm their locks at once. They used to wait for the whole
+     * round, a wait PostgreSQL cannot see: with the other transaction waiting for one of ours, it
+     * lasted until the heartbeat's network timeout.
+     */
+    @Test
+    void aConfirmationDoesNotWaitForARoundHeldUpByAnotherClientsTransaction() throws Exception {
+        LeaseLockClient a = closeLater((LeaseLockClient) builder(counting).heartbeatInterval(Duration.ofSeconds(10)).build());
+        LeaseLockClient b = closeLater((LeaseLockClient) builder(counting).heartbeatInterval(Duration.ofSeconds(10)).build());
+        a.heartbeatsPausedForTests = true;
+        b.heartbeatsPausedForTests = true;
+        a.acquire(LockRequest.of("joint").shared());
+        try (Connection other = counting.getConnection(); Connection mine = counting.getConnection()) {
+            other.setAutoCommit(false);
+            mine.setAutoCommit(false);
+            b.tryAcquireInTransaction(other, LockRequest.of("joint").shared()).orElseThrow().confirmBeforeCommit();
+            dev.pglock.core.TransactionLock own = a.tryAcquireInTransaction(mine, LockRequest.of("own")).orElseThrow();
+            Future<?> round = threads.submit(a::sendHeartbeat);
+            try {
+                await().atMost(Duration.ofSeconds(10)).until(() -> lockWaits(SHARED_HEARTBEAT_SQL) >= 1);
+
+                threads.submit(own::confirmBeforeCommit).get(5, TimeUnit.SECONDS);
+
+                assertThat(round).as("the round still waits for the other client's transaction").isNotDone();
+            } finally {
+                other.commit();
+            }
+            round.get(10, TimeUnit.SECONDS);
+            mine.commit();
+            assertThat(own.isHeld()).isTrue();
+        }
     }
 
     /** How many statements containing {@code fragment} wait for a lock now. */
