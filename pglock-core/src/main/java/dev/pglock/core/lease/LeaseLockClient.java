@@ -207,7 +207,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     //   rows listing one of its own holders (its heartbeat, bulk release and confirmations), which a
     //   row only we hold does not;
     // - a transaction of ours confirms a lock only after registering it under rowOrder, which a round
-    //   holds from before it lists its locks to its end, so no round lists a row a transaction holds;
+    //   holds from before it lists its locks until its exclusive locks are renewed, so no round renews
+    //   an exclusive row a transaction of ours holds (a shared one it may: see acquireInTransaction);
     // - RELEASE_ALL releases acquisitions no longer listed by rounds that start later (lost, released
     //   or, at close, all), and first waits for the round in flight to let go of rowOrder.
     // Left to PostgreSQL's deadlock detection, which fails one statement (a failed heartbeat leaves
@@ -527,8 +528,11 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         }
         return confirmedInTransaction(request, lock -> {
             // Registered before the confirmation locks the row: no heartbeat round lists it from here
-            // on, and one that did has ended (rounds end within their own timeouts), so no round
-            // waits for this transaction's rows.
+            // on, and one that did has renewed its exclusive locks (within its own timeouts), so no
+            // round waits for this transaction's exclusive rows. A shared lock's round may still be
+            // about to renew it (shared locks are renewed after rowOrder is let go, as other clients'
+            // transactions can hold them up): that round waits for this transaction, a wait
+            // PostgreSQL sees, as it was before exclusive locks had a statement of their own.
             boolean added;
             try {
                 rowOrder.lockInterruptibly();

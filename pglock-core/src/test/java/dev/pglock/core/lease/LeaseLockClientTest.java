@@ -1289,14 +1289,19 @@ class LeaseLockClientTest extends LockClientContractTest {
             b.tryAcquireInTransaction(other, LockRequest.of("joint").shared()).orElseThrow().confirmBeforeCommit();
             dev.pglock.core.TransactionLock own = a.tryAcquireInTransaction(mine, LockRequest.of("own")).orElseThrow();
             Future<?> round = threads.submit(a::sendHeartbeat);
+            Future<?> confirming = null;
             try {
                 await().atMost(Duration.ofSeconds(10)).until(() -> lockWaits(SHARED_HEARTBEAT_SQL) >= 1);
+                confirming = threads.submit(own::confirmBeforeCommit);
 
-                threads.submit(own::confirmBeforeCommit).get(5, TimeUnit.SECONDS);
+                confirming.get(5, TimeUnit.SECONDS);
 
                 assertThat(round).as("the round still waits for the other client's transaction").isNotDone();
             } finally {
                 other.commit();
+                if (confirming != null) {
+                    confirming.get(30, TimeUnit.SECONDS); // never left running on a connection about to close
+                }
             }
             round.get(10, TimeUnit.SECONDS);
             mine.commit();
