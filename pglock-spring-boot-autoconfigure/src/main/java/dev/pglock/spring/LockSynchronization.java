@@ -13,8 +13,8 @@ import org.springframework.transaction.support.TransactionSynchronizationManager
  * transaction lock confirms itself inside the transaction), so a lost lock rolls the transaction back
  * with {@link dev.pglock.core.LockLostException}; after completion it releases those it was asked
  * to, so the next holder sees the commit. One per transaction, checking in key order: confirmations
- * take row locks in lease mode, in the order other clients' heartbeats lock shared rows (their own
- * client's heartbeat never waits for them: see the lease client's confirmation).
+ * take row locks in lease mode, in the order in which heartbeats lock shared rows (their own client's
+ * heartbeat never waits for their exclusive ones: see the lease client's confirmation).
  */
 final class LockSynchronization implements TransactionSynchronization {
 
