@@ -184,7 +184,7 @@ final class Scenarios {
         HikariDataSource pool = systems.pool(systems.applicationName("baseline-lease-sql"), 2);
         AutoCloseable cleanUp = () -> {
             try {
-                Systems.execute(pool, "DROP TABLE IF EXISTS " + table + "; DROP SEQUENCE IF EXISTS " + table + "_fencing_seq");
+                dropLeaseTable(pool, table);
             } finally {
                 pool.close();
             }
@@ -607,7 +607,7 @@ final class Scenarios {
         } finally {
             second.shutdownNow();
             try {
-                Systems.execute(pool, "DROP TABLE IF EXISTS " + table + "; DROP SEQUENCE IF EXISTS " + table + "_fencing_seq");
+                dropLeaseTable(pool, table);
             } finally {
                 pool.close();
             }
@@ -625,6 +625,11 @@ final class Scenarios {
             }
         }
         return null;
+    }
+
+    /** Drops a lease table a subject made, with its fencing sequence. */
+    private static void dropLeaseTable(HikariDataSource pool, String table) throws SQLException {
+        Systems.execute(pool, "DROP TABLE IF EXISTS " + table + "; DROP SEQUENCE IF EXISTS " + table + "_fencing_seq");
     }
 
     /** Heap in use after the collector ran (several times, so that finalisation and soft references settle). */

@@ -1107,9 +1107,7 @@ class LeaseLockClientTest extends LockClientContractTest {
      */
     @Test
     void aBulkReleaseWaitsForAHeartbeatRoundOfTheSameClient() throws Exception {
-        // a network timeout (two heartbeats) far longer than the test: the round is never retried
-        LeaseLockClient a = closeLater((LeaseLockClient) builder(counting).heartbeatInterval(Duration.ofSeconds(10)).build());
-        a.heartbeatsPausedForTests = true; // only the round started here runs
+        LeaseLockClient a = pausedClient();
         HeldLock first = a.acquire(LockRequest.of("order-1"));
         HeldLock second = a.acquire(LockRequest.of("order-2"));
         long versions = queryLong("SELECT sum(record_version) FROM " + table + " WHERE lock_key IN ('order-1', 'order-2')");
@@ -1188,8 +1186,7 @@ class LeaseLockClientTest extends LockClientContractTest {
      */
     @Test
     void aHeartbeatRoundNeverWaitsForATransactionConfirmingLocksOfTheSameClient() throws Exception {
-        LeaseLockClient a = closeLater((LeaseLockClient) builder(counting).heartbeatInterval(Duration.ofSeconds(10)).build());
-        a.heartbeatsPausedForTests = true;
+        LeaseLockClient a = pausedClient();
         long deadlocksBefore = counting.failuresWithState("40P01");
         CountDownLatch listed = new CountDownLatch(1);
         CountDownLatch go = new CountDownLatch(1);
@@ -1244,8 +1241,7 @@ class LeaseLockClientTest extends LockClientContractTest {
      */
     @Test
     void aHeartbeatRoundDoesNotWaitForABulkReleaseStuckBehindATransaction() throws Exception {
-        LeaseLockClient a = closeLater((LeaseLockClient) builder(counting).heartbeatInterval(Duration.ofSeconds(10)).build());
-        a.heartbeatsPausedForTests = true;
+        LeaseLockClient a = pausedClient();
         HeldLock other = a.acquire(LockRequest.of("stuck-other"));
         try (Connection transaction = counting.getConnection()) {
             transaction.setAutoCommit(false);
@@ -1278,10 +1274,8 @@ class LeaseLockClientTest extends LockClientContractTest {
      */
     @Test
     void aConfirmationDoesNotWaitForARoundHeldUpByAnotherClientsTransaction() throws Exception {
-        LeaseLockClient a = closeLater((LeaseLockClient) builder(counting).heartbeatInterval(Duration.ofSeconds(10)).build());
-        LeaseLockClient b = closeLater((LeaseLockClient) builder(counting).heartbeatInterval(Duration.ofSeconds(10)).build());
-        a.heartbeatsPausedForTests = true;
-        b.heartbeatsPausedForTests = true;
+        LeaseLockClient a = pausedClient();
+        LeaseLockClient b = pausedClient();
         a.acquire(LockRequest.of("joint").shared());
         try (Connection other = counting.getConnection(); Connection mine = counting.getConnection()) {
             other.setAutoCommit(false);
@@ -1307,6 +1301,16 @@ class LeaseLockClientTest extends LockClientContractTest {
             mine.commit();
             assertThat(own.isHeld()).isTrue();
         }
+    }
+
+    /**
+     * A lease client whose heartbeat runs only when a test calls sendHeartbeat, with a network timeout
+     * (two heartbeats, 20 s) far longer than any test: a round it starts is never cut short or retried.
+     */
+    private LeaseLockClient pausedClient() {
+        LeaseLockClient client = closeLater((LeaseLockClient) builder(counting).heartbeatInterval(Duration.ofSeconds(10)).build());
+        client.heartbeatsPausedForTests = true;
+        return client;
     }
 
     /** How many statements containing {@code fragment} wait for a lock now. */
