@@ -1,6 +1,7 @@
 package dev.pglock.core.lease;
 
 import dev.pglock.core.internal.Jdbc;
+import dev.pglock.core.internal.NotificationPoll;
 import java.sql.Connection;
 import java.sql.SQLException;
 import java.sql.Statement;
@@ -167,6 +168,7 @@ final class LeaseListener {
     /** The listener thread: the only one that ever touches the LISTEN connection. */
     private void loop() {
         Connection connection = null;
+        NotificationPoll poll = null; // polls connection, without pgjdbc's 1 ms wait after a notification
         long lastValidated = System.nanoTime();
         try {
             while (!closed) {
@@ -174,7 +176,7 @@ final class LeaseListener {
                     if (connection != null && waiters.isEmpty() && registered.isEmpty() && toRegister.isEmpty()) {
                         // Nobody has waited for a while: give the connection back until someone does.
                         setListening(false);
-                        unlisten(connection);
+                        unlisten(connection, poll);
                         connection = null;
                     }
                     if (connection == null) {
@@ -187,6 +189,7 @@ final class LeaseListener {
                             continue;
                         }
                         connection = listen();
+                        poll = NotificationPoll.of(connection);
                         registered.clear(); // a new session holds no waiter id yet
                         toRegister.addAll(waiters.keySet());
                         registerPending(connection);
@@ -196,8 +199,7 @@ final class LeaseListener {
                     registerPending(connection);
                     // Blocks until a notification or the poll ends; a waiter that needs a registration
                     // meanwhile sends an empty one on the channel (see register) to end it at once.
-                    PGNotification[] notifications =
-                            connection.unwrap(PGConnection.class).getNotifications(POLL_MILLIS);
+                    PGNotification[] notifications = poll.poll(POLL_MILLIS);
                     if (notifications != null) {
                         for (PGNotification n : notifications) {
                             Set<Waiter> set = waiters.get(n.getParameter());
@@ -236,7 +238,7 @@ final class LeaseListener {
             }
         } finally {
             setListening(false);
-            unlisten(connection);
+            unlisten(connection, poll);
         }
     }
 
@@ -308,9 +310,12 @@ final class LeaseListener {
         }
     }
 
-    private static void unlisten(Connection connection) {
+    private static void unlisten(Connection connection, NotificationPoll poll) {
         if (connection == null) {
             return;
+        }
+        if (poll != null) {
+            poll.close(); // before anything else can borrow the connection
         }
         try (Statement st = connection.createStatement()) {
             st.execute("UNLISTEN *"); // the connection goes back to its pool clean
