@@ -152,11 +152,15 @@ public final class Benchmarks {
                         i -> systems.naiveAdvisory(h + "naive-" + i, 2)));
                 step(out, results, "handoff-" + clients, "baseline-notify", () -> scenarios.handoff("baseline-notify",
                         clients, i -> systems.baselineNotify(h + "notify-" + i)));
-                // Its NOTIFY deliveries alone, only from a hand-off that ran to its end.
-                step(out, results, "handoff-" + clients, "baseline-notify", () -> find(results, "handoff-" + clients,
-                        "baseline-notify").filter(r -> r.opsPerSecond() != null).isPresent()
-                                ? systems.notifyDelivery.result("handoff-" + clients, clients)
-                                : Result.skipped("handoff-" + clients, "baseline-notify-delivery", "baseline-notify did not run"));
+                // Its release statements and NOTIFY deliveries alone, only from a hand-off that ran to its end.
+                boolean notified = find(results, "handoff-" + clients, "baseline-notify")
+                        .filter(r -> r.opsPerSecond() != null).isPresent();
+                step(out, results, "handoff-" + clients, "baseline-notify", () -> notified
+                        ? systems.notifyDelivery.releaseResult("handoff-" + clients, clients)
+                        : Result.skipped("handoff-" + clients, "baseline-notify-release", "baseline-notify did not run"));
+                step(out, results, "handoff-" + clients, "baseline-notify", () -> notified
+                        ? systems.notifyDelivery.result("handoff-" + clients, clients)
+                        : Result.skipped("handoff-" + clients, "baseline-notify-delivery", "baseline-notify did not run"));
             }
 
             Duration heartbeat = options.heldHeartbeat();

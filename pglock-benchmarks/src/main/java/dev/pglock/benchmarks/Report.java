@@ -141,6 +141,15 @@ final class Report {
                         + " row claimed and released with NOTIFY, the floor of a lock that wakes waiters so; no target)",
                         scenario, lease.get(), ratio, notify.get()));
             }
+            Optional<Double> release = p50(results, scenario, "baseline-notify-release");
+            if (release.isPresent() && writeP50.isPresent()) {
+                lines.add(String.format(Locale.ROOT, "%s baseline-notify's release statement alone p50 %.0f µs = %.2f"
+                        + " × uncontended baseline-write p50 %.0f µs (one notifying commit, made after the holder's"
+                        + " work left client and server idle, against two commits back to back; above 1.50, no lock"
+                        + " that lives in a row and wakes its waiters by NOTIFY can meet the lease hand-off target,"
+                        + " judged at 8 and 32 clients; no target)",
+                        scenario, release.get(), release.get() / writeP50.get(), writeP50.get()));
+            }
             Optional<Double> delivery = p50(results, scenario, "baseline-notify-delivery");
             if (delivery.isPresent() && writeP50.isPresent()) {
                 lines.add(String.format(Locale.ROOT, "%s NOTIFY delivery alone p50 %.0f µs = %.2f × uncontended"

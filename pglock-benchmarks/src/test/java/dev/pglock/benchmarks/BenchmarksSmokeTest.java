@@ -41,12 +41,15 @@ class BenchmarksSmokeTest {
         }
         assertThat(Benchmarks.find(results, "uncontended", Systems.LEASE_ASYNC_RELEASE)).isPresent();
         assertThat(results).as(output).noneMatch(r -> r.note() != null && r.note().startsWith("failed"));
-        // read, write, lease-sql, write-parallel, per hand-off count notify and its delivery, and renew
-        assertThat(results).filteredOn(r -> r.system().startsWith("baseline")).hasSize(9);
+        // read, write, lease-sql, write-parallel, per hand-off count notify, its release and its delivery,
+        // and renew
+        assertThat(results).filteredOn(r -> r.system().startsWith("baseline")).hasSize(11);
         assertThat(Benchmarks.find(results, "uncontended", "baseline-lease-sql").orElseThrow().opsPerSecond())
                 .as("the lease client's own statements ran without it").isPositive();
         assertThat(Benchmarks.find(results, "handoff-2", "baseline-notify-delivery").orElseThrow().p50Micros())
                 .as("NOTIFY deliveries were timed").isNotNull();
+        assertThat(Benchmarks.find(results, "handoff-2", "baseline-notify-release").orElseThrow().p50Micros())
+                .as("the releases alone were timed").isNotNull();
         Result lease = Benchmarks.find(results, "held-300", "pglock-lease").orElseThrow();
         assertThat(lease.p50Micros()).as("the heartbeat was timed while holding").isNotNull();
         assertThat(lease.heapBytesPerLock()).isNotNull();
