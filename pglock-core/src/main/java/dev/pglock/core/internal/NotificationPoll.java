@@ -23,8 +23,8 @@ import org.slf4j.LoggerFactory;
  * <p><b>What this does.</b> The driver's stream skips that read while its next check time lies in the
  * future (it sets one itself after a read that found nothing). Before each poll this sets it to the far
  * future, so the poll returns with what has arrived: bytes the driver has buffered or the socket holds
- * still count ({@code available()}), and anything later waits in the socket for the next poll, which
- * reads it at once. Nothing is lost or reordered. {@link #close()} puts the check time back before the
+ * still count ({@code available()}; over SSL only what has been decrypted), and anything later waits in
+ * the socket for the next poll, which reads it at once. Nothing is lost or reordered. {@link #close()} puts the check time back before the
  * connection returns to its pool.
  *
  * <p>It reaches into two non-public fields of pgjdbc by reflection. When they are not there (another
@@ -56,14 +56,16 @@ public final class NotificationPoll implements AutoCloseable {
     public static NotificationPoll of(Connection connection) throws SQLException {
         PGConnection pg = connection.unwrap(PGConnection.class);
         Object stream = null;
-        if (FIELDS != null && connection.isWrapperFor(BaseConnection.class)) {
+        if (FIELDS != null) {
             try {
-                Object candidate = FIELDS[0].get(connection.unwrap(BaseConnection.class).getQueryExecutor());
-                // The skip only works while the driver honours a check time at all.
-                if (candidate != null && FIELDS[2].getInt(candidate) != 0) {
-                    stream = candidate;
+                if (connection.isWrapperFor(BaseConnection.class)) {
+                    Object candidate = FIELDS[0].get(connection.unwrap(BaseConnection.class).getQueryExecutor());
+                    // The skip only works while the driver honours a check time at all.
+                    if (candidate != null && FIELDS[2].getInt(candidate) != 0) {
+                        stream = candidate;
+                    }
                 }
-            } catch (ReflectiveOperationException | RuntimeException e) {
+            } catch (SQLException | ReflectiveOperationException | RuntimeException e) {
                 log.debug("pgjdbc's notification wait cannot be shortened on this connection", e);
             }
         }

@@ -178,6 +178,7 @@ final class LeaseListener {
                         setListening(false);
                         unlisten(connection, poll);
                         connection = null;
+                        poll = null;
                     }
                     if (connection == null) {
                         if (waiters.isEmpty()) {
@@ -226,8 +227,12 @@ final class LeaseListener {
                     failure = e.getMessage();
                     setListening(false);
                     registered.clear(); // the waiter ids ended with the session
+                    if (poll != null) {
+                        poll.close(); // in case the pool cannot abort it and lends it out again
+                    }
                     Jdbc.abortQuietly(connection);
                     connection = null;
+                    poll = null;
                     wakeAll();
                     try {
                         Thread.sleep(POLL_MILLIS);

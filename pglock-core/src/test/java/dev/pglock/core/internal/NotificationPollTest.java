@@ -39,8 +39,9 @@ class NotificationPollTest {
      * With pgjdbc's own wait, no notification can be had sooner than 1 ms after the statement that
      * sent it started: it cannot reach the client before that, and the driver then waits 1 ms more. The
      * sender commits without waiting for its flush, so without that wait a notification arrives in
-     * about a tenth of that. The best of 20 must beat the millisecond; it failed (every one of the 20
-     * took 1.1 ms or more) when the poll was pgjdbc's {@code getNotifications(timeout)}.
+     * about a tenth of that. One of up to 100 must beat the millisecond (it stops at the first: a busy
+     * machine may slow many); it failed (the fastest of 20 took 1,352 µs) when the poll was pgjdbc's
+     * {@code getNotifications(timeout)}, which cannot pass it however fast the machine.
      */
     @Test
     void aNotificationIsHadWithoutTheDriversOneMillisecondWait() throws Exception {
@@ -55,7 +56,7 @@ class NotificationPollTest {
             try (NotificationPoll poll = NotificationPoll.of(listen);
                     PreparedStatement notify = send.prepareStatement("SELECT pg_notify(?, ?)")) {
                 assertThat(poll.skipsTheDriversWait()).as("pgjdbc's internals as pglock knows them").isTrue();
-                for (int i = 0; i < 20; i++) {
+                for (int i = 0; i < 100 && micros.stream().allMatch(m -> m >= 1_000); i++) {
                     notify.setString(1, channel);
                     notify.setString(2, Integer.toString(i));
                     long start = System.nanoTime();
@@ -66,7 +67,7 @@ class NotificationPollTest {
                 }
             }
             assertThat(micros.stream().mapToLong(Long::longValue).min().orElseThrow())
-                    .as("the fastest of 20 notifications, from its statement's start, in µs: %s", micros)
+                    .as("the fastest notification, from its statement's start, in µs: %s", micros)
                     .isLessThan(1_000);
         }
     }
