@@ -320,15 +320,20 @@ final class Systems {
 
         void committed(long release, long at) {
             times.compute(release, (id, t) -> {
-                long[] v = t == null ? new long[] {UNSET, UNSET, UNSET} : t;
+                long[] v = orNew(t);
                 v[0] = at;
                 return v;
             });
         }
 
+        /** A release's times: [commit returned, first received elsewhere, release called]. */
+        private static long[] orNew(long[] times) {
+            return times == null ? new long[] {UNSET, UNSET, UNSET} : times;
+        }
+
         void started(long release, long at) {
             times.compute(release, (id, t) -> {
-                long[] v = t == null ? new long[] {UNSET, UNSET, UNSET} : t;
+                long[] v = orNew(t);
                 v[2] = at;
                 return v;
             });
@@ -336,7 +341,7 @@ final class Systems {
 
         void received(long release, long at) {
             times.compute(release, (id, t) -> {
-                long[] v = t == null ? new long[] {UNSET, UNSET, UNSET} : t;
+                long[] v = orNew(t);
                 v[1] = v[1] == UNSET ? at : Math.min(v[1], at);
                 return v;
             });

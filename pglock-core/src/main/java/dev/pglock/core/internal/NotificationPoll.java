@@ -24,8 +24,8 @@ import org.slf4j.LoggerFactory;
  * future (it sets one itself after a read that found nothing). Before each poll this sets it to the far
  * future, so the poll returns with what has arrived: bytes the driver has buffered or the socket holds
  * still count ({@code available()}; over SSL only what has been decrypted), and anything later waits in
- * the socket for the next poll, which reads it at once. Nothing is lost or reordered. {@link #close()} puts the check time back before the
- * connection returns to its pool.
+ * the socket for the next poll, which reads it at once. Nothing is lost or reordered. {@link #close()}
+ * puts the check time back before the connection returns to its pool.
  *
  * <p>It reaches into two non-public fields of pgjdbc by reflection. When they are not there (another
  * driver version) or cannot be reached, it polls as pgjdbc does, a millisecond later, and says so once
