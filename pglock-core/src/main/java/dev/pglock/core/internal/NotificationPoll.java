@@ -87,8 +87,8 @@ public final class NotificationPoll implements AutoCloseable {
         return connection.getNotifications(timeoutMillis);
     }
 
-    /** True when a poll returns without pgjdbc's 1 ms look for more. */
-    public boolean skipsTheDriversWait() {
+    /** For tests: true when a poll returns without pgjdbc's 1 ms look for more. */
+    boolean skipsTheDriversWait() {
         return stream != null;
     }
 
