@@ -161,8 +161,10 @@ public final class SessionPool {
     }
 
     /**
-     * Retires the sessions beyond the first live one that hold no lock, run nothing and were idle for
-     * {@code idleNanos}, and hands each to {@code dispose} (which gives its connection back).
+     * Retires sessions that hold no lock, run nothing and were idle for {@code idleNanos}, and hands
+     * each to {@code dispose} (which gives its connection back). Slots are visited from the last one
+     * down, and at least one live session always stays open; which one is not fixed: slot 0 can be
+     * retired when a higher slot is busy, and the next caller that needs a session reopens it.
      */
     public void retireIdle(long idleNanos, java.util.function.Consumer<LockSession> dispose) {
         int live = live().size();
