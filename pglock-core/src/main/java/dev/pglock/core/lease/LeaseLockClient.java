@@ -992,6 +992,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             session = sessions.session();
             return session.callClaimed(c -> {
                 try (PreparedStatement ps = c.prepareStatement(releaseAll)) {
+                    Jdbc.planEveryRun(ps); // planned for its arrays, as the heartbeat
                     ps.setArray(1, c.createArrayOf("text", keys));
                     ps.setArray(2, c.createArrayOf("text", holders));
                     ps.setArray(3, c.createArrayOf("bigint", holds));
@@ -1223,6 +1224,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             try {
                 session.callClaimed(c -> {
                     try (PreparedStatement ps = c.prepareStatement(exclusive ? heartbeatExclusive : heartbeat)) {
+                        Jdbc.planEveryRun(ps); // planned for its arrays: see Jdbc.planEveryRun
                         ps.setArray(1, c.createArrayOf("text", keys));
                         ps.setArray(2, c.createArrayOf("text", holders));
                         ps.setArray(3, c.createArrayOf("bigint", leases));
