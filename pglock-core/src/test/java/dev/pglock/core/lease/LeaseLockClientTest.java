@@ -330,8 +330,9 @@ class LeaseLockClientTest extends LockClientContractTest {
      * for every run of such a statement cannot know how many keys an array holds: pgjdbc prepares a
      * statement on the server from its fifth run, PostgreSQL then settles on a generic plan that
      * assumes ten keys, and that plan can look every row up with the whole array again (a nested
-     * loop): a heartbeat statement of 5,000 locks took 1.16 s instead of 26 ms, and a round of
-     * 100,000 twice as long as the round before. Every run of them is planned for its own arrays.
+     * loop): a heartbeat statement of 5,000 locks took 1.16 s instead of 26 ms, and heartbeat rounds
+     * of 100,000 locks took twice as long in two benchmark runs of four. Every run of them is planned
+     * for its own arrays.
      */
     @Test
     void statementsWithKeyArraysArePlannedForTheirOwnKeysAtEveryRun() throws Exception {
