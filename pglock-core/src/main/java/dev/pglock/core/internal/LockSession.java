@@ -51,7 +51,11 @@ public final class LockSession {
      * their {@link #callClaimed} yet. A session is retired only while this is zero: see {@link #retireIfIdle}.
      */
     private final java.util.concurrent.atomic.AtomicInteger claims = new java.util.concurrent.atomic.AtomicInteger();
-    /** Set by {@link #retireIfIdle} while it decides; a caller that sees it picks another session. */
+    /** For tests: runs inside {@link #retireIfIdle} while it holds the session and has not decided yet. */
+    volatile Runnable whileDecidingForTests;
+    /** Set while {@link #retireIfIdle} runs, from before it takes the session until after it lets go. */
+    private volatile boolean deciding;
+    /** Set by {@link #retireIfIdle} once it means to retire; a claim that sees it backs off and looks again. */
     private volatile boolean retiring;
     /** When the last statement on it ended (System.nanoTime). */
     private volatile long lastUsedNanos = System.nanoTime();
@@ -144,22 +148,40 @@ public final class LockSession {
      * keeps it alive; one that comes after sees it retiring and picks another.
      */
     boolean retireIfIdle(long idleNanos) {
-        if (!inUse.tryLock()) {
-            return false;
-        }
+        deciding = true;
         try {
-            if (ended.get() || locksHeld > 0 || System.nanoTime() - lastUsedNanos < idleNanos) {
+            if (!inUse.tryLock()) {
                 return false;
             }
-            retiring = true;
-            if (claims.get() > 0) {
-                retiring = false;
-                return false;
+            try {
+                Runnable hook = whileDecidingForTests;
+                if (hook != null) {
+                    hook.run();
+                }
+                if (ended.get() || locksHeld > 0 || System.nanoTime() - lastUsedNanos < idleNanos) {
+                    return false;
+                }
+                retiring = true;
+                if (claims.get() > 0) {
+                    retiring = false;
+                    return false;
+                }
+                return ended.compareAndSet(false, true);
+            } finally {
+                inUse.unlock();
             }
-            return ended.compareAndSet(false, true);
         } finally {
-            inUse.unlock();
+            deciding = false;
         }
+    }
+
+    /**
+     * Whether {@link #retireIfIdle} is deciding about this session right now: a caller that found it
+     * taken for that reason (it holds the session meanwhile, or a claim backed off from it) looks
+     * again in a moment instead of opening another session, which would borrow a connection.
+     */
+    boolean retirementUnderWay() {
+        return deciding || retiring;
     }
 
     /** Runs work even on an ended session (to dispose of it), still one caller at a time. */

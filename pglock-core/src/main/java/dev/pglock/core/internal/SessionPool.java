@@ -77,6 +77,9 @@ public final class SessionPool {
      * given the same session, and the lease heartbeat's two workers could stay paired on one for a
      * whole round.
      */
+    /** For tests: runs each time {@link #session()} looks again because a retirement was under way. */
+    volatile Runnable lookingAgainForTests;
+
     public LockSession session() {
         while (true) {
             LockSession session = pick();
@@ -84,7 +87,11 @@ public final class SessionPool {
                 return session;
             }
             // The one chosen was being retired, or looked at for retirement, right now: pick again.
-            Thread.onSpinWait();
+            Runnable hook = lookingAgainForTests;
+            if (hook != null) {
+                hook.run();
+            }
+            Thread.yield(); // on 2 cores the thread that decides may need this one's
         }
     }
 
@@ -110,6 +117,7 @@ public final class SessionPool {
 
     private LockSession scan() {
         int unopened = -1;
+        boolean retirementUnderWay = false;
         for (int i = 0; i < slots.length; i++) {
             LockSession session = slots[i];
             if (session == null || session.isEnded()) {
@@ -118,7 +126,14 @@ public final class SessionPool {
                 }
             } else if (session.claimIfFree()) {
                 return session;
+            } else if (session.retirementUnderWay()) {
+                retirementUnderWay = true;
             }
+        }
+        if (retirementUnderWay) {
+            // Decided in a moment: that session may be free then, or its slot empty. Opening another
+            // session now would borrow a connection beside it (and wait for one from a full pool).
+            return null;
         }
         int slot = unopened >= 0 ? unopened : Math.floorMod(next.getAndIncrement(), slots.length);
         LockSession session = slots[slot];

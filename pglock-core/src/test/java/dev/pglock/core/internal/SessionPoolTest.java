@@ -106,6 +106,43 @@ class SessionPoolTest {
         chosen.callClaimed(c -> null);
     }
 
+    /**
+     * A caller that finds the only idle session being looked at for retirement (the watchdog holds it
+     * for a moment while it decides) waits for the decision: here the session is kept, and the caller
+     * gets it. Judged busy instead, it made the caller borrow a connection for a second session,
+     * which with a pool near its limit could wait out the connection timeout beside an idle session.
+     */
+    @Test
+    void aCallerWaitsForARetirementBeingDecidedRatherThanOpeningAnotherSession() throws Exception {
+        pool = pool(2);
+        LockSession idle = pool.start();
+        java.util.concurrent.CountDownLatch deciding = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.CountDownLatch decide = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.CountDownLatch lookedAgain = new java.util.concurrent.CountDownLatch(1);
+        idle.whileDecidingForTests = () -> {
+            deciding.countDown();
+            try {
+                decide.await(10, TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        };
+        pool.lookingAgainForTests = lookedAgain::countDown;
+        java.util.concurrent.Future<Boolean> retired = threads.submit(() -> idle.retireIfIdle(TimeUnit.HOURS.toNanos(1)));
+        assertThat(deciding.await(10, TimeUnit.SECONDS)).isTrue();
+
+        java.util.concurrent.Future<LockSession> chosen = threads.submit(pool::session);
+        boolean waited = lookedAgain.await(5, TimeUnit.SECONDS);
+        decide.countDown();
+
+        assertThat(retired.get(10, TimeUnit.SECONDS)).as("used within the hour: kept").isFalse();
+        LockSession session = chosen.get(10, TimeUnit.SECONDS);
+        assertThat(waited).as("the caller looked again once the decision was made").isTrue();
+        assertThat(session).as("the session that was kept").isSameAs(idle);
+        assertThat(pool.live()).as("no second session opened").hasSize(1);
+        session.callClaimed(c -> null);
+    }
+
     @Test
     void atTheBoundCallersShareTheSessionsThereAre() throws Exception {
         pool = pool(1);
