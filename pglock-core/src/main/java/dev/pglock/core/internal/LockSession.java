@@ -107,17 +107,28 @@ public final class LockSession {
      * (the client's own statements that are not handed out, such as an advisory unlock on the lock's
      * session or the watchdog's check, run without a claim). How {@link SessionPool} spreads
      * concurrent callers over sessions; a hint, not a guarantee: a statement may start right after.
+     *
+     * @return {@link #CLAIMED}; {@link #BUSY}; or {@link #RETIRING} when it is not free because
+     *     {@link #retireIfIdle} is deciding about it (then it is free or ended in a moment)
      */
-    boolean claimIfFree() {
-        if (inUse.isLocked() || !claims.compareAndSet(0, 1)) {
-            return false;
+    int claimIfFree() {
+        if (inUse.isLocked()) {
+            return deciding ? RETIRING : BUSY;
+        }
+        if (!claims.compareAndSet(0, 1)) {
+            return BUSY;
         }
         if (retiring) {
             claims.decrementAndGet();
-            return false;
+            return RETIRING;
         }
-        return true;
+        return CLAIMED;
     }
+
+    /** What {@link #claimIfFree} found. */
+    static final int CLAIMED = 1;
+    static final int BUSY = 0;
+    static final int RETIRING = -1;
 
     /**
      * Runs work on the connection for a caller that {@link SessionPool#session()} handed it to, and
@@ -175,14 +186,6 @@ public final class LockSession {
         }
     }
 
-    /**
-     * Whether {@link #retireIfIdle} is deciding about this session right now: a caller that found it
-     * taken for that reason (it holds the session meanwhile, or a claim backed off from it) looks
-     * again in a moment instead of opening another session, which would borrow a connection.
-     */
-    boolean retirementUnderWay() {
-        return deciding || retiring;
-    }
 
     /** Runs work even on an ended session (to dispose of it), still one caller at a time. */
     public <T> T callEvenIfEnded(Work<T> work) throws SQLException {

@@ -105,7 +105,7 @@ public final class SessionPool {
     /** A session claimed for the caller, or null when the one chosen was being retired. */
     private LockSession pick() {
         LockSession last = lastUsed.get();
-        if (last != null && !last.isEnded() && last.claimIfFree()) {
+        if (last != null && !last.isEnded() && last.claimIfFree() == LockSession.CLAIMED) {
             return last;
         }
         LockSession chosen = scan();
@@ -124,14 +124,16 @@ public final class SessionPool {
                 if (unopened < 0) {
                     unopened = i;
                 }
-            } else if (session.claimIfFree()) {
-                return session;
-            } else if (session.retirementUnderWay()) {
-                retirementUnderWay = true;
+            } else {
+                int found = session.claimIfFree();
+                if (found == LockSession.CLAIMED) {
+                    return session;
+                }
+                retirementUnderWay |= found == LockSession.RETIRING;
             }
         }
         if (retirementUnderWay) {
-            // Decided in a moment: that session may be free then, or its slot empty. Opening another
+            // Decided in a moment: that session is free then, or its slot empty. Opening another
             // session now would borrow a connection beside it (and wait for one from a full pool).
             return null;
         }
