@@ -46,15 +46,21 @@ public final class Jdbc {
      * PostgreSQL then settles on a generic plan, made without the parameters' values. For a statement
      * that takes its keys as arrays, that plan cannot know how many keys an array holds (it assumes
      * ten) and can look each row up with the whole array again: a heartbeat statement of 5,000 locks
-     * took 1.16 s with such a plan against 26 ms, and about 1 ms to plan. For other drivers nothing
-     * changes, and that is logged once.
+     * took 1.16 s with such a plan against 26 ms, and about 1 ms to plan. A hint only: when the
+     * driver is not pgjdbc, or a wrapper will not unwrap to it, nothing changes, and that is logged once.
      */
-    public static void planEveryRun(java.sql.PreparedStatement statement) throws SQLException {
-        if (statement.isWrapperFor(org.postgresql.PGStatement.class)) {
-            statement.unwrap(org.postgresql.PGStatement.class).setPrepareThreshold(0);
-        } else if (toldPlannedOnce.compareAndSet(false, true)) {
-            log.info("the JDBC driver is not pgjdbc ({}): statements with many keys may run on a plan made for"
-                    + " other keys, which can be slow", statement.getClass().getName());
+    public static void planEveryRun(java.sql.PreparedStatement statement) {
+        try {
+            if (statement.isWrapperFor(org.postgresql.PGStatement.class)) {
+                statement.unwrap(org.postgresql.PGStatement.class).setPrepareThreshold(0);
+                return;
+            }
+        } catch (SQLException | RuntimeException e) {
+            log.debug("could not reach pgjdbc's statement to plan it at every run: {}", e.toString());
+        }
+        if (toldPlannedOnce.compareAndSet(false, true)) {
+            log.info("the JDBC statement is not pgjdbc's, or does not unwrap to it ({}): statements with many keys"
+                    + " may run on a plan made for other keys, which can be slow", statement.getClass().getName());
         }
     }
 

@@ -361,6 +361,46 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThat(preparedOnce).as("runs of a statement with key arrays that used a plan made for earlier runs").isEmpty();
     }
 
+    /** That planning is a hint: statements that will not unwrap to pgjdbc's still renew and release. */
+    @Test
+    void locksAreRenewedAndReleasedWhenStatementsDoNotUnwrapToTheDriversOwn() throws Exception {
+        DataSource opaque = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {DataSource.class}, (p, m, args) -> {
+                    Object result = invoke(pool, m, args);
+                    return result instanceof Connection c ? opaqueStatements(c) : result;
+                });
+        Duration lease = Duration.ofMillis(800);
+        LockClient holder = closeLater(builder(opaque).lease(lease).heartbeatInterval(Duration.ofMillis(100)).build());
+        HeldLock held = holder.acquire(LockRequest.of("opaque"));
+        long version = queryLong("SELECT record_version FROM " + table + " WHERE lock_key = 'opaque'");
+
+        await().during(lease.multipliedBy(2)).atMost(lease.multipliedBy(4)).until(held::isHeld);
+
+        assertThat(queryLong("SELECT record_version FROM " + table + " WHERE lock_key = 'opaque'"))
+                .as("renewed by heartbeats").isGreaterThan(version + 3);
+        holder.close(); // releases what it holds in one statement with key arrays
+        assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key = 'opaque' AND holders = '{}'"))
+                .as("released at close").isEqualTo(1);
+    }
+
+    /** {@code c}, with prepared statements that refuse to unwrap, as some wrapping drivers' do. */
+    private static Connection opaqueStatements(Connection c) {
+        return (Connection) java.lang.reflect.Proxy.newProxyInstance(LeaseLockClientTest.class.getClassLoader(),
+                new Class<?>[] {Connection.class}, (p, m, args) -> {
+                    Object result = invoke(c, m, args);
+                    if (!(result instanceof PreparedStatement ps) || !m.getName().equals("prepareStatement")) {
+                        return result;
+                    }
+                    return java.lang.reflect.Proxy.newProxyInstance(LeaseLockClientTest.class.getClassLoader(),
+                            new Class<?>[] {PreparedStatement.class}, (sp, sm, sargs) -> {
+                                if (sm.getName().equals("isWrapperFor") || sm.getName().equals("unwrap")) {
+                                    throw new java.sql.SQLFeatureNotSupportedException("no unwrapping here");
+                                }
+                                return invoke(ps, sm, sargs);
+                            });
+                });
+    }
+
     /** Counts the runs of each statement with key arrays on {@code c}, noting those planned once for all. */
     private static Connection watchArrayStatements(Connection c, java.util.Map<String, Integer> runs, List<String> preparedOnce) {
         return (Connection) java.lang.reflect.Proxy.newProxyInstance(LeaseLockClientTest.class.getClassLoader(),
