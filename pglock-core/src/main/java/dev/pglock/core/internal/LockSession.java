@@ -156,7 +156,7 @@ public final class LockSession {
      * Ends the session if nobody runs or is about to run a statement on it, it holds no lock and no
      * statement ran on it for {@code idleNanos}; true for the one call that ended it, which then
      * disposes of the connection. A caller that was handed the session before holds a claim and
-     * keeps it alive; one that comes after sees it retiring and picks another.
+     * keeps it alive; one that comes after sees it retiring and looks again (see SessionPool#session).
      */
     boolean retireIfIdle(long idleNanos) {
         deciding = true;

@@ -65,6 +65,9 @@ public final class SessionPool {
         }
     }
 
+    /** For tests: runs each time {@link #session()} looks again because a retirement was under way. */
+    volatile Runnable lookingAgainForTests;
+
     /**
      * A session for the next statement, claimed for it: the thread's last one if it is free (see
      * {@link LockSession#claimIfFree}), else the first free open one, else a slot not opened yet
@@ -75,11 +78,10 @@ public final class SessionPool {
      * they share one. A session handed to a caller who has not started its statement yet counts as
      * taken: judged by the running statement alone, two callers asking at the same moment were both
      * given the same session, and the lease heartbeat's two workers could stay paired on one for a
-     * whole round.
+     * whole round. A session the watchdog is deciding whether to retire is waited for (a moment)
+     * rather than counted as taken, so a caller does not borrow a connection beside an idle one; a
+     * best effort: a decision that ends between the caller's two looks at it still counts as taken.
      */
-    /** For tests: runs each time {@link #session()} looks again because a retirement was under way. */
-    volatile Runnable lookingAgainForTests;
-
     public LockSession session() {
         while (true) {
             LockSession session = pick();
