@@ -186,7 +186,6 @@ public final class LockSession {
         }
     }
 
-
     /** Runs work even on an ended session (to dispose of it), still one caller at a time. */
     public <T> T callEvenIfEnded(Work<T> work) throws SQLException {
         inUse.lock();
