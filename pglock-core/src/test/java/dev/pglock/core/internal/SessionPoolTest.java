@@ -88,12 +88,7 @@ class SessionPoolTest {
         java.util.concurrent.CountDownLatch finish = new java.util.concurrent.CountDownLatch(1);
         // as an advisory unlock on the lock's own session, or the watchdog's check: call() takes no claim
         java.util.concurrent.Future<?> unclaimed = threads.submit(() -> started.call(c -> {
-            running.countDown();
-            try {
-                finish.await();
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-            }
+            signalThenWait(running, finish);
             return null;
         }));
         running.await(10, TimeUnit.SECONDS);
@@ -119,14 +114,7 @@ class SessionPoolTest {
         java.util.concurrent.CountDownLatch deciding = new java.util.concurrent.CountDownLatch(1);
         java.util.concurrent.CountDownLatch decide = new java.util.concurrent.CountDownLatch(1);
         java.util.concurrent.CountDownLatch lookedAgain = new java.util.concurrent.CountDownLatch(1);
-        idle.whileDecidingForTests = () -> {
-            deciding.countDown();
-            try {
-                decide.await(10, TimeUnit.SECONDS);
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-            }
-        };
+        idle.whileDecidingForTests = () -> signalThenWait(deciding, decide);
         pool.lookingAgainForTests = lookedAgain::countDown;
         java.util.concurrent.Future<Boolean> retired = threads.submit(() -> idle.retireIfIdle(TimeUnit.HOURS.toNanos(1)));
         assertThat(deciding.await(10, TimeUnit.SECONDS)).isTrue();
@@ -141,6 +129,16 @@ class SessionPoolTest {
         assertThat(session).as("the session that was kept").isSameAs(idle);
         assertThat(pool.live()).as("no second session opened").hasSize(1);
         session.callClaimed(c -> null);
+    }
+
+    /** Says the blocked step has begun, then holds it until the test lets it go (at most 10 s). */
+    private static void signalThenWait(java.util.concurrent.CountDownLatch begun, java.util.concurrent.CountDownLatch go) {
+        begun.countDown();
+        try {
+            go.await(10, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
     }
 
     @Test

@@ -338,11 +338,16 @@ class LeaseLockClientTest extends LockClientContractTest {
     void statementsWithKeyArraysArePlannedForTheirOwnKeysAtEveryRun() throws Exception {
         java.util.Map<String, Integer> runs = new java.util.concurrent.ConcurrentHashMap<>();
         List<String> preparedOnce = new java.util.concurrent.CopyOnWriteArrayList<>();
-        DataSource watching = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
-                new Class<?>[] {DataSource.class}, (p, m, args) -> {
-                    Object result = invoke(pool, m, args);
-                    return result instanceof Connection c ? watchArrayStatements(c, runs, preparedOnce) : result;
-                });
+        DataSource watching = withStatements(sql -> sql.contains("unnest(?"), (sql, ps, m, args) -> {
+            if (m.getName().startsWith("execute")) {
+                // pgjdbc runs a statement on a plan the server keeps once this says so
+                if (ps.unwrap(org.postgresql.PGStatement.class).isUseServerPrepare()) {
+                    preparedOnce.add(sql);
+                }
+                runs.merge(sql, 1, Integer::sum);
+            }
+            return invoke(ps, m, args);
+        });
         LeaseLockClient holder = (LeaseLockClient) closeLater(builder(watching).lockSessions(1)
                 .lease(Duration.ofMillis(800)).heartbeatInterval(Duration.ofMillis(50)).build());
         List<HeldLock> held = List.of(holder.acquire(LockRequest.of("arrays-a")), holder.acquire(LockRequest.of("arrays-b")),
@@ -364,11 +369,13 @@ class LeaseLockClientTest extends LockClientContractTest {
     /** That planning is a hint: statements that will not unwrap to pgjdbc's still renew and release. */
     @Test
     void locksAreRenewedAndReleasedWhenStatementsDoNotUnwrapToTheDriversOwn() throws Exception {
-        DataSource opaque = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
-                new Class<?>[] {DataSource.class}, (p, m, args) -> {
-                    Object result = invoke(pool, m, args);
-                    return result instanceof Connection c ? opaqueStatements(c) : result;
-                });
+        // as some wrapping drivers' statements do
+        DataSource opaque = withStatements(sql -> true, (sql, ps, m, args) -> {
+            if (m.getName().equals("isWrapperFor") || m.getName().equals("unwrap")) {
+                throw new java.sql.SQLFeatureNotSupportedException("no unwrapping here");
+            }
+            return invoke(ps, m, args);
+        });
         Duration lease = Duration.ofMillis(800);
         LockClient holder = closeLater(builder(opaque).lease(lease).heartbeatInterval(Duration.ofMillis(100)).build());
         HeldLock held = holder.acquire(LockRequest.of("opaque"));
@@ -383,44 +390,32 @@ class LeaseLockClientTest extends LockClientContractTest {
                 .as("released at close").isEqualTo(1);
     }
 
-    /** {@code c}, with prepared statements that refuse to unwrap, as some wrapping drivers' do. */
-    private static Connection opaqueStatements(Connection c) {
-        return (Connection) java.lang.reflect.Proxy.newProxyInstance(LeaseLockClientTest.class.getClassLoader(),
-                new Class<?>[] {Connection.class}, (p, m, args) -> {
-                    Object result = invoke(c, m, args);
-                    if (!(result instanceof PreparedStatement ps) || !m.getName().equals("prepareStatement")) {
-                        return result;
-                    }
-                    return java.lang.reflect.Proxy.newProxyInstance(LeaseLockClientTest.class.getClassLoader(),
-                            new Class<?>[] {PreparedStatement.class}, (sp, sm, sargs) -> {
-                                if (sm.getName().equals("isWrapperFor") || sm.getName().equals("unwrap")) {
-                                    throw new java.sql.SQLFeatureNotSupportedException("no unwrapping here");
-                                }
-                                return invoke(ps, sm, sargs);
-                            });
-                });
+    /** Handles a call on a prepared statement of {@link #withStatements}. */
+    private interface StatementCall {
+        Object handle(String sql, PreparedStatement statement, java.lang.reflect.Method method, Object[] args)
+                throws Throwable;
     }
 
-    /** Counts the runs of each statement with key arrays on {@code c}, noting those planned once for all. */
-    private static Connection watchArrayStatements(Connection c, java.util.Map<String, Integer> runs, List<String> preparedOnce) {
-        return (Connection) java.lang.reflect.Proxy.newProxyInstance(LeaseLockClientTest.class.getClassLoader(),
-                new Class<?>[] {Connection.class}, (p, m, args) -> {
-                    Object result = invoke(c, m, args);
-                    if (!(result instanceof PreparedStatement ps) || !m.getName().equals("prepareStatement")
-                            || !((String) args[0]).contains("unnest(?")) {
+    /** The test's pool, with every call on the prepared statements whose SQL {@code which} picks going to {@code call}. */
+    private DataSource withStatements(java.util.function.Predicate<String> which, StatementCall call) {
+        ClassLoader loader = getClass().getClassLoader();
+        return (DataSource) java.lang.reflect.Proxy.newProxyInstance(loader, new Class<?>[] {DataSource.class},
+                (p, m, args) -> {
+                    Object result = invoke(pool, m, args);
+                    if (!(result instanceof Connection c)) {
                         return result;
                     }
-                    String sql = (String) args[0];
-                    return java.lang.reflect.Proxy.newProxyInstance(LeaseLockClientTest.class.getClassLoader(),
-                            new Class<?>[] {PreparedStatement.class}, (sp, sm, sargs) -> {
-                                if (sm.getName().startsWith("execute")) {
-                                    // pgjdbc runs a statement on a plan the server keeps once this says so
-                                    if (ps.unwrap(org.postgresql.PGStatement.class).isUseServerPrepare()) {
-                                        preparedOnce.add(sql);
-                                    }
-                                    runs.merge(sql, 1, Integer::sum);
+                    return java.lang.reflect.Proxy.newProxyInstance(loader, new Class<?>[] {Connection.class},
+                            (cp, cm, cargs) -> {
+                                Object made = invoke(c, cm, cargs);
+                                if (!(made instanceof PreparedStatement ps) || !cm.getName().equals("prepareStatement")
+                                        || !which.test((String) cargs[0])) {
+                                    return made;
                                 }
-                                return invoke(ps, sm, sargs);
+                                String sql = (String) cargs[0];
+                                return java.lang.reflect.Proxy.newProxyInstance(loader,
+                                        new Class<?>[] {PreparedStatement.class},
+                                        (sp, sm, sargs) -> call.handle(sql, ps, sm, sargs));
                             });
                 });
     }
