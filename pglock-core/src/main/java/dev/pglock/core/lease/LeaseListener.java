@@ -17,8 +17,9 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * One LISTEN connection per client, shared by all its waiters: a release's NOTIFY (sent in the
- * same statement as the release) wakes the waiters of that key at once. Opened when the first
+ * One LISTEN connection per client, shared by the waiters that are not in a {@link WaitLine} (shared
+ * locks, callers beyond the lines' bound, callers whose line connection failed): a release's NOTIFY
+ * (sent in the same statement as the release) wakes the waiters of that key at once. Opened when the first
  * caller has to wait; re-opened after a failure, when every waiter is woken to re-check because
  * notifications sent meanwhile were missed. Waiters never depend on it alone: they also re-check
  * when the holder's lease ends.

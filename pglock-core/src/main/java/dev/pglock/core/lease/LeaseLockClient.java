@@ -42,10 +42,13 @@ import org.slf4j.LoggerFactory;
  * <p>Where a lock is taken: {@link #tryLockInDatabase} runs one statement, {@link #TRY_LOCK}. A
  * caller that waits ({@link #lockInDatabase}) tries again with {@link #WAITER_TRY_LOCK}, which
  * writes nothing when it fails, when a NOTIFY says the key was released or when the holder's lease
- * ends by the database clock, whichever comes first.
+ * ends by the database clock, whichever comes first. Exclusive waiters of different clients queue in
+ * the key's {@link WaitLine}, so that a release wakes one of them; the others hear releases through
+ * their client's {@link LeaseListener}.
  *
  * <p>Every statement is a single autocommit statement on a pinned session, so the table works
- * through PgBouncer in transaction pooling; only the LISTEN connection needs a real session.
+ * through PgBouncer in transaction pooling; only the LISTEN connection and the wait lines (both from
+ * the LISTEN DataSource) need a real session.
  */
 final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
@@ -319,6 +322,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** How long a waiter that found the key being taken by another session waits before it looks again. */
     private static final long BUSY_BACKOFF_MILLIS = 20;
     private static final long BUSY_BACKOFF_MAX_MILLIS = 100;
+    /**
+     * At most this many callers of one client wait in a {@link WaitLine} at once, each on its own
+     * connection of the LISTEN DataSource; the others, and callers of shared locks, wait through the
+     * one LISTEN connection, where every release of a key wakes every client waiting for it.
+     */
+    static final int MAX_LINES = 2;
 
     private final String namespace;
     private final Duration defaultLease;
@@ -350,6 +359,13 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private final LeaseSchema schema;
     private final SessionPool sessions;
     private final LeaseListener listener;
+    private final DataSource listenDataSource;
+    private final Duration connectionWaitTimeout;
+    /** Wait lines callers are in now (or leaving); {@link #lineSlots} bounds how many. */
+    private final Set<WaitLine> lines = ConcurrentHashMap.newKeySet();
+    private final java.util.concurrent.Semaphore lineSlots = new java.util.concurrent.Semaphore(MAX_LINES);
+    /** Set once a line's session was found moved by a pooler: callers wait through the LISTEN connection only. */
+    private volatile boolean linesOff;
     private final ExecutorService connector;
     private final AtomicBoolean heartbeatRunning = new AtomicBoolean();
     /** Locks a transaction confirmed and still holds the row of, until they are released. */
@@ -358,6 +374,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private final AtomicLong acquisitions = new AtomicLong();
     /** {@code owner#}: every holder entry of this client starts with it. */
     private final String holderPrefix;
+    /** Hashes (channel, namespace, key) to the id of the key's wait line; see {@link #lineLockId}. */
+    private final dev.pglock.core.advisory.AdvisoryKeyHasher lineIds;
     private final Duration networkTimeout;
     /** How long a session beyond the first stays open with nothing to run: max(heartbeat, 1 s). */
     private final long idleNanos;
@@ -370,6 +388,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private volatile boolean retryAgain;
     /** For tests: runs in a heartbeat round once it has listed the locks to renew, before any statement. */
     volatile Runnable heartbeatListedForTests;
+    /** For tests: how long a caller behind the first in a wait line waits before it attempts again. */
+    volatile long lineRecheckMillisForTests = WaitLine.RECHECK_MILLIS;
     /** For tests: while true, no heartbeat is sent, as when the process is paused or the network slow. */
     volatile boolean heartbeatsPausedForTests;
     /** For tests: while true, the timer that declares untrusted leases lost does not run either. */
@@ -423,6 +443,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         this.holderPrefix = owner + "#";
         this.listener = new LeaseListener(listenDataSource, connectionWaitTimeout, connector, channel, namespace,
                 this::wakeListener);
+        this.listenDataSource = listenDataSource;
+        this.connectionWaitTimeout = connectionWaitTimeout;
+        this.lineIds = new dev.pglock.core.advisory.AdvisoryKeyHasher("pglock-lease-lines/" + channel);
     }
 
     /** Opens the first session (checking it is PostgreSQL), creates or checks the table, starts the heartbeat. */
@@ -483,6 +506,16 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** For tests: the waiter id a release of {@code key} checks before it notifies (see LeaseListener). */
     long waiterLockId(String key) {
         return listener.waiterLockId(key);
+    }
+
+    /** The id of the session-level advisory lock that orders the clients waiting for {@code key}; see {@link WaitLine}. */
+    long lineLockId(String key) {
+        return lineIds.lockId(namespace.length() + ":" + namespace + key);
+    }
+
+    /** For tests: whether a line's session was found moved by a pooler, so callers no longer wait in lines. */
+    boolean waitLinesOff() {
+        return linesOff;
     }
 
     /** How many waiters the LISTEN connection serves now (for tests). */
@@ -595,7 +628,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     @Override
     protected int waitingConnections() {
-        return listener.connections();
+        return listener.connections() + lines.size();
     }
 
     @Override
@@ -811,9 +844,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             }
             noteContended(request.key());
         }
-        LeaseListener.Waiter waiter;
+        Wait waiter;
         try {
-            waiter = listener.register(request.key(), deadlineNanos);
+            // A line pays for its connection and round trips over a longer wait: not for a shared lock
+            // (shared waiters must not queue behind each other), nor for a wait shorter than a recheck
+            // (such as a semaphore's steps).
+            boolean inLine = !request.isShared()
+                    && deadlineNanos - System.nanoTime() >= TimeUnit.MILLISECONDS.toNanos(WaitLine.RECHECK_MILLIS);
+            waiter = new Wait(request.key(), inLine, deadlineNanos);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             return null;
@@ -826,8 +864,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     throw new IllegalStateException("the lock client was closed while waiting for '" + request.key()
                             + "'");
                 }
-                // Tried at once after registering: a release between the first try and the LISTEN sent
-                // a NOTIFY nobody heard.
+                // Tried at once after registering (or before a line is joined; its first client tries
+                // again once it listens): a release between the first try and the LISTEN sent a NOTIFY
+                // nobody heard.
                 WaiterAttempt attempt = waiterTryLock(request);
                 if (attempt.lock() != null) {
                     return attempt.lock();
@@ -869,7 +908,86 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             Thread.currentThread().interrupt();
             return null;
         } finally {
-            listener.unregister(request.key(), waiter);
+            waiter.close();
+        }
+    }
+
+    /**
+     * How one caller waits between two attempts: in the key's {@link WaitLine} when it may have one
+     * (exclusive, and fewer than {@link #MAX_LINES} lines open), else through the LISTEN connection,
+     * and through it too from the moment its line's connection fails. Either way it is registered
+     * (or first in line, which registers) before its next attempt, so that attempt or a NOTIFY sees
+     * every release after it.
+     */
+    private final class Wait {
+        private final String key;
+        private final long deadlineNanos;
+        private WaitLine line;
+        private LeaseListener.Waiter waiter;
+
+        Wait(String key, boolean inLine, long deadlineNanos) throws InterruptedException {
+            this.key = key;
+            this.deadlineNanos = deadlineNanos;
+            if (inLine && !linesOff && lineSlots.tryAcquire()) {
+                line = WaitLine.open(listenDataSource, connectionWaitTimeout, connector, channel, key,
+                        lineLockId(key), listener.waiterLockId(key), deadlineNanos, lineRecheckMillisForTests);
+                if (line == null) {
+                    lineSlots.release();
+                } else {
+                    lines.add(line);
+                    if (isClosed()) {
+                        line.abort(); // stopWaits ran before it was listed
+                    }
+                }
+            }
+            if (line == null) {
+                waiter = listener.register(key, deadlineNanos);
+            }
+        }
+
+        /** Waits until the caller should attempt again: see {@link WaitLine#await} and {@link LeaseListener.Waiter#await}. */
+        void await(long nanos) throws InterruptedException {
+            if (line == null) {
+                waiter.await(nanos);
+            } else if (!line.await(nanos)) {
+                leaveLine(); // its connection failed: registered through the LISTEN connection, then attempts
+                waiter = listener.register(key, deadlineNanos);
+            }
+        }
+
+        void close() {
+            if (waiter != null) {
+                listener.unregister(key, waiter);
+            }
+            if (line != null) {
+                leaveLine();
+            }
+        }
+
+        /** Leaves the line on another thread, so a caller that just won returns at once; the next client is first a round trip later. */
+        private void leaveLine() {
+            WaitLine leaving = line;
+            line = null;
+            Runnable leave = () -> {
+                try {
+                    leaving.leave();
+                    if (leaving.moved() && !linesOff) {
+                        linesOff = true;
+                        log.warn("the LISTEN DataSource ran a wait line's statements on another server session, as"
+                                + " PgBouncer in transaction pooling does: that session was ended, and callers of"
+                                + " this client wait through the LISTEN connection from now on. Give listenDataSource"
+                                + " a direct connection to PostgreSQL (or a session-pooling PgBouncer)");
+                    }
+                } finally {
+                    lines.remove(leaving);
+                    lineSlots.release();
+                }
+            };
+            try {
+                connector.execute(leave);
+            } catch (RejectedExecutionException e) {
+                leave.run(); // closing: the connection was aborted, so this only tidies up
+            }
         }
     }
 
@@ -1419,6 +1537,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     @Override
     protected void stopWaits() {
         listener.close(); // wakes every waiter, which then sees the client closed
+        lines.forEach(WaitLine::abort); // and ends every wait in line at once
     }
 
     /** Gives back the connection of a session that was retired (or ended), never under a statement still running. */
@@ -1440,6 +1559,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     @Override
     protected void closeDatabase(List<LeaseLock> held) {
         listener.close();
+        lines.forEach(WaitLine::abort);
         // Held locks, and every release still to make (see retryReleases): by their own holder
         // entries, so releasing one that is gone already touches nothing.
         List<LeaseLock> all = new ArrayList<>(held);

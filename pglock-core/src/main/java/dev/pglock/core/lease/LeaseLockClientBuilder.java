@@ -47,9 +47,11 @@ public final class LeaseLockClientBuilder {
     }
 
     /**
-     * Where waiters LISTEN for releases (default: the main DataSource). Behind PgBouncer in
-     * transaction pooling, point this at PostgreSQL directly (or at a session-pooling PgBouncer):
-     * LISTEN needs one real session; everything else works through the transaction pool.
+     * Where waiters LISTEN for releases and queue in wait lines (default: the main DataSource). It
+     * lends one connection while anyone waits, and one more to each of up to two callers waiting for
+     * an exclusive lock. Behind PgBouncer in transaction pooling, point this at PostgreSQL directly
+     * (or at a session-pooling PgBouncer): these need real sessions; everything else works through
+     * the transaction pool.
      */
     public LeaseLockClientBuilder listenDataSource(DataSource listenDataSource) {
         this.listenDataSource = Objects.requireNonNull(listenDataSource, "listenDataSource must not be null");

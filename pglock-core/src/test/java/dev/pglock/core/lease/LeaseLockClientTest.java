@@ -1030,10 +1030,217 @@ class LeaseLockClientTest extends LockClientContractTest {
                 () -> b.acquire(LockRequest.of("bounced").waitAtMost(Duration.ofMinutes(1))));
         awaitWaiterInDatabase("bounced");
         held.release();
-        waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
-        // Through the listen DataSource: LISTEN and the waiter's registration (a session-level lock), nothing else.
+        waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).release();
+        // Through the listen DataSource: the wait line (session-level locks and LISTEN), nothing else.
+        await().atMost(PROMPTLY).until(() -> direct.executed().size() == 3);
+        assertThat(direct.executed().get(0)).contains("pg_advisory_lock(").contains("LISTEN \"" + table + "\"")
+                .contains("pg_advisory_lock_shared");
+        assertThat(direct.executed().subList(1, 3)).satisfiesExactly(
+                leave -> assertThat(leave).contains("pg_advisory_unlock_all()"),
+                unlisten -> assertThat(unlisten).isEqualTo("UNLISTEN *"));
+
+        // A shared waiter (and every waiter beyond the line's bound) waits through the LISTEN connection.
+        direct.clearExecuted();
+        held = a.acquire(LockRequest.of("bounced"));
+        Future<HeldLock> reader = threads.submit(
+                () -> b.acquire(LockRequest.of("bounced").shared().waitAtMost(Duration.ofMinutes(1))));
+        awaitWaiterInDatabase("bounced");
+        held.release();
+        reader.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
         assertThat(direct.executed()).first().isEqualTo("LISTEN \"" + table + "\"");
         assertThat(direct.executed()).hasSize(2).last().asString().contains("pg_advisory_lock_shared");
+    }
+
+    /** Sessions holding (granted) or asking for (not granted) the wait line lock of {@code key}. */
+    private long lineLocks(LeaseLockClient client, String key, boolean granted) throws SQLException {
+        return advisoryLocks(client.lineLockId(key), granted);
+    }
+
+    private long advisoryLocks(long id, boolean granted) throws SQLException {
+        return queryLong("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted = ?"
+                + " AND classid::bigint = ? AND objid::bigint = ?", granted, id >>> 32, id & 0xffffffffL);
+    }
+
+    /** A client that waits for {@code key} in its line, asking again only after {@code recheck}. */
+    private Future<HeldLock> waitInLine(LeaseLockClient client, String key, Duration recheck) {
+        client.lineRecheckMillisForTests = recheck.toMillis();
+        return threads.submit(() -> client.acquire(LockRequest.of(key).waitAtMost(Duration.ofMinutes(1))));
+    }
+
+    /**
+     * Issue 16: a release wakes one client, the first of those waiting in the key's line, and the line
+     * keeps the order they came in. The others wait in the server: they neither listen nor attempt.
+     * Before wait lines, each waiting client registered for the key and was woken by every release.
+     */
+    @Test
+    void aReleaseWakesOnlyTheFirstClientInLineAndTheLineKeepsItsOrder() throws Exception {
+        HeldLock held = client().acquire(LockRequest.of("line").leaseFor(Duration.ofMinutes(5)));
+        List<CountingDataSource> statements = new ArrayList<>();
+        List<Future<HeldLock>> waits = new ArrayList<>();
+        LeaseLockClient any = null;
+        for (int i = 0; i < 3; i++) {
+            CountingDataSource counted = new CountingDataSource(pool);
+            LeaseLockClient waiter = (LeaseLockClient) closeLater(builder(counted).build());
+            any = waiter;
+            statements.add(counted);
+            waits.add(waitInLine(waiter, "line", Duration.ofMinutes(10))); // nobody behind asks again meanwhile
+            int behind = i;
+            await().atMost(PROMPTLY).until(() -> lineLocks(waiter, "line", true) == 1
+                    && lineLocks(waiter, "line", false) == behind && counted.executedContaining(WAITER_SQL) > 0);
+        }
+        assertThat(advisoryLocks(any.waiterLockId("line"), true)).as("only the first registered for releases")
+                .isEqualTo(1);
+        long thirdAttempts = statements.get(2).executedContaining(WAITER_SQL);
+
+        held.release();
+        HeldLock first = waits.get(0).get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        LeaseLockClient line = any;
+        await().atMost(PROMPTLY).until(() -> lineLocks(line, "line", false) == 1
+                && advisoryLocks(line.waiterLockId("line"), true) == 1);
+        assertThat(statements.get(2).executedContaining(WAITER_SQL)).as("the third was not woken")
+                .isEqualTo(thirdAttempts);
+        assertThat(waits.get(1)).isNotDone();
+        first.release();
+        HeldLock second = waits.get(1).get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        assertThat(waits.get(2)).isNotDone();
+        second.release();
+        HeldLock third = waits.get(2).get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        assertThat(List.of(first.fencingToken(), second.fencingToken(), third.fencingToken())).isSorted();
+        third.release();
+        await().atMost(PROMPTLY).until(() -> lineLocks(line, "line", true) + lineLocks(line, "line", false) == 0
+                && advisoryLocks(line.waiterLockId("line"), true) == 0);
+    }
+
+    /**
+     * The first client in line stops hearing anything (its process paused, its network cut): the
+     * client behind it attempts after its recheck, and takes the released key.
+     */
+    @Test
+    void aFirstClientInLineThatStopsDelaysTheOthersOnlyUntilTheyAskAgain() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        HeldLock held = client().acquire(LockRequest.of("stalled").leaseFor(Duration.ofMinutes(5)));
+        LeaseLockClient stalled = (LeaseLockClient) closeLater(
+                builder(counting).listenDataSource(closeLater(db.pooledDataSource(proxy, 2))).build());
+        Future<HeldLock> first = waitInLine(stalled, "stalled", Duration.ofMinutes(10));
+        await().atMost(PROMPTLY).until(() -> lineLocks(stalled, "stalled", true) == 1);
+        LeaseLockClient next = (LeaseLockClient) closeLater(builder(counting).build());
+        Future<HeldLock> second = waitInLine(next, "stalled", Duration.ofMillis(200));
+        await().atMost(PROMPTLY).until(() -> lineLocks(next, "stalled", false) == 1);
+
+        proxy.setPaused(true); // the first client hears nothing more
+        held.release();
+        HeldLock taken = second.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        assertThat(first).isNotDone();
+        proxy.setPaused(false);
+        taken.release();
+        first.get(PROMPTLY.toSeconds() * 4, TimeUnit.SECONDS).release();
+    }
+
+    /**
+     * The first client's line connection is killed: it goes on waiting through the LISTEN connection
+     * and hears the release (a five-minute lease: only a NOTIFY can make it prompt).
+     */
+    @Test
+    void aWaiterWhoseLineConnectionIsKilledStillHearsTheRelease() throws Exception {
+        HeldLock held = client().acquire(LockRequest.of("killed-line").leaseFor(Duration.ofMinutes(5)));
+        LeaseLockClient b = (LeaseLockClient) client();
+        Future<HeldLock> waiter = waitInLine(b, "killed-line", Duration.ofMinutes(10));
+        await().atMost(PROMPTLY).until(() -> lineLocks(b, "killed-line", true) == 1);
+        long id = b.lineLockId("killed-line");
+        assertThat(queryLong("SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory'"
+                + " AND granted AND objsubid = 1 AND classid::bigint = ? AND objid::bigint = ?", id >>> 32,
+                id & 0xffffffffL)).isEqualTo(1);
+        await().atMost(PROMPTLY).until(() -> b.listenerWaiters() == 1);
+        awaitWaiterInDatabase("killed-line");
+
+        long released = System.nanoTime();
+        held.release();
+        waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).release();
+        assertThat(Duration.ofNanos(System.nanoTime() - released)).isLessThan(Duration.ofSeconds(2));
+    }
+
+    /**
+     * A client behind the first that stops waiting (its wait ran out, it was interrupted, or its client
+     * closed) leaves the line and gives its connection back, and the first keeps its place.
+     */
+    @Test
+    void aWaiterBehindTheFirstThatStopsWaitingLeavesTheLine() throws Exception {
+        HeldLock held = client().acquire(LockRequest.of("leaving").leaseFor(Duration.ofMinutes(5)));
+        LeaseLockClient b = (LeaseLockClient) client();
+        Future<HeldLock> first = waitInLine(b, "leaving", Duration.ofMinutes(10));
+        await().atMost(PROMPTLY).until(() -> lineLocks(b, "leaving", true) == 1);
+        for (String how : List.of("wait ran out", "interrupted", "client closed")) {
+            LeaseLockClient c = (LeaseLockClient) client(); // rechecks every second: the default
+            AtomicReference<Throwable> outcome = new AtomicReference<>();
+            AtomicBoolean interruptFlag = new AtomicBoolean();
+            Duration wait = how.equals("wait ran out") ? Duration.ofMillis(1500) : Duration.ofMinutes(1);
+            Thread waiter = new Thread(() -> {
+                outcome.set(org.assertj.core.api.Assertions.catchThrowable(
+                        () -> c.acquire(LockRequest.of("leaving").waitAtMost(wait))));
+                interruptFlag.set(Thread.currentThread().isInterrupted());
+            });
+            waiter.start();
+            await().atMost(PROMPTLY).until(() -> lineLocks(b, "leaving", false) == 1);
+            if (how.equals("interrupted")) {
+                waiter.interrupt();
+            } else if (how.equals("client closed")) {
+                c.close();
+            }
+            waiter.join(PROMPTLY.toMillis());
+            assertThat(waiter.isAlive()).as(how).isFalse();
+            assertThat(outcome.get()).as(how).isInstanceOf(how.equals("client closed")
+                    ? IllegalStateException.class : LockNotAcquiredException.class);
+            assertThat(interruptFlag.get()).as(how).isEqualTo(how.equals("interrupted"));
+            await().atMost(PROMPTLY).until(() -> lineLocks(b, "leaving", false) == 0 && c.waitingConnections() == 0);
+            assertThat(lineLocks(b, "leaving", true)).as(how).isEqualTo(1);
+        }
+        held.release();
+        first.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).release();
+    }
+
+    /**
+     * A LISTEN DataSource that multiplexes sessions (a real PgBouncer in transaction pooling, against
+     * the README's advice): the line's session is found moved when it leaves, the backend that holds
+     * its line lock is ended rather than left holding it, and the client stops using wait lines.
+     */
+    @Test
+    void aWaitLineWhoseSessionAPoolerMovedEndsThatBackendAndIsNotUsedAgain() throws Exception {
+        PgBouncer bouncer = closeLater(PgBouncer.transactionPooling(db, 2));
+        org.postgresql.ds.PGSimpleDataSource viaBouncer = db.simpleDataSource(bouncer.jdbcUrl());
+        HeldLock held = client().acquire(LockRequest.of("moved").leaseFor(SHORT_LEASE));
+        LeaseLockClient b = (LeaseLockClient) closeLater(builder(counting).listenDataSource(viaBouncer).build());
+        Future<HeldLock> waiter = waitInLine(b, "moved", Duration.ofMinutes(10));
+        await().atMost(PROMPTLY).until(() -> lineLocks(b, "moved", true) == 1);
+        long id = b.lineLockId("moved");
+        long lineBackend = queryLong("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+                + " AND classid::bigint = ? AND objid::bigint = ?", id >>> 32, id & 0xffffffffL);
+        // Two open transactions through the pooler take both of its server sessions, one of them the
+        // line's. The line's ends first: PgBouncer hands out its most recently freed session next, so
+        // the line leaves on the other one, and finds its own idle.
+        Connection onLine = null;
+        List<Connection> others = new ArrayList<>();
+        for (int i = 0; i < 2; i++) {
+            Connection c = closeLater(viaBouncer.getConnection());
+            c.setAutoCommit(false);
+            try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery("SELECT pg_backend_pid()")) {
+                rs.next();
+                if (rs.getInt(1) == lineBackend) {
+                    onLine = c;
+                } else {
+                    others.add(c);
+                }
+            }
+        }
+        assertThat(onLine).as("a pooler transaction runs on the line's backend").isNotNull();
+        onLine.commit();
+        others.get(0).commit();
+        held.release();
+
+        waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).release();
+        await().atMost(PROMPTLY).until(() -> b.waitLinesOff());
+        assertThat(lineLocks(b, "moved", true) + lineLocks(b, "moved", false)).as("the line's backend was ended")
+                .isZero();
+        assertThat(advisoryLocks(b.waiterLockId("moved"), true)).isZero();
     }
 
     /**
@@ -1428,8 +1635,9 @@ class LeaseLockClientTest extends LockClientContractTest {
         LockClient other = client();
         other.acquire(LockRequest.of("interrupted"));
         AtomicReference<Throwable> outcome = new AtomicReference<>();
+        // Shared: it waits through the LISTEN connection (an exclusive one would wait in a line).
         Thread waiter = new Thread(() -> outcome.set(org.assertj.core.api.Assertions.catchThrowable(
-                () -> a.acquire(LockRequest.of("interrupted").waitAtMost(Duration.ofSeconds(60))))));
+                () -> a.acquire(LockRequest.of("interrupted").shared().waitAtMost(Duration.ofSeconds(60))))));
         waiter.start();
         await().atMost(PROMPTLY).until(() -> a.listenerWaiters() == 1 && waiter.getState() == Thread.State.TIMED_WAITING);
 
