@@ -43,8 +43,8 @@ import org.slf4j.LoggerFactory;
  * caller that waits ({@link #lockInDatabase}) tries again with {@link #WAITER_TRY_LOCK}, which
  * writes nothing when it fails, when a NOTIFY says the key was released or when the holder's lease
  * ends by the database clock, whichever comes first. Exclusive waiters of different clients queue in
- * the key's {@link WaitLine}, so that a release wakes one of them; the others hear releases through
- * their client's {@link LeaseListener}.
+ * the key's {@link WaitLine}, so that a release wakes the first of them only; other waiters (see
+ * {@link Wait}) hear releases through their client's {@link LeaseListener}.
  *
  * <p>Every statement is a single autocommit statement on a pinned session, so the table works
  * through PgBouncer in transaction pooling; only the LISTEN connection and the wait lines (both from
@@ -328,6 +328,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
      * one LISTEN connection, where every release of a key wakes every client waiting for it.
      */
     static final int MAX_LINES = 2;
+    /** How long no line is opened after a borrow for one ran out. */
+    private static final long LINES_PAUSE_NANOS = TimeUnit.SECONDS.toNanos(5);
 
     private final String namespace;
     private final Duration defaultLease;
@@ -366,6 +368,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private final java.util.concurrent.Semaphore lineSlots = new java.util.concurrent.Semaphore(MAX_LINES);
     /** Set once a line's session was found moved by a pooler: callers wait through the LISTEN connection only. */
     private volatile boolean linesOff;
+    /** Until when (System.nanoTime) no line is opened: a borrow for one ran out (the pool may be exhausted). */
+    private volatile long linesPausedUntil = System.nanoTime();
     private final ExecutorService connector;
     private final AtomicBoolean heartbeatRunning = new AtomicBoolean();
     /** Locks a transaction confirmed and still holds the row of, until they are released. */
@@ -928,10 +932,13 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         Wait(String key, boolean inLine, long deadlineNanos) throws InterruptedException {
             this.key = key;
             this.deadlineNanos = deadlineNanos;
-            if (inLine && !linesOff && lineSlots.tryAcquire()) {
+            if (inLine && !linesOff && System.nanoTime() - linesPausedUntil >= 0 && lineSlots.tryAcquire()) {
                 line = WaitLine.open(listenDataSource, connectionWaitTimeout, connector, channel, key,
                         lineLockId(key), listener.waiterLockId(key), deadlineNanos, lineRecheckMillisForTests);
                 if (line == null) {
+                    // No connection in time: the borrow goes on in the background; waiters use the
+                    // LISTEN connection for a while rather than each wait for a connection first.
+                    linesPausedUntil = System.nanoTime() + LINES_PAUSE_NANOS;
                     lineSlots.release();
                 } else {
                     lines.add(line);

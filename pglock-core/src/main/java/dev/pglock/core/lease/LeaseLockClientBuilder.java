@@ -48,8 +48,8 @@ public final class LeaseLockClientBuilder {
 
     /**
      * Where waiters LISTEN for releases and queue in wait lines (default: the main DataSource). It
-     * lends one connection while anyone waits, and one more to each of up to two callers waiting for
-     * an exclusive lock. Behind PgBouncer in transaction pooling, point this at PostgreSQL directly
+     * lends one connection to each of up to two callers waiting a second or more for an exclusive
+     * lock, and one shared by the other waiters while there are any. Behind PgBouncer in transaction pooling, point this at PostgreSQL directly
      * (or at a session-pooling PgBouncer): these need real sessions; everything else works through
      * the transaction pool.
      */

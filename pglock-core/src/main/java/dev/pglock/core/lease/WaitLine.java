@@ -35,10 +35,12 @@ import org.slf4j.LoggerFactory;
  * A first client whose process dies loses its session and the line moves on at once.
  *
  * <p><b>Failure.</b> When the line's connection fails, the caller goes on waiting through the shared
- * LISTEN connection, as callers do beyond {@link LeaseLockClient#MAX_LINES} lines per client or for a
- * shared lock (shared holders do not exclude each other, so they must not queue).
+ * LISTEN connection, as callers do beyond {@link LeaseLockClient#MAX_LINES} lines per client, for a
+ * shared lock (shared holders do not exclude each other, so they must not queue), for a wait shorter
+ * than a recheck, and in a client that found a line's session moved by a pooler.
  *
- * <p>Only the caller's thread uses it, except {@link #abort()}.
+ * <p>The caller's thread uses it, then hands it to another thread for {@link #leave()} (through an
+ * executor, which orders the two); {@link #abort()} may come from any thread.
  */
 final class WaitLine {
 
@@ -53,7 +55,8 @@ final class WaitLine {
     private static final String LOCK_NOT_AVAILABLE = "55P03";
     // One round trip. Parameters: lock timeout in ms, line lock id, session token, waiter id. The lock
     // timeout is the transaction's own (the statements up to the Sync are one), so it applies to the
-    // line lock alone and never stays on the session; nothing after the line lock runs without it.
+    // line lock alone and never stays on the session; nothing after the line lock runs unless it was
+    // had, and LISTEN and the waiter id are asked for without a lock timeout.
     // The token, a session setting, tells the session apart when it leaves (see LEAVE). Columns of
     // the first statement: pid and start of the backend, so a pooler that moved the session can be
     // told and the backend holding the line lock ended.
@@ -122,9 +125,9 @@ final class WaitLine {
     }
 
     /**
-     * Borrows the line's connection, waiting for it until the connection wait timeout or the
-     * caller's deadline, whichever comes first; null (logged) when none was had, and the caller waits
-     * through the LISTEN connection (an interrupt stays set).
+     * Borrows the line's connection, waiting for it at most 250 ms (less when the connection wait
+     * timeout or the caller's deadline is nearer); null (logged) when none was had, and the caller
+     * waits through the LISTEN connection (an interrupt stays set).
      *
      * @param channel the checked table name: letters, digits and _ only, so quoting is enough
      * @param recheckMillis how long a client behind the first waits in line before it attempts
@@ -156,7 +159,7 @@ final class WaitLine {
 
     /**
      * Waits until the caller should attempt: behind the first, until this client is first (or
-     * {@link #RECHECK_MILLIS} or the deadline passed, whatever {@code nanos} says); first, until a
+     * recheck or the deadline passed: {@code nanos} does not apply there); first, until a
      * release of the key was heard or {@code nanos} passed.
      *
      * @return false when the line's connection failed: nothing was waited for, and the caller waits
@@ -183,7 +186,7 @@ final class WaitLine {
             }
             failed = true;
             first = false;
-            Jdbc.abortQuietly(connection);
+            dispose(true);
             return false;
         }
     }
@@ -273,6 +276,7 @@ final class WaitLine {
                     connection.unwrap(org.postgresql.PGConnection.class).getNotifications(); // none for the next borrower
                 } else {
                     moved = true;
+                    connection.unwrap(org.postgresql.PGConnection.class).getNotifications();
                     long ended;
                     try (PreparedStatement ps = connection.prepareStatement(END_MOVED)) {
                         ps.setInt(1, pid);
@@ -289,16 +293,26 @@ final class WaitLine {
                     }
                 }
             }
-            synchronized (this) {
-                if (aborted) {
-                    return;
-                }
-                returned = true;
-            }
-            connection.close();
+            dispose(false);
         } catch (SQLException | RuntimeException e) {
             log.debug("leaving the wait line for '{}' failed; the connection is dropped: {}", key, e.getMessage());
+            dispose(true);
+        }
+    }
+
+    /** Gives the connection back (aborted when asked), once; {@link #abort()} leaves it alone from then on. */
+    private void dispose(boolean abort) {
+        synchronized (this) {
+            if (returned) {
+                return;
+            }
+            returned = true;
+            abort |= aborted; // aborted meanwhile: its session may be gone, and the pool must not reuse it
+        }
+        if (abort) {
             Jdbc.abortQuietly(connection);
+        } else {
+            Jdbc.closeQuietly(connection);
         }
     }
 
