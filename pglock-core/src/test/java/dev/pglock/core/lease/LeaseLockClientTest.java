@@ -1057,8 +1057,24 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     private long advisoryLocks(long id, boolean granted) throws SQLException {
-        return queryLong("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted = ?"
-                + " AND classid::bigint = ? AND objid::bigint = ?", granted, id >>> 32, id & 0xffffffffL);
+        return queryLong("SELECT count(*) FROM pg_locks WHERE granted = ? AND " + ADVISORY_ID, granted, id >>> 32,
+                id & 0xffffffffL);
+    }
+
+    /** pg_locks rows of the bigint advisory lock id given as its high and low halves. */
+    private static final String ADVISORY_ID = "locktype = 'advisory' AND objsubid = 1 AND classid::bigint = ?"
+            + " AND objid::bigint = ?";
+
+    /** {@code key} held for five minutes by one client, and another client first in its line. */
+    private record FirstInLine(HeldLock held, LeaseLockClient client, Future<HeldLock> waiting) {
+    }
+
+    private FirstInLine firstInLine(String key) {
+        HeldLock held = client().acquire(LockRequest.of(key).leaseFor(Duration.ofMinutes(5)));
+        LeaseLockClient first = (LeaseLockClient) client();
+        Future<HeldLock> wait = waitInLine(first, key, Duration.ofMinutes(10));
+        await().atMost(PROMPTLY).until(() -> lineLocks(first, key, true) == 1);
+        return new FirstInLine(held, first, wait);
     }
 
     /** A client that waits for {@code key} in its line, asking again only after {@code recheck}. */
@@ -1141,19 +1157,15 @@ class LeaseLockClientTest extends LockClientContractTest {
      */
     @Test
     void aWaiterWhoseLineConnectionIsKilledStillHearsTheRelease() throws Exception {
-        HeldLock held = client().acquire(LockRequest.of("killed-line").leaseFor(Duration.ofMinutes(5)));
-        LeaseLockClient b = (LeaseLockClient) client();
-        Future<HeldLock> waiter = waitInLine(b, "killed-line", Duration.ofMinutes(10));
-        await().atMost(PROMPTLY).until(() -> lineLocks(b, "killed-line", true) == 1);
-        long id = b.lineLockId("killed-line");
-        assertThat(queryLong("SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory'"
-                + " AND granted AND objsubid = 1 AND classid::bigint = ? AND objid::bigint = ?", id >>> 32,
-                id & 0xffffffffL)).isEqualTo(1);
-        await().atMost(PROMPTLY).until(() -> b.listenerWaiters() == 1);
+        FirstInLine line = firstInLine("killed-line");
+        long id = line.client().lineLockId("killed-line");
+        assertThat(queryLong("SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE granted AND " + ADVISORY_ID,
+                id >>> 32, id & 0xffffffffL)).isEqualTo(1);
+        await().atMost(PROMPTLY).until(() -> line.client().listenerWaiters() == 1);
         awaitWaiterInDatabase("killed-line");
 
-        held.release();
-        waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).release();
+        line.held().release();
+        line.waiting().get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).release();
     }
 
     /**
@@ -1162,10 +1174,8 @@ class LeaseLockClientTest extends LockClientContractTest {
      */
     @Test
     void aWaiterBehindTheFirstThatStopsWaitingLeavesTheLine() throws Exception {
-        HeldLock held = client().acquire(LockRequest.of("leaving").leaseFor(Duration.ofMinutes(5)));
-        LeaseLockClient b = (LeaseLockClient) client();
-        Future<HeldLock> first = waitInLine(b, "leaving", Duration.ofMinutes(10));
-        await().atMost(PROMPTLY).until(() -> lineLocks(b, "leaving", true) == 1);
+        FirstInLine line = firstInLine("leaving");
+        LeaseLockClient b = line.client();
         HikariDataSource listenPool = closeLater(db.pooledDataSource(4));
         for (String how : List.of("wait ran out", "interrupted", "client closed")) {
             // Rechecks every second, the default.
@@ -1194,8 +1204,8 @@ class LeaseLockClientTest extends LockClientContractTest {
                     && listenPool.getHikariPoolMXBean().getActiveConnections() == 0);
             assertThat(lineLocks(b, "leaving", true)).as(how).isEqualTo(1);
         }
-        held.release();
-        first.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).release();
+        line.held().release();
+        line.waiting().get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).release();
     }
 
     /**
@@ -1212,8 +1222,8 @@ class LeaseLockClientTest extends LockClientContractTest {
         Future<HeldLock> waiter = waitInLine(b, "moved", Duration.ofMinutes(10));
         await().atMost(PROMPTLY).until(() -> lineLocks(b, "moved", true) == 1);
         long id = b.lineLockId("moved");
-        long lineBackend = queryLong("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
-                + " AND classid::bigint = ? AND objid::bigint = ?", id >>> 32, id & 0xffffffffL);
+        long lineBackend = queryLong("SELECT pid FROM pg_locks WHERE granted AND " + ADVISORY_ID, id >>> 32,
+                id & 0xffffffffL);
         // Two open transactions through the pooler take both of its server sessions, one of them the
         // line's. The line's ends first: PgBouncer hands out its most recently freed session next, so
         // the line leaves on the other one, and finds its own idle.
