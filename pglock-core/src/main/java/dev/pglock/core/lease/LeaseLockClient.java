@@ -918,7 +918,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     /**
      * How one caller waits between two attempts: in the key's {@link WaitLine} when it may have one
-     * (exclusive, and fewer than {@link #MAX_LINES} lines open), else through the LISTEN connection,
+     * (exclusive, a wait of a recheck or more, fewer than {@link #MAX_LINES} lines open, lines neither
+     * turned off by a pooler nor paused by a borrow that ran out), else through the LISTEN connection,
      * and through it too from the moment its line's connection fails. Either way it is registered
      * (or first in line, which registers) before its next attempt, so that attempt or a NOTIFY sees
      * every release after it.

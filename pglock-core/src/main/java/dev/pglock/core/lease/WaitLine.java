@@ -51,7 +51,7 @@ final class WaitLine {
     private static final int NETWORK_TIMEOUT_MILLIS = 4000;
     /** How long the first client waits for a notification before it checks its interrupt flag. */
     private static final int POLL_MILLIS = 500;
-    /** SQLState of a lock timeout: the line lock was not had in time, and nothing was taken. */
+    /** SQLState of a lock timeout: the line lock was not had in time (but see UNLOCK_IF_HELD). */
     private static final String LOCK_NOT_AVAILABLE = "55P03";
     // One round trip. Parameters: lock timeout in ms, line lock id, session token, waiter id. The lock
     // timeout is the transaction's own (the statements up to the Sync are one), so it applies to the
@@ -71,7 +71,8 @@ final class WaitLine {
             + " CASE WHEN s.mine THEN set_config('pglock.line', '', false) END"
             + " FROM (SELECT coalesce(current_setting('pglock.line', true) = ?, false) AS mine OFFSET 0) AS s";
     // Ends the backend that holds a line whose session a pooler moved, when it is idle: never in the
-    // middle of another client's transaction. Parameters: pid, backend start.
+    // middle of another client's transaction (though the pooler may hand it out the same instant).
+    // Parameters: pid, backend start.
     private static final String END_MOVED = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             + " WHERE pid = ? AND backend_start = ? AND state = 'idle'";
     // A lock timeout that fired as the line lock was granted leaves it granted (a session lock
@@ -93,8 +94,6 @@ final class WaitLine {
     private final String join;
     private final Connection connection;
     private final NotificationPoll poll;
-    /** True from the moment this client holds the line lock and listens. */
-    private boolean first;
     /** Set by {@link #abort()}: the client is closing. Guarded by this, with {@link #returned}. */
     private volatile boolean aborted;
     /** Set when the connection goes back to its pool: {@link #abort()} must not touch it then. */
@@ -106,11 +105,11 @@ final class WaitLine {
     private boolean failed;
     /** Tells this line's session from others at {@link #leave()}. */
     private final String token = Long.toHexString(java.util.concurrent.ThreadLocalRandom.current().nextLong());
-    /** The backend that took the line lock, once this client is first. */
+    /** The backend that took the line lock, from the moment this client is first (and listens); else 0. */
     private int pid;
     private java.sql.Timestamp backendStart;
     /** Set by {@link #leave()}: the session had been moved by a pooler. */
-    private volatile boolean moved;
+    private boolean moved;
 
     private WaitLine(String key, long lineLockId, long waiterLockId, long deadlineNanos, long recheckMillis,
             String channel, Connection connection, NotificationPoll poll) {
@@ -170,10 +169,10 @@ final class WaitLine {
             return false;
         }
         try {
-            if (first) {
+            if (pid != 0) {
                 awaitRelease(nanos);
             } else {
-                first = awaitFirst();
+                awaitFirst();
             }
             if (Thread.interrupted()) {
                 throw new InterruptedException();
@@ -185,14 +184,13 @@ final class WaitLine {
                         key, e.getMessage());
             }
             failed = true;
-            first = false;
             dispose(true);
             return false;
         }
     }
 
-    /** Asks for the line lock for at most a recheck; true when this client is first now. */
-    private boolean awaitFirst() throws SQLException {
+    /** Asks for the line lock for at most a recheck; sets {@link #pid} when this client is first now. */
+    private void awaitFirst() throws SQLException {
         long millis = Math.min(recheckMillis, TimeUnit.NANOSECONDS.toMillis(deadlineNanos - System.nanoTime()));
         try (PreparedStatement ps = connection.prepareStatement(join)) {
             ps.setString(1, Long.toString(Math.max(1, millis)));
@@ -202,16 +200,14 @@ final class WaitLine {
             ps.execute();
             try (java.sql.ResultSet rs = ps.getResultSet()) {
                 rs.next();
-                pid = rs.getInt(5);
                 backendStart = rs.getTimestamp(6);
+                pid = rs.getInt(5);
             }
-            return true;
         } catch (SQLException e) {
             if (aborted || !LOCK_NOT_AVAILABLE.equals(e.getSQLState())) {
                 throw e; // any other failure drops the connection, and whatever its session took with it
             }
             timedOut = true; // not had in time, but maybe granted as the timeout fired: see leave()
-            return false;
         }
     }
 
