@@ -322,12 +322,6 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** How long a waiter that found the key being taken by another session waits before it looks again. */
     private static final long BUSY_BACKOFF_MILLIS = 20;
     private static final long BUSY_BACKOFF_MAX_MILLIS = 100;
-    /**
-     * At most this many callers of one client wait in a {@link WaitLine} at once, each on its own
-     * connection of the LISTEN DataSource; the others, and callers of shared locks, wait through the
-     * one LISTEN connection, where every release of a key wakes every client waiting for it.
-     */
-    static final int MAX_LINES = 2;
     /** How long no line is opened after a borrow for one ran out. */
     private static final long LINES_PAUSE_NANOS = TimeUnit.SECONDS.toNanos(5);
 
@@ -365,7 +359,13 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private final Duration connectionWaitTimeout;
     /** Wait lines callers are in now (or leaving); {@link #lineSlots} bounds how many. */
     private final Set<WaitLine> lines = ConcurrentHashMap.newKeySet();
-    private final java.util.concurrent.Semaphore lineSlots = new java.util.concurrent.Semaphore(MAX_LINES);
+    /**
+     * One permit per caller that may wait in a {@link WaitLine} at once (the builder's waitLines),
+     * each on its own connection of the LISTEN DataSource; the others, and callers of shared locks,
+     * wait through the one LISTEN connection, where every release of a key wakes every client waiting
+     * for it.
+     */
+    private final java.util.concurrent.Semaphore lineSlots;
     /** Set once a line's session was found moved by a pooler: callers wait through the LISTEN connection only. */
     private volatile boolean linesOff;
     /** Until when (System.nanoTime) no line is opened: a borrow for one ran out (the pool may be exhausted). */
@@ -401,8 +401,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     LeaseLockClient(DataSource dataSource, DataSource listenDataSource, String namespace, String table,
             String quotedTable, String quotedSequence, boolean initializeSchema, Duration defaultLease,
-            Duration heartbeatInterval, int lockSessions, Duration connectionWaitTimeout, boolean asyncReleaseCommit,
-            String owner) {
+            Duration heartbeatInterval, int lockSessions, int waitLines, Duration connectionWaitTimeout,
+            boolean asyncReleaseCommit, String owner) {
         super(owner, "pglock-lease");
         this.namespace = namespace;
         this.defaultLease = defaultLease;
@@ -449,6 +449,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 this::wakeListener);
         this.listenDataSource = listenDataSource;
         this.connectionWaitTimeout = connectionWaitTimeout;
+        this.lineSlots = new java.util.concurrent.Semaphore(waitLines);
         this.lineIds = new dev.pglock.core.advisory.AdvisoryKeyHasher("pglock-lease-lines/" + channel);
     }
 
@@ -918,7 +919,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     /**
      * How one caller waits between two attempts: in the key's {@link WaitLine} when it may have one
-     * (exclusive, a wait of a recheck or more, fewer than {@link #MAX_LINES} lines open, lines neither
+     * (exclusive, a wait of a recheck or more, a free {@link #lineSlots} permit, lines neither
      * turned off by a pooler nor paused by a borrow that ran out), else through the LISTEN connection,
      * and through it too from the moment its line's connection fails. Either way it is registered
      * (or first in line, which registers) before its next attempt, so that attempt or a NOTIFY sees

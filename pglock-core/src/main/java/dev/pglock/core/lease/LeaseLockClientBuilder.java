@@ -23,6 +23,8 @@ public final class LeaseLockClientBuilder {
     public static final Duration DEFAULT_HEARTBEAT_INTERVAL = Duration.ofSeconds(2);
     /** Default upper bound on the sessions the client runs its statements on: they open as concurrent callers need them. */
     public static final int DEFAULT_LOCK_SESSIONS = 8;
+    /** Default bound on callers of one client waiting in wait lines at once (see {@link #waitLines}). */
+    public static final int DEFAULT_WAIT_LINES = 2;
     /** Default bound on waiting for a pooled connection. */
     public static final Duration DEFAULT_CONNECTION_WAIT_TIMEOUT = Duration.ofSeconds(5);
     /** Where the table's DDL is in the jar, for Flyway or Liquibase. */
@@ -37,6 +39,7 @@ public final class LeaseLockClientBuilder {
     private Duration lease = DEFAULT_LEASE;
     private Duration heartbeatInterval = DEFAULT_HEARTBEAT_INTERVAL;
     private int lockSessions = DEFAULT_LOCK_SESSIONS;
+    private int waitLines = DEFAULT_WAIT_LINES;
     private Duration connectionWaitTimeout = DEFAULT_CONNECTION_WAIT_TIMEOUT;
     private boolean asyncReleaseCommit;
     private String owner;
@@ -48,8 +51,8 @@ public final class LeaseLockClientBuilder {
 
     /**
      * Where waiters LISTEN for releases and queue in wait lines (default: the main DataSource). It
-     * lends one connection to each of up to two callers waiting a second or more for an exclusive
-     * lock, and one shared by the other waiters while there are any. Behind PgBouncer in transaction pooling, point this at PostgreSQL directly
+     * lends one connection to each caller in a wait line (see {@link #waitLines}), and one shared by
+     * the other waiters while there are any. Behind PgBouncer in transaction pooling, point this at PostgreSQL directly
      * (or at a session-pooling PgBouncer): these need real sessions; everything else works through
      * the transaction pool.
      */
@@ -110,6 +113,19 @@ public final class LeaseLockClientBuilder {
         return this;
     }
 
+    /**
+     * How many callers of this client may wait in wait lines at once (0 – 16, default 2). A caller
+     * waiting a second or more for an exclusive lock queues, on a connection of its own from the
+     * LISTEN DataSource, in the key's line in PostgreSQL, so that a release wakes only the first client
+     * in line instead of every client waiting for the key. The other waiters, and all of them with 0,
+     * share the one LISTEN connection. Each line holds its connection for its caller's whole wait:
+     * count them when sizing the pool.
+     */
+    public LeaseLockClientBuilder waitLines(int waitLines) {
+        this.waitLines = Checks.between("waitLines", waitLines, 0, 16);
+        return this;
+    }
+
     /** The longest wait for a connection from the DataSource (default 5s). */
     public LeaseLockClientBuilder connectionWaitTimeout(Duration timeout) {
         this.connectionWaitTimeout = Checks.positive("connectionWaitTimeout", timeout);
@@ -167,7 +183,8 @@ public final class LeaseLockClientBuilder {
         LeaseLockClient client = new LeaseLockClient(dataSource, listenDataSource == null ? dataSource : listenDataSource,
                 namespace, table, Identifiers.quoted("tableName", table),
                 Identifiers.quoted("tableName", table + "_fencing_seq"), initializeSchema, lease, heartbeatInterval,
-                lockSessions, connectionWaitTimeout, asyncReleaseCommit, owner == null ? Owners.newOwner() : owner);
+                lockSessions, waitLines, connectionWaitTimeout, asyncReleaseCommit,
+                owner == null ? Owners.newOwner() : owner);
         client.observeWith(observer);
         try {
             client.start();

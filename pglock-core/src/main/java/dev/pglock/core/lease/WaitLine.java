@@ -35,7 +35,7 @@ import org.slf4j.LoggerFactory;
  * A first client whose process dies loses its session and the line moves on at once.
  *
  * <p><b>Failure.</b> When the line's connection fails, the caller goes on waiting through the shared
- * LISTEN connection, as callers do beyond {@link LeaseLockClient#MAX_LINES} lines per client, for a
+ * LISTEN connection, as callers do beyond the client's {@code waitLines}, for a
  * shared lock (shared holders do not exclude each other, so they must not queue), for a wait shorter
  * than a recheck, and in a client that found a line's session moved by a pooler.
  *

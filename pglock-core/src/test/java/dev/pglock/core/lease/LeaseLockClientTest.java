@@ -969,6 +969,10 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThatThrownBy(() -> PgLock.lease(pool).lease(Duration.ZERO)).hasMessageContaining("lease");
         assertThatThrownBy(() -> PgLock.lease(pool).heartbeatInterval(Duration.ofSeconds(-1)))
                 .hasMessageContaining("heartbeatInterval");
+        for (int lines : new int[] {-1, 17}) {
+            assertThatThrownBy(() -> PgLock.lease(pool).waitLines(lines)).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("waitLines").hasMessageContaining(String.valueOf(lines));
+        }
         LockClient a = client();
         assertThatThrownBy(() -> a.tryAcquire(LockRequest.of("short").leaseFor(Duration.ofMillis(300))))
                 .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("leaseFor").hasMessageContaining("PT0.3S");
@@ -1124,6 +1128,20 @@ class LeaseLockClientTest extends LockClientContractTest {
         third.release();
         await().atMost(PROMPTLY).until(() -> lineLocks(line, "line", true) + lineLocks(line, "line", false) == 0
                 && advisoryLocks(line.waiterLockId("line"), true) == 0);
+    }
+
+    /** With no wait lines, an exclusive waiter waits through the LISTEN connection, and still hears the release. */
+    @Test
+    void withNoWaitLinesAWaiterWaitsThroughTheListenConnection() throws Exception {
+        HeldLock held = client().acquire(LockRequest.of("no-lines").leaseFor(Duration.ofMinutes(5)));
+        LeaseLockClient b = (LeaseLockClient) closeLater(builder(counting).waitLines(0).build());
+        Future<HeldLock> waiter = threads.submit(
+                () -> b.acquire(LockRequest.of("no-lines").waitAtMost(Duration.ofMinutes(1))));
+        await().atMost(PROMPTLY).until(() -> b.listenerWaiters() == 1);
+        awaitWaiterInDatabase("no-lines");
+        assertThat(lineLocks(b, "no-lines", true) + lineLocks(b, "no-lines", false)).isZero();
+        held.release();
+        waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).release();
     }
 
     /**

@@ -157,6 +157,7 @@ public class PgLockClients implements SmartLifecycle, DisposableBean {
                     .lease(properties.getLease())
                     .heartbeatInterval(properties.getHeartbeatInterval())
                     .lockSessions(properties.getLockSessions())
+                    .waitLines(properties.getWaitLines())
                     .connectionWaitTimeout(properties.getConnectionWaitTimeout())
                     .asyncReleaseCommit(properties.getTable().isAsyncReleaseCommit())
                     .build();

@@ -63,6 +63,13 @@ public class PgLockProperties {
      */
     private int lockSessions = 8;
 
+    /**
+     * Lease mode: how many callers of each lock client may wait in wait lines at once (0 to 16), each
+     * on a connection of its own, so that a release wakes one waiting replica instead of all of them.
+     * Other waiters share one LISTEN connection. Count them when sizing the pool.
+     */
+    private int waitLines = 2;
+
     /** The longest wait for a connection from the DataSource before failing with "pool exhausted". */
     private Duration connectionWaitTimeout = Duration.ofSeconds(5);
 
@@ -139,6 +146,14 @@ public class PgLockProperties {
 
     public void setHeartbeatInterval(Duration heartbeatInterval) {
         this.heartbeatInterval = heartbeatInterval;
+    }
+
+    public int getWaitLines() {
+        return waitLines;
+    }
+
+    public void setWaitLines(int waitLines) {
+        this.waitLines = waitLines;
     }
 
     public int getLockSessions() {

@@ -59,6 +59,9 @@ final class PgLockPropertiesValidator {
         if (p.getLockSessions() < 1 || p.getLockSessions() > 64) {
             throw invalid("pglock.lock-sessions", p.getLockSessions(), "must be between 1 and 64");
         }
+        if (p.getWaitLines() < 0 || p.getWaitLines() > 16) {
+            throw invalid("pglock.wait-lines", p.getWaitLines(), "must be between 0 and 16");
+        }
         String table = p.getTable().getName();
         try {
             Identifiers.quoted("pglock.table.name", table);

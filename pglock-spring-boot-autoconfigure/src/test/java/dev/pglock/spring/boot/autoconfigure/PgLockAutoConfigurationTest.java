@@ -3,6 +3,7 @@ package dev.pglock.spring.boot.autoconfigure;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import com.zaxxer.hikari.HikariDataSource;
+import dev.pglock.core.HeldLock;
 import dev.pglock.core.LockClient;
 import dev.pglock.core.LockMode;
 import dev.pglock.core.LockRequest;
@@ -15,6 +16,7 @@ import dev.pglock.test.PgTestDatabase;
 import java.sql.Connection;
 import java.sql.Statement;
 import java.time.Duration;
+import java.util.List;
 import javax.sql.DataSource;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
@@ -126,6 +128,31 @@ class PgLockAutoConfigurationTest {
         });
     }
 
+    /** A waiter queues in the key's wait line (on the lock DataSource) by default, and not with 0 lines. */
+    @Test
+    void waitLinesAreTwoByDefaultAndReachTheLeaseClient() {
+        for (String lines : List.of("2", "0")) {
+            runner.withUserConfiguration(TwoDataSources.class)
+                    .withPropertyValues("pglock.mode=lease", "pglock.wait-lines=" + lines).run(context -> {
+                        assertThat(new PgLockProperties().getWaitLines()).isEqualTo(2);
+                        LockClient client = context.getBean(LockClient.class);
+                        CountingDataSource lockOnly = context.getBean("lockDataSource", CountingDataSource.class);
+                        try (LockClient other = PgLock.lease(db.simpleDataSource()).tableName(table)
+                                .namespace(namespace).build()) {
+                            HeldLock held = other.acquire(LockRequest.of("lined"));
+                            java.util.concurrent.CompletableFuture<HeldLock> waiter = java.util.concurrent.CompletableFuture
+                                    .supplyAsync(() -> client.acquire(LockRequest.of("lined").waitAtMost(Duration.ofMinutes(1))));
+                            org.awaitility.Awaitility.await().atMost(Duration.ofSeconds(10))
+                                    .until(() -> lockOnly.executedContaining("LISTEN") > 0);
+                            held.release();
+                            waiter.get(10, java.util.concurrent.TimeUnit.SECONDS).release();
+                        }
+                        assertThat(lockOnly.executedContaining("pg_advisory_lock(")).as("%s wait lines", lines)
+                                .isEqualTo(lines.equals("0") ? 0 : 1);
+                    });
+        }
+    }
+
     @Test
     void asyncReleaseCommitIsOffByDefaultAndReachesTheLeaseClientsReleasesWhenOn() {
         String setting = "synchronous_commit";
@@ -164,6 +191,8 @@ class PgLockAutoConfigurationTest {
     void holdAtLeastLongerThanTheLeaseAndBadSessionCountsStopTheStart() {
         assertStartFails("pglock.hold-at-least", "PT1M", "pglock.mode=lease", "pglock.hold-at-least=1m");
         assertStartFails("pglock.lock-sessions", "0", "pglock.lock-sessions=0");
+        assertStartFails("pglock.wait-lines", "17", "pglock.wait-lines=17");
+        assertStartFails("pglock.wait-lines", "-1", "pglock.wait-lines=-1");
         assertStartFails("pglock.connection-wait-timeout", "PT0S", "pglock.connection-wait-timeout=0s");
         assertStartFails("pglock.lease", "PT-1S", "pglock.mode=lease", "pglock.lease=-1s");
         assertStartFails("pglock.namespace", "x".repeat(256), "pglock.namespace=" + "x".repeat(256));
@@ -214,7 +243,7 @@ class PgLockAutoConfigurationTest {
                 "\"pglock.hold-at-least\"", "\"pglock.heartbeat-interval\"", "\"pglock.table.name\"",
                 "\"pglock.table.initialize-schema\"", "\"pglock.lock-sessions\"", "\"pglock.connection-wait-timeout\"",
                 "\"pglock.aspect-order\"", "\"pglock.namespace\"", "\"pglock.enabled\"", "\"pglock.advisory.fencing-tokens\"",
-                "\"pglock.table.async-release-commit\"");
+                "\"pglock.table.async-release-commit\"", "\"pglock.wait-lines\"");
     }
 
     /** {@code value} as the message shows it: durations in ISO-8601 once bound. */
