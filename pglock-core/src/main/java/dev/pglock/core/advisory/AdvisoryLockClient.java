@@ -185,6 +185,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private final long idleNanos;
     /** For tests: runs on a waiting caller's thread just before its wait statement is sent. */
     volatile Runnable beforeWaitForTests;
+    /** For tests: runs on the session's connection just before the backends of a multiplexed client are ended. */
+    volatile java.util.function.Consumer<Connection> beforeEndingBackendsForTests;
     /** Borrows connections so that the wait for one can be bounded whatever the pool does. */
     private final ExecutorService connector;
 
@@ -423,11 +425,24 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             if (opening != null) {
                 terminateBackends(opening, claimed);
             } else if (session != null) {
-                session.callEvenIfEnded(c -> terminateBackends(c, claimed));
+                session.callEvenIfEnded(c -> {
+                    java.util.function.Consumer<Connection> hook = beforeEndingBackendsForTests;
+                    if (hook != null) {
+                        hook.accept(c);
+                    }
+                    return terminateBackends(c, claimed);
+                });
             }
         } catch (SQLException | RuntimeException e) {
-            log.warn("ending the backends of this client's lock sessions failed ({}); their locks end when"
-                    + " the pooler closes those server connections", e.getMessage());
+            // Behind a pooler this connection's server session may itself have been a backend another
+            // client just ended (they share the pooler's sessions): once more, on a connection of its own.
+            try (Connection fresh = Jdbc.borrow(dataSource, connectionWaitTimeout, connector,
+                    "ending the backends of this client's lock sessions")) {
+                terminateBackends(fresh, claimed);
+            } catch (SQLException | RuntimeException again) {
+                log.warn("ending the backends of this client's lock sessions failed ({}; then {}); their locks end"
+                        + " when the pooler closes those server connections", e.getMessage(), again.getMessage());
+            }
         }
         if (session != null) {
             sessionDied(session, cause);

@@ -16,6 +16,7 @@ import dev.pglock.core.LockRequest;
 import dev.pglock.core.PgLock;
 import dev.pglock.test.CountingDataSource;
 import dev.pglock.test.PgTestDatabase;
+import dev.pglock.core.internal.Jdbc;
 import dev.pglock.test.PgBouncer;
 import dev.pglock.test.TcpProxy;
 import dev.pglock.test.TransactionPoolingDataSource;
@@ -849,6 +850,47 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         assertThat(heldInDatabase(List.of("bounced"))).as("no server session keeps the lock").isZero();
         assertThat(bouncer.log()).doesNotContain("prepared statement");
     }
+    /**
+     * Behind a pooler, the connection a client ends its backends on can die first: its server session
+     * may be one that another client has just ended (seen once in seven runs of the test above, whose
+     * lock then stayed on a pooled server session). Here the test cuts that connection; the client
+     * ends its backends again on a connection of its own, and no lock stays. Failed before the retry.
+     */
+    @Test
+    void aMultiplexedClientEndsItsBackendsEvenWhenTheConnectionItFoundOutOnDies() throws Exception {
+        PgBouncer bouncer = closeLater(PgBouncer.transactionPooling(db, 2));
+        org.postgresql.ds.PGSimpleDataSource viaBouncer = db.simpleDataSource(bouncer.jdbcUrl());
+        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(viaBouncer).build());
+        a.tryAcquire(LockRequest.of("cut")).orElseThrow();
+        int lockBackend;
+        try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement("SELECT pid FROM pg_locks"
+                + " WHERE locktype = 'advisory' AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = ?")) {
+            ps.setLong(1, hasher.lockId("cut"));
+            try (ResultSet rs = ps.executeQuery()) {
+                assertThat(rs.next()).isTrue();
+                lockBackend = rs.getInt(1);
+            }
+        }
+        // Two open transactions take both of PgBouncer's server sessions; the lock's ends first, so
+        // (PgBouncer hands out the most recently freed one next) the client's next statement runs on
+        // the other session, and finds it is not its own.
+        List<Connection> open = new ArrayList<>();
+        for (int i = 0; i < 2; i++) {
+            Connection c = closeLater(viaBouncer.getConnection());
+            c.setAutoCommit(false);
+            try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery("SELECT pg_backend_pid()")) {
+                rs.next();
+                open.add(rs.getInt(1) == lockBackend ? 0 : open.size(), c);
+            }
+        }
+        open.get(0).commit();
+        open.get(1).commit();
+        a.beforeEndingBackendsForTests = Jdbc::abortQuietly;
+
+        assertThatThrownBy(() -> a.tryAcquire(LockRequest.of("other"))).hasMessageContaining("transaction pooling");
+        assertThat(heldInDatabase(List.of("cut", "other"))).as("no server session keeps a lock").isZero();
+    }
+
     /**
      * Found by the fault harness, running advisory workers through PgBouncer: a client that took a lock
      * through transaction pooling and then died (here its connections to PgBouncer are cut, as a
