@@ -120,6 +120,46 @@ public final class PgBouncer implements AutoCloseable {
         throw new IllegalStateException("pgbouncer did not listen on port " + port + " within 15 s: " + log());
     }
 
+    /**
+     * Makes PgBouncer run its next transaction on a server session other than {@code backendPid}, in a
+     * pool of two: two open transactions through {@code viaBouncer} take both sessions, then the one on
+     * {@code backendPid} ends first, and PgBouncer hands out its most recently freed session next (its
+     * default reuse, {@code server_round_robin = 0}).
+     *
+     * @throws IllegalStateException when neither transaction ran on {@code backendPid}
+     */
+    public static void nextTransactionAwayFrom(javax.sql.DataSource viaBouncer, int backendPid)
+            throws java.sql.SQLException {
+        java.sql.Connection onBackend = null;
+        java.sql.Connection other = null;
+        try {
+            for (int i = 0; i < 2; i++) {
+                java.sql.Connection c = viaBouncer.getConnection();
+                c.setAutoCommit(false);
+                try (java.sql.Statement st = c.createStatement();
+                        java.sql.ResultSet rs = st.executeQuery("SELECT pg_backend_pid()")) {
+                    rs.next();
+                    if (rs.getInt(1) == backendPid && onBackend == null) {
+                        onBackend = c;
+                    } else {
+                        other = c;
+                    }
+                }
+            }
+            if (onBackend == null) {
+                throw new IllegalStateException("no transaction through PgBouncer ran on backend " + backendPid);
+            }
+            onBackend.commit();
+            other.commit();
+        } finally {
+            for (java.sql.Connection c : new java.sql.Connection[] {onBackend, other}) {
+                if (c != null) {
+                    c.close();
+                }
+            }
+        }
+    }
+
     /** What PgBouncer logged so far. */
     public String log() {
         try {

@@ -156,6 +156,18 @@ class AdvisoryLockClientTest extends LockClientContractTest {
                 + " AND ((classid::bigint << 32) | objid::bigint) = ANY (?)", keys);
     }
 
+    /** The backend that holds {@code key}'s advisory lock, asserting (as {@code held}) that one does. */
+    private int backendHolding(String key, String held) throws SQLException {
+        try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement("SELECT pid FROM pg_locks"
+                + " WHERE locktype = 'advisory' AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = ?")) {
+            ps.setLong(1, hasher.lockId(key));
+            try (ResultSet rs = ps.executeQuery()) {
+                assertThat(rs.next()).as(held).isTrue();
+                return rs.getInt(1);
+            }
+        }
+    }
+
     /** Runs a count over pg_locks with the keys' lock ids bound as one bigint[] parameter. */
     private int countForKeys(String sql, List<String> keys) throws SQLException {
         try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement(sql)) {
@@ -862,29 +874,8 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         org.postgresql.ds.PGSimpleDataSource viaBouncer = db.simpleDataSource(bouncer.jdbcUrl());
         AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(viaBouncer).build());
         a.tryAcquire(LockRequest.of("cut")).orElseThrow();
-        int lockBackend;
-        try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement("SELECT pid FROM pg_locks"
-                + " WHERE locktype = 'advisory' AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = ?")) {
-            ps.setLong(1, hasher.lockId("cut"));
-            try (ResultSet rs = ps.executeQuery()) {
-                assertThat(rs.next()).isTrue();
-                lockBackend = rs.getInt(1);
-            }
-        }
-        // Two open transactions take both of PgBouncer's server sessions; the lock's ends first, so
-        // (PgBouncer hands out the most recently freed one next) the client's next statement runs on
-        // the other session, and finds it is not its own.
-        List<Connection> open = new ArrayList<>();
-        for (int i = 0; i < 2; i++) {
-            Connection c = closeLater(viaBouncer.getConnection());
-            c.setAutoCommit(false);
-            try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery("SELECT pg_backend_pid()")) {
-                rs.next();
-                open.add(rs.getInt(1) == lockBackend ? 0 : open.size(), c);
-            }
-        }
-        open.get(0).commit();
-        open.get(1).commit();
+        // The client's next statement runs on the other server session, and finds it is not its own.
+        PgBouncer.nextTransactionAwayFrom(viaBouncer, backendHolding("cut", "the lock is on a server session"));
         a.beforeEndingBackendsForTests = Jdbc::abortQuietly;
 
         assertThatThrownBy(() -> a.tryAcquire(LockRequest.of("other"))).hasMessageContaining("transaction pooling");
@@ -907,15 +898,7 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         HeldLock held = dying.tryAcquire(LockRequest.of("orphaned")).orElseThrow();
         assertThat(held.isHeld()).isTrue();
         toBouncer.dropConnections(); // the client is gone; PgBouncer keeps its one server session
-        int backend;
-        try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement("SELECT pid FROM pg_locks"
-                + " WHERE locktype = 'advisory' AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = ?")) {
-            ps.setLong(1, hasher.lockId("orphaned"));
-            try (ResultSet rs = ps.executeQuery()) {
-                assertThat(rs.next()).as("the dead client's lock is still on a server session").isTrue();
-                backend = rs.getInt(1);
-            }
-        }
+        int backend = backendHolding("orphaned", "the dead client's lock is still on a server session");
 
         assertThatThrownBy(() -> builder(db.simpleDataSource(bouncer.jdbcUrl())).build())
                 .isInstanceOf(LockDatabaseException.class)

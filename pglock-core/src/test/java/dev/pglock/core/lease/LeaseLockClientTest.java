@@ -1242,26 +1242,8 @@ class LeaseLockClientTest extends LockClientContractTest {
         long id = b.lineLockId("moved");
         long lineBackend = queryLong("SELECT pid FROM pg_locks WHERE granted AND " + ADVISORY_ID, id >>> 32,
                 id & 0xffffffffL);
-        // Two open transactions through the pooler take both of its server sessions, one of them the
-        // line's. The line's ends first: PgBouncer hands out its most recently freed session next, so
-        // the line leaves on the other one, and finds its own idle.
-        Connection onLine = null;
-        List<Connection> others = new ArrayList<>();
-        for (int i = 0; i < 2; i++) {
-            Connection c = closeLater(viaBouncer.getConnection());
-            c.setAutoCommit(false);
-            try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery("SELECT pg_backend_pid()")) {
-                rs.next();
-                if (rs.getInt(1) == lineBackend) {
-                    onLine = c;
-                } else {
-                    others.add(c);
-                }
-            }
-        }
-        assertThat(onLine).as("a pooler transaction runs on the line's backend").isNotNull();
-        onLine.commit();
-        others.get(0).commit();
+        // The line leaves on the other server session, and finds its own idle.
+        PgBouncer.nextTransactionAwayFrom(viaBouncer, (int) lineBackend);
         held.release();
 
         waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).release();
