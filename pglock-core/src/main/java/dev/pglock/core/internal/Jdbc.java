@@ -69,6 +69,16 @@ public final class Jdbc {
      * connection that arrives after we gave up is closed at once.
      */
     public static Connection borrow(DataSource dataSource, Duration timeout, Executor executor, String purpose) {
+        return borrow(dataSource, timeout, executor, purpose, null);
+    }
+
+    /**
+     * The same; when the borrow ran out (or the caller was interrupted) and its connection arrives
+     * later, that connection is closed (given back to its pool) and then {@code cameBackLate}, when
+     * not null, completes. It never completes when the borrow returned in time, or failed.
+     */
+    public static Connection borrow(DataSource dataSource, Duration timeout, Executor executor, String purpose,
+            CompletableFuture<Void> cameBackLate) {
         CompletableFuture<Connection> future = CompletableFuture.supplyAsync(() -> {
             try {
                 return dataSource.getConnection();
@@ -79,7 +89,12 @@ public final class Jdbc {
         try {
             return future.get(timeout.toNanos(), TimeUnit.NANOSECONDS);
         } catch (TimeoutException e) {
-            future.thenAccept(Jdbc::closeQuietly);
+            future.thenAccept(late -> {
+                closeQuietly(late);
+                if (cameBackLate != null) {
+                    cameBackLate.complete(null);
+                }
+            });
             throw new LockDatabaseException("no connection from the DataSource within " + timeout
                     + " (connection wait timeout) for " + purpose + ": the pool is exhausted or the database does"
                     + " not answer. Each waiting acquire uses a connection of its own until it releases its lock;"
@@ -91,7 +106,12 @@ public final class Jdbc {
             throw new LockDatabaseException("cannot get a connection for " + purpose + ": " + e.getCause(), e.getCause());
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
-            future.thenAccept(Jdbc::closeQuietly);
+            future.thenAccept(late -> {
+                closeQuietly(late);
+                if (cameBackLate != null) {
+                    cameBackLate.complete(null);
+                }
+            });
             throw new LockDatabaseException("interrupted while waiting for a connection for " + purpose, e);
         }
     }

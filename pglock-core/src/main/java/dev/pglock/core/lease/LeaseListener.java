@@ -19,10 +19,11 @@ import org.slf4j.LoggerFactory;
 /**
  * One LISTEN connection per client, shared by the waiters that are not in a {@link WaitLine} (shared
  * locks, callers beyond the lines' bound, callers whose line connection failed): a release's NOTIFY
- * (sent in the same statement as the release) wakes the waiters of that key at once. Opened when the first
- * caller has to wait; re-opened after a failure, when every waiter is woken to re-check because
- * notifications sent meanwhile were missed. Waiters never depend on it alone: they also re-check
- * when the holder's lease ends.
+ * (sent in the same statement as the release) wakes the waiters of that key at once. Opened when the
+ * first caller has to wait; listening only while someone waits (and a second after; the waiter ids
+ * stay registered longer, below); re-opened after a failure, when every waiter is woken to re-check
+ * because notifications sent meanwhile were missed. Waiters never depend on it alone: they also
+ * re-check when the holder's lease ends.
  *
  * <p><b>Who gets a NOTIFY.</b> PostgreSQL serialises every committing transaction that sends a
  * NOTIFY (one global lock, held across the commit's flush), which halved the throughput of
@@ -45,6 +46,13 @@ final class LeaseListener {
     private static final String REGISTER = "SELECT count(pg_advisory_lock_shared(id)) FROM unnest(?::bigint[]) AS id";
     private static final String UNREGISTER = "SELECT count(pg_advisory_unlock_shared(id)) FROM unnest(?::bigint[]) AS id";
     private static final long VALIDATE_NANOS = TimeUnit.SECONDS.toNanos(5);
+    /**
+     * How long the connection listens after its last waiter left. PostgreSQL wakes every backend
+     * that listens in the database at each notifying commit, whatever the channel: an idle listener
+     * costs the server a wake-up per release of any key (and at a cold start of many clients, whose
+     * first waits go through here, kept them all waking at each release for seconds).
+     */
+    private static final long LISTEN_AFTER_LAST_WAITER_NANOS = TimeUnit.SECONDS.toNanos(1);
 
     /** A waiting caller: notified by NOTIFY, or by a reconnect. */
     static final class Waiter {
@@ -83,7 +91,10 @@ final class LeaseListener {
 
     /** Guards {@link #listening} and {@link #thread}; waited on until LISTEN is in place. */
     private final Object state = new Object();
+    /** Whether LISTEN is in place on the connection, so a waiter may attempt. */
     private boolean listening;
+    /** Whether the listener thread holds a connection (listening or not); read for the metrics. */
+    private volatile boolean holding;
     private Thread thread;
     /** Why the LISTEN connection failed last, until it listens again; null while it is fine. */
     private volatile String failure;
@@ -133,9 +144,9 @@ final class LeaseListener {
                 }
                 if (!registered.containsKey(key)) {
                     toRegister.add(key);
-                    state.notifyAll(); // the listener thread may be idle, without a connection
-                    wakeListener = listening; // or blocked in its poll: ended by an empty notification
+                    wakeListener = listening; // blocked in its poll: ended by an empty notification
                 }
+                state.notifyAll(); // or idle: without a connection, or with one that does not listen
             }
             if (wakeListener) {
                 wake.run();
@@ -164,22 +175,33 @@ final class LeaseListener {
             set.remove(waiter);
             return set.isEmpty() ? null : set;
         });
+        lastLeft = System.nanoTime();
     }
+
+    /** When a waiter last left (System.nanoTime): one that came and went within a poll still counts. */
+    private volatile long lastLeft = System.nanoTime();
+    /** For tests: runs on the listener thread just before it listens again for a new waiter. */
+    volatile Runnable beforeListeningAgainForTests;
 
     /** The listener thread: the only one that ever touches the LISTEN connection. */
     private void loop() {
         Connection connection = null;
         NotificationPoll poll = null; // polls connection, without pgjdbc's 1 ms wait after a notification
         long lastValidated = System.nanoTime();
+        long lastWanted = System.nanoTime();
         try {
             while (!closed) {
                 try {
+                    if (!waiters.isEmpty()) {
+                        lastWanted = System.nanoTime();
+                    }
                     if (connection != null && waiters.isEmpty() && registered.isEmpty() && toRegister.isEmpty()) {
                         // Nobody has waited for a while: give the connection back until someone does.
                         setListening(false);
                         unlisten(connection, poll);
                         connection = null;
                         poll = null;
+                        holding = false;
                     }
                     if (connection == null) {
                         if (waiters.isEmpty()) {
@@ -191,22 +213,51 @@ final class LeaseListener {
                             continue;
                         }
                         connection = listen();
+                        holding = true;
                         poll = NotificationPoll.of(connection);
                         registered.clear(); // a new session holds no waiter id yet
                         toRegister.addAll(waiters.keySet());
                         registerPending(connection);
                         setListening(true);
                         wakeAll(); // releases while we were not listening were not heard
+                    } else if (!listens() && !waiters.isEmpty()) {
+                        // Listening again for a new waiter, before it attempts (it waits for this): the
+                        // waiter ids this connection kept still make releases of their keys notify.
+                        Runnable hook = beforeListeningAgainForTests;
+                        if (hook != null) {
+                            hook.run();
+                        }
+                        try (Statement st = connection.createStatement()) {
+                            st.execute(listenSql);
+                        }
+                        registerPending(connection);
+                        setListening(true);
+                    } else if (listens() && System.nanoTime() - Math.max(lastWanted, lastLeft) > LISTEN_AFTER_LAST_WAITER_NANOS
+                            && stopListeningIfUnwanted()) {
+                        // Only the listening stops: the connection and the keys' waiter ids stay for a
+                        // while, so a client that waits again soon needs one statement, not three.
+                        try (Statement st = connection.createStatement()) {
+                            st.execute("UNLISTEN *");
+                        }
+                        connection.unwrap(PGConnection.class).getNotifications(); // heard before: nobody wants them
                     }
                     registerPending(connection);
-                    // Blocks until a notification or the poll ends; a waiter that needs a registration
-                    // meanwhile sends an empty one on the channel (see register) to end it at once.
-                    PGNotification[] notifications = poll.poll(POLL_MILLIS);
-                    if (notifications != null) {
-                        for (PGNotification n : notifications) {
-                            Set<Waiter> set = waiters.get(n.getParameter());
-                            if (set != null) {
-                                set.forEach(Waiter::signal);
+                    if (listens()) {
+                        // Blocks until a notification or the poll ends; a waiter that needs a registration
+                        // meanwhile sends an empty one on the channel (see register) to end it at once.
+                        PGNotification[] notifications = poll.poll(POLL_MILLIS);
+                        if (notifications != null) {
+                            for (PGNotification n : notifications) {
+                                Set<Waiter> set = waiters.get(n.getParameter());
+                                if (set != null) {
+                                    set.forEach(Waiter::signal);
+                                }
+                            }
+                        }
+                    } else {
+                        synchronized (state) { // not listening: register() wakes this at once
+                            if (waiters.isEmpty() && !closed) {
+                                state.wait(POLL_MILLIS);
                             }
                         }
                     }
@@ -234,6 +285,7 @@ final class LeaseListener {
                     Jdbc.abortQuietly(connection);
                     connection = null;
                     poll = null;
+                    holding = false;
                     wakeAll();
                     try {
                         Thread.sleep(POLL_MILLIS);
@@ -245,6 +297,22 @@ final class LeaseListener {
         } finally {
             setListening(false);
             unlisten(connection, poll);
+            holding = false;
+        }
+    }
+
+    /**
+     * Stops {@link #listening} when no waiter is registered, atomically with {@link #register}: a
+     * waiter registered before waits for nothing more, one registered after waits until this thread
+     * listens again.
+     */
+    private boolean stopListeningIfUnwanted() {
+        synchronized (state) {
+            if (!waiters.isEmpty()) {
+                return false;
+            }
+            listening = false;
+            return true;
         }
     }
 
@@ -332,11 +400,16 @@ final class LeaseListener {
         }
     }
 
+    /** Whether LISTEN is in place now. */
+    boolean listens() {
+        synchronized (state) {
+            return listening;
+        }
+    }
+
     /** 1 while the listener holds its LISTEN connection (someone waited lately), else 0. */
     int connections() {
-        synchronized (state) {
-            return listening ? 1 : 0;
-        }
+        return holding ? 1 : 0;
     }
 
     /** Why callers waiting now cannot hear releases, or null when they can (or nobody waits). */

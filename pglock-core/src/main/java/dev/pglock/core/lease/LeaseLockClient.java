@@ -322,8 +322,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** How long a waiter that found the key being taken by another session waits before it looks again. */
     private static final long BUSY_BACKOFF_MILLIS = 20;
     private static final long BUSY_BACKOFF_MAX_MILLIS = 100;
-    /** How long no line is opened after a borrow for one ran out. */
+    /** How long no line is opened, at most and at least, after a borrow for one ran out (see {@link #linesPaused}). */
     private static final long LINES_PAUSE_NANOS = TimeUnit.SECONDS.toNanos(5);
+    private static final long LINES_PAUSE_MIN_NANOS = TimeUnit.SECONDS.toNanos(1);
 
     private final String namespace;
     private final Duration defaultLease;
@@ -369,7 +370,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** Set once a line's session was found moved by a pooler: callers wait through the LISTEN connection only. */
     private volatile boolean linesOff;
     /** Until when (System.nanoTime) no line is opened: a borrow for one ran out (the pool may be exhausted). */
-    private volatile long linesPausedUntil = System.nanoTime();
+    /** See {@link #linesPaused}; one immutable value, so a reader never mixes two pauses. */
+    private volatile LinesPause linesPause = new LinesPause(CompletableFuture.completedFuture(null), System.nanoTime(),
+            System.nanoTime());
     private final ExecutorService connector;
     private final AtomicBoolean heartbeatRunning = new AtomicBoolean();
     /** Locks a transaction confirmed and still holds the row of, until they are released. */
@@ -521,6 +524,30 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** For tests: whether a line's session was found moved by a pooler, so callers no longer wait in lines. */
     boolean waitLinesOff() {
         return linesOff;
+    }
+
+    /**
+     * Whether callers wait through the LISTEN connection now because a line's connection did not come
+     * in time: until that borrow's connection came back to the pool, {@link #LINES_PAUSE_NANOS} at most.
+     */
+    boolean linesPaused() {
+        LinesPause pause = linesPause;
+        long now = System.nanoTime();
+        return now - pause.notBefore() < 0 || !pause.cameBack().isDone() && now - pause.until() < 0;
+    }
+
+    /** A pause of the lines: ends when {@code cameBack} completes but not before {@code notBefore}, or at {@code until}. */
+    private record LinesPause(CompletableFuture<Void> cameBack, long notBefore, long until) {
+    }
+
+    /** For tests: whether the LISTEN connection listens now. */
+    boolean listenerListens() {
+        return listener.listens();
+    }
+
+    /** For tests: runs on the listener thread just before it listens again for a new waiter. */
+    void beforeListeningAgainForTests(Runnable hook) {
+        listener.beforeListeningAgainForTests = hook;
     }
 
     /** How many waiters the LISTEN connection serves now (for tests). */
@@ -934,13 +961,18 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         Wait(String key, boolean inLine, long deadlineNanos) throws InterruptedException {
             this.key = key;
             this.deadlineNanos = deadlineNanos;
-            if (inLine && !linesOff && System.nanoTime() - linesPausedUntil >= 0 && lineSlots.tryAcquire()) {
+            if (inLine && !linesOff && !linesPaused() && lineSlots.tryAcquire()) {
+                CompletableFuture<Void> cameBackLate = new CompletableFuture<>();
                 line = WaitLine.open(listenDataSource, connectionWaitTimeout, connector, channel, key,
-                        lineLockId(key), listener.waiterLockId(key), deadlineNanos, lineRecheckMillisForTests);
+                        lineLockId(key), listener.waiterLockId(key), deadlineNanos, lineRecheckMillisForTests,
+                        cameBackLate);
                 if (line == null) {
-                    // No connection in time: the borrow goes on in the background; waiters use the
-                    // LISTEN connection for a while rather than each wait for a connection first.
-                    linesPausedUntil = System.nanoTime() + LINES_PAUSE_NANOS;
+                    // No connection in time (or it failed): waiters use the LISTEN connection rather
+                    // than each wait for a connection first, until the borrow that ran out brings its
+                    // connection back to the pool (a cold pool opened it): a second at least, so a pool
+                    // that stays exhausted costs a 250 ms borrow once a second at most, and 5 s at most.
+                    long now = System.nanoTime();
+                    linesPause = new LinesPause(cameBackLate, now + LINES_PAUSE_MIN_NANOS, now + LINES_PAUSE_NANOS);
                     lineSlots.release();
                 } else {
                     lines.add(line);

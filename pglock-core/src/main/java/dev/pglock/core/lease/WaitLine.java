@@ -6,6 +6,7 @@ import java.sql.Connection;
 import java.sql.PreparedStatement;
 import java.sql.SQLException;
 import java.sql.Statement;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.Executor;
 import java.util.concurrent.TimeUnit;
 import org.postgresql.PGNotification;
@@ -130,16 +131,18 @@ final class WaitLine {
      *
      * @param channel the checked table name: letters, digits and _ only, so quoting is enough
      * @param recheckMillis how long a client behind the first waits in line before it attempts
+     * @param cameBackLate completed when a borrow that ran out got its connection after all (given
+     *     back to the pool at once), so the pool lends again
      */
     static WaitLine open(javax.sql.DataSource dataSource, java.time.Duration connectionWaitTimeout,
             Executor connector, String channel, String key, long lineLockId, long waiterLockId, long deadlineNanos,
-            long recheckMillis) {
+            long recheckMillis, CompletableFuture<Void> cameBackLate) {
         Connection c = null;
         try {
             long borrowNanos = Math.min(Math.min(connectionWaitTimeout.toNanos(),
                     TimeUnit.MILLISECONDS.toNanos(BORROW_MILLIS)), deadlineNanos - System.nanoTime());
             c = Jdbc.borrow(dataSource, java.time.Duration.ofNanos(Math.max(1, borrowNanos)), connector,
-                    "a wait line connection");
+                    "a wait line connection", cameBackLate);
             if (!c.getAutoCommit()) {
                 c.setAutoCommit(true);
             }

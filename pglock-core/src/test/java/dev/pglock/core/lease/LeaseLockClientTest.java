@@ -1145,6 +1145,88 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * A line connection that comes late (a cold pool opening its first connection, slower than the
+     * 250 ms a waiter gives it) sends that waiter through the LISTEN connection, and lines are off
+     * only until the late connection is back in the pool: the next waiter waits in a line. Before,
+     * lines stayed off for 5 s, and every client that waited meanwhile listened, so a cold start of
+     * 32 replicas woke all of them at each release (issue 16's 32-client hand-off).
+     */
+    @Test
+    void aLineConnectionThatComesLateTurnsLinesOffOnlyUntilItIsBack() throws Exception {
+        HeldLock held = client().acquire(LockRequest.of("late").leaseFor(Duration.ofMinutes(5)));
+        HeldLock heldToo = client().acquire(LockRequest.of("late-too").leaseFor(Duration.ofMinutes(5)));
+        HikariDataSource listenPool = closeLater(db.pooledDataSource(4));
+        CountDownLatch firstBorrow = new CountDownLatch(1);
+        java.util.concurrent.atomic.AtomicInteger borrows = new java.util.concurrent.atomic.AtomicInteger();
+        DataSource coldFirst = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {DataSource.class}, (p, m, args) -> {
+                    if (m.getName().equals("getConnection") && borrows.getAndIncrement() == 0) {
+                        firstBorrow.await(); // the line's borrow: a connection that takes its time to open
+                    }
+                    return invoke(listenPool, m, args);
+                });
+        LeaseLockClient b = (LeaseLockClient) closeLater(builder(counting).listenDataSource(coldFirst).build());
+        Future<HeldLock> first = threads.submit(() -> b.acquire(LockRequest.of("late").waitAtMost(Duration.ofMinutes(1))));
+        await().atMost(PROMPTLY).until(() -> b.listenerWaiters() == 1);
+        assertThat(b.linesPaused()).as("no line while its connection is late").isTrue();
+
+        firstBorrow.countDown();
+        await().atMost(PROMPTLY).until(() -> !b.linesPaused());
+        // Another caller of the same client (one of its callers at a time waits for a given key).
+        Future<HeldLock> second = threads.submit(
+                () -> b.acquire(LockRequest.of("late-too").waitAtMost(Duration.ofMinutes(1))));
+        await().atMost(PROMPTLY).until(() -> lineLocks(b, "late-too", true) == 1);
+        assertThat(b.listenerWaiters()).as("the second waiter is in a line, not listening").isEqualTo(1);
+
+        held.release();
+        heldToo.release();
+        first.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).release();
+        second.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).release();
+        b.close();
+        await("the late connection, the line's and the LISTEN connection all back").atMost(PROMPTLY)
+                .until(() -> listenPool.getHikariPoolMXBean().getActiveConnections() == 0);
+    }
+
+    /**
+     * The LISTEN connection stops listening about a second after its last waiter left (PostgreSQL
+     * 15 wakes every listening backend of the database at each notifying commit, whatever the
+     * channel, so an idle listener costs the server a wake-up per release of any key), and listens
+     * again before the next waiter attempts: a release made while it is not yet listening again is
+     * seen by that attempt, and a five-minute lease's waiter takes the key promptly. Seen failing:
+     * before, it listened 5 to 10 s after its last waiter; a waiter that attempted before the
+     * listening was back would wait out the lease.
+     */
+    @Test
+    void theListenConnectionStopsListeningSoonAfterItsLastWaiterAndListensAgainBeforeTheNextAttempts()
+            throws Exception {
+        LeaseLockClient b = (LeaseLockClient) closeLater(builder(counting).waitLines(0).build());
+        HeldLock held = client().acquire(LockRequest.of("quiet").leaseFor(Duration.ofMinutes(5)));
+        Future<HeldLock> waiter = threads.submit(() -> b.acquire(LockRequest.of("quiet").waitAtMost(Duration.ofMinutes(1))));
+        await().atMost(PROMPTLY).until(() -> b.listenerWaiters() == 1 && b.listenerListens());
+        held.release();
+        waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).release();
+        await().atMost(Duration.ofSeconds(4)).until(() -> !b.listenerListens());
+
+        held = client().acquire(LockRequest.of("quiet").leaseFor(Duration.ofMinutes(5)));
+        CountDownLatch aboutToListen = new CountDownLatch(1);
+        CountDownLatch listenNow = new CountDownLatch(1);
+        b.beforeListeningAgainForTests(() -> {
+            aboutToListen.countDown();
+            try {
+                listenNow.await();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        });
+        waiter = threads.submit(() -> b.acquire(LockRequest.of("quiet").waitAtMost(Duration.ofMinutes(1))));
+        assertThat(aboutToListen.await(PROMPTLY.toSeconds(), TimeUnit.SECONDS)).isTrue();
+        held.release(); // its NOTIFY reaches nobody of b's
+        listenNow.countDown();
+        waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).release();
+        b.beforeListeningAgainForTests(null);
+    }
+
+    /**
      * The first client in line stops hearing anything (its process paused, its network cut): the
      * client behind it attempts after its recheck, and takes the released key.
      */
