@@ -96,6 +96,7 @@ public final class Benchmarks {
                 addSubject(subjects, "baseline-read", scenarios::baselineReadSubject);
                 addSubject(subjects, "pglock-advisory", () -> Scenarios.subject(systems.pglockAdvisory("u-adv")));
                 addSubject(subjects, "naive-advisory", () -> Scenarios.subject(systems.naiveAdvisory("u-naive", 10)));
+                addSubject(subjects, "baseline-advisory-sql", () -> scenarios.baselineAdvisorySqlSubject(run));
                 addSubject(subjects, "baseline-write", () -> scenarios.baselineWriteSubject(run));
                 addSubject(subjects, "baseline-lease-sql", () -> scenarios.baselineLeaseSqlSubject(run));
                 addSubject(subjects, "pglock-lease", () -> Scenarios.subject(

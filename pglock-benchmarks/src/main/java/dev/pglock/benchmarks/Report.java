@@ -97,20 +97,26 @@ final class Report {
         return String.format(Locale.ROOT, "%.2f", r.opsPerSecond() / ref.opsPerSecond());
     }
 
+    /** The line on a mode's own SQL replayed without the client: against its floor, and what the client adds. */
+    private static void ownSql(List<String> lines, List<Result> results, String mode, String floor) {
+        String sqlRow = "baseline-" + mode + "-sql";
+        Optional<Double> sql = Benchmarks.find(results, "uncontended", sqlRow).map(Result::opsPerSecond);
+        Optional<Double> base = Benchmarks.find(results, "uncontended", floor).map(Result::opsPerSecond);
+        Optional<Double> client = Benchmarks.find(results, "uncontended", "pglock-" + mode).map(Result::opsPerSecond);
+        if (sql.isPresent() && base.isPresent() && client.isPresent()) {
+            lines.add(String.format(Locale.ROOT, "uncontended %s = %.3f × %s, pglock-%s = %.3f × %s (the %s client's"
+                    + " own two statements on a pinned connection, and what the client adds to them; no target)", sqlRow,
+                    sql.get() / base.get(), floor, mode, client.get() / sql.get(), sqlRow, mode));
+        }
+    }
+
     /** The targets of issue 16, each judged on ratios within this run. */
     private static List<String> targets(List<Result> results, Scenarios.Options options) {
         List<String> lines = new ArrayList<>();
         throughput(lines, results, "uncontended", "pglock-advisory", "baseline-read", 0.85);
+        ownSql(lines, results, "advisory", "baseline-read");
         throughput(lines, results, "uncontended", "pglock-lease", "baseline-write", 0.9);
-        Optional<Double> leaseSql = Benchmarks.find(results, "uncontended", "baseline-lease-sql").map(Result::opsPerSecond);
-        Optional<Double> write = Benchmarks.find(results, "uncontended", "baseline-write").map(Result::opsPerSecond);
-        Optional<Double> leaseClient = Benchmarks.find(results, "uncontended", "pglock-lease").map(Result::opsPerSecond);
-        if (leaseSql.isPresent() && write.isPresent() && leaseClient.isPresent()) {
-            lines.add(String.format(Locale.ROOT, "uncontended baseline-lease-sql = %.3f × baseline-write, pglock-lease ="
-                    + " %.3f × baseline-lease-sql (the lease client's own two statements on a pinned connection, and"
-                    + " what the client adds to them; no target)", leaseSql.get() / write.get(),
-                    leaseClient.get() / leaseSql.get()));
-        }
+        ownSql(lines, results, "lease", "baseline-write");
         throughput(lines, results, "uncontended", "pglock-lease", "shedlock", 1.4);
         // The opt-in, reported on its own line: the targets are judged on the defaults above.
         throughput(lines, results, "uncontended", Systems.LEASE_ASYNC_RELEASE, "shedlock", 1.4);

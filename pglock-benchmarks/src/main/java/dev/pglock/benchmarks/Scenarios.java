@@ -236,6 +236,61 @@ final class Scenarios {
         }
     }
 
+    /**
+     * The advisory client's own SQL without the client: the two statements of one tryAcquire + release
+     * of a free key (a try and an unlock, each checking that the backend is the lock session's),
+     * recorded from a real advisory client, then run again with the same parameters on one pinned
+     * connection that carries the same session token, so the try takes the lock as the client's does.
+     */
+    Subject baselineAdvisorySqlSubject(String run) throws SQLException {
+        HikariDataSource pool = systems.pool(systems.applicationName("baseline-advisory-sql"), 2);
+        try {
+            SqlRecorder recorder = new SqlRecorder();
+            List<SqlRecorder.Recorded> pair;
+            try (LockClient client = PgLock.advisory(recorder.wrap(pool)).namespace("sql-" + run).build()) {
+                client.tryAcquire(LockRequest.of("warm")).orElseThrow().release();
+                recorder.start();
+                client.tryAcquire(LockRequest.of("uncontended")).orElseThrow().release();
+                pair = recorder.stop();
+            }
+            if (pair.size() != 2 || !pair.get(0).sql().contains("pglock.session")) {
+                throw new IllegalStateException("expected the advisory client to run one try and one unlock statement"
+                        + " for a free key on its lock session, recorded " + pair);
+            }
+            Object token = pair.get(0).parameters().stream().filter(p -> p.method().getName().equals("setString"))
+                    .findFirst().orElseThrow(() -> new IllegalStateException("no session token in " + pair.get(0)))
+                    .args()[1];
+            Connection c = pool.getConnection();
+            try (PreparedStatement claim = c.prepareStatement("SELECT set_config('pglock.session', ?, false)")) {
+                claim.setString(1, (String) token);
+                claim.executeQuery().close();
+            }
+            List<PreparedStatement> statements = new ArrayList<>();
+            for (SqlRecorder.Recorded recorded : pair) {
+                statements.add(recorded.prepare(c));
+            }
+            return new Subject("baseline-advisory-sql", () -> {
+                for (int i = 0; i < statements.size(); i++) {
+                    try (ResultSet rs = statements.get(i).executeQuery()) {
+                        if (!rs.next() || !rs.getBoolean(1)) {
+                            throw new IllegalStateException("the recorded " + (i == 0 ? "try" : "unlock") + " did not"
+                                    + " succeed on the replaying connection");
+                        }
+                    }
+                }
+            }, () -> {
+                try {
+                    c.close();
+                } finally {
+                    pool.close();
+                }
+            });
+        } catch (SQLException | RuntimeException e) {
+            pool.close();
+            throw e;
+        }
+    }
+
     // ---- 2. parallel: several threads of one client on distinct keys ------------------------------
 
     /** The floor for parallel row locks: each thread INSERTs and DELETEs a row of its own on a pinned connection. */
