@@ -307,7 +307,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                         throw new IllegalStateException("the lock client was closed before lock '" + request.key()
                                 + "' was taken");
                     }
-                    try (PreparedStatement ps = c.prepareStatement(sql)) {
+                    { // kept open on the session: see LockSession.prepared
+                        PreparedStatement ps = session.prepared(sql);
                         int i = 1;
                         if (fencingSequence != null) {
                             ps.setString(i++, fencingSequence);
@@ -705,7 +706,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 Unlocked result;
                 String sql = session.dedicated ? (lock.isShared() ? UNLOCK_SHARED : UNLOCK)
                         : (lock.isShared() ? UNLOCK_SHARED_ON_SHARED_SESSION : UNLOCK_ON_SHARED_SESSION);
-                try (PreparedStatement ps = c.prepareStatement(sql)) {
+                { // kept open on the session: see LockSession.prepared
+                    PreparedStatement ps = session.prepared(sql);
                     if (session.dedicated) {
                         ps.setLong(1, lock.lockId);
                         ps.setBoolean(2, true);

@@ -142,6 +142,27 @@ public final class LockSession {
         }
     }
 
+    /** Statements kept open on the connection, by SQL; touched only by work running on this session. */
+    private final java.util.Map<String, java.sql.PreparedStatement> prepared = new java.util.HashMap<>(4);
+
+    /**
+     * A statement prepared on the session's connection once and kept open for the next uses: for the
+     * few statements that every acquire and release runs, which then skip preparing and closing a
+     * statement (and the pool's wrappers) each time. Call only inside work running on this session;
+     * never close it (it closes with the connection), and close its result sets.
+     */
+    public java.sql.PreparedStatement prepared(String sql) throws SQLException {
+        if (!inUse.isHeldByCurrentThread()) {
+            throw new IllegalStateException("a kept statement is used outside the work of " + this);
+        }
+        java.sql.PreparedStatement ps = prepared.get(sql);
+        if (ps == null || ps.isClosed()) {
+            ps = connection.prepareStatement(sql);
+            prepared.put(sql, ps);
+        }
+        return ps;
+    }
+
     /** Advisory mode: a lock was taken on this session. Call inside the work that took it. */
     public void lockTaken() {
         locksHeld++;

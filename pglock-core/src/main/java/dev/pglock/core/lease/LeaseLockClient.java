@@ -708,7 +708,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         try {
             return session.callClaimed(c -> {
                 refuseIfClosed(request);
-                try (PreparedStatement ps = c.prepareStatement(request.isShared() ? tryLock : tryLockExclusive)) {
+                { // kept open on the session: see LockSession.prepared
+                    PreparedStatement ps = session.prepared(request.isShared() ? tryLock : tryLockExclusive);
                     ps.setString(1, namespace);
                     ps.setString(2, request.key());
                     ps.setString(3, holder);
@@ -1083,8 +1084,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         LockSession session = null;
         try {
             session = sessions.session();
+            LockSession on = session;
             boolean released = session.callClaimed(c -> {
-                try (PreparedStatement ps = c.prepareStatement(lock.isShared() ? release : releaseExclusive)) {
+                { // kept open on the session: see LockSession.prepared
+                    PreparedStatement ps = on.prepared(lock.isShared() ? release : releaseExclusive);
                     if (lock.isShared()) {
                         bind(ps, lock.holder, lock.holder, lock.holdAtLeastMillis, lock.holder, namespace, lock.key(),
                                 lock.holder, listener.waiterLockId(lock.key()), channel);
