@@ -1269,6 +1269,29 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * The first client's line connection goes silent without closing (a half-open connection: the
+     * proxy drops its traffic both ways, as a cut network without a reset does), so the release's
+     * NOTIFY never reaches it. Its check of the connection (every 5 s, 2 s to answer) finds that,
+     * and the caller waits through the LISTEN connection, which hears nothing more but tries at
+     * once: it takes the key within seconds, not at the holder's five-minute lease end. Seen failing
+     * without the check: still waiting after 20 s.
+     */
+    @Test
+    void aFirstClientWhoseLineConnectionWentSilentFindsOutAndTakesTheReleasedKey() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        HeldLock held = client().acquire(LockRequest.of("silent").leaseFor(Duration.ofMinutes(5)));
+        HikariDataSource listenPool = closeLater(db.pooledDataSource(proxy, 2));
+        LeaseLockClient b = (LeaseLockClient) closeLater(builder(counting).listenDataSource(listenPool).build());
+        Future<HeldLock> waiter = threads.submit(() -> b.acquire(LockRequest.of("silent").waitAtMost(Duration.ofMinutes(1))));
+        await().atMost(PROMPTLY).until(() -> lineLocks(b, "silent", true) == 1);
+        assertThat(proxy.blackholeOpenConnections()).as("the line's connection, the only one open").isEqualTo(1);
+
+        held.release();
+        waiter.get(20, TimeUnit.SECONDS).release();
+        assertThat(b.listenerWaiters()).isZero();
+    }
+
+    /**
      * A client behind the first that stops waiting (its wait ran out, it was interrupted, or its client
      * closed) leaves the line and its connection goes back to its pool, and the first keeps its place.
      */
