@@ -151,6 +151,10 @@ public final class Benchmarks {
                         clients, i -> systems.jdbcLockRegistry(h + "reg-" + i, registryTtl)));
                 step(out, results, "handoff-" + clients, "naive-advisory", () -> scenarios.handoff("naive-advisory", clients,
                         i -> systems.naiveAdvisory(h + "naive-" + i, 2)));
+                step(out, results, "handoff-" + clients, "baseline-advisory-sql", () -> {
+                    java.util.List<SqlRecorder.Recorded> recorded = systems.recordAdvisoryWait();
+                    return scenarios.handoff("baseline-advisory-sql", clients, i -> systems.advisorySql(h + "sql-" + i, recorded));
+                });
                 step(out, results, "handoff-" + clients, "baseline-notify", () -> scenarios.handoff("baseline-notify",
                         clients, i -> systems.baselineNotify(h + "notify-" + i)));
                 // Its release statements and NOTIFY deliveries alone, only from a hand-off that ran to its end.

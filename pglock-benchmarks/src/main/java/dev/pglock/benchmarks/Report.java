@@ -136,6 +136,13 @@ final class Report {
             if (advisory.isPresent() && naive.isPresent()) {
                 atMost(lines, scenario + " pglock-advisory p50", advisory.get(), "naive-advisory", naive.get(), 1.1);
             }
+            Optional<Double> advisorySql = p50(results, scenario, "baseline-advisory-sql");
+            if (advisory.isPresent() && naive.isPresent() && advisorySql.isPresent()) {
+                lines.add(String.format(Locale.ROOT, "%s baseline-advisory-sql p50 %.0f µs = %.2f × naive-advisory,"
+                        + " pglock-advisory = %.2f × baseline-advisory-sql (the advisory client's own claim, wait and"
+                        + " unlock statements replayed without the client, and what the client adds; no target)",
+                        scenario, advisorySql.get(), advisorySql.get() / naive.get(), advisory.get() / advisorySql.get()));
+            }
             if (clients >= 8 && lease.isPresent() && writeP50.isPresent()) {
                 atMost(lines, scenario + " pglock-lease p50", lease.get(), "uncontended baseline-write p50",
                         writeP50.get(), 1.5);

@@ -234,6 +234,104 @@ final class Systems {
         return naiveAdvisory(label, poolSize, Duration.ofSeconds(10));
     }
 
+    /**
+     * The advisory client's own statements for one wait and its release, recorded from a real client
+     * that waits for a key another client holds: the claim of its dedicated session (which reads the
+     * backend's start from pg_stat_activity), the wait (transaction-local lock_timeout, the session
+     * check, pg_advisory_lock) and the unlock that gives the backend back. See {@link #advisorySql}.
+     */
+    java.util.List<SqlRecorder.Recorded> recordAdvisoryWait() throws Exception {
+        HikariDataSource pool = pool(applicationName("advisory-sql-recording"), 4);
+        String namespace = "sql-wait-" + run;
+        try (pool; LockClient holder = PgLock.advisory(pool).namespace(namespace).build()) {
+            SqlRecorder recorder = new SqlRecorder();
+            try (LockClient waiter = PgLock.advisory(recorder.wrap(pool)).namespace(namespace).build()) {
+                HeldLock held = holder.tryAcquire(LockRequest.of("handoff")).orElseThrow();
+                java.util.concurrent.CompletableFuture<java.util.List<SqlRecorder.Recorded>> recorded =
+                        java.util.concurrent.CompletableFuture.supplyAsync(() -> {
+                            recorder.start();
+                            waiter.tryAcquire(LockRequest.of("handoff").waitAtMost(Duration.ofSeconds(30))).orElseThrow()
+                                    .release();
+                            return recorder.stop();
+                        });
+                long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+                while (queryCount(pool, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") == 0) {
+                    if (System.nanoTime() > until || recorded.isDone()) {
+                        throw new IllegalStateException("the recorded advisory client never waited for the held key");
+                    }
+                    Thread.onSpinWait();
+                }
+                held.release();
+                java.util.List<SqlRecorder.Recorded> all = recorded.get(30, TimeUnit.SECONDS);
+                return java.util.List.of(one(all, "coalesce(nullif(s.token"), one(all, "lock_timeout"),
+                        one(all, "pg_advisory_unlock"));
+            }
+        }
+    }
+
+    private static SqlRecorder.Recorded one(java.util.List<SqlRecorder.Recorded> all, String containing) {
+        java.util.List<SqlRecorder.Recorded> found = all.stream().filter(r -> r.sql().contains(containing)).toList();
+        if (found.size() != 1) {
+            throw new IllegalStateException("expected one recorded statement with " + containing + ", found " + all);
+        }
+        return found.get(0);
+    }
+
+    private static long queryCount(javax.sql.DataSource dataSource, String sql) throws SQLException {
+        try (Connection c = dataSource.getConnection(); Statement st = c.createStatement();
+                ResultSet rs = st.executeQuery(sql)) {
+            rs.next();
+            return rs.getLong(1);
+        }
+    }
+
+    /**
+     * The floor row {@code baseline-advisory-sql} of a hand-off: the advisory client's own claim,
+     * wait and unlock statements ({@link #recordAdvisoryWait}), replayed with the recorded parameters
+     * on a connection borrowed per wait, as naive-advisory borrows one, without the client. Every
+     * replaying client waits for the recorded key's lock id; the key given is not used.
+     */
+    LockSystem advisorySql(String label, java.util.List<SqlRecorder.Recorded> claimWaitUnlock) {
+        HikariDataSource pool = pool(applicationName(label), 2);
+        return new LockSystem() {
+            @Override
+            public String name() {
+                return "baseline-advisory-sql";
+            }
+
+            @Override
+            public Held tryLock(String key) {
+                throw new UnsupportedOperationException("baseline-advisory-sql only replays a wait");
+            }
+
+            @Override
+            public Held lock(String key, Duration wait) throws SQLException {
+                Connection c = pool.getConnection();
+                try {
+                    for (SqlRecorder.Recorded statement : claimWaitUnlock.subList(0, 2)) {
+                        try (PreparedStatement ps = statement.prepare(c)) {
+                            ps.executeQuery().close();
+                        }
+                    }
+                } catch (SQLException | RuntimeException e) {
+                    c.close();
+                    throw e;
+                }
+                return () -> {
+                    try (PreparedStatement ps = claimWaitUnlock.get(2).prepare(c)) {
+                        ps.executeQuery().close();
+                    }
+                    c.close();
+                };
+            }
+
+            @Override
+            public void close() {
+                pool.close();
+            }
+        };
+    }
+
     /** The same, giving up on a pool with no free connection after {@code connectionTimeout}. */
     LockSystem naiveAdvisory(String label, int poolSize, Duration connectionTimeout) {
         HikariDataSource pool = pool(applicationName(label), poolSize);

@@ -41,11 +41,15 @@ class BenchmarksSmokeTest {
         }
         assertThat(Benchmarks.find(results, "uncontended", Systems.LEASE_ASYNC_RELEASE)).isPresent();
         assertThat(results).as(output).noneMatch(r -> r.note() != null && r.note().startsWith("failed"));
-        // read, write, lease-sql, write-parallel, per hand-off count notify, its release and its delivery,
-        // and renew
-        assertThat(results).filteredOn(r -> r.system().startsWith("baseline")).hasSize(11);
+        // read, write, lease-sql, advisory-sql, write-parallel, per hand-off count notify, its release, its
+        // delivery and advisory-sql, and renew
+        assertThat(results).filteredOn(r -> r.system().startsWith("baseline")).hasSize(14);
         assertThat(Benchmarks.find(results, "uncontended", "baseline-lease-sql").orElseThrow().opsPerSecond())
                 .as("the lease client's own statements ran without it").isPositive();
+        assertThat(Benchmarks.find(results, "uncontended", "baseline-advisory-sql").orElseThrow().opsPerSecond())
+                .as("the advisory client's own statements ran without it").isPositive();
+        assertThat(Benchmarks.find(results, "handoff-3", "baseline-advisory-sql").orElseThrow().p50Micros())
+                .as("the advisory client's wait statements handed the key over without it").isNotNull();
         assertThat(Benchmarks.find(results, "handoff-2", "baseline-notify-delivery").orElseThrow().p50Micros())
                 .as("NOTIFY deliveries were timed").isNotNull();
         assertThat(Benchmarks.find(results, "handoff-2", "baseline-notify-release").orElseThrow().p50Micros())
