@@ -255,7 +255,8 @@ final class Systems {
                             return recorder.stop();
                         });
                 long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-                while (queryCount(pool, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") == 0) {
+                while (queryCount(pool, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                        + " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())") == 0) {
                     if (System.nanoTime() > until || recorded.isDone()) {
                         throw new IllegalStateException("the recorded advisory client never waited for the held key");
                     }
@@ -308,9 +309,12 @@ final class Systems {
             public Held lock(String key, Duration wait) throws SQLException {
                 Connection c = pool.getConnection();
                 try {
-                    for (SqlRecorder.Recorded statement : claimWaitUnlock.subList(0, 2)) {
-                        try (PreparedStatement ps = statement.prepare(c)) {
-                            ps.executeQuery().close();
+                    try (PreparedStatement claim = claimWaitUnlock.get(0).prepare(c)) {
+                        claim.executeQuery().close();
+                    }
+                    try (PreparedStatement wait = claimWaitUnlock.get(1).prepare(c); ResultSet rs = wait.executeQuery()) {
+                        if (!rs.next() || !rs.getBoolean(2)) {
+                            throw new IllegalStateException("the recorded wait did not run on its claimed backend");
                         }
                     }
                 } catch (SQLException | RuntimeException e) {
@@ -318,8 +322,10 @@ final class Systems {
                     throw e;
                 }
                 return () -> {
-                    try (PreparedStatement ps = claimWaitUnlock.get(2).prepare(c)) {
-                        ps.executeQuery().close();
+                    try (PreparedStatement ps = claimWaitUnlock.get(2).prepare(c); ResultSet rs = ps.executeQuery()) {
+                        if (!rs.next() || !rs.getBoolean(1)) {
+                            throw new IllegalStateException("the recorded unlock found no lock to release");
+                        }
                     }
                     c.close();
                 };

@@ -107,13 +107,15 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private static final String NO_TOKEN = "NULL::bigint";
     private static final String DRAW_TOKEN = "CASE WHEN s.mine THEN nextval(?::regclass) END";
     // Unlock on a dedicated session. Columns: unlocked (null when the backend is not the session's),
-    // pid, mine. With retire = true it also gives its backend back unclaimed, in the same statement;
-    // the token is read once, in OWN, because set_config changes it. The unlock comes last: it wakes
-    // the next waiter's backend, which then does not share the CPU with this one's set_config (a hand-off
-    // between two clients took 4 - 7 % less, paired runs on 2 vCPUs). Clearing the token before
-    // the unlock is safe: an unlock that finds nothing ends the session (see unlock()), so a cleared
-    // backend only goes back to its pool when its lock is gone. The cleared column is returned so
-    // the planner keeps it. Parameters: lock id, retire, token.
+    // pid, mine, and whatever clearing the token returned. With retire = true it also gives its
+    // backend back unclaimed, in the same statement; the token is read once, in OWN, because
+    // set_config changes it. The unlock comes last: it wakes the next waiter's backend, which then
+    // does not share the CPU with this one's set_config (a hand-off of these statements between two
+    // clients took 4 - 7 % less, paired runs on 2 vCPUs). The OFFSET 0 subquery is evaluated first,
+    // and PostgreSQL never drops its volatile set_config. Clearing the token before the unlock is
+    // safe: an unlock that finds nothing ends the session within the same call (see unlock()), so
+    // neither the watchdog nor a pool sees a cleared backend that still holds anything. Parameters:
+    // lock id, retire, token.
     private static final String UNLOCK_DEDICATED = "SELECT CASE WHEN c.mine THEN pg_advisory_unlock%1$s(?) END, c.pid,"
             + " c.mine, c.cleared FROM (SELECT s.mine, s.pid,"
             + " CASE WHEN s.mine AND ? THEN set_config('pglock.session', '', false) END AS cleared" + OWN
@@ -384,8 +386,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         try {
             session.call(c -> {
                 try (PreparedStatement ps = c.prepareStatement(shared ? UNLOCK_SHARED : UNLOCK)) {
-                    ps.setBoolean(1, false);
-                    ps.setLong(2, lockId);
+                    ps.setLong(1, lockId);
+                    ps.setBoolean(2, false);
                     ps.setString(3, session.token);
                     ps.execute();
                 }
@@ -706,8 +708,9 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 Unlocked result;
                 String sql = session.dedicated ? (lock.isShared() ? UNLOCK_SHARED : UNLOCK)
                         : (lock.isShared() ? UNLOCK_SHARED_ON_SHARED_SESSION : UNLOCK_ON_SHARED_SESSION);
-                { // kept open on the session: see LockSession.prepared
-                    PreparedStatement ps = session.prepared(sql);
+                // A dedicated session unlocks once, then retires: only a shared one keeps the statement.
+                PreparedStatement ps = session.dedicated ? c.prepareStatement(sql) : session.prepared(sql);
+                try {
                     if (session.dedicated) {
                         ps.setLong(1, lock.lockId);
                         ps.setBoolean(2, true);
@@ -729,12 +732,18 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                             pid = mine ? session.backendPid : backendPid(c);
                         }
                         // Retired in the same turn, so the watchdog never checks a returned connection;
-                        // if close() ended the session first, close() disposes of it.
-                        boolean retired = session.dedicated && unlocked && mine && session.end();
+                        // if close() ended the session first, close() disposes of it. An unlock that found
+                        // nothing has cleared the token too: the session ends in the same turn, so the
+                        // watchdog never takes the cleared backend for one a pooler swapped.
+                        boolean retired = session.dedicated && mine && session.end();
                         if (unlocked && mine && !session.dedicated) {
                             session.lockReleased();
                         }
                         result = new Unlocked(unlocked, pid, mine, retired);
+                    }
+                } finally {
+                    if (session.dedicated) {
+                        ps.close();
                     }
                 }
                 return result;
@@ -756,7 +765,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             log.warn("lock '{}' (id {}) was not held by {} when released; ending the session", lock.key(),
                     lock.lockId, session);
             SQLException notHeld = new SQLException("a lock could not be released on this session");
-            sessionDied(session, notHeld);
+            if (answer.retired()) {
+                sessionEnded(session, notHeld); // ended in the unlock's turn (above)
+            } else {
+                sessionDied(session, notHeld);
+            }
             return Released.gone(Reason.SESSION_DIED, "the database no longer had it on its session (backend pid "
                     + session.backendPid + ")", notHeld);
         } else if (answer.retired()) {
@@ -934,6 +947,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         if (!session.end()) {
             return;
         }
+        sessionEnded(session, cause);
+    }
+
+    /** {@link #sessionDied}, for a session this thread has just ended itself. */
+    private void sessionEnded(LockSession session, Throwable cause) {
         dedicated.remove(session);
         sessions.remove(session);
         if (!isClosed()) {

@@ -147,9 +147,11 @@ public final class LockSession {
 
     /**
      * A statement prepared on the session's connection once and kept open for the next uses: for the
-     * few statements that every acquire and release runs, which then skip preparing and closing a
-     * statement (and the pool's wrappers) each time. Call only inside work running on this session;
-     * never close it (it closes with the connection), and close its result sets.
+     * few statements that every acquire and release on a shared session runs, which then skip
+     * preparing and closing a statement (and the pool's wrappers) each time. Call only inside work
+     * running on this session; never close it, and close its result sets. It closes with the
+     * connection: HikariCP, DBCP2 and Agroal close a connection's statements when it goes back; with
+     * a pool that does not, pgjdbc frees them once they are collected, with the session.
      */
     public java.sql.PreparedStatement prepared(String sql) throws SQLException {
         if (!inUse.isHeldByCurrentThread()) {

@@ -232,6 +232,7 @@ final class LeaseListener {
                         }
                         registerPending(connection);
                         setListening(true);
+                        wakeAll(); // a waiter that stopped waiting for this has attempted: releases since were not heard
                     } else if (listens() && System.nanoTime() - Math.max(lastWanted, lastLeft) > LISTEN_AFTER_LAST_WAITER_NANOS
                             && stopListeningIfUnwanted()) {
                         // Only the listening stops: the connection and the keys' waiter ids stay for a

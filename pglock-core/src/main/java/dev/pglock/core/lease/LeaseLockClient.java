@@ -369,8 +369,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private final java.util.concurrent.Semaphore lineSlots;
     /** Set once a line's session was found moved by a pooler: callers wait through the LISTEN connection only. */
     private volatile boolean linesOff;
-    /** Until when (System.nanoTime) no line is opened: a borrow for one ran out (the pool may be exhausted). */
-    /** See {@link #linesPaused}; one immutable value, so a reader never mixes two pauses. */
+    /** When no line is opened because a borrow for one ran out: see {@link #linesPaused}; one value, never two mixed. */
     private volatile LinesPause linesPause = new LinesPause(CompletableFuture.completedFuture(null), System.nanoTime(),
             System.nanoTime());
     private final ExecutorService connector;

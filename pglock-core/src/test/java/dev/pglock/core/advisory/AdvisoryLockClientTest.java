@@ -278,6 +278,7 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         String sequence = PgTestDatabase.uniqueName("fencing");
         LockClient a = closeLater(builder(pool).fencingTokens(true).fencingSequence(sequence).lockSessions(1).build());
         LockClient other = client();
+        HeldLock kept = a.acquire(LockRequest.of("kept")); // on the same lock session, the only one
         try (Connection c = db.connect(); Statement st = c.createStatement()) {
             st.execute("DROP SEQUENCE " + sequence);
         }
@@ -285,6 +286,10 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         assertThatThrownBy(() -> a.tryAcquire(LockRequest.of("orphan"))).isInstanceOf(LockDatabaseException.class)
                 .hasMessageContaining(sequence);
         assertThat(heldInDatabase(List.of("orphan"))).isZero();
+        // Undone by one unlock, not by ending the session: the other lock on it is still held.
+        assertThat(kept.isHeld()).isTrue();
+        assertThat(heldInDatabase(List.of("kept"))).isEqualTo(1);
+        kept.release();
         // The same on a dedicated waiting connection, which then goes back to the pool.
         HeldLock blocker = other.acquire(LockRequest.of("orphan-waited"));
         Future<HeldLock> waiter = threads.submit(
@@ -725,6 +730,7 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         held.release();
 
         assertThat(counting.openConnections()).as("the dedicated connection was given back").isEqualTo(open - 1);
+        assertThat(a.tryAcquire(LockRequest.of("after-gone"))).as("the client still takes locks").isPresent();
     }
 
     /** Issue 12, point 9: an interrupt while waiting for a pooled connection ends as not acquired. */
