@@ -312,7 +312,7 @@ final class Systems {
                     try (PreparedStatement claim = claimWaitUnlock.get(0).prepare(c)) {
                         claim.executeQuery().close();
                     }
-                    try (PreparedStatement wait = claimWaitUnlock.get(1).prepare(c); ResultSet rs = wait.executeQuery()) {
+                    try (PreparedStatement waiting = claimWaitUnlock.get(1).prepare(c); ResultSet rs = waiting.executeQuery()) {
                         if (!rs.next() || !rs.getBoolean(2)) {
                             throw new IllegalStateException("the recorded wait did not run on its claimed backend");
                         }
