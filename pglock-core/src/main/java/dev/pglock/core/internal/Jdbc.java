@@ -74,11 +74,12 @@ public final class Jdbc {
 
     /**
      * The same; when the borrow ran out (or the caller was interrupted) and its connection arrives
-     * later, that connection is closed (given back to its pool) and then {@code cameBackLate}, when
-     * not null, completes. It never completes when the borrow returned in time, or failed.
+     * later, that connection completes {@code late} when not null (the one who completes it owns
+     * it), else, or when {@code late} was completed before, it goes back to its pool at once.
+     * {@code late} never completes when the borrow returned in time, or failed.
      */
     public static Connection borrow(DataSource dataSource, Duration timeout, Executor executor, String purpose,
-            CompletableFuture<Void> cameBackLate) {
+            CompletableFuture<Connection> late) {
         CompletableFuture<Connection> future = CompletableFuture.supplyAsync(() -> {
             try {
                 return dataSource.getConnection();
@@ -89,12 +90,7 @@ public final class Jdbc {
         try {
             return future.get(timeout.toNanos(), TimeUnit.NANOSECONDS);
         } catch (TimeoutException e) {
-            future.thenAccept(late -> {
-                closeQuietly(late);
-                if (cameBackLate != null) {
-                    cameBackLate.complete(null);
-                }
-            });
+            future.thenAccept(arrived -> handOffLate(arrived, late));
             throw new LockDatabaseException("no connection from the DataSource within " + timeout
                     + " (connection wait timeout) for " + purpose + ": the pool is exhausted or the database does"
                     + " not answer. Each waiting acquire uses a connection of its own until it releases its lock;"
@@ -106,13 +102,15 @@ public final class Jdbc {
             throw new LockDatabaseException("cannot get a connection for " + purpose + ": " + e.getCause(), e.getCause());
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
-            future.thenAccept(late -> {
-                closeQuietly(late);
-                if (cameBackLate != null) {
-                    cameBackLate.complete(null);
-                }
-            });
+            future.thenAccept(arrived -> handOffLate(arrived, late));
             throw new LockDatabaseException("interrupted while waiting for a connection for " + purpose, e);
+        }
+    }
+
+    /** A connection that came after its borrower gave up: to {@code late} if that still wants it, else back to its pool. */
+    private static void handOffLate(Connection arrived, CompletableFuture<Connection> late) {
+        if (late == null || !late.complete(arrived)) {
+            closeQuietly(arrived);
         }
     }
 

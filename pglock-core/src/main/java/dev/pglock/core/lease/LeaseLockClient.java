@@ -536,7 +536,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     }
 
     /** A pause of the lines: ends when {@code cameBack} completes but not before {@code notBefore}, or at {@code until}. */
-    private record LinesPause(CompletableFuture<Void> cameBack, long notBefore, long until) {
+    private record LinesPause(CompletableFuture<?> cameBack, long notBefore, long until) {
     }
 
     /** For tests: whether the LISTEN connection listens now. */
@@ -957,23 +957,30 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         private final long deadlineNanos;
         private WaitLine line;
         private LeaseListener.Waiter waiter;
+        /**
+         * The line connection whose borrow ran out: when it comes after all (a cold pool opening it),
+         * this caller moves from the LISTEN connection into the key's line with it, at its next wait;
+         * null once taken, or when there was none.
+         */
+        private CompletableFuture<Connection> late;
 
         Wait(String key, boolean inLine, long deadlineNanos) throws InterruptedException {
             this.key = key;
             this.deadlineNanos = deadlineNanos;
             if (inLine && !linesOff && !linesPaused() && lineSlots.tryAcquire()) {
-                CompletableFuture<Void> cameBackLate = new CompletableFuture<>();
+                CompletableFuture<Connection> borrowing = new CompletableFuture<>();
                 line = WaitLine.open(listenDataSource, connectionWaitTimeout, connector, channel, key,
                         lineLockId(key), listener.waiterLockId(key), deadlineNanos, lineRecheckMillisForTests,
-                        cameBackLate);
+                        borrowing);
                 if (line == null) {
                     // No connection in time (or it failed): waiters use the LISTEN connection rather
-                    // than each wait for a connection first, until the borrow that ran out brings its
-                    // connection back to the pool (a cold pool opened it): a second at least, so a pool
-                    // that stays exhausted costs a 250 ms borrow once a second at most, and 5 s at most.
+                    // than each wait for a connection first, until the borrow that ran out gets its
+                    // connection (a cold pool opened it): a second at least, so a pool that stays
+                    // exhausted costs a 250 ms borrow once a second at most, and 5 s at most.
                     long now = System.nanoTime();
-                    linesPause = new LinesPause(cameBackLate, now + LINES_PAUSE_MIN_NANOS, now + LINES_PAUSE_NANOS);
+                    linesPause = new LinesPause(borrowing, now + LINES_PAUSE_MIN_NANOS, now + LINES_PAUSE_NANOS);
                     lineSlots.release();
+                    late = borrowing;
                 } else {
                     lines.add(line);
                     if (isClosed()) {
@@ -983,11 +990,19 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             }
             if (line == null) {
                 waiter = listener.register(key, deadlineNanos);
+                if (late != null) {
+                    // Woken when it comes, to move into the line: it attempts once more, then waits there.
+                    LeaseListener.Waiter listening = waiter;
+                    late.thenRun(listening::signal);
+                }
             }
         }
 
         /** Waits until the caller should attempt again: see {@link WaitLine#await} and {@link LeaseListener.Waiter#await}. */
         void await(long nanos) throws InterruptedException {
+            if (line == null && late != null && late.isDone()) {
+                joinLateLine();
+            }
             if (line == null) {
                 waiter.await(nanos);
             } else if (!line.await(nanos)) {
@@ -996,7 +1011,45 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             }
         }
 
+        /**
+         * Moves this caller from the LISTEN connection into the key's line, on the connection that
+         * came late. Its next wait joins the line and, when first, attempts once it listens there, so a
+         * release between leaving the LISTEN connection and joining is seen by that attempt; behind
+         * the first, the first client hears it.
+         */
+        private void joinLateLine() {
+            Connection connection = late.getNow(null);
+            late = null;
+            if (connection == null) {
+                return; // the borrow failed after all
+            }
+            WaitLine joined = null;
+            if (!linesOff && !isClosed() && deadlineNanos - System.nanoTime()
+                    >= TimeUnit.MILLISECONDS.toNanos(WaitLine.RECHECK_MILLIS) && lineSlots.tryAcquire()) {
+                joined = WaitLine.of(connection, connector, channel, key, lineLockId(key), listener.waiterLockId(key),
+                        deadlineNanos, lineRecheckMillisForTests);
+                if (joined == null) {
+                    lineSlots.release(); // its connection was aborted
+                    return;
+                }
+            }
+            if (joined == null) {
+                Jdbc.closeQuietly(connection);
+                return;
+            }
+            lines.add(joined);
+            if (isClosed()) {
+                joined.abort(); // stopWaits ran before it was listed
+            }
+            listener.unregister(key, waiter);
+            waiter = null;
+            line = joined;
+        }
+
         void close() {
+            if (late != null) {
+                late.thenAccept(Jdbc::closeQuietly); // when it comes, or now if it came: back to its pool
+            }
             if (waiter != null) {
                 listener.unregister(key, waiter);
             }

@@ -131,18 +131,33 @@ final class WaitLine {
      *
      * @param channel the checked table name: letters, digits and _ only, so quoting is enough
      * @param recheckMillis how long a client behind the first waits in line before it attempts
-     * @param cameBackLate completed when a borrow that ran out got its connection after all (given
-     *     back to the pool at once), so the pool lends again
+     * @param late completed with the connection when a borrow that ran out gets it after all: the
+     *     caller then owns it (see {@link #of}); back to the pool at once if {@code late} is done
      */
     static WaitLine open(javax.sql.DataSource dataSource, java.time.Duration connectionWaitTimeout,
             Executor connector, String channel, String key, long lineLockId, long waiterLockId, long deadlineNanos,
-            long recheckMillis, CompletableFuture<Void> cameBackLate) {
-        Connection c = null;
+            long recheckMillis, CompletableFuture<Connection> late) {
+        Connection c;
         try {
             long borrowNanos = Math.min(Math.min(connectionWaitTimeout.toNanos(),
                     TimeUnit.MILLISECONDS.toNanos(BORROW_MILLIS)), deadlineNanos - System.nanoTime());
             c = Jdbc.borrow(dataSource, java.time.Duration.ofNanos(Math.max(1, borrowNanos)), connector,
-                    "a wait line connection", cameBackLate);
+                    "a wait line connection", late);
+        } catch (RuntimeException e) {
+            log.debug("no wait line connection for '{}' ({}); waiting through the LISTEN connection", key,
+                    e.getMessage());
+            return null;
+        }
+        return of(c, connector, channel, key, lineLockId, waiterLockId, deadlineNanos, recheckMillis);
+    }
+
+    /**
+     * A line on a connection borrowed already (one that came late, see {@link #open}); null (logged,
+     * the connection aborted) when it cannot be set up.
+     */
+    static WaitLine of(Connection c, Executor connector, String channel, String key, long lineLockId,
+            long waiterLockId, long deadlineNanos, long recheckMillis) {
+        try {
             if (!c.getAutoCommit()) {
                 c.setAutoCommit(true);
             }
