@@ -74,8 +74,8 @@ public final class Jdbc {
 
     /**
      * The same; when the borrow ran out (or the caller was interrupted) and its connection arrives
-     * later, that connection completes {@code late} when not null (the one who completes it owns
-     * it), else, or when {@code late} was completed before, it goes back to its pool at once.
+     * later, that connection completes {@code late} when not null (whoever waits on it then owns
+     * it and must close it), else it goes back to its pool at once.
      * {@code late} never completes when the borrow returned in time, or failed.
      */
     public static Connection borrow(DataSource dataSource, Duration timeout, Executor executor, String purpose,

@@ -989,7 +989,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 }
             }
             if (line == null) {
-                waiter = listener.register(key, deadlineNanos);
+                try {
+                    waiter = listener.register(key, deadlineNanos);
+                } catch (InterruptedException | RuntimeException | Error e) {
+                    if (late != null) {
+                        late.thenAccept(Jdbc::closeQuietly); // no Wait to close: its connection goes back when it comes
+                    }
+                    throw e;
+                }
                 if (late != null) {
                     // Woken when it comes, to move into the line: it attempts once more, then waits there.
                     LeaseListener.Waiter listening = waiter;
@@ -1018,11 +1025,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
          * the first, the first client hears it.
          */
         private void joinLateLine() {
-            Connection connection = late.getNow(null);
+            Connection connection = late.getNow(null); // done, with a connection: nothing completes it otherwise
             late = null;
-            if (connection == null) {
-                return; // the borrow failed after all
-            }
             WaitLine joined = null;
             if (!linesOff && !isClosed() && deadlineNanos - System.nanoTime()
                     >= TimeUnit.MILLISECONDS.toNanos(WaitLine.RECHECK_MILLIS) && lineSlots.tryAcquire()) {

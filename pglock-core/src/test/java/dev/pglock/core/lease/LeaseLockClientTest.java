@@ -1153,7 +1153,7 @@ class LeaseLockClientTest extends LockClientContractTest {
      * 32-client hand-off).
      */
     @Test
-    void aLineConnectionThatComesLateTurnsLinesOffOnlyUntilItIsBack() throws Exception {
+    void aLineConnectionThatComesLateIsTheWaitersLineAndTurnsLinesOffOnlyUntilThen() throws Exception {
         HeldLock held = client().acquire(LockRequest.of("late").leaseFor(Duration.ofMinutes(5)));
         HeldLock heldToo = client().acquire(LockRequest.of("late-too").leaseFor(Duration.ofMinutes(5)));
         HikariDataSource listenPool = closeLater(db.pooledDataSource(4));
@@ -1188,6 +1188,48 @@ class LeaseLockClientTest extends LockClientContractTest {
         b.close();
         await("the late connection, the line's and the LISTEN connection all back").atMost(PROMPTLY)
                 .until(() -> listenPool.getHikariPoolMXBean().getActiveConnections() == 0);
+    }
+
+    /**
+     * A waiter that stops waiting before its late line connection comes (here: interrupted while the
+     * LISTEN connection is late too, so before its wait even began) gives that connection back to
+     * its pool when it comes: nothing else owns it. Seen failing without it: the connection stayed
+     * borrowed.
+     */
+    @Test
+    void aLateLineConnectionOfAWaiterThatStoppedWaitingGoesBackToItsPool() throws Exception {
+        HeldLock held = client().acquire(LockRequest.of("late-gone").leaseFor(Duration.ofMinutes(5)));
+        HikariDataSource listenPool = closeLater(db.pooledDataSource(4));
+        CountDownLatch opening = new CountDownLatch(1);
+        CountDownLatch bothCame = new CountDownLatch(2);
+        DataSource cold = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {DataSource.class}, (p, m, args) -> {
+                    if (!m.getName().equals("getConnection")) {
+                        return invoke(listenPool, m, args);
+                    }
+                    opening.await(); // the line's connection, then the LISTEN connection: both slow to open
+                    Object connection = invoke(listenPool, m, args);
+                    bothCame.countDown();
+                    return connection;
+                });
+        LeaseLockClient b = (LeaseLockClient) closeLater(builder(counting).listenDataSource(cold).build());
+        AtomicReference<Thread> waiting = new AtomicReference<>();
+        Future<Optional<HeldLock>> waiter = threads.submit(() -> {
+            waiting.set(Thread.currentThread());
+            return b.tryAcquire(LockRequest.of("late-gone").waitAtMost(Duration.ofMinutes(1)));
+        });
+        await().atMost(PROMPTLY).until(() -> b.listenerWaiters() == 1); // waiting for LISTEN to be in place
+        waiting.get().interrupt();
+        assertThat(waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS)).isEmpty();
+
+        opening.countDown();
+        assertThat(bothCame.await(PROMPTLY.toSeconds(), TimeUnit.SECONDS)).isTrue();
+        // The LISTEN connection stays a few seconds (its key stays registered); the line's goes back.
+        await("the late line connection back in its pool").atMost(PROMPTLY)
+                .until(() -> listenPool.getHikariPoolMXBean().getActiveConnections() <= 1);
+        held.release();
+        b.close();
+        await().atMost(PROMPTLY).until(() -> listenPool.getHikariPoolMXBean().getActiveConnections() == 0);
     }
 
     /**
