@@ -131,13 +131,19 @@ public final class Jdbc {
         }
     }
 
+    /**
+     * Closes (gives back) a connection, never throwing: a failure is logged at debug. Unchecked ones
+     * too: HikariCP's close threw a NullPointerException on a connection aborted a moment before
+     * (its reset of the network timeout raced the pool's eviction of that connection), which made a
+     * client's close() fail halfway.
+     */
     public static void closeQuietly(Connection connection) {
         if (connection == null) {
             return;
         }
         try {
             connection.close();
-        } catch (SQLException e) {
+        } catch (SQLException | RuntimeException e) {
             log.debug("closing a connection failed", e);
         }
     }
