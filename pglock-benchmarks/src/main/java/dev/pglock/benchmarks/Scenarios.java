@@ -452,6 +452,223 @@ final class Scenarios {
         return options.measure().multipliedBy(2).dividedBy(5);
     }
 
+    /** A system in an interleaved hand-off: its name and how each of its clients is made. */
+    record Contender(String name, Factory factory) {
+    }
+
+    /** How long each contender of an interleaved hand-off has the key before the next one's turn. */
+    private static final Duration HANDOFF_SLICE = Duration.ofMillis(200);
+
+    /**
+     * {@link #handoff} for several systems at once, taking turns: every contender's {@code clients}
+     * clients are made first, then the contenders wait for the key in turn for 200 ms each, over and
+     * over, so that the drift of a shared 2-core machine (one system's hand-off p50 was seen to move by
+     * a factor of two between runs a minute apart) hits them alike, and their ratios hold. Between two
+     * turns every client of the last contender lets go (the waiters left take the key and release it at
+     * once, not counted) before the next contender starts. Only hand-offs from the third holder's work
+     * on are counted in a turn, once every client of it waits. Ops/s: hand-offs per second of counted time.
+     */
+    List<Result> handoffRounds(int clients, List<Contender> contenders) throws Exception {
+        String scenario = "handoff-" + clients;
+        int n = contenders.size();
+        List<List<LockSystem>> started = new ArrayList<>();
+        ExecutorService threads = Executors.newFixedThreadPool(n * clients);
+        try {
+            for (Contender contender : contenders) {
+                List<LockSystem> its = new ArrayList<>();
+                started.add(its);
+                for (int t = 0; t < clients; t++) {
+                    its.add(contender.factory().create(t));
+                }
+            }
+            Turns turns = new Turns(n);
+            long holdNanos = TimeUnit.MILLISECONDS.toNanos(options.holdMillis());
+            List<Future<?>> workers = new ArrayList<>();
+            for (int k = 0; k < n; k++) {
+                for (int index = 0; index < clients; index++) {
+                    int contender = k;
+                    long me = index;
+                    LockSystem client = started.get(k).get(index);
+                    workers.add(threads.submit(() -> {
+                        while (turns.enter(contender)) {
+                            try {
+                                turns.take(contender, me, client, holdNanos);
+                            } finally {
+                                turns.leave(contender);
+                            }
+                        }
+                        return null;
+                    }));
+                }
+            }
+            // A warm-up turn each (statements prepared, sessions open), longer with more clients.
+            Duration warmup = options.warmup().multipliedBy(Math.max(1, clients / 8));
+            for (int k = 0; k < n; k++) {
+                turns.run(k, warmup, Long.MAX_VALUE, workers);
+            }
+            Duration measure = clients >= 32 ? handoffMeasure().multipliedBy(3).dividedBy(4) : handoffMeasure();
+            int rounds = (int) Math.max(2, measure.toNanos() / HANDOFF_SLICE.toNanos());
+            Duration slice = measure.dividedBy(rounds);
+            // Counted from the third holder on: by then every client of the turn waits in line.
+            long lead = 2 * holdNanos + TimeUnit.MILLISECONDS.toNanos(5);
+            for (int round = 0; round < rounds; round++) {
+                for (int k = 0; k < n; k++) {
+                    turns.run(k, slice.plusNanos(lead), lead, workers);
+                }
+            }
+            turns.finish();
+            for (Future<?> worker : workers) {
+                worker.get(WAIT.toSeconds() * 2, TimeUnit.SECONDS);
+            }
+            List<Result> results = new ArrayList<>();
+            for (int k = 0; k < n; k++) {
+                results.add(new Result(scenario, contenders.get(k).name(), turns.handoffs[k].get() / seconds(turns.counted[k]),
+                        micros(turns.delays[k], 50), micros(turns.delays[k], 99), null, clients + " clients waiting for one"
+                                + " key, each holder working " + options.holdMillis() + " ms; ops/s are hand-offs to another"
+                                + " client per second, latencies the delay from release to the next holder; " + rounds
+                                + " turns of " + slice.toMillis() + " ms interleaved with " + (n - 1) + " other system(s)",
+                        clients, null));
+            }
+            return results;
+        } finally {
+            threads.shutdownNow();
+            for (List<LockSystem> its : started) {
+                for (LockSystem client : its) {
+                    client.close();
+                }
+            }
+        }
+    }
+
+    /** Whose turn it is in {@link #handoffRounds}, and what each contender's turns measured. */
+    private static final class Turns {
+        private final Object gate = new Object();
+        private int active = -1; // guarded by gate
+        private boolean over; // guarded by gate
+        private volatile long countFrom;
+        private volatile long countUntil;
+        private final java.util.concurrent.atomic.AtomicInteger[] inside;
+        private final AtomicLong[] lastRelease;
+        private final AtomicLong[] lastHolder;
+        private final java.util.concurrent.atomic.AtomicLong[] handoffs;
+        private final long[] counted;
+        private final Histogram[] delays;
+
+        Turns(int n) {
+            inside = new java.util.concurrent.atomic.AtomicInteger[n];
+            lastRelease = new AtomicLong[n];
+            lastHolder = new AtomicLong[n];
+            handoffs = new AtomicLong[n];
+            counted = new long[n];
+            delays = new Histogram[n];
+            for (int k = 0; k < n; k++) {
+                inside[k] = new java.util.concurrent.atomic.AtomicInteger();
+                lastRelease[k] = new AtomicLong();
+                lastHolder[k] = new AtomicLong(-1);
+                handoffs[k] = new AtomicLong();
+                delays[k] = new Histogram(TimeUnit.SECONDS.toNanos(60), 3);
+            }
+        }
+
+        /** Waits for the contender's turn; false once the scenario is over. Counted inside until leave(). */
+        boolean enter(int k) throws InterruptedException {
+            synchronized (gate) {
+                while (!over && active != k) {
+                    gate.wait();
+                }
+                if (over) {
+                    return false;
+                }
+                inside[k].incrementAndGet(); // under the gate: once the turn moved on, nobody of k comes in
+                return true;
+            }
+        }
+
+        void leave(int k) {
+            inside[k].decrementAndGet();
+        }
+
+        private boolean isTurnOf(int k) {
+            synchronized (gate) {
+                return active == k && !over;
+            }
+        }
+
+        /** One lock, work and release by a client of contender k, as in handoff(); at once after its turn. */
+        void take(int k, long me, LockSystem client, long holdNanos) throws Exception {
+            LockSystem.Held held = client.lock("handoff", WAIT);
+            if (held == null) {
+                return;
+            }
+            long heldFrom = System.nanoTime();
+            if (!isTurnOf(k)) {
+                held.release(); // the turn is over: let the others of this contender through, uncounted
+                return;
+            }
+            long released = lastRelease[k].get();
+            boolean handedOver = lastHolder[k].getAndSet(me) != me;
+            if (handedOver && released != 0 && heldFrom >= countFrom && heldFrom < countUntil) {
+                synchronized (delays[k]) {
+                    delays[k].recordValue(Math.min(heldFrom - released, delays[k].getHighestTrackableValue()));
+                }
+                handoffs[k].incrementAndGet();
+            }
+            java.util.concurrent.locks.LockSupport.parkNanos(holdNanos);
+            lastRelease[k].set(System.nanoTime());
+            held.release();
+            long stepBackUntil = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(200);
+            while (lastHolder[k].get() == me && System.nanoTime() < stepBackUntil && isTurnOf(k)) {
+                java.util.concurrent.locks.LockSupport.parkNanos(20_000);
+            }
+        }
+
+        /**
+         * Gives contender k a turn of {@code length}, counting hand-offs after {@code lead} (none with
+         * Long.MAX_VALUE), then waits until every client of it has let go.
+         */
+        void run(int k, Duration length, long lead, List<Future<?>> workers) throws Exception {
+            long start = System.nanoTime();
+            long end = start + length.toNanos();
+            lastRelease[k].set(0);
+            lastHolder[k].set(-1);
+            countFrom = lead == Long.MAX_VALUE ? Long.MAX_VALUE : start + lead;
+            countUntil = end;
+            synchronized (gate) {
+                active = k;
+                gate.notifyAll();
+            }
+            long left;
+            while ((left = end - System.nanoTime()) > 0) {
+                TimeUnit.NANOSECONDS.sleep(left); // the turn's length: a time, not a synchronisation
+            }
+            synchronized (gate) {
+                active = -1;
+            }
+            if (lead != Long.MAX_VALUE) {
+                counted[k] += end - (start + lead);
+            }
+            long giveUp = System.nanoTime() + WAIT.toNanos();
+            while (inside[k].get() > 0) { // the last holder works, then the waiters pass the key on
+                for (Future<?> worker : workers) {
+                    if (worker.isDone()) {
+                        worker.get(); // a client that failed: its exception ends the scenario
+                    }
+                }
+                if (System.nanoTime() > giveUp) {
+                    throw new IllegalStateException("the clients of a hand-off did not let go within " + WAIT);
+                }
+                java.util.concurrent.locks.LockSupport.parkNanos(100_000);
+            }
+        }
+
+        void finish() {
+            synchronized (gate) {
+                over = true;
+                gate.notifyAll();
+            }
+        }
+    }
+
     /**
      * {@code clients} clients, each with a pool of its own like a replica, wait for one key; each
      * holder works {@code holdMillis} before it releases, then steps back until another client holds

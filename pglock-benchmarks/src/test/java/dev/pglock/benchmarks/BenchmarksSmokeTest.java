@@ -50,6 +50,8 @@ class BenchmarksSmokeTest {
                 .as("the advisory client's own statements ran without it").isPositive();
         assertThat(Benchmarks.find(results, "handoff-3", "baseline-advisory-sql").orElseThrow().p50Micros())
                 .as("the advisory client's wait statements handed the key over without it").isNotNull();
+        assertThat(Benchmarks.find(results, "handoff-3", "naive-advisory").orElseThrow().note())
+                .as("the advisory systems took turns").contains("interleaved with 2 other system(s)");
         assertThat(Benchmarks.find(results, "handoff-2", "baseline-notify-delivery").orElseThrow().p50Micros())
                 .as("NOTIFY deliveries were timed").isNotNull();
         assertThat(Benchmarks.find(results, "handoff-2", "baseline-notify-release").orElseThrow().p50Micros())
