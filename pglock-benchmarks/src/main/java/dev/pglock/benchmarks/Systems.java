@@ -323,7 +323,8 @@ final class Systems {
                 }
                 return () -> {
                     try (PreparedStatement ps = claimWaitUnlock.get(2).prepare(c); ResultSet rs = ps.executeQuery()) {
-                        if (!rs.next() || !rs.getBoolean(1)) {
+                        // No row: not the claimed backend; the unlock's answer is the last column.
+                        if (!rs.next() || !rs.getBoolean(rs.getMetaData().getColumnCount())) {
                             throw new IllegalStateException("the recorded unlock found no lock to release");
                         }
                     }

@@ -106,20 +106,22 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             + " LEFT JOIN LATERAL (SELECT pg_advisory_lock%1$s(?) WHERE s.mine OFFSET 0) AS l ON true";
     private static final String NO_TOKEN = "NULL::bigint";
     private static final String DRAW_TOKEN = "CASE WHEN s.mine THEN nextval(?::regclass) END";
-    // Unlock on a dedicated session. Columns: unlocked (null when the backend is not the session's),
-    // pid, mine, and whatever clearing the token returned. With retire = true it also gives its
-    // backend back unclaimed, in the same statement; the token is read once, in OWN, because
-    // set_config changes it. The unlock comes last: it wakes the next waiter's backend, which then
-    // does not share the CPU with this one's set_config (a hand-off of these statements between two
-    // clients took 4 - 7 % less, paired runs on 2 vCPUs). The OFFSET 0 subquery is evaluated first,
-    // and PostgreSQL never drops its volatile set_config. Clearing the token before the unlock is
-    // safe: an unlock that finds nothing ends the session within the same call (see unlock()), so
-    // neither the watchdog nor a pool sees a cleared backend that still holds anything. Parameters:
-    // lock id, retire, token.
-    private static final String UNLOCK_DEDICATED = "SELECT CASE WHEN c.mine THEN pg_advisory_unlock%1$s(?) END, c.pid,"
-            + " c.mine, c.cleared FROM (SELECT s.mine, s.pid,"
-            + " CASE WHEN s.mine AND ? THEN set_config('pglock.session', '', false) END AS cleared" + OWN
-            + " OFFSET 0) AS c";
+    // Unlock on a dedicated session. One row when the backend is the session's, none when it is not
+    // (then a second statement reads its pid for the error). Columns: whatever clearing the token
+    // returned, unlocked. With retire = true it also gives its backend back unclaimed, in the same
+    // statement. The token is compared in the WHERE clause of a SELECT without FROM, which PostgreSQL
+    // evaluates once, before the select list; the select list is evaluated in order, so the token is
+    // cleared before the unlock, which comes last: it wakes the next waiter's backend, which then does
+    // not share the CPU with this one's set_config (a hand-off of these statements between two
+    // clients took 4 - 7 % less, paired runs on 2 vCPUs). Without the subquery that read the token
+    // once before, pgbench ran lock + unlock 3 - 6 us faster (117 - 125 us against 125 - 131; the bare
+    // pg_advisory_unlock 111 - 120); the hand-off benchmark's spread hides that much. PostgreSQL
+    // never drops a volatile set_config. Clearing the token before the
+    // unlock is safe: an unlock that finds nothing ends the session within the same call (see
+    // unlock()), so neither the watchdog nor a pool sees a cleared backend that still holds anything.
+    // Parameters: retire, lock id, token.
+    private static final String UNLOCK_DEDICATED = "SELECT CASE WHEN ? THEN set_config('pglock.session', '', false) END,"
+            + " pg_advisory_unlock%1$s(?) WHERE current_setting('pglock.session', true) = ?";
     // Unlock on a shared session, which never retires: no subquery (one cost about 12% of an
     // uncontended acquire-release pair). One column: unlocked, null when the backend is not the
     // session's (then a second statement reads its pid for the error). Parameters: token, lock id.
@@ -386,8 +388,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         try {
             session.call(c -> {
                 try (PreparedStatement ps = c.prepareStatement(shared ? UNLOCK_SHARED : UNLOCK)) {
-                    ps.setLong(1, lockId);
-                    ps.setBoolean(2, false);
+                    ps.setBoolean(1, false);
+                    ps.setLong(2, lockId);
                     ps.setString(3, session.token);
                     ps.execute();
                 }
@@ -712,25 +714,25 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 PreparedStatement ps = session.dedicated ? c.prepareStatement(sql) : session.prepared(sql);
                 try {
                     if (session.dedicated) {
-                        ps.setLong(1, lock.lockId);
-                        ps.setBoolean(2, true);
+                        ps.setBoolean(1, true);
+                        ps.setLong(2, lock.lockId);
                         ps.setString(3, session.token);
                     } else {
                         ps.setString(1, session.token);
                         ps.setLong(2, lock.lockId);
                     }
                     try (ResultSet rs = ps.executeQuery()) {
-                        rs.next();
-                        boolean unlocked = rs.getBoolean(1);
+                        boolean unlocked;
                         boolean mine;
-                        int pid;
                         if (session.dedicated) {
-                            pid = rs.getInt(2);
-                            mine = rs.getBoolean(3);
+                            mine = rs.next(); // no row: not the session's backend
+                            unlocked = mine && rs.getBoolean(2);
                         } else {
+                            rs.next();
+                            unlocked = rs.getBoolean(1);
                             mine = !rs.wasNull(); // null: not the session's backend
-                            pid = mine ? session.backendPid : backendPid(c);
                         }
+                        int pid = mine ? session.backendPid : backendPid(c);
                         // Retired in the same turn, so the watchdog never checks a returned connection;
                         // if close() ended the session first, close() disposes of it. An unlock that found
                         // nothing has cleared the token too: the session ends in the same turn, so the

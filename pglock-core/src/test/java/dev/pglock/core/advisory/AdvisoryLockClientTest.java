@@ -733,6 +733,46 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         assertThat(a.tryAcquire(LockRequest.of("after-gone"))).as("the client still takes locks").isPresent();
     }
 
+    /**
+     * A waiter's release that reaches a backend which is not its session's (here the session token
+     * was changed behind the client's back, as when a pooler hands the connection another server
+     * session) neither unlocks nor clears anything there: the hold is reported lost, the client names
+     * transaction pooling, and the session's backend is ended with the lock it still held.
+     */
+    @Test
+    void aWaitersReleaseThatLandsOnAnotherBackendTouchesNothingThereAndEndsItsSession() throws Exception {
+        List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
+        DataSource recording = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {DataSource.class}, (p, m, args) -> {
+                    Object result = m.invoke(pool, args);
+                    if (result instanceof Connection c) {
+                        handedOut.add(c);
+                    }
+                    return result;
+                });
+        LockClient a = closeLater(builder(recording).lockSessions(1).build());
+        LockClient other = client();
+        HeldLock first = other.acquire(LockRequest.of("swapped"));
+        assertThat(a.tryAcquire(LockRequest.of("swapped"))).isEmpty(); // found taken: the wait goes to its own connection
+        Future<?> releaser = threads.submit(() -> {
+            awaitWaiterInDatabase("swapped");
+            first.release();
+            return null;
+        });
+        HeldLock held = a.acquire(LockRequest.of("swapped").waitAtMost(Duration.ofSeconds(60)));
+        releaser.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        Connection dedicated = handedOut.get(handedOut.size() - 1);
+        try (Statement st = dedicated.createStatement()) {
+            st.execute("SELECT set_config('pglock.session', 'another-clients-session', false)");
+        }
+
+        assertThat(held.release()).as("the release could not be confirmed on the session's backend").isFalse();
+
+        assertThat(held.isHeld()).isFalse();
+        await().atMost(PROMPTLY).until(() -> heldInDatabase(List.of("swapped")) == 0);
+        assertThatThrownBy(() -> a.tryAcquire(LockRequest.of("after-swap"))).hasMessageContaining("transaction pooling");
+    }
+
     /** Issue 12, point 9: an interrupt while waiting for a pooled connection ends as not acquired. */
     @Test
     void anInterruptWhileBorrowingAConnectionIsNotAcquiredAndKeepsTheFlag() throws Exception {
