@@ -53,14 +53,15 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     //
     // Whose backend: a session claims its backend when it opens, by writing a random token into the
     // session setting pglock.session (CLAIM_BACKEND), and every statement that takes or drops a lock
-    // first reads that setting (OWN, in a subquery, so every expression of the statement sees the same
-    // answer) and does nothing unless it finds the session's own token. Behind a pooler that
+    // first reads that setting (once, before anything else of the statement: in an OFFSET 0 subquery
+    // such as OWN, a CASE condition, or a one-time filter) and does nothing unless it finds the
+    // session's own token. Behind a pooler that
     // multiplexes sessions (PgBouncer in transaction pooling) a statement can reach another server
     // session, or two clients' sessions can share one; a pid check alone misses the second case, where
     // a lock would stack on a backend that already holds it for someone else. This way no lock is ever
     // taken or dropped on a backend that is not the session's own, and the client notices at the first
-    // such statement, at no extra round trip (see multiplexed()). Each statement also returns the pid
-    // it ran on, for the message.
+    // such statement, at no extra round trip (see multiplexed()). The pid it ran on, for the message,
+    // comes with the answer or, where that would cost the common case a column, from a second statement.
     private static final String OWN = " FROM (SELECT current_setting('pglock.session', true) = ? AS mine,"
             + " pg_backend_pid() AS pid OFFSET 0) AS s";
     // Claims the backend unless another lock session has (then its token stays). Parameter: token.
@@ -336,7 +337,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                             }
                         }
                         if (grantedOrNull == null && fencingSequence == null) {
-                            pid = backendPid(c); // not the session's backend: which one, for the error
+                            pid = foreignBackendPid(c); // not the session's backend: which one, for the error
                         }
                         return new Attempt(grantedOrNull, tokenOrNull, pid);
                     }
@@ -408,7 +409,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
      */
     private LockDatabaseException multiplexed(LockSession session, int pid) {
         return multiplexed(session, null, "a statement of the lock session on backend pid " + session.backendPid
-                + " ran on a backend that is not the session's own (pid " + pid + ")");
+                + " ran on a backend that is not the session's own (" + (pid < 0 ? "pid unknown" : "pid " + pid) + ")");
     }
 
     /**
@@ -732,7 +733,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                             unlocked = rs.getBoolean(1);
                             mine = !rs.wasNull(); // null: not the session's backend
                         }
-                        int pid = mine ? session.backendPid : backendPid(c);
+                        int pid = mine ? session.backendPid : foreignBackendPid(c);
                         // Retired in the same turn, so the watchdog never checks a returned connection;
                         // if close() ended the session first, close() disposes of it. An unlock that found
                         // nothing has cleared the token too: the session ends in the same turn, so the
@@ -779,6 +780,20 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             Jdbc.closeQuietly(session.connection); // clean: autocommit on, lock_timeout was transaction-local
         }
         return Released.HELD;
+    }
+
+    /**
+     * The backend a statement that found another session's token ran on, for the error only; -1 when
+     * reading it fails. What decides is that the token was not the session's: a failure here must not
+     * turn a multiplexed session (whose own backend is then ended, with its locks) into one that merely died.
+     */
+    private static int foreignBackendPid(Connection c) {
+        try {
+            return backendPid(c);
+        } catch (SQLException | RuntimeException e) {
+            log.debug("reading the pid of a backend that is not the lock session's failed", e);
+            return -1;
+        }
     }
 
     /** The backend a connection talks to now. */

@@ -741,36 +741,86 @@ class AdvisoryLockClientTest extends LockClientContractTest {
      */
     @Test
     void aWaitersReleaseThatLandsOnAnotherBackendTouchesNothingThereAndEndsItsSession() throws Exception {
+        releaseOnAnotherBackend("swapped", false);
+    }
+
+    /**
+     * The same when reading that other backend's pid for the message fails too: the token already said
+     * the backend is not the session's, so the client still ends the session's backend and refuses,
+     * rather than taking the session for one that merely died.
+     */
+    @Test
+    void aWaitersReleaseOnAnotherBackendIsTakenForPoolingEvenWhenItsPidCannotBeRead() throws Exception {
+        releaseOnAnotherBackend("swapped-pid", true);
+    }
+
+    private void releaseOnAnotherBackend(String key, boolean pidReadFails) throws Exception {
         List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
+        AtomicBoolean failPidRead = new AtomicBoolean();
         DataSource recording = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
                 new Class<?>[] {DataSource.class}, (p, m, args) -> {
                     Object result = m.invoke(pool, args);
                     if (result instanceof Connection c) {
                         handedOut.add(c);
+                        return failingPidRead(c, failPidRead);
                     }
                     return result;
                 });
-        LockClient a = closeLater(builder(recording).lockSessions(1).build());
+        // No watchdog check in between: the release itself must be what finds the other backend.
+        LockClient a = closeLater(builder(recording).lockSessions(1).heartbeatInterval(Duration.ofHours(1)).build());
+        AdvisoryLockClient client = (AdvisoryLockClient) a;
         LockClient other = client();
-        HeldLock first = other.acquire(LockRequest.of("swapped"));
-        assertThat(a.tryAcquire(LockRequest.of("swapped"))).isEmpty(); // found taken: the wait goes to its own connection
+        HeldLock first = other.acquire(LockRequest.of(key));
+        assertThat(a.tryAcquire(LockRequest.of(key))).isEmpty(); // found taken: the wait goes to its own connection
         Future<?> releaser = threads.submit(() -> {
-            awaitWaiterInDatabase("swapped");
+            awaitWaiterInDatabase(key);
             first.release();
             return null;
         });
-        HeldLock held = a.acquire(LockRequest.of("swapped").waitAtMost(Duration.ofSeconds(60)));
+        HeldLock held = a.acquire(LockRequest.of(key).waitAtMost(Duration.ofSeconds(60)));
         releaser.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
         Connection dedicated = handedOut.get(handedOut.size() - 1);
         try (Statement st = dedicated.createStatement()) {
             st.execute("SELECT set_config('pglock.session', 'another-clients-session', false)");
         }
+        AtomicReference<String> tokenThen = new AtomicReference<>();
+        java.util.concurrent.atomic.AtomicLong locksThen = new java.util.concurrent.atomic.AtomicLong(-1);
+        client.beforeEndingBackendsForTests = c -> { // what the release left on that backend
+            try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery("SELECT"
+                    + " current_setting('pglock.session', true), (SELECT count(*) FROM pg_locks WHERE"
+                    + " locktype = 'advisory' AND pid = pg_backend_pid() AND granted)")) {
+                rs.next();
+                tokenThen.set(rs.getString(1));
+                locksThen.set(rs.getLong(2));
+            } catch (SQLException e) {
+                throw new IllegalStateException(e);
+            }
+        };
+        failPidRead.set(pidReadFails);
 
         assertThat(held.release()).as("the release could not be confirmed on the session's backend").isFalse();
 
+        assertThat(tokenThen).as("the other session's token was not cleared").hasValue("another-clients-session");
+        assertThat(locksThen.get()).as("nothing was unlocked on that backend").isEqualTo(1);
         assertThat(held.isHeld()).isFalse();
-        await().atMost(PROMPTLY).until(() -> heldInDatabase(List.of("swapped")) == 0);
-        assertThatThrownBy(() -> a.tryAcquire(LockRequest.of("after-swap"))).hasMessageContaining("transaction pooling");
+        await().atMost(PROMPTLY).until(() -> heldInDatabase(List.of(key)) == 0);
+        assertThatThrownBy(() -> a.tryAcquire(LockRequest.of("after-" + key))).hasMessageContaining("transaction pooling");
+    }
+
+    /** {@code target}, except that reading the backend's pid alone fails while {@code fail} is set. */
+    private static Connection failingPidRead(Connection target, AtomicBoolean fail) {
+        return (Connection) java.lang.reflect.Proxy.newProxyInstance(AdvisoryLockClientTest.class.getClassLoader(),
+                new Class<?>[] {Connection.class}, (p, m, args) -> {
+                    if (fail.get() && m.getName().equals("prepareStatement") && args.length == 1
+                            && "SELECT pg_backend_pid()".equals(args[0])) {
+                        throw new SQLException("reading the pid failed (test)");
+                    }
+                    try {
+                        return m.invoke(target, args);
+                    } catch (java.lang.reflect.InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
     }
 
     /** Issue 12, point 9: an interrupt while waiting for a pooled connection ends as not acquired. */
