@@ -465,8 +465,9 @@ final class Scenarios {
      * over, so that the drift of a shared 2-core machine (one system's hand-off p50 was seen to move by
      * a factor of two between runs a minute apart) hits them alike, and their ratios hold. Between two
      * turns every client of the last contender lets go (the waiters left take the key and release it at
-     * once, not counted) before the next contender starts. Only hand-offs from the third holder's work
-     * on are counted in a turn, once every client of it waits. Ops/s: hand-offs per second of counted time.
+     * once, not counted) before the next contender starts, and each round starts with the next
+     * contender. Hand-offs are counted from two holds (and 5 ms) into a turn, about when its third
+     * holder starts and every client of it waits. Ops/s: hand-offs per second of counted time.
      */
     List<Result> handoffRounds(int clients, List<Contender> contenders) throws Exception {
         String scenario = "handoff-" + clients;
@@ -509,10 +510,12 @@ final class Scenarios {
             Duration measure = clients >= 32 ? handoffMeasure().multipliedBy(3).dividedBy(4) : handoffMeasure();
             int rounds = (int) Math.max(2, measure.toNanos() / HANDOFF_SLICE.toNanos());
             Duration slice = measure.dividedBy(rounds);
-            // Counted from the third holder on: by then every client of the turn waits in line.
+            // Counted from two holds (and 5 ms) into a turn, about when the third holder starts: by then
+            // every client of the turn waits in line.
             long lead = 2 * holdNanos + TimeUnit.MILLISECONDS.toNanos(5);
             for (int round = 0; round < rounds; round++) {
-                for (int k = 0; k < n; k++) {
+                for (int i = 0; i < n; i++) {
+                    int k = (round + i) % n; // each round starts with the next one, so none always follows the same
                     turns.run(k, slice.plusNanos(lead), lead, workers);
                 }
             }
@@ -534,9 +537,10 @@ final class Scenarios {
             threads.shutdownNow();
             for (List<LockSystem> its : started) {
                 for (LockSystem client : its) {
-                    client.close();
+                    client.close(); // ends a wait that a failed scenario left behind
                 }
             }
+            threads.awaitTermination(WAIT.toSeconds(), TimeUnit.SECONDS);
         }
     }
 
@@ -627,6 +631,7 @@ final class Scenarios {
          * Long.MAX_VALUE), then waits until every client of it has let go.
          */
         void run(int k, Duration length, long lead, List<Future<?>> workers) throws Exception {
+            failed(workers);
             long start = System.nanoTime();
             long end = start + length.toNanos();
             lastRelease[k].set(0);
@@ -649,15 +654,20 @@ final class Scenarios {
             }
             long giveUp = System.nanoTime() + WAIT.toNanos();
             while (inside[k].get() > 0) { // the last holder works, then the waiters pass the key on
-                for (Future<?> worker : workers) {
-                    if (worker.isDone()) {
-                        worker.get(); // a client that failed: its exception ends the scenario
-                    }
-                }
+                failed(workers);
                 if (System.nanoTime() > giveUp) {
                     throw new IllegalStateException("the clients of a hand-off did not let go within " + WAIT);
                 }
                 java.util.concurrent.locks.LockSupport.parkNanos(100_000);
+            }
+        }
+
+        /** Throws what a client that stopped failed with: its exception ends the scenario. */
+        private static void failed(List<Future<?>> workers) throws Exception {
+            for (Future<?> worker : workers) {
+                if (worker.isDone()) {
+                    worker.get();
+                }
             }
         }
 

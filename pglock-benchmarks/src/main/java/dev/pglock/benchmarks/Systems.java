@@ -322,13 +322,12 @@ final class Systems {
                     throw e;
                 }
                 return () -> {
-                    try (PreparedStatement ps = claimWaitUnlock.get(2).prepare(c); ResultSet rs = ps.executeQuery()) {
+                    try (c; PreparedStatement ps = claimWaitUnlock.get(2).prepare(c); ResultSet rs = ps.executeQuery()) {
                         // No row: not the claimed backend; the unlock's answer is the last column.
                         if (!rs.next() || !rs.getBoolean(rs.getMetaData().getColumnCount())) {
                             throw new IllegalStateException("the recorded unlock found no lock to release");
                         }
                     }
-                    c.close();
                 };
             }
 
