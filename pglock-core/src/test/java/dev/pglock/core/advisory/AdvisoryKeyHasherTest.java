@@ -29,6 +29,22 @@ class AdvisoryKeyHasherTest {
     }
 
     @Test
+    void remembersIdsWithoutMixingThemUpAcrossManyKeysAndMarkers() {
+        AdvisoryKeyHasher hasher = new AdvisoryKeyHasher("billing");
+        java.util.List<String> keys = new java.util.ArrayList<>();
+        for (int i = 0; i < AdvisoryKeyHasher.RECENT_KEYS * 3; i++) {
+            keys.add("invoice:" + i);
+        }
+        keys.add(dev.pglock.core.internal.PermitKeys.marker("pool", 5));
+        for (int pass = 0; pass < 2; pass++) { // the second pass finds some ids remembered, some forgotten
+            for (String key : keys) {
+                assertThat(hasher.lockId(key)).as(key).isEqualTo(AdvisoryKeyHasher.lockId("billing", key));
+            }
+        }
+        assertThat(hasher.lockId("invoice:1")).isNotEqualTo(hasher.lockId("invoice:2"));
+    }
+
+    @Test
     void theNamespaceSeparatesKeys() {
         assertThat(AdvisoryKeyHasher.lockId("a", "bc")).isNotEqualTo(AdvisoryKeyHasher.lockId("ab", "c"));
         assertThat(AdvisoryKeyHasher.lockId("billing", "job")).isNotEqualTo(AdvisoryKeyHasher.lockId("", "job"));
