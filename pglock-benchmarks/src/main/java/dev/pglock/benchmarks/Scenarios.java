@@ -465,8 +465,7 @@ final class Scenarios {
      * over, so that the drift of a shared 2-core machine (one system's hand-off p50 was seen to move by
      * a factor of two between runs a minute apart) hits them alike, and their ratios hold. Between two
      * turns every client of the last contender lets go (the waiters left take the key and release it at
-     * once, not counted) before the next contender starts, and each round starts with the next
-     * contender. Hand-offs are counted from two holds (and 5 ms) into a turn, about when its third
+     * once, not counted) before the next contender starts, every other round in reverse order. Hand-offs are counted from two holds (and 5 ms) into a turn, about when its third
      * holder starts and every client of it waits. Ops/s: hand-offs per second of counted time.
      */
     List<Result> handoffRounds(int clients, List<Contender> contenders) throws Exception {
@@ -515,7 +514,8 @@ final class Scenarios {
             long lead = 2 * holdNanos + TimeUnit.MILLISECONDS.toNanos(5);
             for (int round = 0; round < rounds; round++) {
                 for (int i = 0; i < n; i++) {
-                    int k = (round + i) % n; // each round starts with the next one, so none always follows the same
+                    // Every other round in reverse order, so a system follows a different one in turn.
+                    int k = round % 2 == 0 ? i : n - 1 - i;
                     turns.run(k, slice.plusNanos(lead), lead, workers);
                 }
             }

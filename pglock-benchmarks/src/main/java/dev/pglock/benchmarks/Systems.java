@@ -322,12 +322,16 @@ final class Systems {
                     throw e;
                 }
                 return () -> {
-                    try (c; PreparedStatement ps = claimWaitUnlock.get(2).prepare(c); ResultSet rs = ps.executeQuery()) {
+                    try (PreparedStatement ps = claimWaitUnlock.get(2).prepare(c); ResultSet rs = ps.executeQuery()) {
                         // No row: not the claimed backend; the unlock's answer is the last column.
                         if (!rs.next() || !rs.getBoolean(rs.getMetaData().getColumnCount())) {
                             throw new IllegalStateException("the recorded unlock found no lock to release");
                         }
+                    } catch (SQLException | RuntimeException e) {
+                        pool.evictConnection(c); // it may still hold the lock and the token: not back to the pool
+                        throw e;
                     }
+                    c.close();
                 };
             }
 

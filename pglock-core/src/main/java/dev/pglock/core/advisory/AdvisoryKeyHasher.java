@@ -18,6 +18,9 @@ import java.security.NoSuchAlgorithmException;
  *
  * <p>It is not {@code hashtext()}: that function is undocumented, 32-bit, and has changed between
  * PostgreSQL versions.
+ *
+ * <p>Thread-safe. An instance remembers the ids of up to 256 recent keys, so that a key locked over
+ * and over is hashed once; {@link #lockId(String, String)} remembers nothing.
  */
 public final class AdvisoryKeyHasher {
 
@@ -50,7 +53,7 @@ public final class AdvisoryKeyHasher {
         }
         long id = computeLockId(key);
         if (recent.size() >= RECENT_KEYS) {
-            recent.clear(); // bounded without bookkeeping: a key hashed again costs about a microsecond
+            recent.clear(); // bounded without bookkeeping: a key hashed again costs a microsecond or two
         }
         recent.put(key, id);
         return id;
@@ -60,9 +63,10 @@ public final class AdvisoryKeyHasher {
      * How many keys' ids a hasher remembers. Hashing a key was about 4 % of the calling thread's CPU
      * for an uncontended acquire and release (async-profiler, CPU events), the largest single part
      * outside the JDBC driver; the ids of the keys a service locks over and over are looked up instead.
-     * Keys are at most 255 characters: at most about 600 KB per client, some 100 KB for keys of 30.
+     * The longest keys hashed (lease mode's waiter and line ids, about 520 characters) make that at
+     * most about 300 KB per hasher; keys of 30 characters about 30 KB.
      */
-    static final int RECENT_KEYS = 1024;
+    static final int RECENT_KEYS = 256;
 
     private final java.util.concurrent.ConcurrentHashMap<String, Long> recent = new java.util.concurrent.ConcurrentHashMap<>();
 
@@ -85,7 +89,13 @@ public final class AdvisoryKeyHasher {
 
     /** The lock id of {@code key} in {@code namespace}. */
     public static long lockId(String namespace, String key) {
-        return new AdvisoryKeyHasher(namespace).lockId(key);
+        return new AdvisoryKeyHasher(namespace).computeLockId(key);
+    }
+
+    /** {@link #lockId(String)} without remembering it: for many keys asked once, which would push out the hot ones. */
+    long lockIdOnce(String key) {
+        Long known = recent.get(key);
+        return known != null ? known : computeLockId(key);
     }
 
     static String validateNamespace(String namespace) {

@@ -1029,7 +1029,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             }
             for (int i = 0; i < permits; i++) {
                 String permitKey = PermitKeys.permit(key, i, permits);
-                permitKeys.put(hasher.lockId(permitKey), permitKey);
+                permitKeys.put(hasher.lockIdOnce(permitKey), permitKey);
             }
         }
         if (permitKeys.isEmpty()) {
