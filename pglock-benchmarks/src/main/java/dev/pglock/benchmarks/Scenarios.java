@@ -452,6 +452,12 @@ final class Scenarios {
         return options.measure().multipliedBy(2).dividedBy(5);
     }
 
+    /** What a hand-off row's numbers are. */
+    private String handoffNote(int clients) {
+        return clients + " clients waiting for one key, each holder working " + options.holdMillis() + " ms; ops/s are"
+                + " hand-offs to another client per second, latencies the delay from release to the next holder";
+    }
+
     /** A system in an interleaved hand-off: its name and how each of its clients is made. */
     record Contender(String name, Factory factory) {
     }
@@ -525,10 +531,9 @@ final class Scenarios {
             }
             List<Result> results = new ArrayList<>();
             for (int k = 0; k < n; k++) {
-                results.add(new Result(scenario, contenders.get(k).name(), turns.handoffs[k].get() / seconds(turns.counted[k]),
-                        micros(turns.delays[k], 50), micros(turns.delays[k], 99), null, clients + " clients waiting for one"
-                                + " key, each holder working " + options.holdMillis() + " ms; ops/s are hand-offs to another"
-                                + " client per second, latencies the delay from release to the next holder; " + rounds
+                Handoffs measured = turns.handoffs[k];
+                results.add(new Result(scenario, contenders.get(k).name(), measured.count.get() / seconds(turns.counted[k]),
+                        micros(measured.delays, 50), micros(measured.delays, 99), null, handoffNote(clients) + "; " + rounds
                                 + " turns of " + slice.toMillis() + " ms interleaved with " + (n - 1) + " other system(s)",
                         clients, null));
             }
@@ -544,6 +549,58 @@ final class Scenarios {
         }
     }
 
+    /** One system's hand-offs: who held the key last and since when, and what was counted. */
+    private static final class Handoffs {
+        final AtomicLong lastRelease = new AtomicLong();
+        final AtomicLong lastHolder = new AtomicLong(-1);
+        final AtomicLong count = new AtomicLong();
+        final Histogram delays = new Histogram(TimeUnit.SECONDS.toNanos(60), 3);
+
+        /** Nobody has held the key yet: the next holder's start is no hand-off. */
+        void reset() {
+            lastRelease.set(0);
+            lastHolder.set(-1);
+        }
+
+        /**
+         * Client {@code me} takes the key, works {@code holdNanos} and releases it, then steps back
+         * until another client holds it. A change of holder that starts within [from, until) is
+         * counted. While {@code on} is false the key is released at once, uncounted, and nobody steps back.
+         */
+        void take(LockSystem client, long me, long holdNanos, long from, long until,
+                java.util.function.BooleanSupplier on) throws Exception {
+            LockSystem.Held held = client.lock("handoff", WAIT);
+            if (held == null) {
+                return;
+            }
+            long heldFrom = System.nanoTime();
+            if (!on.getAsBoolean()) {
+                held.release(); // let the other waiters through, uncounted
+                return;
+            }
+            long released = lastRelease.get();
+            // Only a change of holder is a hand-off: a client re-taking the lock it just released
+            // (unfair systems do) hands nothing over.
+            boolean handedOver = lastHolder.getAndSet(me) != me;
+            if (handedOver && released != 0 && heldFrom >= from && heldFrom < until) {
+                synchronized (delays) {
+                    delays.recordValue(Math.min(heldFrom - released, delays.getHighestTrackableValue()));
+                }
+                count.incrementAndGet();
+            }
+            // The holder's work: the lock is held while it runs, as in a real service.
+            java.util.concurrent.locks.LockSupport.parkNanos(holdNanos);
+            lastRelease.set(System.nanoTime());
+            held.release();
+            // Step back until another client has the lock (or 200 ms pass): what is measured is how
+            // fast a release reaches a waiter, not how fast a releaser can take it back.
+            long stepBackUntil = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(200);
+            while (lastHolder.get() == me && System.nanoTime() < stepBackUntil && on.getAsBoolean()) {
+                java.util.concurrent.locks.LockSupport.parkNanos(20_000);
+            }
+        }
+    }
+
     /** Whose turn it is in {@link #handoffRounds}, and what each contender's turns measured. */
     private static final class Turns {
         private final Object gate = new Object();
@@ -552,25 +609,16 @@ final class Scenarios {
         private volatile long countFrom;
         private volatile long countUntil;
         private final java.util.concurrent.atomic.AtomicInteger[] inside;
-        private final AtomicLong[] lastRelease;
-        private final AtomicLong[] lastHolder;
-        private final java.util.concurrent.atomic.AtomicLong[] handoffs;
+        private final Handoffs[] handoffs;
         private final long[] counted;
-        private final Histogram[] delays;
 
         Turns(int n) {
             inside = new java.util.concurrent.atomic.AtomicInteger[n];
-            lastRelease = new AtomicLong[n];
-            lastHolder = new AtomicLong[n];
-            handoffs = new AtomicLong[n];
+            handoffs = new Handoffs[n];
             counted = new long[n];
-            delays = new Histogram[n];
             for (int k = 0; k < n; k++) {
                 inside[k] = new java.util.concurrent.atomic.AtomicInteger();
-                lastRelease[k] = new AtomicLong();
-                lastHolder[k] = new AtomicLong(-1);
-                handoffs[k] = new AtomicLong();
-                delays[k] = new Histogram(TimeUnit.SECONDS.toNanos(60), 3);
+                handoffs[k] = new Handoffs();
             }
         }
 
@@ -600,30 +648,9 @@ final class Scenarios {
 
         /** One lock, work and release by a client of contender k, as in handoff(); at once after its turn. */
         void take(int k, long me, LockSystem client, long holdNanos) throws Exception {
-            LockSystem.Held held = client.lock("handoff", WAIT);
-            if (held == null) {
-                return;
-            }
-            long heldFrom = System.nanoTime();
-            if (!isTurnOf(k)) {
-                held.release(); // the turn is over: let the others of this contender through, uncounted
-                return;
-            }
-            long released = lastRelease[k].get();
-            boolean handedOver = lastHolder[k].getAndSet(me) != me;
-            if (handedOver && released != 0 && heldFrom >= countFrom && heldFrom < countUntil) {
-                synchronized (delays[k]) {
-                    delays[k].recordValue(Math.min(heldFrom - released, delays[k].getHighestTrackableValue()));
-                }
-                handoffs[k].incrementAndGet();
-            }
-            java.util.concurrent.locks.LockSupport.parkNanos(holdNanos);
-            lastRelease[k].set(System.nanoTime());
-            held.release();
-            long stepBackUntil = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(200);
-            while (lastHolder[k].get() == me && System.nanoTime() < stepBackUntil && isTurnOf(k)) {
-                java.util.concurrent.locks.LockSupport.parkNanos(20_000);
-            }
+            // The window is the turn's: run() sets it before the turn starts and not again until every
+            // client of it has let go.
+            handoffs[k].take(client, me, holdNanos, countFrom, countUntil, () -> isTurnOf(k));
         }
 
         /**
@@ -634,8 +661,7 @@ final class Scenarios {
             failed(workers);
             long start = System.nanoTime();
             long end = start + length.toNanos();
-            lastRelease[k].set(0);
-            lastHolder[k].set(-1);
+            handoffs[k].reset();
             countFrom = lead == Long.MAX_VALUE ? Long.MAX_VALUE : start + lead;
             countUntil = end;
             synchronized (gate) {
@@ -695,9 +721,7 @@ final class Scenarios {
                 return Result.skipped(scenario, name, name + " never waits: a caller that finds the lock taken"
                         + " gives up at once, so there is no hand-off to measure");
             }
-            AtomicLong lastRelease = new AtomicLong();
-            AtomicLong lastHolder = new AtomicLong(-1);
-            Histogram delays = new Histogram(TimeUnit.SECONDS.toNanos(60), 3);
+            Handoffs handoffs = new Handoffs();
             // Less than the usual time: a hand-off takes about 11 ms, so each second measured still gives
             // ~90 samples, and five systems at three client counts keep the default run short.
             // The warm-up grows with the clients: each must have taken the lock a few times (statements
@@ -708,50 +732,20 @@ final class Scenarios {
             long end = warmupEnd + measure.toNanos();
             systems.notifyDelivery.measure(warmupEnd, end);
             long holdNanos = TimeUnit.MILLISECONDS.toNanos(options.holdMillis());
-            List<Callable<long[]>> workers = new ArrayList<>();
+            List<Callable<Void>> workers = new ArrayList<>();
             for (int index = 0; index < started.size(); index++) {
                 LockSystem client = started.get(index);
                 long me = index;
                 workers.add(() -> {
-                    long handoffs = 0;
                     while (System.nanoTime() < end) {
-                        LockSystem.Held held = client.lock("handoff", WAIT);
-                        if (held == null) {
-                            continue;
-                        }
-                        long heldFrom = System.nanoTime();
-                        long released = lastRelease.get();
-                        // Only a change of holder is a hand-off: a client re-taking the lock it just
-                        // released (unfair systems do) hands nothing over.
-                        boolean handedOver = lastHolder.getAndSet(me) != me;
-                        if (handedOver && heldFrom >= warmupEnd && heldFrom < end && released != 0) {
-                            synchronized (delays) {
-                                delays.recordValue(Math.min(heldFrom - released, delays.getHighestTrackableValue()));
-                            }
-                            handoffs++;
-                        }
-                        // The holder's work: the lock is held while it runs, as in a real service.
-                        java.util.concurrent.locks.LockSupport.parkNanos(holdNanos);
-                        lastRelease.set(System.nanoTime());
-                        held.release();
-                        // Step back until another client has the lock (or 200 ms pass): what is measured is
-                        // how fast a release reaches a waiter, not how fast a releaser can take it back.
-                        long stepBackUntil = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(200);
-                        while (lastHolder.get() == me && System.nanoTime() < stepBackUntil) {
-                            java.util.concurrent.locks.LockSupport.parkNanos(20_000);
-                        }
+                        handoffs.take(client, me, holdNanos, warmupEnd, end, () -> true);
                     }
-                    return new long[] {handoffs};
+                    return null;
                 });
             }
-            long total = 0;
-            for (long[] count : runAll(workers)) {
-                total += count[0];
-            }
-            return new Result(scenario, name, total / seconds(measure.toNanos()), micros(delays, 50),
-                    micros(delays, 99), null, clients + " clients waiting for one key, each holder working "
-                            + options.holdMillis() + " ms; ops/s are hand-offs to another client per second,"
-                            + " latencies the delay from release to the next holder", clients, null);
+            runAll(workers);
+            return new Result(scenario, name, handoffs.count.get() / seconds(measure.toNanos()),
+                    micros(handoffs.delays, 50), micros(handoffs.delays, 99), null, handoffNote(clients), clients, null);
         } finally {
             for (LockSystem client : started) {
                 client.close();
