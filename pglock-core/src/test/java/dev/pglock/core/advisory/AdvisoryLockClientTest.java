@@ -698,15 +698,7 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     @Test
     void aDedicatedConnectionWhoseUnlockFindsNothingIsStillClosed() throws Exception {
         List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
-        DataSource recording = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
-                new Class<?>[] {DataSource.class}, (p, m, args) -> {
-                    Object result = m.invoke(pool, args);
-                    if (result instanceof Connection c) {
-                        handedOut.add(c);
-                    }
-                    return result;
-                });
-        CountingDataSource counting = new CountingDataSource(recording);
+        CountingDataSource counting = new CountingDataSource(recording(handedOut, c -> c));
         LockClient a = closeLater(builder(counting).lockSessions(1).build());
         Connection blocker = closeLater(db.connect());
         try (Statement st = blocker.createStatement()) {
@@ -759,15 +751,7 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     private void releaseOnAnotherBackend(String key, boolean pidReadFails) throws Exception {
         List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
         AtomicBoolean failPidRead = new AtomicBoolean();
-        DataSource recording = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
-                new Class<?>[] {DataSource.class}, (p, m, args) -> {
-                    Object result = m.invoke(pool, args);
-                    if (result instanceof Connection c) {
-                        handedOut.add(c);
-                        return failingPidRead(c, failPidRead);
-                    }
-                    return result;
-                });
+        DataSource recording = recording(handedOut, c -> failingPidRead(c, failPidRead));
         // No watchdog check in between: the release itself must be what finds the other backend.
         LockClient a = closeLater(builder(recording).lockSessions(1).heartbeatInterval(Duration.ofHours(1)).build());
         AdvisoryLockClient client = (AdvisoryLockClient) a;
@@ -808,6 +792,19 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         await().atMost(PROMPTLY).until(() -> heldInDatabase(List.of(key)) == 0);
         assertThatThrownBy(() -> a.tryAcquire(LockRequest.of("after-" + key))).hasMessageContaining("transaction pooling")
                 .hasMessageContaining(pidReadFails ? "(pid unknown)" : "(pid ");
+    }
+
+    /** The test pool, recording each connection it hands out into {@code handedOut}, handed out as {@code wrap} makes it. */
+    private DataSource recording(List<Connection> handedOut, java.util.function.UnaryOperator<Connection> wrap) {
+        return (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {DataSource.class}, (p, m, args) -> {
+                    Object result = m.invoke(pool, args);
+                    if (result instanceof Connection c) {
+                        handedOut.add(c);
+                        return wrap.apply(c);
+                    }
+                    return result;
+                });
     }
 
     /** {@code target}, except that reading the backend's pid alone fails while {@code fail} is set. */
