@@ -498,7 +498,7 @@ final class Scenarios {
                     workers.add(threads.submit(() -> {
                         while (turns.enter(contender)) {
                             try {
-                                turns.take(contender, me, client, holdNanos);
+                                turns.take(contender, me, client, turns.holdNanos);
                             } finally {
                                 turns.leave(contender);
                             }
@@ -507,11 +507,18 @@ final class Scenarios {
                     }));
                 }
             }
-            // A warm-up turn each (statements prepared, sessions open), longer with more clients.
+            // A warm-up turn each (statements prepared, sessions open), longer with more clients. Its
+            // holders do not work: with a 10 ms hold a turn ran some fifty hand-offs, too few for the JIT
+            // to compile a system's waiting and releasing code, which then ran partly interpreted in the
+            // measured turns, as it no longer does in a service that has run for a while. Measured with
+            // the thread's CPU clock, pglock's own code on each side of a hand-off took 52 - 58 µs before
+            // this warm-up and 31 - 40 after it (2 - 4 µs with no hold, when its caches stay warm).
             Duration warmup = options.warmup().multipliedBy(Math.max(1, clients / 8));
+            turns.holdNanos = 0;
             for (int k = 0; k < n; k++) {
                 turns.run(k, warmup, Long.MAX_VALUE, workers);
             }
+            turns.holdNanos = holdNanos;
             Duration measure = clients >= 32 ? handoffMeasure().multipliedBy(3).dividedBy(4) : handoffMeasure();
             int rounds = (int) Math.max(2, measure.toNanos() / HANDOFF_SLICE.toNanos());
             Duration slice = measure.dividedBy(rounds);
@@ -604,6 +611,8 @@ final class Scenarios {
     /** Whose turn it is in {@link #handoffRounds}, and what each contender's turns measured. */
     private static final class Turns {
         private final Object gate = new Object();
+        /** How long a holder works: none in the warm-up turns. */
+        volatile long holdNanos;
         private int active = -1; // guarded by gate
         private boolean over; // guarded by gate
         private volatile long countFrom;
