@@ -110,7 +110,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     // Unlock on a dedicated session. One row when the backend is the session's, none when it is not
     // (then a second statement reads its pid for the error). Columns: whatever clearing the token
     // returned, unlocked. With retire = true it also gives its backend back unclaimed, in the same
-    // statement. The token is compared in the WHERE clause of a SELECT without FROM, which PostgreSQL
+    // statement; with false (the session stays warm for the next wait) it only unlocks. The token is compared in the WHERE clause of a SELECT without FROM, which PostgreSQL
     // evaluates once, before the select list; the select list is evaluated in order, so the token is
     // cleared before the unlock, which comes last: it wakes the next waiter's backend, which then does
     // not share the CPU with this one's set_config (a hand-off of these statements between two
@@ -192,6 +192,26 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private final int networkTimeoutMillis;
     /** How long a lock session beyond the first stays open with nothing on it: max(heartbeat, 1 s). */
     private final long idleNanos;
+    /**
+     * How long a waiting caller's session stays warm after its lock was released: as long as a pool
+     * trusts an idle connection without testing it (HikariCP's default alive-bypass window).
+     */
+    static final long WARM_NANOS = TimeUnit.MILLISECONDS.toNanos(500);
+    /** {@link #WARM_NANOS}; tests lengthen it. */
+    volatile long warmNanos = WARM_NANOS;
+    /**
+     * Waiting callers' sessions whose lock was released, still claimed and holding nothing, kept for
+     * the next waiting caller for {@link #warmNanos}, the most recent last; at most lockSessions of
+     * them (with those reserved by releases under way). A warm session spares the next wait a
+     * connection borrow and the claim's round trip, and its release the unclaim and the connection's
+     * return: on a key that passes between replicas every few milliseconds, the work of the release
+     * then no longer competes for the CPU with the next holder's wake-up. Guarded by itself.
+     */
+    private final java.util.ArrayDeque<Warm> warm = new java.util.ArrayDeque<>();
+    private final int warmBound;
+    private int warmReserved; // guarded by warm
+    /** Set while a sweep of the warm sessions is scheduled, so at most one or two are ever pending. */
+    private final java.util.concurrent.atomic.AtomicBoolean coolingScheduled = new java.util.concurrent.atomic.AtomicBoolean();
     /** For tests: runs on a waiting caller's thread just before its wait statement is sent. */
     volatile Runnable beforeWaitForTests;
     /** For tests: runs on the session's connection just before the backends of a multiplexed client are ended. */
@@ -217,6 +237,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 ? heartbeatInterval.multipliedBy(2) : MIN_NETWORK_TIMEOUT;
         this.networkTimeoutMillis = (int) Math.min(Integer.MAX_VALUE, networkTimeout.toMillis());
         this.idleNanos = Math.max(heartbeatInterval.toNanos(), TimeUnit.SECONDS.toNanos(1));
+        this.warmBound = lockSessions;
         this.sessions = new SessionPool(dataSource, lockSessions, connectionWaitTimeout, networkTimeout, connector,
                 connection -> claimBackend(connection, false));
     }
@@ -427,6 +448,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         stopWaits(); // a wait granted from now on would be handed out after every lock was reported lost
         List<LockSession> claimed = new ArrayList<>(dedicated);
         claimed.addAll(sessions.live());
+        List<LockSession> warmOnes = drainWarm(); // no lock on them, but their backends are claimed
+        claimed.addAll(warmOnes);
         if (session != null && !claimed.contains(session)) {
             claimed.add(session);
         }
@@ -463,10 +486,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             connector.execute(() -> {
                 List<LockSession> all = new ArrayList<>(dedicated);
                 all.addAll(sessions.live());
+                all.addAll(warmOnes);
                 all.forEach(s -> sessionDied(s, cause));
             });
         } catch (RejectedExecutionException closing) {
-            // close() ends them
+            warmOnes.forEach(s -> sessionDied(s, cause)); // close() ends the others; these it no longer sees
         }
         return new LockDatabaseException(message, cause);
     }
@@ -507,29 +531,71 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             }
             noteContended(request.key());
         }
+        LockSession reused = takeWarm();
+        if (reused != null) {
+            try {
+                return waitInDatabase(request, deadlineNanos, reused);
+            } catch (WarmSessionGone gone) {
+                // Its first stretch ran out, or its backend ended or its network went while it was warm
+                // (a lock it took then ended with that backend, or was unlocked by the cleaning): the
+                // wait goes on, once, on a connection from the pool.
+                log.debug("waiting on a new lock session after a warm one's wait ended ({})", gone.getMessage());
+            }
+        }
+        try {
+            return waitInDatabase(request, deadlineNanos, null);
+        } catch (WarmSessionGone impossible) {
+            throw new IllegalStateException(impossible);
+        }
+    }
+
+    /** A wait on a warm session ran out of its first stretch or failed as its connection did: the caller waits on a fresh one. */
+    private static final class WarmSessionGone extends Exception {
+        WarmSessionGone(SQLException cause) {
+            super(cause.getMessage(), cause, false, false);
+        }
+    }
+
+    /**
+     * Waits in the server on {@code reused}, a warm session, or else on a connection borrowed for
+     * this wait and claimed; the session then holds the lock, or is cleaned and given back.
+     */
+    private AdvisoryLock waitInDatabase(LockRequest request, long deadlineNanos, LockSession reused)
+            throws WarmSessionGone {
         long leftMillis = TimeUnit.NANOSECONDS.toMillis(deadlineNanos - System.nanoTime());
         if (leftMillis <= 0) {
+            if (reused != null) {
+                closeSession(reused);
+            }
             return null;
         }
-        long lockTimeout = Math.min(leftMillis, Integer.MAX_VALUE);
+        // On a warm session the wait is its first statement since the release, and its network may have
+        // gone meanwhile: the first stretch of the wait is cut to half a network timeout, so a dead network
+        // is found (and the wait goes on elsewhere) within one and a half, as the claim on a fresh
+        // connection would find it within one. A wait that outlasts the stretch goes on on a fresh connection.
+        long lockTimeout = reused != null ? Math.min(leftMillis, Math.max(1, networkTimeoutMillis / 2))
+                : Math.min(leftMillis, Integer.MAX_VALUE);
+        boolean cut = lockTimeout < leftMillis;
         long lockId = hasher.lockId(request.key());
         String sql = fencingSequence == null
                 ? (request.isShared() ? WAIT_LOCK_SHARED : WAIT_LOCK)
                 : (request.isShared() ? WAIT_LOCK_SHARED_FENCED : WAIT_LOCK_FENCED);
-        Connection connection = Jdbc.borrow(dataSource, connectionWaitTimeout, connector,
-                "waiting for lock '" + request.key() + "'");
+        Connection connection = reused != null ? reused.connection : Jdbc.borrow(dataSource, connectionWaitTimeout,
+                connector, "waiting for lock '" + request.key() + "'");
         Object waitingGuard = new Object();
         waiting.put(connection, waitingGuard);
-        LockSession session = null;
+        LockSession session = reused;
         boolean holding = false;
         try {
             if (isClosed()) { // close() aborts the waiting connections: this one may have come too late for it
                 throw closedWhileWaiting(request);
             }
-            prepare(connection);
-            // A pooled connection may be one whose network is already gone: bounded from the first statement.
-            connection.setNetworkTimeout(connector, networkTimeoutMillis);
-            session = claimBackend(connection, true);
+            if (session == null) {
+                prepare(connection);
+                // A pooled connection may be one whose network is already gone: bounded from the first statement.
+                connection.setNetworkTimeout(connector, networkTimeoutMillis);
+                session = claimBackend(connection, true);
+            }
             // Blocked in the server for up to lock_timeout; the socket must not give up first, but must
             // not wait forever on a server that vanished either.
             connection.setNetworkTimeout(connector, (int) Math.min(Integer.MAX_VALUE, lockTimeout + networkTimeoutMillis));
@@ -565,10 +631,16 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             return new AdvisoryLock(request.key(), request.isShared(), token, lockId, session, holdUntil(request));
         } catch (SQLException e) {
             if (LOCK_TIMEOUT.equals(e.getSQLState())) {
+                if (cut) {
+                    throw new WarmSessionGone(e); // the wait goes on on a fresh connection; the finally cleans this one
+                }
                 return null; // the finally below cleans the session: the grant may have come with the timeout
             }
             if (isClosed()) {
                 throw closedWhileWaiting(request);
+            }
+            if (reused != null && Jdbc.isConnectionFailure(e, connection)) {
+                throw new WarmSessionGone(e); // the finally below aborts it
             }
             throw lockFailed("waiting for lock '" + request.key() + "'", e);
         } finally {
@@ -705,6 +777,114 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     /** Unlocks on the lock's session; says whether the lock was still there, on its own backend. */
     private Released unlock(AdvisoryLock lock) {
         LockSession session = lock.session;
+        // A waiting caller's session stays warm for the next wait when there is room: then it keeps its claim.
+        boolean keep = session.dedicated && reserveWarm();
+        LockSession unlockedAndClaimed = null;
+        try {
+            Released found = unlock(lock, keep);
+            if (keep && found == Released.HELD) {
+                unlockedAndClaimed = session; // left open and claimed by the unlock below
+            }
+            return found;
+        } finally {
+            if (keep && !endWarmReservation(unlockedAndClaimed) && unlockedAndClaimed != null) {
+                closeSession(unlockedAndClaimed); // the client is closing: given back unclaimed
+            }
+        }
+    }
+
+    /** Reserves room for one more warm session; false when there is none or the client is closed. */
+    private boolean reserveWarm() {
+        synchronized (warm) {
+            if (isClosed() || warm.size() + warmReserved >= warmBound) {
+                return false;
+            }
+            warmReserved++;
+            return true;
+        }
+    }
+
+    /**
+     * Ends a reservation, keeping {@code session} (unless null) warm in it; false when it was not kept
+     * because the client is closed or closing (close() takes the warm sessions after it is marked
+     * closed, so a session is either kept before that or refused here).
+     */
+    private boolean endWarmReservation(LockSession session) {
+        synchronized (warm) {
+            warmReserved--;
+            if (session == null || isClosed() || refused() || session.isEnded()) {
+                return false;
+            }
+            warm.addLast(new Warm(session, System.nanoTime()));
+        }
+        if (coolingScheduled.compareAndSet(false, true)) {
+            scheduleCooling(warmNanos);
+        }
+        return true;
+    }
+
+    /** The most recently warmed session that is still warm, taken out of the warm ones; null if none. */
+    private LockSession takeWarm() {
+        synchronized (warm) {
+            Warm last = warm.peekLast();
+            if (last == null || System.nanoTime() - last.sinceNanos() >= warmNanos) {
+                return null; // older ones are colder still: the sweep gives them back
+            }
+            warm.removeLast();
+            return last.session();
+        }
+    }
+
+    private record Warm(LockSession session, long sinceNanos) {
+    }
+
+    private void scheduleCooling(long delayNanos) {
+        try {
+            scheduler.schedule(this::coolWarm, delayNanos, TimeUnit.NANOSECONDS);
+        } catch (RejectedExecutionException closing) {
+            coolingScheduled.set(false); // close() gives the warm sessions back
+        }
+    }
+
+    /** Gives back the warm sessions that have cooled; runs again when the oldest left would cool. */
+    private void coolWarm() {
+        coolingScheduled.set(false);
+        List<LockSession> cold = new ArrayList<>();
+        long oldestLeft = -1;
+        long warmFor = warmNanos;
+        synchronized (warm) {
+            long now = System.nanoTime();
+            while (!warm.isEmpty() && now - warm.peekFirst().sinceNanos() >= warmFor) {
+                cold.add(warm.removeFirst().session());
+            }
+            if (!warm.isEmpty()) {
+                oldestLeft = warm.peekFirst().sinceNanos();
+            }
+        }
+        for (LockSession session : cold) {
+            try {
+                connector.execute(() -> closeSession(session));
+            } catch (RejectedExecutionException closing) {
+                closeSession(session);
+            }
+        }
+        if (oldestLeft != -1 && coolingScheduled.compareAndSet(false, true)) {
+            scheduleCooling(Math.max(0, oldestLeft + warmFor - System.nanoTime()));
+        }
+    }
+
+    /** The warm sessions, taken out (close() and a client that refuses further use dispose of them). */
+    private List<LockSession> drainWarm() {
+        synchronized (warm) {
+            List<LockSession> all = new ArrayList<>();
+            warm.forEach(w -> all.add(w.session()));
+            warm.clear();
+            return all;
+        }
+    }
+
+    private Released unlock(AdvisoryLock lock, boolean keep) {
+        LockSession session = lock.session;
         Unlocked answer;
         try {
             answer = session.call(c -> {
@@ -715,7 +895,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 PreparedStatement ps = session.dedicated ? c.prepareStatement(sql) : session.prepared(sql);
                 try {
                     if (session.dedicated) {
-                        ps.setBoolean(1, true);
+                        ps.setBoolean(1, !keep);
                         ps.setLong(2, lock.lockId);
                         ps.setString(3, session.token);
                     } else {
@@ -738,7 +918,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                         // if close() ended the session first, close() disposes of it. An unlock that found
                         // nothing has cleared the token too: the session ends in the same turn, so the
                         // watchdog never takes the cleared backend for one a pooler swapped.
-                        boolean retired = session.dedicated && mine && session.end();
+                        boolean retired = session.dedicated && mine && !keep && session.end();
                         if (unlocked && mine && !session.dedicated) {
                             session.lockReleased();
                         }
@@ -778,6 +958,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         } else if (answer.retired()) {
             dedicated.remove(session);
             Jdbc.closeQuietly(session.connection); // clean: autocommit on, lock_timeout was transaction-local
+        } else if (keep) {
+            dedicated.remove(session); // kept warm by the caller, still claimed
         }
         return Released.HELD;
     }
@@ -923,7 +1105,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
 
     @Override
     protected int lockSessionsOpen() {
-        return sessions.live().size() + dedicated.size();
+        int warmNow;
+        synchronized (warm) {
+            warmNow = warm.size();
+        }
+        return sessions.live().size() + dedicated.size() + warmNow;
     }
 
     @Override
@@ -1110,6 +1296,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         List<LockSession> all = new ArrayList<>(sessions.drain());
         all.addAll(dedicated);
         dedicated.clear();
+        all.addAll(drainWarm());
         all.forEach(this::closeSession);
         connector.shutdownNow();
     }

@@ -52,7 +52,9 @@ public final class AdvisoryLockClientBuilder {
      * The most sessions that take and hold the locks taken without waiting (1 to 64, default 8). One
      * is open while the client is; more open only while that many callers take or release locks at
      * the same moment, and each extra one goes back to the pool once it holds no lock and was idle
-     * for a heartbeat (at least a second).
+     * for a heartbeat (at least a second). A caller that waits does so on a connection of its own;
+     * after its release up to this many such connections stay claimed for half a second, for the
+     * next waiting callers, before they go back to the pool.
      */
     public AdvisoryLockClientBuilder lockSessions(int lockSessions) {
         this.lockSessions = Checks.between("lockSessions", lockSessions, 1, 64);

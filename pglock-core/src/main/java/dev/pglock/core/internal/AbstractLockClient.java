@@ -932,6 +932,11 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         }
     }
 
+    /** Whether {@link #refuseFurtherUse} was called. */
+    protected final boolean refused() {
+        return refused != null;
+    }
+
     private IllegalStateException closedException() {
         return new IllegalStateException("this " + mode().name().toLowerCase() + " LockClient (owner " + owner
                 + ") is closed");

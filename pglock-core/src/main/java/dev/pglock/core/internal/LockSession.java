@@ -11,8 +11,9 @@ import java.util.concurrent.locks.ReentrantLock;
 /**
  * One pinned database connection a lock client runs its statements on. In advisory mode it holds
  * the locks themselves: shared sessions serve every lock taken without waiting, a dedicated one
- * serves one waiting caller and then holds that caller's lock, and neither goes back to the pool
- * while it may hold a lock. In lease mode it only runs statements.
+ * serves one waiting caller at a time and then holds that caller's lock (after the release it may
+ * stay warm, claimed and holding nothing, for the next waiting caller), and neither goes back to
+ * the pool while it may hold a lock. In lease mode it only runs statements.
  */
 public final class LockSession {
 

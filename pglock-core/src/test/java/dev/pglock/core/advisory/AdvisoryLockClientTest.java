@@ -691,6 +691,159 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         await().atMost(PROMPTLY).until(() -> waitersFor("not-yet") == 0);
     }
 
+    /** What the claim of a backend for a new lock session runs (CLAIM_BACKEND). */
+    private static final String CLAIM = "coalesce(nullif(s.token";
+
+    /** {@code waiter} takes {@code key} after waiting for {@code other}, who held it; the waiter's hold. */
+    private HeldLock takenAfterAWait(LockClient waiter, LockClient other, String key) throws Exception {
+        HeldLock theirs = other.acquire(LockRequest.of(key));
+        Future<?> releaser = threads.submit(() -> {
+            awaitWaiterInDatabase(key);
+            theirs.release();
+            return null;
+        });
+        HeldLock mine = waiter.acquire(LockRequest.of(key).waitAtMost(Duration.ofSeconds(60)));
+        releaser.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        return mine;
+    }
+
+    /** The pglock.session setting of {@code n} connections borrowed from {@code pool} at once ("" or null: unclaimed). */
+    private static List<String> tokensOfIdleConnections(HikariDataSource pool, int n) throws SQLException {
+        List<Connection> borrowed = new ArrayList<>();
+        List<String> tokens = new ArrayList<>();
+        try {
+            for (int i = 0; i < n; i++) {
+                borrowed.add(pool.getConnection());
+            }
+            for (Connection c : borrowed) {
+                try (Statement st = c.createStatement(); ResultSet rs = st.executeQuery("SELECT"
+                        + " coalesce(current_setting('pglock.session', true), ''), (SELECT count(*) FROM pg_locks"
+                        + " WHERE locktype = 'advisory' AND pid = pg_backend_pid())")) {
+                    rs.next();
+                    tokens.add(rs.getString(1) + (rs.getLong(2) == 0 ? "" : " holding " + rs.getLong(2) + " lock(s)"));
+                }
+            }
+        } finally {
+            for (Connection c : borrowed) {
+                c.close();
+            }
+        }
+        return tokens;
+    }
+
+    /**
+     * Issue 16: a waiting caller's session stays warm after its release, so this client's next wait
+     * runs on it at once, without borrowing a connection or claiming a backend: a key that passes
+     * back and forth between replicas costs no connection churn.
+     */
+    @Test
+    void aWaitersSessionServesTheNextWaitWithoutABorrowOrAClaim() throws Exception {
+        CountingDataSource counting = new CountingDataSource(pool);
+        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(counting).lockSessions(1).build());
+        a.warmNanos = TimeUnit.MINUTES.toNanos(10); // it does not cool between the two waits, however slow the machine
+        LockClient other = client();
+        takenAfterAWait(a, other, "warm").release();
+        int open = counting.openConnections();
+        long claims = counting.executedContaining(CLAIM);
+
+        HeldLock again = takenAfterAWait(a, other, "warm");
+
+        assertThat(counting.openConnections()).as("no connection borrowed for the second wait").isEqualTo(open);
+        assertThat(counting.executedContaining(CLAIM)).as("no backend claimed for it").isEqualTo(claims);
+        assertThat(again.isHeld()).isTrue();
+        assertThat(other.tryAcquire(LockRequest.of("warm"))).as("still exclusive").isEmpty();
+        again.release();
+        assertThat(heldInDatabase(List.of("warm"))).isZero();
+        assertThat(open).as("the shared session and the warm one").isEqualTo(2);
+    }
+
+    /** Issue 16: a warm session that nobody waits on goes back to its pool within moments, its backend unclaimed. */
+    @Test
+    void aWarmSessionGoesBackToThePoolUnclaimedOnceItHasCooled() throws Exception {
+        HikariDataSource small = closeLater(db.pooledDataSource(3));
+        CountingDataSource counting = new CountingDataSource(small);
+        LockClient a = closeLater(builder(counting).lockSessions(1).build());
+        takenAfterAWait(a, client(), "cooling").release();
+
+        await().atMost(Duration.ofSeconds(30)).until(() -> counting.openConnections() == 1); // the shared session alone
+
+        // Every connection the pool can lend besides the shared session's: none claimed, none holding a lock.
+        assertThat(tokensOfIdleConnections(small, 2)).containsOnly("");
+    }
+
+    /** Issue 16: close() gives a warm session back like every other one, unclaimed and holding nothing. */
+    @Test
+    void closeGivesAWarmSessionBackUnclaimed() throws Exception {
+        HikariDataSource small = closeLater(db.pooledDataSource(3));
+        small.setConnectionTimeout(5_000); // a connection close() kept would fail the borrow below, soon
+        AdvisoryLockClient a = (AdvisoryLockClient) builder(small).lockSessions(1).build();
+        a.warmNanos = TimeUnit.MINUTES.toNanos(10);
+        try {
+            takenAfterAWait(a, client(), "closing-warm").release();
+        } finally {
+            a.close();
+        }
+
+        assertThat(tokensOfIdleConnections(small, 3)).containsOnly("");
+    }
+
+    /**
+     * Issue 16: when the backend of a warm session ended while it was warm (here it is terminated),
+     * the next wait notices at its first statement and goes on on a new connection: the caller gets
+     * the lock, not an error, and nothing stays locked.
+     */
+    @Test
+    void aWaitOnAWarmSessionWhoseBackendEndedGoesOnOnANewOne() throws Exception {
+        CountingDataSource counting = new CountingDataSource(pool);
+        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(counting).lockSessions(1).build());
+        a.warmNanos = TimeUnit.MINUTES.toNanos(10);
+        LockClient other = client();
+        HeldLock first = takenAfterAWait(a, other, "killed-warm");
+        int warmPid = backendHolding("killed-warm", "the waiter holds it on its own session");
+        first.release();
+        try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement("SELECT pg_terminate_backend(?, 5000)")) {
+            ps.setInt(1, warmPid);
+            try (ResultSet rs = ps.executeQuery()) {
+                assertThat(rs.next() && rs.getBoolean(1)).as("backend %s ended", warmPid).isTrue();
+            }
+        }
+        int open = counting.openConnections();
+
+        HeldLock second = takenAfterAWait(a, other, "killed-warm");
+
+        assertThat(second.isHeld()).isTrue();
+        assertThat(backendHolding("killed-warm", "held again")).isNotEqualTo(warmPid);
+        assertThat(counting.openConnections()).as("a new connection in place of the dead one").isEqualTo(open);
+        second.release();
+        assertThat(heldInDatabase(List.of("killed-warm"))).isZero();
+    }
+
+    /**
+     * Issue 16: when the network of a warm session went while it was warm (blackholed: nothing
+     * answers, nothing is closed), the next wait finds out within one and a half network timeouts
+     * (its first stretch is cut to half of one) and goes on on a new connection, instead of hanging
+     * for the whole wait it was given.
+     */
+    @Test
+    @org.junit.jupiter.api.Timeout(180)
+    void aWaitOnAWarmSessionWhoseNetworkWentGoesOnOnANewOneWithinOneAndAHalfNetworkTimeouts() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(unpooledThrough(proxy)).lockSessions(1).build());
+        a.warmNanos = TimeUnit.MINUTES.toNanos(10);
+        takenAfterAWait(a, client(), "partitioned-warm").release();
+        assertThat(proxy.blackholeOpenConnections()).as("the shared session's and the warm one's").isEqualTo(2);
+
+        long start = System.nanoTime();
+        HeldLock held = a.acquire(LockRequest.of("partitioned-warm").waitAtMost(Duration.ofSeconds(60)));
+        Duration took = Duration.ofNanos(System.nanoTime() - start);
+
+        // The network timeout is 5 s here (a 200 ms heartbeat): found within 7.5 s, not after the 60 s wait.
+        assertThat(took).isLessThan(Duration.ofSeconds(25));
+        assertThat(held.isHeld()).isTrue();
+        held.release();
+        assertThat(heldInDatabase(List.of("partitioned-warm"))).isZero();
+    }
+
     /**
      * Issue 12, point 7: a dedicated connection whose unlock finds no lock (here someone unlocked it
      * behind the client's back) is still given back, not leaked.
