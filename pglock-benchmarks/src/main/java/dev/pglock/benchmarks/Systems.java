@@ -238,7 +238,8 @@ final class Systems {
      * The advisory client's own statements for one wait and its release, recorded from a real client
      * that waits for a key another client holds: the claim of its dedicated session (which reads the
      * backend's start from pg_stat_activity), the wait (transaction-local lock_timeout, the session
-     * check, pg_advisory_lock) and the unlock that gives the backend back. See {@link #advisorySql}.
+     * check, pg_advisory_lock) and the unlock (the session check, pg_advisory_unlock), after which the
+     * session stays warm, claimed, for the client's next wait. See {@link #advisorySql}.
      */
     java.util.List<SqlRecorder.Recorded> recordAdvisoryWait() throws Exception {
         HikariDataSource pool = pool(applicationName("advisory-sql-recording"), 4);
@@ -289,11 +290,13 @@ final class Systems {
     /**
      * The floor row {@code baseline-advisory-sql} of a hand-off: the advisory client's own claim,
      * wait and unlock statements ({@link #recordAdvisoryWait}), replayed with the recorded parameters
-     * on a connection borrowed per wait, as naive-advisory borrows one, without the client. Every
+     * without the client. As the client's waiting session stays warm between waits, each replaying
+     * client keeps one connection, claimed once, and runs the wait and the unlock on it. Every
      * replaying client waits for the recorded key's lock id; the key given is not used.
      */
     LockSystem advisorySql(String label, java.util.List<SqlRecorder.Recorded> claimWaitUnlock) {
         HikariDataSource pool = pool(applicationName(label), 2);
+        Connection[] claimed = new Connection[1]; // one replaying client is one thread
         return new LockSystem() {
             @Override
             public String name() {
@@ -307,10 +310,14 @@ final class Systems {
 
             @Override
             public Held lock(String key, Duration wait) throws SQLException {
-                Connection c = pool.getConnection();
+                Connection c = claimed[0];
                 try {
-                    try (PreparedStatement claim = claimWaitUnlock.get(0).prepare(c)) {
-                        claim.executeQuery().close();
+                    if (c == null) {
+                        c = pool.getConnection();
+                        claimed[0] = c;
+                        try (PreparedStatement claim = claimWaitUnlock.get(0).prepare(c)) {
+                            claim.executeQuery().close();
+                        }
                     }
                     try (PreparedStatement waiting = claimWaitUnlock.get(1).prepare(c); ResultSet rs = waiting.executeQuery()) {
                         if (!rs.next() || !rs.getBoolean(2)) {
@@ -318,25 +325,34 @@ final class Systems {
                         }
                     }
                 } catch (SQLException | RuntimeException e) {
-                    c.close();
+                    forget();
                     throw e;
                 }
+                Connection on = c;
                 return () -> {
-                    try (PreparedStatement ps = claimWaitUnlock.get(2).prepare(c); ResultSet rs = ps.executeQuery()) {
+                    try (PreparedStatement ps = claimWaitUnlock.get(2).prepare(on); ResultSet rs = ps.executeQuery()) {
                         // No row: not the claimed backend; the unlock's answer is the last column.
                         if (!rs.next() || !rs.getBoolean(rs.getMetaData().getColumnCount())) {
                             throw new IllegalStateException("the recorded unlock found no lock to release");
                         }
                     } catch (SQLException | RuntimeException e) {
-                        pool.evictConnection(c); // it may still hold the lock and the token: not back to the pool
+                        forget();
                         throw e;
                     }
-                    c.close();
                 };
+            }
+
+            /** The claimed connection may hold the lock and the token: never back to the pool. */
+            private void forget() {
+                if (claimed[0] != null) {
+                    pool.evictConnection(claimed[0]);
+                    claimed[0] = null;
+                }
             }
 
             @Override
             public void close() {
+                forget();
                 pool.close();
             }
         };
