@@ -531,15 +531,21 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             }
             noteContended(request.key());
         }
+        if (deadlineNanos - System.nanoTime() < TimeUnit.MILLISECONDS.toNanos(1)) {
+            return null; // no time to wait: a warm session stays warm
+        }
         LockSession reused = takeWarm();
         if (reused != null) {
             try {
                 return waitInDatabase(request, deadlineNanos, reused);
             } catch (WarmSessionGone gone) {
-                // Its first stretch ran out, or its backend ended or its network went while it was warm
-                // (a lock it took then ended with that backend, or was unlocked by the cleaning): the
-                // wait goes on, once, on a connection from the pool.
+                // Its first stretch ran out (the session answered; the wait lost its place in the
+                // server's queue and takes a new one), or its backend ended or its network went while it
+                // was warm: the wait goes on, once, on a connection from the pool. A lock granted on the
+                // old session was unlocked by its cleaning, or ends with its backend; behind a silent
+                // network that backend keeps it until the server notices, and the new wait queues behind it.
                 log.debug("waiting on a new lock session after a warm one's wait ended ({})", gone.getMessage());
+                ensureOpen(); // a client that refused further use (or closed) meanwhile does not wait again
             }
         }
         try {
@@ -919,6 +925,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                         // nothing has cleared the token too: the session ends in the same turn, so the
                         // watchdog never takes the cleared backend for one a pooler swapped.
                         boolean retired = session.dedicated && mine && !keep && session.end();
+                        if (keep && mine && unlocked) {
+                            // Unwatched from inside the session's lock, so a check that takes it later skips
+                            // the session, which the next waiter may be using by then (see check()).
+                            dedicated.remove(session);
+                        }
                         if (unlocked && mine && !session.dedicated) {
                             session.lockReleased();
                         }
@@ -958,10 +969,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         } else if (answer.retired()) {
             dedicated.remove(session);
             Jdbc.closeQuietly(session.connection); // clean: autocommit on, lock_timeout was transaction-local
-        } else if (keep) {
-            dedicated.remove(session); // kept warm by the caller, still claimed
         }
-        return Released.HELD;
+        return Released.HELD; // kept warm by the caller when keep, still claimed
     }
 
     /**
@@ -1051,6 +1060,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         long started = System.nanoTime();
         try {
             answer = session.callIfIdle(c -> {
+                if (session.dedicated && !dedicated.contains(session)) {
+                    // Released since the round began (under this lock, see unlock()): it may be warm, or
+                    // in the hands of a waiter whose wait runs on it without this lock. Nothing to watch.
+                    return null;
+                }
                 try (PreparedStatement ps = c.prepareStatement(CHECK)) {
                     ps.setString(1, session.token);
                     try (ResultSet rs = ps.executeQuery()) {
