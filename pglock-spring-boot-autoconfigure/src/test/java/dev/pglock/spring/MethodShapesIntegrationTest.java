@@ -351,6 +351,12 @@ abstract class MethodShapesIntegrationTest {
                 worker.get(60, TimeUnit.SECONDS);
             }
             assertThat(failed.get()).as("the kills were felt").isPositive();
+            // The last kill may have ended idle connections that the pool hands out untested for half a
+            // second (seen once on a clean clone): the final read goes through a fresh one.
+            DataSource dataSource = replicaA.getBean(DataSource.class);
+            if (dataSource instanceof com.zaxxer.hikari.HikariDataSource hikari) {
+                hikari.getHikariPoolMXBean().softEvictConnections();
+            }
             int value = read(replicaA.getBean(JdbcTemplate.class));
             // A kill while COMMIT is on the wire leaves its outcome unknown to the caller (an exception,
             // yet committed): the counter may exceed the successes by at most the failures, never fall short.

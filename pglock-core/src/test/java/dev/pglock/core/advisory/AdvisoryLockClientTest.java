@@ -908,16 +908,7 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         // No watchdog check in between: the release itself must be what finds the other backend.
         LockClient a = closeLater(builder(recording).lockSessions(1).heartbeatInterval(Duration.ofHours(1)).build());
         AdvisoryLockClient client = (AdvisoryLockClient) a;
-        LockClient other = client();
-        HeldLock first = other.acquire(LockRequest.of(key));
-        assertThat(a.tryAcquire(LockRequest.of(key))).isEmpty(); // found taken: the wait goes to its own connection
-        Future<?> releaser = threads.submit(() -> {
-            awaitWaiterInDatabase(key);
-            first.release();
-            return null;
-        });
-        HeldLock held = a.acquire(LockRequest.of(key).waitAtMost(Duration.ofSeconds(60)));
-        releaser.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        HeldLock held = takenAfterAWait(a, client(), key); // on a connection of its own
         Connection dedicated = handedOut.get(handedOut.size() - 1);
         try (Statement st = dedicated.createStatement()) {
             st.execute("SELECT set_config('pglock.session', 'another-clients-session', false)");
