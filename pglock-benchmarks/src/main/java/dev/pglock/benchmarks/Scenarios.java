@@ -498,7 +498,7 @@ final class Scenarios {
                     workers.add(threads.submit(() -> {
                         while (turns.enter(contender)) {
                             try {
-                                turns.take(contender, me, client, turns.holdNanos);
+                                turns.take(contender, me, client);
                             } finally {
                                 turns.leave(contender);
                             }
@@ -656,7 +656,7 @@ final class Scenarios {
         }
 
         /** One lock, work and release by a client of contender k, as in handoff(); at once after its turn. */
-        void take(int k, long me, LockSystem client, long holdNanos) throws Exception {
+        void take(int k, long me, LockSystem client) throws Exception {
             // The window is the turn's: run() sets it before the turn starts and not again until every
             // client of it has let go.
             handoffs[k].take(client, me, holdNanos, countFrom, countUntil, () -> isTurnOf(k));

@@ -296,8 +296,9 @@ final class Systems {
      */
     LockSystem advisorySql(String label, java.util.List<SqlRecorder.Recorded> claimWaitUnlock) {
         HikariDataSource pool = pool(applicationName(label), 2);
-        Connection[] claimed = new Connection[1]; // one replaying client is one thread
         return new LockSystem() {
+            private Connection claimed; // one replaying client is one thread
+
             @Override
             public String name() {
                 return "baseline-advisory-sql";
@@ -310,11 +311,11 @@ final class Systems {
 
             @Override
             public Held lock(String key, Duration wait) throws SQLException {
-                Connection c = claimed[0];
+                Connection c = claimed;
                 try {
                     if (c == null) {
                         c = pool.getConnection();
-                        claimed[0] = c;
+                        claimed = c;
                         try (PreparedStatement claim = claimWaitUnlock.get(0).prepare(c)) {
                             claim.executeQuery().close();
                         }
@@ -344,9 +345,9 @@ final class Systems {
 
             /** The claimed connection may hold the lock and the token: never back to the pool. */
             private void forget() {
-                if (claimed[0] != null) {
-                    pool.evictConnection(claimed[0]);
-                    claimed[0] = null;
+                if (claimed != null) {
+                    pool.evictConnection(claimed);
+                    claimed = null;
                 }
             }
 
