@@ -216,6 +216,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     volatile Runnable beforeWaitForTests;
     /** For tests: runs on the session's connection just before the backends of a multiplexed client are ended. */
     volatile java.util.function.Consumer<Connection> beforeEndingBackendsForTests;
+    /** For tests: runs on the watchdog's check of a session, on the checking thread, before it takes the session. */
+    volatile java.util.function.Consumer<LockSession> beforeCheckForTests;
     /** Borrows connections so that the wait for one can be bounded whatever the pool does. */
     private final ExecutorService connector;
 
@@ -1057,6 +1059,10 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
 
     private void check(LockSession session) {
         int[] answer;
+        java.util.function.Consumer<LockSession> hook = beforeCheckForTests;
+        if (hook != null) {
+            hook.accept(session);
+        }
         long started = System.nanoTime();
         try {
             answer = session.callIfIdle(c -> {

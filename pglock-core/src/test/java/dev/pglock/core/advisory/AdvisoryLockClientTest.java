@@ -33,6 +33,8 @@ import java.sql.Statement;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutorService;
@@ -842,6 +844,116 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         assertThat(held.isHeld()).isTrue();
         held.release();
         assertThat(heldInDatabase(List.of("partitioned-warm"))).isZero();
+    }
+
+    /** What the watchdog's check of a session runs (CHECK). */
+    private static final String WATCHDOG_CHECK = "SELECT s.mine, s.pid FROM";
+
+    /**
+     * Issue 16, review of warm sessions: a watchdog check that fell due while a waiting caller held
+     * its lock, and that only runs once that lock was released and the next waiter waits on the warm
+     * session, sends nothing on it. The wait runs without the session's lock (a blocked statement
+     * cannot share it with the checks), so a check that ran then would use the connection from a
+     * second thread, and fail or be counted against the session when the wait's cleaning closes it.
+     */
+    @Test
+    void aCheckThatFellDueBeforeAReleaseSendsNothingOnTheWarmSessionTheNextWaitRunsOn() throws Exception {
+        List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
+        Map<Connection, List<String>> prepared = new ConcurrentHashMap<>();
+        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(recording(handedOut, c -> preparingInto(prepared, c)))
+                .lockSessions(1).build());
+        a.warmNanos = TimeUnit.MINUTES.toNanos(10);
+        LockClient other = client();
+        HeldLock first = takenAfterAWait(a, other, "watched-warm");
+        Connection warmOne = handedOut.get(handedOut.size() - 1);
+        CountDownLatch due = new CountDownLatch(1);
+        CountDownLatch goOn = new CountDownLatch(1);
+        AtomicReference<dev.pglock.core.internal.LockSession> checked = new AtomicReference<>();
+        a.beforeCheckForTests = session -> {
+            if (session.dedicated && checked.compareAndSet(null, session)) {
+                due.countDown();
+                try {
+                    goOn.await(2, TimeUnit.MINUTES);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+        };
+        assertThat(due.await(30, TimeUnit.SECONDS)).as("a check of the waiter's session fell due while it held").isTrue();
+        first.release(); // the session is warm now
+        HeldLock theirs = other.acquire(LockRequest.of("watched-warm"));
+        Future<HeldLock> next = threads.submit(() -> a.acquire(LockRequest.of("watched-warm").waitAtMost(Duration.ofSeconds(60))));
+        awaitWaiterInDatabase("watched-warm");
+        assertThat(handedOut.get(handedOut.size() - 1)).as("the wait runs on the warm session").isSameAs(warmOne);
+        List<String> onTheWarmOne = prepared.get(warmOne);
+        onTheWarmOne.clear();
+
+        goOn.countDown(); // the check that fell due runs now, while the wait blocks on the warm session
+        await().atMost(PROMPTLY).until(() -> !checked.get().checking.get() || !onTheWarmOne.isEmpty());
+
+        assertThat(onTheWarmOne).as("statements the check sent on the connection the wait was using").isEmpty();
+        theirs.release();
+        HeldLock mine = next.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        assertThat(mine.isHeld()).isTrue();
+        mine.release();
+        assertThat(heldInDatabase(List.of("watched-warm"))).isZero();
+    }
+
+    /**
+     * Issue 16, review of warm sessions: when the client comes to refuse further use (a pooler moved
+     * one of its sessions) while a wait runs on a warm session, the refusal ends that wait (it aborts
+     * every waiting connection) and the wait does not go on on a fresh connection, as a warm session
+     * that failed on its own would: the caller gets the refusal at once, not after its whole wait.
+     */
+    @Test
+    @org.junit.jupiter.api.Timeout(120)
+    void aWaitOnAWarmSessionThatTheClientsRefusalEndsDoesNotGoOnElsewhere() throws Exception {
+        List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
+        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(recording(handedOut, c -> c)).lockSessions(1).build());
+        a.warmNanos = TimeUnit.MINUTES.toNanos(10);
+        LockClient other = client();
+        takenAfterAWait(a, other, "refused-warm").release(); // its session is warm now
+        Connection shared = handedOut.get(0);
+        HeldLock theirs = other.acquire(LockRequest.of("refused-warm"));
+        AtomicReference<Throwable> refusal = new AtomicReference<>();
+        AtomicBoolean once = new AtomicBoolean();
+        a.beforeWaitForTests = () -> {
+            if (once.compareAndSet(false, true)) { // the wait on the warm session, about to be sent
+                try (Statement st = shared.createStatement()) { // as if a pooler gave it another client's backend
+                    st.execute("SELECT set_config('pglock.session', 'another-clients-session', false)");
+                } catch (SQLException e) {
+                    throw new IllegalStateException(e);
+                }
+                refusal.set(catchThrowable(() -> a.tryAcquire(LockRequest.of("refused-other"))));
+            }
+        };
+
+        long start = System.nanoTime();
+        Throwable outcome = catchThrowable(() -> a.acquire(LockRequest.of("refused-warm").waitAtMost(Duration.ofSeconds(60))));
+        Duration took = Duration.ofNanos(System.nanoTime() - start);
+
+        assertThat(refusal.get()).as("the client refuses from then on").hasMessageContaining("transaction pooling");
+        assertThat(outcome).isInstanceOf(IllegalStateException.class).hasMessageContaining("transaction pooling");
+        assertThat(took).as("not after the whole wait").isLessThan(Duration.ofSeconds(30));
+        assertThat(waitersFor("refused-warm")).isZero();
+        theirs.release();
+        assertThat(heldInDatabase(List.of("refused-warm"))).isZero();
+    }
+
+    /** {@code target}, recording each watchdog check prepared on it into its list in {@code prepared}. */
+    private static Connection preparingInto(Map<Connection, List<String>> prepared, Connection target) {
+        List<String> mine = prepared.computeIfAbsent(target, c -> new java.util.concurrent.CopyOnWriteArrayList<>());
+        return (Connection) java.lang.reflect.Proxy.newProxyInstance(AdvisoryLockClientTest.class.getClassLoader(),
+                new Class<?>[] {Connection.class}, (p, m, args) -> {
+                    if (m.getName().equals("prepareStatement") && args[0] instanceof String sql && sql.startsWith(WATCHDOG_CHECK)) {
+                        mine.add(sql);
+                    }
+                    try {
+                        return m.invoke(target, args);
+                    } catch (java.lang.reflect.InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
     }
 
     /**
