@@ -598,6 +598,9 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             if (isClosed()) { // close() aborts the waiting connections: this one may have come too late for it
                 throw closedWhileWaiting(request);
             }
+            // So does a refusal (see multiplexed()): it sets its reason before it aborts the waits, and this
+            // wait was listed before it reads the reason, so either the refusal aborts it or it stops here.
+            ensureOpen();
             if (session == null) {
                 prepare(connection);
                 // A pooled connection may be one whose network is already gone: bounded from the first statement.
@@ -1064,6 +1067,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             hook.accept(session);
         }
         long started = System.nanoTime();
+        // A session that fails its check is ended before the check lets go of it: what is done about it
+        // afterwards (the observer told, its locks reported lost, its connection aborted) then concerns
+        // this session alone. Ended only after, a release could come in between, keep it warm, and the
+        // next waiter's lock on it would be reported lost and dropped for this session's failure.
+        boolean[] endedHere = new boolean[1];
         try {
             answer = session.callIfIdle(c -> {
                 if (session.dedicated && !dedicated.contains(session)) {
@@ -1071,24 +1079,39 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                     // in the hands of a waiter whose wait runs on it without this lock. Nothing to watch.
                     return null;
                 }
+                int[] found;
                 try (PreparedStatement ps = c.prepareStatement(CHECK)) {
                     ps.setString(1, session.token);
                     try (ResultSet rs = ps.executeQuery()) {
                         rs.next();
-                        return new int[] {rs.getBoolean(1) ? 1 : 0, rs.getInt(2)};
+                        found = new int[] {rs.getBoolean(1) ? 1 : 0, rs.getInt(2)};
                     }
+                } catch (SQLException | RuntimeException e) {
+                    endedHere[0] = session.end();
+                    throw e;
                 }
+                if (found[0] == 0) {
+                    endedHere[0] = session.end();
+                }
+                return found;
             });
         } catch (SQLException | RuntimeException e) {
             checkFailure = session + " did not answer: " + e.getMessage();
             observeHeartbeat(started, false);
-            sessionDied(session, e);
+            if (endedHere[0]) {
+                sessionEnded(session, e);
+            } else {
+                sessionDied(session, e);
+            }
             return;
         }
         if (answer != null && answer[0] == 0) {
             checkFailure = session + " answered from another backend (pid " + answer[1] + ")";
             observeHeartbeat(started, false);
-            multiplexed(session, answer[1]);
+            LockDatabaseException refusal = multiplexed(session, answer[1]); // ends the other sessions too
+            if (endedHere[0]) {
+                sessionEnded(session, refusal.getCause());
+            }
         } else if (answer != null) {
             checkFailure = null;
             lastCheckNanos = System.nanoTime();

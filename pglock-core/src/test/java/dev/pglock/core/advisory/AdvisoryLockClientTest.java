@@ -940,6 +940,123 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         assertThat(heldInDatabase(List.of("refused-warm"))).isZero();
     }
 
+    /**
+     * Issue 16, second review of warm sessions: a watchdog check that failed on a waiter's session
+     * acts on it (ends it, reports its locks lost) after letting go of it. A release that came in
+     * between must not keep that session warm for the next waiter: the check would then end the next
+     * waiter's session, and with it a lock that was never in doubt.
+     */
+    @Test
+    void aSessionWhoseCheckFailedIsNotKeptWarmForTheNextWaiter() throws Exception {
+        AtomicReference<Connection> failChecksOn = new AtomicReference<>();
+        List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
+        CountDownLatch failedCheckToldAbout = new CountDownLatch(1);
+        CountDownLatch goOn = new CountDownLatch(1);
+        dev.pglock.core.LockObserver observer = new dev.pglock.core.LockObserver() {
+            @Override
+            public void heartbeat(dev.pglock.core.LockMode mode, Duration took, boolean succeeded) {
+                if (!succeeded && failedCheckToldAbout.getCount() > 0) {
+                    failedCheckToldAbout.countDown();
+                    try {
+                        goOn.await(2, TimeUnit.MINUTES);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                    }
+                }
+            }
+        };
+        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(recording(handedOut, c -> failingCheck(c, failChecksOn)))
+                .lockSessions(1).observer(observer).build());
+        a.warmNanos = TimeUnit.MINUTES.toNanos(10);
+        LockClient other = client();
+        HeldLock first = takenAfterAWait(a, other, "checked-warm");
+        Connection firstSession = handedOut.get(handedOut.size() - 1);
+        AtomicReference<dev.pglock.core.internal.LockSession> checked = new AtomicReference<>();
+        a.beforeCheckForTests = session -> {
+            if (session.dedicated) {
+                checked.compareAndSet(null, session);
+            }
+        };
+        failChecksOn.set(firstSession); // the next check of the waiter's session fails (the connection itself stays fine)
+        assertThat(failedCheckToldAbout.await(30, TimeUnit.SECONDS)).as("a check of the waiter's session failed").isTrue();
+        failChecksOn.set(null);
+
+        first.release(); // while the failed check has let go of the session and not yet acted on it
+        // Before the fix the release unlocked, the session went warm and this wait took the key on it at once.
+        Future<HeldLock> next = threads.submit(() -> a.acquire(LockRequest.of("checked-warm").waitAtMost(Duration.ofSeconds(60))));
+        await().atMost(PROMPTLY).until(() -> next.isDone() || waitersFor("checked-warm") > 0); // taken, or waiting for it
+        goOn.countDown(); // the failed check goes on: it ends the session it checked, and its backend
+        HeldLock mine = next.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        await().atMost(PROMPTLY).until(() -> !checked.get().checking.get());
+
+        assertThat(mine.isHeld()).as("the next waiter's lock, on %s", handedOut.get(handedOut.size() - 1) == firstSession
+                ? "the failed session" : "a session of its own").isTrue();
+        assertThat(other.tryAcquire(LockRequest.of("checked-warm"))).as("still exclusive").isEmpty();
+        mine.release();
+        assertThat(heldInDatabase(List.of("checked-warm"))).isZero();
+    }
+
+    /**
+     * Issue 16, second review of warm sessions: a refusal (a pooler moved one of the client's
+     * sessions) that comes while a waiter borrows its connection, after the waiter's last look and
+     * before its wait is registered for the refusal to abort, still stops that wait before it starts.
+     */
+    @Test
+    @org.junit.jupiter.api.Timeout(120)
+    void aRefusalWhileAWaiterBorrowsItsConnectionStopsTheWaitBeforeItStarts() throws Exception {
+        List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
+        AtomicBoolean refuseAtNextBorrow = new AtomicBoolean();
+        AtomicReference<Throwable> refusal = new AtomicReference<>();
+        AtomicReference<LockClient> client = new AtomicReference<>();
+        DataSource recorded = recording(handedOut, c -> c);
+        DataSource refusing = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {DataSource.class}, (p, m, args) -> {
+                    if (m.getName().equals("getConnection") && refuseAtNextBorrow.compareAndSet(true, false)) {
+                        try (Statement st = handedOut.get(0).createStatement()) { // as if a pooler gave it another client's backend
+                            st.execute("SELECT set_config('pglock.session', 'another-clients-session', false)");
+                        }
+                        refusal.set(catchThrowable(() -> client.get().tryAcquire(LockRequest.of("refused-other"))));
+                    }
+                    try {
+                        return m.invoke(recorded, args);
+                    } catch (java.lang.reflect.InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
+        LockClient a = closeLater(builder(refusing).lockSessions(1).build());
+        client.set(a);
+        LockClient other = client();
+        HeldLock theirs = other.acquire(LockRequest.of("refused-borrow"));
+        refuseAtNextBorrow.set(true); // the borrow for the wait below
+
+        long start = System.nanoTime();
+        Throwable outcome = catchThrowable(() -> a.acquire(LockRequest.of("refused-borrow").waitAtMost(Duration.ofSeconds(60))));
+        Duration took = Duration.ofNanos(System.nanoTime() - start);
+
+        assertThat(refusal.get()).as("the client refuses from then on").hasMessageContaining("transaction pooling");
+        assertThat(outcome).isInstanceOf(IllegalStateException.class).hasMessageContaining("transaction pooling");
+        assertThat(took).as("not after the whole wait").isLessThan(Duration.ofSeconds(30));
+        assertThat(waitersFor("refused-borrow")).isZero();
+        theirs.release();
+        assertThat(heldInDatabase(List.of("refused-borrow"))).isZero();
+    }
+
+    /** {@code target}, except that preparing a watchdog check on it fails (a plain error, the connection stays fine) while {@code failOn} names it. */
+    private static Connection failingCheck(Connection target, AtomicReference<Connection> failOn) {
+        return (Connection) java.lang.reflect.Proxy.newProxyInstance(AdvisoryLockClientTest.class.getClassLoader(),
+                new Class<?>[] {Connection.class}, (p, m, args) -> {
+                    if (failOn.get() == target && m.getName().equals("prepareStatement") && args[0] instanceof String sql
+                            && sql.startsWith(WATCHDOG_CHECK)) {
+                        throw new SQLException("the check failed (test)");
+                    }
+                    try {
+                        return m.invoke(target, args);
+                    } catch (java.lang.reflect.InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
+    }
+
     /** {@code target}, recording each watchdog check prepared on it into its list in {@code prepared}. */
     private static Connection preparingInto(Map<Connection, List<String>> prepared, Connection target) {
         List<String> mine = prepared.computeIfAbsent(target, c -> new java.util.concurrent.CopyOnWriteArrayList<>());
