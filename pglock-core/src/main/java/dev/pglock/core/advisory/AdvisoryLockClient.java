@@ -310,6 +310,16 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         return "its database session (backend pid " + lock.session.backendPid + ") ended";
     }
 
+    /**
+     * An advisory lock stops being trusted only when its session ended: a holder that asks between
+     * the end and the report (a session a check found on another backend stays ended while its
+     * client ends the backends) hears the session died, as the report would have said.
+     */
+    @Override
+    protected Reason untrustedCategory(AdvisoryLock lock) {
+        return Reason.SESSION_DIED;
+    }
+
     /** What a try answered: granted (null: it ran on another backend), the token, the backend it ran on. */
     private record Attempt(Boolean granted, Long token, int pid) {
     }
@@ -1097,12 +1107,12 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             });
         } catch (SQLException | RuntimeException e) {
             checkFailure = session + " did not answer: " + e.getMessage();
-            observeHeartbeat(started, false);
-            if (endedHere[0]) {
+            if (endedHere[0]) { // its locks are reported lost, with this cause, before the observer hears of it
                 sessionEnded(session, e);
             } else {
                 sessionDied(session, e);
             }
+            observeHeartbeat(started, false);
             return;
         }
         if (answer != null && answer[0] == 0) {

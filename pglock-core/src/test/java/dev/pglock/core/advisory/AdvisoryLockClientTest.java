@@ -1041,6 +1041,32 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         assertThat(heldInDatabase(List.of("refused-borrow"))).isZero();
     }
 
+    /**
+     * Review of the check that ends a failing session at once: a holder that asks about its lock
+     * while its client is still ending the backends of a session the watchdog found on another
+     * backend hears that the session died, not that a lease ran out (advisory locks have none).
+     */
+    @Test
+    @org.junit.jupiter.api.Timeout(120)
+    void aHolderThatAsksWhileItsMovedSessionIsBeingEndedHearsTheSessionDied() throws Exception {
+        List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
+        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(recording(handedOut, c -> c)).lockSessions(1).build());
+        HeldLock held = a.tryAcquire(LockRequest.of("moved")).orElseThrow(); // on the shared session
+        CompletableFuture<LockLostException> lost = new CompletableFuture<>();
+        held.onLost(lost::complete);
+        AtomicReference<Boolean> heldThen = new AtomicReference<>();
+        a.beforeEndingBackendsForTests = c -> heldThen.compareAndSet(null, held.isHeld()); // the holder asks meanwhile
+        try (Statement st = handedOut.get(0).createStatement()) { // as if a pooler gave it another client's backend
+            st.execute("SELECT set_config('pglock.session', 'another-clients-session', false)");
+        }
+
+        LockLostException why = lost.get(30, TimeUnit.SECONDS); // the next check finds it
+
+        assertThat(heldThen.get()).as("asked while the backends were being ended").isFalse();
+        assertThat(why.reason()).isEqualTo(LockLostException.Reason.SESSION_DIED);
+        await().atMost(PROMPTLY).until(() -> heldInDatabase(List.of("moved")) == 0);
+    }
+
     /** {@code target}, except that preparing a watchdog check on it fails (a plain error, the connection stays fine) while {@code failOn} names it. */
     private static Connection failingCheck(Connection target, AtomicReference<Connection> failOn) {
         return (Connection) java.lang.reflect.Proxy.newProxyInstance(AdvisoryLockClientTest.class.getClassLoader(),
