@@ -919,25 +919,11 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         AtomicBoolean once = new AtomicBoolean();
         a.beforeWaitForTests = () -> {
             if (once.compareAndSet(false, true)) { // the wait on the warm session, about to be sent
-                try (Statement st = shared.createStatement()) { // as if a pooler gave it another client's backend
-                    st.execute("SELECT set_config('pglock.session', 'another-clients-session', false)");
-                } catch (SQLException e) {
-                    throw new IllegalStateException(e);
-                }
-                refusal.set(catchThrowable(() -> a.tryAcquire(LockRequest.of("refused-other"))));
+                refusal.set(refusedThrough(shared, a));
             }
         };
 
-        long start = System.nanoTime();
-        Throwable outcome = catchThrowable(() -> a.acquire(LockRequest.of("refused-warm").waitAtMost(Duration.ofSeconds(60))));
-        Duration took = Duration.ofNanos(System.nanoTime() - start);
-
-        assertThat(refusal.get()).as("the client refuses from then on").hasMessageContaining("transaction pooling");
-        assertThat(outcome).isInstanceOf(IllegalStateException.class).hasMessageContaining("transaction pooling");
-        assertThat(took).as("not after the whole wait").isLessThan(Duration.ofSeconds(30));
-        assertThat(waitersFor("refused-warm")).isZero();
-        theirs.release();
-        assertThat(heldInDatabase(List.of("refused-warm"))).isZero();
+        waitIsRefusedAtOnce(a, "refused-warm", refusal, theirs);
     }
 
     /**
@@ -1012,10 +998,7 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         DataSource refusing = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
                 new Class<?>[] {DataSource.class}, (p, m, args) -> {
                     if (m.getName().equals("getConnection") && refuseAtNextBorrow.compareAndSet(true, false)) {
-                        try (Statement st = handedOut.get(0).createStatement()) { // as if a pooler gave it another client's backend
-                            st.execute("SELECT set_config('pglock.session', 'another-clients-session', false)");
-                        }
-                        refusal.set(catchThrowable(() -> client.get().tryAcquire(LockRequest.of("refused-other"))));
+                        refusal.set(refusedThrough(handedOut.get(0), client.get()));
                     }
                     try {
                         return m.invoke(recorded, args);
@@ -1029,16 +1012,39 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         HeldLock theirs = other.acquire(LockRequest.of("refused-borrow"));
         refuseAtNextBorrow.set(true); // the borrow for the wait below
 
+        waitIsRefusedAtOnce(a, "refused-borrow", refusal, theirs);
+    }
+
+    /**
+     * Makes {@code client} refuse further use: its shared session's backend ({@code shared}) gets
+     * another client's token, as if a pooler had swapped it, and the client's next try finds out.
+     * What that try threw.
+     */
+    private static Throwable refusedThrough(Connection shared, LockClient client) {
+        try (Statement st = shared.createStatement()) {
+            st.execute("SELECT set_config('pglock.session', 'another-clients-session', false)");
+        } catch (SQLException e) {
+            throw new IllegalStateException(e);
+        }
+        return catchThrowable(() -> client.tryAcquire(LockRequest.of("refused-other")));
+    }
+
+    /**
+     * A wait for {@code key}, which {@code theirs} holds, during which {@code a} comes to refuse
+     * ({@code refusal}): it ends with the refusal, long before its 60 s, and leaves nothing behind.
+     */
+    private void waitIsRefusedAtOnce(LockClient a, String key, AtomicReference<Throwable> refusal, HeldLock theirs)
+            throws SQLException {
         long start = System.nanoTime();
-        Throwable outcome = catchThrowable(() -> a.acquire(LockRequest.of("refused-borrow").waitAtMost(Duration.ofSeconds(60))));
+        Throwable outcome = catchThrowable(() -> a.acquire(LockRequest.of(key).waitAtMost(Duration.ofSeconds(60))));
         Duration took = Duration.ofNanos(System.nanoTime() - start);
 
         assertThat(refusal.get()).as("the client refuses from then on").hasMessageContaining("transaction pooling");
         assertThat(outcome).isInstanceOf(IllegalStateException.class).hasMessageContaining("transaction pooling");
         assertThat(took).as("not after the whole wait").isLessThan(Duration.ofSeconds(30));
-        assertThat(waitersFor("refused-borrow")).isZero();
+        assertThat(waitersFor(key)).isZero();
         theirs.release();
-        assertThat(heldInDatabase(List.of("refused-borrow"))).isZero();
+        assertThat(heldInDatabase(List.of(key))).isZero();
     }
 
     /**
