@@ -57,6 +57,12 @@ final class LeaseListener {
     /** A waiting caller: notified by NOTIFY, or by a reconnect. */
     static final class Waiter {
         private final Semaphore signals = new Semaphore(0);
+        /**
+         * Set when {@link #register} returned before the key's waiter id was in place: the waiter has
+         * attempted since, so the registration, once it is in place, must wake it (a release that
+         * committed in between found nobody registered and sent no NOTIFY). Guarded by the state lock.
+         */
+        private boolean registeredLate;
 
         /** Waits up to {@code nanos} for a signal; true when one came. */
         boolean await(long nanos) throws InterruptedException {
@@ -157,6 +163,7 @@ final class LeaseListener {
                         && (left = until - System.nanoTime()) > 0) {
                     TimeUnit.NANOSECONDS.timedWait(state, left);
                 }
+                waiter.registeredLate = !registered.containsKey(key); // woken by registerPending once it is
             }
         } catch (InterruptedException e) {
             unregister(key, waiter); // nobody will wait on it: it must not stay registered
@@ -343,6 +350,19 @@ final class LeaseListener {
         }
         synchronized (state) {
             state.notifyAll(); // the waiters of these keys may attempt now
+            // Those that stopped waiting for this have attempted already: a release since may have found
+            // nobody registered, so they look again now (under the state lock, as register() marks them).
+            for (String key : keys) {
+                Set<Waiter> ofKey = waiters.get(key);
+                if (ofKey != null) {
+                    for (Waiter waiter : ofKey) {
+                        if (waiter.registeredLate) {
+                            waiter.registeredLate = false;
+                            waiter.signal();
+                        }
+                    }
+                }
+            }
         }
     }
 

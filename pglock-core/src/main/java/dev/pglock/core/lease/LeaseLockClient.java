@@ -1183,15 +1183,15 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     }
 
     /**
-     * Releases locks, {@link #BATCH} per statement; hold-at-least is judged there, by the database
-     * clock. Never throws: a lock that cannot be released ends when its lease runs out.
+     * Releases locks, {@link #RELEASE_BATCH} per statement; hold-at-least is judged there, by the
+     * database clock. Never throws: a lock that cannot be released ends when its lease runs out.
      *
      * @return how many rows were ours to release, or -1 when a statement failed
      */
     private int releaseAll(List<LeaseLock> locks) {
         int released = 0;
-        for (int i = 0; i < locks.size(); i += BATCH) {
-            int batch = releaseBatch(locks.subList(i, Math.min(locks.size(), i + BATCH)));
+        for (int i = 0; i < locks.size(); i += RELEASE_BATCH) {
+            int batch = releaseBatch(locks.subList(i, Math.min(locks.size(), i + RELEASE_BATCH)));
             if (batch < 0) {
                 return -1; // the caller tries them all again: a batch released already finds nothing
             }
@@ -1292,6 +1292,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
      * network timeout) however many locks the client holds.
      */
     static final int BATCH = 5_000;
+    /**
+     * Locks released together per statement. Fewer than {@link #BATCH}: each released row's check for
+     * waiters takes a transaction-level advisory lock, which PostgreSQL keeps in its shared lock table
+     * (64 x max_connections slots by default, shared by every session) until the commit; 5,000 at
+     * once could find no room on a server whose other sessions hold advisory locks, and the release
+     * then failed as a whole. 500 leaves room, and 100,000 leases still go in 200 short statements.
+     */
+    static final int RELEASE_BATCH = 500;
 
     /**
      * Renews every lock this client holds; those a statement does not return are lost. Up to

@@ -2033,6 +2033,97 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * The same race when the registration takes longer than the waiter waits for it: the waiter stops
+     * waiting after its connection wait timeout and attempts (the release has not committed: the key
+     * is still taken), and the listener registers the key only once the release has committed, without
+     * a NOTIFY. The listener then wakes that waiter, which sees the key free; before, it slept until
+     * the old lease would have ended (30 s). Waiters without wait lines register through the client's
+     * LISTEN connection, already listening here for another waiter.
+     */
+    @Test
+    void aWaiterWhoseRegistrationOutlastedItsWaitIsWokenOnceItIsInPlace() throws Exception {
+        LeaseLockClient a = (LeaseLockClient) client();
+        LockClient b = closeLater(builder(counting).waitLines(0).connectionWaitTimeout(Duration.ofMillis(300)).build());
+        HeldLock blocking = a.acquire(LockRequest.of("listening"));
+        Future<HeldLock> listening = threads.submit( // keeps b's LISTEN connection listening
+                () -> b.acquire(LockRequest.of("listening").waitAtMost(Duration.ofSeconds(60))));
+        long listeningId = a.waiterLockId("listening");
+        await().atMost(Duration.ofSeconds(10)).until(() -> queryLong("SELECT count(*) FROM pg_locks WHERE locktype ="
+                + " 'advisory' AND objsubid = 1 AND granted AND ((classid::bigint << 32) | objid::bigint) = ?", listeningId) == 1);
+        a.acquire(LockRequest.of("late"));
+        long waiterId = a.waiterLockId("late");
+        try (Connection releaser = db.connect()) {
+            releaser.setAutoCommit(false);
+            try (PreparedStatement ps = releaser.prepareStatement("SELECT pg_try_advisory_xact_lock(?)")) {
+                ps.setLong(1, waiterId);
+                try (ResultSet rs = ps.executeQuery()) {
+                    rs.next();
+                    assertThat(rs.getBoolean(1)).as("no waiter registered yet").isTrue();
+                }
+            }
+            Future<HeldLock> waiter = threads.submit(
+                    () -> b.acquire(LockRequest.of("late").waitAtMost(Duration.ofSeconds(20))));
+            await().atMost(Duration.ofSeconds(10)).until(() -> db.advisoryWaiters(waiterId) == 1);
+            // Past the waiter's 300 ms for the registration: it has attempted, found the key taken, and sleeps.
+            await().pollDelay(Duration.ofSeconds(1)).atMost(Duration.ofSeconds(2)).until(() -> true);
+            try (PreparedStatement ps = releaser.prepareStatement("UPDATE " + table
+                    + " SET holders = '{}', expires_at = statement_timestamp() WHERE lock_key = ?")) {
+                ps.setString(1, "late");
+                assertThat(ps.executeUpdate()).isEqualTo(1);
+            }
+            releaser.commit(); // no NOTIFY: nobody was registered when it looked
+
+            assertThat(waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).isHeld()).isTrue();
+        }
+        blocking.release();
+        listening.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).release();
+    }
+
+    /**
+     * A release checks for waiters with a transaction-level advisory lock per released row, and
+     * PostgreSQL keeps those in its shared lock table until the commit: releasing many leases at once
+     * (close(), leases no longer trusted) takes them in batches small enough for a table that other
+     * sessions have nearly filled. Before, close() released 1,000 leases in one statement, which failed
+     * with "out of shared memory" here, and the rows stayed taken until their leases ran out.
+     */
+    @Test
+    void closeReleasesItsLeasesWhenTheServersLockTableIsNearlyFull() throws Exception {
+        LockClient c = builder(counting).build();
+        for (int i = 0; i < 1_000; i++) {
+            c.tryAcquire(LockRequest.of("roomy-" + i)).orElseThrow();
+        }
+        try (Connection filler = db.connect()) {
+            long base = 0x7e57_0000_0000L;
+            int taken = 0;
+            try (PreparedStatement ps = filler.prepareStatement(
+                    "SELECT count(pg_advisory_lock(g)) FROM generate_series(?::bigint, ?::bigint) AS g")) {
+                for (;; taken += 200) {
+                    assertThat(taken).as("the lock table filled up").isLessThan(1_000_000);
+                    ps.setLong(1, base + taken);
+                    ps.setLong(2, base + taken + 199);
+                    try {
+                        ps.executeQuery().close();
+                    } catch (SQLException e) {
+                        assertThat(e.getSQLState()).as("out of shared memory").isEqualTo("53200");
+                        break;
+                    }
+                }
+            }
+            try (PreparedStatement ps = filler.prepareStatement( // about 700 slots free
+                    "SELECT count(pg_advisory_unlock(g)) FROM generate_series(?::bigint, ?::bigint) AS g")) {
+                ps.setLong(1, base + taken - 700);
+                ps.setLong(2, base + taken - 1);
+                ps.executeQuery().close();
+            }
+
+            c.close();
+
+            assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key LIKE 'roomy-%' AND holders <> '{}'"))
+                    .as("leases still taken after close()").isZero();
+        }
+    }
+
+    /**
      * A waiter that finds the key free but its row locked by another session (another client's claim
      * under way) neither queues behind that row lock nor writes: it looks again a moment later, and
      * takes the key once the other claim is gone. Before, its statement waited in the server for the
