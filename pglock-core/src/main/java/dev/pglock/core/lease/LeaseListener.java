@@ -134,7 +134,8 @@ final class LeaseListener {
     /**
      * Registers a waiter for {@code key} and waits (until {@code deadlineNanos} at most) for LISTEN
      * and the key's waiter id to be in place, so that a release after the waiter's next attempt is
-     * heard. When they cannot be had in time, the waiter still re-checks when the holder's lease ends.
+     * heard. When they cannot be had in time, the waiter is woken once they are in place (a release may
+     * have committed unheard meanwhile), and re-checks when the holder's lease ends in any case.
      */
     Waiter register(String key, long deadlineNanos) throws InterruptedException {
         Waiter waiter = new Waiter();

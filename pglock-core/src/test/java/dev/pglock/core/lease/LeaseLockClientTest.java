@@ -2064,7 +2064,8 @@ class LeaseLockClientTest extends LockClientContractTest {
             Future<HeldLock> waiter = threads.submit(
                     () -> b.acquire(LockRequest.of("late").waitAtMost(Duration.ofSeconds(20))));
             await().atMost(Duration.ofSeconds(10)).until(() -> db.advisoryWaiters(waiterId) == 1);
-            // Past the waiter's 300 ms for the registration: it has attempted, found the key taken, and sleeps.
+            // What is forced is the waiter's own 300 ms timeout for the registration, so the test waits past it
+            // (no event marks it): by then the waiter has attempted, found the key taken, and sleeps.
             await().pollDelay(Duration.ofSeconds(1)).atMost(Duration.ofSeconds(2)).until(() -> true);
             try (PreparedStatement ps = releaser.prepareStatement("UPDATE " + table
                     + " SET holders = '{}', expires_at = statement_timestamp() WHERE lock_key = ?")) {
