@@ -2007,9 +2007,26 @@ class LeaseLockClientTest extends LockClientContractTest {
         LockClient b = client();
         a.acquire(LockRequest.of("racing"));
         long waiterId = a.waiterLockId("racing");
+        Future<HeldLock> waiter = releasedUnheardAround(waiterId, "racing", () -> {
+            // A waiter registers before the release commits: its registration waits.
+            Future<HeldLock> registering = threads.submit(
+                    () -> b.acquire(LockRequest.of("racing").waitAtMost(Duration.ofSeconds(20))));
+            await().atMost(Duration.ofSeconds(10)).until(() -> db.advisoryWaiters(waiterId) == 1);
+            return registering;
+        });
+
+        assertThat(waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).isHeld()).isTrue();
+    }
+
+    /**
+     * Runs a release of {@code key} by hand in two halves around {@code meanwhile}: first its check
+     * for waiters, which finds none and takes the waiter id's transaction lock; then, once
+     * {@code meanwhile} has run, its update and a commit that sends no NOTIFY. What meanwhile returned.
+     */
+    private <T> T releasedUnheardAround(long waiterId, String key, java.util.concurrent.Callable<T> meanwhile)
+            throws Exception {
         try (Connection releaser = db.connect()) {
             releaser.setAutoCommit(false);
-            // The release found no waiter (it took the waiter id's transaction lock) ...
             try (PreparedStatement ps = releaser.prepareStatement("SELECT pg_try_advisory_xact_lock(?)")) {
                 ps.setLong(1, waiterId);
                 try (ResultSet rs = ps.executeQuery()) {
@@ -2017,18 +2034,14 @@ class LeaseLockClientTest extends LockClientContractTest {
                     assertThat(rs.getBoolean(1)).as("no waiter registered yet").isTrue();
                 }
             }
-            // ... and a waiter registers before it commits: its registration waits.
-            Future<HeldLock> waiter = threads.submit(
-                    () -> b.acquire(LockRequest.of("racing").waitAtMost(Duration.ofSeconds(20))));
-            await().atMost(Duration.ofSeconds(10)).until(() -> db.advisoryWaiters(waiterId) == 1);
+            T result = meanwhile.call();
             try (PreparedStatement ps = releaser.prepareStatement("UPDATE " + table
                     + " SET holders = '{}', expires_at = statement_timestamp() WHERE lock_key = ?")) {
-                ps.setString(1, "racing");
+                ps.setString(1, key);
                 assertThat(ps.executeUpdate()).isEqualTo(1);
             }
             releaser.commit(); // no NOTIFY: nobody was registered when it looked
-
-            assertThat(waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).isHeld()).isTrue();
+            return result;
         }
     }
 
@@ -2052,30 +2065,17 @@ class LeaseLockClientTest extends LockClientContractTest {
                 + " 'advisory' AND objsubid = 1 AND granted AND ((classid::bigint << 32) | objid::bigint) = ?", listeningId) == 1);
         a.acquire(LockRequest.of("late"));
         long waiterId = a.waiterLockId("late");
-        try (Connection releaser = db.connect()) {
-            releaser.setAutoCommit(false);
-            try (PreparedStatement ps = releaser.prepareStatement("SELECT pg_try_advisory_xact_lock(?)")) {
-                ps.setLong(1, waiterId);
-                try (ResultSet rs = ps.executeQuery()) {
-                    rs.next();
-                    assertThat(rs.getBoolean(1)).as("no waiter registered yet").isTrue();
-                }
-            }
-            Future<HeldLock> waiter = threads.submit(
+        Future<HeldLock> waiter = releasedUnheardAround(waiterId, "late", () -> {
+            Future<HeldLock> registering = threads.submit(
                     () -> b.acquire(LockRequest.of("late").waitAtMost(Duration.ofSeconds(20))));
             await().atMost(Duration.ofSeconds(10)).until(() -> db.advisoryWaiters(waiterId) == 1);
             // What is forced is the waiter's own 300 ms timeout for the registration, so the test waits past it
             // (no event marks it): by then the waiter has attempted, found the key taken, and sleeps.
             await().pollDelay(Duration.ofSeconds(1)).atMost(Duration.ofSeconds(2)).until(() -> true);
-            try (PreparedStatement ps = releaser.prepareStatement("UPDATE " + table
-                    + " SET holders = '{}', expires_at = statement_timestamp() WHERE lock_key = ?")) {
-                ps.setString(1, "late");
-                assertThat(ps.executeUpdate()).isEqualTo(1);
-            }
-            releaser.commit(); // no NOTIFY: nobody was registered when it looked
+            return registering;
+        });
 
-            assertThat(waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).isHeld()).isTrue();
-        }
+        assertThat(waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).isHeld()).isTrue();
         blocking.release();
         listening.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).release();
     }
