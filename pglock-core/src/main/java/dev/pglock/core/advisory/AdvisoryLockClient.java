@@ -1107,10 +1107,10 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             });
         } catch (SQLException | RuntimeException e) {
             checkFailure = session + " did not answer: " + e.getMessage();
-            if (endedHere[0]) { // its locks are reported lost, with this cause, before the observer hears of it
+            // Its locks are reported lost, with this cause, before the observer hears of it; a session some
+            // other thread ended first (the only way the work leaves it not ended here) is reported by that thread.
+            if (endedHere[0]) {
                 sessionEnded(session, e);
-            } else {
-                sessionDied(session, e);
             }
             observeHeartbeat(started, false);
             return;
