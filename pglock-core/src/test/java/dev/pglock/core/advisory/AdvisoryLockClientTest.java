@@ -197,6 +197,7 @@ class AdvisoryLockClientTest extends LockClientContractTest {
      * names the setting, instead of a bare "out of shared memory"; closing frees every slot again.
      */
     @Test
+    @dev.pglock.core.ServerWide // fills the server's lock table
     void aFullSharedLockTableIsNamedWithTheSettingToRaise() {
         LockClient hoarder = newClient();
         LockDatabaseException full = null;

@@ -2088,6 +2088,7 @@ class LeaseLockClientTest extends LockClientContractTest {
      * with "out of shared memory" here, and the rows stayed taken until their leases ran out.
      */
     @Test
+    @dev.pglock.core.ServerWide // fills the server's lock table
     void closeReleasesItsLeasesWhenTheServersLockTableIsNearlyFull() throws Exception {
         LockClient c = builder(counting).build();
         for (int i = 0; i < 1_000; i++) {
