@@ -171,6 +171,9 @@ public interface LockClient extends AutoCloseable {
      * before releasing them, and frees the connections. Use it at shutdown so that no lock is freed
      * under work that is still running (the Spring Boot starter does, within
      * {@code spring.lifecycle.timeout-per-shutdown-phase}). Idempotent: a second call returns at once.
+     * An interrupt of the calling thread ends the wait for the holders early, but the rest still
+     * happens in full (every lock is given back before this returns); the thread's interrupt flag is
+     * set again when it returns.
      */
     void close(Duration timeout);
 }

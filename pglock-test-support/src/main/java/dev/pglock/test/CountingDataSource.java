@@ -26,6 +26,7 @@ public final class CountingDataSource implements DataSource {
     private final DataSource target;
     private final AtomicInteger open = new AtomicInteger();
     private final AtomicInteger peak = new AtomicInteger();
+    private final AtomicInteger aborted = new AtomicInteger();
     private final List<String> executed = new CopyOnWriteArrayList<>();
     private final List<String> failures = new CopyOnWriteArrayList<>();
 
@@ -41,6 +42,14 @@ public final class CountingDataSource implements DataSource {
     /** The most connections borrowed at once since the last {@link #resetPeak()}. */
     public int peakConnections() {
         return peak.get();
+    }
+
+    /**
+     * Connections ended with {@code abort()} rather than closed: what the server ends only once it
+     * notices, so their session-level locks outlive the call that aborted them by a moment.
+     */
+    public int abortedConnections() {
+        return aborted.get();
     }
 
     public void resetPeak() {
@@ -94,6 +103,9 @@ public final class CountingDataSource implements DataSource {
         public Object invoke(Object proxy, Method method, Object[] args) throws Throwable {
             String name = method.getName();
             if (name.equals("close") || name.equals("abort")) {
+                if (name.equals("abort")) {
+                    aborted.incrementAndGet();
+                }
                 synchronized (this) {
                     if (!closed) {
                         closed = true;

@@ -979,6 +979,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         List<D> held = new ArrayList<>();
         long graceEnd = deadline(timeout);
         long inFlightEnd = Math.max(graceEnd, deadline(inFlightBound()));
+        boolean interrupted = false;
         state.lock();
         try {
             try {
@@ -991,7 +992,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                     settled.awaitNanos(inFlightEnd - System.nanoTime());
                 }
             } catch (InterruptedException e) {
-                Thread.currentThread().interrupt(); // stop waiting, but still tell, release and free
+                interrupted = true; // stop waiting, but still tell, release and free (restored after)
             }
             for (Entry entry : entries.values()) {
                 if (entry.lock != null) {
@@ -1012,6 +1013,11 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         } finally {
             state.unlock();
         }
+        // An interrupt (of the wait above, or from before close()) must not cost the releases: with the
+        // flag set, every interruptible wait below (for a session's connection, for a pool) fails at
+        // once, and a session that cannot be unlocked is aborted, so its locks outlive close() until
+        // the server notices. Cleared here, restored when close() returns.
+        interrupted |= Thread.interrupted();
         try {
             released.forEach(Hold::fireLost); // told before the lock is freed
         } finally {
@@ -1020,6 +1026,9 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             } finally {
                 scheduler.shutdownNow();
                 events.shutdown(); // listeners already queued still run
+                if (interrupted || Thread.interrupted()) {
+                    Thread.currentThread().interrupt();
+                }
             }
         }
     }

@@ -1676,7 +1676,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         // One statement; it keeps hold-at-least where it applies. Tried again for up to the network
         // timeout: after a restart or terminated backends the pool may first hand out several
         // connections that died with their server sessions, and each failure retires one.
-        // An interrupt of the closing thread must not cost these releases: cleared here, restored after.
+        // close() cleared the closing thread's interrupt flag; one that comes now must not cost these
+        // releases or the sessions below: remembered, restored at the end (close() keeps it).
         boolean interrupted = Thread.interrupted();
         if (!all.isEmpty()) {
             awaitHeartbeatRound(); // before the deadline: its retries are for connections that died
@@ -1690,14 +1691,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 interrupted = true;
             }
         }
-        if (interrupted) {
-            Thread.currentThread().interrupt();
-        }
         for (LockSession session : sessions.drain()) {
             if (session.end()) {
                 disposeRetired(session); // never closed under a statement still running on it
             }
         }
         connector.shutdownNow();
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
     }
 }
