@@ -181,10 +181,13 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     /**
      * A transaction lock made of an ordinary detached acquisition that {@code confirm} confirms in the
      * transaction, answering null, or why the lock is gone; a lock found gone is reported lost to its
-     * holders before the confirmation throws.
+     * holders before the confirmation throws. For each confirmation that answered null (and so may
+     * have left something in place for the transaction's sake), {@code transactionEnded} runs once,
+     * when this transaction lock is released or closed: after its transaction, as its holder must.
+     * The acquisition itself may outlive the transaction (another hold of this client keeps it).
      */
     protected final Optional<TransactionLock> confirmedInTransaction(LockRequest request,
-            java.util.function.Function<D, String> confirm) {
+            java.util.function.Function<D, String> confirm, java.util.function.Consumer<D> transactionEnded) {
         return tryAcquire(request.detached()).map(held -> {
             Hold hold = (Hold) held;
             return new ConfirmedHold(hold, () -> {
@@ -196,6 +199,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                     hold.assertHeld(); // throws, unless the entry was busy: then say it here
                     throw new LockLostException(lock.key(), Reason.TAKEN_OVER, gone, null);
                 }
+                return () -> transactionEnded.accept(lock);
             });
         });
     }
@@ -203,16 +207,26 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     /** A hold that a mode confirms inside a transaction before it commits. */
     private static final class ConfirmedHold implements TransactionLock {
         private final HeldLock hold;
-        private final Runnable confirm;
+        /** Confirms; answers what to run once the transaction has ended. */
+        private final java.util.function.Supplier<Runnable> confirm;
+        /** What the confirmations made so far leave to run at the release. */
+        private final List<Runnable> whenEnded = new java.util.concurrent.CopyOnWriteArrayList<>();
 
-        ConfirmedHold(HeldLock hold, Runnable confirm) {
+        ConfirmedHold(HeldLock hold, java.util.function.Supplier<Runnable> confirm) {
             this.hold = hold;
             this.confirm = confirm;
         }
 
         @Override
         public void confirmBeforeCommit() {
-            confirm.run();
+            whenEnded.add(confirm.get());
+        }
+
+        /** The transaction has ended (its holder releases after it): undoes what the confirmations left. */
+        private void transactionEnded() {
+            List<Runnable> ended = new ArrayList<>(whenEnded);
+            whenEnded.removeAll(ended);
+            ended.forEach(Runnable::run);
         }
 
         @Override
@@ -263,12 +277,20 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
         @Override
         public boolean release() {
-            return hold.release();
+            try {
+                return hold.release();
+            } finally {
+                transactionEnded();
+            }
         }
 
         @Override
         public void close() {
-            hold.close();
+            try {
+                hold.close();
+            } finally {
+                transactionEnded();
+            }
         }
 
         @Override

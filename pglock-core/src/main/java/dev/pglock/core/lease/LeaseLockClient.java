@@ -374,8 +374,13 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             System.nanoTime());
     private final ExecutorService connector;
     private final AtomicBoolean heartbeatRunning = new AtomicBoolean();
-    /** Locks a transaction confirmed and still holds the row of, until they are released. */
-    private final Set<LeaseLock> confirmedInTransactions = ConcurrentHashMap.newKeySet();
+    /**
+     * Locks whose row a transaction holds since it confirmed them, with how many such transactions
+     * have not ended yet (shared locks: several): heartbeats leave them alone meanwhile. Each
+     * confirming transaction lock takes its count back when it is released, after its transaction;
+     * the acquisition may go on (another hold of this client keeps it), renewed again from then on.
+     */
+    private final Map<LeaseLock, Integer> confirmedInTransactions = new ConcurrentHashMap<>();
     /** Numbers this client's acquisitions: each one's holder entry is {@code owner#n}. */
     private final AtomicLong acquisitions = new AtomicLong();
     /** {@code owner#}: every holder entry of this client starts with it. */
@@ -597,7 +602,6 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             // about to renew it (shared locks are renewed after rowOrder is let go, as other clients'
             // transactions can hold them up): that round waits for this transaction, a wait
             // PostgreSQL sees, as it was before exclusive locks had a statement of their own.
-            boolean added;
             try {
                 rowOrder.lockInterruptibly();
             } catch (InterruptedException e) {
@@ -606,7 +610,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                         + " interrupted", e);
             }
             try {
-                added = confirmedInTransactions.add(lock); // false: another transaction confirms it too (shared)
+                confirmedInTransactions.merge(lock, 1, Integer::sum); // more than 1: other transactions too (shared)
             } finally {
                 rowOrder.unlock();
             }
@@ -616,12 +620,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 ps.setString(2, namespace);
                 ps.setString(3, lock.key());
                 ps.setString(4, lock.holder);
-                long sentAt = System.nanoTime();
                 if (ps.executeUpdate() == 1) {
-                    // The confirmation renewed the lease like a heartbeat, and the transaction now holds
-                    // the row until it ends: heartbeats leave this lock alone meanwhile (they would wait
-                    // for the commit, holding up every other lock's renewal).
-                    extendTrust(lock, sentAt);
+                    // The transaction now holds the row until it ends: heartbeats leave this lock alone
+                    // meanwhile (they would wait for the commit, holding up every other lock's renewal).
+                    // The confirmation renewed the lease in the row, but only if the transaction
+                    // commits: the client's trust stays what the last heartbeat gave, as after a
+                    // rollback the row's lease is that one again.
                     confirmed = true;
                     return null;
                 }
@@ -631,11 +635,16 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 throw new LockDatabaseException("confirming lock '" + lock.key() + "' in the transaction failed: "
                         + e.getMessage(), e);
             } finally {
-                if (!confirmed && added) {
-                    confirmedInTransactions.remove(lock);
+                if (!confirmed) {
+                    transactionEnded(lock);
                 }
             }
-        });
+        }, this::transactionEnded);
+    }
+
+    /** A transaction that confirmed {@code lock} has ended: heartbeats renew it again unless another runs. */
+    private void transactionEnded(LeaseLock lock) {
+        confirmedInTransactions.computeIfPresent(lock, (l, running) -> running == 1 ? null : running - 1);
     }
 
     @Override
@@ -751,7 +760,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** Each release names its own acquisition, so it cannot touch a hold this client took since. */
     @Override
     protected void releaseUntrusted(List<LeaseLock> locks) {
-        locks.forEach(confirmedInTransactions::remove);
+        locks.forEach(confirmedInTransactions::remove); // no transaction's hold of them can be renewed
         // Retried past the lease this client knows of: a heartbeat held up in the network (in a proxy
         // or pooler) can still reach the server later and extend the row, and after a restart or a
         // failover the pool may first hand out several connections that died with the old server.
@@ -1322,7 +1331,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 // then. Not the locks a transaction has confirmed: it holds their rows until it ends.
                 List<LeaseLock> held = heldLocks();
                 if (!confirmedInTransactions.isEmpty()) {
-                    held.removeIf(confirmedInTransactions::contains);
+                    held.removeIf(confirmedInTransactions::containsKey);
                 }
                 Runnable listed = heartbeatListedForTests;
                 if (listed != null) {

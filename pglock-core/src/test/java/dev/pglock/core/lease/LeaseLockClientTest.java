@@ -226,6 +226,55 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThat(other.release()).isTrue();
     }
 
+    /**
+     * A transaction's confirmation keeps the heartbeat off its lock only while that transaction runs.
+     * Before, the lock stayed off it for as long as the acquisition lived: a shared lock that another
+     * hold of the client kept after the transaction was never renewed again, and was lost a lease later.
+     */
+    @Test
+    void aLockConfirmedInATransactionIsRenewedAgainOnceTheTransactionEnded() throws Exception {
+        LeaseLockClient a = pausedClient();
+        HeldLock kept = a.acquire(LockRequest.of("tx-joint").shared());
+        java.sql.Connection tx = transaction();
+        dev.pglock.core.TransactionLock joined = a.tryAcquireInTransaction(tx, LockRequest.of("tx-joint").shared())
+                .orElseThrow();
+        joined.confirmBeforeCommit();
+        tx.commit();
+        assertThat(joined.release()).isTrue();
+
+        long before = queryLong("SELECT record_version FROM " + table + " WHERE lock_key = 'tx-joint'");
+        CompletableFuture.runAsync(a::sendHeartbeat).get(10, TimeUnit.SECONDS);
+        assertThat(queryLong("SELECT record_version FROM " + table + " WHERE lock_key = 'tx-joint'"))
+                .as("the lock the other hold keeps was renewed after the transaction").isGreaterThan(before);
+        assertThat(kept.release()).isTrue();
+    }
+
+    /**
+     * A confirmation renews the lease only if its transaction commits, so it must not make the client
+     * trust the lock longer. Before, it did: after a rollback the row's lease was the old one again,
+     * another client took the key when it ended, and this client still said it held it.
+     */
+    @Test
+    void aConfirmationRolledBackDoesNotMakeTheLockTrustedPastItsLease() throws Exception {
+        LeaseLockClient a = closeLater((LeaseLockClient) builder(counting).lease(Duration.ofSeconds(1))
+                .heartbeatInterval(Duration.ofMillis(400)).build());
+        a.heartbeatsPausedForTests = true; // the lease then ends a second after it was taken
+        LockClient b = client();
+        HeldLock kept = a.acquire(LockRequest.of("tx-undone").shared());
+        await().atMost(PROMPTLY).until(() -> leaseLeftMillis("tx-undone") < 500); // past the safety margin
+        java.sql.Connection tx = transaction();
+        dev.pglock.core.TransactionLock joined = a.tryAcquireInTransaction(tx, LockRequest.of("tx-undone").shared())
+                .orElseThrow();
+        joined.confirmBeforeCommit(); // renews the row for a second, in the transaction
+        tx.rollback(); // and that renewal is gone
+        joined.release();
+
+        HeldLock taker = await().atMost(PROMPTLY).until(() -> b.tryAcquire(LockRequest.of("tx-undone")).orElse(null),
+                java.util.Objects::nonNull);
+        assertThat(kept.isHeld()).as("still trusted while another client holds the key").isFalse();
+        taker.release();
+    }
+
     @Test
     void aReadOnlyTransactionCannotTakeALeaseLock() throws Exception {
         LockClient a = client();
