@@ -56,7 +56,8 @@ public @interface DistributedLock {
      * an object with {@code Object}'s {@code toString} is refused at the call.
      *
      * <p>Default: the target class's fully qualified name, a dot, the method name and its parameter
-     * types, e.g. {@code "com.example.Jobs.report()"} or {@code "com.example.Accounts.touch(long)"}:
+     * types' fully qualified names, e.g. {@code "com.example.Jobs.report()"} or
+     * {@code "com.example.Accounts.touch(long,java.lang.String)"}:
      * distinct across packages and overloads, and the same on every replica (never a proxy's name).
      */
     @AliasFor("value")

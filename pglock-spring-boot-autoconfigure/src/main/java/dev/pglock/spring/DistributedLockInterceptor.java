@@ -160,16 +160,32 @@ final class DistributedLockInterceptor implements MethodInterceptor {
         try {
             result = invocation.proceed();
         } catch (Throwable t) {
-            lock.close();
+            LockTemplate.finish(lock); // at once, or after the caller's transaction
             throw t;
         } finally {
             LockContext.pop();
         }
         if (result == null) {
-            lock.close();
+            LockTemplate.finish(lock);
             return null;
         }
         CompletionStage<?> stage = (CompletionStage<?>) result;
+        if (LockSynchronization.active()) {
+            // Inside a transaction the method did not start (its work may have joined it on this
+            // thread before it returned the stage): released once both the stage and that
+            // transaction have completed, checked before the commit, like a synchronous method. The
+            // caller gets the stage itself, which does not wait for the release: a caller that waited
+            // for it inside the transaction would otherwise wait for its own commit.
+            java.util.concurrent.atomic.AtomicInteger pending = new java.util.concurrent.atomic.AtomicInteger(2);
+            Runnable releaseAfterBoth = () -> {
+                if (pending.decrementAndGet() == 0) {
+                    AsyncSupport.release(lock, () -> { });
+                }
+            };
+            LockSynchronization.afterCompletion(lock, releaseAfterBoth);
+            stage.whenComplete((value, error) -> releaseAfterBoth.run());
+            return result;
+        }
         if (!futureType) { // a stage of a type of its own goes back as it came; released when it completes
             stage.whenComplete((value, error) -> AsyncSupport.release(lock, () -> { }));
             return stage;

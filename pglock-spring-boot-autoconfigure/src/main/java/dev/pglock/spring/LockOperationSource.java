@@ -222,11 +222,12 @@ final class LockOperationSource {
 
     /**
      * The key of a method without one: the (user, never the proxy's) class's fully qualified name, the method
-     * and its parameter types. Distinct across packages and overloads, the same on every replica.
+     * and its parameter types' fully qualified names (simple names made overloads on two packages'
+     * same-named types share a lock). Distinct across packages and overloads, the same on every replica.
      */
     static String defaultKey(Class<?> owner, Method method) {
         String key = owner.getName() + "." + method.getName() + "("
-                + Arrays.stream(method.getParameterTypes()).map(Class::getSimpleName).collect(Collectors.joining(","))
+                + Arrays.stream(method.getParameterTypes()).map(Class::getTypeName).collect(Collectors.joining(","))
                 + ")";
         if (key.length() <= LockRequest.MAX_KEY_LENGTH) {
             return key;

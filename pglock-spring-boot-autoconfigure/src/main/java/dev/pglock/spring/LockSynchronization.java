@@ -18,7 +18,8 @@ import org.springframework.transaction.support.TransactionSynchronizationManager
  */
 final class LockSynchronization implements TransactionSynchronization {
 
-    private record Tied(HeldLock lock, boolean release) {
+    /** A lock, and what to do once the transaction has completed (null: nothing, its holder releases it). */
+    private record Tied(HeldLock lock, Runnable afterCompletion) {
     }
 
     private final List<Tied> locks = new ArrayList<>();
@@ -33,12 +34,17 @@ final class LockSynchronization implements TransactionSynchronization {
 
     /** Checks the lock before the commit and releases it once the transaction has completed. */
     static void releaseAfterCompletion(HeldLock lock) {
-        current().locks.add(new Tied(lock, true));
+        current().locks.add(new Tied(lock, lock::close));
+    }
+
+    /** Checks the lock before the commit and runs {@code then} once the transaction has completed. */
+    static void afterCompletion(HeldLock lock, Runnable then) {
+        current().locks.add(new Tied(lock, then));
     }
 
     /** Checks the lock before the commit; its holder releases it. */
     static void checkBeforeCommit(HeldLock lock) {
-        current().locks.add(new Tied(lock, false));
+        current().locks.add(new Tied(lock, null));
     }
 
     private static LockSynchronization current() {
@@ -68,8 +74,9 @@ final class LockSynchronization implements TransactionSynchronization {
     @Override
     public void afterCompletion(int status) {
         for (int i = locks.size() - 1; i >= 0; i--) {
-            if (locks.get(i).release()) {
-                locks.get(i).lock().close();
+            Runnable then = locks.get(i).afterCompletion();
+            if (then != null) {
+                then.run();
             }
         }
     }

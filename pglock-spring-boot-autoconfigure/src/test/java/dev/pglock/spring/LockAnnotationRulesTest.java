@@ -123,7 +123,8 @@ class LockAnnotationRulesTest {
 
     /**
      * Before: the default key was the simple class name and the method name, so same-named classes
-     * in two packages, and overloads, shared one lock.
+     * in two packages, and overloads, shared one lock; then the parameter types were still named by
+     * their simple names, so overloads on two packages' same-named types shared one.
      */
     @Test
     void defaultKeysAreDistinctAcrossPackagesAndOverloadsAndNeverNameTheProxy() {
@@ -132,11 +133,13 @@ class LockAnnotationRulesTest {
                     var a = context.getBean(dev.pglock.spring.keys.a.Jobs.class);
                     var b = context.getBean(dev.pglock.spring.keys.b.Jobs.class);
                     assertThat(AopUtils.isCglibProxy(a)).isTrue();
-                    List<String> keys = List.of(a.run(), a.run("t"), a.run(1L), b.run(), b.run("t"));
+                    List<String> keys = List.of(a.run(), a.run("t"), a.run(1L), b.run(), b.run("t"),
+                            a.run(new dev.pglock.spring.keys.a.Jobs()), a.run(new dev.pglock.spring.keys.b.Jobs()));
                     assertThat(keys).doesNotHaveDuplicates().noneMatch(key -> key.contains("$$"));
                     assertThat(keys.get(0)).isEqualTo("dev.pglock.spring.keys.a.Jobs.run()");
-                    assertThat(keys.get(1)).isEqualTo("dev.pglock.spring.keys.a.Jobs.run(String)");
+                    assertThat(keys.get(1)).isEqualTo("dev.pglock.spring.keys.a.Jobs.run(java.lang.String)");
                     assertThat(keys.get(2)).isEqualTo("dev.pglock.spring.keys.a.Jobs.run(long)");
+                    assertThat(keys.get(6)).isEqualTo("dev.pglock.spring.keys.a.Jobs.run(dev.pglock.spring.keys.b.Jobs)");
                 });
     }
 

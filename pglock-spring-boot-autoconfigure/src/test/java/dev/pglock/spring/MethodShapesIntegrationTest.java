@@ -20,6 +20,8 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
@@ -254,10 +256,15 @@ abstract class MethodShapesIntegrationTest {
     /**
      * Two contexts as two replicas. Replica A's locked method runs inside a transaction its caller
      * started; before, its lock was released when it returned, and replica B got in and read the
-     * counter before A committed. Now B gets the lock only after A's commit, and sees it.
+     * counter before A committed. Now B gets the lock only after A's commit, and sees it. The same
+     * for a method that returns a CompletableFuture (its update joined the caller's transaction on
+     * the caller's thread): before, its lock was released when the future completed, before the
+     * commit; the caller waits for the future inside the transaction, which must not wait for the
+     * release.
      */
-    @Test
-    void insideACallersTransactionTheLockIsReleasedOnlyAfterItCommits() {
+    @ParameterizedTest
+    @ValueSource(booleans = {false, true})
+    void insideACallersTransactionTheLockIsReleasedOnlyAfterItCommits(boolean returnsAFuture) {
         runner().run(replicaA -> runner().run(replicaB -> {
             Outer outer = replicaA.getBean(Outer.class);
             LockTemplate templateB = replicaB.getBean(LockTemplate.class);
@@ -265,7 +272,7 @@ abstract class MethodShapesIntegrationTest {
             CountDownLatch returned = new CountDownLatch(1);
             CountDownLatch commit = new CountDownLatch(1);
 
-            Future<?> a = threads.submit(() -> outer.incrementThenWait(returned, commit));
+            Future<?> a = threads.submit(() -> outer.incrementThenWait(returnsAFuture, returned, commit));
             assertThat(returned.await(10, TimeUnit.SECONDS)).isTrue();
             assertThat(templateB.tryExecute("counter", lock -> read(jdbcB)).ran())
                     .as("replica B cannot lock before replica A's transaction commits").isFalse();
@@ -548,6 +555,12 @@ abstract class MethodShapesIntegrationTest {
         public void increment() {
             jdbc.update("UPDATE " + table + " SET value = value + 1 WHERE id = 1");
         }
+
+        @DistributedLock(key = "'counter'", waitAtMost = "10s")
+        public CompletableFuture<Void> incrementAndComplete() {
+            jdbc.update("UPDATE " + table + " SET value = value + 1 WHERE id = 1");
+            return CompletableFuture.completedFuture(null);
+        }
     }
 
     static class Outer {
@@ -558,8 +571,12 @@ abstract class MethodShapesIntegrationTest {
         }
 
         @Transactional
-        public void incrementThenWait(CountDownLatch returned, CountDownLatch commit) {
-            counter.increment();
+        public void incrementThenWait(boolean returnsAFuture, CountDownLatch returned, CountDownLatch commit) {
+            if (returnsAFuture) {
+                counter.incrementAndComplete().join();
+            } else {
+                counter.increment();
+            }
             returned.countDown();
             try {
                 commit.await(10, TimeUnit.SECONDS);

@@ -20,4 +20,15 @@ public class Jobs {
     public String run(long tenant) {
         return LockContext.current().key();
     }
+
+    /** Overloads whose parameter types share a simple name (Jobs), from two packages. */
+    @DistributedLock
+    public String run(Jobs other) {
+        return LockContext.current().key();
+    }
+
+    @DistributedLock
+    public String run(dev.pglock.spring.keys.b.Jobs other) {
+        return LockContext.current().key();
+    }
 }
