@@ -53,7 +53,8 @@ public @interface DistributedLock {
      * {@code ${...}} for properties. A literal needs quotes: {@code "'nightly-report'"}. A {@code #name}
      * that is not a parameter stops the start. The value must identify the lock: a string, number,
      * UUID, enum, or a type that overrides {@code toString} (a record); an array, a collection, a map or
-     * an object with {@code Object}'s {@code toString} is refused at the call.
+     * an object with {@code Object}'s {@code toString} (also behind a proxy) is refused at the call, as is
+     * an expression that fails, naming the method and the expression.
      *
      * <p>Default: the target class's fully qualified name, a dot, the method name and its parameter
      * types' fully qualified names, e.g. {@code "com.example.Jobs.report()"} or

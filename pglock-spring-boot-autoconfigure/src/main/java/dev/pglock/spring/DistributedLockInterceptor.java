@@ -13,8 +13,10 @@ import org.aopalliance.intercept.MethodInvocation;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import org.springframework.aop.ProxyMethodInvocation;
+import org.springframework.aop.framework.AopProxyUtils;
 import org.springframework.aop.support.AopUtils;
 import org.springframework.beans.factory.ObjectProvider;
+import org.springframework.util.ClassUtils;
 import org.springframework.util.ReflectionUtils;
 
 /**
@@ -245,16 +247,23 @@ final class DistributedLockInterceptor implements MethodInterceptor {
         if (operation.fixedKey() != null) {
             return operation.fixedKey();
         }
-        Object value = evaluator.evaluate(operation.keyExpression(), operation.method(),
-                targetClass != null ? targetClass : operation.method().getDeclaringClass(), target,
-                invocation.getArguments());
-        if (value == null || value.toString().isBlank()) {
+        Object value;
+        try {
+            value = evaluator.evaluate(operation.keyExpression(), operation.method(),
+                    targetClass != null ? targetClass : operation.method().getDeclaringClass(), target,
+                    invocation.getArguments());
+        } catch (org.springframework.expression.EvaluationException e) {
+            throw new IllegalArgumentException(operation.description() + ": key expression '"
+                    + operation.keyExpression() + "' failed: " + e.getMessage(), e);
+        }
+        String string = value == null ? null : value.toString();
+        if (string == null || string.isBlank()) {
             throw new IllegalArgumentException(operation.description() + ": key expression '"
                     + operation.keyExpression() + "' evaluated to " + (value == null ? "null" : "'" + value + "'")
                     + ". If it names a parameter, compile with -parameters (Spring Boot's build plugins do) or use"
                     + " #p0 / #a0");
         }
-        if (!identifiesALock(value)) {
+        if (!identifiesALock(value, string)) {
             throw new IllegalArgumentException(operation.description() + ": key expression '"
                     + operation.keyExpression() + "' evaluated to a " + value.getClass().getName()
                     + ", whose string form does not identify a lock (" + (value.getClass().isArray() ? "an array"
@@ -262,11 +271,11 @@ final class DistributedLockInterceptor implements MethodInterceptor {
                                     : "Object's identity toString, different for every instance")
                     + "). Use a string, number, UUID, enum, or a value with its own toString, e.g. '#order.id'");
         }
-        return value.toString();
+        return string;
     }
 
-    /** Whether a key value's string form stably identifies a lock. */
-    static boolean identifiesALock(Object value) {
+    /** Whether a key value's string form ({@code string}) stably identifies a lock. */
+    static boolean identifiesALock(Object value, String string) {
         if (value instanceof CharSequence || value instanceof Number || value instanceof Boolean
                 || value instanceof Character || value instanceof UUID || value instanceof Enum<?>) {
             return true;
@@ -275,6 +284,26 @@ final class DistributedLockInterceptor implements MethodInterceptor {
         if (type.isArray() || value instanceof Collection<?> || value instanceof Map<?, ?>) {
             return false;
         }
-        return STABLE_TO_STRING.get(type);
+        // A proxy (Spring AOP, a JDK proxy, a lazy JPA reference) declares toString but may forward it
+        // to a target with Object's: judged by its target class where Spring knows it, and by its string.
+        return STABLE_TO_STRING.get(AopProxyUtils.ultimateTargetClass(value)) && !looksLikeIdentity(string, type);
+    }
+
+    /**
+     * Whether {@code string} is Object's identity form, "class name@hash" naming a class that
+     * exists, as a proxy that forwards toString to a plain target answers.
+     */
+    private static boolean looksLikeIdentity(String string, Class<?> type) {
+        int at = string.lastIndexOf('@');
+        if (at <= 0 || at == string.length() - 1 || string.length() - at > 9) {
+            return false;
+        }
+        for (int i = at + 1; i < string.length(); i++) {
+            if (Character.digit(string.charAt(i), 16) < 0 || Character.isUpperCase(string.charAt(i))) {
+                return false;
+            }
+        }
+        String name = string.substring(0, at);
+        return ClassUtils.isPresent(name, type.getClassLoader());
     }
 }

@@ -110,9 +110,28 @@ class LockAnnotationRulesTest {
                     .hasMessageContaining("a collection");
             assertThatThrownBy(() -> keys.allArguments("a", 1)).isInstanceOf(IllegalArgumentException.class)
                     .hasMessageContaining("#root.args");
+            // Proxies of a value without its own toString (a lazy JPA reference, a Spring AOP proxy)
+            // declare toString, but forward it to Object's: before, they passed, and every call locked
+            // a key of its own.
+            org.springframework.aop.framework.ProxyFactory cglib = new org.springframework.aop.framework.ProxyFactory(
+                    new Plain());
+            cglib.setProxyTargetClass(true);
+            Object jdk = new org.springframework.aop.framework.ProxyFactory(new Plain()).getProxy();
+            Object generic = java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                    new Class<?>[] {Runnable.class}, (proxy, method, args) -> method.invoke(new Plain(), args));
+            for (Object proxy : List.of(cglib.getProxy(), jdk, generic)) {
+                assertThatThrownBy(() -> keys.on(proxy)).as(proxy.getClass().getName())
+                        .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("identity");
+            }
+            // A key expression that fails names the method and the expression, not only SpEL's code.
+            assertThatThrownBy(() -> keys.onCustomer(new Order(null))).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("KeyValues.onCustomer(..)").hasMessageContaining("'#order.customer.id'")
+                    .hasRootCauseInstanceOf(org.springframework.expression.spel.SpelEvaluationException.class);
             assertThat(keys.runs()).as("nothing ran").isZero();
 
             assertThat(keys.on("customer-7")).isEqualTo("customer-7");
+            assertThat(keys.on("me@beef")).as("a string is taken as it is").isEqualTo("me@beef");
+            assertThat(keys.onCustomer(new Order(new Customer(7)))).isEqualTo("7");
             assertThat(keys.on(42L)).isEqualTo("42");
             UUID id = UUID.randomUUID();
             assertThat(keys.on(id)).isEqualTo(id.toString());
@@ -348,6 +367,12 @@ class LockAnnotationRulesTest {
             return LockContext.current().key();
         }
 
+        @DistributedLock(key = "#order.customer.id")
+        public String onCustomer(Order order) {
+            runs.incrementAndGet();
+            return LockContext.current().key();
+        }
+
         @DistributedLock(key = "#root.args")
         public void allArguments(String a, int b) {
             runs.incrementAndGet();
@@ -357,6 +382,19 @@ class LockAnnotationRulesTest {
         public boolean heldInside(String key) {
             return LockContext.current().isHeld();
         }
+    }
+
+    /** A value with Object's toString; its proxies forward toString to it. */
+    public static class Plain implements Runnable {
+        @Override
+        public void run() {
+        }
+    }
+
+    public record Customer(long id) {
+    }
+
+    public record Order(Customer customer) {
     }
 
     static class HeldAfterCommit {
