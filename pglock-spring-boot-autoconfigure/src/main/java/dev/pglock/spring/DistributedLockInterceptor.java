@@ -171,38 +171,7 @@ final class DistributedLockInterceptor implements MethodInterceptor {
             LockTemplate.finish(lock);
             return null;
         }
-        CompletionStage<?> stage = (CompletionStage<?>) result;
-        if (LockSynchronization.active()) {
-            // Inside a transaction the method did not start (its work may have joined it on this
-            // thread before it returned the stage): released once both the stage and that
-            // transaction have completed, checked before the commit, like a synchronous method. The
-            // caller gets the stage itself, which does not wait for the release: a caller that waited
-            // for it inside the transaction would otherwise wait for its own commit.
-            java.util.concurrent.atomic.AtomicInteger pending = new java.util.concurrent.atomic.AtomicInteger(2);
-            Runnable releaseAfterBoth = () -> {
-                if (pending.decrementAndGet() == 0) {
-                    AsyncSupport.release(lock, () -> { });
-                }
-            };
-            LockSynchronization.afterCompletion(lock, releaseAfterBoth);
-            stage.whenComplete((value, error) -> releaseAfterBoth.run());
-            return result;
-        }
-        if (!futureType) { // a stage of a type of its own goes back as it came; released when it completes
-            stage.whenComplete((value, error) -> AsyncSupport.release(lock, () -> { }));
-            return stage;
-        }
-        // The caller's future completes once the lock is released (also when the release runs off an
-        // event loop), so a caller that waits for it and calls again finds the key free.
-        CompletableFuture<Object> released = new CompletableFuture<>();
-        stage.whenComplete((value, error) -> AsyncSupport.release(lock, () -> {
-            if (error != null) {
-                released.completeExceptionally(error);
-            } else {
-                released.complete(value);
-            }
-        }));
-        return released;
+        return LockTemplate.releasedWhenComplete(lock, (CompletionStage<?>) result, futureType);
     }
 
     /** The lock, or null when it is held elsewhere; during shutdown a skipping method gets null too. */

@@ -10,7 +10,10 @@ import java.util.function.Consumer;
  * Runs code while holding a distributed lock; implemented by {@link LockTemplate}, the programmatic
  * twin of {@link DistributedLock}, with the same rules: the lock is released when the code returns
  * or throws (inside a transaction the code did not start, when that transaction completes), and the
- * exception passes through unchanged, checked or not.
+ * exception passes through unchanged, checked or not. Code that returns a {@code CompletionStage}
+ * keeps the lock until it completes (a {@code CompletableFuture} returned completes after the
+ * release); code that returns a publisher (Mono, Flux), whose work would begin only once subscribed,
+ * is refused with an {@link IllegalStateException} and the lock given back.
  *
  * <p>Requests: the key-only methods apply the configured defaults ({@code pglock.wait},
  * {@code pglock.hold-at-least}). To change one value and keep the others, start from

@@ -10,7 +10,10 @@ import java.sql.Connection;
 import java.time.Duration;
 import java.util.Map;
 import java.util.Objects;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionStage;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.Consumer;
 import java.util.function.Function;
 import javax.sql.DataSource;
@@ -250,16 +253,72 @@ public class LockTemplate implements LockOperations {
     /**
      * Step two: runs the body with the lock visible in {@link LockContext}, then releases it whatever
      * happens: at once, or, inside a transaction that the body did not start, once that transaction
-     * has completed (checking the lock before its commit).
+     * has completed (checking the lock before its commit). A body that answers a
+     * {@link CompletionStage} keeps the lock until it completes (see {@link #releasedWhenComplete});
+     * one that answers a publisher (Mono, Flux, ...), whose work would only begin once subscribed,
+     * after the release, is refused.
      */
+    @SuppressWarnings("unchecked")
     <T, E extends Throwable> T runHolding(HeldLock lock, Invocation<T, E> body) throws E {
+        boolean handedOver = false;
         LockContext.push(lock);
         try {
-            return body.proceed();
+            T result = body.proceed();
+            if (result instanceof CompletionStage<?> stage && !(lock instanceof TransactionLock)) {
+                handedOver = true;
+                return (T) releasedWhenComplete(lock, stage, result.getClass() == CompletableFuture.class);
+            }
+            if (result != null && AsyncSupport.isReactive(result.getClass())) {
+                throw new IllegalStateException("the work under lock '" + lock.key() + "' returned a "
+                        + result.getClass().getName() + ", whose work begins only once it is subscribed, after"
+                        + " the lock was released: the lock is given back and the publisher not returned. Put"
+                        + " @DistributedLock on a method that returns it (the lock is then taken on subscription"
+                        + " and held until it completes), or take the lock inside the publisher");
+            }
+            return result;
         } finally {
             LockContext.pop();
-            finish(lock);
+            if (!handedOver) {
+                finish(lock);
+            }
         }
+    }
+
+    /**
+     * Keeps {@code lock} until {@code stage} completes, then releases it on the thread that completed
+     * it (off it, when that one must not block). Answers what the caller gets: with {@code replace},
+     * a new future that completes once the lock is released, so a caller that waits for it and locks
+     * again finds the key free; otherwise the stage itself. Inside a transaction the work did not
+     * start, the lock is checked before that transaction commits and released once both the stage and
+     * the transaction have completed (work done on the calling thread before the stage was returned
+     * joined that transaction), and the caller gets the stage itself: waiting for the release inside
+     * the transaction would wait for its own commit.
+     */
+    static CompletionStage<?> releasedWhenComplete(HeldLock lock, CompletionStage<?> stage, boolean replace) {
+        if (LockSynchronization.active()) {
+            AtomicInteger pending = new AtomicInteger(2);
+            Runnable releaseAfterBoth = () -> {
+                if (pending.decrementAndGet() == 0) {
+                    AsyncSupport.release(lock, () -> { });
+                }
+            };
+            LockSynchronization.afterCompletion(lock, releaseAfterBoth);
+            stage.whenComplete((value, error) -> releaseAfterBoth.run());
+            return stage;
+        }
+        if (!replace) {
+            stage.whenComplete((value, error) -> AsyncSupport.release(lock, () -> { }));
+            return stage;
+        }
+        CompletableFuture<Object> released = new CompletableFuture<>();
+        stage.whenComplete((value, error) -> AsyncSupport.release(lock, () -> {
+            if (error != null) {
+                released.completeExceptionally(error);
+            } else {
+                released.complete(value);
+            }
+        }));
+        return released;
     }
 
     /** Releases a lock whose work has returned, or leaves it to the surrounding transaction. */

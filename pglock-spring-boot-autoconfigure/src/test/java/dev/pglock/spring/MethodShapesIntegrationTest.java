@@ -156,6 +156,39 @@ abstract class MethodShapesIntegrationTest {
         });
     }
 
+    /**
+     * LockTemplate follows the same rules as the annotation: a callback's future holds the lock until
+     * it completes, and a publisher, whose work would run only once subscribed (after the callback
+     * returned), is refused with the lock given back. Before, both were released as the callback
+     * returned, while the future's work ran or before the publisher's began.
+     */
+    @Test
+    void aTemplateCallbacksFutureHoldsTheLockUntilItCompletesAndAPublisherIsRefused() {
+        runner().run(context -> {
+            LockTemplate template = context.getBean(LockTemplate.class);
+            LockClient other = otherReplica();
+            CompletableFuture<String> work = new CompletableFuture<>();
+
+            CompletableFuture<String> result = template.execute("tpl-cf", lock -> work.thenApply(v -> v + "!"));
+
+            assertThat(result).isNotDone();
+            assertThat(other.tryAcquire(LockRequest.of("tpl-cf"))).as("held while the work runs").isEmpty();
+            threads.submit(() -> work.complete("done"));
+            assertThat(result.get(10, TimeUnit.SECONDS)).isEqualTo("done!");
+            HeldLock next = other.tryAcquire(LockRequest.of("tpl-cf")).orElse(null);
+            assertThat(next).as("released before the caller saw the result").isNotNull();
+            next.release();
+
+            AtomicBoolean subscribed = new AtomicBoolean();
+            assertThatThrownBy(() -> template.execute("tpl-mono",
+                    lock -> Mono.fromCallable(() -> subscribed.getAndSet(true))))
+                    .isInstanceOf(IllegalStateException.class).hasMessageContaining("tpl-mono")
+                    .hasMessageContaining("Mono").hasMessageContaining("@DistributedLock");
+            assertThat(subscribed).as("nothing subscribed").isFalse();
+            assertThat(other.tryAcquire(LockRequest.of("tpl-mono"))).as("given back").isPresent();
+        });
+    }
+
     @Test
     void aFutureMethodThatWouldWaitOnAnEventLoopIsRefusedAndOneThatCannotHaveTheLockFails() {
         runner().run(context -> {
