@@ -16,7 +16,8 @@ public interface LeaderCallbacks {
     /**
      * This candidate is no longer the leader: it stepped down ({@link Leadership#yieldLeadership()}),
      * ended its candidacy, or lost the lock ({@code lock.isHeld()} is false then). Work done for the
-     * leadership must stop.
+     * leadership must stop. When it steps down or ends its candidacy, the lock is given back only once
+     * this returns, so no other candidate is elected while it runs.
      */
     default void onRevoked(HeldLock lock) {
     }

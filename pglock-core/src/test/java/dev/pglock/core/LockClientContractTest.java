@@ -1026,7 +1026,7 @@ public abstract class LockClientContractTest {
         assertThat(leaderB.isLeader()).isFalse();
 
         leaderA.yieldLeadership();
-        assertThat(heardA.poll(10, TimeUnit.SECONDS)).isEqualTo("revoked");
+        assertThat(heardA.poll(10, TimeUnit.SECONDS)).as("told before it gives the lock back").isEqualTo("revoked while held");
         assertThat(heardB.poll(10, TimeUnit.SECONDS)).as("B takes over when A steps down").isEqualTo("elected");
         assertThat(leaderA.isLeader()).isFalse();
 
@@ -1045,12 +1045,56 @@ public abstract class LockClientContractTest {
         assertThat(other.isLeader()).as("never two leaders").isFalse();
 
         leader.close();
-        assertThat(leaderHeard.poll(10, TimeUnit.SECONDS)).isEqualTo("revoked");
+        assertThat(leaderHeard.poll(10, TimeUnit.SECONDS)).isEqualTo("revoked while held");
         assertThat(otherHeard.poll(lossNoticedWithin().toMillis(), TimeUnit.MILLISECONDS)).isEqualTo("elected");
         other.close();
-        assertThat(otherHeard.poll(10, TimeUnit.SECONDS)).isEqualTo("revoked");
+        assertThat(otherHeard.poll(10, TimeUnit.SECONDS)).isEqualTo("revoked while held");
         assertThat(heardA).isEmpty();
         assertThat(heardB).isEmpty();
+    }
+
+    /**
+     * A leader that steps down is told it no longer leads before another candidate can be elected:
+     * its onRevoked runs while it still holds the lock. Before, it gave the lock back first, and the
+     * other candidate's onElected ran while this one's onRevoked had not yet returned: two leaders.
+     */
+    @Test
+    void aLeaderThatStepsDownHearsItIsRevokedBeforeAnotherIsElected() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        CountDownLatch electedB = new CountDownLatch(1);
+        CountDownLatch revokingA = new CountDownLatch(1);
+        AtomicBoolean electedWhileARevoked = new AtomicBoolean();
+        Leadership leaderA = closeLater(a.lead("revoked-first", new LeaderCallbacks() {
+            @Override
+            public void onElected(HeldLock lock) {
+            }
+
+            @Override
+            public void onRevoked(HeldLock lock) {
+                revokingA.countDown();
+                try { // as an application's pause of its work that takes a while
+                    electedWhileARevoked.set(electedB.await(1, TimeUnit.SECONDS));
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+        }));
+        await().atMost(PROMPTLY).until(leaderA::isLeader);
+        Leadership leaderB = closeLater(b.lead("revoked-first", new LeaderCallbacks() {
+            @Override
+            public void onElected(HeldLock lock) {
+                electedB.countDown();
+            }
+        }));
+        awaitWaiterInDatabase("revoked-first");
+
+        leaderA.yieldLeadership();
+
+        assertThat(revokingA.await(10, TimeUnit.SECONDS)).isTrue();
+        assertThat(electedB.await(10, TimeUnit.SECONDS)).as("B leads after A stepped down").isTrue();
+        assertThat(electedWhileARevoked).as("B elected while A's onRevoked ran").isFalse();
+        assertThat(leaderB.isLeader()).isTrue();
     }
 
     /** The mode's name and the arguments that make {@link LeaderProcess} a replica like this test's. */

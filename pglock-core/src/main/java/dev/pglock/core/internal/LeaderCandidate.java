@@ -144,11 +144,14 @@ public final class LeaderCandidate implements Leadership {
             synchronized (monitor) {
                 leading = null;
             }
-            held.close(); // quiet when it was lost
+            // Told before the lock is given back: no other candidate can be elected while this one's
+            // onRevoked still runs (pausing its leader's work), so two never lead at once.
             try {
                 callbacks.onRevoked(held);
             } catch (RuntimeException e) {
                 log.warn("leader candidate for '{}': onRevoked threw", key, e);
+            } finally {
+                held.close(); // quiet when it was lost
             }
         }
         if (yielded) {
