@@ -17,7 +17,8 @@ import java.util.function.Consumer;
 
 /**
  * A {@code pg_advisory_xact_lock} on a transaction's own connection. PostgreSQL ends it with the
- * transaction, so the handle only records whether its holder is done with it.
+ * transaction, so the handle records whether its holder is done with it, and the confirmation before
+ * the commit asks the server whether a rollback to a savepoint undid it.
  */
 final class AdvisoryTransactionLock implements TransactionLock {
 
@@ -34,6 +35,11 @@ final class AdvisoryTransactionLock implements TransactionLock {
             + " pg_advisory_xact_lock%1$s(?)";
     private static final String TOKEN = "SELECT nextval(?::regclass)";
     private static final String RESTORE = "SELECT set_config('lock_timeout', ?, true)";
+    // Whether this backend still holds the lock, in the mode it was taken: a rollback to a savepoint
+    // set before it was taken drops it, and the transaction can still commit. Parameters: mode, lock id.
+    private static final String HELD = "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid()"
+            + " AND locktype = 'advisory' AND objsubid = 1 AND granted AND mode = ?"
+            + " AND ((classid::bigint << 32) | objid::bigint) = ?";
     private static final String LOCK_TIMEOUT = "55P03";
     private static final String QUERY_CANCELED = "57014";
 
@@ -43,9 +49,14 @@ final class AdvisoryTransactionLock implements TransactionLock {
     private final String owner;
     private final Instant acquiredAt = Instant.now();
     private final Connection transaction;
+    private final long lockId;
     private volatile boolean released;
+    /** Set when the confirmation found the lock gone from the transaction. */
+    private volatile boolean undone;
 
-    private AdvisoryTransactionLock(String key, boolean shared, Long token, String owner, Connection transaction) {
+    private AdvisoryTransactionLock(String key, boolean shared, Long token, String owner, Connection transaction,
+            long lockId) {
+        this.lockId = lockId;
         this.key = key;
         this.shared = shared;
         this.token = token;
@@ -91,7 +102,7 @@ final class AdvisoryTransactionLock implements TransactionLock {
                 token = fencingSequence == null ? null : drawToken(transaction, fencingSequence);
             }
             return Optional.of(new AdvisoryTransactionLock(request.key(), request.isShared(), token, owner,
-                    transaction));
+                    transaction, lockId));
         } catch (SQLException e) {
             throw AdvisoryLockClient.lockFailed("taking lock '" + request.key() + "' in the transaction", e);
         }
@@ -135,9 +146,30 @@ final class AdvisoryTransactionLock implements TransactionLock {
         }
     }
 
+    /**
+     * The lock is the transaction's own: if the transaction commits holding it, it held it throughout.
+     * It can lose it before that only to a rollback to a savepoint set before it was taken (Spring: a
+     * NESTED method that failed), so the server is asked whether this backend still holds it.
+     */
     @Override
     public void confirmBeforeCommit() {
-        assertHeld(); // the lock is the transaction's own: if it commits, it held the lock throughout
+        assertHeld();
+        long held;
+        try (PreparedStatement ps = transaction.prepareStatement(HELD)) {
+            ps.setString(1, shared ? "ShareLock" : "ExclusiveLock");
+            ps.setLong(2, lockId);
+            try (ResultSet rs = ps.executeQuery()) {
+                rs.next();
+                held = rs.getLong(1);
+            }
+        } catch (SQLException e) {
+            throw new LockDatabaseException("confirming lock '" + key + "' in the transaction failed: "
+                    + e.getMessage(), e);
+        }
+        if (held == 0) {
+            undone = true;
+            assertHeld();
+        }
     }
 
     @Override
@@ -165,7 +197,7 @@ final class AdvisoryTransactionLock implements TransactionLock {
 
     @Override
     public boolean isHeld() {
-        return !released && !closed();
+        return !released && !undone && !closed();
     }
 
     private boolean closed() {
@@ -194,6 +226,11 @@ final class AdvisoryTransactionLock implements TransactionLock {
     public void assertHeld() {
         if (released) {
             throw new IllegalStateException("lock '" + key + "' was released by its holder");
+        }
+        if (undone) {
+            throw new LockLostException(key, LockLostException.Reason.TAKEN_OVER, "the transaction no longer holds it:"
+                    + " a rollback to a savepoint set before it was taken undid it (PostgreSQL drops the locks a"
+                    + " savepoint's work took), and another holder may have had it since", null);
         }
         if (closed()) {
             throw new LockLostException(key, LockLostException.Reason.SESSION_DIED, "the transaction's connection is closed", null);

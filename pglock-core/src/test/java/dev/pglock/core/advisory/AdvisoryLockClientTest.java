@@ -219,6 +219,40 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         assertThat(client().tryAcquire(LockRequest.of("full-0"))).as("closing freed the slots").isPresent();
     }
 
+    /**
+     * PostgreSQL drops a transaction-level lock taken inside a savepoint when the transaction rolls
+     * back to it (Spring: a NESTED method that fails), and the transaction can still commit. Before,
+     * the handle went on saying it held the lock and its confirmation passed, so the transaction
+     * committed without it while another client held the key. The confirmation asks the server now.
+     */
+    @Test
+    void aTransactionLockUndoneByARollbackToASavepointCannotBeConfirmed() throws Exception {
+        LockClient a = client();
+        java.sql.Connection tx = transaction();
+        java.sql.Savepoint before = tx.setSavepoint();
+        dev.pglock.core.TransactionLock undone = a.tryAcquireInTransaction(tx, LockRequest.of("sp-undone"))
+                .orElseThrow();
+        dev.pglock.core.TransactionLock waited = a.tryAcquireInTransaction(tx,
+                LockRequest.of("sp-waited").waitAtMost(Duration.ofSeconds(5))).orElseThrow();
+        tx.rollback(before);
+        HeldLock other = client().tryAcquire(LockRequest.of("sp-undone")).orElseThrow(); // the server let it go
+
+        assertThatThrownBy(undone::confirmBeforeCommit).isInstanceOf(LockLostException.class)
+                .hasMessageContaining("sp-undone").hasMessageContaining("savepoint");
+        assertThat(undone.isHeld()).isFalse();
+        assertThatThrownBy(waited::confirmBeforeCommit).isInstanceOf(LockLostException.class);
+        other.release();
+
+        // Taken after the savepoint was rolled back to, or with one set after it: the lock stays.
+        dev.pglock.core.TransactionLock kept = a.tryAcquireInTransaction(tx, LockRequest.of("sp-kept").shared())
+                .orElseThrow();
+        java.sql.Savepoint after = tx.setSavepoint();
+        tx.rollback(after);
+        kept.confirmBeforeCommit();
+        assertThat(kept.isHeld()).isTrue();
+        tx.commit();
+    }
+
     @Test
     void aStatementTimeoutShorterThanATransactionLocksWaitIsNotAcquiredAndTheTransactionGoesOn() throws Exception {
         LockClient a = client();
