@@ -155,7 +155,12 @@ final class Permits {
         }
     }
 
-    /** One permit as its caller sees it: the permit's lock, with the semaphore's key and the marker beside it. */
+    /**
+     * One permit as its caller sees it: the permit's lock, with the semaphore's key and the marker
+     * beside it. It counts only while both are held: a caller asking for another number of permits
+     * is refused only while some marker names this one, so a permit whose marker is lost is lost
+     * too (told to its holder) and given back.
+     */
     private static final class Permit implements HeldLock {
         private final HeldLock slot;
         private final HeldLock marker;
@@ -163,6 +168,10 @@ final class Permits {
         private final int index;
         private final int permits;
         private final Duration holdAtLeast;
+        /** Set by release() and close(): the holder is done with it. */
+        private volatile boolean releasedByHolder;
+        /** Set when the marker's loss gave the permit's lock back. */
+        private volatile boolean lostWithMarker;
 
         Permit(HeldLock slot, HeldLock marker, String key, int index, int permits, Duration holdAtLeast) {
             this.slot = slot;
@@ -171,6 +180,10 @@ final class Permits {
             this.index = index;
             this.permits = permits;
             this.holdAtLeast = holdAtLeast;
+            marker.onLost(lost -> {
+                lostWithMarker = true;
+                slot.close(); // quiet when the permit is released or lost already
+            });
         }
 
         /**
@@ -213,7 +226,7 @@ final class Permits {
 
         @Override
         public boolean isHeld() {
-            return slot.isHeld();
+            return slot.isHeld() && marker.isHeld();
         }
 
         @Override
@@ -221,23 +234,42 @@ final class Permits {
             return false;
         }
 
+        /** Told once, of whichever is lost first: the permit's lock or its marker. */
         @Override
         public HeldLock onLost(Consumer<LockLostException> listener) {
             Objects.requireNonNull(listener, "listener must not be null");
-            slot.onLost(lost -> listener.accept(renamed(lost)));
+            java.util.concurrent.atomic.AtomicBoolean told = new java.util.concurrent.atomic.AtomicBoolean();
+            slot.onLost(lost -> {
+                if (told.compareAndSet(false, true)) {
+                    listener.accept(renamed(lost));
+                }
+            });
+            marker.onLost(lost -> {
+                if (told.compareAndSet(false, true)) {
+                    listener.accept(markerLost(lost));
+                }
+            });
             return this;
         }
 
         @Override
         public void assertHeld() {
-            try {
-                slot.assertHeld();
-            } catch (LockLostException lost) {
-                throw renamed(lost);
-            } catch (IllegalStateException released) {
-                throw new IllegalStateException("permit " + index + " of semaphore '" + key + "' was released by its"
-                        + " holder");
+            if (!releasedByHolder) {
+                try {
+                    marker.assertHeld(); // its loss gave the permit's lock back: that is why it is gone then
+                } catch (LockLostException lost) {
+                    throw markerLost(lost);
+                }
+                try {
+                    slot.assertHeld();
+                    return;
+                } catch (LockLostException lost) {
+                    throw renamed(lost);
+                } catch (IllegalStateException released) {
+                    // released by its holder after all: said below
+                }
             }
+            throw new IllegalStateException("permit " + index + " of semaphore '" + key + "' was released by its holder");
         }
 
         @Override
@@ -251,11 +283,16 @@ final class Permits {
 
         @Override
         public boolean release() {
+            boolean first = !releasedByHolder;
+            releasedByHolder = true;
             boolean held;
             try {
                 held = slot.release();
             } catch (IllegalStateException twice) {
-                throw new IllegalStateException("permit " + index + " of semaphore '" + key + "' was already released");
+                if (!first || !lostWithMarker) {
+                    throw new IllegalStateException("permit " + index + " of semaphore '" + key + "' was already released");
+                }
+                held = false; // given back when its marker was lost
             }
             releaseMarker();
             return held;
@@ -263,6 +300,7 @@ final class Permits {
 
         @Override
         public void close() {
+            releasedByHolder = true;
             boolean wasHeld = slot.isHeld();
             try {
                 slot.close();
@@ -273,6 +311,16 @@ final class Permits {
                     marker.close();
                 }
             }
+        }
+
+        /** The marker's loss, told as the permit's, with the semaphore's key. */
+        private LockLostException markerLost(LockLostException lost) {
+            String message = lost.getMessage();
+            int at = message.indexOf(" was lost: ");
+            String detail = at < 0 ? message : message.substring(at + " was lost: ".length());
+            return new LockLostException(key, lost.reason(), "its permit " + index + " of " + permits + ", which counts"
+                    + " only while its marker (the shared lock that names the number of permits) is held, and the marker"
+                    + " was lost: " + detail, lost);
         }
 
         /** The permit's loss, told with the semaphore's key. */

@@ -275,6 +275,32 @@ class LeaseLockClientTest extends LockClientContractTest {
         taker.release();
     }
 
+    /**
+     * A permit counts only while its marker (the shared lock that names the semaphore's number of
+     * permits) is held: a caller asking for another number is refused only as long as some marker
+     * names this one. Before, a permit whose marker was lost (its lease no longer trusted) stayed
+     * held, and a caller asking for 5 permits got in beside it: up to 3 + 5 holders.
+     */
+    @Test
+    void aPermitWhoseMarkerIsLostIsLostAndGivenBack() throws Exception {
+        LeaseLockClient a = pausedClient();
+        LockClient b = client();
+        HeldLock permit = a.acquirePermit(LockRequest.of("marked"), 3);
+        CompletableFuture<LockLostException> told = new CompletableFuture<>();
+        permit.onLost(told::complete);
+
+        a.declareUntrustedForTests(dev.pglock.core.internal.PermitKeys.marker("marked", 3));
+
+        assertThat(told.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS)).hasMessageContaining("marked")
+                .hasMessageContaining("marker");
+        assertThat(permit.isHeld()).isFalse();
+        assertThatThrownBy(permit::assertHeld).isInstanceOf(LockLostException.class);
+        await().atMost(PROMPTLY).until(() -> b.getPermits("marked").isEmpty());
+        HeldLock five = b.acquirePermit(LockRequest.of("marked"), 5);
+        assertThat(permit.release()).as("already lost").isFalse();
+        five.release();
+    }
+
     @Test
     void aReadOnlyTransactionCannotTakeALeaseLock() throws Exception {
         LockClient a = client();
