@@ -10,6 +10,7 @@ import java.util.Optional;
 import java.util.Set;
 import java.util.TreeSet;
 import java.util.concurrent.ThreadLocalRandom;
+import java.util.concurrent.TimeUnit;
 import java.util.function.Consumer;
 
 /**
@@ -168,6 +169,8 @@ final class Permits {
         private final int index;
         private final int permits;
         private final Duration holdAtLeast;
+        /** When this permit was handed out, on this process's monotonic clock. */
+        private final long handedOutNanos = System.nanoTime();
         /** Set by release() and close(): the holder is done with it. */
         private volatile boolean releasedByHolder;
         /** Set when the marker's loss gave the permit's lock back. */
@@ -192,8 +195,11 @@ final class Permits {
          * as long as this permit counts.
          */
         private void releaseMarker() {
+            // Timed on this process's clock from when the permit was handed out, which is after it was
+            // taken: the marker never goes before the permit (acquiredAt is the database's clock in
+            // lease mode, which this process's may disagree with).
             long keptFor = holdAtLeast.isZero() ? 0
-                    : Duration.between(Instant.now(), slot.acquiredAt().plus(holdAtLeast)).toMillis();
+                    : TimeUnit.NANOSECONDS.toMillis(holdAtLeast.toNanos() - (System.nanoTime() - handedOutNanos)) + 1;
             if (keptFor <= 0) {
                 marker.close();
             } else {
@@ -300,6 +306,9 @@ final class Permits {
 
         @Override
         public void close() {
+            if (releasedByHolder) {
+                return; // released (or closed) before: its marker's release is under way already
+            }
             releasedByHolder = true;
             boolean wasHeld = slot.isHeld();
             try {

@@ -1264,6 +1264,24 @@ public abstract class LockClientContractTest {
         one.release();
     }
 
+    /**
+     * A permit kept taken by hold-at-least keeps its marker as long, so a caller asking for another
+     * number of permits is still refused. Before, closing the permit after releasing it (the end of a
+     * try-with-resources around an early release) gave the marker back at once.
+     */
+    @Test
+    void aPermitKeptByHoldAtLeastKeepsItsMarkerThroughAReleaseAndAClose() {
+        LockClient a = client();
+        LockClient b = client();
+        HeldLock permit = a.acquirePermit(LockRequest.of("kept-sized").holdAtLeast(Duration.ofSeconds(30)), 3);
+        permit.release();
+        permit.close();
+        assertThatThrownBy(() -> b.tryAcquirePermit(LockRequest.of("kept-sized"), 5))
+                .isInstanceOf(IllegalStateException.class).hasMessageContaining("in use with 3 permits");
+        assertThat(b.tryAcquirePermit(LockRequest.of("kept-sized"), 3)).as("a permit of the 3 is still free")
+                .isPresent();
+    }
+
     @Test
     void aSemaphoreAskedForWithAnotherNumberOfPermitsIsRefusedAndNothingIsTaken() {
         LockClient a = client();
