@@ -747,6 +747,9 @@ public abstract class LockClientContractTest {
         HeldLock held = a.acquire(LockRequest.of("interrupted-close"));
         CompletableFuture<LockLostException> told = new CompletableFuture<>();
         held.onLost(told::complete);
+        // A holder whose listener interrupts its worker, here the closing thread itself (listeners run
+        // on it): that interrupt must not cost the releases either.
+        a.acquire(LockRequest.of("interrupted-close-2")).onLost(lost -> Thread.currentThread().interrupt());
         AtomicBoolean interruptKept = new AtomicBoolean();
         Thread closer = new Thread(() -> {
             a.close(Duration.ofMinutes(10));
@@ -764,6 +767,7 @@ public abstract class LockClientContractTest {
         assertThat(counting.get().abortedConnections()).as("connections aborted instead of given back").isZero();
         assertThat(counting.get().openConnections()).as("connections not given back").isZero();
         assertThat(b.tryAcquire(LockRequest.of("interrupted-close"))).as("freed").isPresent();
+        assertThat(b.tryAcquire(LockRequest.of("interrupted-close-2"))).as("freed").isPresent();
     }
 
     /**

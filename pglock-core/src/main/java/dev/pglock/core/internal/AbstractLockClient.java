@@ -1043,6 +1043,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         try {
             released.forEach(Hold::fireLost); // told before the lock is freed
         } finally {
+            interrupted |= Thread.interrupted(); // a listener's interrupt of this thread, too
             try {
                 closeDatabase(held);
             } finally {
