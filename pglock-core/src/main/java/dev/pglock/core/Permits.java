@@ -175,6 +175,9 @@ final class Permits {
         private volatile boolean releasedByHolder;
         /** Set when the marker's loss gave the permit's lock back. */
         private volatile boolean lostWithMarker;
+        /** The holders' listeners, and the loss once told (guarded by this). */
+        private final List<Consumer<LockLostException>> listeners = new java.util.ArrayList<>();
+        private LockLostException told;
 
         Permit(HeldLock slot, HeldLock marker, String key, int index, int permits, Duration holdAtLeast) {
             this.slot = slot;
@@ -183,8 +186,10 @@ final class Permits {
             this.index = index;
             this.permits = permits;
             this.holdAtLeast = holdAtLeast;
+            slot.onLost(lost -> tell(renamed(lost), false));
             marker.onLost(lost -> {
                 lostWithMarker = true;
+                tell(markerLost(lost), true); // its holders first: nobody else can have the permit before
                 slot.close(); // quiet when the permit is released or lost already
             });
         }
@@ -240,22 +245,48 @@ final class Permits {
             return false;
         }
 
-        /** Told once, of whichever is lost first: the permit's lock or its marker. */
+        /**
+         * Told once, of whichever is lost first: the permit's lock or its marker (at once when it is
+         * lost already). A permit its holder released is not told of its marker's loss.
+         */
         @Override
         public HeldLock onLost(Consumer<LockLostException> listener) {
             Objects.requireNonNull(listener, "listener must not be null");
-            java.util.concurrent.atomic.AtomicBoolean told = new java.util.concurrent.atomic.AtomicBoolean();
-            slot.onLost(lost -> {
-                if (told.compareAndSet(false, true)) {
-                    listener.accept(renamed(lost));
+            LockLostException already;
+            synchronized (this) {
+                already = told;
+                if (already == null) {
+                    listeners.add(listener);
                 }
-            });
-            marker.onLost(lost -> {
-                if (told.compareAndSet(false, true)) {
-                    listener.accept(markerLost(lost));
-                }
-            });
+            }
+            if (already != null) {
+                listener.accept(already);
+            }
             return this;
+        }
+
+        /**
+         * Tells the holders' listeners of the first loss, on the thread that heard it; not of a marker
+         * lost after the holder released the permit (the marker outlives it by its hold-at-least).
+         */
+        private void tell(LockLostException lost, boolean ofMarker) {
+            List<Consumer<LockLostException>> now;
+            synchronized (this) {
+                if (told != null || (ofMarker && releasedByHolder)) {
+                    return;
+                }
+                told = lost;
+                now = List.copyOf(listeners);
+                listeners.clear();
+            }
+            for (Consumer<LockLostException> listener : now) {
+                try {
+                    listener.accept(lost);
+                } catch (RuntimeException e) {
+                    org.slf4j.LoggerFactory.getLogger(Permits.class).warn("an onLost listener of semaphore '{}' threw;"
+                            + " ignored", key, e);
+                }
+            }
         }
 
         @Override

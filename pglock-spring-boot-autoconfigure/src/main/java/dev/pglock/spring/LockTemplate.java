@@ -268,7 +268,7 @@ public class LockTemplate implements LockOperations {
                 handedOver = true;
                 return (T) releasedWhenComplete(lock, stage, result.getClass() == CompletableFuture.class);
             }
-            if (result != null && AsyncSupport.isReactive(result.getClass())) {
+            if (result != null && !(result instanceof CompletionStage<?>) && AsyncSupport.isReactive(result.getClass())) {
                 throw new IllegalStateException("the work under lock '" + lock.key() + "' returned a "
                         + result.getClass().getName() + ", whose work begins only once it is subscribed, after"
                         + " the lock was released: the lock is given back and the publisher not returned. Put"

@@ -287,12 +287,15 @@ class LeaseLockClientTest extends LockClientContractTest {
         LockClient b = client();
         HeldLock permit = a.acquirePermit(LockRequest.of("marked"), 3);
         CompletableFuture<LockLostException> told = new CompletableFuture<>();
+        java.util.concurrent.atomic.AtomicBoolean stillTakenWhenTold = new java.util.concurrent.atomic.AtomicBoolean();
+        permit.onLost(lost -> stillTakenWhenTold.set(!b.getPermits("marked").isEmpty()));
         permit.onLost(told::complete);
 
         a.declareUntrustedForTests(dev.pglock.core.internal.PermitKeys.marker("marked", 3));
 
         assertThat(told.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS)).hasMessageContaining("marked")
                 .hasMessageContaining("marker");
+        assertThat(stillTakenWhenTold).as("its holder is told before the permit is given back").isTrue();
         assertThat(permit.isHeld()).isFalse();
         assertThatThrownBy(permit::assertHeld).isInstanceOf(LockLostException.class);
         await().atMost(PROMPTLY).until(() -> b.getPermits("marked").isEmpty());
