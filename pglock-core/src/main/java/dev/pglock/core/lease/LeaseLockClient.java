@@ -620,12 +620,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 ps.setString(2, namespace);
                 ps.setString(3, lock.key());
                 ps.setString(4, lock.holder);
+                long sentAt = System.nanoTime();
                 if (ps.executeUpdate() == 1) {
                     // The transaction now holds the row until it ends: heartbeats leave this lock alone
-                    // meanwhile (they would wait for the commit, holding up every other lock's renewal).
-                    // The confirmation renewed the lease in the row, but only if the transaction
-                    // commits: the client's trust stays what the last heartbeat gave, as after a
-                    // rollback the row's lease is that one again.
+                    // meanwhile (they would wait for the commit, holding up every other lock's renewal),
+                    // and nobody can take the row over, so the lease is trusted as renewed from the
+                    // confirmation while the transaction runs. Not after it: a rollback undoes the
+                    // renewal, so when the transaction ends the lock is renewed (see transactionEnded).
+                    lock.confirmedUntilNanos = trustedUntil(sentAt, lock.leaseMillis);
                     confirmed = true;
                     return null;
                 }
@@ -636,20 +638,46 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                         + e.getMessage(), e);
             } finally {
                 if (!confirmed) {
-                    transactionEnded(lock);
+                    unregister(lock);
                 }
             }
         }, this::transactionEnded);
     }
 
-    /** A transaction that confirmed {@code lock} has ended: heartbeats renew it again unless another runs. */
-    private void transactionEnded(LeaseLock lock) {
+    /** A confirmation's transaction has ended, or it failed: heartbeats renew the lock again unless another runs. */
+    private void unregister(LeaseLock lock) {
         confirmedInTransactions.computeIfPresent(lock, (l, running) -> running == 1 ? null : running - 1);
+    }
+
+    /**
+     * A transaction that confirmed {@code lock} has ended (its transaction lock is released after it).
+     * When the acquisition goes on (another hold of this client keeps it), the lock is renewed now,
+     * from the row as the transaction left it: extended if it committed, the last heartbeat's lease
+     * if it rolled back (or gone, then reported lost). Only then does the trust the confirmation gave
+     * end, so a holder neither trusts a renewal that was rolled back nor loses a lock whose rounds
+     * skipped it while the transaction ran.
+     */
+    private void transactionEnded(LeaseLock lock) {
+        unregister(lock);
+        if (!lock.ended && !isClosed()) {
+            Set<LeaseLock> gone = java.util.Collections.synchronizedSet(
+                    java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>()));
+            renew(List.of(lock), new java.util.concurrent.atomic.AtomicReference<>(), gone);
+            lock.confirmedUntilNanos = 0;
+            if (!gone.isEmpty()) {
+                lost(gone::contains, Reason.TAKEN_OVER, "its row was taken over, released or deleted by someone else"
+                        + " (the renewal after a transaction that confirmed it found it gone)", null);
+            }
+        } else {
+            lock.confirmedUntilNanos = 0;
+        }
     }
 
     @Override
     protected boolean isTrusted(LeaseLock lock) {
-        return System.nanoTime() - lock.trustedUntilNanos < 0;
+        long now = System.nanoTime();
+        long confirmed = lock.confirmedUntilNanos;
+        return now - lock.trustedUntilNanos < 0 || (confirmed != 0 && now - confirmed < 0);
     }
 
     /** Heartbeats that failed made the lease untrusted; else it simply was not confirmed in time (a pause). */
@@ -760,7 +788,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** Each release names its own acquisition, so it cannot touch a hold this client took since. */
     @Override
     protected void releaseUntrusted(List<LeaseLock> locks) {
-        locks.forEach(confirmedInTransactions::remove); // no transaction's hold of them can be renewed
+        locks.forEach(lock -> {
+            lock.ended = true;
+            confirmedInTransactions.remove(lock); // no transaction's hold of them can be renewed
+        });
         // Retried past the lease this client knows of: a heartbeat held up in the network (in a proxy
         // or pooler) can still reach the server later and extend the row, and after a restart or a
         // failover the pool may first hand out several connections that died with the old server.
@@ -849,7 +880,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     /** By this JVM's clock, when the database's lease of this lock ends at the latest (trust ends a margin before). */
     private long leaseEnd(LeaseLock lock) {
-        return lock.trustedUntilNanos + safetyMargin.toNanos();
+        long confirmed = lock.confirmedUntilNanos; // its transaction may have committed
+        long trusted = lock.trustedUntilNanos;
+        return (confirmed != 0 && confirmed - trusted > 0 ? confirmed : trusted) + safetyMargin.toNanos();
     }
 
     /**
@@ -1142,10 +1175,11 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     @Override
     protected CompletableFuture<Released> releaseInDatabase(LeaseLock lock) {
+        lock.ended = true;
         confirmedInTransactions.remove(lock);
         // The holder's work was protected while the lease was trusted; past that, even a release that
         // succeeds cannot say another holder was not let in meanwhile.
-        boolean trustedToTheEnd = System.nanoTime() - lock.trustedUntilNanos < 0;
+        boolean trustedToTheEnd = isTrusted(lock);
         LockSession session = null;
         try {
             session = sessions.session();

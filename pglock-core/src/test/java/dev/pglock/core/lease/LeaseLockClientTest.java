@@ -240,7 +240,13 @@ class LeaseLockClientTest extends LockClientContractTest {
                 .orElseThrow();
         joined.confirmBeforeCommit();
         tx.commit();
+        long committed = queryLong("SELECT record_version FROM " + table + " WHERE lock_key = 'tx-joint'");
         assertThat(joined.release()).isTrue();
+        // Renewed at once: its rounds skipped it while the transaction ran, and the trust the
+        // confirmation gave ends with the transaction (a rollback would have undone its renewal).
+        assertThat(queryLong("SELECT record_version FROM " + table + " WHERE lock_key = 'tx-joint'"))
+                .as("renewed as the transaction ended").isGreaterThan(committed);
+        assertThat(kept.isHeld()).isTrue();
 
         long before = queryLong("SELECT record_version FROM " + table + " WHERE lock_key = 'tx-joint'");
         CompletableFuture.runAsync(a::sendHeartbeat).get(10, TimeUnit.SECONDS);
@@ -273,6 +279,35 @@ class LeaseLockClientTest extends LockClientContractTest {
                 java.util.Objects::nonNull);
         assertThat(kept.isHeld()).as("still trusted while another client holds the key").isFalse();
         taker.release();
+    }
+
+    /**
+     * While a transaction that confirmed a lock runs, it holds the row (a taker waits for it, see
+     * aConfirmedTransactionLeaseCannotBeTakenOverBeforeTheCommit), so the lock stays trusted although
+     * the heartbeat leaves it out; when the transaction commits, the
+     * lock is renewed and goes on. Before this was settled, a lock whose last heartbeat was older than
+     * its lease by the time a slow commit ended was reported lost, its healthy row released.
+     */
+    @Test
+    void aLockStaysTrustedWhileATransactionThatConfirmedItRunsPastItsLastHeartbeat() throws Exception {
+        LeaseLockClient a = closeLater((LeaseLockClient) builder(counting).lease(Duration.ofSeconds(1))
+                .heartbeatInterval(Duration.ofMillis(400)).build());
+        a.heartbeatsPausedForTests = true;
+        HeldLock kept = a.acquire(LockRequest.of("tx-slow-commit").shared());
+        await().atMost(PROMPTLY).until(() -> leaseLeftMillis("tx-slow-commit") < 500);
+        java.sql.Connection tx = transaction();
+        dev.pglock.core.TransactionLock joined = a.tryAcquireInTransaction(tx,
+                LockRequest.of("tx-slow-commit").shared()).orElseThrow();
+        joined.confirmBeforeCommit();
+        // Past the trust of the last heartbeat (its lease less half a heartbeat, 200 ms).
+        await().atMost(PROMPTLY).until(() -> leaseLeftMillis("tx-slow-commit") < 100);
+
+        assertThat(kept.isHeld()).as("trusted while the transaction holds the row").isTrue();
+        tx.commit();
+        joined.release();
+        assertThat(kept.isHeld()).as("renewed once the transaction ended").isTrue();
+        assertThat(leaseLeftMillis("tx-slow-commit")).isPositive();
+        assertThat(kept.release()).isTrue();
     }
 
     /**
