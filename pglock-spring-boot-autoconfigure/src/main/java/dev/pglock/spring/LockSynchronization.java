@@ -23,6 +23,8 @@ final class LockSynchronization implements TransactionSynchronization {
     }
 
     private final List<Tied> locks = new ArrayList<>();
+    /** Locks whose work threw: not checked before the commit (see {@link #workFailed}). */
+    private final java.util.Set<HeldLock> notChecked = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
 
     private LockSynchronization() {
     }
@@ -40,6 +42,19 @@ final class LockSynchronization implements TransactionSynchronization {
     /** Checks the lock before the commit and runs {@code then} once the transaction has completed. */
     static void afterCompletion(HeldLock lock, Runnable then) {
         current().locks.add(new Tied(lock, then));
+    }
+
+    /**
+     * The work under a lock of this transaction threw: the lock is no longer checked before the
+     * commit, only released after it. What the work did was rolled back (to a savepoint, with
+     * {@code NESTED}, which also drops a transaction's advisory lock taken inside it) or makes the
+     * transaction roll back; a caller that caught the failure and commits the rest does not need
+     * that lock, and must not fail on it.
+     */
+    static void workFailed(HeldLock lock) {
+        if (active()) {
+            current().notChecked.add(lock);
+        }
     }
 
     /** Checks the lock before the commit; its holder releases it. */
@@ -63,6 +78,9 @@ final class LockSynchronization implements TransactionSynchronization {
         List<Tied> inKeyOrder = new ArrayList<>(locks);
         inKeyOrder.sort(Comparator.comparing(tied -> tied.lock().key()));
         for (Tied tied : inKeyOrder) {
+            if (notChecked.contains(tied.lock())) {
+                continue;
+            }
             if (tied.lock() instanceof TransactionLock transactionLock) {
                 transactionLock.confirmBeforeCommit();
             } else {

@@ -266,6 +266,9 @@ public class LockTemplate implements LockOperations {
             T result = body.proceed();
             if (result instanceof CompletionStage<?> stage && !(lock instanceof TransactionLock)) {
                 handedOver = true;
+                if (client instanceof dev.pglock.core.internal.AbstractLockClient<?> internals) {
+                    internals.detach(lock); // this thread must not re-enter it while the work goes on
+                }
                 return (T) releasedWhenComplete(lock, stage, result.getClass() == CompletableFuture.class);
             }
             if (result != null && !(result instanceof CompletionStage<?>) && AsyncSupport.isReactive(result.getClass())) {
@@ -276,6 +279,11 @@ public class LockTemplate implements LockOperations {
                         + " and held until it completes), or take the lock inside the publisher");
             }
             return result;
+        } catch (Throwable failed) {
+            if (lock instanceof TransactionLock) {
+                LockSynchronization.workFailed(lock); // a NESTED scope rolled back must not fail the outer commit
+            }
+            throw failed;
         } finally {
             LockContext.pop();
             if (!handedOver) {

@@ -173,6 +173,8 @@ abstract class MethodShapesIntegrationTest {
 
             assertThat(result).isNotDone();
             assertThat(other.tryAcquire(LockRequest.of("tpl-cf"))).as("held while the work runs").isEmpty();
+            assertThat(template.tryExecute("tpl-cf", lock -> 1).ran())
+                    .as("the calling thread does not re-enter the lock of work it handed over").isFalse();
             threads.submit(() -> work.complete("done"));
             assertThat(result.get(10, TimeUnit.SECONDS)).isEqualTo("done!");
             HeldLock next = other.tryAcquire(LockRequest.of("tpl-cf")).orElse(null);
@@ -322,6 +324,34 @@ abstract class MethodShapesIntegrationTest {
     }
 
     // ---- 3. a lock that joins the transaction ----------------------------------------------------
+
+    /**
+     * A lock that joined a NESTED transaction whose work failed: the savepoint's rollback undid the
+     * work (and, in advisory mode, the lock), and the caller that caught the failure commits the rest.
+     * Before, the lock was still checked before the outer commit, which failed in advisory mode.
+     */
+    @Test
+    void aLockOfANestedTransactionWhoseWorkFailedDoesNotFailTheOuterCommit() {
+        runner().run(context -> {
+            var manager = context.getBean(org.springframework.transaction.PlatformTransactionManager.class);
+            var outer = new org.springframework.transaction.support.TransactionTemplate(manager);
+            var nested = new org.springframework.transaction.support.TransactionTemplate(manager);
+            nested.setPropagationBehavior(org.springframework.transaction.TransactionDefinition.PROPAGATION_NESTED);
+            LockTemplate locks = context.getBean(LockTemplate.class).inTransaction();
+            JdbcTemplate jdbc = context.getBean(JdbcTemplate.class);
+
+            outer.executeWithoutResult(status -> {
+                assertThatThrownBy(() -> nested.executeWithoutResult(inner -> locks.execute("nested", lock -> {
+                    jdbc.update("UPDATE " + counters + " SET value = value + 1 WHERE id = 1");
+                    throw new IllegalStateException("boom");
+                }))).hasMessage("boom");
+                jdbc.update("UPDATE " + counters + " SET value = value + 10 WHERE id = 1");
+            });
+
+            assertThat(read(jdbc)).as("the outer work committed, the nested one rolled back").isEqualTo(10);
+            assertThat(otherReplica().tryAcquire(LockRequest.of("nested"))).as("not left held").isPresent();
+        });
+    }
 
     @Test
     void aLockThatJoinsTheTransactionEndsWithItsCommit() {

@@ -693,6 +693,24 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         }
     }
 
+    /**
+     * Not API: {@code held}, a hold of this client, is no longer its thread's from now on: no thread
+     * re-enters it, as if it had been taken detached. For a hold the caller hands over to work that
+     * goes on elsewhere (a future that keeps the lock until it completes), so that the caller's
+     * thread, or the next task on a pooled thread, cannot join work still running. Anything else is
+     * left as it is.
+     */
+    public final void detach(HeldLock held) {
+        if (held instanceof AbstractLockClient<?>.Hold hold) {
+            state.lock();
+            try {
+                hold.thread = null;
+            } finally {
+                state.unlock();
+            }
+        }
+    }
+
     /** Reports the locks lost because this process can no longer trust them, then gives them back. */
     protected final void declareUntrusted(List<D> locks) {
         lost(locks::contains, untrustedCategory(locks.get(0)), untrustedReason(locks.get(0)), null);
@@ -1194,8 +1212,11 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     /** One acquisition, as the caller sees it. */
     private final class Hold implements HeldLock {
         final Entry entry;
-        /** The thread that may re-enter it; null for a detached acquisition. Any thread may release it. */
-        final Thread thread;
+        /**
+         * The thread that may re-enter it; null for a detached acquisition, or once handed over (see
+         * {@link #detach}). Any thread may release it. Guarded by {@link #state}.
+         */
+        Thread thread;
         final boolean shared;
         /** Guarded by {@link #state}; null until the first listener. */
         private List<Consumer<LockLostException>> listeners;
