@@ -15,6 +15,8 @@ package dev.pglock.core;
  *       the transaction holds the lease's row lock, so nobody can take the lease over until the
  *       transaction has ended; a lease already gone makes the confirmation throw, and the transaction
  *       must roll back. {@link #release()} after the transaction has ended gives the lease back.
+ *       Release it as soon as the transaction has ended, committed or rolled back: until then the
+ *       client trusts the lease as the confirmation renewed it, and a rollback undid that renewal.
  * </ul>
  *
  * <p>The Spring layer does both steps for you ({@code @DistributedLock(inTransaction = true)}).
