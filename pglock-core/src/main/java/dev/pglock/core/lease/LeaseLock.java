@@ -12,12 +12,6 @@ final class LeaseLock extends DatabaseLock {
     final long holdAtLeastMillis;
     /** System.nanoTime after which, without a confirmed heartbeat, the lease is no longer trusted. */
     volatile long trustedUntilNanos;
-    /**
-     * System.nanoTime until which a transaction's confirmation, while that transaction still runs,
-     * lets the lease be trusted without news (it holds the row, so nobody can take it over); 0 when
-     * no confirmation's transaction runs. Not a heartbeat: a rollback undoes the confirmation's renewal.
-     */
-    volatile long confirmedUntilNanos;
     /** Set once the acquisition is released (its last hold ended) or given up. */
     volatile boolean ended;
 

@@ -620,14 +620,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 ps.setString(2, namespace);
                 ps.setString(3, lock.key());
                 ps.setString(4, lock.holder);
-                long sentAt = System.nanoTime();
                 if (ps.executeUpdate() == 1) {
                     // The transaction now holds the row until it ends: heartbeats leave this lock alone
-                    // meanwhile (they would wait for the commit, holding up every other lock's renewal),
-                    // and nobody can take the row over, so the lease is trusted as renewed from the
-                    // confirmation while the transaction runs. Not after it: a rollback undoes the
-                    // renewal, so when the transaction ends the lock is renewed (see transactionEnded).
-                    lock.confirmedUntilNanos = trustedUntil(sentAt, lock.leaseMillis);
+                    // meanwhile (they would wait for the commit, holding up every other lock's renewal).
+                    // The confirmation renewed the lease in the row, but only if the transaction
+                    // commits (a rollback, to a savepoint too, or a backend ended under it undoes it),
+                    // so the client's trust stays what the last heartbeat gave; when the transaction
+                    // lock is released, the lock is renewed (see transactionEnded). A transaction that
+                    // runs longer than that trust has left loses the lock: the cautious side.
                     confirmed = true;
                     return null;
                 }
@@ -652,32 +652,36 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /**
      * A transaction that confirmed {@code lock} has ended (its transaction lock is released after it).
      * When the acquisition goes on (another hold of this client keeps it), the lock is renewed now,
-     * from the row as the transaction left it: extended if it committed, the last heartbeat's lease
-     * if it rolled back (or gone, then reported lost). Only then does the trust the confirmation gave
-     * end, so a holder neither trusts a renewal that was rolled back nor loses a lock whose rounds
-     * skipped it while the transaction ran.
+     * off the caller's thread (another transaction may hold the row), from the row as the transaction
+     * left it: its rounds skipped it while the transaction ran, and transactions that confirm it back
+     * to back would otherwise keep it from ever being renewed.
      */
     private void transactionEnded(LeaseLock lock) {
         unregister(lock);
-        if (!lock.ended && !isClosed()) {
-            Set<LeaseLock> gone = java.util.Collections.synchronizedSet(
-                    java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>()));
-            renew(List.of(lock), new java.util.concurrent.atomic.AtomicReference<>(), gone);
-            lock.confirmedUntilNanos = 0;
-            if (!gone.isEmpty()) {
-                lost(gone::contains, Reason.TAKEN_OVER, "its row was taken over, released or deleted by someone else"
-                        + " (the renewal after a transaction that confirmed it found it gone)", null);
-            }
-        } else {
-            lock.confirmedUntilNanos = 0;
+        if (lock.ended || isClosed()) {
+            return;
+        }
+        try {
+            connector.execute(() -> {
+                if (lock.ended || isClosed()) {
+                    return;
+                }
+                Set<LeaseLock> gone = java.util.Collections.synchronizedSet(
+                        java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>()));
+                renew(List.of(lock), new java.util.concurrent.atomic.AtomicReference<>(), gone);
+                if (!gone.isEmpty() && !lock.ended) {
+                    lost(gone::contains, Reason.TAKEN_OVER, "its row was taken over, released or deleted by someone"
+                            + " else (the renewal after a transaction that confirmed it found it gone)", null);
+                }
+            });
+        } catch (RejectedExecutionException closing) {
+            // the client is closing: it releases the lock itself
         }
     }
 
     @Override
     protected boolean isTrusted(LeaseLock lock) {
-        long now = System.nanoTime();
-        long confirmed = lock.confirmedUntilNanos;
-        return now - lock.trustedUntilNanos < 0 || (confirmed != 0 && now - confirmed < 0);
+        return System.nanoTime() - lock.trustedUntilNanos < 0;
     }
 
     /** Heartbeats that failed made the lease untrusted; else it simply was not confirmed in time (a pause). */
@@ -880,9 +884,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     /** By this JVM's clock, when the database's lease of this lock ends at the latest (trust ends a margin before). */
     private long leaseEnd(LeaseLock lock) {
-        long confirmed = lock.confirmedUntilNanos; // its transaction may have committed
-        long trusted = lock.trustedUntilNanos;
-        return (confirmed != 0 && confirmed - trusted > 0 ? confirmed : trusted) + safetyMargin.toNanos();
+        return lock.trustedUntilNanos + safetyMargin.toNanos();
     }
 
     /**
@@ -1179,7 +1181,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         confirmedInTransactions.remove(lock);
         // The holder's work was protected while the lease was trusted; past that, even a release that
         // succeeds cannot say another holder was not let in meanwhile.
-        boolean trustedToTheEnd = isTrusted(lock);
+        boolean trustedToTheEnd = System.nanoTime() - lock.trustedUntilNanos < 0;
         LockSession session = null;
         try {
             session = sessions.session();
