@@ -189,8 +189,11 @@ final class Permits {
             slot.onLost(lost -> tell(renamed(lost), false));
             marker.onLost(lost -> {
                 lostWithMarker = true;
-                tell(markerLost(lost), true); // its holders first: nobody else can have the permit before
-                slot.close(); // quiet when the permit is released or lost already
+                try {
+                    tell(markerLost(lost), true); // its holders first: nobody else can have the permit before
+                } finally {
+                    slot.close(); // quiet when the permit is released or lost already
+                }
             });
         }
 

@@ -45,11 +45,10 @@ final class LockSynchronization implements TransactionSynchronization {
     }
 
     /**
-     * The work under a lock of this transaction threw: the lock is no longer checked before the
-     * commit, only released after it. What the work did was rolled back (to a savepoint, with
-     * {@code NESTED}, which also drops a transaction's advisory lock taken inside it) or makes the
-     * transaction roll back; a caller that caught the failure and commits the rest does not need
-     * that lock, and must not fail on it.
+     * The work under an advisory transaction lock of this transaction threw: the lock is no longer
+     * checked before the commit, only released after it. Such a lock is lost only with the work it
+     * covered (a rollback to a savepoint, as {@code NESTED} does) or with the whole transaction; a
+     * caller that caught the failure and commits the rest does not need it, and must not fail on it.
      */
     static void workFailed(HeldLock lock) {
         if (active()) {

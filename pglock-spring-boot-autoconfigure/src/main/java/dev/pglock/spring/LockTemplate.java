@@ -280,8 +280,11 @@ public class LockTemplate implements LockOperations {
             }
             return result;
         } catch (Throwable failed) {
-            if (lock instanceof TransactionLock) {
-                LockSynchronization.workFailed(lock); // a NESTED scope rolled back must not fail the outer commit
+            if (lock instanceof TransactionLock && client.mode() == LockMode.ADVISORY) {
+                // An advisory transaction lock is lost only with the work it covered (a savepoint's
+                // rollback, NESTED) or with the whole transaction: a NESTED scope rolled back must not
+                // fail the outer commit. A lease is still checked: work that threw may yet commit.
+                LockSynchronization.workFailed(lock);
             }
             throw failed;
         } finally {
