@@ -63,7 +63,7 @@ abstract class MethodShapesIntegrationTest {
 
     private final String namespace = PgTestDatabase.uniqueName("shapes");
     private final String table = PgTestDatabase.uniqueName("pglock_shapes");
-    private final String counters = PgTestDatabase.uniqueName("shapes_counter");
+    protected final String counters = PgTestDatabase.uniqueName("shapes_counter");
     private final String application = PgTestDatabase.uniqueName("shapes_app");
     private final ExecutorService threads = Executors.newCachedThreadPool();
     private final List<AutoCloseable> toClose = new ArrayList<>();
@@ -319,43 +319,11 @@ abstract class MethodShapesIntegrationTest {
         }));
     }
 
-    private int read(JdbcTemplate jdbc) {
+    protected int read(JdbcTemplate jdbc) {
         return jdbc.queryForObject("SELECT value FROM " + counters + " WHERE id = 1", Integer.class);
     }
 
     // ---- 3. a lock that joins the transaction ----------------------------------------------------
-
-    /**
-     * A lease joined to a transaction is still checked before the commit when the work under it
-     * threw and the caller caught it and commits: that work may commit too. (The NESTED exception
-     * below is for advisory transaction locks, which are lost only with the work they covered.)
-     */
-    @Test
-    void aLeaseLostUnderWorkThatThrewStillCannotCommit() {
-        org.junit.jupiter.api.Assumptions.assumeTrue(mode() == LockMode.LEASE, "leases only");
-        runner().run(context -> {
-            var manager = context.getBean(org.springframework.transaction.PlatformTransactionManager.class);
-            var transaction = new org.springframework.transaction.support.TransactionTemplate(manager);
-            LockTemplate locks = context.getBean(LockTemplate.class).inTransaction();
-            JdbcTemplate jdbc = context.getBean(JdbcTemplate.class);
-            LockClient other = otherReplica();
-
-            assertThatThrownBy(() -> transaction.executeWithoutResult(status -> {
-                try {
-                    locks.execute("lost-under-work", lock -> {
-                        jdbc.update("UPDATE " + counters + " SET value = value + 1 WHERE id = 1");
-                        other.forceRelease("lost-under-work"); // the lease is gone, and another takes it
-                        other.acquire(LockRequest.of("lost-under-work"));
-                        throw new IllegalStateException("handled");
-                    });
-                } catch (IllegalStateException handled) {
-                    // the caller carries on and commits
-                }
-            })).isInstanceOf(LockLostException.class);
-
-            assertThat(read(jdbc)).as("nothing committed under the lost lease").isZero();
-        });
-    }
 
     /**
      * A lock that joined a NESTED transaction whose work failed: the savepoint's rollback undid the
