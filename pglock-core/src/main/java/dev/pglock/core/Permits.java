@@ -31,6 +31,7 @@ import java.util.function.Consumer;
  */
 final class Permits {
 
+    private static final org.slf4j.Logger log = org.slf4j.LoggerFactory.getLogger(Permits.class);
     static final int MAX_PERMITS = PermitKeys.MAX_PERMITS;
     /** How long a waiting caller waits for one chosen permit before it tries them all again. */
     static final Duration STEP = Duration.ofMillis(200);
@@ -286,8 +287,7 @@ final class Permits {
                 try {
                     listener.accept(lost);
                 } catch (RuntimeException e) {
-                    org.slf4j.LoggerFactory.getLogger(Permits.class).warn("an onLost listener of semaphore '{}' threw;"
-                            + " ignored", key, e);
+                    log.warn("an onLost listener of semaphore '{}' threw; ignored", key, e);
                 }
             }
         }
@@ -358,20 +358,21 @@ final class Permits {
 
         /** The marker's loss, told as the permit's, with the semaphore's key. */
         private LockLostException markerLost(LockLostException lost) {
-            String message = lost.getMessage();
-            int at = message.indexOf(" was lost: ");
-            String detail = at < 0 ? message : message.substring(at + " was lost: ".length());
-            return new LockLostException(key, lost.reason(), "its permit " + index + " of " + permits + ", which counts"
-                    + " only while its marker (the shared lock that names the number of permits) is held, and the marker"
-                    + " was lost: " + detail, lost);
+            return renamed(lost, ", which counts only while its marker (the shared lock that names the number of"
+                    + " permits) is held, and the marker was lost");
         }
 
         /** The permit's loss, told with the semaphore's key. */
         private LockLostException renamed(LockLostException lost) {
+            return renamed(lost, "");
+        }
+
+        private LockLostException renamed(LockLostException lost, String how) {
             String message = lost.getMessage();
             int at = message.indexOf(" was lost: ");
             String detail = at < 0 ? message : message.substring(at + " was lost: ".length());
-            return new LockLostException(key, lost.reason(), "its permit " + index + " of " + permits + ": " + detail, lost);
+            return new LockLostException(key, lost.reason(), "its permit " + index + " of " + permits + how + ": "
+                    + detail, lost);
         }
 
         @Override

@@ -7,7 +7,6 @@ import java.util.Collection;
 import java.util.Map;
 import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.CompletionStage;
 import org.aopalliance.intercept.MethodInterceptor;
 import org.aopalliance.intercept.MethodInvocation;
 import org.slf4j.Logger;
@@ -157,21 +156,9 @@ final class DistributedLockInterceptor implements MethodInterceptor {
                     ? CompletableFuture.failedFuture(notAcquired(operation, template, request))
                     : skipOrThrow(operation, template, request);
         }
-        Object result;
-        LockContext.push(lock);
-        try {
-            result = invocation.proceed();
-        } catch (Throwable t) {
-            LockTemplate.finish(lock); // at once, or after the caller's transaction
-            throw t;
-        } finally {
-            LockContext.pop();
-        }
-        if (result == null) {
-            LockTemplate.finish(lock);
-            return null;
-        }
-        return LockTemplate.releasedWhenComplete(lock, (CompletionStage<?>) result, futureType);
+        // The caller's future completes once the lock is released where its type allows (see
+        // LockTemplate.releasedWhenComplete); a stage of a type of its own goes back as it came.
+        return template.runHolding(lock, invocation::proceed, stage -> futureType);
     }
 
     /** The lock, or null when it is held elsewhere; during shutdown a skipping method gets null too. */

@@ -36,7 +36,7 @@ final class LockSynchronization implements TransactionSynchronization {
 
     /** Checks the lock before the commit and releases it once the transaction has completed. */
     static void releaseAfterCompletion(HeldLock lock) {
-        current().locks.add(new Tied(lock, lock::close));
+        afterCompletion(lock, lock::close);
     }
 
     /** Checks the lock before the commit and runs {@code then} once the transaction has completed. */

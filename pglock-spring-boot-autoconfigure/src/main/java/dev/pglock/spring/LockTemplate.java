@@ -258,8 +258,18 @@ public class LockTemplate implements LockOperations {
      * one that answers a publisher (Mono, Flux, ...), whose work would only begin once subscribed,
      * after the release, is refused.
      */
-    @SuppressWarnings("unchecked")
     <T, E extends Throwable> T runHolding(HeldLock lock, Invocation<T, E> body) throws E {
+        return runHolding(lock, body, stage -> stage.getClass() == CompletableFuture.class);
+    }
+
+    /**
+     * {@link #runHolding(HeldLock, Invocation)}, where {@code replace} says whether a stage the body
+     * answers may be replaced by a future that completes after the release (the caller's type must
+     * accept a {@link CompletableFuture}; see {@link #releasedWhenComplete}).
+     */
+    @SuppressWarnings("unchecked")
+    <T, E extends Throwable> T runHolding(HeldLock lock, Invocation<T, E> body,
+            java.util.function.Predicate<CompletionStage<?>> replace) throws E {
         boolean handedOver = false;
         LockContext.push(lock);
         try {
@@ -269,7 +279,7 @@ public class LockTemplate implements LockOperations {
                 if (client instanceof dev.pglock.core.internal.AbstractLockClient<?> internals) {
                     internals.detach(lock); // this thread must not re-enter it while the work goes on
                 }
-                return (T) releasedWhenComplete(lock, stage, result.getClass() == CompletableFuture.class);
+                return (T) releasedWhenComplete(lock, stage, replace.test(stage));
             }
             if (result != null && !(result instanceof CompletionStage<?>) && AsyncSupport.isReactive(result.getClass())) {
                 throw new IllegalStateException("the work under lock '" + lock.key() + "' returned a "
