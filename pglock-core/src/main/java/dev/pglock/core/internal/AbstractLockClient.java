@@ -71,6 +71,8 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     protected final ScheduledExecutorService scheduler;
     /** Calls onLost listeners, so that slow user code never delays a watchdog or heartbeat. */
     private final ExecutorService events;
+    /** The thread {@link #events} runs on now (a listener may close the client from it). */
+    private volatile Thread eventThread;
     private volatile boolean closed;
     /** Set when the client must not be used any more, with why; see {@link #refuseFurtherUse}. */
     private volatile String refused;
@@ -90,6 +92,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         this.events = Executors.newSingleThreadExecutor(r -> {
             Thread t = new Thread(r, threadNamePrefix + "-" + number + "-events");
             t.setDaemon(true);
+            eventThread = t;
             return t;
         });
     }
@@ -352,10 +355,19 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     /**
      * Gives back in the database locks this client stopped trusting (lease mode: a lease whose
      * heartbeats were not confirmed in time), so the key is free at once if the database answers
-     * again. Called after they were reported lost. Each release must only ever remove that one
-     * acquisition: by then the same client may hold the key again.
+     * again. Called after they were reported lost, once their holders' listeners have run (on the
+     * event thread), or by the mode itself when a release failed. Each release must only ever remove
+     * that one acquisition: by then the same client may hold the key again.
      */
     protected void releaseUntrusted(List<D> locks) {
+    }
+
+    /**
+     * Called at once when locks are reported lost for want of trust, before their listeners run and
+     * {@link #releaseUntrusted} is called: the mode stops renewing them, and notes the releases to
+     * make so that close() makes them even if it comes first.
+     */
+    protected void stoppedTrusting(List<D> locks) {
     }
 
     /** The lease a lock was taken with, where the mode has leases; a re-entry may not ask for another. */
@@ -596,8 +608,9 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         } finally {
             state.unlock();
             if (untrustedLock != null) {
-                reportLost(untrusted);
-                releaseUntrusted(List.of(untrustedLock));
+                List<D> giveBack = List.of(untrustedLock);
+                stoppedTrusting(giveBack);
+                reportLost(untrusted, () -> releaseUntrusted(giveBack));
             }
         }
         return lockClaimed(request, claimed, deadline, me);
@@ -713,8 +726,9 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
     /** Reports the locks lost because this process can no longer trust them, then gives them back. */
     protected final void declareUntrusted(List<D> locks) {
-        lost(locks::contains, untrustedCategory(locks.get(0)), untrustedReason(locks.get(0)), null);
-        releaseUntrusted(locks);
+        stoppedTrusting(locks);
+        reportLost(markLost(locks::contains, untrustedCategory(locks.get(0)), untrustedReason(locks.get(0)), null),
+                () -> releaseUntrusted(locks));
     }
 
     private void releaseQuietly(D lock) {
@@ -815,6 +829,11 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
      * An entry being taken or released is left to the thread doing that: it settles it.
      */
     protected final void lost(Predicate<D> which, Reason category, String reason, Throwable cause) {
+        reportLost(markLost(which, category, reason, cause), null);
+    }
+
+    /** The part of {@link #lost} under {@link #state}: the holds to tell. */
+    private List<Hold> markLost(Predicate<D> which, Reason category, String reason, Throwable cause) {
         List<Hold> lostHolds = new ArrayList<>();
         state.lock();
         try {
@@ -826,7 +845,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         } finally {
             state.unlock();
         }
-        reportLost(lostHolds);
+        return lostHolds;
     }
 
     /** Under {@link #state}: the entry's key is free here again, and each of its holds is lost. */
@@ -843,13 +862,25 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         return List.copyOf(entry.holds);
     }
 
-    /** Tells each hold's listeners, on the event thread (or this one, when the client is closing). */
-    private void reportLost(List<Hold> holds) {
+    /**
+     * Tells each hold's listeners, on the event thread (or this one, when the client is closing), then
+     * runs {@code then}, when given, after them on the same thread: a lock is given back in the
+     * database only once its holders here have heard they lost it (the event thread runs its tasks in
+     * order), so no other client gets the key before they did.
+     */
+    private void reportLost(List<Hold> holds, Runnable then) {
         for (Hold hold : holds) {
             try {
                 events.execute(hold::fireLost);
             } catch (RejectedExecutionException closing) {
                 hold.fireLost();
+            }
+        }
+        if (then != null) {
+            try {
+                events.execute(then);
+            } catch (RejectedExecutionException closing) {
+                then.run();
             }
         }
     }
@@ -1063,6 +1094,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         } finally {
             interrupted |= Thread.interrupted(); // a listener's interrupt of this thread, too
             try {
+                interrupted |= awaitQueuedEvents();
                 closeDatabase(held);
             } finally {
                 scheduler.shutdownNow();
@@ -1072,6 +1104,28 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                 }
             }
         }
+    }
+
+    /**
+     * Waits, at most the in-flight bound, for what the event thread was given before close(): the
+     * listeners of locks lost earlier and the releases queued behind them (see {@link #reportLost}),
+     * so those releases are asked for while the database side is still open. Returns whether it was
+     * interrupted (the flag is left clear for the releases that follow).
+     */
+    private boolean awaitQueuedEvents() {
+        if (Thread.currentThread() == eventThread) {
+            return false; // a listener closing the client: what is queued behind it cannot run first
+        }
+        try {
+            events.submit(() -> { }).get(inFlightBound().toNanos(), TimeUnit.NANOSECONDS);
+        } catch (InterruptedException e) {
+            return true;
+        } catch (java.util.concurrent.TimeoutException e) {
+            log.warn("an onLost listener still ran after {}; closing without waiting for it", inFlightBound());
+        } catch (java.util.concurrent.ExecutionException | RejectedExecutionException e) {
+            // nothing queued can be waited for
+        }
+        return false;
     }
 
     /** Under {@link #state}: how many acquisitions are held here now. */

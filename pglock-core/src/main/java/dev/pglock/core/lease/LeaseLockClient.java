@@ -789,6 +789,19 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         }
     }
 
+    /**
+     * Held back until the holders were told (see {@link #releaseUntrusted}), but noted now: close()
+     * releases it even if it comes first.
+     */
+    @Override
+    protected void stoppedTrusting(List<LeaseLock> locks) {
+        locks.forEach(lock -> {
+            lock.ended = true;
+            confirmedInTransactions.remove(lock); // no transaction's hold of them can be renewed
+            pendingReleases.put(lock, new PendingRelease(releaseRetriedUntil(lock), false, true));
+        });
+    }
+
     /** Each release names its own acquisition, so it cannot touch a hold this client took since. */
     @Override
     protected void releaseUntrusted(List<LeaseLock> locks) {
@@ -796,12 +809,17 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             lock.ended = true;
             confirmedInTransactions.remove(lock); // no transaction's hold of them can be renewed
         });
-        // Retried past the lease this client knows of: a heartbeat held up in the network (in a proxy
-        // or pooler) can still reach the server later and extend the row, and after a restart or a
-        // failover the pool may first hand out several connections that died with the old server.
-        long retryFor = 2 * networkTimeout.toNanos();
-        locks.forEach(lock -> pendingReleases.put(lock, new PendingRelease(leaseEnd(lock) + retryFor, false)));
+        locks.forEach(lock -> pendingReleases.put(lock, new PendingRelease(releaseRetriedUntil(lock), false, false)));
         scheduleRetry(false);
+    }
+
+    /**
+     * Retried past the lease this client knows of: a heartbeat held up in the network (in a proxy or
+     * pooler) can still reach the server later and extend the row, and after a restart or a failover
+     * the pool may first hand out several connections that died with the old server.
+     */
+    private long releaseRetriedUntil(LeaseLock lock) {
+        return leaseEnd(lock) + 2 * networkTimeout.toNanos();
     }
 
     /**
@@ -816,12 +834,15 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         LeaseLock possible = new LeaseLock(request.key(), holder, request.isShared(), 0, java.time.Instant.EPOCH,
                 leaseMillis, 0, trustedUntil(sentAt, leaseMillis));
         pendingReleases.put(possible, new PendingRelease(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(leaseMillis)
-                + 2 * networkTimeout.toNanos(), true));
+                + 2 * networkTimeout.toNanos(), true, false));
         scheduleRetry(false);
     }
 
-    /** A release still to make: until when it is worth trying, and whether a success ends it (false: only time does). */
-    private record PendingRelease(long untilNanos, boolean untilTheEnd) {
+    /**
+     * A release still to make: until when it is worth trying, whether a success ends it (false: only
+     * time does), and whether it waits for its holders to be told (only close() makes it meanwhile).
+     */
+    private record PendingRelease(long untilNanos, boolean untilTheEnd, boolean heldBack) {
     }
 
     /**
@@ -865,14 +886,15 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         retryAgain = false;
         long now = System.nanoTime();
         pendingReleases.entrySet().removeIf(pending -> now - pending.getValue().untilNanos() >= 0);
-        List<LeaseLock> batch = List.copyOf(pendingReleases.keySet());
+        List<LeaseLock> batch = pendingReleases.entrySet().stream().filter(pending -> !pending.getValue().heldBack())
+                .map(Map.Entry::getKey).toList();
         if (!batch.isEmpty()) {
             awaitHeartbeatRound();
         }
         if (!batch.isEmpty() && releaseAll(batch) >= 0) {
             batch.forEach(lock -> pendingReleases.computeIfPresent(lock, (l, p) -> p.untilTheEnd() ? p : null));
         }
-        if (!pendingReleases.isEmpty()) {
+        if (pendingReleases.values().stream().anyMatch(pending -> !pending.heldBack())) {
             submitRetry(true); // still this retry's turn
             return;
         }

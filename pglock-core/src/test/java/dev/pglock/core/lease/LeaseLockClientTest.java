@@ -1549,6 +1549,99 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * A lease this client stops trusting is given back in the database only after its holders'
+     * onLost listeners have run. It used to be released at once, by the thread that found it
+     * untrusted, while the listeners waited their turn on the event thread: another client could
+     * take the key before the holder had heard (a leader's onRevoked still to run, a permit's
+     * holder still at work), which the margin before the lease's end exists to prevent.
+     */
+    @Test
+    void anUntrustedLeaseIsGivenBackOnlyAfterItsHoldersWereTold() throws Exception {
+        LeaseLockClient holder = (LeaseLockClient) client();
+        LockClient other = client();
+        holder.untrustedReleases = Runnable::run; // a release, once asked for, is made on the asking thread
+        HeldLock held = holder.acquire(LockRequest.of("told-first"));
+        CountDownLatch hearing = new CountDownLatch(1);
+        CountDownLatch heard = new CountDownLatch(1);
+        held.onLost(e -> {
+            hearing.countDown();
+            try {
+                heard.await(); // the holder stopping its work
+            } catch (InterruptedException interrupted) {
+                Thread.currentThread().interrupt();
+            }
+        });
+
+        holder.declareUntrustedForTests("told-first");
+        assertThat(hearing.await(10, TimeUnit.SECONDS)).as("the holder is being told").isTrue();
+        assertThat(held.isHeld()).isFalse();
+        assertThat(other.tryAcquire(LockRequest.of("told-first"))).as("taken while its holder was still being told")
+                .isEmpty();
+
+        heard.countDown();
+        // given back once told: within 10 s, where its lease would have run for 30
+        HeldLock next = other.acquire(LockRequest.of("told-first").waitAtMost(Duration.ofSeconds(10)));
+        assertThat(next.isHeld()).isTrue();
+    }
+
+    /**
+     * The same, when the client is closed while the holder is still being told: close() waits for the
+     * listeners already queued, and so for the release queued behind them, before it closes the
+     * database side; otherwise that release would find the client's threads gone and the row would stay
+     * held until its lease ran out.
+     */
+    @Test
+    void anUntrustedLeaseWhoseHolderIsStillBeingToldIsGivenBackByClose() throws Exception {
+        LeaseLockClient holder = (LeaseLockClient) client();
+        HeldLock held = holder.acquire(LockRequest.of("told-then-closed"));
+        CountDownLatch hearing = new CountDownLatch(1);
+        CountDownLatch heard = new CountDownLatch(1);
+        held.onLost(e -> {
+            hearing.countDown();
+            try {
+                heard.await();
+            } catch (InterruptedException interrupted) {
+                Thread.currentThread().interrupt();
+            }
+        });
+        holder.declareUntrustedForTests("told-then-closed");
+        assertThat(hearing.await(10, TimeUnit.SECONDS)).isTrue();
+
+        AtomicReference<Thread> closer = new AtomicReference<>();
+        Future<?> closing = threads.submit(() -> {
+            closer.set(Thread.currentThread());
+            holder.close();
+        });
+        // close() has returned, or waits (for the listener) with nothing else left to wait for
+        await().atMost(Duration.ofSeconds(10)).until(() -> closing.isDone()
+                || closer.get() != null && closer.get().getState() == Thread.State.TIMED_WAITING);
+        heard.countDown();
+        closing.get(20, TimeUnit.SECONDS);
+
+        assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key = 'told-then-closed' AND "
+                + HELD_BY + " AND expires_at > statement_timestamp()", holder.owner()))
+                .as("released by close(), not left until its %s lease ends", LONG_LEASE).isZero();
+    }
+
+    /** And when a holder's listener closes the client itself, on the event thread the release waits behind. */
+    @Test
+    void anUntrustedLeaseWhoseListenerClosesTheClientIsGivenBackByThatClose() throws Exception {
+        LeaseLockClient holder = (LeaseLockClient) client();
+        HeldLock held = holder.acquire(LockRequest.of("told-and-closing"));
+        CountDownLatch closed = new CountDownLatch(1);
+        held.onLost(e -> {
+            holder.close();
+            closed.countDown();
+        });
+        holder.declareUntrustedForTests("told-and-closing");
+        assertThat(closed.await(20, TimeUnit.SECONDS)).as("closed by the listener").isTrue();
+
+        assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key = 'told-and-closing' AND "
+                + HELD_BY + " AND expires_at > statement_timestamp()", holder.owner()))
+                .as("released by close(), not left until its %s lease ends", LONG_LEASE).isZero();
+    }
+
+    /**
      * Issue 12, point 1, exclusive: A stops trusting X, the lease ends, A takes X again, then the release
      * queued for the first acquisition runs. It must leave the new acquisition's row alone.
      */
