@@ -8,6 +8,7 @@ import dev.pglock.core.LockRequest;
 import java.time.Duration;
 import java.util.Objects;
 import java.util.Optional;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -21,6 +22,13 @@ public final class LeaderCandidate implements Leadership {
     private static final Logger log = LoggerFactory.getLogger(LeaderCandidate.class);
     /** How long one wait for the lock lasts before the thread looks whether it should stop. */
     private static final Duration WAIT_STEP = Duration.ofSeconds(2);
+    /**
+     * How long a lost lock's listener waits for onRevoked to return. A lease this client stopped
+     * trusting is given back only after its listeners ran, so while this one waits no other candidate
+     * can be elected (until the lease ends in the database anyway); bounded, because the listeners of
+     * every other lock of the client wait behind it, and so does a closing client.
+     */
+    static final Duration REVOKED_WAIT = Duration.ofSeconds(10);
 
     private final LockClient client;
     private final String key;
@@ -118,9 +126,18 @@ public final class LeaderCandidate implements Leadership {
 
     /** Leads until the lock is lost, given up or the candidacy ends; then steps down. */
     private void lead(HeldLock held) {
+        CountDownLatch revoked = new CountDownLatch(1);
         held.onLost(lost -> {
             synchronized (monitor) {
                 monitor.notifyAll();
+            }
+            if (Thread.currentThread() == thread) {
+                return; // found lost by this candidate's own release: onRevoked has run
+            }
+            try {
+                revoked.await(REVOKED_WAIT.toMillis(), TimeUnit.MILLISECONDS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
             }
         });
         synchronized (monitor) {
@@ -145,12 +162,14 @@ public final class LeaderCandidate implements Leadership {
                 leading = null;
             }
             // Told before the lock is given back: no other candidate can be elected while this one's
-            // onRevoked still runs (pausing its leader's work), so two never lead at once.
+            // onRevoked still runs (pausing its leader's work), so two never lead at once. The same
+            // for a lease this client stopped trusting: its listener above waits for this.
             try {
                 callbacks.onRevoked(held);
             } catch (RuntimeException e) {
                 log.warn("leader candidate for '{}': onRevoked threw", key, e);
             } finally {
+                revoked.countDown();
                 held.close(); // quiet when it was lost
             }
         }

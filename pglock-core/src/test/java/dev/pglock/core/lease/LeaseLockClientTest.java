@@ -1642,6 +1642,50 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * A leader whose lease this client stops trusting hears it is revoked before another candidate
+     * is elected: the lease is given back after its listeners ran, and the candidate's listener waits
+     * for onRevoked. Before, it only woke the candidate's thread, the row was freed at once, and the
+     * other candidate's onElected ran while this one's onRevoked was still pausing its work.
+     */
+    @Test
+    void aLeaderWhoseLeaseIsNoLongerTrustedHearsItIsRevokedBeforeAnotherIsElected() throws Exception {
+        LeaseLockClient a = (LeaseLockClient) client();
+        LockClient b = client();
+        CountDownLatch electedB = new CountDownLatch(1);
+        CountDownLatch revokingA = new CountDownLatch(1);
+        AtomicBoolean electedWhileARevoked = new AtomicBoolean();
+        dev.pglock.core.Leadership leaderA = closeLater(a.lead("revoked-untrusted", new dev.pglock.core.LeaderCallbacks() {
+            @Override
+            public void onElected(HeldLock lock) {
+            }
+
+            @Override
+            public void onRevoked(HeldLock lock) {
+                revokingA.countDown();
+                try { // as an application's pause of its work that takes a while
+                    electedWhileARevoked.set(electedB.await(1, TimeUnit.SECONDS));
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+        }));
+        await().atMost(Duration.ofSeconds(10)).until(leaderA::isLeader);
+        dev.pglock.core.Leadership leaderB = closeLater(b.lead("revoked-untrusted", new dev.pglock.core.LeaderCallbacks() {
+            @Override
+            public void onElected(HeldLock lock) {
+                electedB.countDown();
+            }
+        }));
+
+        a.declareUntrustedForTests("revoked-untrusted"); // as when A's heartbeats are not confirmed in time
+
+        assertThat(revokingA.await(10, TimeUnit.SECONDS)).isTrue();
+        assertThat(electedB.await(10, TimeUnit.SECONDS)).as("B leads once A's lease is given back").isTrue();
+        assertThat(electedWhileARevoked).as("B elected while A's onRevoked ran").isFalse();
+        assertThat(leaderB.isLeader()).isTrue();
+    }
+
+    /**
      * Issue 12, point 1, exclusive: A stops trusting X, the lease ends, A takes X again, then the release
      * queued for the first acquisition runs. It must leave the new acquisition's row alone.
      */
