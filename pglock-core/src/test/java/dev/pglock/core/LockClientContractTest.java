@@ -647,6 +647,44 @@ public abstract class LockClientContractTest {
     }
 
     /**
+     * The same when the closing thread is interrupted: close() waited for calls in flight only until
+     * an interrupt, so the racing acquire found the client's sessions gone when it tried to give its
+     * grant back, and the lock stayed held (lease: until its lease ended; advisory: until the aborted
+     * session's backend noticed). The interrupt no longer cuts that wait short.
+     */
+    @Test
+    void closeRacingAnAcquireOnAnInterruptedThreadStillLeavesNothingHeld() throws Exception {
+        LockClient a = newClient();
+        LockClient b = client();
+        AtomicBoolean once = new AtomicBoolean();
+        AtomicReference<Thread> closer = new AtomicReference<>();
+        AtomicBoolean interruptKept = new AtomicBoolean();
+        ((AbstractLockClient<?>) a).afterGrantHookForTests(() -> {
+            if (once.compareAndSet(false, true)) {
+                Thread t = new Thread(() -> {
+                    Thread.currentThread().interrupt(); // as a shutdown on an interrupted thread
+                    a.close();
+                    interruptKept.set(Thread.currentThread().isInterrupted());
+                }, "interrupted-closer");
+                closer.set(t);
+                t.start();
+                // close() has finished, or waits for this call in flight
+                await().atMost(PROMPTLY).until(() -> refusesAsClosed(a)
+                        && (!t.isAlive() || t.getState() == Thread.State.TIMED_WAITING));
+            }
+        });
+
+        Throwable outcome = catchThrowable(() -> a.tryAcquire(LockRequest.of("raced-interrupted")));
+
+        closer.get().join(Duration.ofSeconds(30).toMillis());
+        assertThat(closer.get().isAlive()).as("close() finished").isFalse();
+        assertThat(interruptKept).as("close() kept the closing thread's interrupt").isTrue();
+        assertThat(outcome).isInstanceOf(IllegalStateException.class).hasMessageContaining("closed");
+        assertThat(b.tryAcquire(LockRequest.of("raced-interrupted"))).as("the grant made while closing was given back")
+                .isPresent();
+    }
+
+    /**
      * Issue 12, point 8: a re-entry shares the outer acquisition, so it cannot change its hold-at-least;
      * asking for another is refused, not dropped, and changes nothing.
      */

@@ -1049,7 +1049,9 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         List<Hold> released = new ArrayList<>();
         List<D> held = new ArrayList<>();
         long graceEnd = deadline(timeout);
-        long inFlightEnd = Math.max(graceEnd, deadline(inFlightBound()));
+        // A call in flight may be a claim that runs for up to the bound, then the give-back of its
+        // grant, for up to the bound again.
+        long inFlightEnd = Math.max(graceEnd, deadline(inFlightBound().multipliedBy(2)));
         boolean interrupted = false;
         state.lock();
         try {
@@ -1058,12 +1060,18 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                 while (holdCount() > 0 && graceEnd - System.nanoTime() > 0) {
                     settled.awaitNanos(graceEnd - System.nanoTime());
                 }
-                // Calls in flight settle: a grant made while closing is given back by its own thread.
-                while (inFlight > 0 && inFlightEnd - System.nanoTime() > 0) {
-                    settled.awaitNanos(inFlightEnd - System.nanoTime());
-                }
             } catch (InterruptedException e) {
-                interrupted = true; // stop waiting, but still tell, release and free (restored after)
+                interrupted = true; // stop waiting for the holders, but still tell, release and free (restored after)
+            }
+            // Calls in flight settle: a grant made while closing is given back by its own thread, on
+            // the sessions, so this is not cut short by an interrupt (the sessions would be gone and
+            // the grant stay held).
+            while (inFlight > 0 && inFlightEnd - System.nanoTime() > 0) {
+                try {
+                    settled.awaitNanos(inFlightEnd - System.nanoTime());
+                } catch (InterruptedException e) {
+                    interrupted = true;
+                }
             }
             for (Entry entry : entries.values()) {
                 if (entry.lock != null) {
