@@ -397,6 +397,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** Whether a retryReleases runs or is due; retryAgain: entries were added meanwhile. */
     private final java.util.concurrent.atomic.AtomicBoolean retrying = new java.util.concurrent.atomic.AtomicBoolean();
     private volatile boolean retryAgain;
+    /** For tests: runs in retryReleases after its last look at what is pending, before it stops. */
+    volatile Runnable beforeRetryStopsForTests;
+    /** For tests: runs in scheduleRetry when a retry was found running or due. */
+    volatile Runnable afterRetryFoundBusyForTests;
     /** For tests: runs in a heartbeat round once it has listed the locks to renew, before any statement. */
     volatile Runnable heartbeatListedForTests;
     /** For tests: how long a caller behind the first in a wait line waits before it attempts again. */
@@ -850,9 +854,15 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
      * second). One runs at a time: while one runs or is due, this only notes that there is more.
      */
     private void scheduleRetry(boolean later) {
+        // Noted before the look, not after: the retry that runs may stop between the two, and it
+        // reads this only after it stopped (see retryReleases).
+        retryAgain = true;
         if (!retrying.compareAndSet(false, true)) {
-            retryAgain = true; // the one running or due takes these too
-            return;
+            Runnable hook = afterRetryFoundBusyForTests;
+            if (hook != null) {
+                hook.run();
+            }
+            return; // the one running or due takes these too
         }
         submitRetry(later);
     }
@@ -897,6 +907,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         if (pendingReleases.values().stream().anyMatch(pending -> !pending.heldBack())) {
             submitRetry(true); // still this retry's turn
             return;
+        }
+        Runnable hook = beforeRetryStopsForTests;
+        if (hook != null) {
+            hook.run();
         }
         retrying.set(false);
         if (retryAgain && retrying.compareAndSet(false, true)) {
@@ -1302,6 +1316,11 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     + "'" : keys.length + " locks", e.getMessage());
             return -1;
         }
+    }
+
+    /** For tests: runs a retry of the releases still to make now, as a failed release does. */
+    void retryReleasesForTests() {
+        scheduleRetry(false);
     }
 
     /** For tests: gives up a held lock as the trust check does once it stops trusting its lease. */

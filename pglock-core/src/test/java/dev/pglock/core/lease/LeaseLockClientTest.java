@@ -1575,6 +1575,7 @@ class LeaseLockClientTest extends LockClientContractTest {
         holder.declareUntrustedForTests("told-first");
         assertThat(hearing.await(10, TimeUnit.SECONDS)).as("the holder is being told").isTrue();
         assertThat(held.isHeld()).isFalse();
+        holder.retryReleasesForTests(); // a retry of other releases, running meanwhile, leaves it alone
         assertThat(other.tryAcquire(LockRequest.of("told-first"))).as("taken while its holder was still being told")
                 .isEmpty();
 
@@ -1615,6 +1616,9 @@ class LeaseLockClientTest extends LockClientContractTest {
         // close() has returned, or waits (for the listener) with nothing else left to wait for
         await().atMost(Duration.ofSeconds(10)).until(() -> closing.isDone()
                 || closer.get() != null && closer.get().getState() == Thread.State.TIMED_WAITING);
+        assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key = 'told-then-closed' AND "
+                + HELD_BY + " AND expires_at > statement_timestamp()", holder.owner()))
+                .as("not freed by close() while its holder is still being told").isEqualTo(1);
         heard.countDown();
         closing.get(20, TimeUnit.SECONDS);
 
@@ -1626,7 +1630,9 @@ class LeaseLockClientTest extends LockClientContractTest {
     /** And when a holder's listener closes the client itself, on the event thread the release waits behind. */
     @Test
     void anUntrustedLeaseWhoseListenerClosesTheClientIsGivenBackByThatClose() throws Exception {
-        LeaseLockClient holder = (LeaseLockClient) client();
+        // a network timeout (two heartbeats) of 20 s: close() must not wait for the queue it runs on
+        LeaseLockClient holder = (LeaseLockClient) closeLater(builder(counting).lease(Duration.ofSeconds(60))
+                .heartbeatInterval(Duration.ofSeconds(10)).build());
         HeldLock held = holder.acquire(LockRequest.of("told-and-closing"));
         CountDownLatch closed = new CountDownLatch(1);
         held.onLost(e -> {
@@ -1634,7 +1640,7 @@ class LeaseLockClientTest extends LockClientContractTest {
             closed.countDown();
         });
         holder.declareUntrustedForTests("told-and-closing");
-        assertThat(closed.await(20, TimeUnit.SECONDS)).as("closed by the listener").isTrue();
+        assertThat(closed.await(10, TimeUnit.SECONDS)).as("closed by the listener, without waiting for itself").isTrue();
 
         assertThat(queryLong("SELECT count(*) FROM " + table + " WHERE lock_key = 'told-and-closing' AND "
                 + HELD_BY + " AND expires_at > statement_timestamp()", holder.owner()))
@@ -1683,6 +1689,53 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThat(electedB.await(10, TimeUnit.SECONDS)).as("B leads once A's lease is given back").isTrue();
         assertThat(electedWhileARevoked).as("B elected while A's onRevoked ran").isFalse();
         assertThat(leaderB.isLeader()).isTrue();
+    }
+
+    /**
+     * A release noted while the retry that would make it is stopping is still made. The retry stopped
+     * and then read whether more had come; a release noted between the two found the retry still
+     * running, and said "more" only after the retry had looked: nothing was due, and the row stayed
+     * held until its lease ended. Here the second release is noted exactly then.
+     */
+    @Test
+    void aReleaseNotedWhileTheRetryIsStoppingIsStillMade() throws Exception {
+        LeaseLockClient holder = (LeaseLockClient) client();
+        LockClient other = client();
+        List<Runnable> parked = new java.util.concurrent.CopyOnWriteArrayList<>();
+        holder.untrustedReleases = parked::add; // the test runs each retry that is due
+        holder.acquire(LockRequest.of("retry-first"));
+        holder.acquire(LockRequest.of("retry-second"));
+        holder.declareUntrustedForTests("retry-first");
+        await().atMost(PROMPTLY).untilAsserted(() -> assertThat(parked).as("the first retry, due").hasSize(1));
+        CountDownLatch secondNoted = new CountDownLatch(1);
+        CountDownLatch retryStopped = new CountDownLatch(1);
+        holder.afterRetryFoundBusyForTests = () -> { // on the event thread, noting the second release
+            secondNoted.countDown();
+            awaitLatch(retryStopped);
+        };
+        holder.beforeRetryStopsForTests = () -> {
+            holder.beforeRetryStopsForTests = null;
+            holder.declareUntrustedForTests("retry-second");
+            awaitLatch(secondNoted);
+        };
+
+        parked.get(0).run(); // releases the first; as it stops, the second is noted
+        List<Runnable> due = List.copyOf(parked);
+        retryStopped.countDown();
+
+        assertThat(due).as("a retry due for the second release").hasSize(2);
+        due.get(1).run();
+        assertThat(other.tryAcquire(LockRequest.of("retry-second"))).as("released long before its %s lease ends",
+                LONG_LEASE).isPresent();
+        assertThat(other.tryAcquire(LockRequest.of("retry-first"))).isPresent();
+    }
+
+    private static void awaitLatch(CountDownLatch latch) {
+        try {
+            assertThat(latch.await(10, TimeUnit.SECONDS)).isTrue();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
     }
 
     /**
