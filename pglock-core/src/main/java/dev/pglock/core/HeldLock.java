@@ -52,7 +52,9 @@ public interface HeldLock extends AutoCloseable {
      * once, on the calling thread, when the lock is already lost; otherwise on the client's event
      * thread (listeners of one client run one after another, so a slow one delays the others, never
      * a heartbeat), on the thread that closes the client, or on the thread whose {@link #release()}
-     * finds the loss.
+     * finds the loss. A lease the client stopped trusting is given back in the database only after
+     * the listeners queued before its release have returned, so a slow listener holds back that
+     * release (never past the lease's end); do not wait in a listener for the same key.
      */
     HeldLock onLost(Consumer<LockLostException> listener);
 

@@ -173,7 +173,10 @@ public interface LockClient extends AutoCloseable {
      * {@code spring.lifecycle.timeout-per-shutdown-phase}). Idempotent: a second call returns at once.
      * An interrupt of the calling thread ends the wait for the holders early, but the rest still
      * happens in full (every lock is given back before this returns); the thread's interrupt flag is
-     * set again when it returns.
+     * set again when it returns. Beyond {@code timeout}, it also waits, for up to twice the client's
+     * network timeout, for database calls in flight (a grant racing the close is given back), and for
+     * up to the network timeout for {@code onLost} listeners already running on the event thread
+     * (the releases they hold back are made after them).
      */
     void close(Duration timeout);
 }

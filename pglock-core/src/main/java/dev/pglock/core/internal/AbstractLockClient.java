@@ -1121,8 +1121,10 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
      * interrupted (the flag is left clear for the releases that follow).
      */
     private boolean awaitQueuedEvents() {
-        if (Thread.currentThread() == eventThread) {
-            return false; // a listener closing the client: what is queued behind it cannot run first
+        Thread running = eventThread;
+        if (running == null || Thread.currentThread() == running) {
+            // nothing was ever queued; or a listener closes the client: what is queued behind it cannot run first
+            return false;
         }
         try {
             events.submit(() -> { }).get(inFlightBound().toNanos(), TimeUnit.NANOSECONDS);
