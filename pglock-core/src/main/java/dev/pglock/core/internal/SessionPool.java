@@ -8,6 +8,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Executor;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicReferenceArray;
 import javax.sql.DataSource;
 
 /**
@@ -26,8 +27,16 @@ public final class SessionPool {
     private final int networkTimeoutMillis;
     private final Executor connector;
     private final LockSession.Opener opener;
-    private final LockSession[] slots;
+    /**
+     * Written under the slot's {@link #opening} lock when a session is opened into it; cleared by
+     * compare-and-set alone (a retired or ended session), so clearing never waits for an opening,
+     * which may be a borrow that waits for a connection: the watchdog's retirement and a dead
+     * session's report of its lost locks would wait with it.
+     */
+    private final AtomicReferenceArray<LockSession> slots;
     private final Object[] opening;
+    /** For tests: runs in {@link #retireIdle} after a session was retired, before its slot is cleared. */
+    volatile Runnable afterRetiringForTests;
     private final AtomicInteger next = new AtomicInteger();
     private volatile boolean closed;
 
@@ -38,7 +47,7 @@ public final class SessionPool {
         this.connectionWaitTimeout = connectionWaitTimeout;
         this.networkTimeoutMillis = (int) Math.min(Integer.MAX_VALUE, Math.max(1, networkTimeout.toMillis()));
         this.connector = connector;
-        this.slots = new LockSession[size];
+        this.slots = new AtomicReferenceArray<>(size);
         this.opening = new Object[size];
         for (int i = 0; i < size; i++) {
             opening[i] = new Object();
@@ -54,7 +63,7 @@ public final class SessionPool {
         try {
             Jdbc.requirePostgres(connection);
             LockSession session = LockSession.open(connection, networkTimeoutMillis, connector, opener);
-            slots[0] = session;
+            slots.set(0, session);
             return session;
         } catch (SQLException e) {
             Jdbc.abortQuietly(connection);
@@ -120,8 +129,8 @@ public final class SessionPool {
     private LockSession scan() {
         int unopened = -1;
         boolean retirementUnderWay = false;
-        for (int i = 0; i < slots.length; i++) {
-            LockSession session = slots[i];
+        for (int i = 0; i < slots.length(); i++) {
+            LockSession session = slots.get(i);
             if (session == null || session.isEnded()) {
                 if (unopened < 0) {
                     unopened = i;
@@ -139,13 +148,13 @@ public final class SessionPool {
             // session now would borrow a connection beside it (and wait for one from a full pool).
             return null;
         }
-        int slot = unopened >= 0 ? unopened : Math.floorMod(next.getAndIncrement(), slots.length);
-        LockSession session = slots[slot];
+        int slot = unopened >= 0 ? unopened : Math.floorMod(next.getAndIncrement(), slots.length());
+        LockSession session = slots.get(slot);
         if (session != null && !session.isEnded()) {
             return session.claim() ? session : null;
         }
         synchronized (opening[slot]) {
-            session = slots[slot];
+            session = slots.get(slot);
             if (session != null && !session.isEnded()) {
                 return session.claim() ? session : null; // opened by another caller meanwhile
             }
@@ -163,7 +172,7 @@ public final class SessionPool {
                 throw e;
             }
             session.claim(); // before it is published: nobody can be retiring it yet
-            slots[slot] = session;
+            slots.set(slot, session);
             return session;
         }
     }
@@ -171,7 +180,8 @@ public final class SessionPool {
     /** The sessions open now. */
     public List<LockSession> live() {
         List<LockSession> live = new ArrayList<>();
-        for (LockSession session : slots) {
+        for (int i = 0; i < slots.length(); i++) {
+            LockSession session = slots.get(i);
             if (session != null && !session.isEnded()) {
                 live.add(session);
             }
@@ -187,16 +197,16 @@ public final class SessionPool {
      */
     public void retireIdle(long idleNanos, java.util.function.Consumer<LockSession> dispose) {
         int live = live().size();
-        for (int i = slots.length - 1; i >= 0 && live > 1; i--) {
-            LockSession session = slots[i];
+        for (int i = slots.length() - 1; i >= 0 && live > 1; i--) {
+            LockSession session = slots.get(i);
             if (session == null || session.isEnded() || !session.retireIfIdle(idleNanos)) {
                 continue;
             }
-            synchronized (opening[i]) {
-                if (slots[i] == session) {
-                    slots[i] = null;
-                }
+            Runnable hook = afterRetiringForTests;
+            if (hook != null) {
+                hook.run();
             }
+            slots.compareAndSet(i, session, null); // a replacement opened meanwhile stays
             live--;
             dispose.accept(session);
         }
@@ -204,12 +214,8 @@ public final class SessionPool {
 
     /** Forgets an ended session so its slot opens a new one on next use. */
     public void remove(LockSession session) {
-        for (int i = 0; i < slots.length; i++) {
-            synchronized (opening[i]) { // never wipe a replacement stored meanwhile
-                if (slots[i] == session) {
-                    slots[i] = null;
-                }
-            }
+        for (int i = 0; i < slots.length(); i++) {
+            slots.compareAndSet(i, session, null); // never wipes a replacement stored meanwhile
         }
     }
 
@@ -217,11 +223,11 @@ public final class SessionPool {
     public List<LockSession> drain() {
         closed = true;
         List<LockSession> all = new ArrayList<>();
-        for (int i = 0; i < slots.length; i++) {
-            synchronized (opening[i]) {
-                if (slots[i] != null) {
-                    all.add(slots[i]);
-                    slots[i] = null;
+        for (int i = 0; i < slots.length(); i++) {
+            synchronized (opening[i]) { // a session being opened now is handed back too
+                LockSession session = slots.getAndSet(i, null);
+                if (session != null) {
+                    all.add(session);
                 }
             }
         }

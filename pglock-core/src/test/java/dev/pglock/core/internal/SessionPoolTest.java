@@ -5,6 +5,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 import com.zaxxer.hikari.HikariDataSource;
 import dev.pglock.test.PgTestDatabase;
 import java.time.Duration;
+import java.util.List;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
@@ -129,6 +130,103 @@ class SessionPoolTest {
         assertThat(session).as("the session that was kept").isSameAs(idle);
         assertThat(pool.live()).as("no second session opened").hasSize(1);
         session.callClaimed(c -> null);
+    }
+
+    /**
+     * A DataSource whose borrows, once {@code armed}, say so and then wait for {@code go}: a pool at
+     * its limit, or a database that does not answer.
+     */
+    private javax.sql.DataSource slowToLend(java.util.concurrent.atomic.AtomicBoolean armed,
+            java.util.concurrent.CountDownLatch borrowing, java.util.concurrent.CountDownLatch go) {
+        return (javax.sql.DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {javax.sql.DataSource.class}, (proxy, method, args) -> {
+                    if (method.getName().equals("getConnection") && armed.get()) {
+                        signalThenWait(borrowing, go);
+                    }
+                    try {
+                        return method.invoke(dataSource, args);
+                    } catch (java.lang.reflect.InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
+    }
+
+    /**
+     * Forgetting an ended session never waits for a slot being opened. It took every slot's lock,
+     * and a caller opening a session holds its slot's lock while it borrows the connection, up to the
+     * connection timeout: a dedicated advisory session whose backend ended waited that long before its
+     * locks were reported lost.
+     */
+    @Test
+    void forgettingAnEndedSessionDoesNotWaitForASessionBeingOpened() throws Exception {
+        var armed = new java.util.concurrent.atomic.AtomicBoolean();
+        var borrowing = new java.util.concurrent.CountDownLatch(1);
+        var go = new java.util.concurrent.CountDownLatch(1);
+        pool = new SessionPool(slowToLend(armed, borrowing, go), 2, Duration.ofSeconds(30), Duration.ofSeconds(10),
+                threads, LockSession::withPid);
+        pool.start();
+        LockSession busy = pool.session(); // slot 0, handed out
+        LockSession ended;
+        try (var c = dataSource.getConnection()) { // as a dedicated session, never in a slot
+            ended = LockSession.open(c, 10_000, threads, LockSession::withPid);
+            ended.end();
+            armed.set(true);
+            java.util.concurrent.Future<LockSession> opening = threads.submit(pool::session); // opens slot 1
+            assertThat(borrowing.await(10, TimeUnit.SECONDS)).isTrue();
+
+            java.util.concurrent.Future<?> forgetting = threads.submit(() -> pool.remove(ended));
+
+            try {
+                forgetting.get(5, TimeUnit.SECONDS); // the borrow would hold it for up to 30 s
+            } finally {
+                go.countDown();
+            }
+            opening.get(10, TimeUnit.SECONDS).callClaimed(x -> null);
+        }
+        busy.callClaimed(x -> null);
+    }
+
+    /** The same for the watchdog's retirement of an idle session, whose slot a caller is reopening. */
+    @Test
+    void retiringAnIdleSessionDoesNotWaitForItsSlotBeingReopened() throws Exception {
+        var armed = new java.util.concurrent.atomic.AtomicBoolean();
+        var borrowing = new java.util.concurrent.CountDownLatch(1);
+        var go = new java.util.concurrent.CountDownLatch(1);
+        pool = new SessionPool(slowToLend(armed, borrowing, go), 2, Duration.ofSeconds(30), Duration.ofSeconds(10),
+                threads, LockSession::withPid);
+        pool.start();
+        LockSession first = pool.session();
+        LockSession second = threads.submit(pool::session).get(10, TimeUnit.SECONDS); // slot 1
+        assertThat(second).isNotSameAs(first);
+        second.callClaimed(x -> null); // idle; slot 0 stays handed out
+        java.util.concurrent.atomic.AtomicReference<java.util.concurrent.Future<LockSession>> reopening =
+                new java.util.concurrent.atomic.AtomicReference<>();
+        pool.afterRetiringForTests = () -> { // slot 1's session is retired; a caller reopens the slot
+            pool.afterRetiringForTests = null;
+            armed.set(true);
+            reopening.set(threads.submit(pool::session));
+            try {
+                assertThat(borrowing.await(10, TimeUnit.SECONDS)).isTrue();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        };
+        List<LockSession> retired = new java.util.concurrent.CopyOnWriteArrayList<>();
+
+        java.util.concurrent.Future<?> retiring = threads.submit(() -> pool.retireIdle(0, retired::add));
+
+        try {
+            retiring.get(5, TimeUnit.SECONDS); // the borrow would hold it for up to 30 s
+        } finally {
+            go.countDown();
+        }
+        assertThat(retired).containsExactly(second);
+        LockSession reopened = reopening.get().get(10, TimeUnit.SECONDS);
+        assertThat(reopened).isNotSameAs(second);
+        assertThat(pool.live()).as("the reopened slot kept its new session").contains(reopened);
+        reopened.callClaimed(x -> null);
+        first.callClaimed(x -> null);
+        second.connection.close();
     }
 
     /** Says the blocked step has begun, then holds it until the test lets it go (at most 10 s). */
