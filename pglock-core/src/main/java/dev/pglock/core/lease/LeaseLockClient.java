@@ -358,6 +358,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private final LeaseListener listener;
     private final DataSource listenDataSource;
     private final Duration connectionWaitTimeout;
+    /** Where the sessions come from; after close(), a late release borrows from it directly. */
+    private final DataSource dataSource;
+    /** Set once close() has given its sessions back and stopped its threads (see releaseAfterClose). */
+    private volatile boolean databaseClosed;
     /** Wait lines callers are in now (or leaving); {@link #lineSlots} bounds how many. */
     private final Set<WaitLine> lines = ConcurrentHashMap.newKeySet();
     /**
@@ -415,6 +419,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             Duration heartbeatInterval, int lockSessions, int waitLines, Duration connectionWaitTimeout,
             boolean asyncReleaseCommit, String owner) {
         super(owner, "pglock-lease");
+        this.dataSource = dataSource;
         this.namespace = namespace;
         this.defaultLease = defaultLease;
         this.heartbeatInterval = heartbeatInterval;
@@ -872,7 +877,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             try {
                 untrustedReleases.execute(this::retryReleases);
             } catch (RejectedExecutionException closing) {
-                retrying.set(false); // close() releases what is left
+                retryRefused();
             }
         };
         try {
@@ -883,7 +888,41 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 run.run();
             }
         } catch (RejectedExecutionException closing) {
-            retrying.set(false); // close() releases what is left
+            retryRefused();
+        }
+    }
+
+    /** The client's threads are stopping: close() releases what is left, or, once it has, this does. */
+    private void retryRefused() {
+        retrying.set(false);
+        if (databaseClosed) {
+            releaseAfterClose();
+        }
+    }
+
+    /**
+     * Makes the releases still pending once close() has given back its sessions and stopped its
+     * threads, once, on this thread and a connection borrowed for them: a grant that was given back
+     * after close() stopped waiting for it (its thread stalled past the wait, or its session was
+     * busy), or a retry that close()'s shutdown dropped. Without this such a row stayed held until its
+     * lease ended.
+     */
+    private void releaseAfterClose() {
+        retrying.set(false); // a retry that was due is gone with the client's threads
+        List<LeaseLock> left = List.copyOf(pendingReleases.keySet());
+        left.forEach(pendingReleases::remove);
+        if (left.isEmpty()) {
+            return;
+        }
+        try (Connection c = dataSource.getConnection()) {
+            c.setAutoCommit(true);
+            c.setNetworkTimeout(Runnable::run, (int) Math.min(Integer.MAX_VALUE, networkTimeout.toMillis()));
+            for (int i = 0; i < left.size(); i += RELEASE_BATCH) {
+                releaseBatchOn(c, left.subList(i, Math.min(left.size(), i + RELEASE_BATCH)));
+            }
+        } catch (SQLException | RuntimeException e) {
+            log.warn("releasing {} lock(s) after the client closed failed ({}); they end when their leases run out",
+                    left.size(), e.getMessage());
         }
     }
 
@@ -1283,31 +1322,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     private int releaseBatch(List<LeaseLock> locks) {
         String[] keys = locks.stream().map(LeaseLock::key).toArray(String[]::new);
-        String[] holders = locks.stream().map(lock -> lock.holder).toArray(String[]::new);
-        Long[] holds = locks.stream().map(lock -> lock.holdAtLeastMillis).toArray(Long[]::new);
-        Long[] waiterIds = locks.stream().map(lock -> listener.waiterLockId(lock.key())).toArray(Long[]::new);
         LockSession session = null;
         try {
             session = sessions.session();
-            return session.callClaimed(c -> {
-                try (PreparedStatement ps = c.prepareStatement(releaseAll)) {
-                    Jdbc.planEveryRun(ps); // planned for its arrays, as the heartbeat
-                    ps.setArray(1, c.createArrayOf("text", keys));
-                    ps.setArray(2, c.createArrayOf("text", holders));
-                    ps.setArray(3, c.createArrayOf("bigint", holds));
-                    ps.setArray(4, c.createArrayOf("bigint", waiterIds));
-                    ps.setString(5, namespace);
-                    ps.setString(6, namespace);
-                    ps.setString(7, channel);
-                    int released = 0;
-                    try (ResultSet rs = ps.executeQuery()) {
-                        while (rs.next()) {
-                            released++;
-                        }
-                    }
-                    return released;
-                }
-            });
+            return session.callClaimed(c -> releaseBatchOn(c, locks));
         } catch (SQLException | RuntimeException e) {
             if (session != null && e instanceof SQLException sql) {
                 failure(session, "releasing", sql);
@@ -1315,6 +1333,28 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             log.warn("releasing {} failed ({}); it ends when its lease runs out", keys.length == 1 ? "lock '" + keys[0]
                     + "'" : keys.length + " locks", e.getMessage());
             return -1;
+        }
+    }
+
+    /** RELEASE_ALL of these locks on {@code c}; how many rows it released. */
+    private int releaseBatchOn(Connection c, List<LeaseLock> locks) throws SQLException {
+        try (PreparedStatement ps = c.prepareStatement(releaseAll)) {
+            Jdbc.planEveryRun(ps); // planned for its arrays, as the heartbeat
+            ps.setArray(1, c.createArrayOf("text", locks.stream().map(LeaseLock::key).toArray(String[]::new)));
+            ps.setArray(2, c.createArrayOf("text", locks.stream().map(lock -> lock.holder).toArray(String[]::new)));
+            ps.setArray(3, c.createArrayOf("bigint", locks.stream().map(lock -> lock.holdAtLeastMillis).toArray(Long[]::new)));
+            ps.setArray(4, c.createArrayOf("bigint", locks.stream().map(lock -> listener.waiterLockId(lock.key()))
+                    .toArray(Long[]::new)));
+            ps.setString(5, namespace);
+            ps.setString(6, namespace);
+            ps.setString(7, channel);
+            int released = 0;
+            try (ResultSet rs = ps.executeQuery()) {
+                while (rs.next()) {
+                    released++;
+                }
+            }
+            return released;
         }
     }
 
@@ -1783,6 +1823,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             }
         }
         connector.shutdownNow();
+        databaseClosed = true;
+        releaseAfterClose(); // what came while closing: a retry the shutdown dropped, a late give-back
         if (interrupted) {
             Thread.currentThread().interrupt();
         }

@@ -1739,6 +1739,40 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * A grant that comes back after close() stopped waiting for calls in flight (its thread stalled
+     * past that wait, or its session was busy) is still given back: its thread finds the sessions
+     * gone, and the release is made on a connection borrowed for it. Before, the release was handed
+     * to the client's stopped threads and dropped, and the row stayed held until its lease ended.
+     */
+    @Test
+    void aGrantGivenBackAfterCloseStoppedWaitingForItIsStillReleased() throws Exception {
+        LeaseLockClient a = (LeaseLockClient) client();
+        LockClient b = client();
+        AtomicBoolean once = new AtomicBoolean();
+        AtomicReference<Thread> closer = new AtomicReference<>();
+        a.afterGrantHookForTests(() -> {
+            if (once.compareAndSet(false, true)) {
+                Thread t = new Thread(a::close, "closer");
+                closer.set(t);
+                t.start();
+                try { // as a thread stalled past close()'s wait for it: close() finishes first
+                    t.join(Duration.ofSeconds(30).toMillis());
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+        });
+
+        Throwable outcome = org.assertj.core.api.Assertions.catchThrowable(
+                () -> a.tryAcquire(LockRequest.of("late-give-back")));
+
+        assertThat(closer.get().isAlive()).as("close() finished before the grant was given back").isFalse();
+        assertThat(outcome).isInstanceOf(IllegalStateException.class).hasMessageContaining("closed");
+        assertThat(b.tryAcquire(LockRequest.of("late-give-back"))).as("given back, long before its %s lease ends",
+                LONG_LEASE).isPresent();
+    }
+
+    /**
      * Issue 12, point 1, exclusive: A stops trusting X, the lease ends, A takes X again, then the release
      * queued for the first acquisition runs. It must leave the new acquisition's row alone.
      */
