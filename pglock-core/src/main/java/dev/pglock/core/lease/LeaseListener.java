@@ -85,7 +85,7 @@ final class LeaseListener {
     /** The lease namespace, part of each waiter id. */
     private final String namespace;
     /** Hashes (channel, namespace, key) to the waiter id a release checks; see {@link #waiterLockId}. */
-    private final dev.pglock.core.advisory.AdvisoryKeyHasher waiterIds;
+    private volatile dev.pglock.core.advisory.AdvisoryKeyHasher waiterIds;
     /**
      * Keys whose waiter id this connection holds now, with when a waiter last wanted each
      * (System.nanoTime). Written by the listener thread only; read by waiters to skip a registration.
@@ -114,7 +114,6 @@ final class LeaseListener {
             String channel, String namespace, Runnable wake) {
         this.wake = wake;
         this.namespace = namespace;
-        this.waiterIds = new dev.pglock.core.advisory.AdvisoryKeyHasher("pglock-lease-waiters/" + channel);
         this.dataSource = dataSource;
         this.connectionWaitTimeout = connectionWaitTimeout;
         this.connector = connector;
@@ -123,9 +122,14 @@ final class LeaseListener {
         this.listenSql = "LISTEN \"" + channel + "\"";
     }
 
+    /** Called by the client's start(), before any wait or release: the table's schema-qualified name. */
+    void identifyTable(String resolvedTable) {
+        this.waiterIds = new dev.pglock.core.advisory.AdvisoryKeyHasher("pglock-lease-waiters/" + resolvedTable);
+    }
+
     /**
      * The id whose shared advisory lock tells a release of {@code key} that someone waits for it. The
-     * same for every client of the table (by its name, without schema) and namespace.
+     * same for every client of the table (by its resolved, schema-qualified name) and namespace.
      */
     long waiterLockId(String key) {
         return waiterIds.lockId(namespace.length() + ":" + namespace + key);

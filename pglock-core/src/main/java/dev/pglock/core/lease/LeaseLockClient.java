@@ -390,7 +390,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** {@code owner#}: every holder entry of this client starts with it. */
     private final String holderPrefix;
     /** Hashes (channel, namespace, key) to the id of the key's wait line; see {@link #lineLockId}. */
-    private final dev.pglock.core.advisory.AdvisoryKeyHasher lineIds;
+    /** Set by start(), from the table's resolved, schema-qualified name (see LeaseSchema.resolvedName). */
+    private volatile dev.pglock.core.advisory.AdvisoryKeyHasher lineIds;
     private final Duration networkTimeout;
     /** How long a session beyond the first stays open with nothing to run: max(heartbeat, 1 s). */
     private final long idleNanos;
@@ -425,7 +426,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         this.heartbeatInterval = heartbeatInterval;
         this.safetyMargin = heartbeatInterval.dividedBy(2);
         // A NOTIFY channel is at most 63 bytes: the table's own name (≤ 51) fits. Tables of the same
-        // name in two schemas share it, which only wakes a waiter to re-check for nothing.
+        // name in two schemas share it, which only wakes a waiter to re-check for nothing; their
+        // wait lines and waiter ids are their own (start()).
         this.channel = table.substring(table.indexOf('.') + 1);
         this.tryLock = TRY_LOCK.formatted(quotedTable, quotedSequence);
         this.tryLockExclusive = TRY_LOCK_EXCLUSIVE.formatted(quotedTable, quotedSequence);
@@ -466,17 +468,22 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         this.listenDataSource = listenDataSource;
         this.connectionWaitTimeout = connectionWaitTimeout;
         this.lineSlots = new java.util.concurrent.Semaphore(waitLines);
-        this.lineIds = new dev.pglock.core.advisory.AdvisoryKeyHasher("pglock-lease-lines/" + channel);
     }
 
     /** Opens the first session (checking it is PostgreSQL), creates or checks the table, starts the heartbeat. */
     void start() {
         LockSession first = sessions.start();
+        String resolved;
         try {
             first.call(schema::prepare);
+            resolved = first.call(schema::resolvedName);
         } catch (SQLException e) {
             throw new LockDatabaseException("cannot prepare the lease table " + channel + ": " + e.getMessage(), e);
         }
+        // Every client of one table, whatever name it was given, orders its waiters and tells its
+        // releases that someone waits with the same ids; clients of another table never share them.
+        lineIds = new dev.pglock.core.advisory.AdvisoryKeyHasher("pglock-lease-lines/" + resolved);
+        listener.identifyTable(resolved);
         every(heartbeatInterval, "the heartbeat", this::startHeartbeat);
         // Trust is checked four times per heartbeat, so a lock is declared lost at most a quarter
         // heartbeat after its trusted time, which the margin (half a heartbeat) keeps before expiry.

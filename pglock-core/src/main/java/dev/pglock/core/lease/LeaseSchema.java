@@ -29,6 +29,9 @@ final class LeaseSchema {
     private static final long CREATE_LOCK_ID = 0x70676c6f636b4444L;
     private static final String CREATE_LOCK = "SELECT pg_advisory_xact_lock(?)";
     private static final String TABLE_EXISTS = "SELECT to_regclass(?) IS NOT NULL, to_regclass(?) IS NOT NULL";
+    /** The schema and name of the table the configured name resolves to (through search_path if unqualified). */
+    private static final String RESOLVE = "SELECT n.nspname, c.relname FROM pg_class c"
+            + " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(?)";
 
     private final String table;
     private final String quotedTable;
@@ -67,6 +70,22 @@ final class LeaseSchema {
         }
         Sequences.requireUncached(connection, quotedSequence, table + "_fencing_seq");
         return null;
+    }
+
+    /**
+     * The table's schema-qualified name, as the database resolves this client's name: two names of
+     * one table give one answer, tables of one name in two schemas two. Call after {@link #prepare}.
+     */
+    String resolvedName(Connection connection) throws SQLException {
+        try (PreparedStatement ps = connection.prepareStatement(RESOLVE)) {
+            ps.setString(1, quotedTable);
+            try (ResultSet rs = ps.executeQuery()) {
+                if (!rs.next()) {
+                    throw new IllegalStateException("the lease table " + table + " does not exist");
+                }
+                return rs.getString(1) + "." + rs.getString(2);
+            }
+        }
     }
 
     private boolean exists(Connection connection) throws SQLException {

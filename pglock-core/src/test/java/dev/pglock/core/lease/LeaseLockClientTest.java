@@ -1773,6 +1773,33 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Tables of one name in two schemas (a schema per tenant) are two tables: their waiters must not
+     * share a wait line or a waiter id. They hashed the table's name without its schema, so a waiter
+     * first in line for a key of one table kept a waiter of the other table's same key from hearing
+     * its releases (it re-checked only every second). Ids now come from the table the name resolves
+     * to, schema included, so two names of one table (qualified or not) share them.
+     */
+    @Test
+    void tablesOfOneNameInTwoSchemasShareNoWaitLineAndNoWaiterId() throws Exception {
+        String first = PgTestDatabase.uniqueName("pglock_s1");
+        String second = PgTestDatabase.uniqueName("pglock_s2");
+        closeLater(() -> sql("DROP SCHEMA IF EXISTS " + first + " CASCADE; DROP SCHEMA IF EXISTS " + second + " CASCADE"));
+        sql("CREATE SCHEMA " + first + "; CREATE SCHEMA " + second);
+        LeaseLockClient inFirst = (LeaseLockClient) closeLater(PgLock.lease(counting).tableName(first + ".pglock_locks")
+                .lease(LONG_LEASE).heartbeatInterval(HEARTBEAT).build());
+        LeaseLockClient inSecond = (LeaseLockClient) closeLater(PgLock.lease(counting).tableName(second + ".pglock_locks")
+                .lease(LONG_LEASE).heartbeatInterval(HEARTBEAT).build());
+        LeaseLockClient unqualified = (LeaseLockClient) client(); // this test's table, by its bare name
+        LeaseLockClient qualified = (LeaseLockClient) closeLater(PgLock.lease(counting).tableName("public." + table)
+                .lease(LONG_LEASE).heartbeatInterval(HEARTBEAT).build());
+
+        assertThat(inFirst.lineLockId("k")).as("wait lines").isNotEqualTo(inSecond.lineLockId("k"));
+        assertThat(inFirst.waiterLockId("k")).as("waiter ids").isNotEqualTo(inSecond.waiterLockId("k"));
+        assertThat(qualified.lineLockId("k")).as("one table, two names").isEqualTo(unqualified.lineLockId("k"));
+        assertThat(qualified.waiterLockId("k")).isEqualTo(unqualified.waiterLockId("k"));
+    }
+
+    /**
      * Issue 12, point 1, exclusive: A stops trusting X, the lease ends, A takes X again, then the release
      * queued for the first acquisition runs. It must leave the new acquisition's row alone.
      */
