@@ -70,7 +70,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     /** Runs heartbeats, watchdog checks and delayed releases; one daemon thread per client. */
     protected final ScheduledExecutorService scheduler;
     /** Calls onLost listeners, so that slow user code never delays a watchdog or heartbeat. */
-    private final ExecutorService events;
+    private final java.util.concurrent.ThreadPoolExecutor events;
     /** The thread {@link #events} runs on now (a listener may close the client from it). */
     private volatile Thread eventThread;
     private volatile boolean closed;
@@ -89,12 +89,15 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             t.setDaemon(true);
             return t;
         });
-        this.events = Executors.newSingleThreadExecutor(r -> {
-            Thread t = new Thread(r, threadNamePrefix + "-" + number + "-events");
-            t.setDaemon(true);
-            eventThread = t;
-            return t;
-        });
+        // One thread, tasks in order (as Executors.newSingleThreadExecutor), with its queue in reach:
+        // a listener that closes the client runs what is queued behind it first (awaitQueuedEvents).
+        this.events = new java.util.concurrent.ThreadPoolExecutor(1, 1, 0, TimeUnit.MILLISECONDS,
+                new java.util.concurrent.LinkedBlockingQueue<>(), r -> {
+                    Thread t = new Thread(r, threadNamePrefix + "-" + number + "-events");
+                    t.setDaemon(true);
+                    eventThread = t;
+                    return t;
+                });
     }
 
     /**
@@ -869,6 +872,10 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
      * order), so no other client gets the key before they did.
      */
     private void reportLost(List<Hold> holds, Runnable then) {
+        if (holds.isEmpty() && then != null) {
+            then.run(); // nobody to tell: not held back behind other locks' listeners
+            return;
+        }
         for (Hold hold : holds) {
             try {
                 events.execute(hold::fireLost);
@@ -1115,27 +1122,52 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     }
 
     /**
-     * Waits, at most the in-flight bound, for what the event thread was given before close(): the
-     * listeners of locks lost earlier and the releases queued behind them (see {@link #reportLost}),
-     * so those releases are asked for while the database side is still open. Returns whether it was
-     * interrupted (the flag is left clear for the releases that follow).
+     * Waits for what the event thread was given before close(): the listeners of locks lost earlier
+     * and the releases queued behind them (see {@link #reportLost}), so that those releases are made
+     * after their holders heard, while the database side is still open. At most {@link
+     * #listenerWaitBound()}. When close() runs in a listener, on the event thread itself, what is
+     * queued behind that listener is run here, in order. Returns whether it was interrupted (the flag
+     * is left clear for the releases that follow).
      */
     private boolean awaitQueuedEvents() {
         Thread running = eventThread;
-        if (running == null || Thread.currentThread() == running) {
-            // nothing was ever queued; or a listener closes the client: what is queued behind it cannot run first
+        if (running == null) {
+            return false; // nothing was ever queued
+        }
+        if (Thread.currentThread() == running) {
+            List<Runnable> queued = new ArrayList<>();
+            events.getQueue().drainTo(queued);
+            queued.forEach(this::runQuietly);
             return false;
         }
+        Duration bound = listenerWaitBound();
         try {
-            events.submit(() -> { }).get(inFlightBound().toNanos(), TimeUnit.NANOSECONDS);
+            events.submit(() -> { }).get(bound.toNanos(), TimeUnit.NANOSECONDS);
         } catch (InterruptedException e) {
             return true;
         } catch (java.util.concurrent.TimeoutException e) {
-            log.warn("an onLost listener still ran after {}; closing without waiting for it", inFlightBound());
+            log.warn("an onLost listener still ran after {}; closing without waiting for it", bound);
         } catch (java.util.concurrent.ExecutionException | RejectedExecutionException e) {
             // nothing queued can be waited for
         }
         return false;
+    }
+
+    /**
+     * How long close() waits for listeners already queued: the in-flight bound, and at least as long
+     * as a leader candidate's listener waits for its onRevoked ({@link LeaderCandidate#REVOKED_WAIT}).
+     */
+    private Duration listenerWaitBound() {
+        Duration inFlight = inFlightBound();
+        return inFlight.compareTo(LeaderCandidate.REVOKED_WAIT) > 0 ? inFlight : LeaderCandidate.REVOKED_WAIT;
+    }
+
+    private void runQuietly(Runnable task) {
+        try {
+            task.run();
+        } catch (RuntimeException e) {
+            log.warn("a task of the event thread failed while the client closed", e);
+        }
     }
 
     /** Under {@link #state}: how many acquisitions are held here now. */

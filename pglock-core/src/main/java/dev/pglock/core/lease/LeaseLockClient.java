@@ -916,12 +916,25 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
      */
     private void releaseAfterClose() {
         retrying.set(false); // a retry that was due is gone with the client's threads
-        List<LeaseLock> left = List.copyOf(pendingReleases.keySet());
-        left.forEach(pendingReleases::remove);
+        List<LeaseLock> left = new ArrayList<>();
+        for (LeaseLock lock : pendingReleases.keySet()) {
+            if (pendingReleases.remove(lock) != null) { // each taken by one caller, should two run at once
+                left.add(lock);
+            }
+        }
         if (left.isEmpty()) {
             return;
         }
-        try (Connection c = dataSource.getConnection()) {
+        // This thread may carry an interrupt (a stopping pool thread, an interrupted acquirer): it
+        // must not cost the release. Restored below.
+        boolean interrupted = Thread.interrupted();
+        // Borrowed on a thread of its own, so the wait is bounded as every borrow of the client's is.
+        Executor borrower = task -> {
+            Thread t = new Thread(task, "pglock-lease-release-after-close");
+            t.setDaemon(true);
+            t.start();
+        };
+        try (Connection c = Jdbc.borrow(dataSource, connectionWaitTimeout, borrower, "releasing after close")) {
             c.setAutoCommit(true);
             c.setNetworkTimeout(Runnable::run, (int) Math.min(Integer.MAX_VALUE, networkTimeout.toMillis()));
             for (int i = 0; i < left.size(); i += RELEASE_BATCH) {
@@ -930,6 +943,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         } catch (SQLException | RuntimeException e) {
             log.warn("releasing {} lock(s) after the client closed failed ({}); they end when their leases run out",
                     left.size(), e.getMessage());
+        } finally {
+            if (interrupted) {
+                Thread.currentThread().interrupt();
+            }
         }
     }
 
@@ -1372,7 +1389,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     /** For tests: gives up a held lock as the trust check does once it stops trusting its lease. */
     void declareUntrustedForTests(String key) {
-        declareUntrusted(heldLocks().stream().filter(lock -> lock.key().equals(key)).toList());
+        declareUntrustedForTests(List.of(key));
+    }
+
+    /** For tests: the same for several locks at once, as one trust check finds them. */
+    void declareUntrustedForTests(List<String> keys) {
+        declareUntrusted(heldLocks().stream().filter(lock -> keys.contains(lock.key())).toList());
     }
 
     /** For tests: whether a thread waits for a heartbeat round to end (see rowOrder). */
