@@ -175,9 +175,10 @@ public interface LockClient extends AutoCloseable {
      * happens in full (every lock is given back before this returns); the thread's interrupt flag is
      * set again when it returns. Beyond {@code timeout}, it also waits, for up to twice the client's
      * network timeout, for database calls in flight (a grant racing the close is given back), and for
-     * up to 10 s (or the network timeout, if longer) for {@code onLost} listeners already queued on
-     * the event thread (the releases they hold back are made after them; when a listener itself
-     * closes the client, the listeners queued behind it run first, on its thread).
+     * {@code onLost} listeners already queued on the event thread, until {@code timeout} or 10 s
+     * (or the network timeout, if longer) after the call, whichever is later (the releases they hold
+     * back are made after them; when a listener itself closes the client, the listeners queued
+     * behind it run first, on a thread of their own).
      */
     void close(Duration timeout);
 }

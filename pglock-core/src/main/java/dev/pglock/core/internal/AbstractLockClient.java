@@ -872,10 +872,6 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
      * order), so no other client gets the key before they did.
      */
     private void reportLost(List<Hold> holds, Runnable then) {
-        if (holds.isEmpty() && then != null) {
-            then.run(); // nobody to tell: not held back behind other locks' listeners
-            return;
-        }
         for (Hold hold : holds) {
             try {
                 events.execute(hold::fireLost);
@@ -1056,6 +1052,9 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         List<Hold> released = new ArrayList<>();
         List<D> held = new ArrayList<>();
         long graceEnd = deadline(timeout);
+        // Listeners already queued run during the grace period too: their wait ends with it, or
+        // listenerWaitBound() after close() began, whichever is later.
+        long listenersEnd = Math.max(graceEnd, deadline(listenerWaitBound()));
         // A call in flight may be a claim that runs for up to the bound, then the give-back of its
         // grant, for up to the bound again.
         long inFlightEnd = Math.max(graceEnd, deadline(inFlightBound().multipliedBy(2)));
@@ -1109,7 +1108,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         } finally {
             interrupted |= Thread.interrupted(); // a listener's interrupt of this thread, too
             try {
-                interrupted |= awaitQueuedEvents();
+                interrupted |= awaitQueuedEvents(listenersEnd);
                 closeDatabase(held);
             } finally {
                 scheduler.shutdownNow();
@@ -1122,33 +1121,47 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     }
 
     /**
-     * Waits for what the event thread was given before close(): the listeners of locks lost earlier
-     * and the releases queued behind them (see {@link #reportLost}), so that those releases are made
-     * after their holders heard, while the database side is still open. At most {@link
-     * #listenerWaitBound()}. When close() runs in a listener, on the event thread itself, what is
-     * queued behind that listener is run here, in order. Returns whether it was interrupted (the flag
-     * is left clear for the releases that follow).
+     * Waits, until {@code deadline} at most, for what the event thread was given before close(): the
+     * listeners of locks lost earlier and the releases queued behind them (see {@link #reportLost}),
+     * so that those releases are made after their holders heard, while the database side is still
+     * open. When close() runs in a listener, on the event thread itself, what is queued behind that
+     * listener is run first, in order, on a thread of its own (a listener it runs may wait for the
+     * closing one), and waited for the same way. Returns whether it was interrupted (the flag is left
+     * clear for the releases that follow).
      */
-    private boolean awaitQueuedEvents() {
+    private boolean awaitQueuedEvents(long deadline) {
         Thread running = eventThread;
         if (running == null) {
             return false; // nothing was ever queued
         }
+        java.util.concurrent.Future<?> done;
         if (Thread.currentThread() == running) {
             List<Runnable> queued = new ArrayList<>();
             events.getQueue().drainTo(queued);
-            queued.forEach(this::runQuietly);
-            return false;
+            if (queued.isEmpty()) {
+                return false;
+            }
+            java.util.concurrent.FutureTask<Void> behind = new java.util.concurrent.FutureTask<>(
+                    () -> queued.forEach(this::runQuietly), null);
+            Thread t = new Thread(behind, running.getName() + "-closing");
+            t.setDaemon(true);
+            t.start();
+            done = behind;
+        } else {
+            try {
+                done = events.submit(() -> { });
+            } catch (RejectedExecutionException e) {
+                return false;
+            }
         }
-        Duration bound = listenerWaitBound();
         try {
-            events.submit(() -> { }).get(bound.toNanos(), TimeUnit.NANOSECONDS);
+            done.get(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
         } catch (InterruptedException e) {
             return true;
         } catch (java.util.concurrent.TimeoutException e) {
-            log.warn("an onLost listener still ran after {}; closing without waiting for it", bound);
-        } catch (java.util.concurrent.ExecutionException | RejectedExecutionException e) {
-            // nothing queued can be waited for
+            log.warn("an onLost listener was still running when the client closed; closing without waiting for it");
+        } catch (java.util.concurrent.ExecutionException e) {
+            // runQuietly lets nothing through
         }
         return false;
     }
@@ -1165,7 +1178,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     private void runQuietly(Runnable task) {
         try {
             task.run();
-        } catch (RuntimeException e) {
+        } catch (RuntimeException | Error e) {
             log.warn("a task of the event thread failed while the client closed", e);
         }
     }

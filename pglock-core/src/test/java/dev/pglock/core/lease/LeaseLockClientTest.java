@@ -1638,7 +1638,9 @@ class LeaseLockClientTest extends LockClientContractTest {
         HeldLock held = holder.acquire(LockRequest.of("told-and-closing"));
         HeldLock other = holder.acquire(LockRequest.of("told-behind-it"));
         CountDownLatch closed = new CountDownLatch(1);
+        CountDownLatch bothLost = new CountDownLatch(1);
         held.onLost(e -> {
+            awaitLatch(bothLost);
             holder.close();
             closed.countDown();
         });
@@ -1651,8 +1653,10 @@ class LeaseLockClientTest extends LockClientContractTest {
                 throw new IllegalStateException(ex);
             }
         });
-        holder.trustChecksPausedForTests = true; // the two are declared lost together, below
-        holder.declareUntrustedForTests(List.of("told-and-closing", "told-behind-it"));
+        holder.trustChecksPausedForTests = true;
+        holder.declareUntrustedForTests("told-and-closing"); // its listener first, the other's behind it
+        holder.declareUntrustedForTests("told-behind-it");
+        bothLost.countDown();
         assertThat(closed.await(10, TimeUnit.SECONDS)).as("closed by the listener, without waiting for itself").isTrue();
         assertThat(otherFreeWhenTold.get()).as("the other lock was still held when its holder was told").isEqualTo(1L);
 
