@@ -1139,6 +1139,55 @@ public abstract class LockClientContractTest {
         assertThat(leaderB.isLeader()).isTrue();
     }
 
+    /**
+     * The same when the candidacy is closed (as the Spring bean does at shutdown): close() interrupted
+     * the candidate's thread, so onRevoked ran interrupted, and an application that pauses its work
+     * by waiting (awaitTermination, a latch, a future) returned at once, the lock went back, and
+     * another candidate was elected while this one's work still ran.
+     */
+    @Test
+    void aLeaderWhoseCandidacyIsClosedHearsItIsRevokedUninterruptedBeforeAnotherIsElected() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        CountDownLatch electedB = new CountDownLatch(1);
+        CountDownLatch revokingA = new CountDownLatch(1);
+        AtomicBoolean interruptedInRevoked = new AtomicBoolean();
+        AtomicBoolean electedWhileARevoked = new AtomicBoolean();
+        Leadership leaderA = a.lead("closed-candidacy", new LeaderCallbacks() {
+            @Override
+            public void onElected(HeldLock lock) {
+            }
+
+            @Override
+            public void onRevoked(HeldLock lock) {
+                revokingA.countDown();
+                interruptedInRevoked.set(Thread.currentThread().isInterrupted());
+                try { // as an application's pause of its work that takes a while
+                    electedWhileARevoked.set(electedB.await(1, TimeUnit.SECONDS));
+                } catch (InterruptedException e) {
+                    interruptedInRevoked.set(true);
+                    Thread.currentThread().interrupt();
+                }
+            }
+        });
+        await().atMost(PROMPTLY).until(leaderA::isLeader);
+        Leadership leaderB = closeLater(b.lead("closed-candidacy", new LeaderCallbacks() {
+            @Override
+            public void onElected(HeldLock lock) {
+                electedB.countDown();
+            }
+        }));
+        awaitWaiterInDatabase("closed-candidacy");
+
+        leaderA.close();
+
+        assertThat(revokingA.await(10, TimeUnit.SECONDS)).isTrue();
+        assertThat(electedB.await(10, TimeUnit.SECONDS)).as("B leads after A's candidacy ended").isTrue();
+        assertThat(interruptedInRevoked).as("A's onRevoked ran interrupted").isFalse();
+        assertThat(electedWhileARevoked).as("B elected while A's onRevoked ran").isFalse();
+        assertThat(leaderB.isLeader()).isTrue();
+    }
+
     /** The mode's name and the arguments that make {@link LeaderProcess} a replica like this test's. */
     protected abstract List<String> leaderProcessArguments(String name);
 

@@ -163,7 +163,11 @@ public final class LeaderCandidate implements Leadership {
             }
             // Told before the lock is given back: no other candidate can be elected while this one's
             // onRevoked still runs (pausing its leader's work), so two never lead at once. The same
-            // for a lease this client stopped trusting: its listener above waits for this.
+            // for a lease this client stopped trusting: its listener above waits for this. Run
+            // uninterrupted: close() interrupts this thread to end a wait, and an onRevoked that pauses
+            // its leader's work by waiting would otherwise return at once and let the lock go while
+            // that work still runs. The interrupt is restored after.
+            boolean interrupted = Thread.interrupted();
             try {
                 callbacks.onRevoked(held);
             } catch (RuntimeException e) {
@@ -171,6 +175,9 @@ public final class LeaderCandidate implements Leadership {
             } finally {
                 revoked.countDown();
                 held.close(); // quiet when it was lost
+                if (interrupted) {
+                    Thread.currentThread().interrupt();
+                }
             }
         }
         if (yielded) {
