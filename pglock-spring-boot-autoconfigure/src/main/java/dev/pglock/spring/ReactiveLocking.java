@@ -68,7 +68,8 @@ final class ReactiveLocking {
                     return Mono.error(notAcquired.get());
                 }));
         Publisher<?> locked;
-        if (adapter != null && adapter.isMultiValue()) {
+        if (adapter != null ? adapter.isMultiValue() : SUSPEND_FLOWS.computeIfAbsent(operation.method(),
+                ReactiveLocking::suspendReturnsFlow)) {
             locked = Flux.usingWhen(lock,
                     held -> held.take() ? Flux.from(body(call, held.lock, adapter)) : Flux.empty(),
                     held -> release(held.lock), (held, error) -> release(held.lock), held -> release(held.lock));
@@ -78,6 +79,43 @@ final class ReactiveLocking {
                     held -> release(held.lock), (held, error) -> release(held.lock), held -> release(held.lock));
         }
         return adapter != null ? adapter.fromPublisher(locked) : locked;
+    }
+
+    private static final java.util.Map<java.lang.reflect.Method, Boolean> SUSPEND_FLOWS =
+            new java.util.concurrent.ConcurrentHashMap<>();
+
+    /**
+     * Whether a Kotlin suspend function is declared to return a Flow: Spring AOP hands interceptors a
+     * Flux for it (a Mono for any other result), which must be relayed whole. Its JVM signature ends
+     * with a {@code Continuation<? super R>} parameter that names the declared result R.
+     */
+    static boolean suspendReturnsFlow(java.lang.reflect.Method method) {
+        java.lang.reflect.Type[] parameters = method.getGenericParameterTypes();
+        if (parameters.length == 0
+                || !(parameters[parameters.length - 1] instanceof java.lang.reflect.ParameterizedType continuation)
+                || !continuation.getRawType().getTypeName().equals("kotlin.coroutines.Continuation")) {
+            return false;
+        }
+        java.lang.reflect.Type result = continuation.getActualTypeArguments()[0];
+        if (result instanceof java.lang.reflect.WildcardType wildcard && wildcard.getLowerBounds().length == 1) {
+            result = wildcard.getLowerBounds()[0];
+        }
+        if (result instanceof java.lang.reflect.ParameterizedType parameterized) {
+            result = parameterized.getRawType();
+        }
+        return result instanceof Class<?> type && isFlow(type);
+    }
+
+    private static boolean isFlow(Class<?> type) {
+        if (type.getName().equals("kotlinx.coroutines.flow.Flow")) {
+            return true;
+        }
+        for (Class<?> implemented : type.getInterfaces()) {
+            if (isFlow(implemented)) {
+                return true;
+            }
+        }
+        return type.getSuperclass() != null && isFlow(type.getSuperclass());
     }
 
     /**

@@ -7,6 +7,9 @@ import dev.pglock.test.PgTestDatabase
 import kotlinx.coroutines.CompletableDeferred
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.async
+import kotlinx.coroutines.flow.Flow
+import kotlinx.coroutines.flow.flow
+import kotlinx.coroutines.flow.toList
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
 import org.assertj.core.api.Assertions.assertThat
@@ -29,6 +32,42 @@ class SuspendFunctionLockTest {
             val answer = gate.await()
             return answer + ":" + LockContext.REACTOR_KEY.simpleName
         }
+
+        /** Says, for each item, whether another client could take the key while it was emitted. */
+        @DistributedLock(key = "'suspend-flow'")
+        open suspend fun items(other: dev.pglock.core.LockClient): Flow<String> = flow {
+            for (i in 1..3) {
+                emit("$i:" + (if (other.tryAcquire(LockRequest.of("suspend-flow")).isPresent) "free" else "held"))
+            }
+        }
+    }
+
+    /**
+     * A suspend function that returns a Flow: Spring AOP hands the interceptor a Flux for it, and it
+     * was taken as one value (the Java return type is Object), so the caller got the first item only
+     * and the lock was released then. Every item now comes, each emitted under the lock.
+     */
+    @Test
+    fun aSuspendFunctionReturningAFlowGivesEveryItemUnderTheLock() {
+        val db = PgTestDatabase.get()
+        val namespace = PgTestDatabase.uniqueName("suspend")
+        ApplicationContextRunner()
+            .withConfiguration(AutoConfigurations.of(DataSourceAutoConfiguration::class.java,
+                AopAutoConfiguration::class.java, PgLockAutoConfiguration::class.java))
+            .withPropertyValues("spring.datasource.url=" + db.jdbcUrl(), "spring.datasource.username=" + db.user(),
+                "spring.datasource.password=" + db.password(), "pglock.namespace=" + namespace)
+            .withBean(SuspendJobs::class.java)
+            .run { context ->
+                val jobs = context.getBean(SuspendJobs::class.java)
+                db.pooledDataSource(2).use { pool ->
+                    PgLock.advisory(pool).namespace(namespace).build().use { other ->
+                        val items = runBlocking { withTimeout(10_000) { jobs.items(other).toList() } }
+                        assertThat(items).containsExactly("1:held", "2:held", "3:held")
+                        assertThat(other.tryAcquire(LockRequest.of("suspend-flow"))).`as`("released once it completed")
+                            .isPresent()
+                    }
+                }
+            }
     }
 
     @Test
