@@ -58,7 +58,7 @@ final class ReactiveLocking {
         // A suspend function's proceed() gives a publisher; its return type (Object) has no adapter.
         ReactiveAdapter adapter = ReactiveAdapterRegistry.getSharedInstance()
                 .getAdapter(operation.method().getReturnType());
-        Mono<Handover> lock = acquire(template, request)
+        Mono<Handover> lock = acquire(operation, template, request)
                 .switchIfEmpty(Mono.defer(() -> {
                     if (operation.skipsWhenLocked()) {
                         log.debug("{} skipped: lock '{}' is held elsewhere", operation.description(), request.key());
@@ -155,13 +155,24 @@ final class ReactiveLocking {
      * The lock, taken off the subscribing thread (the acquisition may wait), handed over so that a
      * subscriber that cancels meanwhile never leaves it held.
      */
-    private static Mono<Handover> acquire(LockTemplate template, LockRequest request) {
+    private static Mono<Handover> acquire(LockOperation operation, LockTemplate template, LockRequest request) {
         return Mono.<Handover>create(sink -> {
             Handover handover = new Handover();
             sink.onCancel(handover::cancel);
             HeldLock held;
             try {
                 held = template.tryLock(request);
+            } catch (IllegalStateException e) {
+                // Shutting down: the client grants nothing more. A method that skips when the lock is
+                // taken skips quietly here too, as a synchronous one does (DistributedLockInterceptor).
+                if (template.client().isClosed() && operation.skipsWhenLocked()) {
+                    log.debug("{} skipped: the lock client is closed (the application is shutting down)",
+                            operation.description());
+                    sink.success();
+                } else {
+                    sink.error(e);
+                }
+                return;
             } catch (Throwable t) {
                 sink.error(t);
                 return;

@@ -330,6 +330,24 @@ abstract class MethodShapesIntegrationTest {
      * work (and, in advisory mode, the lock), and the caller that caught the failure commits the rest.
      * Before, the lock was still checked before the outer commit, which failed in advisory mode.
      */
+    /**
+     * During shutdown a reactive method told to SKIP skips quietly, as a synchronous one does; one
+     * that must run is told the client is closed. Before, the SKIP method's publisher failed with the
+     * client's IllegalStateException (an ERROR from a scheduler, and no skip reported).
+     */
+    @Test
+    void duringShutdownAReactiveMethodThatSkipsSkipsQuietly() {
+        runner().run(context -> {
+            AsyncShapes shapes = context.getBean(AsyncShapes.class);
+            context.getBean(dev.pglock.spring.boot.autoconfigure.PgLockClients.class).stop();
+
+            assertThat(shapes.monoOrSkip(Mono.just("ran")).blockOptional(Duration.ofSeconds(10)))
+                    .as("skipped, nothing ran").isEmpty();
+            assertThatThrownBy(() -> shapes.mono(Mono.just("ran")).block(Duration.ofSeconds(10)))
+                    .isInstanceOf(IllegalStateException.class).hasMessageContaining("closed");
+        });
+    }
+
     @Test
     void aLockOfANestedTransactionWhoseWorkFailedDoesNotFailTheOuterCommit() {
         runner().run(context -> {
