@@ -301,7 +301,19 @@ final class LockOperationSource {
                     + " method returns: pglock holds such locks through Project Reactor (io.projectreactor:reactor-core),"
                     + " which is not on the classpath. Add it, or return CompletableFuture");
         }
+        if (isLazyType(type)) {
+            // May be lazy or not (a list's stream is done work; a streaming query's is not): warned, not refused.
+            log.warn("{} returns {}: its lock is released when the method returns, before the work of a lazy one"
+                    + " (a streaming query, a lazy map) runs as the caller consumes it; collect it inside the"
+                    + " method, or return a Flux", description, type.getName());
+        }
         return LockOperation.Shape.SYNCHRONOUS;
+    }
+
+    /** A type whose work may run as its caller consumes it, after the method returned. */
+    private static boolean isLazyType(Class<?> type) {
+        return java.util.stream.BaseStream.class.isAssignableFrom(type) || java.util.Iterator.class.isAssignableFrom(type)
+                || type.getName().equals("kotlin.sequences.Sequence");
     }
 
     /** A lazy type that pglock cannot hold a lock across without Reactor. */

@@ -272,6 +272,15 @@ class LockAnnotationRulesTest {
         });
     }
 
+    /** A method returning a Stream (or Iterator) is locked only while it runs: a start-up warning says so. */
+    @Test
+    void aLockedMethodReturningAStreamIsAStartUpWarning(CapturedOutput output) {
+        runner().withBean(LazyResults.class).run(context -> {
+            assertThat(output).contains("@DistributedLock on LazyResults.numbers(..) returns java.util.stream.Stream:"
+                    + " its lock is released when the method returns").doesNotContain("LazyResults.list(..) returns");
+        });
+    }
+
     // ---- 10. advice order ------------------------------------------------------------------------
 
     /** Spring Framework 7's @Retryable is outermost: each attempt takes the lock anew. */
@@ -417,6 +426,18 @@ class LockAnnotationRulesTest {
 
         public void other() {
             self.locked(); // through a reference (the proxy, when injected): not reported
+        }
+    }
+
+    static class LazyResults {
+        @DistributedLock(key = "'lazy'")
+        public java.util.stream.Stream<Integer> numbers() {
+            return java.util.stream.Stream.of(1, 2, 3);
+        }
+
+        @DistributedLock(key = "'eager'")
+        public List<Integer> list() {
+            return List.of(1, 2, 3);
         }
     }
 
