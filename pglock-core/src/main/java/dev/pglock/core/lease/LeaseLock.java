@@ -14,6 +14,8 @@ final class LeaseLock extends DatabaseLock {
     volatile long trustedUntilNanos;
     /** Set once the acquisition is released (its last hold ended) or given up. */
     volatile boolean ended;
+    /** Set when a renewal found the row no longer this acquisition's: lost, whoever reports it first. */
+    volatile boolean foundGone;
 
     LeaseLock(String key, String holder, boolean shared, long fencingToken, Instant acquiredAt, long leaseMillis,
             long holdAtLeastMillis, long trustedUntilNanos) {

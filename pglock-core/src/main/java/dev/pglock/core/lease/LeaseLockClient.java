@@ -408,6 +408,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     volatile Runnable afterRetryFoundBusyForTests;
     /** For tests: runs in a heartbeat round once it has listed the locks to renew, before any statement. */
     volatile Runnable heartbeatListedForTests;
+    /** For tests: runs in a heartbeat round that found locks gone, before it reports them lost. */
+    volatile Runnable beforeGoneReportedForTests;
     /** For tests: how long a caller behind the first in a wait line waits before it attempts again. */
     volatile long lineRecheckMillisForTests = WaitLine.RECHECK_MILLIS;
     /** For tests: while true, no heartbeat is sent, as when the process is paused or the network slow. */
@@ -1315,6 +1317,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     lock.key(), e.getMessage());
             releaseUntrusted(List.of(lock)); // also while close() waits: the entry is gone, close() will not see it
         }
+        if (lock.foundGone) { // a heartbeat found it gone, and this release came before that was reported
+            return CompletableFuture.completedFuture(Released.gone(Reason.TAKEN_OVER, "its row was taken over, released"
+                    + " or deleted by someone else (a heartbeat found it gone before it was released)", null));
+        }
         return CompletableFuture.completedFuture(trustedToTheEnd ? Released.HELD : Released.gone(untrustedCategory(lock), "no heartbeat was"
                 + " confirmed within the lease minus a safety margin before it was released", null));
     }
@@ -1509,6 +1515,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     lastHeartbeatNanos = System.nanoTime();
                 }
                 // Listeners and the observer are the user's code: never while holding rowOrder.
+                Runnable hook = beforeGoneReportedForTests;
+                if (hook != null && !gone.isEmpty()) {
+                    hook.run();
+                }
                 if (!gone.isEmpty()) {
                     lost(gone::contains, Reason.TAKEN_OVER, "its row was taken over, released or deleted by someone"
                             + " else (the heartbeat found it gone)", null);
@@ -1640,6 +1650,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             if (renewed.contains(lock.holder)) {
                 extendTrust(lock, sentAt);
             } else {
+                lock.foundGone = true; // a release that comes before the report below says so too
                 gone.add(lock); // reported lost once the round ends
             }
         }

@@ -1818,6 +1818,36 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * A lock a heartbeat found gone (its row deleted or force-released) whose holder released it
+     * before the round reported the loss, with that release failing: the release said the lock had
+     * been held throughout, and the round's report then skipped it as released, so no one heard.
+     * The release now says it was lost, and runs the listeners.
+     */
+    @Test
+    void aReleaseThatFailsAfterAHeartbeatFoundTheLockGoneStillReportsTheLoss() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        LeaseLockClient holder = (LeaseLockClient) closeLater(builder(closeLater(db.pooledDataSource(proxy, 4))).build());
+        HeldLock held = holder.acquire(LockRequest.of("gone-then-released"));
+        List<LockLostException> heard = new java.util.concurrent.CopyOnWriteArrayList<>();
+        held.onLost(heard::add);
+        AtomicReference<Boolean> released = new AtomicReference<>();
+        holder.beforeGoneReportedForTests = () -> { // the holder releases between the round and its report
+            holder.beforeGoneReportedForTests = null;
+            proxy.setRefusing(true); // and its release fails
+            proxy.dropConnections();
+            released.set(held.release());
+        };
+        assertThat(sql("DELETE FROM " + table + " WHERE lock_key = 'gone-then-released'")).isEqualTo(1);
+
+        await().atMost(Duration.ofSeconds(20)).until(() -> released.get() != null);
+        proxy.setRefusing(false);
+
+        assertThat(released.get()).as("release() of a lock the heartbeat had found gone").isFalse();
+        assertThat(heard).as("its holder heard").hasSize(1);
+        assertThat(heard.get(0).reason()).isEqualTo(LockLostException.Reason.TAKEN_OVER);
+    }
+
+    /**
      * Issue 12, point 1, exclusive: A stops trusting X, the lease ends, A takes X again, then the release
      * queued for the first acquisition runs. It must leave the new acquisition's row alone.
      */
