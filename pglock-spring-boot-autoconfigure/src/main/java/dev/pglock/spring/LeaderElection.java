@@ -100,7 +100,9 @@ public class LeaderElection implements SmartLifecycle {
     /** Starts after the lock clients and stops before them (they stop in a later phase). */
     @Override
     public int getPhase() {
-        return SmartLifecycle.DEFAULT_PHASE - 4096 + 1; // the lock clients: DEFAULT_PHASE - 4096
+        // Stops after the web server and the schedulers, well before the lock clients (PgLockClients.PHASE),
+        // so its onRevoked runs with them open; starts once those are up.
+        return SmartLifecycle.DEFAULT_PHASE - 4095;
     }
 
     /** A change of this application's leadership. */

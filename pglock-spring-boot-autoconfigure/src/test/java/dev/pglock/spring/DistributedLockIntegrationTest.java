@@ -358,6 +358,61 @@ abstract class DistributedLockIntegrationTest {
         });
     }
 
+    /**
+     * A component that stops at the default phase (0: plain Lifecycle beans, Spring Integration's
+     * event-driven consumers; its pollers stop earlier still) may still call locked methods while it
+     * stops: the lock clients close after it. They closed at DEFAULT_PHASE - 4096, before all of
+     * those, which then failed with "the lock client is closed".
+     */
+    @Test
+    void aComponentStoppingAtTheDefaultPhaseCanStillCallLockedMethods() {
+        java.util.concurrent.atomic.AtomicReference<StopsAtPhaseZero> component = new java.util.concurrent.atomic.AtomicReference<>();
+        runner().withBean(StopsAtPhaseZero.class).run(context -> component.set(context.getBean(StopsAtPhaseZero.class)));
+
+        assertThat(component.get().failure).as("the locked call while stopping").isNull();
+        assertThat(component.get().ran).as("ran under its lock while the component stopped").isTrue();
+    }
+
+    /** Calls a locked method from its stop(), at the phase plain Lifecycle beans have. */
+    static class StopsAtPhaseZero implements org.springframework.context.SmartLifecycle,
+            org.springframework.context.ApplicationContextAware {
+        private org.springframework.context.ApplicationContext context;
+        private volatile boolean running;
+        volatile boolean ran;
+        volatile Throwable failure;
+
+        @Override
+        public void setApplicationContext(org.springframework.context.ApplicationContext context) {
+            this.context = context;
+        }
+
+        @Override
+        public void start() {
+            running = true;
+        }
+
+        @Override
+        public boolean isRunning() {
+            return running;
+        }
+
+        @Override
+        public int getPhase() {
+            return 0;
+        }
+
+        @Override
+        public void stop() {
+            running = false;
+            try {
+                context.getBean(Outcomes.class).plainVoid();
+                ran = true;
+            } catch (Throwable t) {
+                failure = t;
+            }
+        }
+    }
+
     @Test
     void anExceptionPassesThroughUnchangedAndTheLockIsReleased() {
         runner().run(context -> {

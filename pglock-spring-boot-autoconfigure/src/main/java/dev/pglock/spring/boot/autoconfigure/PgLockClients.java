@@ -27,14 +27,21 @@ import org.springframework.context.SmartLifecycle;
  * that work releases them, within {@code spring.lifecycle.timeout-per-shutdown-phase}; a lock still
  * held after that is reported lost to its holder ({@code onLost}, {@code assertHeld()} throws) before
  * it is released. So a rolling deploy never lets another replica in under work that still runs.
- * Its phase, {@link #PHASE}, comes after the web server's graceful shutdown, so requests that the
- * server lets finish can still take locks. Stopping is final: the clients are closed, and a context
+ * Its phase, {@link #PHASE}, comes after every other component's stop (the web server's graceful
+ * shutdown, schedulers, listener containers, plain lifecycle beans), so work they let finish, or do
+ * while they stop, can still take locks. Stopping is final: the clients are closed, and a context
  * that is stopped and then started again (rather than refreshed) keeps them closed.
  */
 public class PgLockClients implements SmartLifecycle, DisposableBean {
 
-    /** Below the web server's graceful shutdown ({@code DEFAULT_PHASE - 1024}) and stop ({@code - 2048}). */
-    public static final int PHASE = SmartLifecycle.DEFAULT_PHASE - 4096;
+    /**
+     * Among the last to stop (and the first to start): after everything that may still call locked
+     * code while it stops, the web server's graceful shutdown ({@code DEFAULT_PHASE - 1024}) and stop
+     * ({@code - 2048}), executors and schedulers ({@code DEFAULT_PHASE}), message listener containers,
+     * Spring Integration's endpoints ({@code Integer.MAX_VALUE / 2} and 0) and plain {@code Lifecycle}
+     * beans (0). Nothing it needs stops before it: the DataSource is not a lifecycle bean.
+     */
+    public static final int PHASE = Integer.MIN_VALUE + 4096;
 
     private static final Logger log = LoggerFactory.getLogger(PgLockClients.class);
 
