@@ -649,6 +649,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             if (hold == null) {
                 // close() began while we were taking it (close() waits for us, so the sessions are still
                 // there to give the lock back on), or the client now refuses further use.
+                lock.markUnused(); // never handed out
                 releaseQuietly(lock);
                 if (closed) {
                     throw closedException();
@@ -659,6 +660,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             // died and the watchdog skipped it as busy; a slow answer used up the lease's trust):
             // checked after publishing, so either that report or this check sees it. Never returned.
             if (hold.lost == null && !isTrusted(lock)) {
+                lock.markUnused(); // never handed out
                 declareUntrusted(List.of(lock));
             }
             state.lock();

@@ -12,6 +12,8 @@ public abstract class DatabaseLock {
     private final boolean shared;
     private final Long fencingToken;
     private final Instant acquiredAt;
+    /** Set when the grant is given back without ever being handed out: nothing ran under it. */
+    private volatile boolean unused;
 
     protected DatabaseLock(String key, boolean shared, Long fencingToken, Instant acquiredAt) {
         this.key = key;
@@ -35,5 +37,17 @@ public abstract class DatabaseLock {
 
     public final Instant acquiredAt() {
         return acquiredAt;
+    }
+
+    /**
+     * Whether this grant is given back unused (close() raced it, or it was lost before it was
+     * returned): its release keeps no hold-at-least, as no work ran under it to keep from running again.
+     */
+    public final boolean isUnused() {
+        return unused;
+    }
+
+    final void markUnused() {
+        unused = true;
     }
 }

@@ -1291,10 +1291,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 { // kept open on the session: see LockSession.prepared
                     PreparedStatement ps = on.prepared(lock.isShared() ? release : releaseExclusive);
                     if (lock.isShared()) {
-                        bind(ps, lock.holder, lock.holder, lock.holdAtLeastMillis, lock.holder, namespace, lock.key(),
+                        bind(ps, lock.holder, lock.holder, holdAtLeastMillis(lock), lock.holder, namespace, lock.key(),
                                 lock.holder, listener.waiterLockId(lock.key()), channel);
                     } else {
-                        bind(ps, lock.holdAtLeastMillis, namespace, lock.key(), lock.holder,
+                        bind(ps, holdAtLeastMillis(lock), namespace, lock.key(), lock.holder,
                                 listener.waiterLockId(lock.key()), channel);
                     }
                     try (ResultSet rs = ps.executeQuery()) {
@@ -1366,13 +1366,19 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         }
     }
 
+    /** The hold-at-least a release of {@code lock} keeps: none for a grant given back unused. */
+    private static long holdAtLeastMillis(LeaseLock lock) {
+        return lock.isUnused() ? 0 : lock.holdAtLeastMillis;
+    }
+
     /** RELEASE_ALL of these locks on {@code c}; how many rows it released. */
     private int releaseBatchOn(Connection c, List<LeaseLock> locks) throws SQLException {
         try (PreparedStatement ps = c.prepareStatement(releaseAll)) {
             Jdbc.planEveryRun(ps); // planned for its arrays, as the heartbeat
             ps.setArray(1, c.createArrayOf("text", locks.stream().map(LeaseLock::key).toArray(String[]::new)));
             ps.setArray(2, c.createArrayOf("text", locks.stream().map(lock -> lock.holder).toArray(String[]::new)));
-            ps.setArray(3, c.createArrayOf("bigint", locks.stream().map(lock -> lock.holdAtLeastMillis).toArray(Long[]::new)));
+            ps.setArray(3, c.createArrayOf("bigint", locks.stream().map(LeaseLockClient::holdAtLeastMillis)
+                    .toArray(Long[]::new)));
             ps.setArray(4, c.createArrayOf("bigint", locks.stream().map(lock -> listener.waiterLockId(lock.key()))
                     .toArray(Long[]::new)));
             ps.setString(5, namespace);

@@ -1848,6 +1848,36 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * A grant that is given back without ever being handed out (close() raced it) is released
+     * without its hold-at-least: no work ran under it, so nothing is to be kept from running again
+     * soon. It was released with it, and the key stayed blocked on every replica until the
+     * hold-at-least ran out (a scheduled job's tick ran nowhere).
+     */
+    @Test
+    void aGrantGivenBackUnusedIsReleasedWithoutItsHoldAtLeast() throws Exception {
+        LeaseLockClient a = (LeaseLockClient) client();
+        LockClient b = client();
+        AtomicBoolean once = new AtomicBoolean();
+        AtomicReference<Thread> closer = new AtomicReference<>();
+        a.afterGrantHookForTests(() -> {
+            if (once.compareAndSet(false, true)) {
+                Thread t = new Thread(a::close, "closer");
+                closer.set(t);
+                t.start();
+                await().atMost(Duration.ofSeconds(10)).until(a::isClosed);
+            }
+        });
+
+        Throwable outcome = org.assertj.core.api.Assertions.catchThrowable(() -> a.tryAcquire(LockRequest.of("unused-grant")
+                .holdAtLeast(Duration.ofSeconds(20))));
+
+        closer.get().join(Duration.ofSeconds(30).toMillis());
+        assertThat(outcome).isInstanceOf(IllegalStateException.class).hasMessageContaining("closed");
+        assertThat(b.tryAcquire(LockRequest.of("unused-grant"))).as("free at once, not 20 s after the unused grant")
+                .isPresent();
+    }
+
+    /**
      * Issue 12, point 1, exclusive: A stops trusting X, the lease ends, A takes X again, then the release
      * queued for the first acquisition runs. It must leave the new acquisition's row alone.
      */
