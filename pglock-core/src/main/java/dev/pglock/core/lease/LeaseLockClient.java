@@ -1526,6 +1526,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     hook.run();
                 }
                 if (!gone.isEmpty()) {
+                    // A lease whose trust had already run out (this process paused past it, say) is
+                    // lost for that, as the trust check would have reported it had it run first: its
+                    // renewal found the lease ended, not necessarily taken.
+                    List<LeaseLock> untrusted = heldLocks().stream().filter(lock -> gone.contains(lock) && !isTrusted(lock))
+                            .toList();
+                    if (!untrusted.isEmpty()) {
+                        declareUntrusted(untrusted);
+                    }
                     lost(gone::contains, Reason.TAKEN_OVER, "its row was taken over, released or deleted by someone"
                             + " else (the heartbeat found it gone)", null);
                 }

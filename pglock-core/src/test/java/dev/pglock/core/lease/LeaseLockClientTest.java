@@ -1878,6 +1878,27 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * A holder paused past its lease whose first heartbeat after the pause runs before the trust check
+     * hears that its lease was not renewed in time, not that someone took the row: nobody did.
+     */
+    @Test
+    void aLeaseFoundExpiredByTheHeartbeatAfterAPauseIsLostForWantOfTrustNotTakenOver() throws Exception {
+        LeaseLockClient a = shortLeaseClient();
+        HeldLock held = a.acquire(LockRequest.of("paused-past-lease"));
+        CompletableFuture<LockLostException> lost = new CompletableFuture<>();
+        held.onLost(lost::complete);
+        a.trustChecksPausedForTests = true; // as a paused process: nothing runs
+        a.heartbeatsPausedForTests = true;
+        await().atMost(Duration.ofSeconds(10)).until(() -> leaseLeftMillis("paused-past-lease") <= 0);
+
+        a.heartbeatsPausedForTests = false; // it resumes, and the heartbeat runs first
+        a.sendHeartbeat();
+
+        assertThat(lost.get(10, TimeUnit.SECONDS).reason()).isIn(LockLostException.Reason.TRUST_EXPIRED,
+                LockLostException.Reason.HEARTBEAT_FAILED);
+    }
+
+    /**
      * Issue 12, point 1, exclusive: A stops trusting X, the lease ends, A takes X again, then the release
      * queued for the first acquisition runs. It must leave the new acquisition's row alone.
      */
