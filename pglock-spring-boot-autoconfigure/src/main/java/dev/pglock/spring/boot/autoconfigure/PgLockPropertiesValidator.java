@@ -35,8 +35,8 @@ final class PgLockPropertiesValidator {
         notNegative("pglock.wait", p.getWait());
         notNegative("pglock.hold-at-least", p.getHoldAtLeast());
         positive("pglock.lease", p.getLease());
-        positive("pglock.heartbeat-interval", p.getHeartbeatInterval());
-        positive("pglock.connection-wait-timeout", p.getConnectionWaitTimeout());
+        atLeastMinimum("pglock.heartbeat-interval", p.getHeartbeatInterval());
+        atLeastMinimum("pglock.connection-wait-timeout", p.getConnectionWaitTimeout());
         notNegative("pglock.scheduled.wait", p.getScheduled().getWait());
         notNegative("pglock.scheduled.hold-at-least", p.getScheduled().getHoldAtLeast());
         // Checked in both modes: any method may ask for lease mode, and a value that is wrong in one
@@ -77,6 +77,16 @@ final class PgLockPropertiesValidator {
     private static void notNegative(String name, Duration value) {
         if (value == null || value.isNegative()) {
             throw invalid(name, value, "must not be negative");
+        }
+    }
+
+    /** A bare number is milliseconds; below this, it was almost certainly meant as seconds. */
+    private static final Duration MINIMUM = Duration.ofMillis(50);
+
+    private static void atLeastMinimum(String name, Duration value) {
+        positive(name, value);
+        if (value.compareTo(MINIMUM) < 0) {
+            throw invalid(name, value, "must be at least 50ms (a number without a unit is milliseconds: write 2s)");
         }
     }
 

@@ -182,6 +182,17 @@ class PgLockAutoConfigurationTest {
         assertStartFails("pglock.heartbeat-interval", "PT0S", "pglock.heartbeat-interval=0s");
     }
 
+    /**
+     * A bare number is read as milliseconds: {@code heartbeat-interval: 2} meant a heartbeat (or an
+     * advisory session check) every 2 ms, and {@code connection-wait-timeout: 5} a 5 ms wait for a
+     * connection. Values that short are refused, naming the property and the value.
+     */
+    @Test
+    void aHeartbeatOrConnectionWaitOfAFewMillisecondsStopsTheStart() {
+        assertStartFails("pglock.heartbeat-interval", "PT0.002S", "pglock.heartbeat-interval=2");
+        assertStartFails("pglock.connection-wait-timeout", "PT0.005S", "pglock.connection-wait-timeout=5");
+    }
+
     @Test
     void aBadTableNameStopsTheStart() {
         assertStartFails("pglock.table.name", "locks; drop table x", "pglock.table.name=locks; drop table x");
