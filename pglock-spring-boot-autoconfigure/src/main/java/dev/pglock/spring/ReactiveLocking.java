@@ -81,8 +81,9 @@ final class ReactiveLocking {
         return adapter != null ? adapter.fromPublisher(locked) : locked;
     }
 
+    /** Soft references: a restarted application's methods (and class loaders) are not kept. */
     private static final java.util.Map<java.lang.reflect.Method, Boolean> SUSPEND_FLOWS =
-            new java.util.concurrent.ConcurrentHashMap<>();
+            new org.springframework.util.ConcurrentReferenceHashMap<>();
 
     /**
      * Whether a Kotlin suspend function is declared to return a Flow: Spring AOP hands interceptors a

@@ -660,7 +660,14 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             // died and the watchdog skipped it as busy; a slow answer used up the lease's trust):
             // checked after publishing, so either that report or this check sees it. Never returned.
             if (hold.lost == null && !isTrusted(lock)) {
-                lock.markUnused(); // never handed out
+                state.lock();
+                try {
+                    if (claimed.holds.size() == 1) { // never handed out, and nobody joined it meanwhile
+                        lock.markUnused();
+                    }
+                } finally {
+                    state.unlock();
+                }
                 declareUntrusted(List.of(lock));
             }
             state.lock();

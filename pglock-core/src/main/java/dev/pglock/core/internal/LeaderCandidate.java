@@ -39,6 +39,8 @@ public final class LeaderCandidate implements Leadership {
     /** Guarded by {@link #monitor}. */
     private HeldLock leading;
     private boolean stepDown;
+    /** Guarded by {@link #monitor}: onRevoked runs (close() then does not interrupt). */
+    private boolean revoking;
     private volatile boolean closed;
 
     /**
@@ -90,8 +92,12 @@ public final class LeaderCandidate implements Leadership {
         closed = true;
         synchronized (monitor) {
             monitor.notifyAll();
+            // Ends a wait for the lock or a pause; never one inside onRevoked (see lead()), which
+            // then returns to a loop that sees closed.
+            if (!revoking) {
+                thread.interrupt();
+            }
         }
-        thread.interrupt();
         try {
             thread.join(WAIT_STEP.plusSeconds(3).toMillis());
         } catch (InterruptedException e) {
@@ -134,6 +140,9 @@ public final class LeaderCandidate implements Leadership {
             if (Thread.currentThread() == thread) {
                 return; // found lost by this candidate's own release: onRevoked has run
             }
+            if (lost.reason() == dev.pglock.core.LockLostException.Reason.CLIENT_CLOSED) {
+                return; // the client's close already waited its grace period for this work
+            }
             try {
                 revoked.await(REVOKED_WAIT.toMillis(), TimeUnit.MILLISECONDS);
             } catch (InterruptedException e) {
@@ -158,16 +167,19 @@ public final class LeaderCandidate implements Leadership {
         } catch (RuntimeException e) {
             log.warn("leader candidate for '{}': onElected threw; stepping down", key, e);
         } finally {
+            boolean interrupted;
             synchronized (monitor) {
                 leading = null;
+                revoking = true;
+                interrupted = Thread.interrupted(); // see below
             }
             // Told before the lock is given back: no other candidate can be elected while this one's
             // onRevoked still runs (pausing its leader's work), so two never lead at once. The same
             // for a lease this client stopped trusting: its listener above waits for this. Run
             // uninterrupted: close() interrupts this thread to end a wait, and an onRevoked that pauses
             // its leader's work by waiting would otherwise return at once and let the lock go while
-            // that work still runs. The interrupt is restored after.
-            boolean interrupted = Thread.interrupted();
+            // that work still runs. The interrupt is cleared above, under the monitor, and close()
+            // does not interrupt while revoking is set; it is restored after.
             try {
                 callbacks.onRevoked(held);
             } catch (RuntimeException e) {
@@ -175,6 +187,9 @@ public final class LeaderCandidate implements Leadership {
             } finally {
                 revoked.countDown();
                 held.close(); // quiet when it was lost
+                synchronized (monitor) {
+                    revoking = false;
+                }
                 if (interrupted) {
                     Thread.currentThread().interrupt();
                 }

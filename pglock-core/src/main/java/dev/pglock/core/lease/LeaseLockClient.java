@@ -1316,10 +1316,16 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             log.warn("releasing lock '{}' failed ({}); trying once more, else it ends when its lease runs out",
                     lock.key(), e.getMessage());
             releaseUntrusted(List.of(lock)); // also while close() waits: the entry is gone, close() will not see it
-        }
-        if (lock.foundGone) { // a heartbeat found it gone, and this release came before that was reported
-            return CompletableFuture.completedFuture(Released.gone(Reason.TAKEN_OVER, "its row was taken over, released"
-                    + " or deleted by someone else (a heartbeat found it gone before it was released)", null));
+            // A heartbeat that found the row gone before this release ran has not reported it yet
+            // (its round reports at its end, and skips an entry being released): this failed
+            // release is where the holder hears. (A release that succeeded proved the row was still
+            // this holder's: a renewal that waited behind it and then found it emptied set the flag
+            // after the fact.)
+            if (lock.foundGone) {
+                return CompletableFuture.completedFuture(Released.gone(Reason.TAKEN_OVER, "its row was taken over,"
+                        + " released or deleted by someone else (a heartbeat found it gone before it was released)",
+                        null));
+            }
         }
         return CompletableFuture.completedFuture(trustedToTheEnd ? Released.HELD : Released.gone(untrustedCategory(lock), "no heartbeat was"
                 + " confirmed within the lease minus a safety margin before it was released", null));

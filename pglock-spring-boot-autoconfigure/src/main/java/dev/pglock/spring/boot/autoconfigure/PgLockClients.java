@@ -39,7 +39,9 @@ public class PgLockClients implements SmartLifecycle, DisposableBean {
      * code while it stops, the web server's graceful shutdown ({@code DEFAULT_PHASE - 1024}) and stop
      * ({@code - 2048}), executors and schedulers ({@code DEFAULT_PHASE}), message listener containers,
      * Spring Integration's endpoints ({@code Integer.MAX_VALUE / 2} and 0) and plain {@code Lifecycle}
-     * beans (0). Nothing it needs stops before it: the DataSource is not a lifecycle bean.
+     * beans (0). Nothing it needs stops before it: the DataSource is not a lifecycle bean (but for
+     * Spring Boot's CRaC checkpoint support, which at phase 0 may suspend a Hikari pool before a
+     * checkpoint; lock sessions already hold their connections, and every borrow is bounded).
      */
     public static final int PHASE = Integer.MIN_VALUE + 4096;
 
