@@ -49,29 +49,33 @@ class SuspendFunctionLockTest {
      */
     @Test
     fun aSuspendFunctionReturningAFlowGivesEveryItemUnderTheLock() {
-        val db = PgTestDatabase.get()
-        val namespace = PgTestDatabase.uniqueName("suspend")
-        ApplicationContextRunner()
-            .withConfiguration(AutoConfigurations.of(DataSourceAutoConfiguration::class.java,
-                AopAutoConfiguration::class.java, PgLockAutoConfiguration::class.java))
-            .withPropertyValues("spring.datasource.url=" + db.jdbcUrl(), "spring.datasource.username=" + db.user(),
-                "spring.datasource.password=" + db.password(), "pglock.namespace=" + namespace)
-            .withBean(SuspendJobs::class.java)
-            .run { context ->
-                val jobs = context.getBean(SuspendJobs::class.java)
-                db.pooledDataSource(2).use { pool ->
-                    PgLock.advisory(pool).namespace(namespace).build().use { other ->
-                        val items = runBlocking { withTimeout(10_000) { jobs.items(other).toList() } }
-                        assertThat(items).containsExactly("1:held", "2:held", "3:held")
-                        assertThat(other.tryAcquire(LockRequest.of("suspend-flow"))).`as`("released once it completed")
-                            .isPresent()
-                    }
-                }
-            }
+        withJobsAndAnotherReplica { jobs, other ->
+            val items = runBlocking { withTimeout(10_000) { jobs.items(other).toList() } }
+            assertThat(items).containsExactly("1:held", "2:held", "3:held")
+            assertThat(other.tryAcquire(LockRequest.of("suspend-flow"))).`as`("released once it completed")
+                .isPresent()
+        }
     }
 
     @Test
     fun aSuspendFunctionHoldsItsLockUntilItCompletes() {
+        withJobsAndAnotherReplica { jobs, other ->
+            runBlocking {
+                val entered = CompletableDeferred<Unit>()
+                val gate = CompletableDeferred<String>()
+                val call = async(Dispatchers.IO) { jobs.work(entered, gate) }
+                withTimeout(10_000) { entered.await() } // the body runs, and now suspends
+                assertThat(other.tryAcquire(LockRequest.of("suspend"))).`as`("held while suspended").isEmpty()
+                gate.complete("done")
+                assertThat(withTimeout(10_000) { call.await() }).isEqualTo("done:HeldLock")
+            }
+            assertThat(other.tryAcquire(LockRequest.of("suspend"))).`as`("released once it completed")
+                .isPresent()
+        }
+    }
+
+    /** Runs [test] with the locked beans of a context and another replica's client on the same namespace. */
+    private fun withJobsAndAnotherReplica(test: (SuspendJobs, dev.pglock.core.LockClient) -> Unit) {
         val db = PgTestDatabase.get()
         val namespace = PgTestDatabase.uniqueName("suspend")
         ApplicationContextRunner()
@@ -81,20 +85,9 @@ class SuspendFunctionLockTest {
                 "spring.datasource.password=" + db.password(), "pglock.namespace=" + namespace)
             .withBean(SuspendJobs::class.java)
             .run { context ->
-                val jobs = context.getBean(SuspendJobs::class.java)
                 db.pooledDataSource(2).use { pool ->
                     PgLock.advisory(pool).namespace(namespace).build().use { other ->
-                        runBlocking {
-                            val entered = CompletableDeferred<Unit>()
-                            val gate = CompletableDeferred<String>()
-                            val call = async(Dispatchers.IO) { jobs.work(entered, gate) }
-                            withTimeout(10_000) { entered.await() } // the body runs, and now suspends
-                            assertThat(other.tryAcquire(LockRequest.of("suspend"))).`as`("held while suspended").isEmpty()
-                            gate.complete("done")
-                            assertThat(withTimeout(10_000) { call.await() }).isEqualTo("done:HeldLock")
-                        }
-                        assertThat(other.tryAcquire(LockRequest.of("suspend"))).`as`("released once it completed")
-                            .isPresent()
+                        test(context.getBean(SuspendJobs::class.java), other)
                     }
                 }
             }

@@ -1748,6 +1748,33 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThat(other.tryAcquire(LockRequest.of("retry-first"))).isPresent();
     }
 
+    /** What the granting thread does once it has started the closer. */
+    private interface WhileClosing {
+        void await(Thread closer) throws InterruptedException;
+    }
+
+    /**
+     * Starts {@code client.close()} on a thread of its own right after the client's first grant, then
+     * lets the granting thread wait as {@code whileClosing} says; returns the closing thread.
+     */
+    private static AtomicReference<Thread> closeAtFirstGrant(LeaseLockClient client, WhileClosing whileClosing) {
+        AtomicBoolean once = new AtomicBoolean();
+        AtomicReference<Thread> closer = new AtomicReference<>();
+        client.afterGrantHookForTests(() -> {
+            if (once.compareAndSet(false, true)) {
+                Thread t = new Thread(client::close, "closer");
+                closer.set(t);
+                t.start();
+                try {
+                    whileClosing.await(t);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+        });
+        return closer;
+    }
+
     private static void awaitLatch(CountDownLatch latch) {
         try {
             assertThat(latch.await(10, TimeUnit.SECONDS)).isTrue();
@@ -1766,20 +1793,8 @@ class LeaseLockClientTest extends LockClientContractTest {
     void aGrantGivenBackAfterCloseStoppedWaitingForItIsStillReleased() throws Exception {
         LeaseLockClient a = (LeaseLockClient) client();
         LockClient b = client();
-        AtomicBoolean once = new AtomicBoolean();
-        AtomicReference<Thread> closer = new AtomicReference<>();
-        a.afterGrantHookForTests(() -> {
-            if (once.compareAndSet(false, true)) {
-                Thread t = new Thread(a::close, "closer");
-                closer.set(t);
-                t.start();
-                try { // as a thread stalled past close()'s wait for it: close() finishes first
-                    t.join(Duration.ofSeconds(30).toMillis());
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                }
-            }
-        });
+        // as a thread stalled past close()'s wait for it: close() finishes first
+        AtomicReference<Thread> closer = closeAtFirstGrant(a, t -> t.join(Duration.ofSeconds(30).toMillis()));
 
         Throwable outcome = org.assertj.core.api.Assertions.catchThrowable(
                 () -> a.tryAcquire(LockRequest.of("late-give-back")));
@@ -1857,16 +1872,7 @@ class LeaseLockClientTest extends LockClientContractTest {
     void aGrantGivenBackUnusedIsReleasedWithoutItsHoldAtLeast() throws Exception {
         LeaseLockClient a = (LeaseLockClient) client();
         LockClient b = client();
-        AtomicBoolean once = new AtomicBoolean();
-        AtomicReference<Thread> closer = new AtomicReference<>();
-        a.afterGrantHookForTests(() -> {
-            if (once.compareAndSet(false, true)) {
-                Thread t = new Thread(a::close, "closer");
-                closer.set(t);
-                t.start();
-                await().atMost(Duration.ofSeconds(10)).until(a::isClosed);
-            }
-        });
+        AtomicReference<Thread> closer = closeAtFirstGrant(a, t -> await().atMost(Duration.ofSeconds(10)).until(a::isClosed));
 
         Throwable outcome = org.assertj.core.api.Assertions.catchThrowable(() -> a.tryAcquire(LockRequest.of("unused-grant")
                 .holdAtLeast(Duration.ofSeconds(20))));
