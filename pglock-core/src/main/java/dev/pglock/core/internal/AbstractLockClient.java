@@ -611,9 +611,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         } finally {
             state.unlock();
             if (untrustedLock != null) {
-                List<D> giveBack = List.of(untrustedLock);
-                stoppedTrusting(giveBack);
-                reportLost(untrusted, () -> releaseUntrusted(giveBack));
+                reportUntrusted(untrusted, List.of(untrustedLock));
             }
         }
         return lockClaimed(request, claimed, deadline, me);
@@ -738,9 +736,17 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
     /** Reports the locks lost because this process can no longer trust them, then gives them back. */
     protected final void declareUntrusted(List<D> locks) {
+        reportUntrusted(markLost(locks::contains, untrustedCategory(locks.get(0)), untrustedReason(locks.get(0)), null),
+                locks);
+    }
+
+    /**
+     * Untrusted {@code locks}, whose {@code holds} were just marked lost: the mode stops renewing them
+     * at once, their holders are told, and only then are they given back (see {@link #reportLost}).
+     */
+    private void reportUntrusted(List<Hold> holds, List<D> locks) {
         stoppedTrusting(locks);
-        reportLost(markLost(locks::contains, untrustedCategory(locks.get(0)), untrustedReason(locks.get(0)), null),
-                () -> releaseUntrusted(locks));
+        reportLost(holds, () -> releaseUntrusted(locks));
     }
 
     private void releaseQuietly(D lock) {

@@ -823,10 +823,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** Each release names its own acquisition, so it cannot touch a hold this client took since. */
     @Override
     protected void releaseUntrusted(List<LeaseLock> locks) {
-        locks.forEach(lock -> {
-            lock.ended = true;
-            confirmedInTransactions.remove(lock); // no transaction's hold of them can be renewed
-        });
+        // Already ended, and out of confirmedInTransactions: by stoppedTrusting, or by releaseInDatabase.
         locks.forEach(lock -> pendingReleases.put(lock, new PendingRelease(releaseRetriedUntil(lock), false, false)));
         scheduleRetry(false);
     }
