@@ -1107,28 +1107,10 @@ public abstract class LockClientContractTest {
         CountDownLatch electedB = new CountDownLatch(1);
         CountDownLatch revokingA = new CountDownLatch(1);
         AtomicBoolean electedWhileARevoked = new AtomicBoolean();
-        Leadership leaderA = closeLater(a.lead("revoked-first", new LeaderCallbacks() {
-            @Override
-            public void onElected(HeldLock lock) {
-            }
-
-            @Override
-            public void onRevoked(HeldLock lock) {
-                revokingA.countDown();
-                try { // as an application's pause of its work that takes a while
-                    electedWhileARevoked.set(electedB.await(1, TimeUnit.SECONDS));
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                }
-            }
-        }));
+        Leadership leaderA = closeLater(a.lead("revoked-first",
+                pausingOnRevoked(revokingA, electedB, electedWhileARevoked, new AtomicBoolean())));
         await().atMost(PROMPTLY).until(leaderA::isLeader);
-        Leadership leaderB = closeLater(b.lead("revoked-first", new LeaderCallbacks() {
-            @Override
-            public void onElected(HeldLock lock) {
-                electedB.countDown();
-            }
-        }));
+        Leadership leaderB = closeLater(b.lead("revoked-first", countingElected(electedB)));
         awaitWaiterInDatabase("revoked-first");
 
         leaderA.yieldLeadership();
@@ -1153,30 +1135,10 @@ public abstract class LockClientContractTest {
         CountDownLatch revokingA = new CountDownLatch(1);
         AtomicBoolean interruptedInRevoked = new AtomicBoolean();
         AtomicBoolean electedWhileARevoked = new AtomicBoolean();
-        Leadership leaderA = a.lead("closed-candidacy", new LeaderCallbacks() {
-            @Override
-            public void onElected(HeldLock lock) {
-            }
-
-            @Override
-            public void onRevoked(HeldLock lock) {
-                revokingA.countDown();
-                interruptedInRevoked.set(Thread.currentThread().isInterrupted());
-                try { // as an application's pause of its work that takes a while
-                    electedWhileARevoked.set(electedB.await(1, TimeUnit.SECONDS));
-                } catch (InterruptedException e) {
-                    interruptedInRevoked.set(true);
-                    Thread.currentThread().interrupt();
-                }
-            }
-        });
+        Leadership leaderA = a.lead("closed-candidacy",
+                pausingOnRevoked(revokingA, electedB, electedWhileARevoked, interruptedInRevoked));
         await().atMost(PROMPTLY).until(leaderA::isLeader);
-        Leadership leaderB = closeLater(b.lead("closed-candidacy", new LeaderCallbacks() {
-            @Override
-            public void onElected(HeldLock lock) {
-                electedB.countDown();
-            }
-        }));
+        Leadership leaderB = closeLater(b.lead("closed-candidacy", countingElected(electedB)));
         awaitWaiterInDatabase("closed-candidacy");
 
         leaderA.close();
@@ -1186,6 +1148,42 @@ public abstract class LockClientContractTest {
         assertThat(interruptedInRevoked).as("A's onRevoked ran interrupted").isFalse();
         assertThat(electedWhileARevoked).as("B elected while A's onRevoked ran").isFalse();
         assertThat(leaderB.isLeader()).isTrue();
+    }
+
+    /**
+     * A leader whose onRevoked pauses its work for up to a second, as an application's pause that
+     * takes a while: it says it began ({@code revoking}), whether {@code otherElected} came meanwhile
+     * ({@code electedMeanwhile}), and whether it ran interrupted ({@code interrupted}).
+     */
+    protected static LeaderCallbacks pausingOnRevoked(CountDownLatch revoking, CountDownLatch otherElected,
+            AtomicBoolean electedMeanwhile, AtomicBoolean interrupted) {
+        return new LeaderCallbacks() {
+            @Override
+            public void onElected(HeldLock lock) {
+            }
+
+            @Override
+            public void onRevoked(HeldLock lock) {
+                revoking.countDown();
+                interrupted.set(Thread.currentThread().isInterrupted());
+                try {
+                    electedMeanwhile.set(otherElected.await(1, TimeUnit.SECONDS));
+                } catch (InterruptedException e) {
+                    interrupted.set(true);
+                    Thread.currentThread().interrupt();
+                }
+            }
+        };
+    }
+
+    /** A candidate that counts {@code elected} down when it is elected. */
+    protected static LeaderCallbacks countingElected(CountDownLatch elected) {
+        return new LeaderCallbacks() {
+            @Override
+            public void onElected(HeldLock lock) {
+                elected.countDown();
+            }
+        };
     }
 
     /** The mode's name and the arguments that make {@link LeaderProcess} a replica like this test's. */

@@ -132,14 +132,18 @@ class SessionPoolTest {
         session.callClaimed(c -> null);
     }
 
+    /** Once set, the slow-to-lend pool's borrows say so ({@link #borrowing}) and wait for {@link #go}. */
+    private final java.util.concurrent.atomic.AtomicBoolean armed = new java.util.concurrent.atomic.AtomicBoolean();
+    private final java.util.concurrent.CountDownLatch borrowing = new java.util.concurrent.CountDownLatch(1);
+    private final java.util.concurrent.CountDownLatch go = new java.util.concurrent.CountDownLatch(1);
+
     /**
-     * A DataSource whose borrows, once {@code armed}, say so and then wait for {@code go}: a pool at
-     * its limit, or a database that does not answer.
+     * A pool of 2 whose DataSource, once {@link #armed}, is slow to lend: a pool at its limit, or a
+     * database that does not answer (a 30 s connection wait timeout).
      */
-    private javax.sql.DataSource slowToLend(java.util.concurrent.atomic.AtomicBoolean armed,
-            java.util.concurrent.CountDownLatch borrowing, java.util.concurrent.CountDownLatch go) {
-        return (javax.sql.DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
-                new Class<?>[] {javax.sql.DataSource.class}, (proxy, method, args) -> {
+    private SessionPool slowToLendPool() {
+        javax.sql.DataSource slow = (javax.sql.DataSource) java.lang.reflect.Proxy.newProxyInstance(
+                getClass().getClassLoader(), new Class<?>[] {javax.sql.DataSource.class}, (proxy, method, args) -> {
                     if (method.getName().equals("getConnection") && armed.get()) {
                         signalThenWait(borrowing, go);
                     }
@@ -149,6 +153,7 @@ class SessionPoolTest {
                         throw e.getCause();
                     }
                 });
+        return new SessionPool(slow, 2, Duration.ofSeconds(30), Duration.ofSeconds(10), threads, LockSession::withPid);
     }
 
     /**
@@ -159,11 +164,7 @@ class SessionPoolTest {
      */
     @Test
     void forgettingAnEndedSessionDoesNotWaitForASessionBeingOpened() throws Exception {
-        var armed = new java.util.concurrent.atomic.AtomicBoolean();
-        var borrowing = new java.util.concurrent.CountDownLatch(1);
-        var go = new java.util.concurrent.CountDownLatch(1);
-        pool = new SessionPool(slowToLend(armed, borrowing, go), 2, Duration.ofSeconds(30), Duration.ofSeconds(10),
-                threads, LockSession::withPid);
+        pool = slowToLendPool();
         pool.start();
         LockSession busy = pool.session(); // slot 0, handed out
         LockSession ended;
@@ -189,11 +190,7 @@ class SessionPoolTest {
     /** The same for the watchdog's retirement of an idle session, whose slot a caller is reopening. */
     @Test
     void retiringAnIdleSessionDoesNotWaitForItsSlotBeingReopened() throws Exception {
-        var armed = new java.util.concurrent.atomic.AtomicBoolean();
-        var borrowing = new java.util.concurrent.CountDownLatch(1);
-        var go = new java.util.concurrent.CountDownLatch(1);
-        pool = new SessionPool(slowToLend(armed, borrowing, go), 2, Duration.ofSeconds(30), Duration.ofSeconds(10),
-                threads, LockSession::withPid);
+        pool = slowToLendPool();
         pool.start();
         LockSession first = pool.session();
         LockSession second = threads.submit(pool::session).get(10, TimeUnit.SECONDS); // slot 1

@@ -1563,14 +1563,7 @@ class LeaseLockClientTest extends LockClientContractTest {
         HeldLock held = holder.acquire(LockRequest.of("told-first"));
         CountDownLatch hearing = new CountDownLatch(1);
         CountDownLatch heard = new CountDownLatch(1);
-        held.onLost(e -> {
-            hearing.countDown();
-            try {
-                heard.await(); // the holder stopping its work
-            } catch (InterruptedException interrupted) {
-                Thread.currentThread().interrupt();
-            }
-        });
+        held.onLost(hearThenWait(hearing, heard)); // the holder stopping its work
 
         holder.declareUntrustedForTests("told-first");
         assertThat(hearing.await(10, TimeUnit.SECONDS)).as("the holder is being told").isTrue();
@@ -1599,14 +1592,7 @@ class LeaseLockClientTest extends LockClientContractTest {
         HeldLock held = holder.acquire(LockRequest.of("told-then-closed"));
         CountDownLatch hearing = new CountDownLatch(1);
         CountDownLatch heard = new CountDownLatch(1);
-        held.onLost(e -> {
-            hearing.countDown();
-            try {
-                heard.await();
-            } catch (InterruptedException interrupted) {
-                Thread.currentThread().interrupt();
-            }
-        });
+        held.onLost(hearThenWait(hearing, heard));
         holder.declareUntrustedForTests("told-then-closed");
         assertThat(hearing.await(10, TimeUnit.SECONDS)).isTrue();
 
@@ -1678,28 +1664,10 @@ class LeaseLockClientTest extends LockClientContractTest {
         CountDownLatch electedB = new CountDownLatch(1);
         CountDownLatch revokingA = new CountDownLatch(1);
         AtomicBoolean electedWhileARevoked = new AtomicBoolean();
-        dev.pglock.core.Leadership leaderA = closeLater(a.lead("revoked-untrusted", new dev.pglock.core.LeaderCallbacks() {
-            @Override
-            public void onElected(HeldLock lock) {
-            }
-
-            @Override
-            public void onRevoked(HeldLock lock) {
-                revokingA.countDown();
-                try { // as an application's pause of its work that takes a while
-                    electedWhileARevoked.set(electedB.await(1, TimeUnit.SECONDS));
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                }
-            }
-        }));
+        dev.pglock.core.Leadership leaderA = closeLater(a.lead("revoked-untrusted",
+                pausingOnRevoked(revokingA, electedB, electedWhileARevoked, new AtomicBoolean())));
         await().atMost(Duration.ofSeconds(10)).until(leaderA::isLeader);
-        dev.pglock.core.Leadership leaderB = closeLater(b.lead("revoked-untrusted", new dev.pglock.core.LeaderCallbacks() {
-            @Override
-            public void onElected(HeldLock lock) {
-                electedB.countDown();
-            }
-        }));
+        dev.pglock.core.Leadership leaderB = closeLater(b.lead("revoked-untrusted", countingElected(electedB)));
 
         a.declareUntrustedForTests("revoked-untrusted"); // as when A's heartbeats are not confirmed in time
 
@@ -1773,6 +1741,19 @@ class LeaseLockClientTest extends LockClientContractTest {
             }
         });
         return closer;
+    }
+
+    /** A listener that says it is hearing, then waits (as a holder stopping its work) until {@code heard}. */
+    private static java.util.function.Consumer<LockLostException> hearThenWait(CountDownLatch hearing,
+            CountDownLatch heard) {
+        return e -> {
+            hearing.countDown();
+            try {
+                heard.await();
+            } catch (InterruptedException interrupted) {
+                Thread.currentThread().interrupt();
+            }
+        };
     }
 
     private static void awaitLatch(CountDownLatch latch) {
