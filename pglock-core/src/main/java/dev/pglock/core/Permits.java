@@ -60,10 +60,29 @@ final class Permits {
                 permit -> permit.slot));
     }
 
-    /** The permit, or null; see the class comment. Told to the observer by the caller, as one acquisition. */
+    /**
+     * The permit, or null; see the class comment. Told to the observer by the caller, as one
+     * acquisition. A permit whose marker (or own lock) is lost before it is handed out was given back
+     * already: it is never handed out, and the semaphore is taken again while the wait allows, as a
+     * lock found lost at its grant is.
+     */
     private static Permit take(LockClient client, AbstractLockClient<?> internals, LockRequest request, int permits) {
-        String key = request.key();
         long deadline = System.nanoTime() + nanos(request.waitAtMost());
+        while (true) {
+            Permit permit = takeOnce(client, internals, request, permits, deadline);
+            if (permit == null || permit.isHeld()) {
+                return permit;
+            }
+            permit.close(); // quiet: what is left of it goes back
+            if (deadline - System.nanoTime() <= 0 || Thread.currentThread().isInterrupted()) {
+                return null;
+            }
+        }
+    }
+
+    private static Permit takeOnce(LockClient client, AbstractLockClient<?> internals, LockRequest request, int permits,
+            long deadline) {
+        String key = request.key();
         Duration markerWait = request.waitAtMost().compareTo(MARKER_WAIT) > 0 ? request.waitAtMost() : MARKER_WAIT;
         HeldLock marker = client.tryAcquire(LockRequest.marker(PermitKeys.marker(key, permits), markerWait))
                 .orElse(null);

@@ -336,6 +336,34 @@ class LeaseLockClientTest extends LockClientContractTest {
         five.release();
     }
 
+    /**
+     * A permit whose marker is lost while its caller is still taking it is never handed out: the
+     * caller takes the semaphore again. Before, the permit's lock was given back as soon as the
+     * permit was made (the marker's listener ran at once), and the caller got a permit that was not
+     * held while another caller took the same one: two holders of a one-permit semaphore.
+     */
+    @Test
+    void aPermitWhoseMarkerIsLostBeforeItIsHandedOutIsNeverHandedOut() throws Exception {
+        LeaseLockClient a = pausedClient();
+        LockClient b = client();
+        java.util.concurrent.atomic.AtomicInteger markersTaken = new java.util.concurrent.atomic.AtomicInteger();
+        dev.pglock.core.PermitsHooks.afterMarker(() -> {
+            if (markersTaken.incrementAndGet() == 1) { // the first marker only: the second attempt keeps its own
+                a.declareUntrustedForTests(dev.pglock.core.internal.PermitKeys.marker("lost-early", 1));
+            }
+        });
+        try {
+            HeldLock permit = a.acquirePermit(LockRequest.of("lost-early").waitAtMost(PROMPTLY), 1);
+
+            assertThat(markersTaken).as("the semaphore was taken again").hasValue(2);
+            assertThat(permit.isHeld()).as("the permit handed out is held").isTrue();
+            assertThat(b.tryAcquirePermit(LockRequest.of("lost-early"), 1)).as("and nobody else has it").isEmpty();
+            permit.release();
+        } finally {
+            dev.pglock.core.PermitsHooks.afterMarker(null);
+        }
+    }
+
     @Test
     void aReadOnlyTransactionCannotTakeALeaseLock() throws Exception {
         LockClient a = client();
