@@ -23,7 +23,7 @@ final class LockSynchronization implements TransactionSynchronization {
     }
 
     private final List<Tied> locks = new ArrayList<>();
-    /** Locks whose work threw: not checked before the commit (see {@link #workFailed}). */
+    /** Locks whose work threw: not checked before the commit (see {@link #notCheckedBeforeCommit}). */
     private final java.util.Set<HeldLock> notChecked = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
 
     private LockSynchronization() {
@@ -45,12 +45,13 @@ final class LockSynchronization implements TransactionSynchronization {
     }
 
     /**
-     * The work under an advisory transaction lock of this transaction threw: the lock is no longer
-     * checked before the commit, only released after it. Such a lock is lost only with the work it
-     * covered (a rollback to a savepoint, as {@code NESTED} does) or with the whole transaction; a
-     * caller that caught the failure and commits the rest does not need it, and must not fail on it.
+     * The work under an advisory transaction lock of this transaction threw, or returned with the lock
+     * still held: the lock is no longer checked before the commit, only released after it. Such a
+     * lock is lost only with the work it covered (a rollback to a savepoint set before it, as a failed
+     * {@code NESTED} scope makes) or with the whole transaction; a caller that caught the failure and
+     * commits the rest does not need it, and must not fail on it.
      */
-    static void workFailed(HeldLock lock) {
+    static void notCheckedBeforeCommit(HeldLock lock) {
         if (active()) {
             current().notChecked.add(lock);
         }

@@ -254,8 +254,8 @@ public class LockTemplate implements LockOperations {
      * Step two: runs the body with the lock visible in {@link LockContext}, then releases it whatever
      * happens: at once, or, inside a transaction that the body did not start, once that transaction
      * has completed (checking the lock before its commit). A body that answers a
-     * {@link CompletionStage} keeps the lock until it completes (see {@link #releasedWhenComplete});
-     * one that answers a publisher (Mono, Flux, ...), whose work would only begin once subscribed,
+     * {@link CompletionStage} keeps the lock until it completes (see {@link #releasedWhenComplete}), or
+     * is refused under a lock tied to the transaction, which ends with it; one that answers a publisher (Mono, Flux, ...), whose work would only begin once subscribed,
      * after the release, is refused.
      */
     <T, E extends Throwable> T runHolding(HeldLock lock, Invocation<T, E> body) throws E {
@@ -274,7 +274,13 @@ public class LockTemplate implements LockOperations {
         LockContext.push(lock);
         try {
             T result = body.proceed();
-            if (result instanceof CompletionStage<?> stage && !(lock instanceof TransactionLock)) {
+            if (result instanceof CompletionStage<?> && lock instanceof TransactionLock) {
+                throw new IllegalStateException("the work under lock '" + lock.key() + "', which is tied to the"
+                        + " running transaction, returned a " + result.getClass().getName() + ": the lock ends with"
+                        + " the transaction, and that work may still run after it. Finish the work before returning,"
+                        + " or take a lock that is not in the transaction (it is then kept until the stage completes)");
+            }
+            if (result instanceof CompletionStage<?> stage) {
                 handedOver = true;
                 if (client instanceof dev.pglock.core.internal.AbstractLockClient<?> internals) {
                     internals.detach(lock); // this thread must not re-enter it while the work goes on
@@ -288,13 +294,21 @@ public class LockTemplate implements LockOperations {
                         + " @DistributedLock on a method that returns it (the lock is then taken on subscription"
                         + " and held until it completes), or take the lock inside the publisher");
             }
+            if (lock instanceof TransactionLock transactionLock && client.mode() == LockMode.ADVISORY) {
+                // Checked as the work returns rather than before the commit: held now, it covered all
+                // of the work, and it can vanish later only with a rollback to a savepoint set before
+                // it (a NESTED scope that failed after the work returned), which undoes that work too.
+                // So the commit of what is left must not fail on it.
+                transactionLock.confirmBeforeCommit();
+                LockSynchronization.notCheckedBeforeCommit(lock);
+            }
             return result;
         } catch (Throwable failed) {
             if (lock instanceof TransactionLock && client.mode() == LockMode.ADVISORY) {
                 // An advisory transaction lock is lost only with the work it covered (a savepoint's
                 // rollback, NESTED) or with the whole transaction: a NESTED scope rolled back must not
                 // fail the outer commit. A lease is still checked: work that threw may yet commit.
-                LockSynchronization.workFailed(lock);
+                LockSynchronization.notCheckedBeforeCommit(lock);
             }
             throw failed;
         } finally {

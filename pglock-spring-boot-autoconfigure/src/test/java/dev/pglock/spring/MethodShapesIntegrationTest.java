@@ -371,6 +371,56 @@ abstract class MethodShapesIntegrationTest {
         });
     }
 
+    /**
+     * A NESTED scope that rolls back after the locked work in it returned takes the transaction lock
+     * with it (an advisory one with its savepoint; a lease's confirmation is not yet made), and that
+     * work too: the outer transaction commits what is left. Before, the advisory lock's check before
+     * the commit found the lock gone and rolled the whole outer transaction back.
+     */
+    @Test
+    void aNestedScopeRolledBackAfterItsLockedWorkReturnedDoesNotFailTheOuterCommit() {
+        runner().run(context -> {
+            var manager = context.getBean(org.springframework.transaction.PlatformTransactionManager.class);
+            var outer = new org.springframework.transaction.support.TransactionTemplate(manager);
+            var nested = new org.springframework.transaction.support.TransactionTemplate(manager);
+            nested.setPropagationBehavior(org.springframework.transaction.TransactionDefinition.PROPAGATION_NESTED);
+            LockTemplate locks = context.getBean(LockTemplate.class).inTransaction();
+            JdbcTemplate jdbc = context.getBean(JdbcTemplate.class);
+
+            outer.executeWithoutResult(status -> {
+                assertThatThrownBy(() -> nested.executeWithoutResult(inner -> {
+                    locks.execute("nested-after", lock -> jdbc.update("UPDATE " + counters + " SET value = value + 1 WHERE id = 1"));
+                    throw new IllegalStateException("after the locked work");
+                })).hasMessage("after the locked work");
+                jdbc.update("UPDATE " + counters + " SET value = value + 10 WHERE id = 1");
+            });
+
+            assertThat(read(jdbc)).as("the outer work committed, the nested one rolled back").isEqualTo(10);
+            assertThat(otherReplica().tryAcquire(LockRequest.of("nested-after"))).as("not left held").isPresent();
+        });
+    }
+
+    /**
+     * A transaction lock ends with its transaction, so work that returns a CompletionStage, which may
+     * still run after the commit, is refused when it returns, as the annotation refuses such a method
+     * at start-up. Before, the template kept the stage and the lock ended at the commit while the
+     * work went on: another replica took the key beside it.
+     */
+    @Test
+    void workUnderATransactionLockThatReturnsAStageIsRefused() {
+        runner().run(context -> {
+            var manager = context.getBean(org.springframework.transaction.PlatformTransactionManager.class);
+            var tx = new org.springframework.transaction.support.TransactionTemplate(manager);
+            LockTemplate locks = context.getBean(LockTemplate.class).inTransaction();
+
+            assertThatThrownBy(() -> tx.executeWithoutResult(status -> locks.execute("staged",
+                    lock -> new CompletableFuture<String>())))
+                    .isInstanceOf(IllegalStateException.class).hasMessageContaining("staged")
+                    .hasMessageContaining(CompletableFuture.class.getName()).hasMessageContaining("transaction");
+            assertThat(otherReplica().tryAcquire(LockRequest.of("staged"))).as("not left held").isPresent();
+        });
+    }
+
     @Test
     void aLockThatJoinsTheTransactionEndsWithItsCommit() {
         runner().run(context -> {
