@@ -421,6 +421,39 @@ abstract class MethodShapesIntegrationTest {
         });
     }
 
+    /**
+     * A transaction on pglock's DataSource that starts inside another transaction manager's (a Kafka
+     * listener's, a second DataSource's) suspends the outer one's synchronization and runs its own,
+     * so the lock is confirmed before its own commit, not the outer one's (which comes after this
+     * one's work has committed). A review suspected the opposite; this keeps it so.
+     */
+    @Test
+    void aTransactionLockInsideAnotherManagersTransactionIsConfirmedBeforeItsOwnCommit() {
+        runner().run(context -> {
+            com.zaxxer.hikari.HikariDataSource otherPool = db.pooledDataSource(2);
+            toClose.add(otherPool);
+            var outer = new org.springframework.transaction.support.TransactionTemplate(
+                    new org.springframework.jdbc.datasource.DataSourceTransactionManager(otherPool));
+            Accounts accounts = context.getBean(Accounts.class);
+            JdbcTemplate jdbc = context.getBean(JdbcTemplate.class);
+            LockClient other = otherReplica();
+            AtomicBoolean heldInside = new AtomicBoolean();
+            java.util.concurrent.atomic.AtomicReference<Object> outerSynchronizations = new java.util.concurrent.atomic.AtomicReference<>();
+
+            outer.executeWithoutResult(status -> {
+                accounts.incrementInTransaction(() -> heldInside.set(other.tryAcquire(LockRequest.of("account")).isEmpty()));
+                outerSynchronizations.set(org.springframework.transaction.support.TransactionSynchronizationManager
+                        .getSynchronizations());
+            });
+
+            assertThat(heldInside).as("held inside the transaction").isTrue();
+            assertThat(read(jdbc)).as("committed").isEqualTo(1);
+            assertThat(outerSynchronizations.get()).as("nothing of the lock's left to the outer transaction")
+                    .asList().isEmpty();
+            assertThat(other.tryAcquire(LockRequest.of("account"))).as("not left held").isPresent();
+        });
+    }
+
     @Test
     void aLockThatJoinsTheTransactionEndsWithItsCommit() {
         runner().run(context -> {
