@@ -87,6 +87,10 @@ final class Clusters implements AutoCloseable {
         return primary.url();
     }
 
+    String standbyUrl() {
+        return standby.url();
+    }
+
     /** Both nodes, for a client that must find whichever is primary now (pgjdbc tries them in order). */
     String multiHostUrl() {
         return "jdbc:postgresql://127.0.0.1:" + nodes.get(0).port() + ",127.0.0.1:" + nodes.get(1).port()

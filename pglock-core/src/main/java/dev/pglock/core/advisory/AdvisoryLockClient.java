@@ -64,12 +64,17 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     // comes with the answer or, where that would cost the common case a column, from a second statement.
     private static final String OWN = " FROM (SELECT current_setting('pglock.session', true) = ? AS mine,"
             + " pg_backend_pid() AS pid OFFSET 0) AS s";
-    // Claims the backend unless another lock session has (then its token stays). Parameter: token.
-    // Columns: pid, the token found before (null or empty: nobody's).
+    // Claims the backend unless another lock session has (then its token stays), or the server is a
+    // standby: advisory locks there are the standby's own and do not conflict with the primary's (they
+    // are not replicated), so two replicas whose pools reach the primary and a standby (a multi-host
+    // URL after a failover) would both be granted one key. Parameter: token. Columns: pid, the token
+    // found before (null or empty: nobody's), -, backend start, whether the server is in recovery.
     private static final String CLAIM_BACKEND = "SELECT s.pid, s.token,"
-            + " set_config('pglock.session', coalesce(nullif(s.token, ''), ?), false),"
-            + " (SELECT backend_start FROM pg_stat_activity WHERE pid = s.pid)"
-            + " FROM (SELECT pg_backend_pid() AS pid, current_setting('pglock.session', true) AS token OFFSET 0) AS s";
+            + " set_config('pglock.session', CASE WHEN s.standby THEN coalesce(s.token, '')"
+            + " ELSE coalesce(nullif(s.token, ''), ?) END, false),"
+            + " (SELECT backend_start FROM pg_stat_activity WHERE pid = s.pid), s.standby"
+            + " FROM (SELECT pg_backend_pid() AS pid, current_setting('pglock.session', true) AS token,"
+            + " pg_is_in_recovery() AS standby OFFSET 0) AS s";
     // Ends the backends of sessions that a pooler has taken away from their clients, so the locks they
     // hold end with them (nothing else can reach them: an unlock lands on whichever backend is free).
     // A backend is named by pid and start time, so a pid reused since is never hit. Parameters: pids,
@@ -519,6 +524,12 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 rs.next();
                 int pid = rs.getInt(1);
                 String before = rs.getString(2);
+                if (rs.getBoolean(5)) {
+                    throw new LockDatabaseException("the server of backend pid " + pid + " is a standby (in recovery):"
+                            + " advisory locks taken there do not conflict with those taken on the primary, so no lock"
+                            + " is taken on it. Point pglock's DataSource at the primary (with several hosts in the"
+                            + " URL: targetServerType=primary)", null);
+                }
                 if (before != null && !before.isEmpty()) {
                     // Not ended here: its owner may still be alive and trusting its locks. They stay until
                     // the backend ends, which the message says how to do once nothing uses the pooler.
