@@ -184,7 +184,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private final AdvisoryKeyHasher hasher;
     private final Duration connectionWaitTimeout;
     private final Duration heartbeatInterval;
-    private final String fencingSequence;
+    /**
+     * The fencing sequence's quoted name, or null without tokens: as configured, then, from start(),
+     * schema-qualified as the first session resolved it (see Sequences.qualified).
+     */
+    private volatile String fencingSequence;
     private final SessionPool sessions;
     private final Set<LockSession> dedicated = ConcurrentHashMap.newKeySet();
     /** Connections of callers waiting in the server; close() aborts them, whether or not their wait was sent. */
@@ -276,9 +280,9 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 throw e;
             }
         }
-        session.call(c -> {
+        fencingSequence = session.call(c -> {
             Sequences.requireUncached(c, fencingSequence, fencingSequence);
-            return null;
+            return Sequences.qualified(c, fencingSequence);
         });
     }
 

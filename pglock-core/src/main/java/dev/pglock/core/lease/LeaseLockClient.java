@@ -331,28 +331,30 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private final Duration heartbeatInterval;
     private final Duration safetyMargin;
     private final String channel;
-    private final String tryLock;
-    private final String tryLockExclusive;
-    private final String waiterTryLock;
-    private final String heartbeat;
-    private final String heartbeatExclusive;
+    // The statements: built with the names as configured, then again by start() with the names
+    // schema-qualified (see useNames); volatile, as they are written after construction.
+    private volatile String tryLock;
+    private volatile String tryLockExclusive;
+    private volatile String waiterTryLock;
+    private volatile String heartbeat;
+    private volatile String heartbeatExclusive;
     /**
      * Held by a heartbeat round from before it lists its locks until its exclusive locks are renewed,
      * and by a transaction's confirmation while it registers its lock; RELEASE_ALL waits for a round
      * holding it to let go (see HEARTBEAT_EXCLUSIVE).
      */
     private final java.util.concurrent.locks.ReentrantLock rowOrder = new java.util.concurrent.locks.ReentrantLock();
-    private final String release;
-    private final String releaseExclusive;
-    private final String forceRelease;
-    private final String releaseAll;
-    private final String updateData;
-    private final String confirmInTransaction;
-    private final String get;
-    private final String list;
-    private final String permits;
-    private final String semaphoreSizes;
-    private final String purge;
+    private volatile String release;
+    private volatile String releaseExclusive;
+    private volatile String forceRelease;
+    private volatile String releaseAll;
+    private volatile String updateData;
+    private volatile String confirmInTransaction;
+    private volatile String get;
+    private volatile String list;
+    private volatile String permits;
+    private volatile String semaphoreSizes;
+    private volatile String purge;
     private final LeaseSchema schema;
     private final SessionPool sessions;
     private final LeaseListener listener;
@@ -393,6 +395,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** Set by start(), from the table's resolved, schema-qualified name (see LeaseSchema.resolvedName). */
     private volatile dev.pglock.core.advisory.AdvisoryKeyHasher lineIds;
     private final Duration networkTimeout;
+    /** What a release's statement adds for an asynchronous commit, or nothing. */
+    private final String releaseCommit;
     /** How long a session beyond the first stays open with nothing to run: max(heartbeat, 1 s). */
     private final long idleNanos;
     /** Where releases of leases this client stopped trusting run; a test may hold them back. */
@@ -431,23 +435,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         // name in two schemas share it, which only wakes a waiter to re-check for nothing; their
         // wait lines and waiter ids are their own (start()).
         this.channel = table.substring(table.indexOf('.') + 1);
-        this.tryLock = TRY_LOCK.formatted(quotedTable, quotedSequence);
-        this.tryLockExclusive = TRY_LOCK_EXCLUSIVE.formatted(quotedTable, quotedSequence);
-        this.waiterTryLock = WAITER_TRY_LOCK.formatted(quotedTable, quotedSequence);
-        this.heartbeat = HEARTBEAT.formatted(quotedTable);
-        this.heartbeatExclusive = HEARTBEAT_EXCLUSIVE.formatted(quotedTable);
-        String releaseCommit = asyncReleaseCommit ? ASYNC_COMMIT : "";
-        this.release = RELEASE.formatted(quotedTable, releaseCommit);
-        this.releaseExclusive = RELEASE_EXCLUSIVE.formatted(quotedTable, releaseCommit);
-        this.releaseAll = RELEASE_ALL.formatted(quotedTable, releaseCommit);
-        this.updateData = UPDATE_DATA.formatted(quotedTable);
-        this.confirmInTransaction = CONFIRM_IN_TRANSACTION.formatted(quotedTable);
-        this.get = GET.formatted(quotedTable);
-        this.forceRelease = FORCE_RELEASE.formatted(quotedTable);
-        this.list = LIST.formatted(quotedTable);
-        this.permits = PERMITS.formatted(quotedTable);
-        this.semaphoreSizes = SEMAPHORE_SIZES.formatted(quotedTable);
-        this.purge = PURGE.formatted(quotedTable);
+        this.releaseCommit = asyncReleaseCommit ? ASYNC_COMMIT : "";
+        useNames(quotedTable, quotedSequence);
         this.schema = new LeaseSchema(table, quotedTable, quotedSequence, initializeSchema);
         this.connector = Executors.newCachedThreadPool(r -> {
             Thread t = new Thread(r, "pglock-lease-io");
@@ -472,6 +461,29 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         this.lineSlots = new java.util.concurrent.Semaphore(waitLines);
     }
 
+    /**
+     * The statements, on the table and sequence of these (quoted) names. Called again by start() with
+     * the names schema-qualified, before any statement runs and any thread of this client starts.
+     */
+    private void useNames(String quotedTable, String quotedSequence) {
+        this.tryLock = TRY_LOCK.formatted(quotedTable, quotedSequence);
+        this.tryLockExclusive = TRY_LOCK_EXCLUSIVE.formatted(quotedTable, quotedSequence);
+        this.waiterTryLock = WAITER_TRY_LOCK.formatted(quotedTable, quotedSequence);
+        this.heartbeat = HEARTBEAT.formatted(quotedTable);
+        this.heartbeatExclusive = HEARTBEAT_EXCLUSIVE.formatted(quotedTable);
+        this.release = RELEASE.formatted(quotedTable, releaseCommit);
+        this.releaseExclusive = RELEASE_EXCLUSIVE.formatted(quotedTable, releaseCommit);
+        this.releaseAll = RELEASE_ALL.formatted(quotedTable, releaseCommit);
+        this.updateData = UPDATE_DATA.formatted(quotedTable);
+        this.confirmInTransaction = CONFIRM_IN_TRANSACTION.formatted(quotedTable);
+        this.get = GET.formatted(quotedTable);
+        this.forceRelease = FORCE_RELEASE.formatted(quotedTable);
+        this.list = LIST.formatted(quotedTable);
+        this.permits = PERMITS.formatted(quotedTable);
+        this.semaphoreSizes = SEMAPHORE_SIZES.formatted(quotedTable);
+        this.purge = PURGE.formatted(quotedTable);
+    }
+
     /** Opens the first session (checking it is PostgreSQL), creates or checks the table, starts the heartbeat. */
     void start() {
         LockSession first = sessions.start();
@@ -479,6 +491,11 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         try {
             first.call(schema::prepare);
             resolved = first.call(schema::resolvedName);
+            // From here on the table and sequence the first session found, whatever another connection's
+            // search_path would find (one an application left with SET search_path, a tenant's schema
+            // with a table of the same name): every statement names them with their schema.
+            String[] qualified = first.call(schema::qualifiedNames);
+            useNames(qualified[0], qualified[1]);
         } catch (SQLException e) {
             throw new LockDatabaseException("cannot prepare the lease table " + channel + ": " + e.getMessage(), e);
         }

@@ -88,6 +88,12 @@ final class LeaseSchema {
         }
     }
 
+    /** The table's and the sequence's quoted names, schema-qualified (see Sequences.qualified). Call after {@link #prepare}. */
+    String[] qualifiedNames(Connection connection) throws SQLException {
+        return new String[] {dev.pglock.core.internal.Sequences.qualified(connection, quotedTable),
+                dev.pglock.core.internal.Sequences.qualified(connection, quotedSequence)};
+    }
+
     private boolean exists(Connection connection) throws SQLException {
         try (PreparedStatement ps = connection.prepareStatement(TABLE_EXISTS)) {
             ps.setString(1, quotedTable);

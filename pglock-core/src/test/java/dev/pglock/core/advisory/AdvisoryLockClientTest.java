@@ -171,6 +171,12 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /** Runs a count over pg_locks with the keys' lock ids bound as one bigint[] parameter. */
+    private void sql(String statements) throws SQLException {
+        try (Connection c = db.connect(); Statement st = c.createStatement()) {
+            st.execute(statements);
+        }
+    }
+
     private int countForKeys(String sql, List<String> keys) throws SQLException {
         try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement(sql)) {
             ps.setArray(1, c.createArrayOf("bigint", keys.stream().map(hasher::lockId).toArray()));
@@ -308,6 +314,51 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         assertThat(counting.executed()).hasSize(1);
         held.release();
         assertThat(counting.executed()).hasSize(2);
+    }
+
+    /**
+     * Fencing tokens come from the sequence the name named when the client started, whatever a
+     * connection's search_path says later (a pool's connection an application left with SET
+     * search_path, a tenant's schema holding a sequence of the same name). Before, each statement
+     * looked the bare name up again, and a waiter on such a connection drew a smaller token from the
+     * other schema's sequence than the holder before it.
+     */
+    @Test
+    void tokensComeFromTheSequenceTheClientStartedWithWhateverTheSearchPath() throws Exception {
+        String sequence = PgTestDatabase.uniqueName("fencing");
+        String other = PgTestDatabase.uniqueName("pglock_path");
+        closeLater(() -> sql("DROP SCHEMA IF EXISTS " + other + " CASCADE; DROP SEQUENCE IF EXISTS " + sequence));
+        sql("CREATE SCHEMA " + other);
+        org.postgresql.ds.PGSimpleDataSource plain = new org.postgresql.ds.PGSimpleDataSource();
+        plain.setUrl(db.jdbcUrl());
+        plain.setUser(db.user());
+        plain.setPassword(db.password());
+        java.util.concurrent.atomic.AtomicInteger lent = new java.util.concurrent.atomic.AtomicInteger();
+        DataSource elsewhere = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {DataSource.class}, (proxy, method, args) -> {
+                    Object result = method.invoke(plain, args);
+                    if (method.getName().equals("getConnection") && lent.incrementAndGet() > 2) {
+                        // after each client's first: connections that look in the other schema first
+                        try (Statement st = ((Connection) result).createStatement()) {
+                            st.execute("SET search_path TO " + other + ", public");
+                        }
+                    }
+                    return result;
+                });
+        LockClient a = closeLater(builder(elsewhere).fencingTokens(true).fencingSequence(sequence).build());
+        LockClient b = closeLater(builder(elsewhere).fencingTokens(true).fencingSequence(sequence).build());
+        sql("SELECT setval('" + sequence + "', 1000000); CREATE SEQUENCE " + other + "." + sequence);
+        HeldLock first = a.acquire(LockRequest.of("path"));
+        java.util.concurrent.Future<HeldLock> next = java.util.concurrent.Executors.newSingleThreadExecutor()
+                .submit(() -> b.acquire(LockRequest.of("path").waitAtMost(Duration.ofSeconds(20))));
+        awaitWaiterInDatabase("path");
+        long before = first.fencingToken();
+        first.release();
+        HeldLock second = next.get(20, TimeUnit.SECONDS);
+
+        assertThat(before).as("from the sequence started with").isGreaterThan(1000000);
+        assertThat(second.fencingToken()).as("the next holder's token, drawn while waiting").isGreaterThan(before);
+        second.release();
     }
 
     @Test

@@ -1842,6 +1842,36 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * The table is the one its name named when the client started, whatever a connection's
+     * search_path says later (a pool's connection an application left with SET search_path, a
+     * tenant's schema holding a table of the same name). Before, each statement looked the bare
+     * name up again, and a client whose connections looked in another schema first took a key
+     * another client held, in the other schema's table.
+     */
+    @Test
+    void aClientWhoseConnectionsLookInAnotherSchemaKeepsToTheTableItStartedWith() throws Exception {
+        String other = PgTestDatabase.uniqueName("pglock_path");
+        closeLater(() -> sql("DROP SCHEMA IF EXISTS " + other + " CASCADE"));
+        sql("CREATE SCHEMA " + other);
+        LockClient a = client();
+        org.postgresql.ds.PGSimpleDataSource elsewhere = new org.postgresql.ds.PGSimpleDataSource();
+        elsewhere.setUrl(db.jdbcUrl());
+        elsewhere.setUser(db.user());
+        elsewhere.setPassword(db.password());
+        elsewhere.setCurrentSchema(other + ",public"); // every connection looks in the other schema first
+        LockClient b = closeLater(builder(elsewhere).build()); // the other schema has no such table yet
+        sql("CREATE TABLE " + other + "." + table + " (LIKE " + table + " INCLUDING ALL);"
+                + " CREATE SEQUENCE " + other + "." + table + "_fencing_seq");
+        HeldLock held = a.acquire(LockRequest.of("schemas"));
+
+        assertThat(b.tryAcquire(LockRequest.of("schemas"))).as("held in the table both started with").isEmpty();
+        held.release();
+        HeldLock taken = b.tryAcquire(LockRequest.of("schemas")).orElseThrow();
+        assertThat(a.get("schemas")).as("taken in that table").isPresent();
+        taken.release();
+    }
+
+    /**
      * A lock a heartbeat found gone (its row deleted or force-released) whose holder released it
      * before the round reported the loss, with that release failing: the release said the lock had
      * been held throughout, and the round's report then skipped it as released, so no one heard.
