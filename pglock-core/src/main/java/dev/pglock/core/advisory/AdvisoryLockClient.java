@@ -575,14 +575,24 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 ensureOpen(); // a client that refused further use (or closed) meanwhile does not wait again
             }
         }
-        try {
-            return waitInDatabase(request, deadlineNanos, null);
-        } catch (WarmSessionGone impossible) {
-            throw new IllegalStateException(impossible);
+        while (true) {
+            try {
+                return waitInDatabase(request, deadlineNanos, null);
+            } catch (WarmSessionGone capped) {
+                // A wait longer than lock_timeout can say (Integer.MAX_VALUE ms, about 24.8 days) ran
+                // that long: it goes on, on a fresh connection, for what is left.
+                ensureOpen();
+            }
         }
     }
 
-    /** A wait on a warm session ran out of its first stretch or failed as its connection did: the caller waits on a fresh one. */
+    /** The longest lock_timeout one wait statement sets; longer waits run as several. Lowered by tests. */
+    long maxLockTimeoutMillis = Integer.MAX_VALUE;
+
+    /**
+     * A wait on a warm session ran out of its first stretch or failed as its connection did, or a
+     * wait on a fresh one ran out of {@link #maxLockTimeoutMillis}: the caller waits on a fresh one.
+     */
     private static final class WarmSessionGone extends Exception {
         WarmSessionGone(SQLException cause) {
             super(cause.getMessage(), cause, false, false);
@@ -607,7 +617,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         // is found (and the wait goes on elsewhere) within one and a half, as the claim on a fresh
         // connection would find it within one. A wait that outlasts the stretch goes on on a fresh connection.
         long lockTimeout = reused != null ? Math.min(leftMillis, Math.max(1, networkTimeoutMillis / 2))
-                : Math.min(leftMillis, Integer.MAX_VALUE);
+                : Math.min(leftMillis, maxLockTimeoutMillis);
         boolean cut = lockTimeout < leftMillis;
         long lockId = hasher.lockId(request.key());
         String sql = fencingSequence == null

@@ -317,6 +317,30 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * A wait longer than one statement's lock_timeout can say (about 24.8 days; 200 ms here) goes on
+     * in another statement until its own end, and ends as not acquired. Before, it failed with an
+     * IllegalStateException once the first statement's timeout ran out.
+     */
+    @Test
+    void aWaitLongerThanOneLockTimeoutGoesOnUntilItsOwnEnd() throws Exception {
+        LockClient holder = closeLater(builder(pool).build());
+        AdvisoryLockClient waiter = (AdvisoryLockClient) closeLater(builder(pool).build());
+        waiter.maxLockTimeoutMillis = 200;
+        HeldLock held = holder.acquire(LockRequest.of("long-wait"));
+        long started = System.nanoTime();
+
+        assertThatThrownBy(() -> waiter.acquire(LockRequest.of("long-wait").waitAtMost(Duration.ofMillis(1000))))
+                .isInstanceOf(LockNotAcquiredException.class);
+        assertThat(Duration.ofNanos(System.nanoTime() - started)).as("waited its own time, not one statement's")
+                .isGreaterThanOrEqualTo(Duration.ofMillis(900));
+        java.util.concurrent.Future<HeldLock> next = java.util.concurrent.Executors.newSingleThreadExecutor()
+                .submit(() -> waiter.acquire(LockRequest.of("long-wait").waitAtMost(Duration.ofSeconds(20))));
+        awaitWaiterInDatabase("long-wait");
+        held.release();
+        next.get(20, TimeUnit.SECONDS).release();
+    }
+
+    /**
      * Fencing tokens come from the sequence the name named when the client started, whatever a
      * connection's search_path says later (a pool's connection an application left with SET
      * search_path, a tenant's schema holding a sequence of the same name). Before, each statement
