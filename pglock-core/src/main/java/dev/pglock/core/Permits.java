@@ -56,6 +56,7 @@ final class Permits {
                     + " never shared (each one is held by one caller); drop .shared()");
         }
         AbstractLockClient<?> internals = internals(client);
+        internals.validatePermitRequest(request); // its permits' requests differ only in their keys
         return Optional.ofNullable(internals.observed(request, () -> take(client, internals, request, permits),
                 permit -> permit.slot));
     }

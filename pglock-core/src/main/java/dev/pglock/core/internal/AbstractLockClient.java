@@ -434,6 +434,15 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     protected void validate(LockRequest request) {
     }
 
+    /**
+     * Not API, for semaphores: the mode's checks of a semaphore's request, at the call, before its
+     * marker is taken: a refusal names the semaphore's key, not a permit's.
+     */
+    public final void validatePermitRequest(LockRequest request) {
+        ensureOpen();
+        validate(request);
+    }
+
     /** The message {@link HeldLock#fencingToken()} throws with when this client has no fencing tokens. */
     protected String noFencingTokenMessage() {
         return "this client has no fencing tokens";

@@ -337,6 +337,22 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * A permit asked for with a lease the client cannot keep is refused at the call, before anything
+     * is taken or read, naming the semaphore's key. Before, the refusal came after the marker was
+     * taken and the other markers read, naming the permit's internal key.
+     */
+    @Test
+    void aPermitWithALeaseTooShortIsRefusedAtTheCallNamingTheSemaphore() throws Exception {
+        LockClient a = client();
+        long statements = counting.executedContaining("");
+
+        assertThatThrownBy(() -> a.tryAcquirePermit(LockRequest.of("short-permit").leaseFor(HEARTBEAT), 2))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("leaseFor")
+                .hasMessageContaining("'short-permit'").hasMessageNotContaining("\u241f");
+        assertThat(counting.executedContaining("")).as("no statement ran").isEqualTo(statements);
+    }
+
+    /**
      * A permit whose marker is lost while its caller is still taking it is never handed out: the
      * caller takes the semaphore again. Before, the permit's lock was given back as soon as the
      * permit was made (the marker's listener ran at once), and the caller got a permit that was not
