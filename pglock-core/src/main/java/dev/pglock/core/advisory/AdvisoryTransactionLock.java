@@ -77,6 +77,13 @@ final class AdvisoryTransactionLock implements TransactionLock {
         }
         String variant = request.isShared() ? "_shared" : "";
         try {
+            if (fencingSequence != null && transaction.isReadOnly()) {
+                // nextval is refused there (25006), which would abort the caller's transaction, or come
+                // after the lock was taken.
+                throw new IllegalStateException("advisory lock '" + request.key() + "' was asked for in a read-only"
+                        + " transaction, and this client draws a fencing token for each lock, which writes. Use a"
+                        + " read-write transaction, a client without fencing tokens, or a lock around the transaction");
+            }
             Long token;
             if (request.waitAtMost().isZero()) {
                 try (PreparedStatement ps = transaction.prepareStatement(

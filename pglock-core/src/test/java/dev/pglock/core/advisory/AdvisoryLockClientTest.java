@@ -317,6 +317,28 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * A client with fencing tokens refuses a read-only transaction at the call, leaving it usable:
+     * drawing a token writes. Before, the try failed with the server's 25006, which aborted the
+     * caller's transaction, and a wait failed so after the lock was taken.
+     */
+    @Test
+    void aReadOnlyTransactionIsRefusedWhenTokensAreDrawn() throws Exception {
+        LockClient fenced = closeLater(builder(pool).fencingTokens(true).build());
+        Connection tx = transaction();
+        tx.setReadOnly(true);
+
+        assertThatThrownBy(() -> fenced.tryAcquireInTransaction(tx, LockRequest.of("ro-fenced")))
+                .isInstanceOf(IllegalStateException.class).hasMessageContaining("ro-fenced")
+                .hasMessageContaining("read-only");
+        try (Statement st = tx.createStatement()) {
+            st.execute("SELECT 1"); // the transaction goes on
+        }
+        LockClient plain = closeLater(builder(pool).build());
+        assertThat(plain.tryAcquireInTransaction(tx, LockRequest.of("ro-plain"))).as("without tokens").isPresent();
+        tx.rollback();
+    }
+
+    /**
      * A wait longer than one statement's lock_timeout can say (about 24.8 days; 200 ms here) goes on
      * in another statement until its own end, and ends as not acquired. Before, it failed with an
      * IllegalStateException once the first statement's timeout ran out.
