@@ -228,7 +228,7 @@ final class Permits {
             // taken: the marker never goes before the permit (acquiredAt is the database's clock in
             // lease mode, which this process's may disagree with).
             long keptFor = holdAtLeast.isZero() ? 0
-                    : TimeUnit.NANOSECONDS.toMillis(holdAtLeast.toNanos() - (System.nanoTime() - handedOutNanos)) + 1;
+                    : TimeUnit.NANOSECONDS.toMillis(nanos(holdAtLeast) - (System.nanoTime() - handedOutNanos)) + 1;
             if (keptFor <= 0) {
                 marker.close();
             } else {

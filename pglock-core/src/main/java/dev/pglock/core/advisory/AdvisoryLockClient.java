@@ -782,8 +782,21 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         });
     }
 
+    /**
+     * Computed after the grant, so it must not throw: a hold-at-least beyond what nanoseconds can say
+     * (about 292 years) is held for "ever" (Long.MAX_VALUE / 4 ns, 73 years), until the client closes.
+     */
     private long holdUntil(LockRequest request) {
-        return request.holdAtLeast().isZero() ? 0 : System.nanoTime() + request.holdAtLeast().toNanos();
+        if (request.holdAtLeast().isZero()) {
+            return 0;
+        }
+        long nanos;
+        try {
+            nanos = Math.min(request.holdAtLeast().toNanos(), Long.MAX_VALUE / 4);
+        } catch (ArithmeticException beyond) {
+            nanos = Long.MAX_VALUE / 4;
+        }
+        return System.nanoTime() + nanos;
     }
 
     @Override

@@ -339,6 +339,23 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * A hold-at-least longer than nanoseconds can say (about 292 years) is held until the client
+     * closes. Before, computing its end after the grant threw an ArithmeticException, and the lock
+     * stayed on its session, tracked by nobody, until the client closed.
+     */
+    @Test
+    void aHoldAtLeastOfCenturiesIsHeldUntilTheClientCloses() throws Exception {
+        LockClient a = builder(pool).build();
+        LockClient b = closeLater(builder(pool).build());
+        HeldLock held = a.acquire(LockRequest.of("centuries").holdAtLeast(Duration.ofDays(365L * 300)));
+        assertThat(held.release()).isTrue();
+
+        assertThat(b.tryAcquire(LockRequest.of("centuries"))).as("kept by its hold-at-least").isEmpty();
+        a.close();
+        assertThat(b.tryAcquire(LockRequest.of("centuries"))).as("given back at close").isPresent();
+    }
+
+    /**
      * A wait longer than one statement's lock_timeout can say (about 24.8 days; 200 ms here) goes on
      * in another statement until its own end, and ends as not acquired. Before, it failed with an
      * IllegalStateException once the first statement's timeout ran out.
