@@ -38,6 +38,21 @@ class StandbyIT {
                     rs.next();
                     assertThat(rs.getLong(1)).as("no advisory lock on the standby").isZero();
                 }
+                // A transaction lock runs on the caller's own connection, which may be the standby's.
+                for (LockRequest request : java.util.List.of(LockRequest.of("k"),
+                        LockRequest.of("k").waitAtMost(java.time.Duration.ofSeconds(1)))) {
+                    try (Connection tx = DriverManager.getConnection(clusters.standbyUrl(), "postgres", "")) {
+                        tx.setAutoCommit(false);
+                        assertThatThrownBy(() -> onPrimary.tryAcquireInTransaction(tx, request))
+                                .isInstanceOf(LockDatabaseException.class).hasMessageContaining("standby");
+                        try (Statement st = tx.createStatement();
+                                ResultSet rs = st.executeQuery("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")) {
+                            rs.next();
+                            assertThat(rs.getLong(1)).as("no advisory lock in the standby's transaction").isZero();
+                        }
+                        tx.rollback();
+                    }
+                }
                 held.release();
             }
         }

@@ -23,16 +23,19 @@ import java.util.function.Consumer;
 final class AdvisoryTransactionLock implements TransactionLock {
 
     // Try: one statement; the token (with fencing) is drawn only after the grant. Parameters:
-    // [sequence,] lock id. %1$s is "" or "_shared".
-    private static final String TRY = "SELECT pg_try_advisory_xact_lock%1$s(?), NULL::bigint";
+    // [sequence,] lock id. %1$s is "" or "_shared". Granted is null on a standby, where nothing is
+    // taken: its advisory locks do not conflict with the primary's (see AdvisoryLockClient's claim).
+    private static final String TRY = "SELECT CASE WHEN NOT pg_is_in_recovery() THEN pg_try_advisory_xact_lock%1$s(?)"
+            + " END, NULL::bigint";
     private static final String TRY_FENCED = "SELECT granted, CASE WHEN granted THEN nextval(?::regclass) END"
-            + " FROM (SELECT pg_try_advisory_xact_lock%1$s(?) AS granted OFFSET 0) AS attempt";
+            + " FROM (SELECT CASE WHEN NOT pg_is_in_recovery() THEN pg_try_advisory_xact_lock%1$s(?) END AS granted"
+            + " OFFSET 0) AS attempt";
     // Wait: under a savepoint, so that lock_timeout (55P03) undoes only the wait and the transaction
     // goes on. set_config(..., true) lasts until the transaction ends, so the old value is put back.
     // The select list is evaluated left to right: the old value is read, then the timeout set, then
-    // the wait runs under it.
+    // the wait runs under it; on a standby it does not run (the last column is null then).
     private static final String WAIT = "SELECT current_setting('lock_timeout'), set_config('lock_timeout', ?, true),"
-            + " pg_advisory_xact_lock%1$s(?)";
+            + " CASE WHEN NOT pg_is_in_recovery() THEN (SELECT true FROM pg_advisory_xact_lock%1$s(?)) END";
     private static final String TOKEN = "SELECT nextval(?::regclass)";
     private static final String RESTORE = "SELECT set_config('lock_timeout', ?, true)";
     // Whether this backend still holds the lock, in the mode it was taken: a rollback to a savepoint
@@ -95,6 +98,9 @@ final class AdvisoryTransactionLock implements TransactionLock {
                     ps.setLong(i, lockId);
                     try (ResultSet rs = ps.executeQuery()) {
                         rs.next();
+                        if (rs.getObject(1) == null) {
+                            throw onStandby(request);
+                        }
                         if (!rs.getBoolean(1)) {
                             return Optional.empty();
                         }
@@ -103,7 +109,7 @@ final class AdvisoryTransactionLock implements TransactionLock {
                     }
                 }
             } else {
-                if (!waitFor(transaction, WAIT.formatted(variant), lockId, request.waitAtMost())) {
+                if (!waitFor(transaction, WAIT.formatted(variant), lockId, request.waitAtMost(), request)) {
                     return Optional.empty();
                 }
                 token = fencingSequence == null ? null : drawToken(transaction, fencingSequence);
@@ -115,9 +121,17 @@ final class AdvisoryTransactionLock implements TransactionLock {
         }
     }
 
-    private static boolean waitFor(Connection c, String sql, long lockId, Duration wait) throws SQLException {
+    private static LockDatabaseException onStandby(LockRequest request) {
+        return new LockDatabaseException("advisory lock '" + request.key() + "' was asked for in a transaction on a"
+                + " standby (in recovery): advisory locks taken there do not conflict with those taken on the primary,"
+                + " so none is taken. Run the transaction on the primary", null);
+    }
+
+    private static boolean waitFor(Connection c, String sql, long lockId, Duration wait, LockRequest request)
+            throws SQLException {
         Savepoint savepoint = c.setSavepoint();
         String previous;
+        boolean standby;
         try (PreparedStatement ps = c.prepareStatement(sql)) {
             // lock_timeout takes milliseconds up to INT_MAX; longer waits are capped there (24 days).
             long millis = wait.compareTo(Duration.ofMillis(Integer.MAX_VALUE)) > 0 ? Integer.MAX_VALUE : wait.toMillis();
@@ -126,6 +140,7 @@ final class AdvisoryTransactionLock implements TransactionLock {
             try (ResultSet rs = ps.executeQuery()) {
                 rs.next();
                 previous = rs.getString(1);
+                standby = rs.getObject(3) == null;
             }
         } catch (SQLException e) {
             c.rollback(savepoint); // undoes the wait and its lock_timeout; the transaction goes on
@@ -134,6 +149,11 @@ final class AdvisoryTransactionLock implements TransactionLock {
                 return false; // the wait ran out (or a shorter statement_timeout cut it): not acquired
             }
             throw e;
+        }
+        if (standby) {
+            c.rollback(savepoint); // undoes its lock_timeout; nothing was taken
+            c.releaseSavepoint(savepoint);
+            throw onStandby(request);
         }
         c.releaseSavepoint(savepoint); // the lock now belongs to the transaction itself
         try (PreparedStatement ps = c.prepareStatement(RESTORE)) {
