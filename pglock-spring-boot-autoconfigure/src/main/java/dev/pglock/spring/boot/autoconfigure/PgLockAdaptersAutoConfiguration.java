@@ -7,7 +7,6 @@ import net.javacrumbs.shedlock.core.LockProvider;
 import org.springframework.boot.autoconfigure.AutoConfiguration;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnClass;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnMissingBean;
-import org.springframework.boot.autoconfigure.condition.ConditionalOnProperty;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnSingleCandidate;
 import org.springframework.context.annotation.Bean;
 import org.springframework.context.annotation.Configuration;
@@ -27,8 +26,7 @@ public final class PgLockAdaptersAutoConfiguration {
     /** ShedLock's LockProvider. */
     @Configuration(proxyBeanMethods = false)
     @ConditionalOnClass(LockProvider.class)
-    @ConditionalOnProperty(prefix = "pglock.adapters.shedlock", name = "enabled", havingValue = "true",
-            matchIfMissing = true)
+    @ConditionalOnPgLockSwitch(name = "pglock.adapters.shedlock.enabled", ifMissing = true)
     static final class ShedLock {
 
         @Bean
@@ -41,8 +39,7 @@ public final class PgLockAdaptersAutoConfiguration {
     /** Spring Integration's LockRegistry. */
     @Configuration(proxyBeanMethods = false)
     @ConditionalOnClass(LockRegistry.class)
-    @ConditionalOnProperty(prefix = "pglock.adapters.spring-integration", name = "enabled", havingValue = "true",
-            matchIfMissing = true)
+    @ConditionalOnPgLockSwitch(name = "pglock.adapters.spring-integration.enabled", ifMissing = true)
     static final class SpringIntegration {
 
         @Bean

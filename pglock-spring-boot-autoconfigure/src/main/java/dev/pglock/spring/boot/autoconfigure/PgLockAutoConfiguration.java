@@ -18,7 +18,6 @@ import org.springframework.boot.autoconfigure.AutoConfiguration;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnBean;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnClass;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnMissingBean;
-import org.springframework.boot.autoconfigure.condition.ConditionalOnProperty;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnSingleCandidate;
 import org.springframework.boot.context.properties.EnableConfigurationProperties;
 import org.springframework.boot.context.properties.bind.Binder;
@@ -47,7 +46,7 @@ import org.springframework.core.type.AnnotationMetadata;
         "org.springframework.boot.transaction.autoconfigure.TransactionAutoConfiguration",
         "org.springframework.boot.autoconfigure.aop.AopAutoConfiguration"})
 @ConditionalOnClass({LockClient.class, DataSource.class})
-@ConditionalOnProperty(prefix = "pglock", name = "enabled", havingValue = "true", matchIfMissing = true)
+@ConditionalOnPgLockSwitch(name = "pglock.enabled", ifMissing = true)
 @EnableConfigurationProperties(PgLockProperties.class)
 @Import(PgLockAutoConfiguration.AutoProxying.class)
 public final class PgLockAutoConfiguration {

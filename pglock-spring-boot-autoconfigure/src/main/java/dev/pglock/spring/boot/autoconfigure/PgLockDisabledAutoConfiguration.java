@@ -4,7 +4,6 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import org.springframework.beans.factory.SmartInitializingSingleton;
 import org.springframework.boot.autoconfigure.AutoConfiguration;
-import org.springframework.boot.autoconfigure.condition.ConditionalOnProperty;
 import org.springframework.context.annotation.Bean;
 
 /**
@@ -12,7 +11,7 @@ import org.springframework.context.annotation.Bean;
  * without any lock, so a switch left off in production is seen in the log.
  */
 @AutoConfiguration
-@ConditionalOnProperty(prefix = "pglock", name = "enabled", havingValue = "false")
+@ConditionalOnPgLockSwitch(name = "pglock.enabled", ifMissing = true, whenOn = false)
 public final class PgLockDisabledAutoConfiguration {
 
     private static final Logger log = LoggerFactory.getLogger(PgLockDisabledAutoConfiguration.class);

@@ -98,8 +98,9 @@ public final class PgLockFailureAnalyzer implements FailureAnalyzer, Ordered {
             }
             Class<?> propertyType = descriptor.getPropertyType();
             String name = prefix + "." + kebab(descriptor.getName());
-            if (descriptor.getWriteMethod() == null && propertyType.getName().startsWith(type.getName() + "$")) {
-                collect(name, propertyType, into); // a nested group (advisory, table, scheduled)
+            if (descriptor.getWriteMethod() == null
+                    && propertyType.getName().startsWith(PgLockProperties.class.getName() + "$")) {
+                collect(name, propertyType, into); // a nested group (advisory, table, scheduled, adapters.shedlock)
             } else if (descriptor.getWriteMethod() != null || propertyType == Duration.class) {
                 into.add(name);
             }

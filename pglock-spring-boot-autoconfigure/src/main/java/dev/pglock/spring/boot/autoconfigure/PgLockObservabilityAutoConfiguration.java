@@ -10,7 +10,6 @@ import org.springframework.boot.autoconfigure.AutoConfiguration;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnBean;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnClass;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnMissingBean;
-import org.springframework.boot.autoconfigure.condition.ConditionalOnProperty;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnSingleCandidate;
 import org.springframework.boot.health.autoconfigure.contributor.ConditionalOnEnabledHealthIndicator;
 import org.springframework.boot.health.contributor.HealthIndicator;
@@ -35,7 +34,7 @@ public final class PgLockObservabilityAutoConfiguration {
     @Configuration(proxyBeanMethods = false)
     @ConditionalOnClass({MeterRegistry.class, ObservationRegistry.class})
     @ConditionalOnBean(MeterRegistry.class)
-    @ConditionalOnProperty(prefix = "pglock.metrics", name = "enabled", havingValue = "true", matchIfMissing = true)
+    @ConditionalOnPgLockSwitch(name = "pglock.metrics.enabled", ifMissing = true)
     static final class Metrics {
 
         @Bean

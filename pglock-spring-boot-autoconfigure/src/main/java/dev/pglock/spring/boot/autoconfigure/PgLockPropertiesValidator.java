@@ -67,7 +67,7 @@ final class PgLockPropertiesValidator {
             Identifiers.quoted("pglock.table.name", table);
         } catch (IllegalArgumentException e) {
             throw invalid("pglock.table.name", table, "must be a lowercase SQL identifier, optionally"
-                    + " schema-qualified (letters a-z, digits and _, not starting with a digit)");
+                    + " schema-qualified (letters a-z, digits and _, not starting with a digit, at most 63 each)");
         }
         if (table.substring(table.indexOf('.') + 1).length() > 51) {
             throw invalid("pglock.table.name", table, "must be at most 51 characters (its sequence adds _fencing_seq)");

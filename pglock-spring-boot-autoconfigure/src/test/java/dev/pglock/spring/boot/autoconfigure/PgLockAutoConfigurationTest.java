@@ -105,6 +105,25 @@ class PgLockAutoConfigurationTest {
                 .doesNotHaveBean(DistributedLockAdvisor.class).doesNotHaveBean(PgLockClients.class));
     }
 
+    /**
+     * A switch reads as its property binds (on/off, yes/no, 1/0), and anything else stops the start
+     * naming the property and the value. Before, pglock.enabled=ture turned every lock off without a
+     * word (no client, no aspect, and the warning only for "false"), and pglock.metrics.enabled=on
+     * turned the metrics off although it bound as true.
+     */
+    @Test
+    void aSwitchThatIsNotABooleanStopsTheStartAndOnOffReadAsTheyBind() {
+        runner.withPropertyValues("pglock.enabled=ture").run(context -> {
+            assertThat(context).hasFailed();
+            assertThat(context.getStartupFailure()).rootCause().hasMessageContaining("ture");
+            assertThat(context.getStartupFailure()).hasStackTraceContaining("pglock.enabled");
+        });
+        runner.withPropertyValues("pglock.enabled=on").run(context -> assertThat(context)
+                .hasSingleBean(LockClient.class).hasSingleBean(DistributedLockAdvisor.class));
+        runner.withPropertyValues("pglock.enabled=off").run(context -> assertThat(context)
+                .doesNotHaveBean(LockClient.class).doesNotHaveBean(DistributedLockAdvisor.class));
+    }
+
     @Test
     void withoutTheCoreOnTheClassPathNothingIsConfigured() {
         runner.withClassLoader(new FilteredClassLoader(LockClient.class)).run(context -> assertThat(context)
@@ -255,6 +274,14 @@ class PgLockAutoConfigurationTest {
                 "\"pglock.table.initialize-schema\"", "\"pglock.lock-sessions\"", "\"pglock.connection-wait-timeout\"",
                 "\"pglock.aspect-order\"", "\"pglock.namespace\"", "\"pglock.enabled\"", "\"pglock.advisory.fencing-tokens\"",
                 "\"pglock.table.async-release-commit\"", "\"pglock.wait-lines\"");
+    }
+
+    /** The typo hints know every property, the adapters' switches too (their group is nested in another). */
+    @Test
+    void theTypoHintsKnowEveryProperty() {
+        assertThat(PgLockFailureAnalyzer.knownNames()).contains("pglock.adapters.shedlock.enabled",
+                "pglock.adapters.spring-integration.enabled", "pglock.metrics.enabled", "pglock.enabled",
+                "pglock.table.name");
     }
 
     /** {@code value} as the message shows it: durations in ISO-8601 once bound. */
