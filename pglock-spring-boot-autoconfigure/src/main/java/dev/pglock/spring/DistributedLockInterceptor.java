@@ -227,6 +227,12 @@ final class DistributedLockInterceptor implements MethodInterceptor {
                                     : "Object's identity toString, different for every instance")
                     + "). Use a string, number, UUID, enum, or a value with its own toString, e.g. '#order.id'");
         }
+        try {
+            LockRequest.of(string); // the key's own rules (length, characters), said with the method
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(operation.description() + ": key expression '"
+                    + operation.keyExpression() + "' evaluated to a key pglock cannot take: " + e.getMessage(), e);
+        }
         return string;
     }
 

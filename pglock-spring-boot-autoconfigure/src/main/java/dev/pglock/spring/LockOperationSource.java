@@ -202,6 +202,7 @@ final class LockOperationSource {
                         + "' does not parse: " + e.getMessage() + ". A literal key needs quotes: \"'my-key'\"", e);
             }
             checkVariables(description, keyExpression, parsed, specific);
+            checkRootProperties(description, keyExpression, parsed);
         }
         boolean scheduled = AnnotatedElementUtils.hasAnnotation(specific, Scheduled.class)
                 || AnnotatedElementUtils.hasAnnotation(specific, Schedules.class);
@@ -259,6 +260,64 @@ final class LockOperationSource {
                     + String.join(", #", unknown) + ", which is not a parameter of the method; its parameters are "
                     + (names == null ? "unnamed (compile with -parameters, as Spring Boot's build plugins do, or use"
                             + " #p0, #p1...)" : (names.length == 0 ? "none" : "#" + String.join(", #", names))));
+        }
+    }
+
+    /** What a key expression can read from the call itself ({@code #root}): LockKeyEvaluator.LockKeyRoot's properties. */
+    private static final Set<String> ROOT_PROPERTIES = Set.of("methodName", "method", "args", "target", "targetClass");
+
+    /**
+     * Every bare name the key reads from the call itself must be one it has. A literal key written
+     * without quotes, {@code key = "nightly-report"}, parses as {@code nightly - report}, two such
+     * names, and would fail at every call (every tick of a {@code @Scheduled} job) instead of here.
+     */
+    private static void checkRootProperties(String description, String expression, Expression parsed) {
+        if (!(parsed instanceof SpelExpression spel)) {
+            return;
+        }
+        List<String> unknown = new ArrayList<>();
+        collectRootProperties(spel.getAST(), true, unknown);
+        if (!unknown.isEmpty()) {
+            throw new IllegalStateException(description + ": key expression '" + expression + "' reads "
+                    + String.join(", ", unknown) + " from the call, which has no such "
+                    + (unknown.size() == 1 ? "property" : "properties") + " (it has " + String.join(", ",
+                            new java.util.TreeSet<>(ROOT_PROPERTIES)) + "; parameters are #name). A literal key"
+                    + " needs quotes: \"'" + expression + "'\"");
+        }
+    }
+
+    /**
+     * Collects the property names read from the root object: {@code onRoot} says whether {@code node}
+     * is evaluated against it. A step after the first in a chain ({@code #order.id}) reads the value
+     * before it, and a projection or selection reads each element; the arguments of a method call
+     * and an index are evaluated against the root again.
+     */
+    private static void collectRootProperties(SpelNode node, boolean onRoot, List<String> into) {
+        if (node instanceof org.springframework.expression.spel.ast.PropertyOrFieldReference property) {
+            if (onRoot && !ROOT_PROPERTIES.contains(property.getName())) {
+                into.add(property.getName());
+            }
+            return;
+        }
+        if (node instanceof org.springframework.expression.spel.ast.Projection
+                || node instanceof org.springframework.expression.spel.ast.Selection) {
+            return;
+        }
+        if (node instanceof org.springframework.expression.spel.ast.CompoundExpression) {
+            for (int i = 0; i < node.getChildCount(); i++) {
+                SpelNode step = node.getChild(i);
+                if (i == 0) {
+                    collectRootProperties(step, onRoot, into);
+                } else if (!(step instanceof org.springframework.expression.spel.ast.PropertyOrFieldReference)) {
+                    collectRootProperties(step, false, into);
+                }
+            }
+            return;
+        }
+        boolean childrenOnRoot = onRoot || node instanceof org.springframework.expression.spel.ast.MethodReference
+                || node instanceof org.springframework.expression.spel.ast.Indexer;
+        for (int i = 0; i < node.getChildCount(); i++) {
+            collectRootProperties(node.getChild(i), childrenOnRoot, into);
         }
     }
 

@@ -238,6 +238,33 @@ abstract class DistributedLockIntegrationTest {
         });
     }
 
+    /**
+     * A literal key written without quotes parses as arithmetic on names the call does not have
+     * ({@code nightly - report}), and would fail at every call, every tick of a scheduled job: it
+     * stops the start instead, saying to quote it. Keys that read the call's own properties
+     * ({@code #root.methodName}, {@code methodName}, {@code args[0]}) still start.
+     */
+    @Test
+    void aLiteralKeyWithoutQuotesStopsTheStart() {
+        runner().withUserConfiguration(UnquotedKeyBean.class).run(context -> {
+            assertThat(context).hasFailed();
+            assertThat(messages(context.getStartupFailure())).contains("UnquotedKey.run").contains("nightly, report")
+                    .contains("'nightly-report'");
+        });
+        runner().run(context -> {
+            assertThat(context.getBean(Keys.class).byBareRoot("x")).isEqualTo("byBareRoot:x");
+            assertThat(context.getBean(Keys.class).byProjection(java.util.List.of("a", "b"))).isEqualTo("[A, B]");
+        });
+    }
+
+    /** A key longer than pglock takes fails the call naming the method and the expression, not only the key. */
+    @Test
+    void aKeyTooLongFailsTheCallNamingMethodAndExpression() {
+        runner().run(context -> assertThatThrownBy(() -> context.getBean(Keys.class).nullable("x".repeat(300)))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("Keys.nullable")
+                .hasMessageContaining("#customer").hasMessageContaining("255"));
+    }
+
     @Test
     void skippingAMethodThatReturnsAPrimitiveStopsTheStart() {
         runner().withUserConfiguration(PrimitiveSkipBean.class).run(context -> {
@@ -695,6 +722,16 @@ abstract class DistributedLockIntegrationTest {
         public String nullable(String customer) {
             return customer;
         }
+
+        @DistributedLock(key = "methodName + ':' + args[0]")
+        public String byBareRoot(String value) {
+            return LockContext.current().key();
+        }
+
+        @DistributedLock(key = "#values.![toUpperCase()].toString()")
+        public String byProjection(java.util.List<String> values) {
+            return LockContext.current().key();
+        }
     }
 
     @Target(ElementType.METHOD)
@@ -877,6 +914,20 @@ abstract class DistributedLockIntegrationTest {
         @Bean
         BadKey badKey() {
             return new BadKey();
+        }
+    }
+
+    @Configuration(proxyBeanMethods = false)
+    static class UnquotedKeyBean {
+        @Bean
+        UnquotedKey unquotedKey() {
+            return new UnquotedKey();
+        }
+    }
+
+    static class UnquotedKey {
+        @DistributedLock(key = "nightly-report")
+        public void run() {
         }
     }
 
