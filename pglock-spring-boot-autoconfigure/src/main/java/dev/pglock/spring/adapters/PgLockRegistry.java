@@ -36,6 +36,11 @@ public final class PgLockRegistry implements RenewableLockRegistry<Lock>, Expira
 
     /** How long {@link Lock#lock()} waits per attempt before asking again (it never gives up). */
     private static final Duration FOREVER_STEP = Duration.ofHours(1);
+    /**
+     * How long an interruptible wait waits per attempt: in advisory mode a wait blocks in the driver,
+     * which cannot see an interrupt, so an interrupt is seen within this (each attempt queues anew).
+     */
+    private static final Duration INTERRUPTIBLE_STEP = Duration.ofSeconds(1);
 
     private final LockClient client;
     private final Map<String, PgLock> locks = new ConcurrentHashMap<>();
@@ -75,10 +80,20 @@ public final class PgLockRegistry implements RenewableLockRegistry<Lock>, Expira
         renewLock(lockKey);
     }
 
-    /** Forgets the lock objects that nobody holds now (they are cheap; the database holds nothing for them). */
+    /**
+     * Forgets the lock objects that nobody holds or waits for and nobody used within {@code age} ms
+     * (they are cheap; the database holds nothing for them).
+     */
     @Override
     public void expireUnusedOlderThan(long age) {
-        locks.values().removeIf(lock -> !lock.isLocked());
+        long now = System.nanoTime();
+        locks.values().removeIf(lock -> !lock.isLocked() && lock.waiting.get() == 0
+                && now - lock.lastUsedNanos > TimeUnit.MILLISECONDS.toNanos(Math.max(0, age)));
+    }
+
+    @Override
+    public String toString() {
+        return "PgLockRegistry" + locks.values();
     }
 
     /** One key's lock, re-entrant per thread. */
@@ -86,6 +101,9 @@ public final class PgLockRegistry implements RenewableLockRegistry<Lock>, Expira
         private final String key;
         /** Each holding thread's acquisitions, innermost last. */
         private final Map<Thread, Deque<HeldLock>> holds = new ConcurrentHashMap<>();
+        /** Threads taking it now: its object is not expired meanwhile (see expireUnusedOlderThan). */
+        final java.util.concurrent.atomic.AtomicInteger waiting = new java.util.concurrent.atomic.AtomicInteger();
+        volatile long lastUsedNanos = System.nanoTime();
 
         PgLock(String key) {
             this.key = key;
@@ -105,9 +123,46 @@ public final class PgLockRegistry implements RenewableLockRegistry<Lock>, Expira
         }
 
         private boolean take(Duration wait) {
-            Optional<HeldLock> held = client.tryAcquire(LockRequest.of(key).waitAtMost(wait));
-            held.ifPresent(h -> holds.computeIfAbsent(Thread.currentThread(), t -> new ArrayDeque<>()).addLast(h));
-            return held.isPresent();
+            waiting.incrementAndGet();
+            try {
+                Optional<HeldLock> held = client.tryAcquire(LockRequest.of(key).waitAtMost(wait));
+                held.ifPresent(h -> holds.computeIfAbsent(Thread.currentThread(), t -> new ArrayDeque<>()).addLast(h));
+                return held.isPresent();
+            } finally {
+                lastUsedNanos = System.nanoTime();
+                waiting.decrementAndGet();
+            }
+        }
+
+        /**
+         * Waits up to {@code wait} in steps of {@link #INTERRUPTIBLE_STEP}; an interrupt seen after a
+         * step, even one that took the lock, gives it back and throws: the caller was told to give up.
+         */
+        private boolean takeInterruptibly(long waitNanos) throws InterruptedException {
+            long deadline = System.nanoTime() + waitNanos;
+            while (true) {
+                if (Thread.interrupted()) {
+                    throw new InterruptedException("interrupted while waiting for lock '" + key + "'");
+                }
+                long left = deadline - System.nanoTime();
+                boolean taken = take(Duration.ofNanos(Math.max(0, Math.min(left, INTERRUPTIBLE_STEP.toNanos()))));
+                if (Thread.interrupted()) {
+                    if (taken) {
+                        try {
+                            unlock();
+                        } catch (IllegalStateException lost) {
+                            // lost meanwhile: nothing left to give back
+                        }
+                    }
+                    throw new InterruptedException("interrupted while waiting for lock '" + key + "'");
+                }
+                if (taken) {
+                    return true;
+                }
+                if (deadline - System.nanoTime() <= 0) {
+                    return false;
+                }
+            }
         }
 
         @Override
@@ -128,14 +183,7 @@ public final class PgLockRegistry implements RenewableLockRegistry<Lock>, Expira
 
         @Override
         public void lockInterruptibly() throws InterruptedException {
-            while (true) {
-                if (Thread.interrupted()) {
-                    throw new InterruptedException("interrupted while waiting for lock '" + key + "'");
-                }
-                if (take(FOREVER_STEP)) {
-                    return;
-                }
-            }
+            takeInterruptibly(Long.MAX_VALUE / 4);
         }
 
         @Override
@@ -145,14 +193,7 @@ public final class PgLockRegistry implements RenewableLockRegistry<Lock>, Expira
 
         @Override
         public boolean tryLock(long time, TimeUnit unit) throws InterruptedException {
-            if (Thread.interrupted()) {
-                throw new InterruptedException("interrupted before waiting for lock '" + key + "'");
-            }
-            boolean taken = take(Duration.ofNanos(Math.max(0, unit.toNanos(time))));
-            if (!taken && Thread.interrupted()) {
-                throw new InterruptedException("interrupted while waiting for lock '" + key + "'");
-            }
-            return taken;
+            return takeInterruptibly(Math.max(0, unit.toNanos(time)));
         }
 
         @Override
@@ -180,7 +221,7 @@ public final class PgLockRegistry implements RenewableLockRegistry<Lock>, Expira
 
         @Override
         public String toString() {
-            return "PgLockRegistry.Lock[key=" + key + ", locked=" + isLocked() + "]";
+            return "PgLockRegistry.Lock[key=" + key + ", locked=" + isLocked() + ", waiting=" + waiting.get() + "]";
         }
     }
 }

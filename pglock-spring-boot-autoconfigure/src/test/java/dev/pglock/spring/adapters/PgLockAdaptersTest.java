@@ -115,6 +115,112 @@ class PgLockAdaptersTest {
         assertThat(ranOnB).isTrue();
     }
 
+    /**
+     * An extension's lockAtLeastFor counts, as in ShedLock: unlocked early after
+     * extendActiveLock(atMost, atLeast), the key stays taken until that has passed. Before, extend
+     * only checked the lock was still held, and the key was free at once.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"advisory", "lease"})
+    void anExtensionsLockAtLeastForKeepsTheLockTakenAfterAnEarlyUnlock(String mode) {
+        PgLockShedLockProvider a = new PgLockShedLockProvider(replica(mode), HEARTBEAT);
+        PgLockShedLockProvider b = new PgLockShedLockProvider(replica(mode), HEARTBEAT);
+        Duration atLeast = Duration.ofMillis(1500);
+
+        SimpleLock held = a.lock(shedLock("extended", Duration.ofSeconds(30), Duration.ZERO)).orElseThrow();
+        long start = System.nanoTime();
+        SimpleLock extended = held.extend(Duration.ofSeconds(30), atLeast).orElseThrow();
+        extended.unlock();
+        assertThat(b.lock(shedLock("extended", Duration.ofSeconds(30), Duration.ZERO)))
+                .as("taken until the extension's lockAtLeastFor").isEmpty();
+        await().atMost(Duration.ofSeconds(10)).pollInterval(Duration.ofMillis(50))
+                .until(() -> b.lock(shedLock("extended", Duration.ofSeconds(30), Duration.ZERO)).isPresent());
+        assertThat(Duration.ofNanos(System.nanoTime() - start)).isGreaterThanOrEqualTo(atLeast.minusMillis(100));
+    }
+
+    /**
+     * lockInterruptibly (and so executeLocked) gives up when interrupted while it waits, and takes
+     * nothing: in advisory mode the wait blocks in the driver, which cannot see the interrupt, so it
+     * waits in steps of a second. Before, a step was an hour, and the interrupted thread took the
+     * lock and ran its work when the holder released.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"advisory", "lease"})
+    void anInterruptedLockInterruptiblyGivesUpAndTakesNothing(String mode) throws Exception {
+        PgLockRegistry a = new PgLockRegistry(replica(mode));
+        LockClient waitingClient = replica(mode);
+        PgLockRegistry b = new PgLockRegistry(waitingClient);
+        Lock held = a.obtain("interruptible");
+        held.lock();
+        java.util.concurrent.CountDownLatch waiting = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.atomic.AtomicReference<Thread> waiter = new java.util.concurrent.atomic.AtomicReference<>();
+        CompletableFuture<Throwable> outcome = CompletableFuture.supplyAsync(() -> {
+            waiter.set(Thread.currentThread());
+            waiting.countDown();
+            try {
+                b.obtain("interruptible").lockInterruptibly();
+                return null;
+            } catch (Throwable e) {
+                return e;
+            }
+        });
+        waiting.await();
+        awaitWaiting(waitingClient);
+        waiter.get().interrupt();
+
+        assertThat(outcome.get(10, TimeUnit.SECONDS)).isInstanceOf(InterruptedException.class);
+        held.unlock();
+        assertThat(a.obtain("interruptible").tryLock()).as("the interrupted waiter took nothing").isTrue();
+        a.obtain("interruptible").unlock();
+    }
+
+    /**
+     * Until a caller of {@code client} waits: in advisory mode on a connection blocked in the server
+     * (a socket read, which an interrupt cannot end); in lease mode through its LISTEN connection.
+     */
+    private static void awaitWaiting(LockClient client) {
+        await().atMost(Duration.ofSeconds(10)).until(() -> client.status().waitingConnections() > 0);
+    }
+
+    /**
+     * Lock objects that a thread waits on are not expired, and recently used ones are kept for the
+     * age given. Before, expireUnusedOlderThan removed every object nobody held, a waiter's too: the
+     * waiter then held the lock through an object the registry no longer knew, and renewLock said
+     * it did not hold it.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"advisory", "lease"})
+    void expiringUnusedLocksKeepsAWaitersLock(String mode) throws Exception {
+        PgLockRegistry a = new PgLockRegistry(replica(mode));
+        LockClient waitingClient = replica(mode);
+        PgLockRegistry b = new PgLockRegistry(waitingClient);
+        Lock held = a.obtain("expiring");
+        held.lock();
+        java.util.concurrent.CountDownLatch started = new java.util.concurrent.CountDownLatch(1);
+        CompletableFuture<Void> waiter = CompletableFuture.runAsync(() -> {
+            started.countDown();
+            Lock lock = b.obtain("expiring");
+            try {
+                assertThat(lock.tryLock(20, TimeUnit.SECONDS)).isTrue();
+            } catch (InterruptedException e) {
+                throw new IllegalStateException(e);
+            }
+            b.renewLock("expiring"); // the registry still knows the waiter's lock
+            lock.unlock();
+        });
+        started.await();
+        awaitWaiting(waitingClient);
+        b.expireUnusedOlderThan(0);
+        held.unlock();
+        waiter.get(20, TimeUnit.SECONDS);
+
+        a.obtain("recent");
+        a.expireUnusedOlderThan(60_000);
+        assertThat(a.toString()).as("used within the age: kept").contains("recent");
+        a.expireUnusedOlderThan(0);
+        assertThat(a.toString()).doesNotContain("recent");
+    }
+
     @ParameterizedTest
     @ValueSource(strings = {"advisory", "lease"})
     void theRegistryKeepsTheLockContract(String mode) throws Exception {
