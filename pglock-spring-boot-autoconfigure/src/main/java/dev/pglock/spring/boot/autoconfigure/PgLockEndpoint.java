@@ -26,8 +26,9 @@ import org.springframework.boot.actuate.endpoint.annotation.Selector;
  * <p>{@code DELETE /actuator/pglock/{key}} force-releases a stuck lease row, for operators only: its
  * holder is not asked and learns at its next heartbeat that the lock was taken over, so for up to one
  * heartbeat interval two holders may run. Each call is logged at WARN with the principal that made it.
- * Lease mode only. Read-only by default: writing needs
- * {@code management.endpoint.pglock.access=unrestricted}.
+ * Lease mode only. Read-only by default: Spring Boot allows writing with
+ * {@code management.endpoint.pglock.access=unrestricted}, and also with the older
+ * {@code management.endpoint.pglock.enabled=true} or {@code management.endpoints.access.default=unrestricted}.
  */
 @Endpoint(id = "pglock", defaultAccess = Access.READ_ONLY)
 public class PgLockEndpoint {
@@ -52,7 +53,17 @@ public class PgLockEndpoint {
     /** One lock; null (404) when nobody holds it. */
     @ReadOperation
     public LockView lock(@Selector String key) {
-        return client.get().get(key).map(LockView::of).orElse(null);
+        return client.get().get(checked(key)).map(LockView::of).orElse(null);
+    }
+
+    /** A key pglock could never have taken is the caller's mistake (400), not the server's (500). */
+    private static String checked(String key) {
+        try {
+            dev.pglock.core.LockRequest.of(key);
+            return key;
+        } catch (IllegalArgumentException e) {
+            throw new InvalidEndpointRequestException(e.getMessage(), "not a lock key: " + e.getMessage());
+        }
     }
 
     /** Force-releases a lease row whoever holds it; null (404) when nobody held it. */
@@ -64,6 +75,7 @@ public class PgLockEndpoint {
                     + " holder's database session; end that session instead (pg_terminate_backend(pid), the pid is"
                     + " in GET /actuator/pglock)", "advisory locks cannot be force-released");
         }
+        checked(key);
         String who = security.getPrincipal() != null ? security.getPrincipal().getName() : "an anonymous caller";
         log.warn("pglock: force-release of lock '{}' requested through the actuator endpoint by {}", key, who);
         LockView released = c.forceRelease(key).map(LockView::of).orElse(null);

@@ -224,6 +224,9 @@ class PgLockObservabilityAutoConfigurationTest {
                     });
                     assertThat(endpoint.lock("listed").expiresAt()).isNotNull();
                     assertThat(endpoint.lock("nobody")).isNull();
+                    org.assertj.core.api.Assertions.assertThatThrownBy(() -> endpoint.lock("x".repeat(300))).as("a bad key is a bad request (400)")
+                            .isInstanceOf(org.springframework.boot.actuate.endpoint.InvalidEndpointRequestException.class)
+                            .hasMessageContaining("255");
                     assertThat(endpoint.forceRelease("listed", org.springframework.boot.actuate.endpoint.SecurityContext.NONE)
                             .key()).isEqualTo("listed");
                     assertThat(endpoint.lock("listed")).isNull();
