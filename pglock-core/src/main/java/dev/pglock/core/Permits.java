@@ -69,13 +69,19 @@ final class Permits {
      */
     private static Permit take(LockClient client, AbstractLockClient<?> internals, LockRequest request, int permits) {
         long deadline = System.nanoTime() + nanos(request.waitAtMost());
-        while (true) {
+        for (int attempt = 1; ; attempt++) {
             Permit permit = takeOnce(client, internals, request, permits, deadline);
-            if (permit == null || permit.isHeld()) {
-                return permit;
+            if (permit == null) {
+                return null;
             }
-            permit.close(); // quiet: what is left of it goes back
-            if (deadline - System.nanoTime() <= 0 || Thread.currentThread().isInterrupted()) {
+            if (permit.isHeld()) {
+                return permit.handedOut();
+            }
+            // Never handed out: given back without its hold-at-least (no work ran under it), so the
+            // next attempt, or another caller, can have it at once.
+            permit.closeUnused(internals);
+            if (attempt == 3 || Thread.currentThread().isInterrupted()
+                    || (!request.waitAtMost().isZero() && deadline - System.nanoTime() <= 0)) {
                 return null;
             }
         }
@@ -111,7 +117,7 @@ final class Permits {
                     Optional<HeldLock> slot = client.tryAcquire(permitRequest(request, index, permits, Duration.ZERO));
                     if (slot.isPresent()) {
                         handedOut = true;
-                        return new Permit(slot.get(), marker, key, index, permits, request.holdAtLeast());
+                        return new Permit(internals, slot.get(), marker, key, index, permits, request.holdAtLeast());
                     }
                 }
                 long left = deadline - System.nanoTime();
@@ -122,7 +128,7 @@ final class Permits {
                 Optional<HeldLock> slot = client.tryAcquire(permitRequest(request, start, permits, step));
                 if (slot.isPresent()) {
                     handedOut = true;
-                    return new Permit(slot.get(), marker, key, start, permits, request.holdAtLeast());
+                    return new Permit(internals, slot.get(), marker, key, start, permits, request.holdAtLeast());
                 }
                 start = (start + 1) % permits;
             }
@@ -200,7 +206,9 @@ final class Permits {
         private final List<Consumer<LockLostException>> listeners = new java.util.ArrayList<>();
         private LockLostException told;
 
-        Permit(HeldLock slot, HeldLock marker, String key, int index, int permits, Duration holdAtLeast) {
+        Permit(AbstractLockClient<?> internals, HeldLock slot, HeldLock marker, String key, int index, int permits,
+                Duration holdAtLeast) {
+            this.notYetHandedOutBy = internals;
             this.slot = slot;
             this.marker = marker;
             this.key = key;
@@ -213,9 +221,33 @@ final class Permits {
                 try {
                     tell(markerLost(lost), true); // its holders first: nobody else can have the permit before
                 } finally {
-                    slot.close(); // quiet when the permit is released or lost already
+                    AbstractLockClient<?> maker = notYetHandedOutBy;
+                    if (maker != null) {
+                        maker.closeUnused(slot); // lost while being made: no work ran under it
+                    } else {
+                        slot.close(); // quiet when the permit is released or lost already
+                    }
                 }
             });
+        }
+
+        /** Set until the permit is handed out: a marker lost before then gives the slot back unused. */
+        private volatile AbstractLockClient<?> notYetHandedOutBy;
+
+        /** The caller gets it now: from here on a lost marker gives the slot back with its hold-at-least. */
+        Permit handedOut() {
+            notYetHandedOutBy = null;
+            return this;
+        }
+
+        /** Gives back a permit never handed out (its marker lost while it was taken), without its hold-at-least. */
+        void closeUnused(AbstractLockClient<?> internals) {
+            releasedByHolder = true;
+            try {
+                internals.closeUnused(slot);
+            } finally {
+                marker.close(); // lost already: quiet
+            }
         }
 
         /**

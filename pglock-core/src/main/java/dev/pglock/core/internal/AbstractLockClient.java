@@ -435,6 +435,25 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     }
 
     /**
+     * Not API, for semaphores: gives back a hold of this client that was never handed out to its
+     * caller (a permit whose marker was lost while it was taken) without its hold-at-least, when no
+     * other hold joined it: no work ran under it (see {@link DatabaseLock#markUnused}).
+     */
+    public final void closeUnused(HeldLock held) {
+        if (held instanceof AbstractLockClient<?>.Hold hold && hold.client() == this) {
+            state.lock();
+            try {
+                if (hold.entry.holds.size() == 1 && hold.entry.lock != null) {
+                    hold.entry.lock.markUnused();
+                }
+            } finally {
+                state.unlock();
+            }
+        }
+        held.close();
+    }
+
+    /**
      * Not API, for semaphores: the mode's checks of a semaphore's request, at the call, before its
      * marker is taken: a refusal names the semaphore's key, not a permit's.
      */
@@ -1371,6 +1390,11 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             this.entry = entry;
             this.thread = thread;
             this.shared = shared;
+        }
+
+        /** The client this hold belongs to. */
+        AbstractLockClient<D> client() {
+            return AbstractLockClient.this;
         }
 
         private D lock() {

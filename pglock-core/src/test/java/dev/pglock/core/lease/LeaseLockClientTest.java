@@ -356,7 +356,8 @@ class LeaseLockClientTest extends LockClientContractTest {
      * A permit whose marker is lost while its caller is still taking it is never handed out: the
      * caller takes the semaphore again. Before, the permit's lock was given back as soon as the
      * permit was made (the marker's listener ran at once), and the caller got a permit that was not
-     * held while another caller took the same one: two holders of a one-permit semaphore.
+     * held while another caller took the same one: two holders of a one-permit semaphore. The permit
+     * given back so is given back without its hold-at-least: no work ran under it.
      */
     @Test
     void aPermitWhoseMarkerIsLostBeforeItIsHandedOutIsNeverHandedOut() throws Exception {
@@ -369,7 +370,10 @@ class LeaseLockClientTest extends LockClientContractTest {
             }
         });
         try {
-            HeldLock permit = a.acquirePermit(LockRequest.of("lost-early").waitAtMost(PROMPTLY), 1);
+            // Given back without its hold-at-least: with it, the next attempt would wait out the 10 s
+            // for a permit nobody holds, and give up after 5.
+            HeldLock permit = a.acquirePermit(LockRequest.of("lost-early").waitAtMost(Duration.ofSeconds(5))
+                    .holdAtLeast(Duration.ofSeconds(10)), 1);
 
             assertThat(markersTaken).as("the semaphore was taken again").hasValue(2);
             assertThat(permit.isHeld()).as("the permit handed out is held").isTrue();
