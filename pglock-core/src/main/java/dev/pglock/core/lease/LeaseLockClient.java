@@ -465,7 +465,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
      * The statements, on the table and sequence of these (quoted) names. Called again by start() with
      * the names schema-qualified, before any statement runs and any thread of this client starts.
      */
-    private void useNames(String quotedTable, String quotedSequence) {
+    private void useNames(String quotedTable, String quotedSequenceName) {
+        // The sequence is named inside a string literal (nextval('...')): a quote in a schema name
+        // that search_path resolved must not end it.
+        String quotedSequence = quotedSequenceName.replace("'", "''");
         this.tryLock = TRY_LOCK.formatted(quotedTable, quotedSequence);
         this.tryLockExclusive = TRY_LOCK_EXCLUSIVE.formatted(quotedTable, quotedSequence);
         this.waiterTryLock = WAITER_TRY_LOCK.formatted(quotedTable, quotedSequence);
