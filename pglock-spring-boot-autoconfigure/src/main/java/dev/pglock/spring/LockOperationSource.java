@@ -316,8 +316,17 @@ final class LockOperationSource {
         }
         boolean childrenOnRoot = onRoot || node instanceof org.springframework.expression.spel.ast.MethodReference
                 || node instanceof org.springframework.expression.spel.ast.Indexer;
+        // A bare name as an index ({@code #headers[tenant]}) or an inline map's key ({@code {tenant: #id}})
+        // is a literal key when the target is a map: not read from the call.
+        boolean bareNamesAreKeys = node instanceof org.springframework.expression.spel.ast.Indexer;
         for (int i = 0; i < node.getChildCount(); i++) {
-            collectRootProperties(node.getChild(i), childrenOnRoot, into);
+            SpelNode child = node.getChild(i);
+            boolean literalKey = child instanceof org.springframework.expression.spel.ast.PropertyOrFieldReference
+                    && (bareNamesAreKeys
+                            || (node instanceof org.springframework.expression.spel.ast.InlineMap && i % 2 == 0));
+            if (!literalKey) {
+                collectRootProperties(child, childrenOnRoot, into);
+            }
         }
     }
 

@@ -299,7 +299,15 @@ public class LockTemplate implements LockOperations {
                 // of the work, and it can vanish later only with a rollback to a savepoint set before
                 // it (a NESTED scope that failed after the work returned), which undoes that work too.
                 // So the commit of what is left must not fail on it.
-                transactionLock.confirmBeforeCommit();
+                try {
+                    transactionLock.confirmBeforeCommit();
+                } catch (dev.pglock.core.LockDatabaseException failed) {
+                    if (!"25P02".equals(failed.sqlState())) {
+                        throw failed;
+                    }
+                    // The work failed in the database and went on (it caught the error, and rolls back):
+                    // an aborted transaction commits nothing, so there is nothing to confirm.
+                }
                 LockSynchronization.notCheckedBeforeCommit(lock);
             }
             return result;

@@ -254,6 +254,9 @@ abstract class DistributedLockIntegrationTest {
         runner().run(context -> {
             assertThat(context.getBean(Keys.class).byBareRoot("x")).isEqualTo("byBareRoot:x");
             assertThat(context.getBean(Keys.class).byProjection(java.util.List.of("a", "b"))).isEqualTo("[A, B]");
+            assertThat(context.getBean(Keys.class).byMapKey(java.util.Map.of("tenant", "t7"))).as("a bare map key")
+                    .isEqualTo("t7");
+            assertThat(context.getBean(Keys.class).byInlineMap(3)).isEqualTo("{tenant=3}");
         });
     }
 
@@ -730,6 +733,16 @@ abstract class DistributedLockIntegrationTest {
 
         @DistributedLock(key = "#values.![toUpperCase()].toString()")
         public String byProjection(java.util.List<String> values) {
+            return LockContext.current().key();
+        }
+
+        @DistributedLock(key = "#headers[tenant]")
+        public String byMapKey(java.util.Map<String, String> headers) {
+            return LockContext.current().key();
+        }
+
+        @DistributedLock(key = "{tenant: #id}.toString()")
+        public String byInlineMap(int id) {
             return LockContext.current().key();
         }
     }
