@@ -38,9 +38,10 @@ public final class PgLockRegistry implements RenewableLockRegistry<Lock>, Expira
     private static final Duration FOREVER_STEP = Duration.ofHours(1);
     /**
      * How long an interruptible wait waits per attempt: in advisory mode a wait blocks in the driver,
-     * which cannot see an interrupt, so an interrupt is seen within this (each attempt queues anew).
+     * which cannot see an interrupt, so an interrupt is seen within this. Each attempt queues anew
+     * (and, in advisory mode, borrows its connection anew), so it is not shorter.
      */
-    private static final Duration INTERRUPTIBLE_STEP = Duration.ofSeconds(1);
+    private static final Duration INTERRUPTIBLE_STEP = Duration.ofSeconds(5);
 
     private final LockClient client;
     private final Map<String, PgLock> locks = new ConcurrentHashMap<>();

@@ -103,9 +103,14 @@ public final class PgLockShedLockProvider implements LockProvider {
             if (!held.isHeld()) {
                 return Optional.empty();
             }
-            if (!lockAtLeastFor.isZero() && !lockAtLeastFor.isNegative()) {
-                keptUntilNanos = System.nanoTime() + Math.min(lockAtLeastFor.toNanos(), Long.MAX_VALUE / 4);
+            // As ShedLock does, the last extension's lockAtLeastFor counts, from that extension.
+            long nanos;
+            try {
+                nanos = Math.min(lockAtLeastFor.toNanos(), Long.MAX_VALUE / 4);
+            } catch (ArithmeticException beyond) {
+                nanos = Long.MAX_VALUE / 4;
             }
+            keptUntilNanos = nanos <= 0 ? 0 : System.nanoTime() + nanos;
             return Optional.of(this);
         }
     }
