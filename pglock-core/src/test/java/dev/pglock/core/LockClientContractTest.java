@@ -1391,6 +1391,25 @@ public abstract class LockClientContractTest {
     }
 
     /**
+     * A hold never handed out to its caller and given back unused (a permit whose marker was lost
+     * while it was taken) skips its hold-at-least: no work ran under it. Before, advisory mode kept
+     * the hold-at-least anyway, and a semaphore's next attempt waited for a permit nobody held.
+     */
+    @Test
+    void aHoldGivenBackUnusedSkipsItsHoldAtLeast() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        HeldLock held = a.acquire(LockRequest.of("unused").holdAtLeast(Duration.ofSeconds(20)));
+
+        ((AbstractLockClient<?>) a).closeUnused(held);
+
+        await().atMost(PROMPTLY).until(() -> b.tryAcquire(LockRequest.of("unused")).map(taken -> {
+            taken.release();
+            return true;
+        }).orElse(false));
+    }
+
+    /**
      * Two callers that disagree on the number of permits take their markers at the same time, and
      * only then read the others': the later reader sees the earlier one's marker (both may see each
      * other's), so they are never both let in. Reading before taking would let both in, with

@@ -802,7 +802,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     @Override
     protected CompletableFuture<Released> releaseInDatabase(AdvisoryLock lock) {
         long holdNanos = lock.holdUntilNanos - System.nanoTime();
-        if (lock.holdUntilNanos != 0 && holdNanos > 0 && !isClosed()) {
+        // A grant never handed out (see DatabaseLock.markUnused) had no work under it: no hold-at-least.
+        if (lock.holdUntilNanos != 0 && holdNanos > 0 && !isClosed() && !lock.isUnused()) {
             // Hold-at-least: the session keeps the lock until then; no thread waits for it.
             CompletableFuture<Released> released = new CompletableFuture<>();
             try {
