@@ -74,8 +74,8 @@ final class Permits {
             if (permit == null) {
                 return null;
             }
-            if (permit.isHeld()) {
-                return permit.handedOut();
+            if (permit.isHeld() && permit.handOut()) {
+                return permit;
             }
             // Never handed out: given back without its hold-at-least (no work ran under it), so the
             // next attempt, or another caller, can have it at once.
@@ -208,7 +208,7 @@ final class Permits {
 
         Permit(AbstractLockClient<?> internals, HeldLock slot, HeldLock marker, String key, int index, int permits,
                 Duration holdAtLeast) {
-            this.notYetHandedOutBy = internals;
+            this.notYetHandedOutBy = new java.util.concurrent.atomic.AtomicReference<>(internals);
             this.slot = slot;
             this.marker = marker;
             this.key = key;
@@ -221,7 +221,7 @@ final class Permits {
                 try {
                     tell(markerLost(lost), true); // its holders first: nobody else can have the permit before
                 } finally {
-                    AbstractLockClient<?> maker = notYetHandedOutBy;
+                    AbstractLockClient<?> maker = notYetHandedOutBy.getAndSet(null);
                     if (maker != null) {
                         maker.closeUnused(slot); // lost while being made: no work ran under it
                     } else {
@@ -231,13 +231,18 @@ final class Permits {
             });
         }
 
-        /** Set until the permit is handed out: a marker lost before then gives the slot back unused. */
-        private volatile AbstractLockClient<?> notYetHandedOutBy;
+        /**
+         * Set until the permit is handed out: a marker lost before then gives the slot back unused.
+         * Taken by compare-and-set, so the hand-out and the marker's listener never both have it.
+         */
+        private final java.util.concurrent.atomic.AtomicReference<AbstractLockClient<?>> notYetHandedOutBy;
 
-        /** The caller gets it now: from here on a lost marker gives the slot back with its hold-at-least. */
-        Permit handedOut() {
-            notYetHandedOutBy = null;
-            return this;
+        /**
+         * Whether the caller may have it: false when the marker's listener gave the slot back first.
+         * From here on a lost marker gives the slot back with its hold-at-least.
+         */
+        boolean handOut() {
+            return notYetHandedOutBy.getAndSet(null) != null;
         }
 
         /** Gives back a permit never handed out (its marker lost while it was taken), without its hold-at-least. */
