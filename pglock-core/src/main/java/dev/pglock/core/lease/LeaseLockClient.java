@@ -80,7 +80,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private static final String TRY_LOCK = """
             INSERT INTO %1$s AS t (namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at,
                                    lease_millis, data)
-            VALUES (?, ?, ARRAY[?::text], ?, nextval('%2$s'), statement_timestamp(),
+            VALUES (?, ?, ARRAY[?::text], ?, nextval(%2$s), statement_timestamp(),
                     statement_timestamp() + ? * interval '1 millisecond', ?, ?)
             ON CONFLICT (namespace, lock_key) DO UPDATE SET
                 holders = CASE WHEN t.expires_at <= statement_timestamp() THEN EXCLUDED.holders
@@ -89,7 +89,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                                                      < substr(EXCLUDED.holders[1], length(p.mine) + 1)::bigint))
                                     || EXCLUDED.holders END,
                 shared = EXCLUDED.shared,
-                fencing_token = nextval('%2$s'),
+                fencing_token = nextval(%2$s),
                 acquired_at = CASE WHEN t.expires_at <= statement_timestamp() THEN EXCLUDED.acquired_at
                                    ELSE t.acquired_at END,
                 expires_at = CASE WHEN t.expires_at <= statement_timestamp() THEN EXCLUDED.expires_at
@@ -107,12 +107,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private static final String TRY_LOCK_EXCLUSIVE = """
             INSERT INTO %1$s AS t (namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at,
                                    lease_millis, data)
-            VALUES (?, ?, ARRAY[?::text], ?, nextval('%2$s'), statement_timestamp(),
+            VALUES (?, ?, ARRAY[?::text], ?, nextval(%2$s), statement_timestamp(),
                     statement_timestamp() + ? * interval '1 millisecond', ?, ?)
             ON CONFLICT (namespace, lock_key) DO UPDATE SET
                 holders = EXCLUDED.holders,
                 shared = EXCLUDED.shared,
-                fencing_token = nextval('%2$s'),
+                fencing_token = nextval(%2$s),
                 acquired_at = EXCLUDED.acquired_at,
                 expires_at = EXCLUDED.expires_at,
                 lease_millis = EXCLUDED.lease_millis,
@@ -148,7 +148,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                                                          < substr(p.me, length(p.mine) + 1)::bigint))
                                         || p.me END,
                     shared = p.sh,
-                    fencing_token = nextval('%2$s'),
+                    fencing_token = nextval(%2$s),
                     acquired_at = CASE WHEN t.expires_at <= p.now THEN p.now ELSE t.acquired_at END,
                     expires_at = CASE WHEN t.expires_at <= p.now THEN p.now + p.lease * interval '1 millisecond'
                                       ELSE greatest(t.expires_at, p.now + p.lease * interval '1 millisecond') END,
@@ -162,7 +162,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             created AS (
                 INSERT INTO %1$s (namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at,
                                   lease_millis, data)
-                SELECT p.ns, p.k, ARRAY[p.me], p.sh, nextval('%2$s'), p.now,
+                SELECT p.ns, p.k, ARRAY[p.me], p.sh, nextval(%2$s), p.now,
                        p.now + p.lease * interval '1 millisecond', p.lease, p.data
                 FROM p
                 WHERE NOT EXISTS (SELECT FROM claim)
@@ -466,9 +466,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
      * the names schema-qualified, before any statement runs and any thread of this client starts.
      */
     private void useNames(String quotedTable, String quotedSequenceName) {
-        // The sequence is named inside a string literal (nextval('...')): a quote in a schema name
-        // that search_path resolved must not end it.
-        String quotedSequence = quotedSequenceName.replace("'", "''");
+        // The sequence is named by a string literal (nextval(E'...')): a quote or a backslash in a
+        // schema name that search_path resolved must not end it, whatever standard_conforming_strings says.
+        String quotedSequence = "E'" + quotedSequenceName.replace("\\", "\\\\").replace("'", "\\'") + "'";
         this.tryLock = TRY_LOCK.formatted(quotedTable, quotedSequence);
         this.tryLockExclusive = TRY_LOCK_EXCLUSIVE.formatted(quotedTable, quotedSequence);
         this.waiterTryLock = WAITER_TRY_LOCK.formatted(quotedTable, quotedSequence);
