@@ -350,25 +350,11 @@ abstract class MethodShapesIntegrationTest {
 
     @Test
     void aLockOfANestedTransactionWhoseWorkFailedDoesNotFailTheOuterCommit() {
-        runner().run(context -> {
-            var manager = context.getBean(org.springframework.transaction.PlatformTransactionManager.class);
-            var outer = new org.springframework.transaction.support.TransactionTemplate(manager);
-            var nested = new org.springframework.transaction.support.TransactionTemplate(manager);
-            nested.setPropagationBehavior(org.springframework.transaction.TransactionDefinition.PROPAGATION_NESTED);
-            LockTemplate locks = context.getBean(LockTemplate.class).inTransaction();
-            JdbcTemplate jdbc = context.getBean(JdbcTemplate.class);
-
-            outer.executeWithoutResult(status -> {
-                assertThatThrownBy(() -> nested.executeWithoutResult(inner -> locks.execute("nested", lock -> {
+        aFailedNestedScopeLeavesTheOuterCommitAndNothingHeld("nested", "boom", (locks, jdbc) ->
+                locks.execute("nested", lock -> {
                     jdbc.update("UPDATE " + counters + " SET value = value + 1 WHERE id = 1");
                     throw new IllegalStateException("boom");
-                }))).hasMessage("boom");
-                jdbc.update("UPDATE " + counters + " SET value = value + 10 WHERE id = 1");
-            });
-
-            assertThat(read(jdbc)).as("the outer work committed, the nested one rolled back").isEqualTo(10);
-            assertThat(otherReplica().tryAcquire(LockRequest.of("nested"))).as("not left held").isPresent();
-        });
+                }));
     }
 
     /**
@@ -379,6 +365,19 @@ abstract class MethodShapesIntegrationTest {
      */
     @Test
     void aNestedScopeRolledBackAfterItsLockedWorkReturnedDoesNotFailTheOuterCommit() {
+        aFailedNestedScopeLeavesTheOuterCommitAndNothingHeld("nested-after", "after the locked work", (locks, jdbc) -> {
+            locks.execute("nested-after", lock -> jdbc.update("UPDATE " + counters + " SET value = value + 1 WHERE id = 1"));
+            throw new IllegalStateException("after the locked work");
+        });
+    }
+
+    /**
+     * Runs {@code inNested} in a NESTED scope that fails with {@code failure}, inside a transaction
+     * that catches it and adds 10: the outer work commits, the nested one does not, and {@code key}
+     * is not left held.
+     */
+    private void aFailedNestedScopeLeavesTheOuterCommitAndNothingHeld(String key, String failure,
+            java.util.function.BiConsumer<LockTemplate, JdbcTemplate> inNested) {
         runner().run(context -> {
             var manager = context.getBean(org.springframework.transaction.PlatformTransactionManager.class);
             var outer = new org.springframework.transaction.support.TransactionTemplate(manager);
@@ -388,15 +387,13 @@ abstract class MethodShapesIntegrationTest {
             JdbcTemplate jdbc = context.getBean(JdbcTemplate.class);
 
             outer.executeWithoutResult(status -> {
-                assertThatThrownBy(() -> nested.executeWithoutResult(inner -> {
-                    locks.execute("nested-after", lock -> jdbc.update("UPDATE " + counters + " SET value = value + 1 WHERE id = 1"));
-                    throw new IllegalStateException("after the locked work");
-                })).hasMessage("after the locked work");
+                assertThatThrownBy(() -> nested.executeWithoutResult(inner -> inNested.accept(locks, jdbc)))
+                        .hasMessage(failure);
                 jdbc.update("UPDATE " + counters + " SET value = value + 10 WHERE id = 1");
             });
 
             assertThat(read(jdbc)).as("the outer work committed, the nested one rolled back").isEqualTo(10);
-            assertThat(otherReplica().tryAcquire(LockRequest.of("nested-after"))).as("not left held").isPresent();
+            assertThat(otherReplica().tryAcquire(LockRequest.of(key))).as("not left held").isPresent();
         });
     }
 
