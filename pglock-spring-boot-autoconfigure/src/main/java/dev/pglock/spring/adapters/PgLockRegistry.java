@@ -140,6 +140,15 @@ public final class PgLockRegistry implements RenewableLockRegistry<Lock>, Expira
          * step, even one that took the lock, gives it back and throws: the caller was told to give up.
          */
         private boolean takeInterruptibly(long waitNanos) throws InterruptedException {
+            waiting.incrementAndGet(); // for the whole wait, not only each step: never expired between steps
+            try {
+                return takeInSteps(waitNanos);
+            } finally {
+                waiting.decrementAndGet();
+            }
+        }
+
+        private boolean takeInSteps(long waitNanos) throws InterruptedException {
             long deadline = System.nanoTime() + waitNanos;
             while (true) {
                 if (Thread.interrupted()) {
