@@ -68,7 +68,7 @@ final class Permits {
      * lock found lost at its grant is.
      */
     private static Permit take(LockClient client, AbstractLockClient<?> internals, LockRequest request, int permits) {
-        long deadline = System.nanoTime() + nanos(request.waitAtMost());
+        long deadline = System.nanoTime() + dev.pglock.core.internal.Durations.nanosAtMost(request.waitAtMost());
         for (int attempt = 1; ; attempt++) {
             Permit permit = takeOnce(client, internals, request, permits, deadline);
             if (permit == null) {
@@ -175,14 +175,6 @@ final class Permits {
         return sizes.size() == 1 ? String.valueOf(sizes.iterator().next()) : sizes.toString();
     }
 
-    private static long nanos(Duration wait) {
-        try {
-            return Math.min(wait.toNanos(), Long.MAX_VALUE / 4);
-        } catch (ArithmeticException e) {
-            return Long.MAX_VALUE / 4;
-        }
-    }
-
     /**
      * One permit as its caller sees it: the permit's lock, with the semaphore's key and the marker
      * beside it. It counts only while both are held: a caller asking for another number of permits
@@ -265,7 +257,7 @@ final class Permits {
             // taken: the marker never goes before the permit (acquiredAt is the database's clock in
             // lease mode, which this process's may disagree with).
             long keptFor = holdAtLeast.isZero() ? 0
-                    : TimeUnit.NANOSECONDS.toMillis(nanos(holdAtLeast) - (System.nanoTime() - handedOutNanos)) + 1;
+                    : TimeUnit.NANOSECONDS.toMillis(dev.pglock.core.internal.Durations.nanosAtMost(holdAtLeast) - (System.nanoTime() - handedOutNanos)) + 1;
             if (keptFor <= 0) {
                 marker.close();
             } else {

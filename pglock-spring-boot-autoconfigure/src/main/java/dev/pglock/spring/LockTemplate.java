@@ -255,7 +255,8 @@ public class LockTemplate implements LockOperations {
      * happens: at once, or, inside a transaction that the body did not start, once that transaction
      * has completed (checking the lock before its commit). A body that answers a
      * {@link CompletionStage} keeps the lock until it completes (see {@link #releasedWhenComplete}), or
-     * is refused under a lock tied to the transaction, which ends with it; one that answers a publisher (Mono, Flux, ...), whose work would only begin once subscribed,
+     * is refused under a lock tied to the transaction, which ends with it; one that answers a
+     * publisher (Mono, Flux, ...), whose work would only begin once subscribed,
      * after the release, is refused.
      */
     <T, E extends Throwable> T runHolding(HeldLock lock, Invocation<T, E> body) throws E {

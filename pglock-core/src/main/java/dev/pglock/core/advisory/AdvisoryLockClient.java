@@ -784,19 +784,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
 
     /**
      * Computed after the grant, so it must not throw: a hold-at-least beyond what nanoseconds can say
-     * (about 292 years) is held for "ever" (Long.MAX_VALUE / 4 ns, 73 years), until the client closes.
+     * (about 292 years) is held for "ever", until the client closes (see Durations).
      */
     private long holdUntil(LockRequest request) {
-        if (request.holdAtLeast().isZero()) {
-            return 0;
-        }
-        long nanos;
-        try {
-            nanos = Math.min(request.holdAtLeast().toNanos(), Long.MAX_VALUE / 4);
-        } catch (ArithmeticException beyond) {
-            nanos = Long.MAX_VALUE / 4;
-        }
-        return System.nanoTime() + nanos;
+        return request.holdAtLeast().isZero() ? 0
+                : System.nanoTime() + dev.pglock.core.internal.Durations.nanosAtMost(request.holdAtLeast());
     }
 
     @Override

@@ -1236,14 +1236,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     }
 
     private static long deadline(Duration wait) {
-        long now = System.nanoTime();
-        long nanos;
-        try {
-            nanos = wait.toNanos();
-        } catch (ArithmeticException e) {
-            nanos = Long.MAX_VALUE / 4;
-        }
-        return now + Math.min(nanos, Long.MAX_VALUE / 4);
+        return System.nanoTime() + Durations.nanosAtMost(wait);
     }
 
     // Per-hold atomics as fields, not objects: a lock and its release allocate as little as they can.

@@ -104,12 +104,7 @@ public final class PgLockShedLockProvider implements LockProvider {
                 return Optional.empty();
             }
             // As ShedLock does, the last extension's lockAtLeastFor counts, from that extension.
-            long nanos;
-            try {
-                nanos = Math.min(lockAtLeastFor.toNanos(), Long.MAX_VALUE / 4);
-            } catch (ArithmeticException beyond) {
-                nanos = Long.MAX_VALUE / 4;
-            }
+            long nanos = dev.pglock.core.internal.Durations.nanosAtMost(lockAtLeastFor);
             keptUntilNanos = nanos <= 0 ? 0 : System.nanoTime() + nanos;
             return Optional.of(this);
         }
