@@ -186,7 +186,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private final Duration heartbeatInterval;
     /**
      * The fencing sequence's quoted name, or null without tokens: as configured, then, from start(),
-     * schema-qualified as the first session resolved it (see Sequences.qualified).
+     * schema-qualified as the first session resolved it (see Identifiers.qualified).
      */
     private volatile String fencingSequence;
     private final SessionPool sessions;
@@ -282,7 +282,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         }
         fencingSequence = session.call(c -> {
             Sequences.requireUncached(c, fencingSequence, fencingSequence);
-            return Sequences.qualified(c, fencingSequence);
+            return dev.pglock.core.internal.Identifiers.qualified(c, fencingSequence);
         });
     }
 

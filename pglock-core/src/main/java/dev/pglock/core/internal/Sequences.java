@@ -12,31 +12,7 @@ public final class Sequences {
     // session its own block of numbers, so a later acquisition could draw a smaller token.
     private static final String SEQUENCE_CACHE = "SELECT seqcache FROM pg_sequence WHERE seqrelid = to_regclass(?)";
 
-    // The schema-qualified, quoted name of a relation, as the connection's search_path resolves it now.
-    private static final String QUALIFIED = "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c"
-            + " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(?)";
-
     private Sequences() {
-    }
-
-    /**
-     * The relation {@code quoted} names on this connection now, schema-qualified and quoted: what a
-     * client uses from its start on, so that a connection whose search_path looks elsewhere first (one
-     * an application left with SET search_path, a tenant's schema with a relation of the same name)
-     * still reaches the same one.
-     *
-     * @throws IllegalStateException when it does not exist
-     */
-    public static String qualified(Connection connection, String quoted) throws SQLException {
-        try (PreparedStatement ps = connection.prepareStatement(QUALIFIED)) {
-            ps.setString(1, quoted);
-            try (ResultSet rs = ps.executeQuery()) {
-                if (!rs.next()) {
-                    throw new IllegalStateException(quoted + " does not exist");
-                }
-                return rs.getString(1);
-            }
-        }
     }
 
     /**

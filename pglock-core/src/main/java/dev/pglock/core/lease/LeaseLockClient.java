@@ -392,7 +392,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** {@code owner#}: every holder entry of this client starts with it. */
     private final String holderPrefix;
     /** Hashes (channel, namespace, key) to the id of the key's wait line; see {@link #lineLockId}. */
-    /** Set by start(), from the table's resolved, schema-qualified name (see LeaseSchema.resolvedName). */
+    /** Set by start(), from the table's resolved, schema-qualified name (see LeaseSchema.qualifiedNames). */
     private volatile dev.pglock.core.advisory.AdvisoryKeyHasher lineIds;
     private final Duration networkTimeout;
     /** What a release's statement adds for an asynchronous commit, or nothing. */
@@ -493,12 +493,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         String resolved;
         try {
             first.call(schema::prepare);
-            resolved = first.call(schema::resolvedName);
             // From here on the table and sequence the first session found, whatever another connection's
             // search_path would find (one an application left with SET search_path, a tenant's schema
             // with a table of the same name): every statement names them with their schema.
             String[] qualified = first.call(schema::qualifiedNames);
             useNames(qualified[0], qualified[1]);
+            resolved = qualified[0];
         } catch (SQLException e) {
             throw new LockDatabaseException("cannot prepare the lease table " + channel + ": " + e.getMessage(), e);
         }

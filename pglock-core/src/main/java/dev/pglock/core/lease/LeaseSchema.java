@@ -29,9 +29,6 @@ final class LeaseSchema {
     private static final long CREATE_LOCK_ID = 0x70676c6f636b4444L;
     private static final String CREATE_LOCK = "SELECT pg_advisory_xact_lock(?)";
     private static final String TABLE_EXISTS = "SELECT to_regclass(?) IS NOT NULL, to_regclass(?) IS NOT NULL";
-    /** The schema and name of the table the configured name resolves to (through search_path if unqualified). */
-    private static final String RESOLVE = "SELECT n.nspname, c.relname FROM pg_class c"
-            + " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(?)";
 
     private final String table;
     private final String quotedTable;
@@ -73,25 +70,13 @@ final class LeaseSchema {
     }
 
     /**
-     * The table's schema-qualified name, as the database resolves this client's name: two names of
-     * one table give one answer, tables of one name in two schemas two. Call after {@link #prepare}.
+     * The table's and the sequence's quoted names, schema-qualified, as the database resolves this
+     * client's names (see Identifiers.qualified): two names of one table give one answer, tables of
+     * one name in two schemas two. Call after {@link #prepare}.
      */
-    String resolvedName(Connection connection) throws SQLException {
-        try (PreparedStatement ps = connection.prepareStatement(RESOLVE)) {
-            ps.setString(1, quotedTable);
-            try (ResultSet rs = ps.executeQuery()) {
-                if (!rs.next()) {
-                    throw new IllegalStateException("the lease table " + table + " does not exist");
-                }
-                return rs.getString(1) + "." + rs.getString(2);
-            }
-        }
-    }
-
-    /** The table's and the sequence's quoted names, schema-qualified (see Sequences.qualified). Call after {@link #prepare}. */
     String[] qualifiedNames(Connection connection) throws SQLException {
-        return new String[] {dev.pglock.core.internal.Sequences.qualified(connection, quotedTable),
-                dev.pglock.core.internal.Sequences.qualified(connection, quotedSequence)};
+        return new String[] {dev.pglock.core.internal.Identifiers.qualified(connection, quotedTable),
+                dev.pglock.core.internal.Identifiers.qualified(connection, quotedSequence)};
     }
 
     private boolean exists(Connection connection) throws SQLException {
