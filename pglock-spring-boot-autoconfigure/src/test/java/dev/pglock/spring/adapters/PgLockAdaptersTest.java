@@ -152,11 +152,9 @@ class PgLockAdaptersTest {
         PgLockRegistry b = new PgLockRegistry(waitingClient);
         Lock held = a.obtain("interruptible");
         held.lock();
-        java.util.concurrent.CountDownLatch waiting = new java.util.concurrent.CountDownLatch(1);
         java.util.concurrent.atomic.AtomicReference<Thread> waiter = new java.util.concurrent.atomic.AtomicReference<>();
         CompletableFuture<Throwable> outcome = CompletableFuture.supplyAsync(() -> {
-            waiter.set(Thread.currentThread());
-            waiting.countDown();
+            waiter.set(Thread.currentThread()); // set before it waits: awaitWaiting below sees it then
             try {
                 b.obtain("interruptible").lockInterruptibly();
                 return null;
@@ -164,7 +162,6 @@ class PgLockAdaptersTest {
                 return e;
             }
         });
-        waiting.await();
         awaitWaiting(waitingClient);
         waiter.get().interrupt();
 
@@ -196,9 +193,7 @@ class PgLockAdaptersTest {
         PgLockRegistry b = new PgLockRegistry(waitingClient);
         Lock held = a.obtain("expiring");
         held.lock();
-        java.util.concurrent.CountDownLatch started = new java.util.concurrent.CountDownLatch(1);
         CompletableFuture<Void> waiter = CompletableFuture.runAsync(() -> {
-            started.countDown();
             Lock lock = b.obtain("expiring");
             try {
                 assertThat(lock.tryLock(20, TimeUnit.SECONDS)).isTrue();
@@ -208,7 +203,6 @@ class PgLockAdaptersTest {
             b.renewLock("expiring"); // the registry still knows the waiter's lock
             lock.unlock();
         });
-        started.await();
         awaitWaiting(waitingClient);
         b.expireUnusedOlderThan(0);
         held.unlock();
