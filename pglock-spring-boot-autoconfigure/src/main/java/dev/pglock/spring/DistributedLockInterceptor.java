@@ -96,7 +96,7 @@ final class DistributedLockInterceptor implements MethodInterceptor {
             return invocation.proceed(); // the inner interceptor takes it, once the transaction has begun
         }
         LockTemplate template = template(operation);
-        LockRequest request = operation.request(template, key(operation, invocation, target, targetClass));
+        LockRequest request = request(operation, template, invocation, target, targetClass);
         return switch (operation.shape()) {
             case SYNCHRONOUS -> invokeSynchronous(operation, template, request, invocation);
             case COMPLETION_STAGE -> invokeCompletionStage(operation, template, request, invocation);
@@ -114,7 +114,7 @@ final class DistributedLockInterceptor implements MethodInterceptor {
             Class<?> targetClass) throws Throwable {
         if (operation.inTransaction()) {
             LockTemplate template = template(operation).inTransaction();
-            LockRequest request = operation.request(template, key(operation, invocation, target, targetClass));
+            LockRequest request = request(operation, template, invocation, target, targetClass);
             return invokeSynchronous(operation, template, request, invocation);
         }
         if (operation.shape() == LockOperation.Shape.SYNCHRONOUS && LockSynchronization.active()) {
@@ -227,13 +227,22 @@ final class DistributedLockInterceptor implements MethodInterceptor {
                                     : "Object's identity toString, different for every instance")
                     + "). Use a string, number, UUID, enum, or a value with its own toString, e.g. '#order.id'");
         }
+        return string;
+    }
+
+    /**
+     * The call's request. Its durations were checked at start-up, so a refusal here is of the key's
+     * own rules (length, characters): said with the method and the expression.
+     */
+    private LockRequest request(LockOperation operation, LockTemplate template, MethodInvocation invocation,
+            Object target, Class<?> targetClass) {
+        String key = key(operation, invocation, target, targetClass);
         try {
-            LockRequest.of(string); // the key's own rules (length, characters), said with the method
+            return operation.request(template, key);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(operation.description() + ": key expression '"
                     + operation.keyExpression() + "' evaluated to a key pglock cannot take: " + e.getMessage(), e);
         }
-        return string;
     }
 
     /** Whether a key value's string form ({@code string}) stably identifies a lock. */
