@@ -335,8 +335,10 @@ public class LockTemplate implements LockOperations {
      * again finds the key free; otherwise the stage itself. Inside a transaction the work did not
      * start, the lock is checked before that transaction commits and released once both the stage and
      * the transaction have completed (work done on the calling thread before the stage was returned
-     * joined that transaction), and the caller gets the stage itself: waiting for the release inside
-     * the transaction would wait for its own commit.
+     * joined that transaction); with {@code replace} the caller then gets a new future that completes
+     * with the stage, not after the release: waiting for the release inside the transaction would
+     * wait for its own commit. Either way a caller that cancels (or times out) the future it got
+     * never completes the stage of work that still runs.
      */
     static CompletionStage<?> releasedWhenComplete(HeldLock lock, CompletionStage<?> stage, boolean replace) {
         if (LockSynchronization.active()) {
@@ -347,8 +349,22 @@ public class LockTemplate implements LockOperations {
                 }
             };
             LockSynchronization.afterCompletion(lock, releaseAfterBoth);
-            stage.whenComplete((value, error) -> releaseAfterBoth.run());
-            return stage;
+            if (!replace) {
+                stage.whenComplete((value, error) -> releaseAfterBoth.run());
+                return stage;
+            }
+            // The caller's own future, as outside a transaction: its cancel or timeout must not
+            // complete the work's stage, which would release the lock while that work goes on.
+            CompletableFuture<Object> outcome = new CompletableFuture<>();
+            stage.whenComplete((value, error) -> {
+                releaseAfterBoth.run();
+                if (error != null) {
+                    outcome.completeExceptionally(error);
+                } else {
+                    outcome.complete(value);
+                }
+            });
+            return outcome;
         }
         if (!replace) {
             stage.whenComplete((value, error) -> AsyncSupport.release(lock, () -> { }));

@@ -191,6 +191,45 @@ abstract class MethodShapesIntegrationTest {
         });
     }
 
+    /**
+     * Inside a caller's transaction, a caller that cancels the future it got (or times it out) does
+     * not end the lock while the work still runs, as outside one. Before, the caller got the work's
+     * own future there: its cancel completed it, and the lock was released at the commit while the
+     * work went on, so another replica took the key beside it.
+     */
+    @Test
+    void insideACallersTransactionCancellingTheFutureItGotDoesNotEndTheLockOfWorkStillRunning() {
+        runner().run(context -> {
+            LockTemplate template = context.getBean(LockTemplate.class);
+            var tx = new org.springframework.transaction.support.TransactionTemplate(
+                    context.getBean(org.springframework.transaction.PlatformTransactionManager.class));
+            LockClient other = otherReplica();
+            CountDownLatch finish = new CountDownLatch(1);
+            CompletableFuture<String> work = CompletableFuture.supplyAsync(() -> {
+                try {
+                    finish.await(30, TimeUnit.SECONDS);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+                return "done";
+            }, threads);
+
+            CompletableFuture<String> got = tx.execute(status -> {
+                CompletableFuture<String> result = template.execute("tx-cancel", lock -> work);
+                result.cancel(true); // the caller gives up on it, and its transaction commits
+                return result;
+            });
+
+            assertThat(got).isCancelled();
+            assertThat(work).as("the work still runs").isNotDone();
+            assertThat(other.tryAcquire(LockRequest.of("tx-cancel"))).as("held while the work runs").isEmpty();
+            finish.countDown();
+            assertThat(work.get(10, TimeUnit.SECONDS)).isEqualTo("done");
+            await().atMost(Duration.ofSeconds(10)).until(() -> other.tryAcquire(LockRequest.of("tx-cancel"))
+                    .map(next -> { next.release(); return true; }).orElse(false));
+        });
+    }
+
     @Test
     void aFutureMethodThatWouldWaitOnAnEventLoopIsRefusedAndOneThatCannotHaveTheLockFails() {
         runner().run(context -> {
