@@ -117,7 +117,10 @@ final class DistributedLockInterceptor implements MethodInterceptor {
             LockRequest request = request(operation, template, invocation, target, targetClass);
             return invokeSynchronous(operation, template, request, invocation);
         }
-        if (operation.shape() == LockOperation.Shape.SYNCHRONOUS && LockSynchronization.active()) {
+        // A method that returns a future commits as it returns too: its lock is checked as well. A
+        // publisher's lock is taken on subscription, after this call, and its reactive transaction
+        // has no thread-bound synchronization.
+        if (operation.shape() != LockOperation.Shape.REACTIVE && LockSynchronization.active()) {
             LockContext.find().ifPresent(LockSynchronization::checkBeforeCommit);
         }
         return invocation.proceed();

@@ -658,6 +658,27 @@ abstract class MethodShapesIntegrationTest {
         });
     }
 
+    /**
+     * The same for a transactional method that returns a future: its transaction commits as it
+     * returns, so its lock is checked before that commit too. Before, only a method that returns no
+     * future was checked, and this one's update committed without the lock.
+     */
+    @Test
+    void aLockLostBeforeTheCommitOfAMethodThatReturnsAFutureRollsItsTransactionBack() {
+        runner().run(context -> {
+            Accounts accounts = context.getBean(Accounts.class);
+            LockClient other = otherReplica();
+            JdbcTemplate jdbc = context.getBean(JdbcTemplate.class);
+
+            assertThatThrownBy(() -> accounts.incrementWrappedReturningAFuture(() -> breakHeldLock(other, "account"))
+                    .get(10, TimeUnit.SECONDS))
+                    .satisfiesAnyOf(e -> assertThat(e).isInstanceOf(LockLostException.class),
+                            e -> assertThat(e).cause().isInstanceOf(LockLostException.class))
+                    .hasMessageContaining("account");
+            assertThat(read(jdbc)).as("rolled back").isZero();
+        });
+    }
+
     /** Breaks the lock the running method holds, the way the mode loses one, and waits until it knows. */
     private void breakHeldLock(LockClient other, String key) {
         HeldLock lock = LockContext.current();
@@ -842,6 +863,13 @@ abstract class MethodShapesIntegrationTest {
         @DistributedLock(key = "'account'", waitAtMost = "10s")
         public void incrementWrapped(Runnable meanwhile) {
             readModifyWrite(meanwhile);
+        }
+
+        @Transactional
+        @DistributedLock(key = "'account'", waitAtMost = "10s")
+        public CompletableFuture<Void> incrementWrappedReturningAFuture(Runnable meanwhile) {
+            readModifyWrite(meanwhile);
+            return CompletableFuture.completedFuture(null);
         }
 
         @DistributedLock(key = "'account'", inTransaction = true)
