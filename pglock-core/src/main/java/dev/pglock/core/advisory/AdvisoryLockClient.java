@@ -147,9 +147,12 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private static final String UNLOCK_ON_SHARED_SESSION = UNLOCK_SHARED_SESSION.formatted("");
     private static final String UNLOCK_SHARED_ON_SHARED_SESSION = UNLOCK_SHARED_SESSION.formatted("_shared");
     // Before a session's connection goes back to its pool: nothing locked, backend unclaimed. On the
-    // session's own backend (its token, or its pid: a dedicated session unclaims it in its release)
-    // everything is unlocked. Parameters: pid, token. Columns: -, -, mine, pid.
-    private static final String UNLOCK_ALL = "SELECT CASE WHEN s.mine OR s.pid = ? THEN pg_advisory_unlock_all() END,"
+    // session's own backend (its token, or its pid and no token: a dedicated session unclaims it in its
+    // release) everything is unlocked. Its pid with another token is another session's backend now (a
+    // pooler handed it on, and that session claimed it): its locks are not touched. Parameters: pid,
+    // token. Columns: -, -, mine, pid.
+    private static final String UNLOCK_ALL = "SELECT CASE WHEN s.mine OR (s.pid = ?"
+            + " AND coalesce(current_setting('pglock.session', true), '') = '') THEN pg_advisory_unlock_all() END,"
             + " CASE WHEN s.mine THEN set_config('pglock.session', '', false) END, s.mine, s.pid" + OWN;
     // The watchdog's check. Parameter: token. Columns: mine, pid.
     private static final String CHECK = "SELECT s.mine, s.pid" + OWN;
@@ -715,7 +718,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
      * When the statement reached another backend (a pooler moved the session), the session's own
      * backend is ended instead, with its locks; when it fails, the connection is aborted.
      */
-    private static void unlockAllAndClose(Connection connection, LockSession session) {
+    static void unlockAllAndClose(Connection connection, LockSession session) {
         boolean mine;
         try (PreparedStatement ps = connection.prepareStatement(UNLOCK_ALL)) {
             ps.setInt(1, session.backendPid);

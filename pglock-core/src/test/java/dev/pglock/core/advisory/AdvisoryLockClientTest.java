@@ -1165,6 +1165,49 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Review: cleaning a session's connection before it goes back (UNLOCK_ALL) unlocked everything on
+     * a backend with the session's pid even when another session's token was on it. Behind a pooler,
+     * a dedicated session that unclaimed its backend in its release, and was cleaned again by close(),
+     * could so drop the locks of the client the pooler had handed that backend to meanwhile, and which
+     * had claimed it: that client went on trusting them. Seen failing: the other client's lock was gone.
+     */
+    @Test
+    void cleaningASessionNeverUnlocksABackendAnotherSessionHasClaimedSince() throws Exception {
+        try (Connection backend = db.connect(); Statement st = backend.createStatement()) {
+            st.execute("SELECT set_config('pglock.session', 'another-clients-session', false)");
+            st.execute("SELECT pg_advisory_lock(" + hasher.lockId("claimed-since") + ")");
+            int pid;
+            java.sql.Timestamp started;
+            try (ResultSet rs = st.executeQuery("SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()")) {
+                rs.next();
+                pid = rs.getInt(1);
+                started = rs.getTimestamp(2);
+            }
+            // As a pooler's: giving the connection back leaves its backend running.
+            Connection pooled = (Connection) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                    new Class<?>[] {Connection.class}, (p, m, args) -> {
+                        if (m.getName().equals("close") || m.getName().equals("abort")) {
+                            return null;
+                        }
+                        try {
+                            return m.invoke(backend, args);
+                        } catch (java.lang.reflect.InvocationTargetException e) {
+                            throw e.getCause();
+                        }
+                    });
+            var ours = new dev.pglock.core.internal.LockSession(pooled, pid, true, "our-unclaimed-session", started);
+
+            AdvisoryLockClient.unlockAllAndClose(pooled, ours);
+
+            assertThat(heldInDatabase(List.of("claimed-since"))).as("the other session's lock").isEqualTo(1);
+            try (ResultSet rs = st.executeQuery("SELECT current_setting('pglock.session', true)")) {
+                rs.next();
+                assertThat(rs.getString(1)).isEqualTo("another-clients-session");
+            }
+        }
+    }
+
+    /**
      * Makes {@code client} refuse further use: its shared session's backend ({@code shared}) gets
      * another client's token, as if a pooler had swapped it, and the client's next try finds out.
      * What that try threw.
