@@ -414,6 +414,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     volatile Runnable heartbeatListedForTests;
     /** For tests: runs in a heartbeat round that found locks gone, before it reports them lost. */
     volatile Runnable beforeGoneReportedForTests;
+    private static final String FOUND_GONE = "its row was taken over, released or deleted by someone else (the heartbeat"
+            + " found it gone)";
     /** For tests: how long a caller behind the first in a wait line waits before it attempts again. */
     volatile long lineRecheckMillisForTests = WaitLine.RECHECK_MILLIS;
     /** For tests: while true, no heartbeat is sent, as when the process is paused or the network slow. */
@@ -719,6 +721,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     @Override
     protected boolean isTrusted(LeaseLock lock) {
+        // A heartbeat that found its row gone reports it when its round ends, after the round's other
+        // statements: from the finding on, another client may hold the key.
+        return !lock.foundGone && withinTrust(lock);
+    }
+
+    private static boolean withinTrust(LeaseLock lock) {
         return System.nanoTime() - lock.trustedUntilNanos < 0;
     }
 
@@ -728,6 +736,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         // A round that failed, or one still in flight when trust ran out (a database that stopped
         // answering holds it up to the network timeout), is a failing heartbeat; else it simply did
         // not run in time (a paused process).
+        if (lock.foundGone && withinTrust(lock)) {
+            return Reason.TAKEN_OVER;
+        }
         return heartbeatFailure != null || heartbeatRunning.get() ? Reason.HEARTBEAT_FAILED : Reason.TRUST_EXPIRED;
     }
 
@@ -772,6 +783,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     @Override
     protected String untrustedReason(LeaseLock lock) {
+        if (lock.foundGone && withinTrust(lock)) {
+            return FOUND_GONE;
+        }
         return "no heartbeat was confirmed within the lease minus a safety margin of " + safetyMargin
                 + "; the database may let another holder take it soon";
     }
@@ -1552,13 +1566,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     // A lease whose trust had already run out (this process paused past it, say) is
                     // lost for that, as the trust check would have reported it had it run first: its
                     // renewal found the lease ended, not necessarily taken.
-                    List<LeaseLock> untrusted = heldLocks().stream().filter(lock -> gone.contains(lock) && !isTrusted(lock))
+                    List<LeaseLock> untrusted = heldLocks().stream().filter(lock -> gone.contains(lock) && !withinTrust(lock))
                             .toList();
                     if (!untrusted.isEmpty()) {
                         declareUntrusted(untrusted);
                     }
-                    lost(gone::contains, Reason.TAKEN_OVER, "its row was taken over, released or deleted by someone"
-                            + " else (the heartbeat found it gone)", null);
+                    lost(gone::contains, Reason.TAKEN_OVER, FOUND_GONE, null);
                 }
                 observeHeartbeat(started, failure == null);
             }

@@ -1922,6 +1922,38 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Review: from the moment a heartbeat finds a lock's row gone, its holder is told it no longer
+     * holds it, and hears that its row was taken. Before, it stayed trusted until the round reported
+     * the loss at its end, after the round's other statements (shared locks, further batches, which can
+     * wait on another client's transaction), while another client already held the key.
+     */
+    @Test
+    void aLockAHeartbeatFoundGoneIsNotHeldFromThenOnEvenBeforeTheRoundReportsIt() throws Exception {
+        LeaseLockClient holder = (LeaseLockClient) client();
+        LockClient other = client();
+        HeldLock held = holder.acquire(LockRequest.of("found-gone"));
+        List<LockLostException> heard = new java.util.concurrent.CopyOnWriteArrayList<>();
+        held.onLost(heard::add);
+        AtomicReference<Boolean> heldThen = new AtomicReference<>();
+        AtomicReference<HeldLock> theirs = new AtomicReference<>();
+        holder.beforeGoneReportedForTests = () -> { // the round found it gone and has not reported it yet
+            holder.beforeGoneReportedForTests = null;
+            theirs.set(other.tryAcquire(LockRequest.of("found-gone")).orElse(null));
+            heldThen.set(held.isHeld());
+        };
+        assertThat(sql("DELETE FROM " + table + " WHERE lock_key = 'found-gone'")).isEqualTo(1);
+
+        await().atMost(Duration.ofSeconds(20)).until(() -> heldThen.get() != null);
+
+        assertThat(theirs.get()).as("another client took the key").isNotNull();
+        assertThat(heldThen.get()).as("the holder's isHeld() while another client holds it").isFalse();
+        await().atMost(Duration.ofSeconds(10)).until(() -> !heard.isEmpty());
+        assertThat(heard).hasSize(1);
+        assertThat(heard.get(0).reason()).isEqualTo(LockLostException.Reason.TAKEN_OVER);
+        theirs.get().release();
+    }
+
+    /**
      * A grant that is given back without ever being handed out (close() raced it) is released
      * without its hold-at-least: no work ran under it, so nothing is to be kept from running again
      * soon. It was released with it, and the key stayed blocked on every replica until the
