@@ -1662,6 +1662,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 return;
             }
             sentAt = System.nanoTime();
+            renewed.clear(); // only what this attempt renewed counts, from its own send time
             try {
                 session.callClaimed(c -> {
                     try (PreparedStatement ps = c.prepareStatement(exclusive ? heartbeatExclusive : heartbeat)) {
