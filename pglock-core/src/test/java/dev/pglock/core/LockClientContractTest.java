@@ -1151,6 +1151,95 @@ public abstract class LockClientContractTest {
     }
 
     /**
+     * Review: the same when the leader's client is closed (no grace period): the close frees the key
+     * only once onRevoked returned. Before, the candidate's listener let a close go on at once, and
+     * another candidate was elected while this one's onRevoked still paused its work.
+     */
+    @Test
+    void aLeaderWhoseClientIsClosedHearsItIsRevokedBeforeAnotherIsElected() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        CountDownLatch electedB = new CountDownLatch(1);
+        CountDownLatch revokingA = new CountDownLatch(1);
+        AtomicBoolean electedWhileARevoked = new AtomicBoolean();
+        Leadership leaderA = closeLater(a.lead("closed-client",
+                pausingOnRevoked(revokingA, electedB, electedWhileARevoked, new AtomicBoolean())));
+        await().atMost(PROMPTLY).until(leaderA::isLeader);
+        Leadership leaderB = closeLater(b.lead("closed-client", countingElected(electedB)));
+        awaitWaiterInDatabase("closed-client");
+
+        a.close();
+
+        assertThat(revokingA.await(10, TimeUnit.SECONDS)).isTrue();
+        assertThat(electedB.await(10, TimeUnit.SECONDS)).as("B leads after A's client closed").isTrue();
+        assertThat(electedWhileARevoked).as("B elected while A's onRevoked ran").isFalse();
+        assertThat(leaderB.isLeader()).isTrue();
+    }
+
+    /**
+     * Review: a candidate whose onElected throws steps down and stands again after a pause, also when
+     * it throws an Error. Before, a RuntimeException made it take the lock again at once, in a tight
+     * loop while the callback kept failing (and, in lease mode, ahead of other candidates waiting for
+     * a notification), and an Error ended its thread: it never stood again, and nothing said so.
+     */
+    @Test
+    void aCandidateWhoseOnElectedThrowsStandsAgainAfterAPauseEvenAfterAnError() throws Exception {
+        LockClient a = client();
+        List<Long> electedAt = new java.util.concurrent.CopyOnWriteArrayList<>();
+        CountDownLatch third = new CountDownLatch(1);
+        closeLater(a.lead("failing-elected", new LeaderCallbacks() {
+            @Override
+            public void onElected(HeldLock lock) {
+                electedAt.add(System.nanoTime());
+                if (electedAt.size() == 1) {
+                    throw new IllegalStateException("the application's callback failed");
+                }
+                if (electedAt.size() == 2) {
+                    throw new AssertionError("an Error from the application's callback");
+                }
+                third.countDown();
+            }
+        }));
+
+        assertThat(third.await(30, TimeUnit.SECONDS)).as("elected again after an exception and an Error").isTrue();
+        assertThat(Duration.ofNanos(electedAt.get(1) - electedAt.get(0))).as("paused before standing again")
+                .isGreaterThanOrEqualTo(Duration.ofMillis(500));
+    }
+
+    /**
+     * Review: a candidacy closed from its own onRevoked (an application that exits once it no longer
+     * leads) closes without waiting for itself. Before, close() joined the candidate's own thread and
+     * waited five seconds, with the lock held.
+     */
+    @Test
+    void aCandidacyClosedFromItsOwnOnRevokedDoesNotWaitForItself() throws Exception {
+        LockClient a = client();
+        AtomicReference<Leadership> self = new AtomicReference<>();
+        CompletableFuture<Duration> closing = new CompletableFuture<>();
+        Leadership leader = closeLater(a.lead("closed-from-revoked", new LeaderCallbacks() {
+            @Override
+            public void onElected(HeldLock lock) {
+            }
+
+            @Override
+            public void onRevoked(HeldLock lock) {
+                long start = System.nanoTime();
+                self.get().close();
+                closing.complete(Duration.ofNanos(System.nanoTime() - start));
+            }
+        }));
+        self.set(leader);
+        await().atMost(PROMPTLY).until(leader::isLeader);
+
+        leader.yieldLeadership();
+
+        assertThat(closing.get(20, TimeUnit.SECONDS)).as("close() from onRevoked").isLessThan(Duration.ofMillis(2500));
+        LockClient b = client();
+        await().atMost(PROMPTLY).until(() -> b.tryAcquire(LockRequest.of("closed-from-revoked"))
+                .map(h -> { h.release(); return true; }).orElse(false));
+    }
+
+    /**
      * A leader whose onRevoked pauses its work for up to a second, as an application's pause that
      * takes a while: it says it began ({@code revoking}), whether {@code otherElected} came meanwhile
      * ({@code electedMeanwhile}), and whether it ran interrupted ({@code interrupted}).

@@ -29,6 +29,12 @@ public final class LeaderCandidate implements Leadership {
      * every other lock of the client wait behind it, and so does a closing client.
      */
     static final Duration REVOKED_WAIT = Duration.ofSeconds(10);
+    /**
+     * The least a candidate whose onElected failed waits before standing again: else, with nobody else
+     * standing, or (lease mode) with the others asleep until a notification, a callback that always
+     * fails takes and gives back the lock in a tight loop, and may keep healthy candidates from leading.
+     */
+    static final Duration PAUSE_AFTER_FAILURE = Duration.ofSeconds(1);
 
     private final LockClient client;
     private final String key;
@@ -98,6 +104,9 @@ public final class LeaderCandidate implements Leadership {
                 thread.interrupt();
             }
         }
+        if (Thread.currentThread() == thread) {
+            return; // called from a callback: the loop sees closed once it returns
+        }
         try {
             thread.join(WAIT_STEP.plusSeconds(3).toMillis());
         } catch (InterruptedException e) {
@@ -140,9 +149,8 @@ public final class LeaderCandidate implements Leadership {
             if (Thread.currentThread() == thread) {
                 return; // found lost by this candidate's own release: onRevoked has run
             }
-            if (lost.reason() == dev.pglock.core.LockLostException.Reason.CLIENT_CLOSED) {
-                return; // the client's close already waited its grace period for this work
-            }
+            // Also when the client closes: its close() runs this before it frees the key, and its
+            // grace period, if any, ended before (the candidate holds the lock until it is revoked).
             try {
                 revoked.await(REVOKED_WAIT.toMillis(), TimeUnit.MILLISECONDS);
             } catch (InterruptedException e) {
@@ -154,6 +162,7 @@ public final class LeaderCandidate implements Leadership {
             stepDown = false;
         }
         boolean yielded = false;
+        boolean failed = false;
         try {
             callbacks.onElected(held);
             synchronized (monitor) {
@@ -164,8 +173,10 @@ public final class LeaderCandidate implements Leadership {
             }
         } catch (InterruptedException e) {
             // close(): step down below
-        } catch (RuntimeException e) {
-            log.warn("leader candidate for '{}': onElected threw; stepping down", key, e);
+        } catch (Throwable e) { // an Error, or a checked exception thrown sneakily, too: the candidacy goes on
+            failed = true;
+            log.warn("leader candidate for '{}': onElected threw; stepping down, and standing again in {}", key,
+                    pauseAfterFailure(), e);
         } finally {
             boolean interrupted;
             synchronized (monitor) {
@@ -182,7 +193,7 @@ public final class LeaderCandidate implements Leadership {
             // does not interrupt while revoking is set; it is restored after.
             try {
                 callbacks.onRevoked(held);
-            } catch (RuntimeException e) {
+            } catch (Throwable e) {
                 log.warn("leader candidate for '{}': onRevoked threw", key, e);
             } finally {
                 revoked.countDown();
@@ -197,7 +208,13 @@ public final class LeaderCandidate implements Leadership {
         }
         if (yielded) {
             pause(pauseAfterYield);
+        } else if (failed) {
+            pause(pauseAfterFailure());
         }
+    }
+
+    private Duration pauseAfterFailure() {
+        return pauseAfterYield.compareTo(PAUSE_AFTER_FAILURE) > 0 ? pauseAfterYield : PAUSE_AFTER_FAILURE;
     }
 
     private void pause(Duration pause) {
