@@ -78,6 +78,7 @@ final class LockOperationSource {
         Set<Class<?>> types = new LinkedHashSet<>(ClassUtils.getAllInterfacesForClassAsSet(targetClass));
         types.add(targetClass);
         for (Class<?> type : types) {
+            refuseOnType(type);
             ReflectionUtils.doWithMethods(type, method -> {
                 if (AnnotatedElementUtils.hasAnnotation(method, DistributedLock.class)) {
                     if (Modifier.isPrivate(method.getModifiers()) || Modifier.isFinal(method.getModifiers())
@@ -98,6 +99,20 @@ final class LockOperationSource {
         }
         warnAboutSelfInvocation(ClassUtils.getUserClass(targetClass), lockedMethods);
         return true;
+    }
+
+    /**
+     * A composed annotation that carries @DistributedLock may target classes, where it would lock
+     * nothing: the annotation applies to methods. Refused at start-up, naming the class and annotation.
+     */
+    private static void refuseOnType(Class<?> type) {
+        for (java.lang.annotation.Annotation present : type.getAnnotations()) {
+            if (AnnotatedElementUtils.hasAnnotation(present.annotationType(), DistributedLock.class)) {
+                throw new IllegalStateException("@" + present.annotationType().getSimpleName() + " on class "
+                        + type.getName() + " carries @DistributedLock, which locks methods only: on a class it"
+                        + " locks nothing. Put it on the methods to lock");
+            }
+        }
     }
 
     /**

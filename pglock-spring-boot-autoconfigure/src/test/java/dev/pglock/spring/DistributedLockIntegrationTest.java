@@ -239,6 +239,20 @@ abstract class DistributedLockIntegrationTest {
     }
 
     /**
+     * Review: a composed annotation carrying @DistributedLock put on a class locks nothing (the
+     * annotation applies to methods): the start fails naming the class. Before, nothing was locked and
+     * nothing said so.
+     */
+    @Test
+    void aComposedLockAnnotationOnAClassStopsTheStart() {
+        runner().withUserConfiguration(LockedClassBean.class).run(context -> {
+            assertThat(context).hasFailed();
+            assertThat(messages(context.getStartupFailure())).contains("LockedClass").contains("@Locked")
+                    .contains("methods");
+        });
+    }
+
+    /**
      * A literal key written without quotes parses as arithmetic on names the call does not have
      * ({@code nightly - report}), and would fail at every call, every tick of a scheduled job: it
      * stops the start instead, saying to quote it. Keys that read the call's own properties
@@ -927,6 +941,27 @@ abstract class DistributedLockIntegrationTest {
         @Bean
         BadKey badKey() {
             return new BadKey();
+        }
+    }
+
+    @Configuration(proxyBeanMethods = false)
+    static class LockedClassBean {
+        @Bean
+        LockedClass lockedClass() {
+            return new LockedClass();
+        }
+    }
+
+    /** A composed annotation that may sit on a class: @DistributedLock itself cannot. */
+    @java.lang.annotation.Retention(java.lang.annotation.RetentionPolicy.RUNTIME)
+    @java.lang.annotation.Target({java.lang.annotation.ElementType.TYPE, java.lang.annotation.ElementType.METHOD})
+    @DistributedLock(key = "'locked-class'")
+    @interface Locked {
+    }
+
+    @Locked
+    static class LockedClass {
+        public void run() {
         }
     }
 
