@@ -15,6 +15,7 @@ import java.sql.Connection;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.sql.SQLException;
+import java.sql.Statement;
 import java.sql.Timestamp;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -99,7 +100,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 data = CASE WHEN t.expires_at <= statement_timestamp() THEN EXCLUDED.data
                             ELSE coalesce(EXCLUDED.data, t.data) END
             WHERE t.expires_at <= statement_timestamp() OR (t.shared AND EXCLUDED.shared)
-            RETURNING fencing_token, statement_timestamp()""";
+            RETURNING fencing_token, statement_timestamp()%3$s""";
     // TRY_LOCK for an exclusive request, where the CASEs above all take their first branch (the row is
     // only taken when expired): the same outcome, about 10 us less server time per acquisition on a
     // small VM, which is 3% of an uncontended acquire-release pair. Parameters: as TRY_LOCK, without
@@ -119,7 +120,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 record_version = t.record_version + 1,
                 data = EXCLUDED.data
             WHERE t.expires_at <= statement_timestamp()
-            RETURNING fencing_token, statement_timestamp()""";
+            RETURNING fencing_token, statement_timestamp()%3$s""";
     // A waiter's attempt, after a NOTIFY or at the holder's lease end. TRY_LOCK is the cheaper
     // statement when the lock is free, but it locks the row even when it fails, and a row lock is WAL
     // that its commit must flush: every waiter woken by a release would pay a durable commit, one
@@ -158,7 +159,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 FROM p, target
                 WHERE t.namespace = target.namespace AND t.lock_key = target.lock_key
                   AND (t.expires_at <= p.now OR (t.shared AND p.sh))
-                RETURNING t.fencing_token),
+                RETURNING t.fencing_token%3$s),
             created AS (
                 INSERT INTO %1$s (namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at,
                                   lease_millis, data)
@@ -168,7 +169,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 WHERE NOT EXISTS (SELECT FROM claim)
                   AND NOT EXISTS (SELECT FROM %1$s AS o WHERE o.namespace = p.ns AND o.lock_key = p.k)
                 ON CONFLICT (namespace, lock_key) DO NOTHING
-                RETURNING fencing_token)
+                RETURNING fencing_token%3$s)
             SELECT fencing_token, (SELECT now FROM p), NULL::bigint, false FROM claim
             UNION ALL SELECT fencing_token, (SELECT now FROM p), NULL, false FROM created
             UNION ALL SELECT NULL, NULL, ceil(extract(epoch FROM o.expires_at - p.now) * 1000)::bigint,
@@ -199,7 +200,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             FROM mine
             WHERE t.namespace = ? AND t.lock_key = ANY (ARRAY(SELECT lock_key FROM mine)) AND t.lock_key = mine.lock_key
               AND mine.holder = ANY (t.holders)
-            RETURNING mine.holder""";
+            RETURNING mine.holder%2$s""";
     // Heartbeat for exclusive locks: one UPDATE, without HEARTBEAT's pass that first locks the rows in
     // key order, which costs a second write (the row lock) and a second lookup of every row: a round
     // renewing 100,000 locks took 0.35 - 0.67 s instead of 0.76 - 1.28 s on a 2-core machine. Its rows are
@@ -228,7 +229,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             FROM mine
             WHERE t.namespace = ? AND t.lock_key = ANY (ARRAY(SELECT lock_key FROM mine)) AND t.lock_key = mine.lock_key
               AND mine.holder = ANY (t.holders) AND t.expires_at > statement_timestamp()
-            RETURNING mine.holder""";
+            RETURNING mine.holder%2$s""";
     // Release: leave the holders. When we were the last, the lock ends now, or at acquired_at +
     // holdAtLeast when that is still ahead (database clock): the row then lists no holder, so no
     // heartbeat can extend it. The row stays (empty) so the next acquisition continues its fencing
@@ -292,6 +293,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // keeps a lock taken until its lease ends, which never lets two holders in, whereas a lost
     // acquisition or heartbeat would. Every later durable commit (the next acquisition) flushes it.
     private static final String ASYNC_COMMIT = ", set_config('synchronous_commit', 'off', true)";
+    // Appended to what acquisitions and heartbeats return when the connections' synchronous_commit is
+    // off (a role's or database's setting, a URL option): they commit waiting for the flush all the
+    // same, that transaction only (%3$s of the TRY_LOCKs, %2$s of the HEARTBEATs; evaluated for each
+    // row taken or renewed, so a statement that takes nothing writes nothing and sets nothing).
+    // Otherwise a crash could lose an acquisition or a renewal its holder saw confirmed, and another
+    // client take the key while the holder still trusted its lease. Releases keep the setting: a lost
+    // release only keeps a lock taken until its lease ends.
+    private static final String DURABLE_COMMIT = ", set_config('synchronous_commit', 'on', true)";
     // Replace a held lock's data, only while this acquisition holds it and it has not expired.
     private static final String UPDATE_DATA = """
             UPDATE %1$s SET data = ?
@@ -338,6 +347,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private volatile String waiterTryLock;
     private volatile String heartbeat;
     private volatile String heartbeatExclusive;
+    /** "" or DURABLE_COMMIT, as start() found the connections' synchronous_commit. */
+    private volatile String takeCommit = "";
     /**
      * Held by a heartbeat round from before it lists its locks until its exclusive locks are renewed,
      * and by a transaction's confirmation while it registers its lock; RELEASE_ALL waits for a round
@@ -471,11 +482,11 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         // The sequence is named by a string literal (nextval(E'...')): a quote or a backslash in a
         // schema name that search_path resolved must not end it, whatever standard_conforming_strings says.
         String quotedSequence = "E'" + quotedSequenceName.replace("\\", "\\\\").replace("'", "\\'") + "'";
-        this.tryLock = TRY_LOCK.formatted(quotedTable, quotedSequence);
-        this.tryLockExclusive = TRY_LOCK_EXCLUSIVE.formatted(quotedTable, quotedSequence);
-        this.waiterTryLock = WAITER_TRY_LOCK.formatted(quotedTable, quotedSequence);
-        this.heartbeat = HEARTBEAT.formatted(quotedTable);
-        this.heartbeatExclusive = HEARTBEAT_EXCLUSIVE.formatted(quotedTable);
+        this.tryLock = TRY_LOCK.formatted(quotedTable, quotedSequence, takeCommit);
+        this.tryLockExclusive = TRY_LOCK_EXCLUSIVE.formatted(quotedTable, quotedSequence, takeCommit);
+        this.waiterTryLock = WAITER_TRY_LOCK.formatted(quotedTable, quotedSequence, takeCommit);
+        this.heartbeat = HEARTBEAT.formatted(quotedTable, takeCommit);
+        this.heartbeatExclusive = HEARTBEAT_EXCLUSIVE.formatted(quotedTable, takeCommit);
         this.release = RELEASE.formatted(quotedTable, releaseCommit);
         this.releaseExclusive = RELEASE_EXCLUSIVE.formatted(quotedTable, releaseCommit);
         this.releaseAll = RELEASE_ALL.formatted(quotedTable, releaseCommit);
@@ -499,6 +510,19 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             // search_path would find (one an application left with SET search_path, a tenant's schema
             // with a table of the same name): every statement names them with their schema.
             String[] qualified = first.call(schema::qualifiedNames);
+            String commits = first.call(c -> {
+                try (Statement st = c.createStatement();
+                        ResultSet rs = st.executeQuery("SELECT current_setting('synchronous_commit')")) {
+                    rs.next();
+                    return rs.getString(1);
+                }
+            });
+            if ("off".equals(commits)) {
+                log.info("synchronous_commit is off on the lease client's connections: its acquisitions and"
+                        + " heartbeats set it to on for their own transactions, so a crash cannot lose a lock"
+                        + " its holder saw confirmed");
+                takeCommit = DURABLE_COMMIT;
+            }
             useNames(qualified[0], qualified[1]);
             resolved = qualified[0];
         } catch (SQLException e) {

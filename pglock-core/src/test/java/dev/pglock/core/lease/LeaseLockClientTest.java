@@ -714,6 +714,47 @@ class LeaseLockClientTest extends LockClientContractTest {
                 "take on", "release off"); // released by close()
     }
 
+    /**
+     * Review: on connections whose synchronous_commit is off (a role's or database's setting, a URL
+     * option), acquisitions, takeovers and heartbeats still commit waiting for the flush. Before, they
+     * inherited it: after a server crash the recovered table could lack an acquisition or heartbeat
+     * its holder had seen confirmed, and another client took the key while the holder still trusted
+     * its lease. Releases keep the connection's setting: a lost release only keeps a lock taken longer.
+     */
+    @Test
+    void acquisitionsAndHeartbeatsCommitDurablyOnConnectionsThatDoNotWaitForTheFlush() throws Exception {
+        HikariDataSource laxPool = closeLater(db.pooledDataSource(4));
+        DataSource lax = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {DataSource.class}, (p, m, args) -> {
+                    try {
+                        Object result = m.invoke(laxPool, args);
+                        if (result instanceof Connection c) {
+                            try (Statement st = c.createStatement()) {
+                                st.execute("SET synchronous_commit = off");
+                            }
+                        }
+                        return result;
+                    } catch (java.lang.reflect.InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
+        CountingDataSource laxCounting = new CountingDataSource(lax);
+        LockClient a = closeLater(builder(laxCounting).heartbeatInterval(Duration.ofMillis(500)).build());
+        LockClient b = closeLater(builder(laxCounting).heartbeatInterval(Duration.ofMillis(500)).build());
+        String log = recordCommitSettings();
+
+        HeldLock held = a.acquire(LockRequest.of("lax")); // a take
+        await().atMost(Duration.ofSeconds(10)).until(() -> commitSettings(log).size() >= 2); // a heartbeat
+        Future<HeldLock> waiter = threads.submit(() -> b.acquire(LockRequest.of("lax").waitAtMost(Duration.ofMinutes(1))));
+        await().atMost(Duration.ofSeconds(10)).until(() -> laxCounting.executedContaining(WAITER_SQL) > 0);
+        held.release();
+        waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS).release(); // a waiter's take
+
+        List<String> takes = commitSettings(log).stream().filter(s -> s.startsWith("take")).toList();
+        assertThat(takes).hasSizeGreaterThanOrEqualTo(3).allMatch("take on"::equals);
+        assertThat(commitSettings(log)).as("releases keep the connection's setting").contains("release off");
+    }
+
     @Test
     void wakeUpsThatFindTheLockTakenNeitherLockNorRewriteTheRow() throws Exception {
         // The holder's heartbeat would rewrite the row: one every 10 s, against a test that takes one.
