@@ -23,6 +23,7 @@ import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Objects;
 import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
@@ -195,7 +196,19 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private final SessionPool sessions;
     private final Set<LockSession> dedicated = ConcurrentHashMap.newKeySet();
     /** Connections of callers waiting in the server; close() aborts them, whether or not their wait was sent. */
-    private final Map<Connection, Object> waiting = new ConcurrentHashMap<>();
+    private final Map<Connection, Wait> waiting = new ConcurrentHashMap<>();
+
+    /**
+     * A caller's wait, listed under its connection; also the lock stopWaits() takes so the waiter does
+     * not give the connection back meanwhile. Its session once claimed: a refusal ends that backend too.
+     */
+    private static final class Wait {
+        volatile LockSession session;
+
+        Wait(LockSession session) {
+            this.session = session;
+        }
+    }
     /**
      * Bounds every statement on a lock session, the watchdog's check included: a session whose
      * network is gone is found dead within this (max(2 heartbeats, 5s)).
@@ -468,9 +481,15 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 + " Boot: a @PgLockDataSource), or use lease mode, which works through transaction pooling";
         refuseFurtherUse(message);
         SQLException cause = new SQLException(message, "08P01");
-        // The locks on the backends this client claimed can only be ended with those backends.
+        // The locks on the backends this client claimed can only be ended with those backends, waiters'
+        // too: behind a pooler, aborting a waiter's connection leaves its server session running, and the
+        // waiter's own cleaning then fails on the aborted connection. (One whose claim ends after this
+        // look finds its connection aborted before its wait is sent: it takes no lock, though its
+        // backend may stay claimed until the pooler closes that server connection.)
+        List<LockSession> waitedOn = waiting.values().stream().map(w -> w.session).filter(Objects::nonNull).toList();
         stopWaits(); // a wait granted from now on would be handed out after every lock was reported lost
         List<LockSession> claimed = new ArrayList<>(dedicated);
+        waitedOn.stream().filter(s -> !claimed.contains(s)).forEach(claimed::add);
         claimed.addAll(sessions.live());
         List<LockSession> warmOnes = drainWarm(); // no lock on them, but their backends are claimed
         claimed.addAll(warmOnes);
@@ -628,7 +647,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 : (request.isShared() ? WAIT_LOCK_SHARED_FENCED : WAIT_LOCK_FENCED);
         Connection connection = reused != null ? reused.connection : Jdbc.borrow(dataSource, connectionWaitTimeout,
                 connector, "waiting for lock '" + request.key() + "'");
-        Object waitingGuard = new Object();
+        Wait waitingGuard = new Wait(reused);
         waiting.put(connection, waitingGuard);
         LockSession session = reused;
         boolean holding = false;
@@ -644,6 +663,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 // A pooled connection may be one whose network is already gone: bounded from the first statement.
                 connection.setNetworkTimeout(connector, networkTimeoutMillis);
                 session = claimBackend(connection, true);
+                waitingGuard.session = session;
             }
             // Blocked in the server for up to lock_timeout; the socket must not give up first, but must
             // not wait forever on a server that vanished either.

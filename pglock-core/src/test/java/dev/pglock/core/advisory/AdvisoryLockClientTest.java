@@ -1165,6 +1165,87 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Review: a refusal (a pooler moved one of the client's sessions) also ends the backend of a
+     * session a caller is waiting on. Behind a pooler, aborting the caller's connection does not end
+     * the server session, and the waiter's own cleaning then fails on the aborted connection: before,
+     * that backend went back to the pooler still claimed by this client (and holding the lock, had
+     * it been granted as the refusal came), since the refusal ended only the sessions it listed.
+     */
+    @Test
+    @org.junit.jupiter.api.Timeout(120)
+    void aRefusalEndsTheBackendOfASessionACallerIsWaitingOn() throws Exception {
+        List<Connection> servers = new java.util.concurrent.CopyOnWriteArrayList<>();
+        DataSource direct = db.simpleDataSource();
+        // As a pooler's: closing or aborting a client connection leaves its server session running.
+        DataSource pooler = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {DataSource.class}, (p, m, args) -> {
+                    if (!m.getName().equals("getConnection")) {
+                        return m.invoke(direct, args);
+                    }
+                    Connection server = direct.getConnection();
+                    servers.add(server);
+                    AtomicBoolean gone = new AtomicBoolean();
+                    return java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                            new Class<?>[] {Connection.class}, (cp, cm, cargs) -> {
+                                switch (cm.getName()) {
+                                    case "close", "abort" -> {
+                                        gone.set(true);
+                                        return null;
+                                    }
+                                    case "isClosed" -> {
+                                        return gone.get();
+                                    }
+                                    case "hashCode" -> {
+                                        return System.identityHashCode(cp);
+                                    }
+                                    case "equals" -> {
+                                        return cp == cargs[0];
+                                    }
+                                    case "unwrap", "isWrapperFor" -> { } // cancelling reaches the server session
+                                    default -> {
+                                        if (gone.get()) {
+                                            throw new SQLException("this connection was closed", "08003");
+                                        }
+                                    }
+                                }
+                                try {
+                                    return cm.invoke(server, cargs);
+                                } catch (java.lang.reflect.InvocationTargetException e) {
+                                    throw e.getCause();
+                                }
+                            });
+                });
+        closeLater(() -> {
+            for (Connection server : servers) {
+                server.close();
+            }
+        });
+        LockClient a = closeLater(builder(pooler).lockSessions(1).build());
+        assertThat(a.tryAcquire(LockRequest.of("refused-shared"))).isPresent(); // opens the shared session
+        Connection shared = servers.get(0);
+        LockClient other = client();
+        HeldLock theirs = other.acquire(LockRequest.of("refused-waiting"));
+        Future<Throwable> waiter = threads.submit(() -> catchThrowable(
+                () -> a.acquire(LockRequest.of("refused-waiting").waitAtMost(Duration.ofSeconds(60)))));
+        await().atMost(PROMPTLY).until(() -> waitersFor("refused-waiting") > 0);
+
+        Throwable refusal = refusedThrough(shared, a);
+
+        assertThat(refusal).hasMessageContaining("transaction pooling");
+        assertThat(waiter.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS)).as("the waiter did not get the lock").isNotNull();
+        Connection waiting = servers.get(1);
+        Throwable afterwards = catchThrowable(() -> {
+            try (Statement st = waiting.createStatement();
+                    ResultSet rs = st.executeQuery("SELECT coalesce(current_setting('pglock.session', true), '')")) {
+                rs.next();
+                assertThat(rs.getString(1)).as("the waiting session's backend, still claimed").isEmpty();
+            }
+        });
+        assertThat(afterwards).as("the waiting session's backend was ended").isInstanceOf(SQLException.class);
+        theirs.release();
+    }
+
+    /**
      * Review: cleaning a session's connection before it goes back (UNLOCK_ALL) unlocked everything on
      * a backend with the session's pid even when another session's token was on it. Behind a pooler,
      * a dedicated session that unclaimed its backend in its release, and was cleaned again by close(),
