@@ -152,6 +152,24 @@ public abstract class LockClientContractTest {
         }
     }
 
+    /**
+     * Review: the same for a lock with a hold-at-least, whose release keeps it until then. Before, in
+     * advisory mode, such a release only scheduled the unlock and answered true, and the unlock that
+     * later found the session gone told no one: the holder never heard its work was unprotected.
+     */
+    @Test
+    void aReleaseWithAHoldAtLeastThatFindsTheLockGoneReturnsFalseAndTellsTheListeners() throws Exception {
+        LockClient holder = closeLater(newClientWithoutHeartbeat());
+        HeldLock lock = holder.acquire(LockRequest.of("gone-before-kept").holdAtLeast(Duration.ofSeconds(30)));
+        AtomicInteger calls = new AtomicInteger();
+        lock.onLost(lost -> calls.incrementAndGet());
+        breakLock(holder, lock);
+
+        assertThat(lock.release()).as("release() of a lock the database no longer had").isFalse();
+        assertThat(calls).as("onLost, run by the release that found the loss").hasValue(1);
+        assertThat(lock.isHeld()).isFalse();
+    }
+
     @Test
     void aWaiterWakesWithinMillisecondsWhenTheHolderReleases() throws Exception {
         LockClient a = client();

@@ -819,7 +819,13 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         long holdNanos = lock.holdUntilNanos - System.nanoTime();
         // A grant never handed out (see DatabaseLock.markUnused) had no work under it: no hold-at-least.
         if (lock.holdUntilNanos != 0 && holdNanos > 0 && !isClosed() && !lock.isUnused()) {
-            // Hold-at-least: the session keeps the lock until then; no thread waits for it.
+            // Hold-at-least: the session keeps the lock until then; no thread waits for it. But first
+            // the release says whether the lock was still there: the unlock that comes later finds out
+            // too late to tell the holder (whose release() has returned) that its work was unprotected.
+            Released now = stillHeld(lock);
+            if (now != Released.HELD) {
+                return CompletableFuture.completedFuture(now);
+            }
             CompletableFuture<Released> released = new CompletableFuture<>();
             try {
                 // The unlock runs off the scheduler thread, so a session that hangs cannot delay the watchdog.
@@ -843,6 +849,35 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             }
         }
         return CompletableFuture.completedFuture(unlock(lock));
+    }
+
+    /**
+     * Whether the lock's session still has it: its backend answers, with the session's token. A live
+     * backend keeps its advisory locks, and only this session's own unlocks drop them.
+     */
+    private Released stillHeld(AdvisoryLock lock) {
+        LockSession session = lock.session;
+        int[] found;
+        try {
+            found = session.call(c -> {
+                try (PreparedStatement ps = c.prepareStatement(CHECK)) {
+                    ps.setString(1, session.token);
+                    try (ResultSet rs = ps.executeQuery()) {
+                        rs.next();
+                        return new int[] {rs.getBoolean(1) ? 1 : 0, rs.getInt(2)};
+                    }
+                }
+            });
+        } catch (SQLException e) {
+            sessionDied(session, e);
+            return Released.gone(Reason.SESSION_DIED, "its database session (backend pid " + session.backendPid
+                    + ") ended before the release: " + e.getMessage(), e);
+        }
+        if (found[0] == 0) {
+            LockDatabaseException refused = multiplexed(session, found[1]);
+            return Released.gone(Reason.SESSION_DIED, refused.getMessage(), refused);
+        }
+        return Released.HELD;
     }
 
     /** What an unlock answered: whether it unlocked (null: it ran on another backend), and where it ran. */
