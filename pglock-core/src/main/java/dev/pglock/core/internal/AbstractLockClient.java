@@ -798,6 +798,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     private boolean release(Hold hold, boolean quietlyIfReleased) {
         Entry entry = hold.entry;
         boolean outerStillHeld = false;
+        boolean untrusted = false;
         state.lock();
         try {
             if (hold.lost != null) {
@@ -810,18 +811,25 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                 throw new IllegalStateException("lock '" + entry.lock.key() + "' was already released by this"
                         + " HeldLock; each acquisition is released once");
             }
-            hold.released = true;
-            entry.holds.remove(hold);
-            settled.signalAll();
-            if (!entry.holds.isEmpty()) {
-                outerStillHeld = true;
-            }
-            if (!outerStillHeld) {
-                entry.busy = true;
-                inFlight++;
+            // A hold that is not the last one answers for the lock's trust here, as the database release
+            // of the last one does: its work ran on the lock too.
+            untrusted = entry.holds.size() > 1 && !entry.busy && !isTrusted(entry.lock);
+            if (!untrusted) {
+                hold.released = true;
+                entry.holds.remove(hold);
+                settled.signalAll();
+                outerStillHeld = !entry.holds.isEmpty();
+                if (!outerStillHeld) {
+                    entry.busy = true;
+                    inFlight++;
+                }
             }
         } finally {
             state.unlock();
+        }
+        if (untrusted) {
+            declareUntrusted(List.of(entry.lock)); // every hold of it is lost, this one too, and told
+            return false;
         }
         if (outerStillHeld) {
             hold.endHolding(null); // observer code, never under the client's lock

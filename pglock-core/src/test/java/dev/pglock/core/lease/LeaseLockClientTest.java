@@ -2086,6 +2086,32 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Review: a hold released while others of the same lock remain (a shared lock joined by several
+     * threads, or a re-entrant hold) answers false, and its listeners run, when the lease is no longer
+     * trusted, as the last hold's release does. Before, only the last hold's release looked: the
+     * others answered true, and their holders never heard their work ran on a lease another client
+     * had taken over.
+     */
+    @Test
+    void aHoldReleasedWhileOthersRemainOnALeaseNoLongerTrustedAnswersFalseAndIsTold() throws Exception {
+        LeaseLockClient a = shortLeaseClient();
+        LockClient writer = client();
+        HeldLock first = a.acquire(LockRequest.of("S").shared().detached());
+        HeldLock second = a.acquire(LockRequest.of("S").shared().detached()); // joins the first
+        List<LockLostException> heard = new java.util.concurrent.CopyOnWriteArrayList<>();
+        first.onLost(heard::add);
+        a.heartbeatsPausedForTests = true; // paused: no heartbeat, and no timer finds the lease untrusted
+        a.trustChecksPausedForTests = true;
+        await().atMost(Duration.ofSeconds(10)).until(() -> leaseLeftMillis("S") <= 0);
+        HeldLock writes = writer.acquire(LockRequest.of("S").waitAtMost(Duration.ofSeconds(10)));
+
+        assertThat(first.release()).as("released while the writer held S").isFalse();
+        assertThat(heard).as("its holder heard").hasSize(1);
+        assertThat(second.isHeld()).isFalse();
+        assertThat(writes.isHeld()).isTrue();
+    }
+
+    /**
      * Issue 12, point 3: a grant that comes back so late that its lease can no longer be trusted
      * (here: until another client took the key) is never returned.
      */
