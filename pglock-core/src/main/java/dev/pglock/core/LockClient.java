@@ -170,7 +170,8 @@ public interface LockClient extends AutoCloseable {
      * locks still held to be released by their holders, then reports the rest lost to their holders
      * before releasing them, and frees the connections. Use it at shutdown so that no lock is freed
      * under work that is still running (the Spring Boot starter does, within
-     * {@code spring.lifecycle.timeout-per-shutdown-phase}). Idempotent: a second call returns at once.
+     * {@code spring.lifecycle.timeout-per-shutdown-phase}). Idempotent: a later call returns once the first has finished (at once when a listener the
+     * closing runs makes it), so that it too can rely on nothing being held any more.
      * An interrupt of the calling thread ends the wait for the holders early, but the rest still
      * happens in full (every lock is given back before this returns); the thread's interrupt flag is
      * set again when it returns. Beyond {@code timeout}, it also waits, for up to twice the client's

@@ -170,6 +170,30 @@ public abstract class LockClientContractTest {
         assertThat(lock.isHeld()).isFalse();
     }
 
+    /**
+     * Review: a second close() returns once the first has freed everything. Before, it returned at
+     * once while the first still waited for its holders, and its caller went on as if nothing were
+     * held any more (a Spring shutdown and an application's own close, say).
+     */
+    @Test
+    void aSecondCloseReturnsOnlyOnceTheFirstHasFreedEverything() throws Exception {
+        LockClient holder = closeLater(newClient());
+        LockClient other = client();
+        HeldLock held = holder.acquire(LockRequest.of("closed-twice").detached());
+        Future<?> first = threads.submit(() -> holder.close(Duration.ofSeconds(30))); // waits for the holder
+        await().atMost(PROMPTLY).until(holder::isClosed);
+
+        Future<?> second = threads.submit(() -> holder.close());
+
+        assertThat(catchThrowable(() -> second.get(1, TimeUnit.SECONDS))).as("returned while the lock was held")
+                .isInstanceOf(java.util.concurrent.TimeoutException.class);
+        held.release(); // the first close goes on
+        second.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        assertThat(other.tryAcquire(LockRequest.of("closed-twice"))).as("free when the second close returned")
+                .isPresent();
+        first.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+    }
+
     @Test
     void aWaiterWakesWithinMillisecondsWhenTheHolderReleases() throws Exception {
         LockClient a = client();

@@ -1090,9 +1090,11 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         state.lock();
         try {
             if (closed) {
+                awaitFirstClose();
                 return;
             }
             closed = true;
+            closingThread = Thread.currentThread();
             for (Entry entry : entries.values()) {
                 entry.signalAll();
             }
@@ -1164,10 +1166,38 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             } finally {
                 scheduler.shutdownNow();
                 events.shutdown(); // listeners already queued still run
+                closeDone.countDown();
                 if (interrupted || Thread.interrupted()) {
                     Thread.currentThread().interrupt();
                 }
             }
+        }
+    }
+
+    /** Counted down when the first close() has freed everything. */
+    private final java.util.concurrent.CountDownLatch closeDone = new java.util.concurrent.CountDownLatch(1);
+    /** The thread running the first close(), and the one it runs queued listeners on, if any. */
+    private volatile Thread closingThread;
+    private volatile Thread closingListenersThread;
+
+    /**
+     * A later close() returns once the first has freed everything, so that whoever calls it can rely
+     * on nothing being held any more; at once when called from the closing itself (a listener it
+     * runs, on its thread, the event thread or the one it runs queued listeners on). Under the state
+     * lock, which it lets go of while it waits; an interrupt ends the wait, with the flag set again.
+     */
+    private void awaitFirstClose() {
+        Thread me = Thread.currentThread();
+        if (me == closingThread || me == eventThread || me == closingListenersThread) {
+            return;
+        }
+        state.unlock();
+        try {
+            closeDone.await();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        } finally {
+            state.lock();
         }
     }
 
@@ -1195,6 +1225,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             java.util.concurrent.FutureTask<Void> behind = new java.util.concurrent.FutureTask<>(
                     () -> queued.forEach(this::runQuietly), null);
             Thread t = new Thread(behind, running.getName() + "-closing");
+            closingListenersThread = t;
             t.setDaemon(true);
             t.start();
             done = behind;
