@@ -194,6 +194,28 @@ public abstract class LockClientContractTest {
         first.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
     }
 
+    /**
+     * Review: a listener that throws an Error (an AssertionError in a test, say) keeps neither the
+     * other holders from being told nor close() from finishing. Before, it ended close()'s telling
+     * of the holders, whose locks were then freed anyway, untold, and close() threw it.
+     */
+    @Test
+    void aListenerThatThrowsAnErrorKeepsNoOtherHolderFromBeingToldAtClose() throws Exception {
+        LockClient holder = closeLater(newClient());
+        AtomicInteger told = new AtomicInteger();
+        for (String key : List.of("told-1", "told-2", "told-3")) {
+            holder.acquire(LockRequest.of(key).detached()).onLost(lost -> {
+                told.incrementAndGet();
+                throw new AssertionError("a listener's Error");
+            });
+        }
+
+        Throwable closing = catchThrowable(holder::close);
+
+        assertThat(closing).as("close()").isNull();
+        assertThat(told).as("holders told").hasValue(3);
+    }
+
     @Test
     void aWaiterWakesWithinMillisecondsWhenTheHolderReleases() throws Exception {
         LockClient a = client();

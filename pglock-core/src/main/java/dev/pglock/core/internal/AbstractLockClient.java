@@ -500,7 +500,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     private static void quietly(String what, Runnable call) {
         try {
             call.run();
-        } catch (RuntimeException e) {
+        } catch (RuntimeException | Error e) {
             log.warn("the lock observer's {} callback threw; ignored", what, e);
         }
     }
@@ -1582,7 +1582,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             for (var listener : toCall) {
                 try {
                     listener.accept(exception);
-                } catch (RuntimeException e) {
+                } catch (Throwable e) { // an Error too: the other holders are told all the same
                     log.warn("an onLost listener of lock '{}' threw", key(), e);
                 }
             }
