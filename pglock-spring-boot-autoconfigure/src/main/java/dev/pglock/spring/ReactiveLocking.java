@@ -40,16 +40,30 @@ final class ReactiveLocking {
         return Schedulers.isInNonBlockingThread();
     }
 
-    /** Releases the lock on Reactor's bounded-elastic scheduler, then runs {@code then} there. */
+    /**
+     * Where a release runs when the thread that completed the work must not block: threads of its own,
+     * not Reactor's shared bounded-elastic ones, where subscriptions waiting for a lock each keep a
+     * thread for up to their waitAtMost (and the application's blocking tasks others): a release
+     * queued behind them kept its lock held, and its subscriber waiting, until one of them ended.
+     * Daemon threads, gone when idle for a minute.
+     */
+    private static final reactor.core.scheduler.Scheduler RELEASES = Schedulers.newBoundedElastic(
+            Schedulers.DEFAULT_BOUNDED_ELASTIC_SIZE, Schedulers.DEFAULT_BOUNDED_ELASTIC_QUEUESIZE, "pglock-release",
+            60, true);
+
+    /** Releases the lock on pglock's release threads, then runs {@code then} there. */
     static void releaseOffThread(HeldLock lock, Runnable then) {
-        try {
-            Schedulers.boundedElastic().schedule(() -> {
+        Runnable release = () -> {
+            try {
                 lock.close();
+            } finally {
                 then.run();
-            });
-        } catch (RuntimeException rejected) { // the scheduler is shutting down: release here rather than never
-            lock.close();
-            then.run();
+            }
+        };
+        try {
+            RELEASES.schedule(release);
+        } catch (RuntimeException rejected) { // no thread to be had: release here rather than never
+            release.run();
         }
     }
 
@@ -204,7 +218,14 @@ final class ReactiveLocking {
         return Flux.from(publisher).contextWrite(context -> context.put(LockContext.REACTOR_KEY, lock));
     }
 
+    /** Releases on the completing thread, or off it (see {@link #RELEASES}) when that one must not block. */
     private static Mono<Void> release(HeldLock lock) {
-        return Mono.<Void>fromRunnable(lock::close).subscribeOn(Schedulers.boundedElastic());
+        return Mono.defer(() -> {
+            if (!inNonBlockingThread()) {
+                lock.close();
+                return Mono.<Void>empty();
+            }
+            return Mono.<Void>create(sink -> releaseOffThread(lock, sink::success));
+        });
     }
 }

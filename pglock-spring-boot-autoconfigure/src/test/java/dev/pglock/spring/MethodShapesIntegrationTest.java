@@ -230,6 +230,43 @@ abstract class MethodShapesIntegrationTest {
         });
     }
 
+    /**
+     * Review: the release of a publisher that completes on a non-blocking thread runs off that thread,
+     * but not behind the bounded-elastic tasks the application (or other subscriptions waiting for
+     * a lock, up to their waitAtMost each) keeps busy. Before, it was queued behind them there, and
+     * the lock stayed held, and the subscriber waited, until one of them ended.
+     */
+    @Test
+    void aReleaseOffAnEventLoopDoesNotQueueBehindBusyBoundedElasticThreads() {
+        runner().run(context -> {
+            AsyncShapes shapes = context.getBean(AsyncShapes.class);
+            LockClient other = otherReplica();
+            Sinks.One<String> gate = Sinks.one();
+            CompletableFuture<String> result = shapes.mono(gate.asMono()).toFuture();
+            await().atMost(Duration.ofSeconds(10)).until(() -> held(other, "mono"));
+            CountDownLatch busy = new CountDownLatch(1);
+            List<Disposable> blockers = new ArrayList<>();
+            for (int i = 0; i < Schedulers.DEFAULT_BOUNDED_ELASTIC_SIZE; i++) { // every one of its threads
+                blockers.add(Schedulers.boundedElastic().schedule(() -> {
+                    try {
+                        busy.await(60, TimeUnit.SECONDS);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                    }
+                }));
+            }
+            try {
+                Schedulers.parallel().schedule(() -> gate.tryEmitValue("done")); // completes on an event loop
+
+                assertThat(result.get(20, TimeUnit.SECONDS)).isEqualTo("done");
+                assertThat(held(other, "mono")).as("released").isFalse();
+            } finally {
+                busy.countDown();
+                blockers.forEach(Disposable::dispose);
+            }
+        });
+    }
+
     @Test
     void aFutureMethodThatWouldWaitOnAnEventLoopIsRefusedAndOneThatCannotHaveTheLockFails() {
         runner().run(context -> {
