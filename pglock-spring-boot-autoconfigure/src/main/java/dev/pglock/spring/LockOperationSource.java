@@ -362,6 +362,16 @@ final class LockOperationSource {
         Class<?> type = method.getReturnType();
         if (KotlinDetector.isSuspendingFunction(method)) {
             if (AsyncSupport.COROUTINES) {
+                Class<?> result = ReactiveLocking.suspendResult(method);
+                if (result != null && !ReactiveLocking.isFlow(result) && (AsyncSupport.isReactive(result)
+                        || org.reactivestreams.Publisher.class.isAssignableFrom(result))) {
+                    // Spring hands the interceptor its items as a Flux and awaits a Mono of the answer: the
+                    // caller would get the first item (not the publisher it declared), under a lock
+                    // released then.
+                    throw new IllegalStateException(description + " is a Kotlin suspend function that returns "
+                            + result.getName() + ": pglock cannot hold its lock for such a publisher's work. Drop"
+                            + " suspend (the lock is then held until the publisher completes), or return a Flow");
+                }
                 return LockOperation.Shape.REACTIVE; // Spring AOP hands interceptors a publisher for it
             }
             throw new IllegalStateException(description + " is a Kotlin suspend function: pglock holds its lock until"

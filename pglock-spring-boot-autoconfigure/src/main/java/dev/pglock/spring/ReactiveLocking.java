@@ -105,11 +105,20 @@ final class ReactiveLocking {
      * with a {@code Continuation<? super R>} parameter that names the declared result R.
      */
     static boolean suspendReturnsFlow(java.lang.reflect.Method method) {
+        Class<?> result = suspendResult(method);
+        return result != null && isFlow(result);
+    }
+
+    /**
+     * The declared result of a Kotlin suspend function: its JVM signature ends with a
+     * {@code Continuation<? super R>} parameter that names it. Null when it cannot be told.
+     */
+    static Class<?> suspendResult(java.lang.reflect.Method method) {
         java.lang.reflect.Type[] parameters = method.getGenericParameterTypes();
         if (parameters.length == 0
                 || !(parameters[parameters.length - 1] instanceof java.lang.reflect.ParameterizedType continuation)
                 || !continuation.getRawType().getTypeName().equals("kotlin.coroutines.Continuation")) {
-            return false;
+            return null;
         }
         java.lang.reflect.Type result = continuation.getActualTypeArguments()[0];
         if (result instanceof java.lang.reflect.WildcardType wildcard && wildcard.getLowerBounds().length == 1) {
@@ -118,10 +127,10 @@ final class ReactiveLocking {
         if (result instanceof java.lang.reflect.ParameterizedType parameterized) {
             result = parameterized.getRawType();
         }
-        return result instanceof Class<?> type && isFlow(type);
+        return result instanceof Class<?> type ? type : null;
     }
 
-    private static boolean isFlow(Class<?> type) {
+    static boolean isFlow(Class<?> type) {
         if (type.getName().equals("kotlinx.coroutines.flow.Flow")) {
             return true;
         }
