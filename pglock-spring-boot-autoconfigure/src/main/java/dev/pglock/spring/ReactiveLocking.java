@@ -147,7 +147,7 @@ final class ReactiveLocking {
      * cancel before it is taken releases it; Reactor drops a value that arrives after a cancel
      * without telling anyone, so the hand-over cannot rely on Reactor.
      */
-    private static final class Handover {
+    static final class Handover {
         private static final Object CANCELLED = new Object();
         private static final Object TAKEN = new Object();
         private final AtomicReference<Object> cell = new AtomicReference<>();
@@ -165,7 +165,13 @@ final class ReactiveLocking {
 
         void cancel() {
             if (cell.getAndSet(CANCELLED) instanceof HeldLock offered) {
-                offered.close(); // offered, never taken
+                // Offered, never taken. A cancel may come from an event loop (a client that went away, a
+                // timeout on a parallel thread): the release, a database call, runs off it then.
+                if (inNonBlockingThread()) {
+                    releaseOffThread(offered, () -> { });
+                } else {
+                    offered.close();
+                }
             }
         }
 

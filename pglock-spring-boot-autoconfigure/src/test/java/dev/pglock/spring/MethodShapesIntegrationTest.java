@@ -5,6 +5,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.awaitility.Awaitility.await;
 
 import dev.pglock.core.HeldLock;
+import java.util.concurrent.atomic.AtomicReference;
 import dev.pglock.core.LockClient;
 import dev.pglock.core.LockLostException;
 import dev.pglock.core.LockMode;
@@ -265,6 +266,42 @@ abstract class MethodShapesIntegrationTest {
                 blockers.forEach(Disposable::dispose);
             }
         });
+    }
+
+    /**
+     * Review: a subscriber that cancels on an event loop (a client that went away, a timeout on a
+     * parallel thread) after the lock was offered and before the work took it has the lock released
+     * off that thread. Before, the release, a database call, ran on the event loop.
+     */
+    @Test
+    void aCancelOnAnEventLoopBeforeTheWorkTookTheLockReleasesItOffThatThread() throws Exception {
+        LockClient client = otherReplica();
+        HeldLock real = client.acquire(LockRequest.of("handover").detached());
+        AtomicReference<Thread> closedOn = new AtomicReference<>();
+        CountDownLatch closed = new CountDownLatch(1);
+        HeldLock recording = (HeldLock) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {HeldLock.class}, (p, m, args) -> {
+                    if (m.getName().equals("close")) {
+                        closedOn.set(Thread.currentThread());
+                    }
+                    try {
+                        return m.invoke(real, args);
+                    } finally {
+                        if (m.getName().equals("close")) {
+                            closed.countDown();
+                        }
+                    }
+                });
+        ReactiveLocking.Handover handover = new ReactiveLocking.Handover();
+        assertThat(handover.offer(recording)).isTrue();
+
+        Schedulers.parallel().schedule(handover::cancel);
+
+        assertThat(closed.await(10, TimeUnit.SECONDS)).as("released").isTrue();
+        assertThat(Schedulers.isNonBlockingThread(closedOn.get())).as("released on %s", closedOn.get().getName())
+                .isFalse();
+        assertThat(handover.take()).as("the work does not run").isFalse();
+        assertThat(real.isHeld()).isFalse();
     }
 
     @Test
