@@ -216,6 +216,54 @@ public abstract class LockClientContractTest {
         assertThat(told).as("holders told").hasValue(3);
     }
 
+    /**
+     * A second close() made where the first may be waiting for it returns at once: by a thread that
+     * holds a lock of the client (the first waits for its release during its grace period), and by a
+     * leader's onRevoked (the first waits for it before it frees the key).
+     */
+    @Test
+    void aSecondCloseReturnsAtOnceWhereTheFirstMayBeWaitingForIt() throws Exception {
+        LockClient holder = closeLater(newClient());
+        CompletableFuture<Duration> holderClose = new CompletableFuture<>();
+        CountDownLatch taken = new CountDownLatch(1);
+        CountDownLatch closing = new CountDownLatch(1);
+        Future<?> work = threads.submit(() -> {
+            try (HeldLock held = holder.acquire(LockRequest.of("closing-holder"))) {
+                taken.countDown();
+                closing.await(10, TimeUnit.SECONDS);
+                long start = System.nanoTime();
+                holder.close();
+                holderClose.complete(Duration.ofNanos(System.nanoTime() - start));
+            }
+            return null;
+        });
+        assertThat(taken.await(10, TimeUnit.SECONDS)).isTrue();
+        Future<?> first = threads.submit(() -> holder.close(Duration.ofSeconds(30))); // waits for the holder
+        await().atMost(PROMPTLY).until(holder::isClosed);
+        closing.countDown();
+        assertThat(holderClose.get(10, TimeUnit.SECONDS)).as("the holder's own close()").isLessThan(Duration.ofSeconds(5));
+        work.get(10, TimeUnit.SECONDS);
+        first.get(10, TimeUnit.SECONDS);
+
+        LockClient leaderClient = closeLater(newClient());
+        CompletableFuture<Duration> revokedClose = new CompletableFuture<>();
+        Leadership leader = closeLater(leaderClient.lead("closing-leader", new LeaderCallbacks() {
+            @Override
+            public void onElected(HeldLock lock) {
+            }
+
+            @Override
+            public void onRevoked(HeldLock lock) {
+                long start = System.nanoTime();
+                leaderClient.close();
+                revokedClose.complete(Duration.ofNanos(System.nanoTime() - start));
+            }
+        }));
+        await().atMost(PROMPTLY).until(leader::isLeader);
+        leaderClient.close();
+        assertThat(revokedClose.get(10, TimeUnit.SECONDS)).as("onRevoked's close()").isLessThan(Duration.ofSeconds(5));
+    }
+
     @Test
     void aWaiterWakesWithinMillisecondsWhenTheHolderReleases() throws Exception {
         LockClient a = client();

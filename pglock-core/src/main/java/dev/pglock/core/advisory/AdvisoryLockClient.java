@@ -23,7 +23,6 @@ import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.Objects;
 import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
@@ -482,12 +481,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         refuseFurtherUse(message);
         SQLException cause = new SQLException(message, "08P01");
         // The locks on the backends this client claimed can only be ended with those backends, waiters'
-        // too: behind a pooler, aborting a waiter's connection leaves its server session running, and the
-        // waiter's own cleaning then fails on the aborted connection. (One whose claim ends after this
-        // look finds its connection aborted before its wait is sent: it takes no lock, though its
-        // backend may stay claimed until the pooler closes that server connection.)
-        List<LockSession> waitedOn = waiting.values().stream().map(w -> w.session).filter(Objects::nonNull).toList();
-        stopWaits(); // a wait granted from now on would be handed out after every lock was reported lost
+        // too. (A waiter whose claim ends after its wait was aborted takes no lock, as it sees the
+        // refusal before it sends its wait, though its backend may stay claimed until the pooler
+        // closes that server connection.)
+        // A wait granted from now on would be handed out after every lock was reported lost.
+        List<LockSession> waitedOn = stopWaitsListingSessions();
         List<LockSession> claimed = new ArrayList<>(dedicated);
         waitedOn.stream().filter(s -> !claimed.contains(s)).forEach(claimed::add);
         claimed.addAll(sessions.live());
@@ -663,7 +661,12 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 // A pooled connection may be one whose network is already gone: bounded from the first statement.
                 connection.setNetworkTimeout(connector, networkTimeoutMillis);
                 session = claimBackend(connection, true);
-                waitingGuard.session = session;
+                synchronized (waitingGuard) {
+                    // A refusal's stopWaits() either lists this session (and ends its backend after
+                    // aborting the wait) or has set its reason first, and the wait stops here.
+                    waitingGuard.session = session;
+                    ensureOpen();
+                }
             }
             // Blocked in the server for up to lock_timeout; the socket must not give up first, but must
             // not wait forever on a server that vanished either.
@@ -745,7 +748,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             ps.setString(2, session.token);
             try (ResultSet rs = ps.executeQuery()) {
                 rs.next();
-                mine = rs.getBoolean(3) || rs.getInt(4) == session.backendPid; // unlocked either way
+                mine = rs.getBoolean(3) || rs.getInt(4) == session.backendPid; // its own: cleaned, or claimed since by another
             }
             if (!mine) {
                 terminateBackends(connection, List.of(session));
@@ -784,10 +787,23 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
 
     @Override
     protected void stopWaits() {
+        stopWaitsListingSessions();
+    }
+
+    /**
+     * Cancels and aborts every wait still listed; answers the sessions those waits had claimed. Behind
+     * a pooler an abort leaves the server session running, and the waiter's own cleaning then fails on
+     * the aborted connection: a refusal ends those backends (see multiplexed()).
+     */
+    private List<LockSession> stopWaitsListingSessions() {
+        List<LockSession> claimed = new ArrayList<>();
         waiting.forEach((connection, guard) -> {
             synchronized (guard) { // the waiter does not give the connection back meanwhile
                 if (!waiting.containsKey(connection)) {
                     return;
+                }
+                if (guard.session != null) {
+                    claimed.add(guard.session);
                 }
                 // A cancel takes the backend out of the lock queue at once (a backend blocked on a lock
                 // does not notice its client is gone); the abort ends a wait that had not reached the server.
@@ -803,6 +819,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 }
             }
         });
+        return claimed;
     }
 
     /**

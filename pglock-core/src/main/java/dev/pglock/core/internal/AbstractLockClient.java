@@ -546,7 +546,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         LockObserver.Acquisition acquisition;
         try {
             acquisition = current.acquiring(mode(), request);
-        } catch (RuntimeException e) {
+        } catch (RuntimeException | Error e) {
             log.warn("the lock observer's acquiring callback threw; ignored", e);
             acquisition = LockObserver.Acquisition.NONE;
         }
@@ -565,8 +565,8 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         }
         LockObserver.Holding holding;
         try {
-            holding = acquisition.acquired(held);
-        } catch (RuntimeException e) {
+            holding = acquisition.acquired(held); // an Error too: the caller must get the lock it holds
+        } catch (RuntimeException | Error e) {
             log.warn("the lock observer's acquired callback threw; ignored", e);
             holding = null;
         }
@@ -1101,6 +1101,15 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         } finally {
             state.unlock();
         }
+        try {
+            closeMarked(timeout);
+        } finally {
+            closeDone.countDown(); // whatever happened: a later close() must not wait for ever
+        }
+    }
+
+    /** close() once it is marked closed. */
+    private void closeMarked(Duration timeout) {
         stopWaits();
         List<Hold> released = new ArrayList<>();
         List<D> held = new ArrayList<>();
@@ -1166,7 +1175,6 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             } finally {
                 scheduler.shutdownNow();
                 events.shutdown(); // listeners already queued still run
-                closeDone.countDown();
                 if (interrupted || Thread.interrupted()) {
                     Thread.currentThread().interrupt();
                 }
@@ -1181,15 +1189,32 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     private volatile Thread closingListenersThread;
 
     /**
+     * Set while pglock runs an application's callback on a thread (an onLost listener, a leader's
+     * onElected and onRevoked): a close() made there returns at once, since the first close() may be
+     * waiting for that very callback.
+     */
+    public static final ThreadLocal<Boolean> IN_CALLBACK = new ThreadLocal<>();
+
+    /**
      * A later close() returns once the first has freed everything, so that whoever calls it can rely
-     * on nothing being held any more; at once when called from the closing itself (a listener it
-     * runs, on its thread, the event thread or the one it runs queued listeners on). Under the state
-     * lock, which it lets go of while it waits; an interrupt ends the wait, with the flag set again.
+     * on nothing being held any more; at once when the first may be waiting for its caller: a thread
+     * of the closing itself (its own, the event thread, the one it runs queued listeners on), one
+     * running a callback of pglock's (see IN_CALLBACK), or one holding a lock of this client, which
+     * the first close() waits for during its grace period. Under the state lock, which it lets go of
+     * while it waits; an interrupt ends the wait, with the flag set again.
      */
     private void awaitFirstClose() {
         Thread me = Thread.currentThread();
-        if (me == closingThread || me == eventThread || me == closingListenersThread) {
+        if (me == closingThread || me == eventThread || me == closingListenersThread
+                || Boolean.TRUE.equals(IN_CALLBACK.get())) {
             return;
+        }
+        for (Entry entry : entries.values()) {
+            for (Hold hold : entry.holds) {
+                if (hold.thread == me) {
+                    return;
+                }
+            }
         }
         state.unlock();
         try {
@@ -1579,12 +1604,18 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                 state.unlock();
             }
             LockLostException exception = exception(lost);
-            for (var listener : toCall) {
-                try {
-                    listener.accept(exception);
-                } catch (Throwable e) { // an Error too: the other holders are told all the same
-                    log.warn("an onLost listener of lock '{}' threw", key(), e);
+            Boolean outer = IN_CALLBACK.get();
+            IN_CALLBACK.set(Boolean.TRUE);
+            try {
+                for (var listener : toCall) {
+                    try {
+                        listener.accept(exception);
+                    } catch (Throwable e) { // an Error too: the other holders are told all the same
+                        log.warn("an onLost listener of lock '{}' threw", key(), e);
+                    }
                 }
+            } finally {
+                IN_CALLBACK.set(outer);
             }
         }
 

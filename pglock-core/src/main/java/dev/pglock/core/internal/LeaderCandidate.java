@@ -99,8 +99,8 @@ public final class LeaderCandidate implements Leadership {
         synchronized (monitor) {
             monitor.notifyAll();
             // Ends a wait for the lock or a pause; never one inside onRevoked (see lead()), which
-            // then returns to a loop that sees closed.
-            if (!revoking) {
+            // then returns to a loop that sees closed, nor the callback that closes (onElected).
+            if (!revoking && Thread.currentThread() != thread) {
                 thread.interrupt();
             }
         }
@@ -115,6 +115,9 @@ public final class LeaderCandidate implements Leadership {
     }
 
     private void run() {
+        // This thread runs nothing but the application's callbacks and pglock's own calls: a close()
+        // of the client made in onRevoked must not wait for the close that waits for onRevoked.
+        AbstractLockClient.IN_CALLBACK.set(Boolean.TRUE);
         while (!closed && !client.isClosed()) {
             HeldLock held;
             try {

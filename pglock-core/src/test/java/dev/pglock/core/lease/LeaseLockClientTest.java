@@ -2106,6 +2106,7 @@ class LeaseLockClientTest extends LockClientContractTest {
         HeldLock writes = writer.acquire(LockRequest.of("S").waitAtMost(Duration.ofSeconds(10)));
 
         assertThat(first.release()).as("released while the writer held S").isFalse();
+        await().atMost(Duration.ofSeconds(10)).until(() -> !heard.isEmpty()); // told on the event thread
         assertThat(heard).as("its holder heard").hasSize(1);
         assertThat(second.isHeld()).isFalse();
         assertThat(writes.isHeld()).isTrue();
