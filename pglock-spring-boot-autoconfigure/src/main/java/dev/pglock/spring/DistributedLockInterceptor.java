@@ -161,7 +161,16 @@ final class DistributedLockInterceptor implements MethodInterceptor {
         }
         // The caller's future completes once the lock is released where its type allows (see
         // LockTemplate.releasedWhenComplete); a stage of a type of its own goes back as it came.
-        return template.runHolding(lock, invocation::proceed, stage -> futureType);
+        try {
+            return template.runHolding(lock, invocation::proceed, stage -> futureType);
+        } catch (dev.pglock.core.LockLostException lost) {
+            // Found lost before the method's transaction committed (see invokeInside): told the way
+            // its future tells every other failure to get or keep the lock.
+            if (futureType) {
+                return CompletableFuture.failedFuture(lost);
+            }
+            throw lost;
+        }
     }
 
     /** The lock, or null when it is held elsewhere; during shutdown a skipping method gets null too. */

@@ -363,14 +363,17 @@ final class LockOperationSource {
         if (KotlinDetector.isSuspendingFunction(method)) {
             if (AsyncSupport.COROUTINES) {
                 Class<?> result = ReactiveLocking.suspendResult(method);
-                if (result != null && !ReactiveLocking.isFlow(result) && (AsyncSupport.isReactive(result)
-                        || org.reactivestreams.Publisher.class.isAssignableFrom(result))) {
-                    // Spring hands the interceptor its items as a Flux and awaits a Mono of the answer: the
-                    // caller would get the first item (not the publisher it declared), under a lock
-                    // released then.
+                boolean flow = result != null && ReactiveLocking.isFlow(result);
+                if (result != null && (flow ? !result.getName().equals("kotlinx.coroutines.flow.Flow")
+                        : AsyncSupport.isReactive(result) || org.reactivestreams.Publisher.class.isAssignableFrom(result))) {
+                    // Spring hands the interceptor such a result's items (or value) and gives the caller
+                    // what it adapts back, which is not the declared type: the caller would get the first
+                    // item, or a ClassCastException, under a lock released then. Only Flow itself is
+                    // adapted back.
                     throw new IllegalStateException(description + " is a Kotlin suspend function that returns "
-                            + result.getName() + ": pglock cannot hold its lock for such a publisher's work. Drop"
-                            + " suspend (the lock is then held until the publisher completes), or return a Flow");
+                            + result.getName() + ", which Spring does not hand back as it was declared: return the"
+                            + " value itself, or a Flow declared as Flow, or drop suspend to return the publisher"
+                            + " (its lock is then held until it completes)");
                 }
                 return LockOperation.Shape.REACTIVE; // Spring AOP hands interceptors a publisher for it
             }

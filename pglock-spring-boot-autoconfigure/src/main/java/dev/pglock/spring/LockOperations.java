@@ -12,7 +12,7 @@ import java.util.function.Consumer;
  * or throws (inside a transaction the code did not start, when that transaction completes), and the
  * exception passes through unchanged, checked or not. Code that returns a {@code CompletionStage}
  * keeps the lock until it completes (a {@code CompletableFuture} returned completes after the
- * release; under {@link #inTransaction()}, where the lock ends with the transaction, it is refused with
+ * release, or, inside a transaction the code did not start, with the code's own; under {@link #inTransaction()}, where the lock ends with the transaction, it is refused with
  * an {@link IllegalStateException}); code that returns a publisher (Mono, Flux), whose work would begin only once subscribed,
  * is refused with an {@link IllegalStateException} and the lock given back.
  *

@@ -337,8 +337,9 @@ public class LockTemplate implements LockOperations {
      * the transaction have completed (work done on the calling thread before the stage was returned
      * joined that transaction); with {@code replace} the caller then gets a new future that completes
      * with the stage, not after the release: waiting for the release inside the transaction would
-     * wait for its own commit. Either way a caller that cancels (or times out) the future it got
-     * never completes the stage of work that still runs.
+     * wait for its own commit. With {@code replace}, either way, a caller that cancels (or times out)
+     * the future it got never completes the stage of work that still runs; without it the caller
+     * has the stage itself.
      */
     static CompletionStage<?> releasedWhenComplete(HeldLock lock, CompletionStage<?> stage, boolean replace) {
         if (LockSynchronization.active()) {
@@ -357,11 +358,14 @@ public class LockTemplate implements LockOperations {
             // complete the work's stage, which would release the lock while that work goes on.
             CompletableFuture<Object> outcome = new CompletableFuture<>();
             stage.whenComplete((value, error) -> {
-                releaseAfterBoth.run();
-                if (error != null) {
-                    outcome.completeExceptionally(error);
-                } else {
-                    outcome.complete(value);
+                try {
+                    releaseAfterBoth.run();
+                } finally {
+                    if (error != null) {
+                        outcome.completeExceptionally(error);
+                    } else {
+                        outcome.complete(value);
+                    }
                 }
             });
             return outcome;

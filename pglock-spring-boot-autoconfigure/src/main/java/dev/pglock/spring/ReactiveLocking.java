@@ -44,25 +44,41 @@ final class ReactiveLocking {
      * Where a release runs when the thread that completed the work must not block: threads of its own,
      * not Reactor's shared bounded-elastic ones, where subscriptions waiting for a lock each keep a
      * thread for up to their waitAtMost (and the application's blocking tasks others): a release
-     * queued behind them kept its lock held, and its subscriber waiting, until one of them ended.
-     * Daemon threads, gone when idle for a minute.
+     * queued behind them kept its lock held until one of them ended. A plain executor, so that no
+     * Reactor scheduler factory (a test's virtual time) replaces it; daemon threads, gone when idle.
      */
-    private static final reactor.core.scheduler.Scheduler RELEASES = Schedulers.newBoundedElastic(
-            Schedulers.DEFAULT_BOUNDED_ELASTIC_SIZE, Schedulers.DEFAULT_BOUNDED_ELASTIC_QUEUESIZE, "pglock-release",
-            60, true);
+    private static final java.util.concurrent.ExecutorService RELEASES = java.util.concurrent.Executors
+            .newCachedThreadPool(new java.util.concurrent.ThreadFactory() {
+                private final java.util.concurrent.atomic.AtomicInteger count = new java.util.concurrent.atomic.AtomicInteger();
 
-    /** Releases the lock on pglock's release threads, then runs {@code then} there. */
+                @Override
+                public Thread newThread(Runnable r) {
+                    Thread t = new Thread(r, "pglock-release-" + count.incrementAndGet());
+                    t.setDaemon(true);
+                    return t;
+                }
+            });
+
+    /**
+     * Releases the lock on pglock's release threads, then runs {@code then} (the subscriber's
+     * completion, the caller's future) on Reactor's bounded-elastic scheduler, as before: not on the
+     * release threads, which the application's code that follows must not hold.
+     */
     static void releaseOffThread(HeldLock lock, Runnable then) {
         Runnable release = () -> {
             try {
                 lock.close();
             } finally {
-                then.run();
+                try {
+                    Schedulers.boundedElastic().schedule(then);
+                } catch (RuntimeException rejected) { // no thread to be had: here rather than never
+                    then.run();
+                }
             }
         };
         try {
-            RELEASES.schedule(release);
-        } catch (RuntimeException rejected) { // no thread to be had: release here rather than never
+            RELEASES.execute(release);
+        } catch (java.util.concurrent.RejectedExecutionException rejected) {
             release.run();
         }
     }
@@ -166,12 +182,8 @@ final class ReactiveLocking {
         void cancel() {
             if (cell.getAndSet(CANCELLED) instanceof HeldLock offered) {
                 // Offered, never taken. A cancel may come from an event loop (a client that went away, a
-                // timeout on a parallel thread): the release, a database call, runs off it then.
-                if (inNonBlockingThread()) {
-                    releaseOffThread(offered, () -> { });
-                } else {
-                    offered.close();
-                }
+                // timeout on a parallel thread): the release, a database call, runs off it.
+                releaseOffThread(offered, () -> { });
             }
         }
 
@@ -233,14 +245,8 @@ final class ReactiveLocking {
         return Flux.from(publisher).contextWrite(context -> context.put(LockContext.REACTOR_KEY, lock));
     }
 
-    /** Releases on the completing thread, or off it (see {@link #RELEASES}) when that one must not block. */
+    /** Releases off the completing thread, which may be one that must not block (see {@link #RELEASES}). */
     private static Mono<Void> release(HeldLock lock) {
-        return Mono.defer(() -> {
-            if (!inNonBlockingThread()) {
-                lock.close();
-                return Mono.<Void>empty();
-            }
-            return Mono.<Void>create(sink -> releaseOffThread(lock, sink::success));
-        });
+        return Mono.<Void>create(sink -> releaseOffThread(lock, sink::success));
     }
 }

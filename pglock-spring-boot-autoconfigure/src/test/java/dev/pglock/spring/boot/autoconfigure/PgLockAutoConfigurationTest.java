@@ -174,7 +174,7 @@ class PgLockAutoConfigurationTest {
 
     @Test
     void asyncReleaseCommitIsOffByDefaultAndReachesTheLeaseClientsReleasesWhenOn() {
-        String setting = "synchronous_commit";
+        String setting = "set_config('synchronous_commit'"; // read at start, set by statements only when asked
         runner.withUserConfiguration(TwoDataSources.class).withPropertyValues("pglock.mode=lease").run(context -> {
             assertThat(context.getBean(PgLockProperties.class).getTable().isAsyncReleaseCommit()).isFalse();
             context.getBean(LockClient.class).acquire(LockRequest.of("durable")).release();
