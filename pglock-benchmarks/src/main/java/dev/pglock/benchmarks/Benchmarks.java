@@ -28,6 +28,10 @@ public final class Benchmarks {
     }
 
     public static void main(String[] args) throws Exception {
+        if (args.length > 0 && args[0].equals("statement-pairs")) { // see StatementPairs
+            StatementPairs.main(java.util.Arrays.copyOfRange(args, 1, args.length));
+            return;
+        }
         double seconds = 3;
         Path out = Path.of("bench.json");
         int heldLease = 100_000;
