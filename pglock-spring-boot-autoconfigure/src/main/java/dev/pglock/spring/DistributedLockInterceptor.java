@@ -142,7 +142,8 @@ final class DistributedLockInterceptor implements MethodInterceptor {
             throw new IllegalStateException(operation.description() + " was called on a non-blocking thread ('"
                     + Thread.currentThread().getName() + "') with waitAtMost " + request.waitAtMost()
                     + ": waiting for the lock there would block it. Return a Mono (acquired off-thread on"
-                    + " subscription), call it from another thread, or use waitAtMost = \"0s\"");
+                    + " subscription), or call it from another thread (waitAtMost = \"0s\" is let through, but"
+                    + " its try is still one blocking round trip to the database on this thread)");
         }
         boolean futureType = operation.method().getReturnType().isAssignableFrom(CompletableFuture.class);
         HeldLock lock;
