@@ -26,6 +26,9 @@ public class LeaderElection implements SmartLifecycle {
     private final String data;
     private final ApplicationEventPublisher events;
     private volatile Leadership leadership;
+    /** The lock whose election was announced, until its revocation is: the events come in pairs. */
+    private final java.util.concurrent.atomic.AtomicReference<HeldLock> announced =
+            new java.util.concurrent.atomic.AtomicReference<>();
 
     /**
      * @param data what the leader advertises with its lock in lease mode; null for nothing
@@ -71,14 +74,17 @@ public class LeaderElection implements SmartLifecycle {
             @Override
             public void onElected(HeldLock lock) {
                 if (data != null && client.mode() == dev.pglock.core.LockMode.LEASE) {
-                    lock.updateData(data.getBytes(StandardCharsets.UTF_8));
+                    lock.updateData(data.getBytes(StandardCharsets.UTF_8)); // a failure steps down, unannounced
                 }
+                announced.set(lock); // before the listeners run: one that throws still hears the revocation
                 events.publishEvent(new LeaderElectedEvent(LeaderElection.this, lock));
             }
 
             @Override
             public void onRevoked(HeldLock lock) {
-                events.publishEvent(new LeaderRevokedEvent(LeaderElection.this, lock));
+                if (announced.compareAndSet(lock, null)) {
+                    events.publishEvent(new LeaderRevokedEvent(LeaderElection.this, lock));
+                }
             }
         });
     }

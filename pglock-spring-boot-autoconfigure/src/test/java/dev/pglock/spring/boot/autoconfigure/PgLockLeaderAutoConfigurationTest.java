@@ -86,6 +86,51 @@ class PgLockLeaderAutoConfigurationTest {
         });
     }
 
+    /**
+     * Review: a leader whose election failed before it was announced (its data could not be
+     * advertised) is not announced as revoked either. Before, every failed attempt published a
+     * LeaderRevokedEvent with no LeaderElectedEvent before it.
+     */
+    @Test
+    void aFailedElectionPublishesNeitherElectedNorRevoked() throws Exception {
+        java.util.concurrent.atomic.AtomicInteger attempts = new java.util.concurrent.atomic.AtomicInteger();
+        com.zaxxer.hikari.HikariDataSource pool = db.pooledDataSource(4);
+        javax.sql.DataSource failingData = (javax.sql.DataSource) java.lang.reflect.Proxy.newProxyInstance(
+                getClass().getClassLoader(), new Class<?>[] {javax.sql.DataSource.class}, (p, m, args) -> {
+                    Object result = m.invoke(pool, args);
+                    if (!(result instanceof Connection connection)) {
+                        return result;
+                    }
+                    return java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                            new Class<?>[] {Connection.class}, (cp, cm, cargs) -> {
+                                if (cm.getName().equals("prepareStatement") && cargs[0] instanceof String sql
+                                        && sql.contains("SET data")) {
+                                    attempts.incrementAndGet();
+                                    throw new java.sql.SQLException("the data could not be written (test)");
+                                }
+                                try {
+                                    return cm.invoke(connection, cargs);
+                                } catch (java.lang.reflect.InvocationTargetException e) {
+                                    throw e.getCause();
+                                }
+                            });
+                });
+        Heard heard = new Heard();
+        try (pool; LockClient client = dev.pglock.core.PgLock.lease(failingData).namespace(namespace).tableName(table)
+                .lease(java.time.Duration.ofSeconds(2)).heartbeatInterval(java.time.Duration.ofMillis(300)).build()) {
+            LeaderElection election = new LeaderElection(client, "failing", "replica-a:8080",
+                    event -> heard.onApplicationEvent((org.springframework.context.ApplicationEvent) event));
+            election.start();
+            try {
+                org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(20)).until(() -> attempts.get() >= 2);
+            } finally {
+                election.stop();
+            }
+        }
+        assertThat(heard.has(LeaderElection.LeaderElectedEvent.class)).isFalse();
+        assertThat(heard.has(LeaderElection.LeaderRevokedEvent.class)).as("revoked, never elected").isFalse();
+    }
+
     @Test
     void noKeyNoCandidateAndAnApplicationsOwnBeanWins() {
         runner("advisory").run(context -> assertThat(context).hasNotFailed().doesNotHaveBean(LeaderElection.class));
