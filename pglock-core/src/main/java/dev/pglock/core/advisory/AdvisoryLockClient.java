@@ -748,7 +748,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             ps.setString(2, session.token);
             try (ResultSet rs = ps.executeQuery()) {
                 rs.next();
-                mine = rs.getBoolean(3) || rs.getInt(4) == session.backendPid; // its own: cleaned, or claimed since by another
+                mine = rs.getBoolean(3) || rs.getInt(4) == session.backendPid; // cleaned, or claimed since
             }
             if (!mine) {
                 terminateBackends(connection, List.of(session));
@@ -876,25 +876,38 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         LockSession session = lock.session;
         int[] found;
         try {
-            found = session.call(c -> {
-                try (PreparedStatement ps = c.prepareStatement(CHECK)) {
-                    ps.setString(1, session.token);
-                    try (ResultSet rs = ps.executeQuery()) {
-                        rs.next();
-                        return new int[] {rs.getBoolean(1) ? 1 : 0, rs.getInt(2)};
-                    }
-                }
-            });
+            found = session.call(c -> runCheck(c, session));
         } catch (SQLException e) {
-            sessionDied(session, e);
-            return Released.gone(Reason.SESSION_DIED, "its database session (backend pid " + session.backendPid
-                    + ") ended before the release: " + e.getMessage(), e);
+            return endedBeforeRelease(session, e);
         }
-        if (found[0] == 0) {
-            LockDatabaseException refused = multiplexed(session, found[1]);
-            return Released.gone(Reason.SESSION_DIED, refused.getMessage(), refused);
+        return found[0] == 0 ? movedBeforeRelease(session, found[1]) : Released.HELD;
+    }
+
+    /** CHECK on the session's connection: {whether the backend is the session's (1) or not (0), its pid}. */
+    private static int[] runCheck(Connection c, LockSession session) throws SQLException {
+        try (PreparedStatement ps = c.prepareStatement(CHECK)) {
+            ps.setString(1, session.token);
+            try (ResultSet rs = ps.executeQuery()) {
+                rs.next();
+                return new int[] {rs.getBoolean(1) ? 1 : 0, rs.getInt(2)};
+            }
         }
-        return Released.HELD;
+    }
+
+    /**
+     * A release found the session's backend gone (ended by the server, or cut off): the lock was not
+     * confirmed to the end, and with a server-side end it was gone while its holder worked.
+     */
+    private Released endedBeforeRelease(LockSession session, SQLException e) {
+        sessionDied(session, e);
+        return Released.gone(Reason.SESSION_DIED, "its database session (backend pid " + session.backendPid
+                + ") ended before the release: " + e.getMessage(), e);
+    }
+
+    /** A release ran on a backend that is not the session's (pid): the client refuses further use. */
+    private Released movedBeforeRelease(LockSession session, int pid) {
+        LockDatabaseException refused = multiplexed(session, pid);
+        return Released.gone(Reason.SESSION_DIED, refused.getMessage(), refused);
     }
 
     /** What an unlock answered: whether it unlocked (null: it ran on another backend), and where it ran. */
@@ -1067,15 +1080,10 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             if (!Jdbc.isConnectionFailure(e, session.connection) && !session.isEnded()) {
                 log.warn("releasing lock '{}' failed; ending its session so the server drops it", lock.key(), e);
             }
-            sessionDied(session, e);
-            // Ended by the server (terminated, restarted) or cut off: either way the lock was not
-            // confirmed to the end, and with a server-side end it was gone while its holder worked.
-            return Released.gone(Reason.SESSION_DIED, "its database session (backend pid " + session.backendPid + ") ended before"
-                    + " the release: " + e.getMessage(), e);
+            return endedBeforeRelease(session, e);
         }
         if (!answer.mine()) {
-            LockDatabaseException refused = multiplexed(session, answer.pid());
-            return Released.gone(Reason.SESSION_DIED, refused.getMessage(), refused);
+            return movedBeforeRelease(session, answer.pid());
         } else if (!answer.unlocked()) {
             log.warn("lock '{}' (id {}) was not held by {} when released; ending the session", lock.key(),
                     lock.lockId, session);
@@ -1196,12 +1204,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                     return null;
                 }
                 int[] found;
-                try (PreparedStatement ps = c.prepareStatement(CHECK)) {
-                    ps.setString(1, session.token);
-                    try (ResultSet rs = ps.executeQuery()) {
-                        rs.next();
-                        found = new int[] {rs.getBoolean(1) ? 1 : 0, rs.getInt(2)};
-                    }
+                try {
+                    found = runCheck(c, session);
                 } catch (SQLException | RuntimeException e) {
                     endedHere[0] = session.end();
                     throw e;

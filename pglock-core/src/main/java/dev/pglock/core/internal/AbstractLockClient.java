@@ -1184,29 +1184,27 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
     /** Counted down when the first close() has freed everything. */
     private final java.util.concurrent.CountDownLatch closeDone = new java.util.concurrent.CountDownLatch(1);
-    /** The thread running the first close(), and the one it runs queued listeners on, if any. */
+    /** The thread running the first close(). */
     private volatile Thread closingThread;
-    private volatile Thread closingListenersThread;
 
     /**
      * Set while pglock runs an application's callback on a thread (an onLost listener, a leader's
      * onElected and onRevoked): a close() made there returns at once, since the first close() may be
      * waiting for that very callback.
      */
-    public static final ThreadLocal<Boolean> IN_CALLBACK = new ThreadLocal<>();
+    static final ThreadLocal<Boolean> IN_CALLBACK = new ThreadLocal<>();
 
     /**
      * A later close() returns once the first has freed everything, so that whoever calls it can rely
-     * on nothing being held any more; at once when the first may be waiting for its caller: a thread
-     * of the closing itself (its own, the event thread, the one it runs queued listeners on), one
-     * running a callback of pglock's (see IN_CALLBACK), or one holding a lock of this client, which
-     * the first close() waits for during its grace period. Under the state lock, which it lets go of
+     * on nothing being held any more; at once when the first may be waiting for its caller: its own
+     * thread, one running a callback of pglock's (see IN_CALLBACK: the listeners it runs, here or on
+     * the event thread), or one holding a lock of this client, which the first close() waits for
+     * during its grace period. Under the state lock, which it lets go of
      * while it waits; an interrupt ends the wait, with the flag set again.
      */
     private void awaitFirstClose() {
         Thread me = Thread.currentThread();
-        if (me == closingThread || me == eventThread || me == closingListenersThread
-                || Boolean.TRUE.equals(IN_CALLBACK.get())) {
+        if (me == closingThread || Boolean.TRUE.equals(IN_CALLBACK.get())) {
             return;
         }
         for (Entry entry : entries.values()) {
@@ -1250,7 +1248,6 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             java.util.concurrent.FutureTask<Void> behind = new java.util.concurrent.FutureTask<>(
                     () -> queued.forEach(this::runQuietly), null);
             Thread t = new Thread(behind, running.getName() + "-closing");
-            closingListenersThread = t;
             t.setDaemon(true);
             t.start();
             done = behind;
@@ -1586,6 +1583,16 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         }
 
         void fireLost() {
+            Boolean outer = IN_CALLBACK.get();
+            IN_CALLBACK.set(Boolean.TRUE); // the observer's and the listeners' code
+            try {
+                tellLost();
+            } finally {
+                IN_CALLBACK.set(outer);
+            }
+        }
+
+        private void tellLost() {
             LockLostException reported = exception(lost);
             if (handedOut && !PermitKeys.isMarker(entry.request.key())
                     && LOSS_OBSERVED.compareAndSet(this, false, true)) {
@@ -1604,18 +1611,12 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                 state.unlock();
             }
             LockLostException exception = exception(lost);
-            Boolean outer = IN_CALLBACK.get();
-            IN_CALLBACK.set(Boolean.TRUE);
-            try {
-                for (var listener : toCall) {
-                    try {
-                        listener.accept(exception);
-                    } catch (Throwable e) { // an Error too: the other holders are told all the same
-                        log.warn("an onLost listener of lock '{}' threw", key(), e);
-                    }
+            for (var listener : toCall) {
+                try {
+                    listener.accept(exception);
+                } catch (Throwable e) { // an Error too: the other holders are told all the same
+                    log.warn("an onLost listener of lock '{}' threw", key(), e);
                 }
-            } finally {
-                IN_CALLBACK.set(outer);
             }
         }
 
