@@ -361,11 +361,7 @@ public class LockTemplate implements LockOperations {
                 try {
                     releaseAfterBoth.run();
                 } finally {
-                    if (error != null) {
-                        outcome.completeExceptionally(error);
-                    } else {
-                        outcome.complete(value);
-                    }
+                    completeWith(outcome, value, error);
                 }
             });
             return outcome;
@@ -375,14 +371,16 @@ public class LockTemplate implements LockOperations {
             return stage;
         }
         CompletableFuture<Object> released = new CompletableFuture<>();
-        stage.whenComplete((value, error) -> AsyncSupport.release(lock, () -> {
-            if (error != null) {
-                released.completeExceptionally(error);
-            } else {
-                released.complete(value);
-            }
-        }));
+        stage.whenComplete((value, error) -> AsyncSupport.release(lock, () -> completeWith(released, value, error)));
         return released;
+    }
+
+    private static void completeWith(CompletableFuture<Object> future, Object value, Throwable error) {
+        if (error != null) {
+            future.completeExceptionally(error);
+        } else {
+            future.complete(value);
+        }
     }
 
     /** Releases a lock whose work has returned, or leaves it to the surrounding transaction. */
