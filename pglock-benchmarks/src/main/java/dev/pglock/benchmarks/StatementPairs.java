@@ -170,50 +170,22 @@ public final class StatementPairs {
             }
             samples.add(perRound);
         }
-        List<Thread> threads = new ArrayList<>();
-        List<Connection> connections = new ArrayList<>();
-        for (int c = 0; c < clients; c++) {
-            int me = c;
-            long token = 1_000_000L + c;
-            Connection connection = connect(token);
-            connections.add(connection);
-            Thread t = new Thread(() -> {
-                try {
-                    PreparedStatement[] locks = new PreparedStatement[n];
-                    PreparedStatement[] unlocks = new PreparedStatement[n];
-                    for (int v = 0; v < n; v++) {
-                        locks[v] = connection.prepareStatement(HANDOFF.get(v).lock());
-                        unlocks[v] = connection.prepareStatement(HANDOFF.get(v).unlock());
-                    }
-                    while (active.get() != Integer.MIN_VALUE) {
-                        int v = active.get();
-                        if (v < 0) {
-                            LockSupport.parkNanos(100_000);
-                            continue;
-                        }
-                        Variant variant = HANDOFF.get(v);
-                        run(locks[v], variant.lockBinding(), key + v, token);
-                        long started = System.nanoTime();
-                        long released = lastRelease.get();
-                        if (lastHolder.getAndSet(me) != me && released != 0 && active.get() == v) {
-                            samples.get(v).get(round.get()).add(started - released);
-                        }
-                        LockSupport.parkNanos(TimeUnit.MILLISECONDS.toNanos(10)); // the holder's work
-                        lastRelease.set(System.nanoTime());
-                        run(unlocks[v], variant.unlockBinding(), key + v, token);
-                        long stepBackUntil = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(200);
-                        while (lastHolder.get() == me && active.get() == v && System.nanoTime() < stepBackUntil) {
-                            LockSupport.parkNanos(20_000);
-                        }
-                    }
-                } catch (SQLException e) {
-                    throw new IllegalStateException(e);
-                }
-            }, "statement-pairs-" + c);
-            t.setDaemon(true);
-            t.start();
-            threads.add(t);
-        }
+        AutoCloseable clientsRunning = startClients(clients, 1_000_000L, HANDOFF, active, (me, token, v, lock, unlock) -> {
+            Variant variant = HANDOFF.get(v);
+            run(lock, variant.lockBinding(), key + v, token);
+            long started = System.nanoTime();
+            long released = lastRelease.get();
+            if (lastHolder.getAndSet(me) != me && released != 0 && active.get() == v) {
+                samples.get(v).get(round.get()).add(started - released);
+            }
+            LockSupport.parkNanos(TimeUnit.MILLISECONDS.toNanos(10)); // the holder's work
+            lastRelease.set(System.nanoTime());
+            run(unlock, variant.unlockBinding(), key + v, token);
+            long stepBackUntil = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(200);
+            while (lastHolder.get() == me && active.get() == v && System.nanoTime() < stepBackUntil) {
+                LockSupport.parkNanos(20_000);
+            }
+        });
         for (int r = 0; r < rounds; r++) {
             round.set(r);
             for (int k = 0; k < n; k++) {
@@ -225,13 +197,7 @@ public final class StatementPairs {
                 Thread.sleep(30); // the last holder releases
             }
         }
-        active.set(Integer.MIN_VALUE);
-        for (Thread t : threads) {
-            t.join(TimeUnit.SECONDS.toMillis(5));
-        }
-        for (Connection c : connections) {
-            c.close();
-        }
+        clientsRunning.close();
         double[][] p50 = new double[n][rounds];
         for (int v = 0; v < n; v++) {
             for (int r = 0; r < rounds; r++) {
@@ -250,41 +216,15 @@ public final class StatementPairs {
         int n = PARALLEL.size();
         AtomicInteger active = new AtomicInteger(-1);
         AtomicLongArray pairs = new AtomicLongArray(n);
-        List<Thread> threads = new ArrayList<>();
-        List<Connection> connections = new ArrayList<>();
-        for (int i = 0; i < threadCount; i++) {
-            long token = 2_000_000L + i;
-            long key = 7_400_000_000L + i;
-            Connection connection = connect(token);
-            connections.add(connection);
-            Thread t = new Thread(() -> {
-                try {
-                    PreparedStatement[] tries = new PreparedStatement[n];
-                    PreparedStatement[] unlocks = new PreparedStatement[n];
-                    for (int v = 0; v < n; v++) {
-                        tries[v] = connection.prepareStatement(PARALLEL.get(v).lock());
-                        unlocks[v] = connection.prepareStatement(PARALLEL.get(v).unlock());
+        AutoCloseable clientsRunning = startClients(threadCount, 2_000_000L, PARALLEL, active,
+                (me, token, v, tryLock, unlock) -> {
+                    long key = 7_400_000_000L + me;
+                    run(tryLock, PARALLEL.get(v).lockBinding(), key, token);
+                    run(unlock, PARALLEL.get(v).unlockBinding(), key, token);
+                    if (active.get() == v) {
+                        pairs.incrementAndGet(v);
                     }
-                    while (active.get() != Integer.MIN_VALUE) {
-                        int v = active.get();
-                        if (v < 0) {
-                            LockSupport.parkNanos(100_000);
-                            continue;
-                        }
-                        run(tries[v], PARALLEL.get(v).lockBinding(), key, token);
-                        run(unlocks[v], PARALLEL.get(v).unlockBinding(), key, token);
-                        if (active.get() == v) {
-                            pairs.incrementAndGet(v);
-                        }
-                    }
-                } catch (SQLException e) {
-                    throw new IllegalStateException(e);
-                }
-            }, "statement-pairs-" + i);
-            t.setDaemon(true);
-            t.start();
-            threads.add(t);
-        }
+                });
         Thread.sleep(1000); // connections open, statements prepared
         double[][] rate = new double[n][rounds];
         for (int r = 0; r < rounds; r++) {
@@ -299,13 +239,63 @@ public final class StatementPairs {
                 Thread.sleep(20);
             }
         }
-        active.set(Integer.MIN_VALUE);
-        for (Thread t : threads) {
-            t.join(TimeUnit.SECONDS.toMillis(5));
-        }
-        for (Connection c : connections) {
-            c.close();
-        }
+        clientsRunning.close();
         return rate;
+    }
+
+    /** One turn of a client with variant {@code v}'s statements, prepared on its own connection. */
+    @FunctionalInterface
+    private interface Turn {
+        void take(int client, long token, int v, PreparedStatement lock, PreparedStatement unlock) throws SQLException;
+    }
+
+    /**
+     * Starts {@code count} clients, each on a connection of its own whose session token is {@code
+     * tokenBase} plus its number, with every variant's statements prepared: each takes {@code turn}s
+     * with the active variant while one is ({@code active} is -1 between turns). Closing it ends the
+     * run and closes the connections.
+     */
+    private static AutoCloseable startClients(int count, long tokenBase, List<Variant> variants, AtomicInteger active,
+            Turn turn) throws SQLException {
+        List<Thread> threads = new ArrayList<>();
+        List<Connection> connections = new ArrayList<>();
+        for (int c = 0; c < count; c++) {
+            int client = c;
+            long token = tokenBase + c;
+            Connection connection = connect(token);
+            connections.add(connection);
+            Thread t = new Thread(() -> {
+                try {
+                    PreparedStatement[] locks = new PreparedStatement[variants.size()];
+                    PreparedStatement[] unlocks = new PreparedStatement[variants.size()];
+                    for (int v = 0; v < variants.size(); v++) {
+                        locks[v] = connection.prepareStatement(variants.get(v).lock());
+                        unlocks[v] = connection.prepareStatement(variants.get(v).unlock());
+                    }
+                    while (active.get() != Integer.MIN_VALUE) {
+                        int v = active.get();
+                        if (v < 0) {
+                            LockSupport.parkNanos(100_000);
+                            continue;
+                        }
+                        turn.take(client, token, v, locks[v], unlocks[v]);
+                    }
+                } catch (SQLException e) {
+                    throw new IllegalStateException(e);
+                }
+            }, "statement-pairs-" + c);
+            t.setDaemon(true);
+            t.start();
+            threads.add(t);
+        }
+        return () -> {
+            active.set(Integer.MIN_VALUE);
+            for (Thread t : threads) {
+                t.join(TimeUnit.SECONDS.toMillis(5));
+            }
+            for (Connection c : connections) {
+                c.close();
+            }
+        };
     }
 }
