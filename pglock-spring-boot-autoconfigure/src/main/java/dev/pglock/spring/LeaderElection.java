@@ -7,6 +7,7 @@ import dev.pglock.core.LockClient;
 import java.nio.charset.StandardCharsets;
 import java.util.Objects;
 import java.util.Optional;
+import java.util.concurrent.CountDownLatch;
 import org.springframework.context.ApplicationEventPublisher;
 import org.springframework.context.SmartLifecycle;
 
@@ -70,9 +71,19 @@ public class LeaderElection implements SmartLifecycle {
         if (leadership != null) {
             return;
         }
-        leadership = client.lead(key, new LeaderCallbacks() {
+        // The candidate's thread starts inside lead() and may be elected before lead() returns: its
+        // announcement waits until the candidacy is stored, so that an event listener sees isLeader()
+        // and lock() answer for it, and its yieldLeadership() takes effect.
+        CountDownLatch stored = new CountDownLatch(1);
+        LeaderCallbacks announcing = new LeaderCallbacks() {
             @Override
             public void onElected(HeldLock lock) {
+                try {
+                    stored.await();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt(); // stop() ends the candidacy: not announced
+                    return;
+                }
                 if (data != null && client.mode() == dev.pglock.core.LockMode.LEASE) {
                     lock.updateData(data.getBytes(StandardCharsets.UTF_8)); // a failure steps down, unannounced
                 }
@@ -86,7 +97,12 @@ public class LeaderElection implements SmartLifecycle {
                     events.publishEvent(new LeaderRevokedEvent(LeaderElection.this, lock));
                 }
             }
-        });
+        };
+        try {
+            leadership = client.lead(key, announcing);
+        } finally {
+            stored.countDown();
+        }
     }
 
     @Override
