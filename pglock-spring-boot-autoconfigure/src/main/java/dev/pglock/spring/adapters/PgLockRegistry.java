@@ -30,7 +30,9 @@ import org.springframework.integration.support.locks.RenewableLockRegistry;
  *
  * <p>Keys are Strings (as {@code JdbcLockRegistry} requires). Locks are re-entrant per thread, and
  * {@link Lock#unlock()} by a thread that does not hold the lock throws
- * {@link IllegalStateException}. {@link Lock#newCondition()} is not supported.
+ * {@link IllegalStateException}. A thread whose lock was lost cannot re-enter it: {@code tryLock}
+ * answers false and {@code lock()} throws, and the thread's next attempt takes the key afresh.
+ * {@link Lock#newCondition()} is not supported.
  */
 public final class PgLockRegistry implements RenewableLockRegistry<Lock>, ExpirableLockRegistry<Lock> {
 
@@ -123,6 +125,31 @@ public final class PgLockRegistry implements RenewableLockRegistry<Lock>, Expira
             holds.get(Thread.currentThread()).peekLast().assertHeld();
         }
 
+        /**
+         * Whether the calling thread's lock on the key was lost while it held it; its holds are then
+         * dropped. It does not hold the key, so a re-entry would be a fresh acquisition counted as a
+         * re-entry, and the caller's matching unlock() would give that back while it believes it still
+         * holds the outer one (Spring Integration's leader initiator re-takes its lock every heartbeat
+         * and unlocks once: it would go on leading with the key free). So such a re-entry fails
+         * (tryLock answers false, lock() throws), and the thread's next attempt starts afresh.
+         */
+        private boolean lostByCurrentThread() {
+            Thread me = Thread.currentThread();
+            Deque<HeldLock> mine = holds.get(me);
+            if (mine == null || mine.isEmpty() || mine.peekFirst().isHeld()) {
+                return false;
+            }
+            holds.remove(me);
+            lastUsedNanos = System.nanoTime();
+            return true;
+        }
+
+        private IllegalStateException lostBeforeReentry() {
+            return new IllegalStateException("lock '" + key + "' was lost while thread '"
+                    + Thread.currentThread().getName() + "' held it: it is not re-entered (the work done under it"
+                    + " may not have been exclusive); lock it again to take it afresh");
+        }
+
         private boolean take(Duration wait) {
             waiting.incrementAndGet();
             try {
@@ -177,6 +204,9 @@ public final class PgLockRegistry implements RenewableLockRegistry<Lock>, Expira
 
         @Override
         public void lock() {
+            if (lostByCurrentThread()) {
+                throw lostBeforeReentry();
+            }
             boolean interrupted = Thread.interrupted();
             try {
                 while (!take(FOREVER_STEP)) {
@@ -193,17 +223,20 @@ public final class PgLockRegistry implements RenewableLockRegistry<Lock>, Expira
 
         @Override
         public void lockInterruptibly() throws InterruptedException {
+            if (lostByCurrentThread()) {
+                throw lostBeforeReentry();
+            }
             takeInterruptibly(Long.MAX_VALUE / 4);
         }
 
         @Override
         public boolean tryLock() {
-            return take(Duration.ZERO);
+            return !lostByCurrentThread() && take(Duration.ZERO);
         }
 
         @Override
         public boolean tryLock(long time, TimeUnit unit) throws InterruptedException {
-            return takeInterruptibly(Math.max(0, unit.toNanos(time)));
+            return !lostByCurrentThread() && takeInterruptibly(Math.max(0, unit.toNanos(time)));
         }
 
         @Override

@@ -5,7 +5,9 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.awaitility.Awaitility.await;
 
 import com.zaxxer.hikari.HikariDataSource;
+import dev.pglock.core.HeldLock;
 import dev.pglock.core.LockClient;
+import dev.pglock.core.LockRequest;
 import dev.pglock.core.PgLock;
 import dev.pglock.test.PgTestDatabase;
 import java.sql.Connection;
@@ -14,6 +16,7 @@ import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -275,6 +278,65 @@ class PgLockAdaptersTest {
         } finally {
             first.stop();
             second.stop();
+        }
+    }
+
+    /**
+     * Review: a leader whose lock was lost re-took it in its next heartbeat's tryLock (the lost hold
+     * was still on its thread, so Spring Integration counted it a re-entry) and then unlocked once:
+     * that released the fresh lock in the database while the initiator went on leading, and another
+     * replica took the key (before, nobody competing, it never stepped down). Now a thread's lost holds
+     * make its next take fail (and are dropped), so the initiator steps down at its next heartbeat.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"advisory", "lease"})
+    void aLeaderWhoseLockWasLostStepsDownBeforeAnotherReplicaTakesTheKey(String mode) throws Exception {
+        java.util.concurrent.CountDownLatch foundLost = new java.util.concurrent.CountDownLatch(1);
+        dev.pglock.core.LockObserver lossHeard = new dev.pglock.core.LockObserver() {
+            @Override
+            public void lost(dev.pglock.core.LockMode lockMode, String key, dev.pglock.core.LockLostException.Reason reason) {
+                foundLost.countDown();
+            }
+        };
+        LockClient clientA = "lease".equals(mode)
+                ? PgLock.lease(pool).namespace(namespace).tableName(table).lease(Duration.ofSeconds(3))
+                        .heartbeatInterval(HEARTBEAT).observer(lossHeard).build()
+                : PgLock.advisory(pool).namespace(namespace).heartbeatInterval(HEARTBEAT).observer(lossHeard).build();
+        toClose.add(0, clientA);
+        LockClient other = replica(mode);
+        PgLockRegistry a = new PgLockRegistry(clientA);
+        LockRegistryLeaderInitiator initiator = new LockRegistryLeaderInitiator(a, new DefaultCandidate("a", "lost"));
+        initiator.setHeartBeatMillis(100);
+        java.util.concurrent.atomic.AtomicBoolean revoked = new java.util.concurrent.atomic.AtomicBoolean();
+        initiator.setLeaderEventPublisher(new org.springframework.integration.leader.event.DefaultLeaderEventPublisher(
+                event -> {
+                    if (event instanceof org.springframework.integration.leader.event.OnRevokedEvent) {
+                        revoked.set(true);
+                    }
+                }));
+        initiator.start();
+        try {
+            await().atMost(Duration.ofSeconds(10)).until(() -> initiator.getContext().isLeader());
+            try (Connection c = db.connect(); Statement st = c.createStatement()) {
+                st.execute("advisory".equals(mode)
+                        ? "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
+                                + " AND granted AND ((classid::bigint << 32) | objid::bigint) = "
+                                + dev.pglock.core.advisory.AdvisoryKeyHasher.lockId(namespace, "lost")
+                        : "DELETE FROM " + table + " WHERE namespace = '" + namespace + "' AND lock_key = 'lost'");
+            }
+            assertThat(foundLost.await(10, TimeUnit.SECONDS)).as("A's client found the loss").isTrue();
+            // Nobody else wants the key: before, the initiator re-took and dropped it every heartbeat
+            // and never stepped down.
+            await("the initiator steps down").atMost(Duration.ofSeconds(5)).untilTrue(revoked);
+            await("and is elected anew").atMost(Duration.ofSeconds(10)).until(() -> initiator.getContext().isLeader());
+            // Its heartbeats' re-entries keep the key now: another replica cannot take it.
+            await().during(Duration.ofMillis(500)).atMost(Duration.ofSeconds(2)).until(() -> {
+                Optional<HeldLock> taken = other.tryAcquire(LockRequest.of("lost"));
+                taken.ifPresent(HeldLock::close);
+                return taken.isEmpty() && initiator.getContext().isLeader();
+            });
+        } finally {
+            initiator.stop();
         }
     }
 }
