@@ -121,7 +121,14 @@ final class DistributedLockInterceptor implements MethodInterceptor {
         // publisher's lock is taken on subscription, after this call, and its reactive transaction
         // has no thread-bound synchronization.
         if (operation.shape() != LockOperation.Shape.REACTIVE && LockSynchronization.active()) {
-            LockContext.find().ifPresent(LockSynchronization::checkBeforeCommit);
+            java.util.Optional<HeldLock> lock = LockContext.find();
+            lock.ifPresent(LockSynchronization::checkBeforeCommit);
+            Object result = invocation.proceed();
+            if (result instanceof java.util.concurrent.CompletionStage<?> stage && lock.isPresent()) {
+                // Its work runs on: should the commit fail, the outer interceptor keeps the lock for it.
+                LockTemplate.returnedInside(lock.get(), stage);
+            }
+            return result;
         }
         return invocation.proceed();
     }

@@ -313,6 +313,16 @@ public class LockTemplate implements LockOperations {
             }
             return result;
         } catch (Throwable failed) {
+            CompletionStage<?> started = returnedInside(lock);
+            if (started != null) {
+                // The work returned its stage inside a transaction whose commit then failed: it runs on,
+                // so the lock is kept until it completes; the caller gets the failure.
+                handedOver = true;
+                if (client instanceof dev.pglock.core.internal.AbstractLockClient<?> internals) {
+                    internals.detach(lock);
+                }
+                releasedWhenComplete(lock, started, false);
+            }
             if (lock instanceof TransactionLock && client.mode() == LockMode.ADVISORY) {
                 // An advisory transaction lock is lost only with the work it covered (a savepoint's
                 // rollback, NESTED) or with the whole transaction: a NESTED scope rolled back must not
@@ -322,10 +332,34 @@ public class LockTemplate implements LockOperations {
             throw failed;
         } finally {
             LockContext.pop();
+            if (returnedInside(lock) != null) {
+                RETURNED_INSIDE.remove();
+            }
             if (!handedOver) {
                 finish(lock);
             }
         }
+    }
+
+    /**
+     * The stage a locked method returned inside the transaction that the lock, taken outside it, wraps
+     * (see DistributedLockInterceptor.invokeInside): if that transaction's commit then fails, the
+     * exception reaches {@link #runHolding} instead of the stage, whose work already runs.
+     */
+    private static final ThreadLocal<ReturnedInside> RETURNED_INSIDE = new ThreadLocal<>();
+
+    private record ReturnedInside(HeldLock lock, CompletionStage<?> stage) {
+    }
+
+    /** Records that the work under {@code lock} returned {@code stage} inside its transaction. */
+    static void returnedInside(HeldLock lock, CompletionStage<?> stage) {
+        RETURNED_INSIDE.set(new ReturnedInside(lock, stage));
+    }
+
+    /** The stage the work under {@code lock} returned inside its transaction, or null. */
+    private static CompletionStage<?> returnedInside(HeldLock lock) {
+        ReturnedInside inside = RETURNED_INSIDE.get();
+        return inside != null && inside.lock() == lock ? inside.stage() : null;
     }
 
     /**

@@ -755,6 +755,33 @@ abstract class MethodShapesIntegrationTest {
         });
     }
 
+    /**
+     * Review: a transactional method that started its work and returned its future, whose commit
+     * then failed (a deferred constraint, a synchronization, a rollback-only mark): the exception
+     * reached the lock's interceptor before any future did, and the lock was released while the work
+     * still ran. Now the lock is kept until that work completes, and the caller gets the exception.
+     */
+    @Test
+    void aFailedCommitAfterAFutureMethodReturnedKeepsTheLockUntilItsWorkCompletes() {
+        runner().run(context -> {
+            Accounts accounts = context.getBean(Accounts.class);
+            LockClient other = otherReplica();
+            CompletableFuture<Void> gate = new CompletableFuture<>();
+            assertThatThrownBy(() -> accounts.startWorkThenFailTheCommit(gate))
+                    .hasMessageContaining("the commit failed (test)");
+            try {
+                assertThat(other.tryAcquire(LockRequest.of("account"))).as("held while the work runs").isEmpty();
+            } finally {
+                gate.complete(null);
+            }
+            await().atMost(Duration.ofSeconds(10)).until(() -> {
+                java.util.Optional<HeldLock> taken = other.tryAcquire(LockRequest.of("account"));
+                taken.ifPresent(HeldLock::close);
+                return taken.isPresent();
+            });
+        });
+    }
+
     /** Breaks the lock the running method holds, the way the mode loses one, and waits until it knows. */
     private void breakHeldLock(LockClient other, String key) {
         HeldLock lock = LockContext.current();
@@ -946,6 +973,19 @@ abstract class MethodShapesIntegrationTest {
         public CompletableFuture<Void> incrementWrappedReturningAFuture(Runnable meanwhile) {
             readModifyWrite(meanwhile);
             return CompletableFuture.completedFuture(null);
+        }
+
+        @Transactional
+        @DistributedLock(key = "'account'", waitAtMost = "10s")
+        public CompletableFuture<Void> startWorkThenFailTheCommit(CompletableFuture<Void> gate) {
+            org.springframework.transaction.support.TransactionSynchronizationManager.registerSynchronization(
+                    new org.springframework.transaction.support.TransactionSynchronization() {
+                        @Override
+                        public void beforeCommit(boolean readOnly) {
+                            throw new IllegalStateException("the commit failed (test)");
+                        }
+                    });
+            return CompletableFuture.runAsync(gate::join);
         }
 
         @DistributedLock(key = "'account'", inTransaction = true)
