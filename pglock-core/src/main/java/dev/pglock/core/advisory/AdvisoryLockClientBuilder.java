@@ -3,6 +3,7 @@ package dev.pglock.core.advisory;
 import dev.pglock.core.LockClient;
 import dev.pglock.core.LockObserver;
 import dev.pglock.core.internal.Checks;
+import dev.pglock.core.internal.Durations;
 import dev.pglock.core.internal.Identifiers;
 import dev.pglock.core.internal.Owners;
 import java.time.Duration;
@@ -63,13 +64,14 @@ public final class AdvisoryLockClientBuilder {
 
     /** The longest wait for a connection from the DataSource before failing with "pool exhausted" (default 5s). */
     public AdvisoryLockClientBuilder connectionWaitTimeout(Duration timeout) {
-        this.connectionWaitTimeout = Checks.positive("connectionWaitTimeout", timeout);
+        // a longer one (ChronoUnit.FOREVER, say) means "ever", as a wait does
+        this.connectionWaitTimeout = Durations.atMostLongest(Checks.positive("connectionWaitTimeout", timeout));
         return this;
     }
 
     /** How often the watchdog checks that the lock sessions are alive (default 2s). */
     public AdvisoryLockClientBuilder heartbeatInterval(Duration interval) {
-        this.heartbeatInterval = Checks.positive("heartbeatInterval", interval);
+        this.heartbeatInterval = Checks.span("heartbeatInterval", interval);
         return this;
     }
 

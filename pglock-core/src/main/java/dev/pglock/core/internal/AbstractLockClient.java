@@ -838,7 +838,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         D lock = entry.lock;
         Duration holdAtLeast = entry.request.holdAtLeast();
         if (!holdAtLeast.isZero()) {
-            Instant until = lock.acquiredAt().plus(holdAtLeast);
+            Instant until = Durations.plusAtMost(lock.acquiredAt(), holdAtLeast); // "ever" saturates
             Instant now = Instant.now();
             if (until.isAfter(now)) {
                 if (keptUntil.size() >= CONTENDED_MAX) {

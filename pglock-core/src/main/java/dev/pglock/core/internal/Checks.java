@@ -15,6 +15,19 @@ public final class Checks {
         return value;
     }
 
+    /**
+     * {@code value}, positive and at most {@link Durations#LONGEST} (about 73 years): a lease or a
+     * heartbeat interval the client's monotonic clock can count.
+     */
+    public static Duration span(String field, Duration value) {
+        positive(field, value);
+        if (value.compareTo(Durations.LONGEST) > 0) {
+            throw new IllegalArgumentException(field + " must be at most " + Durations.LONGEST
+                    + " (about 73 years, the longest span this client's clock counts), got " + value);
+        }
+        return value;
+    }
+
     public static int between(String field, int value, int min, int max) {
         if (value < min || value > max) {
             throw new IllegalArgumentException(field + " must be between " + min + " and " + max + ", got " + value);

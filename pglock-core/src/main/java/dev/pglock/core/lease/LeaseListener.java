@@ -398,7 +398,7 @@ final class LeaseListener {
                 c.setAutoCommit(true);
             }
             // A server that stops answering must not hang LISTEN or the poll below for ever.
-            c.setNetworkTimeout(connector, (int) Math.max(POLL_MILLIS * 4L, connectionWaitTimeout.toMillis()));
+            c.setNetworkTimeout(connector, (int) Math.min(Integer.MAX_VALUE, Math.max(POLL_MILLIS * 4L, connectionWaitTimeout.toMillis())));
             c.unwrap(PGConnection.class); // not pgjdbc: fail here, with the reason
             try (Statement st = c.createStatement()) {
                 st.execute(listenSql);

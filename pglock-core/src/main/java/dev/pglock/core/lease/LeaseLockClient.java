@@ -637,6 +637,11 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     @Override
     protected void validate(LockRequest request) {
         Duration lease = request.lease().orElse(defaultLease);
+        if (lease.compareTo(dev.pglock.core.internal.Durations.LONGEST) > 0) {
+            throw new IllegalArgumentException("leaseFor (" + lease + ") must be at most "
+                    + dev.pglock.core.internal.Durations.LONGEST + " (about 73 years, the longest span this client's"
+                    + " clock counts) for key '" + request.key() + "'");
+        }
         if (lease.compareTo(heartbeatInterval.multipliedBy(2)) <= 0) {
             throw new IllegalArgumentException("leaseFor (" + lease + ") must be longer than twice the heartbeat"
                     + " interval (" + heartbeatInterval + ") for key '" + request.key() + "'");

@@ -3,6 +3,7 @@ package dev.pglock.core.lease;
 import dev.pglock.core.LockClient;
 import dev.pglock.core.LockObserver;
 import dev.pglock.core.internal.Checks;
+import dev.pglock.core.internal.Durations;
 import dev.pglock.core.internal.Identifiers;
 import dev.pglock.core.internal.Owners;
 import java.time.Duration;
@@ -92,13 +93,13 @@ public final class LeaseLockClientBuilder {
 
     /** The default lease of a lock (default 10s, like Spring Integration's lock TTL: a crashed holder's lock is free again at most 10 s after its last heartbeat); must be longer than twice the heartbeat interval. */
     public LeaseLockClientBuilder lease(Duration lease) {
-        this.lease = Checks.positive("lease", lease);
+        this.lease = Checks.span("lease", lease);
         return this;
     }
 
     /** How often one statement renews every lock the client holds (default 2s). */
     public LeaseLockClientBuilder heartbeatInterval(Duration interval) {
-        this.heartbeatInterval = Checks.positive("heartbeatInterval", interval);
+        this.heartbeatInterval = Checks.span("heartbeatInterval", interval);
         return this;
     }
 
@@ -128,7 +129,8 @@ public final class LeaseLockClientBuilder {
 
     /** The longest wait for a connection from the DataSource (default 5s). */
     public LeaseLockClientBuilder connectionWaitTimeout(Duration timeout) {
-        this.connectionWaitTimeout = Checks.positive("connectionWaitTimeout", timeout);
+        // a longer one (ChronoUnit.FOREVER, say) means "ever", as a wait does
+        this.connectionWaitTimeout = Durations.atMostLongest(Checks.positive("connectionWaitTimeout", timeout));
         return this;
     }
 

@@ -356,6 +356,27 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Review: the same with ChronoUnit.FOREVER, a common way to say "ever". Its release threw an
+     * ArithmeticException (the end of the hold as an Instant overflowed) after it had taken the hold
+     * off the books: the release never reached the database, the key stayed busy in this client,
+     * and close() waited its whole in-flight bound for a call that did not exist.
+     */
+    @Test
+    void aHoldAtLeastOfForeverIsReleasedQuietlyAndHeldUntilTheClientCloses() throws Exception {
+        LockClient a = builder(pool).build();
+        LockClient b = closeLater(builder(pool).build());
+        HeldLock held = a.acquire(LockRequest.of("forever").holdAtLeast(java.time.temporal.ChronoUnit.FOREVER.getDuration()));
+        assertThat(held.release()).isTrue();
+
+        assertThat(b.tryAcquire(LockRequest.of("forever"))).as("kept by its hold-at-least").isEmpty();
+        long closing = System.nanoTime();
+        a.close();
+        assertThat(Duration.ofNanos(System.nanoTime() - closing)).as("no call in flight to wait for")
+                .isLessThan(Duration.ofSeconds(5));
+        assertThat(b.tryAcquire(LockRequest.of("forever"))).as("given back at close").isPresent();
+    }
+
+    /**
      * A wait longer than one statement's lock_timeout can say (about 24.8 days; 200 ms here) goes on
      * in another statement until its own end, and ends as not acquired. Before, it failed with an
      * IllegalStateException once the first statement's timeout ran out.

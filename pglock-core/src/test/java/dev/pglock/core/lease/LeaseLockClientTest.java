@@ -1183,6 +1183,40 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThat(a.tryAcquire(LockRequest.of("short"))).as("nothing was locked by the refused calls").isPresent();
     }
 
+    /**
+     * Review: a lease longer than the client's clock can count (about 73 years; ChronoUnit.FOREVER
+     * is a common way to say "ever") was taken, and then its trust and release-retry windows wrapped
+     * around, so a failed release was dropped at once and the row kept for centuries; FOREVER itself
+     * failed with a bare ArithmeticException. Now it is refused at the call or the builder, named. A
+     * connection wait of FOREVER means "ever", as a wait does.
+     */
+    @Test
+    void spansBeyondWhatTheClockCountsAreRefusedNamedAndAConnectionWaitOfForeverMeansEver() {
+        Duration forever = java.time.temporal.ChronoUnit.FOREVER.getDuration();
+        Duration centuries = Duration.ofDays(365L * 300);
+        LockClient a = client();
+        for (Duration tooLong : List.of(forever, centuries)) {
+            assertThatThrownBy(() -> a.tryAcquire(LockRequest.of("ever").leaseFor(tooLong)))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("leaseFor")
+                    .hasMessageContaining(tooLong.toString());
+            assertThatThrownBy(() -> PgLock.lease(pool).lease(tooLong)).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("lease").hasMessageContaining(tooLong.toString());
+            assertThatThrownBy(() -> PgLock.lease(pool).heartbeatInterval(tooLong))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("heartbeatInterval");
+            assertThatThrownBy(() -> PgLock.advisory(pool).heartbeatInterval(tooLong))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("heartbeatInterval");
+        }
+        try (LockClient patient = closeLater(builder(pool).connectionWaitTimeout(forever).build());
+                HeldLock held = patient.acquire(LockRequest.of("ever"))) {
+            assertThat(held.isHeld()).isTrue();
+        }
+        try (LockClient patient = PgLock.advisory(pool).namespace(PgTestDatabase.uniqueName("ever"))
+                        .connectionWaitTimeout(forever).build();
+                HeldLock held = patient.acquire(LockRequest.of("ever"))) {
+            assertThat(held.isHeld()).isTrue();
+        }
+    }
+
     @Test
     void aDataSourceThatIsNotPostgresIsRefusedAtBuild() {
         JdbcDataSource h2 = new JdbcDataSource();
