@@ -99,14 +99,7 @@ public final class AdvisoryKeyHasher {
     }
 
     static String validateNamespace(String namespace) {
-        if (namespace == null) {
-            throw new IllegalArgumentException("namespace must not be null (use \"\" for none)");
-        }
-        if (namespace.length() > 255 || namespace.indexOf('\0') >= 0) {
-            throw new IllegalArgumentException("namespace must be at most 255 characters without NUL, got '"
-                    + namespace.replace("\0", "\\0") + "'");
-        }
-        return namespace;
+        return dev.pglock.core.internal.Checks.namespace(namespace);
     }
 
     /**

@@ -28,6 +28,18 @@ public final class Checks {
         return value;
     }
 
+    /** A namespace: not null ("" for none), at most 255 characters, no NUL (PostgreSQL's text has none). */
+    public static String namespace(String namespace) {
+        if (namespace == null) {
+            throw new IllegalArgumentException("namespace must not be null (use \"\" for none)");
+        }
+        if (namespace.length() > 255 || namespace.indexOf('\0') >= 0) {
+            throw new IllegalArgumentException("namespace must be at most 255 characters without NUL, got '"
+                    + namespace.replace("\0", "\\0") + "'");
+        }
+        return namespace;
+    }
+
     public static int between(String field, int value, int min, int max) {
         if (value < min || value > max) {
             throw new IllegalArgumentException(field + " must be between " + min + " and " + max + ", got " + value);

@@ -30,8 +30,9 @@ public final class Owners {
      * clients started with the same name still never share an identity.
      */
     public static String fromName(String name) {
-        if (name == null || name.isBlank() || name.length() > 200) {
-            throw new IllegalArgumentException("owner must be 1 to 200 characters and not blank, got '" + name + "'");
+        if (name == null || name.isBlank() || name.length() > 200 || name.indexOf('\0') >= 0) {
+            throw new IllegalArgumentException("owner must be 1 to 200 characters, not blank, without NUL, got '"
+                    + (name == null ? null : name.replace("\0", "\\0")) + "'");
         }
         return name + ":" + suffix();
     }

@@ -64,10 +64,7 @@ public final class LeaseLockClientBuilder {
 
     /** Keeps services that share the table apart (default empty). Replicas of one service must agree on it. */
     public LeaseLockClientBuilder namespace(String namespace) {
-        if (namespace == null || namespace.length() > 255) {
-            throw new IllegalArgumentException("namespace must be at most 255 characters, got '" + namespace + "'");
-        }
-        this.namespace = namespace;
+        this.namespace = Checks.namespace(namespace);
         return this;
     }
 

@@ -1170,6 +1170,12 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThatThrownBy(() -> PgLock.lease(pool).lease(Duration.ZERO)).hasMessageContaining("lease");
         assertThatThrownBy(() -> PgLock.lease(pool).heartbeatInterval(Duration.ofSeconds(-1)))
                 .hasMessageContaining("heartbeatInterval");
+        // Review: a NUL (which PostgreSQL's text cannot hold) was accepted here, and every acquire then
+        // failed in the driver, its undo retried about once a second with a warning each time.
+        assertThatThrownBy(() -> PgLock.lease(pool).namespace("a\0b")).isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("namespace").hasMessageContaining("a\\0b");
+        assertThatThrownBy(() -> PgLock.lease(pool).owner("pod\0")).isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("owner").hasMessageContaining("pod\\0");
         for (int lines : new int[] {-1, 17}) {
             assertThatThrownBy(() -> PgLock.lease(pool).waitLines(lines)).isInstanceOf(IllegalArgumentException.class)
                     .hasMessageContaining("waitLines").hasMessageContaining(String.valueOf(lines));
