@@ -868,6 +868,12 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         return CompletableFuture.completedFuture(unlock(lock));
     }
 
+    /** A live session keeps its locks: confirmed by the session's check (one statement). */
+    @Override
+    protected Released confirmHeld(AdvisoryLock lock) {
+        return stillHeld(lock);
+    }
+
     /**
      * Whether the lock's session still has it: its backend answers, with the session's token. A live
      * backend keeps its advisory locks, and only this session's own unlocks drop them.

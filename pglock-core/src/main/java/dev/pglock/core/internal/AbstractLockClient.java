@@ -600,7 +600,8 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
     private Outcome acquireOnce(LockRequest request, long deadline) {
         Thread me = Thread.currentThread();
-        Entry claimed;
+        Entry claimed = null;
+        Hold joining = null;
         List<Hold> untrusted = List.of();
         D untrustedLock = null;
         state.lock();
@@ -622,8 +623,12 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                     break;
                 }
                 Hold joined = entry.join(me, request);
+                if (joined != null && joined.handedOut) {
+                    return new Outcome(joined, false); // a re-entry: its outer hold answers for it
+                }
                 if (joined != null) {
-                    return new Outcome(joined, false);
+                    joining = joined;
+                    break;
                 }
                 long left = deadline - System.nanoTime();
                 if (left <= 0) {
@@ -642,7 +647,63 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                 reportUntrusted(untrusted, List.of(untrustedLock));
             }
         }
-        return lockClaimed(request, claimed, deadline, me);
+        return joining != null ? confirmJoin(joining) : lockClaimed(request, claimed, deadline, me);
+    }
+
+    /**
+     * Hands out a hold that joins a lock another caller holds, once the mode confirmed the lock where
+     * its record alone would not do (see {@link #confirmHeld}); a lock found lost is not joined, and
+     * the caller tries afresh.
+     */
+    private Outcome confirmJoin(Hold joined) {
+        Released found;
+        try {
+            found = confirmHeld(joined.entry.lock);
+        } catch (RuntimeException | Error e) {
+            dropJoin(joined, null);
+            throw e;
+        }
+        state.lock();
+        try {
+            if (joined.lost == null && (found == null || found.lostReason() == null)) {
+                joined.handedOut = true;
+                return new Outcome(joined, false);
+            }
+            // Lost: the mode told the lock's holds, this one too, which nobody had yet.
+            dropJoin(joined, found);
+            return Outcome.LOST_AT_GRANT;
+        } finally {
+            state.unlock();
+        }
+    }
+
+    /** Takes a join that was never handed out off its entry's books (the entry's other holds remain). */
+    private void dropJoin(Hold joined, Released found) {
+        state.lock();
+        try {
+            if (joined.entry.holds.remove(joined)) {
+                joined.released = true;
+                if (joined.lost == null && found != null) {
+                    joined.lost = new Loss(found.reason(), found.lostReason(), found.cause());
+                }
+                joined.entry.signalAll();
+                settled.signalAll();
+            }
+        } finally {
+            state.unlock();
+        }
+    }
+
+    /**
+     * Whether {@code lock} is still held in the database, asked where this client's own record would
+     * otherwise answer for it: when another caller joins a shared lock held here, and when a hold
+     * that is not the last one is released (a re-entry by the holding thread is answered for by its
+     * outer hold). Null when the record is enough (a lease within its trust cannot have been taken
+     * over); else {@link Released#HELD}, or the loss found, which the mode reports to the lock's
+     * holds. Default: null.
+     */
+    protected Released confirmHeld(D lock) {
+        return null;
     }
 
     /** We alone in this JVM may now ask the database for the key. */
@@ -799,6 +860,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         Entry entry = hold.entry;
         boolean outerStillHeld = false;
         boolean untrusted = false;
+        boolean confirm = false;
         state.lock();
         try {
             if (hold.lost != null) {
@@ -819,6 +881,8 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                 entry.holds.remove(hold);
                 settled.signalAll();
                 outerStillHeld = !entry.holds.isEmpty();
+                Thread thread = hold.thread;
+                confirm = outerStillHeld && (thread == null || entry.holds.stream().noneMatch(h -> h.thread == thread));
                 if (!outerStillHeld) {
                     entry.busy = true;
                     inFlight++;
@@ -832,6 +896,16 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             return false;
         }
         if (outerStillHeld) {
+            // Its work was not a re-entry inside another hold's: the lock is confirmed for it, as the
+            // last hold's release confirms it in the database.
+            Released found = confirm ? confirmHeld(entry.lock) : null;
+            if (found != null && found.lostReason() != null) {
+                hold.lost = new Loss(found.reason(), found.lostReason(), found.cause());
+                log.warn("lock '{}' was found lost when a hold of it was released ({}): the work done under it may"
+                        + " not have been exclusive", entry.lock.key(), found.lostReason());
+                hold.fireLost();
+                return false;
+            }
             hold.endHolding(null); // observer code, never under the client's lock
             return true;
         }
@@ -1368,13 +1442,13 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                     return null;
                 }
                 requireFits(request, heldByThread);
-                return join(new Hold(this, thread, true));
+                return join(new Hold(this, thread, true), heldByThread);
             }
             if (!heldByThread) {
                 return null;
             }
             requireFits(request, true);
-            return join(new Hold(this, thread, request.isShared()));
+            return join(new Hold(this, thread, request.isShared()), true);
         }
 
         /**
@@ -1408,9 +1482,12 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             return hold;
         }
 
-        /** Under {@link #state}: a joining or re-entrant hold, handed to its caller at once. */
-        Hold join(Hold hold) {
-            hold.handedOut = true;
+        /**
+         * Under {@link #state}: a joining or re-entrant hold. A re-entry is handed to its caller at
+         * once; a join by another caller once the lock is confirmed (see confirmJoin).
+         */
+        Hold join(Hold hold, boolean reentry) {
+            hold.handedOut = reentry;
             return add(hold);
         }
     }

@@ -356,6 +356,45 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Review: a shared lock joined in this JVM was handed out on the local record alone. With its
+     * session ended and not yet found so by the watchdog (up to a heartbeat), another client could
+     * hold the key exclusively while the join was granted "shared" beside it. A join by another
+     * thread (or a detached one) now confirms the session, as a fresh acquisition would.
+     */
+    @Test
+    void aSharedJoinAfterTheSessionEndedConfirmsItAndIsNotGrantedBesideAnExclusiveHolder() throws Exception {
+        LockClient a = closeLater(newClientWithoutHeartbeat());
+        LockClient b = closeLater(builder(pool).build());
+        HeldLock first = a.acquire(LockRequest.of("joined").shared().detached());
+        terminateHolderOf("joined");
+        HeldLock exclusive = b.acquire(LockRequest.of("joined").waitAtMost(Duration.ofSeconds(10)));
+
+        assertThat(a.tryAcquire(LockRequest.of("joined").shared().detached())).as("not granted beside b's").isEmpty();
+        assertThat(first.isHeld()).as("the loss found by the join is told").isFalse();
+        exclusive.release();
+        assertThat(a.tryAcquire(LockRequest.of("joined").shared().detached())).as("taken afresh once free").isPresent();
+    }
+
+    /**
+     * Review: the release of a shared hold that is not the last answered true on the local record
+     * alone, and once removed the hold heard nothing of the loss the last release found later. It now
+     * confirms the session, and a hold released after the session ended hears it and answers false.
+     */
+    @Test
+    void aNonLastSharedReleaseAfterTheSessionEndedAnswersFalseAndIsTold() throws Exception {
+        LockClient a = closeLater(newClientWithoutHeartbeat());
+        HeldLock first = a.acquire(LockRequest.of("shared-release").shared().detached());
+        HeldLock second = a.acquire(LockRequest.of("shared-release").shared().detached());
+        java.util.concurrent.CompletableFuture<LockLostException> told = new java.util.concurrent.CompletableFuture<>();
+        second.onLost(told::complete);
+        terminateHolderOf("shared-release");
+
+        assertThat(second.release()).as("not held to the end").isFalse();
+        assertThat(told.get(10, TimeUnit.SECONDS).reason()).isEqualTo(LockLostException.Reason.SESSION_DIED);
+        assertThat(first.isHeld()).isFalse();
+    }
+
+    /**
      * Review: the same with ChronoUnit.FOREVER, a common way to say "ever". Its release threw an
      * ArithmeticException (the end of the hold as an Instant overflowed) after it had taken the hold
      * off the books: the release never reached the database, the key stayed busy in this client,
