@@ -52,7 +52,7 @@ public class PgLockProperties {
     /**
      * Who this replica is, as written with its locks and shown by list(), get() and the start-up log
      * line (a random suffix keeps it unique per client). Advisory mode shows other replicas' locks by
-     * backend pid and application_name. Default: the host and process id.
+     * backend pid and application_name. Default: the host, the process id and a random part.
      */
     private String owner;
 
