@@ -660,35 +660,52 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         try {
             found = confirmHeld(joined.entry.lock);
         } catch (RuntimeException | Error e) {
-            dropJoin(joined, null);
+            giveBackJoin(joined, e);
             throw e;
         }
         state.lock();
         try {
-            if (joined.lost == null && (found == null || found.lostReason() == null)) {
+            if (joined.lost != null) {
+                return Outcome.LOST_AT_GRANT; // the mode told the lock's holds, this one too, which nobody had yet
+            }
+            if (!closed && (found == null || found.lostReason() == null)) {
                 joined.handedOut = true;
                 return new Outcome(joined, false);
             }
-            // Lost: the mode told the lock's holds, this one too, which nobody had yet.
-            dropJoin(joined, found);
-            return Outcome.LOST_AT_GRANT;
         } finally {
             state.unlock();
         }
+        // Closing, or found lost but not marked so: given back as any hold is (the last one of the lock
+        // releases it in the database), never handed out.
+        giveBackJoin(joined, null);
+        ensureOpen();
+        return Outcome.LOST_AT_GRANT;
     }
 
-    /** Takes a join that was never handed out off its entry's books (the entry's other holds remain). */
-    private void dropJoin(Hold joined, Released found) {
+    /** Releases a join that was never handed out, as any hold is released; a failure is added to {@code to}. */
+    private void giveBackJoin(Hold joined, Throwable to) {
+        try {
+            release(joined, true);
+        } catch (RuntimeException | Error e) {
+            if (to != null) {
+                to.addSuppressed(e);
+            } else {
+                log.warn("giving back a join of lock '{}' failed", joined.key(), e);
+            }
+        }
+    }
+
+    /**
+     * Whether releasing {@code hold} asks {@link #confirmHeld}: it is not the lock's last hold, and no
+     * other hold of the same thread remains (its work was not a re-entry inside another's).
+     */
+    private boolean releaseNeedsConfirming(Hold hold) {
+        Entry entry = hold.entry;
         state.lock();
         try {
-            if (joined.entry.holds.remove(joined)) {
-                joined.released = true;
-                if (joined.lost == null && found != null) {
-                    joined.lost = new Loss(found.reason(), found.lostReason(), found.cause());
-                }
-                joined.entry.signalAll();
-                settled.signalAll();
-            }
+            Thread thread = hold.thread;
+            return !hold.released && hold.lost == null && !entry.busy && entry.holds.size() > 1
+                    && (thread == null || entry.holds.stream().noneMatch(h -> h != hold && h.thread == thread));
         } finally {
             state.unlock();
         }
@@ -858,9 +875,14 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
     private boolean release(Hold hold, boolean quietlyIfReleased) {
         Entry entry = hold.entry;
+        // A hold that is not the last, whose work was not a re-entry inside another hold's: the lock is
+        // confirmed for it, as the last hold's release confirms it in the database. Asked while the hold
+        // is still on the books, so the lock's last release (which may end or reuse its session) comes
+        // after this check, never during it; two holds released at once both ask, and the later one to
+        // leave the books is the last.
+        Released confirmed = releaseNeedsConfirming(hold) ? confirmHeld(entry.lock) : null;
         boolean outerStillHeld = false;
         boolean untrusted = false;
-        boolean confirm = false;
         state.lock();
         try {
             if (hold.lost != null) {
@@ -881,8 +903,6 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                 entry.holds.remove(hold);
                 settled.signalAll();
                 outerStillHeld = !entry.holds.isEmpty();
-                Thread thread = hold.thread;
-                confirm = outerStillHeld && (thread == null || entry.holds.stream().noneMatch(h -> h.thread == thread));
                 if (!outerStillHeld) {
                     entry.busy = true;
                     inFlight++;
@@ -896,13 +916,11 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             return false;
         }
         if (outerStillHeld) {
-            // Its work was not a re-entry inside another hold's: the lock is confirmed for it, as the
-            // last hold's release confirms it in the database.
-            Released found = confirm ? confirmHeld(entry.lock) : null;
-            if (found != null && found.lostReason() != null) {
-                hold.lost = new Loss(found.reason(), found.lostReason(), found.cause());
+            if (confirmed != null && confirmed.lostReason() != null) {
+                // Found lost, but not marked so (the mode marks the holds of a lock it finds lost): told here.
+                hold.lost = new Loss(confirmed.reason(), confirmed.lostReason(), confirmed.cause());
                 log.warn("lock '{}' was found lost when a hold of it was released ({}): the work done under it may"
-                        + " not have been exclusive", entry.lock.key(), found.lostReason());
+                        + " not have been exclusive", entry.lock.key(), confirmed.lostReason());
                 hold.fireLost();
                 return false;
             }

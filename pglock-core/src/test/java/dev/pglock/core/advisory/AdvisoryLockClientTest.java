@@ -376,6 +376,69 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Review of the fix above: a join whose confirmation failed (here the check throws) was taken off
+     * the books while the lock's other hold had been released meanwhile as not the last (the join was
+     * counted): the lock stayed in the database with no hold, and its key busy for everyone until the
+     * client closed. The join is now given back as any hold is, and the last one releases the lock.
+     */
+    @Test
+    void aJoinWhoseConfirmationFailsIsGivenBackAndTheLastHoldReleasesTheLock() throws Exception {
+        java.util.concurrent.atomic.AtomicBoolean armed = new java.util.concurrent.atomic.AtomicBoolean();
+        java.util.concurrent.CountDownLatch checking = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.CountDownLatch fail = new java.util.concurrent.CountDownLatch(1);
+        DataSource failingCheck = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {DataSource.class}, (p, m, args) -> {
+                    Object result = m.invoke(pool, args);
+                    if (!(result instanceof Connection connection)) {
+                        return result;
+                    }
+                    return java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                            new Class<?>[] {Connection.class}, (cp, cm, cargs) -> {
+                                if (cm.getName().equals("prepareStatement") && cargs[0] instanceof String sql
+                                        && sql.startsWith("SELECT s.mine, s.pid") && armed.compareAndSet(true, false)) {
+                                    checking.countDown();
+                                    fail.await(10, TimeUnit.SECONDS);
+                                    throw new IllegalStateException("the check failed (test)");
+                                }
+                                try {
+                                    return cm.invoke(connection, cargs);
+                                } catch (java.lang.reflect.InvocationTargetException e) {
+                                    throw e.getCause();
+                                }
+                            });
+                });
+        LockClient a = closeLater(builder(failingCheck).heartbeatInterval(Duration.ofHours(1)).build());
+        LockClient b = closeLater(builder(pool).build());
+        HeldLock first = a.acquire(LockRequest.of("given-back").shared().detached());
+        armed.set(true);
+        java.util.concurrent.ExecutorService threads = java.util.concurrent.Executors.newFixedThreadPool(2);
+        try {
+            java.util.concurrent.Future<?> join = threads.submit(
+                    () -> a.tryAcquire(LockRequest.of("given-back").shared().detached()));
+            assertThat(checking.await(10, TimeUnit.SECONDS)).isTrue();
+            Thread[] releasing = new Thread[1];
+            java.util.concurrent.Future<Boolean> released = threads.submit(() -> {
+                releasing[0] = Thread.currentThread();
+                return first.release();
+            });
+            // The first hold's release has gone as far as it can while the join is being confirmed.
+            await().atMost(Duration.ofSeconds(10)).until(() -> releasing[0] != null
+                    && (released.isDone() || releasing[0].getState() != Thread.State.RUNNABLE));
+            fail.countDown();
+            assertThatThrownBy(() -> join.get(10, TimeUnit.SECONDS)).cause().hasMessageContaining("the check failed (test)");
+            assertThat(released.get(10, TimeUnit.SECONDS)).isTrue();
+        } finally {
+            fail.countDown();
+            threads.shutdownNow();
+        }
+        await("the lock is released in the database").atMost(Duration.ofSeconds(10)).until(() -> {
+            java.util.Optional<HeldLock> taken = b.tryAcquire(LockRequest.of("given-back"));
+            taken.ifPresent(HeldLock::close);
+            return taken.isPresent();
+        });
+    }
+
+    /**
      * Review: the release of a shared hold that is not the last answered true on the local record
      * alone, and once removed the hold heard nothing of the loss the last release found later. It now
      * confirms the session, and a hold released after the session ended hears it and answers false.
