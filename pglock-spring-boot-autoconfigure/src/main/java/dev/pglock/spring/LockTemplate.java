@@ -316,7 +316,12 @@ public class LockTemplate implements LockOperations {
             CompletionStage<?> started = returnedInside(lock);
             if (started != null) {
                 // The work returned its stage inside a transaction whose commit then failed: it runs on,
-                // so the lock is kept until it completes; the caller gets the failure.
+                // so the lock is kept until it completes (never released under running work: a stage
+                // that only the commit would have completed keeps it until the client closes, which
+                // the warning names); the caller gets the failure.
+                org.slf4j.LoggerFactory.getLogger(LockTemplate.class).warn("the transaction around the work"
+                        + " under lock '{}' failed to commit after the work returned its {}: the lock is kept until"
+                        + " that completes", lock.key(), started.getClass().getSimpleName(), failed);
                 handedOver = true;
                 if (client instanceof dev.pglock.core.internal.AbstractLockClient<?> internals) {
                     internals.detach(lock);
@@ -332,7 +337,8 @@ public class LockTemplate implements LockOperations {
             throw failed;
         } finally {
             LockContext.pop();
-            if (returnedInside(lock) != null) {
+            java.util.Map<HeldLock, CompletionStage<?>> inside = RETURNED_INSIDE.get();
+            if (inside != null && inside.remove(lock) != null && inside.isEmpty()) {
                 RETURNED_INSIDE.remove();
             }
             if (!handedOver) {
@@ -346,20 +352,23 @@ public class LockTemplate implements LockOperations {
      * (see DistributedLockInterceptor.invokeInside): if that transaction's commit then fails, the
      * exception reaches {@link #runHolding} instead of the stage, whose work already runs.
      */
-    private static final ThreadLocal<ReturnedInside> RETURNED_INSIDE = new ThreadLocal<>();
-
-    private record ReturnedInside(HeldLock lock, CompletionStage<?> stage) {
-    }
+    private static final ThreadLocal<java.util.Map<HeldLock, CompletionStage<?>>> RETURNED_INSIDE =
+            new ThreadLocal<>(); // by lock: a commit may run other locked calls on the same thread
 
     /** Records that the work under {@code lock} returned {@code stage} inside its transaction. */
     static void returnedInside(HeldLock lock, CompletionStage<?> stage) {
-        RETURNED_INSIDE.set(new ReturnedInside(lock, stage));
+        java.util.Map<HeldLock, CompletionStage<?>> inside = RETURNED_INSIDE.get();
+        if (inside == null) {
+            inside = new java.util.IdentityHashMap<>();
+            RETURNED_INSIDE.set(inside);
+        }
+        inside.put(lock, stage);
     }
 
     /** The stage the work under {@code lock} returned inside its transaction, or null. */
     private static CompletionStage<?> returnedInside(HeldLock lock) {
-        ReturnedInside inside = RETURNED_INSIDE.get();
-        return inside != null && inside.lock() == lock ? inside.stage() : null;
+        java.util.Map<HeldLock, CompletionStage<?>> inside = RETURNED_INSIDE.get();
+        return inside == null ? null : inside.get(lock);
     }
 
     /**

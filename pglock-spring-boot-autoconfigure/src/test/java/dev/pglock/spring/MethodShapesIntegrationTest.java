@@ -782,6 +782,32 @@ abstract class MethodShapesIntegrationTest {
         });
     }
 
+    /**
+     * Review of the fix above: its record of the returned stage was one slot per thread, so another
+     * locked future method called during the commit (a before-commit listener) overwrote and cleared
+     * it, and the first method's lock was released under its running work all the same.
+     */
+    @Test
+    void aLockedCallDuringTheFailingCommitDoesNotMakeTheFirstMethodsLockBeReleasedEarly() {
+        runner().run(context -> {
+            Accounts accounts = context.getBean(Accounts.class);
+            LockClient other = otherReplica();
+            CompletableFuture<Void> gate = new CompletableFuture<>();
+            assertThatThrownBy(() -> accounts.startWorkCallAnotherThenFailTheCommit(gate, accounts))
+                    .hasMessageContaining("the commit failed (test)");
+            try {
+                assertThat(other.tryAcquire(LockRequest.of("account"))).as("held while the work runs").isEmpty();
+            } finally {
+                gate.complete(null);
+            }
+            await().atMost(Duration.ofSeconds(10)).until(() -> {
+                java.util.Optional<HeldLock> taken = other.tryAcquire(LockRequest.of("account"));
+                taken.ifPresent(HeldLock::close);
+                return taken.isPresent();
+            });
+        });
+    }
+
     /** Breaks the lock the running method holds, the way the mode loses one, and waits until it knows. */
     private void breakHeldLock(LockClient other, String key) {
         HeldLock lock = LockContext.current();
@@ -986,6 +1012,26 @@ abstract class MethodShapesIntegrationTest {
                         }
                     });
             return CompletableFuture.runAsync(gate::join);
+        }
+
+        @Transactional
+        @DistributedLock(key = "'account'", waitAtMost = "10s")
+        public CompletableFuture<Void> startWorkCallAnotherThenFailTheCommit(CompletableFuture<Void> gate, Accounts self) {
+            org.springframework.transaction.support.TransactionSynchronizationManager.registerSynchronization(
+                    new org.springframework.transaction.support.TransactionSynchronization() {
+                        @Override
+                        public void beforeCommit(boolean readOnly) {
+                            self.anotherLockedFutureInItsOwnTransaction().join();
+                            throw new IllegalStateException("the commit failed (test)");
+                        }
+                    });
+            return CompletableFuture.runAsync(gate::join);
+        }
+
+        @Transactional(propagation = org.springframework.transaction.annotation.Propagation.REQUIRES_NEW)
+        @DistributedLock(key = "'another'", waitAtMost = "10s")
+        public CompletableFuture<Void> anotherLockedFutureInItsOwnTransaction() {
+            return CompletableFuture.completedFuture(null);
         }
 
         @DistributedLock(key = "'account'", inTransaction = true)
