@@ -75,14 +75,21 @@ public class LeaderElection implements SmartLifecycle {
         // announcement waits until the candidacy is stored, so that an event listener sees isLeader()
         // and lock() answer for it, and its yieldLeadership() takes effect.
         CountDownLatch stored = new CountDownLatch(1);
+        Thread starting = Thread.currentThread();
         LeaderCallbacks announcing = new LeaderCallbacks() {
             @Override
             public void onElected(HeldLock lock) {
-                try {
-                    stored.await();
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt(); // stop() ends the candidacy: not announced
-                    return;
+                // (A client whose lead() calls back before it returns runs this on the starting thread.)
+                if (Thread.currentThread() != starting) {
+                    try {
+                        stored.await();
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt(); // the candidate steps down at its next wait
+                        return;
+                    }
+                    if (leadership == null) {
+                        return; // lead() threw: no candidacy to announce
+                    }
                 }
                 if (data != null && client.mode() == dev.pglock.core.LockMode.LEASE) {
                     lock.updateData(data.getBytes(StandardCharsets.UTF_8)); // a failure steps down, unannounced

@@ -188,6 +188,41 @@ class PgLockLeaderAutoConfigurationTest {
         assertThat(seen).containsExactly("isLeader=true lock=true");
     }
 
+    /**
+     * Review of the fix above: a client whose lead() calls onElected before it returns (a custom or
+     * test client may) made onElected wait for start() to return, and start() hang for ever.
+     */
+    @Test
+    void aClientThatElectsInsideLeadDoesNotHangTheStart() throws Exception {
+        try (LockClient real = dev.pglock.core.PgLock.advisory(db.simpleDataSource()).namespace(namespace).build()) {
+            dev.pglock.core.HeldLock held = real.acquire(dev.pglock.core.LockRequest.of("inside-lead").detached());
+            LockClient electsAtOnce = (LockClient) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                    new Class<?>[] {LockClient.class}, (p, m, args) -> {
+                        if (m.getName().equals("lead")) {
+                            ((dev.pglock.core.LeaderCallbacks) args[1]).onElected(held);
+                            return real.lead("unused-" + args[0], lock -> { });
+                        }
+                        try {
+                            return m.invoke(real, args);
+                        } catch (java.lang.reflect.InvocationTargetException e) {
+                            throw e.getCause();
+                        }
+                    });
+            List<Object> heard = new CopyOnWriteArrayList<>();
+            LeaderElection election = new LeaderElection(electsAtOnce, "inside-lead", null, heard::add);
+            java.util.concurrent.CompletableFuture<Void> started = java.util.concurrent.CompletableFuture.runAsync(election::start);
+            try {
+                started.get(10, java.util.concurrent.TimeUnit.SECONDS);
+                assertThat(heard).hasAtLeastOneElementOfType(LeaderElection.LeaderElectedEvent.class);
+            } finally {
+                if (started.isDone()) {
+                    election.stop(); // a start that hangs holds the election's monitor: stop() would too
+                }
+                held.close();
+            }
+        }
+    }
+
     /** Whether the named thread waits (parked or in Object.wait) with a frame of {@code type} on its stack. */
     private static boolean waitingIn(String threadName, Class<?> type) {
         return Thread.getAllStackTraces().entrySet().stream().anyMatch(e -> e.getKey().getName().equals(threadName)
