@@ -130,24 +130,28 @@ public final class PgLockRegistry implements RenewableLockRegistry<Lock>, Expira
          * dropped. It does not hold the key, so a re-entry would be a fresh acquisition counted as a
          * re-entry, and the caller's matching unlock() would give that back while it believes it still
          * holds the outer one (Spring Integration's leader initiator re-takes its lock every heartbeat
-         * and unlocks once: it would go on leading with the key free). So such a re-entry fails
-         * (tryLock answers false, lock() throws), and the thread's next attempt starts afresh.
+         * and unlocks once: it would go on leading with the key free). So such a re-entry fails.
+         * tryLock answers false and drops the lost holds ({@code drop}), as a caller told false does
+         * not unlock, so the thread's next attempt starts afresh; lock() throws and keeps them, so the
+         * caller's outer unlock() still says the lock was lost.
          */
-        private boolean lostByCurrentThread() {
+        private boolean lostByCurrentThread(boolean drop) {
             Thread me = Thread.currentThread();
             Deque<HeldLock> mine = holds.get(me);
             if (mine == null || mine.isEmpty() || mine.peekFirst().isHeld()) {
                 return false;
             }
-            holds.remove(me);
-            lastUsedNanos = System.nanoTime();
+            if (drop) {
+                holds.remove(me);
+                lastUsedNanos = System.nanoTime();
+            }
             return true;
         }
 
         private IllegalStateException lostBeforeReentry() {
             return new IllegalStateException("lock '" + key + "' was lost while thread '"
                     + Thread.currentThread().getName() + "' held it: it is not re-entered (the work done under it"
-                    + " may not have been exclusive); lock it again to take it afresh");
+                    + " may not have been exclusive); unlock() it, then lock it again to take it afresh");
         }
 
         private boolean take(Duration wait) {
@@ -204,7 +208,7 @@ public final class PgLockRegistry implements RenewableLockRegistry<Lock>, Expira
 
         @Override
         public void lock() {
-            if (lostByCurrentThread()) {
+            if (lostByCurrentThread(false)) {
                 throw lostBeforeReentry();
             }
             boolean interrupted = Thread.interrupted();
@@ -223,7 +227,7 @@ public final class PgLockRegistry implements RenewableLockRegistry<Lock>, Expira
 
         @Override
         public void lockInterruptibly() throws InterruptedException {
-            if (lostByCurrentThread()) {
+            if (lostByCurrentThread(false)) {
                 throw lostBeforeReentry();
             }
             takeInterruptibly(Long.MAX_VALUE / 4);
@@ -231,12 +235,12 @@ public final class PgLockRegistry implements RenewableLockRegistry<Lock>, Expira
 
         @Override
         public boolean tryLock() {
-            return !lostByCurrentThread() && take(Duration.ZERO);
+            return !lostByCurrentThread(true) && take(Duration.ZERO);
         }
 
         @Override
         public boolean tryLock(long time, TimeUnit unit) throws InterruptedException {
-            return !lostByCurrentThread() && takeInterruptibly(Math.max(0, unit.toNanos(time)));
+            return !lostByCurrentThread(true) && takeInterruptibly(Math.max(0, unit.toNanos(time)));
         }
 
         @Override
