@@ -76,8 +76,10 @@ public final class LockRequest {
      * Advisory locks have no lease: they end with release or with their session, so there it is ignored.
      */
     public LockRequest leaseFor(Duration lease) {
-        return new LockRequest(key, waitAtMost, Objects.requireNonNull(lease, "leaseFor must not be null"),
-                holdAtLeast, shared, data, detached);
+        if (lease == null) {
+            throw new IllegalArgumentException("leaseFor must not be null");
+        }
+        return new LockRequest(key, waitAtMost, lease, holdAtLeast, shared, data, detached);
     }
 
     /**

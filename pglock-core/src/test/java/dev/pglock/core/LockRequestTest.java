@@ -67,6 +67,9 @@ class LockRequestTest {
                 .hasMessage("leaseFor must be positive, got PT0S");
         assertThatThrownBy(() -> r.waitAtMost(null)).isInstanceOf(IllegalArgumentException.class)
                 .hasMessage("waitAtMost must not be null");
+        // Review: leaseFor(null) threw a NullPointerException, unlike the other two.
+        assertThatThrownBy(() -> r.leaseFor(null)).isInstanceOf(IllegalArgumentException.class)
+                .hasMessage("leaseFor must not be null");
     }
 
     @Test

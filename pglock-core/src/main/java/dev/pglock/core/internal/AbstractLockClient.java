@@ -1478,7 +1478,9 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             String how = reentry ? "a re-entrant acquisition by the holding thread" : "a shared acquisition joining"
                     + " the shared lock this client holds";
             Optional<Duration> lease = leaseOf(lock);
-            if (request.lease().isPresent() && lease.isPresent() && !request.lease().get().equals(lease.get())) {
+            // Leases count whole milliseconds (the mode reports its lease so): the same request always fits.
+            if (request.lease().isPresent() && lease.isPresent()
+                    && request.lease().get().toMillis() != lease.get().toMillis()) {
                 throw new IllegalStateException("lock '" + request.key() + "' is held here with leaseFor " + lease.get()
                         + "; " + how + " asks for leaseFor " + request.lease().get() + " and cannot change it."
                         + " Ask for the same lease, or for none");

@@ -1190,6 +1190,19 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Review: a re-entry with the very request its holder took, whose lease has a fraction of a
+     * millisecond, was refused as asking for another lease (the held one counts whole milliseconds).
+     */
+    @Test
+    void aReentryWithTheSameSubMillisecondLeaseFits() {
+        LockClient a = client();
+        LockRequest request = LockRequest.of("fraction").leaseFor(LONG_LEASE.plusNanos(500_000));
+        try (HeldLock outer = a.acquire(request); HeldLock inner = a.acquire(request)) {
+            assertThat(inner.isHeld()).isTrue();
+        }
+    }
+
+    /**
      * Review: a lease longer than the client's clock can count (about 73 years; ChronoUnit.FOREVER
      * is a common way to say "ever") was taken, and then its trust and release-retry windows wrapped
      * around, so a failed release was dropped at once and the row kept for centuries; FOREVER itself
