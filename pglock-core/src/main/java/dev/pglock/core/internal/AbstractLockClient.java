@@ -177,7 +177,14 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                             : "REPEATABLE READ") + ": a transaction lock needs READ COMMITTED, where each statement"
                     + " sees what the previous holder committed. Take the lock around the transaction instead");
         }
-        return acquireInTransaction(transaction, request);
+        Optional<TransactionLock> taken = acquireInTransaction(transaction, request);
+        if (taken.isPresent() && closed) {
+            // Granted after close() began (a wait outlives it): refused as any acquire after close is,
+            // so no work starts under a closed client. The lock ends with the caller's transaction,
+            // which cannot give it back earlier.
+            ensureOpen();
+        }
+        return taken;
     }
 
     /** Takes the lock for the transaction on {@code transaction} (auto-commit off, checked). */

@@ -356,6 +356,33 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Review: a transaction lock's wait outlived close(): granted after the client had closed, it was
+     * handed out, and the work under it started on a closed client (during a shutdown). Now the
+     * grant is refused as any acquire after close is; the lock ends with the caller's transaction.
+     */
+    @Test
+    void aTransactionLockGrantedAfterCloseIsNotHandedOut() throws Exception {
+        LockClient a = builder(pool).build();
+        try (Connection holder = db.connect(); Connection tx = db.connect();
+                PreparedStatement lock = holder.prepareStatement("SELECT pg_advisory_lock(?)")) {
+            lock.setLong(1, hasher.lockId("tx-after-close"));
+            lock.execute();
+            tx.setAutoCommit(false);
+            java.util.concurrent.CompletableFuture<java.util.Optional<dev.pglock.core.TransactionLock>> waited =
+                    java.util.concurrent.CompletableFuture.supplyAsync(() -> a.tryAcquireInTransaction(tx,
+                            LockRequest.of("tx-after-close").waitAtMost(Duration.ofSeconds(30))));
+            awaitWaiterInDatabase("tx-after-close");
+            a.close();
+            try (Statement st = holder.createStatement()) {
+                st.execute("SELECT pg_advisory_unlock_all()");
+            }
+            assertThatThrownBy(() -> waited.get(20, TimeUnit.SECONDS)).cause()
+                    .isInstanceOf(IllegalStateException.class).hasMessageContaining("closed");
+            tx.rollback();
+        }
+    }
+
+    /**
      * Review: a shared lock joined in this JVM was handed out on the local record alone. With its
      * session ended and not yet found so by the watchdog (up to a heartbeat), another client could
      * hold the key exclusively while the join was granted "shared" beside it. A join by another
