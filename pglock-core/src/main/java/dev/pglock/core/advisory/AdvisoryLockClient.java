@@ -874,6 +874,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         return stillHeld(lock);
     }
 
+    @Override
+    protected boolean confirmsHolds() {
+        return true;
+    }
+
     /**
      * Whether the lock's session still has it: its backend answers, with the session's token. A live
      * backend keeps its advisory locks, and only this session's own unlocks drop them.

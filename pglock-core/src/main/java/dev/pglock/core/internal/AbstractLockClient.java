@@ -180,8 +180,9 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         Optional<TransactionLock> taken = acquireInTransaction(transaction, request);
         if (taken.isPresent() && closed) {
             // Granted after close() began (a wait outlives it): refused as any acquire after close is,
-            // so no work starts under a closed client. The lock ends with the caller's transaction,
-            // which cannot give it back earlier.
+            // so no work starts under a closed client. Its hold here is given back (lease mode keeps
+            // one); the lock itself ends with the caller's transaction, which cannot give it back earlier.
+            taken.get().close();
             ensureOpen();
         }
         return taken;
@@ -711,8 +712,15 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         state.lock();
         try {
             Thread thread = hold.thread;
-            return !hold.released && hold.lost == null && !entry.busy && entry.holds.size() > 1
+            // Once per hold: a second release of it running at the same time does not ask (it throws or
+            // is quiet), so no check runs after the hold has left the books. A join never handed out
+            // (given back) is not asked for either: nobody worked under it.
+            boolean ask = confirmsHolds() && !hold.released && !hold.confirming && hold.handedOut && hold.lost == null
+                    && !entry.busy
+                    && entry.holds.size() > 1
                     && (thread == null || entry.holds.stream().noneMatch(h -> h != hold && h.thread == thread));
+            hold.confirming |= ask;
+            return ask;
         } finally {
             state.unlock();
         }
@@ -728,6 +736,11 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
      */
     protected Released confirmHeld(D lock) {
         return null;
+    }
+
+    /** Whether {@link #confirmHeld} asks the database (default false: it answers null). */
+    protected boolean confirmsHolds() {
+        return false;
     }
 
     /** We alone in this JVM may now ask the database for the key. */
@@ -887,15 +900,30 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         // is still on the books, so the lock's last release (which may end or reuse its session) comes
         // after this check, never during it; two holds released at once both ask, and the later one to
         // leave the books is the last.
-        Released confirmed = releaseNeedsConfirming(hold) ? confirmHeld(entry.lock) : null;
+        Released confirmed = null;
+        if (releaseNeedsConfirming(hold)) {
+            try {
+                confirmed = confirmHeld(entry.lock);
+            } catch (RuntimeException | Error e) { // the release goes on: it must not leave the hold on the books
+                log.warn("confirming lock '{}' at the release of one of its holds failed; released unconfirmed",
+                        entry.lock.key(), e);
+            }
+        }
         boolean outerStillHeld = false;
         boolean untrusted = false;
+        boolean lostMeanwhile = false;
         state.lock();
         try {
+            // A loss marked while this release confirmed the lock was left for it to tell (see
+            // removeLost): its listeners run here, before release() returns, as the last release's do.
+            boolean wasConfirming = hold.confirming;
+            hold.confirming = false;
             if (hold.lost != null) {
-                return false;
-            }
-            if (hold.released) {
+                if (!wasConfirming) {
+                    return false;
+                }
+                lostMeanwhile = true;
+            } else if (hold.released) {
                 if (quietlyIfReleased) {
                     return false;
                 }
@@ -904,8 +932,8 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             }
             // A hold that is not the last one answers for the lock's trust here, as the database release
             // of the last one does: its work ran on the lock too.
-            untrusted = entry.holds.size() > 1 && !entry.busy && !isTrusted(entry.lock);
-            if (!untrusted) {
+            untrusted = !lostMeanwhile && entry.holds.size() > 1 && !entry.busy && !isTrusted(entry.lock);
+            if (!untrusted && !lostMeanwhile) {
                 hold.released = true;
                 entry.holds.remove(hold);
                 settled.signalAll();
@@ -917,6 +945,10 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             }
         } finally {
             state.unlock();
+        }
+        if (lostMeanwhile) {
+            hold.fireLost();
+            return false;
         }
         if (untrusted) {
             declareUntrusted(List.of(entry.lock)); // every hold of it is lost, this one too, and told
@@ -1006,13 +1038,17 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         entries.remove(entry.lock.key(), entry);
         entry.signalAll();
         settled.signalAll();
+        List<Hold> toTell = new ArrayList<>(entry.holds.size());
         for (Hold hold : entry.holds) {
             hold.lost = new Loss(category, reason, cause);
+            if (!hold.confirming) {
+                toTell.add(hold); // one whose release is confirming the lock is told by that release
+            }
         }
         if (!entry.holds.isEmpty()) {
             log.warn("lock '{}' was lost: {}", entry.lock.key(), reason);
         }
-        return List.copyOf(entry.holds);
+        return toTell;
     }
 
     /**
@@ -1541,6 +1577,8 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
          * lost before it was handed out (and taken again) is not a lost lock anyone had.
          */
         volatile boolean handedOut;
+        /** Guarded by {@link #state}: a release of this hold asks the mode to confirm the lock (see release()). */
+        boolean confirming;
         /** Set by the one call of {@link #fireLost} that reports the loss to the observer. See LOSS_OBSERVED. */
         private volatile boolean lossObserved;
 

@@ -466,6 +466,45 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Review: a non-last release whose confirmation throws (here the check) went no further: the
+     * hold stayed on the books, close() of the HeldLock threw, and the lock stayed held after its
+     * last release. It is now released unconfirmed, and the last release frees the lock.
+     */
+    @Test
+    void aNonLastReleaseWhoseConfirmationThrowsIsStillReleased() throws Exception {
+        java.util.concurrent.atomic.AtomicBoolean armed = new java.util.concurrent.atomic.AtomicBoolean();
+        DataSource failingCheck = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {DataSource.class}, (p, m, args) -> {
+                    Object result = m.invoke(pool, args);
+                    if (!(result instanceof Connection connection)) {
+                        return result;
+                    }
+                    return java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                            new Class<?>[] {Connection.class}, (cp, cm, cargs) -> {
+                                if (cm.getName().equals("prepareStatement") && cargs[0] instanceof String sql
+                                        && sql.startsWith("SELECT s.mine, s.pid") && armed.compareAndSet(true, false)) {
+                                    throw new IllegalStateException("the check failed (test)");
+                                }
+                                try {
+                                    return cm.invoke(connection, cargs);
+                                } catch (java.lang.reflect.InvocationTargetException e) {
+                                    throw e.getCause();
+                                }
+                            });
+                });
+        LockClient a = closeLater(builder(failingCheck).heartbeatInterval(Duration.ofHours(1)).build());
+        LockClient b = closeLater(builder(pool).build());
+        HeldLock first = a.acquire(LockRequest.of("unconfirmed").shared().detached());
+        HeldLock second = a.acquire(LockRequest.of("unconfirmed").shared().detached());
+        armed.set(true);
+
+        assertThat(second.release()).isTrue();
+        assertThat(armed).as("its confirmation was asked for, and failed").isFalse();
+        assertThat(first.release()).isTrue();
+        assertThat(b.tryAcquire(LockRequest.of("unconfirmed"))).as("freed by the last release").isPresent();
+    }
+
+    /**
      * Review: the release of a shared hold that is not the last answered true on the local record
      * alone, and once removed the hold heard nothing of the loss the last release found later. It now
      * confirms the session, and a hold released after the session ended hears it and answers false.
@@ -476,11 +515,17 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         HeldLock first = a.acquire(LockRequest.of("shared-release").shared().detached());
         HeldLock second = a.acquire(LockRequest.of("shared-release").shared().detached());
         java.util.concurrent.CompletableFuture<LockLostException> told = new java.util.concurrent.CompletableFuture<>();
-        second.onLost(told::complete);
+        String[] toldOn = new String[1];
+        second.onLost(lost -> {
+            toldOn[0] = Thread.currentThread().getName();
+            told.complete(lost);
+        });
         terminateHolderOf("shared-release");
 
         assertThat(second.release()).as("not held to the end").isFalse();
-        assertThat(told.get(10, TimeUnit.SECONDS).reason()).isEqualTo(LockLostException.Reason.SESSION_DIED);
+        assertThat(told).as("told before release() returned, on its thread, as the last release's are").isDone();
+        assertThat(toldOn[0]).isEqualTo(Thread.currentThread().getName());
+        assertThat(told.get().reason()).isEqualTo(LockLostException.Reason.SESSION_DIED);
         assertThat(first.isHeld()).isFalse();
     }
 
