@@ -79,7 +79,8 @@ public class LeaderElection implements SmartLifecycle {
         LeaderCallbacks announcing = new LeaderCallbacks() {
             @Override
             public void onElected(HeldLock lock) {
-                // (A client whose lead() calls back before it returns runs this on the starting thread.)
+                // A client whose lead() calls back before it returns runs this on the starting thread: it
+                // announces at once (waiting would hang start()), before the candidacy is stored.
                 if (Thread.currentThread() != starting) {
                     try {
                         stored.await();

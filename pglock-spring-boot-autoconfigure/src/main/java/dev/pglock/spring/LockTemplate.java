@@ -317,11 +317,13 @@ public class LockTemplate implements LockOperations {
             if (started != null) {
                 // The work returned its stage inside a transaction whose commit then failed: it runs on,
                 // so the lock is kept until it completes (never released under running work: a stage
-                // that only the commit would have completed keeps it until the client closes, which
-                // the warning names); the caller gets the failure.
-                org.slf4j.LoggerFactory.getLogger(LockTemplate.class).warn("the transaction around the work"
-                        + " under lock '{}' failed to commit after the work returned its {}: the lock is kept until"
-                        + " that completes", lock.key(), started.getClass().getSimpleName(), failed);
+                // that only the commit would have completed keeps it until the client closes, so a
+                // warning names the lock); the caller gets the failure, and logs it as it sees fit.
+                if (!isDone(started) && lock.isHeld()) {
+                    org.slf4j.LoggerFactory.getLogger(LockTemplate.class).warn("the transaction around the work"
+                            + " under lock '{}' failed to commit ({}) after the work returned its {}: the lock is kept"
+                            + " until that completes", lock.key(), failed.toString(), started.getClass().getSimpleName());
+                }
                 handedOver = true;
                 if (client instanceof dev.pglock.core.internal.AbstractLockClient<?> internals) {
                     internals.detach(lock);
@@ -363,6 +365,14 @@ public class LockTemplate implements LockOperations {
             RETURNED_INSIDE.set(inside);
         }
         inside.put(lock, stage);
+    }
+
+    private static boolean isDone(CompletionStage<?> stage) {
+        try {
+            return stage.toCompletableFuture().isDone();
+        } catch (UnsupportedOperationException notAFuture) {
+            return false;
+        }
     }
 
     /** The stage the work under {@code lock} returned inside its transaction, or null. */
