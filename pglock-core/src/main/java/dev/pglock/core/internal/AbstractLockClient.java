@@ -712,8 +712,9 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         state.lock();
         try {
             Thread thread = hold.thread;
-            // Once per hold: a second release of it running at the same time does not ask (it throws or
-            // is quiet), so no check runs after the hold has left the books. A join never handed out
+            // Once per hold: a second release of it running at the same time does not ask, and throws
+            // (or is quiet) once it sees the first one's flag, so no check runs after the hold has left
+            // the books. A join never handed out
             // (given back) is not asked for either: nobody worked under it.
             boolean ask = confirmsHolds() && !hold.released && !hold.confirming && hold.handedOut && hold.lost == null
                     && !entry.busy
@@ -901,7 +902,8 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         // after this check, never during it; two holds released at once both ask, and the later one to
         // leave the books is the last.
         Released confirmed = null;
-        if (releaseNeedsConfirming(hold)) {
+        boolean confirming = releaseNeedsConfirming(hold); // this call set the hold's flag
+        if (confirming) {
             try {
                 confirmed = confirmHeld(entry.lock);
             } catch (RuntimeException | Error e) { // the release goes on: it must not leave the hold on the books
@@ -912,14 +914,27 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         boolean outerStillHeld = false;
         boolean untrusted = false;
         boolean lostMeanwhile = false;
+        boolean foundByCheck;
         state.lock();
         try {
+            if (confirming) {
+                hold.confirming = false;
+            } else if (hold.confirming) {
+                // Another release of this hold is confirming the lock: that one releases it, this one is
+                // the second release (quiet for close()).
+                if (quietlyIfReleased) {
+                    return false;
+                }
+                throw new IllegalStateException("lock '" + entry.lock.key() + "' is being released by this"
+                        + " HeldLock on another thread; each acquisition is released once");
+            }
             // A loss marked while this release confirmed the lock was left for it to tell (see
-            // removeLost): its listeners run here, before release() returns, as the last release's do.
-            boolean wasConfirming = hold.confirming;
-            hold.confirming = false;
+            // removeLost), and so is one its own check found before the mode marked it (another thread
+            // ending the session first): the listeners run here, before release() returns, as the last
+            // release's do.
+            foundByCheck = confirming && confirmed != null && confirmed.lostReason() != null;
             if (hold.lost != null) {
-                if (!wasConfirming) {
+                if (!confirming) {
                     return false;
                 }
                 lostMeanwhile = true;
@@ -932,7 +947,8 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             }
             // A hold that is not the last one answers for the lock's trust here, as the database release
             // of the last one does: its work ran on the lock too.
-            untrusted = !lostMeanwhile && entry.holds.size() > 1 && !entry.busy && !isTrusted(entry.lock);
+            untrusted = !lostMeanwhile && !foundByCheck && entry.holds.size() > 1 && !entry.busy
+                    && !isTrusted(entry.lock);
             if (!untrusted && !lostMeanwhile) {
                 hold.released = true;
                 entry.holds.remove(hold);
@@ -955,8 +971,9 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             return false;
         }
         if (outerStillHeld) {
-            if (confirmed != null && confirmed.lostReason() != null) {
-                // Found lost, but not marked so (the mode marks the holds of a lock it finds lost): told here.
+            if (foundByCheck) {
+                // Found lost by this release's check, not yet marked so (the mode marks the holds of a lock
+                // it finds lost, and may be doing so on another thread): told here.
                 hold.lost = new Loss(confirmed.reason(), confirmed.lostReason(), confirmed.cause());
                 log.warn("lock '{}' was found lost when a hold of it was released ({}): the work done under it may"
                         + " not have been exclusive", entry.lock.key(), confirmed.lostReason());

@@ -505,6 +505,61 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Review of the fix above: a second release of the same hold (close() on another thread) while
+     * the first was confirming the lock took the hold off the books unconfirmed, and the first then
+     * threw "already released" with the loss its check found told to nobody. The second release is
+     * now the quiet one, and the first tells the loss before it returns.
+     */
+    @Test
+    void aSecondReleaseOfAHoldBeingConfirmedIsQuietAndTheFirstTellsTheLoss() throws Exception {
+        java.util.concurrent.atomic.AtomicBoolean armed = new java.util.concurrent.atomic.AtomicBoolean();
+        java.util.concurrent.CountDownLatch checking = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.CountDownLatch proceed = new java.util.concurrent.CountDownLatch(1);
+        DataSource pausingCheck = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {DataSource.class}, (p, m, args) -> {
+                    Object result = m.invoke(pool, args);
+                    if (!(result instanceof Connection connection)) {
+                        return result;
+                    }
+                    return java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                            new Class<?>[] {Connection.class}, (cp, cm, cargs) -> {
+                                if (cm.getName().equals("prepareStatement") && cargs[0] instanceof String sql
+                                        && sql.startsWith("SELECT s.mine, s.pid") && armed.compareAndSet(true, false)) {
+                                    checking.countDown();
+                                    proceed.await(10, TimeUnit.SECONDS);
+                                }
+                                try {
+                                    return cm.invoke(connection, cargs);
+                                } catch (java.lang.reflect.InvocationTargetException e) {
+                                    throw e.getCause();
+                                }
+                            });
+                });
+        LockClient a = closeLater(builder(pausingCheck).heartbeatInterval(Duration.ofHours(1)).build());
+        HeldLock first = a.acquire(LockRequest.of("twice").shared().detached());
+        HeldLock second = a.acquire(LockRequest.of("twice").shared().detached());
+        java.util.concurrent.CompletableFuture<String> firstTold = new java.util.concurrent.CompletableFuture<>();
+        first.onLost(lost -> firstTold.complete(Thread.currentThread().getName()));
+        armed.set(true);
+        java.util.concurrent.ExecutorService thread = java.util.concurrent.Executors.newSingleThreadExecutor();
+        try {
+            java.util.concurrent.Future<Boolean> released = thread.submit(first::release);
+            assertThat(checking.await(10, TimeUnit.SECONDS)).isTrue();
+            first.close(); // the second release of the same hold: quiet
+            terminateHolderOf("twice");
+            proceed.countDown();
+
+            assertThat(released.get(10, TimeUnit.SECONDS)).as("found lost by its check").isFalse();
+            assertThat(firstTold.get(10, TimeUnit.SECONDS)).as("told on the releasing thread")
+                    .isNotEqualTo(Thread.currentThread().getName()).doesNotContain("event");
+            assertThat(second.isHeld()).isFalse();
+        } finally {
+            proceed.countDown();
+            thread.shutdownNow();
+        }
+    }
+
+    /**
      * Review: the release of a shared hold that is not the last answered true on the local record
      * alone, and once removed the hold heard nothing of the loss the last release found later. It now
      * confirms the session, and a hold released after the session ended hears it and answers false.
