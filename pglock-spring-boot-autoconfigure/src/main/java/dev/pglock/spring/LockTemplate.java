@@ -187,6 +187,10 @@ public class LockTemplate implements LockOperations {
      * @param context put before the message, e.g. the locked method
      */
     LockNotAcquiredException notAcquired(LockRequest request, String context) {
+        if (Thread.currentThread().isInterrupted()) { // the wait ended with the interrupt, not the key's holder
+            return new LockNotAcquiredException(request.key(), request.waitAtMost(), context + "interrupted while"
+                    + " waiting for lock '" + request.key() + "'", new InterruptedException());
+        }
         if (permits == 0) {
             return LockNotAcquiredException.of(client, request, context);
         }

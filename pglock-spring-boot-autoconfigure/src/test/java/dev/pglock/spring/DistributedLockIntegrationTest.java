@@ -589,6 +589,15 @@ abstract class DistributedLockIntegrationTest {
             assertThat(template.tryRun("tpl", ran::incrementAndGet)).isFalse();
             LockCallback<Integer, RuntimeException> one = lock -> 1;
             assertThatThrownBy(() -> template.execute("tpl", one)).isInstanceOf(LockNotAcquiredException.class);
+            // Review: an interrupted wait was reported as "held elsewhere; gave up after waiting".
+            Thread.currentThread().interrupt();
+            try {
+                assertThatThrownBy(() -> template.execute(LockRequest.of("tpl").waitAtMost(Duration.ofSeconds(5)), one))
+                        .isInstanceOf(LockNotAcquiredException.class).hasMessageContaining("interrupted")
+                        .hasCauseInstanceOf(InterruptedException.class);
+            } finally {
+                assertThat(Thread.interrupted()).as("the interrupt is kept").isTrue();
+            }
             held.release();
             assertThat(template.tryRun(LockRequest.of("tpl"), lock -> ran.incrementAndGet())).isTrue();
             assertThat(ran).hasValue(1);
