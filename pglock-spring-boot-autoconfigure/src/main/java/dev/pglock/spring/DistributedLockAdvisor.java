@@ -141,14 +141,18 @@ public final class DistributedLockAdvisor extends AbstractPointcutAdvisor
             }
             Advisor[] advisors = advised.getAdvisors();
             int inner = -1;
+            int outer = -1;
             int transaction = -1;
             for (int i = 0; i < advisors.length; i++) {
                 if (advisors[i] == transactionAdvisor) {
                     inner = i;
+                } else if (advisors[i] == this) {
+                    outer = i;
                 } else if (advisors[i].getAdvice() instanceof TransactionInterceptor) {
                     transaction = i;
                 }
             }
+            checkBothApply(name, advised, outer >= 0, inner >= 0);
             if (inner >= 0 && transaction > inner) {
                 throw new IllegalStateException("bean '" + name + "' has @DistributedLock and @Transactional methods,"
                         + " but pglock's transaction advisor runs outside the transaction advisor, so locks cannot join"
@@ -156,6 +160,40 @@ public final class DistributedLockAdvisor extends AbstractPointcutAdvisor
                         + " Ordered.LOWEST_PRECEDENCE (e.g. LOWEST_PRECEDENCE - 1 is pglock.aspect-order's default,"
                         + " so use pglock.aspect-order = LOWEST_PRECEDENCE - 2 with it)");
             }
+        }
+    }
+
+    /**
+     * The two advisors apply together (they share one pointcut) unless an auto-proxy creator picks
+     * among them: the infrastructure one ({@code spring.aop.auto=false}) skips an advisor bean without
+     * {@code @Role(ROLE_INFRASTRUCTURE)}. With one of them missing, the locks it takes would never be
+     * taken, silently: the start stops here, naming the bean.
+     */
+    private void checkBothApply(String name, Advised advised, boolean outer, boolean inner) {
+        if (outer == inner) {
+            return;
+        }
+        Class<?> type = org.springframework.aop.framework.AopProxyUtils.ultimateTargetClass(advised);
+        boolean needsOuter = false;
+        boolean needsInner = false;
+        for (LockOperation operation : source.operations()) {
+            if (operation.method().getDeclaringClass().isAssignableFrom(type)) {
+                needsOuter |= !operation.inTransaction();
+                needsInner |= operation.inTransaction();
+            }
+        }
+        if (!outer && needsOuter) {
+            throw new IllegalStateException("bean '" + name + "' has @DistributedLock methods, but only pglock's"
+                    + " transaction advisor applies to it, not the DistributedLockAdvisor: its locks would never be"
+                    + " taken. An auto-proxy creator that applies only infrastructure advisors (spring.aop.auto=false)"
+                    + " skips a DistributedLockAdvisor bean without @Role(BeanDefinition.ROLE_INFRASTRUCTURE): give"
+                    + " it that role, or leave the advisor to the starter");
+        }
+        if (!inner && needsInner) {
+            throw new IllegalStateException("bean '" + name + "' has @DistributedLock(inTransaction = true) methods,"
+                    + " but pglock's transaction advisor does not apply to it: their locks would never be taken."
+                    + " Register DistributedLockAdvisor.transactionAdvisor() as a bean of its own, with"
+                    + " @Role(BeanDefinition.ROLE_INFRASTRUCTURE) (the starter does)");
         }
     }
 

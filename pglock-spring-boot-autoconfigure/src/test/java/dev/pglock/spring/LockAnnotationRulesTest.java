@@ -251,6 +251,35 @@ class LockAnnotationRulesTest {
                 });
     }
 
+    /**
+     * Review: an application's own DistributedLockAdvisor bean without the infrastructure role, with
+     * spring.aop.auto=false, is not applied by the infrastructure proxy creator, while the starter's
+     * inner advisor is: its locked methods ran with no lock, silently. The start now fails naming the
+     * bean.
+     */
+    @Test
+    void aBeanAdvisedInsideTheTransactionOnlyStopsTheStart() {
+        new ApplicationContextRunner()
+                .withConfiguration(AutoConfigurations.of(DataSourceAutoConfiguration.class, PgLockAutoConfiguration.class))
+                .withPropertyValues(datasource()).withPropertyValues("pglock.namespace=" + namespace,
+                        "spring.aop.auto=false")
+                .withUserConfiguration(OwnAdvisor.class).withBean("keyValues", KeyValues.class).run(context -> {
+                    assertThat(context).hasFailed();
+                    assertThat(context.getStartupFailure()).hasStackTraceContaining("keyValues")
+                            .hasStackTraceContaining("DistributedLockAdvisor");
+                });
+    }
+
+    @Configuration(proxyBeanMethods = false)
+    static class OwnAdvisor {
+        @Bean
+        static DistributedLockAdvisor myLockAdvisor(org.springframework.beans.factory.ObjectProvider<LockTemplate> templates) {
+            return new DistributedLockAdvisor(templates, new LockDefaults(LockMode.ADVISORY, Duration.ZERO,
+                    Duration.ofSeconds(10), Duration.ZERO, Duration.ofSeconds(2)),
+                    org.springframework.core.Ordered.LOWEST_PRECEDENCE - 1);
+        }
+    }
+
     @Test
     void pglockEnabledFalseWarnsOnceThatLockedMethodsRunUnlocked(CapturedOutput output) {
         runner().withPropertyValues("pglock.enabled=false")
