@@ -1,6 +1,7 @@
 package dev.pglock.spring;
 
 import dev.pglock.core.HeldLock;
+import dev.pglock.core.LockClient;
 import dev.pglock.core.LockNotAcquiredException;
 import dev.pglock.core.LockRequest;
 import java.util.concurrent.atomic.AtomicReference;
@@ -65,9 +66,14 @@ final class ReactiveLocking {
      * release threads, which the application's code that follows must not hold.
      */
     static void releaseOffThread(HeldLock lock, Runnable then) {
+        releaseOffThread(lock::close, then);
+    }
+
+    /** {@link #releaseOffThread(HeldLock, Runnable)} with the release given as {@code close}. */
+    private static void releaseOffThread(Runnable close, Runnable then) {
         Runnable release = () -> {
             try {
-                lock.close();
+                close.run();
             } finally {
                 try {
                     Schedulers.boundedElastic().schedule(then);
@@ -167,7 +173,17 @@ final class ReactiveLocking {
         private static final Object CANCELLED = new Object();
         private static final Object TAKEN = new Object();
         private final AtomicReference<Object> cell = new AtomicReference<>();
+        private final LockClient client;
         private HeldLock lock;
+
+        Handover() {
+            this(null);
+        }
+
+        /** @param client the client that grants the lock, which gives back one never used unused */
+        Handover(LockClient client) {
+            this.client = client;
+        }
 
         /** Offers the lock; false (and the lock released) when the subscriber has already cancelled. */
         boolean offer(HeldLock held) {
@@ -175,7 +191,7 @@ final class ReactiveLocking {
             if (cell.compareAndSet(null, held)) {
                 return true;
             }
-            held.close();
+            giveBackUnused(held);
             return false;
         }
 
@@ -183,7 +199,19 @@ final class ReactiveLocking {
             if (cell.getAndSet(CANCELLED) instanceof HeldLock offered) {
                 // Offered, never taken. A cancel may come from an event loop (a client that went away, a
                 // timeout on a parallel thread): the release, a database call, runs off it.
-                releaseOffThread(offered, () -> { });
+                releaseOffThread(() -> giveBackUnused(offered), () -> { });
+            }
+        }
+
+        /**
+         * No work ran under a lock its subscriber never took: given back without its hold-at-least, as
+         * the core gives back a grant it never handed out.
+         */
+        private void giveBackUnused(HeldLock held) {
+            if (client instanceof dev.pglock.core.internal.AbstractLockClient<?> internals) {
+                internals.closeUnused(held);
+            } else {
+                held.close();
             }
         }
 
@@ -199,7 +227,7 @@ final class ReactiveLocking {
      */
     private static Mono<Handover> acquire(LockOperation operation, LockTemplate template, LockRequest request) {
         return Mono.<Handover>create(sink -> {
-            Handover handover = new Handover();
+            Handover handover = new Handover(template.client());
             sink.onCancel(handover::cancel);
             HeldLock held;
             try {
