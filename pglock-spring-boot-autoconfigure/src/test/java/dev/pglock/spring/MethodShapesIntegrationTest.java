@@ -803,18 +803,9 @@ abstract class MethodShapesIntegrationTest {
             Accounts accounts = context.getBean(Accounts.class);
             LockClient other = otherReplica();
             CompletableFuture<Void> gate = new CompletableFuture<>();
-            assertThatThrownBy(() -> accounts.startWorkThenFailTheCommit(gate))
+            assertThatThrownBy(() -> accounts.startWorkThenFailTheCommit(gate, () -> { }))
                     .hasMessageContaining("the commit failed (test)");
-            try {
-                assertThat(other.tryAcquire(LockRequest.of("account"))).as("held while the work runs").isEmpty();
-            } finally {
-                gate.complete(null);
-            }
-            await().atMost(Duration.ofSeconds(10)).until(() -> {
-                java.util.Optional<HeldLock> taken = other.tryAcquire(LockRequest.of("account"));
-                taken.ifPresent(HeldLock::close);
-                return taken.isPresent();
-            });
+            assertHeldUntilTheWorkCompletes(other, gate);
         });
     }
 
@@ -829,18 +820,24 @@ abstract class MethodShapesIntegrationTest {
             Accounts accounts = context.getBean(Accounts.class);
             LockClient other = otherReplica();
             CompletableFuture<Void> gate = new CompletableFuture<>();
-            assertThatThrownBy(() -> accounts.startWorkCallAnotherThenFailTheCommit(gate, accounts))
+            assertThatThrownBy(() -> accounts.startWorkThenFailTheCommit(gate,
+                    () -> accounts.anotherLockedFutureInItsOwnTransaction().join()))
                     .hasMessageContaining("the commit failed (test)");
-            try {
-                assertThat(other.tryAcquire(LockRequest.of("account"))).as("held while the work runs").isEmpty();
-            } finally {
-                gate.complete(null);
-            }
-            await().atMost(Duration.ofSeconds(10)).until(() -> {
-                java.util.Optional<HeldLock> taken = other.tryAcquire(LockRequest.of("account"));
-                taken.ifPresent(HeldLock::close);
-                return taken.isPresent();
-            });
+            assertHeldUntilTheWorkCompletes(other, gate);
+        });
+    }
+
+    /** The key stays taken while the work waits for {@code gate}, and is free once it completes. */
+    private static void assertHeldUntilTheWorkCompletes(LockClient other, CompletableFuture<Void> gate) {
+        try {
+            assertThat(other.tryAcquire(LockRequest.of("account"))).as("held while the work runs").isEmpty();
+        } finally {
+            gate.complete(null);
+        }
+        await().atMost(Duration.ofSeconds(10)).until(() -> {
+            java.util.Optional<HeldLock> taken = other.tryAcquire(LockRequest.of("account"));
+            taken.ifPresent(HeldLock::close);
+            return taken.isPresent();
         });
     }
 
@@ -1042,27 +1039,15 @@ abstract class MethodShapesIntegrationTest {
             return CompletableFuture.completedFuture(null);
         }
 
+        /** Starts work that waits for {@code gate}, returns it, and fails its commit after {@code duringCommit}. */
         @Transactional
         @DistributedLock(key = "'account'", waitAtMost = "10s")
-        public CompletableFuture<Void> startWorkThenFailTheCommit(CompletableFuture<Void> gate) {
+        public CompletableFuture<Void> startWorkThenFailTheCommit(CompletableFuture<Void> gate, Runnable duringCommit) {
             org.springframework.transaction.support.TransactionSynchronizationManager.registerSynchronization(
                     new org.springframework.transaction.support.TransactionSynchronization() {
                         @Override
                         public void beforeCommit(boolean readOnly) {
-                            throw new IllegalStateException("the commit failed (test)");
-                        }
-                    });
-            return CompletableFuture.runAsync(gate::join);
-        }
-
-        @Transactional
-        @DistributedLock(key = "'account'", waitAtMost = "10s")
-        public CompletableFuture<Void> startWorkCallAnotherThenFailTheCommit(CompletableFuture<Void> gate, Accounts self) {
-            org.springframework.transaction.support.TransactionSynchronizationManager.registerSynchronization(
-                    new org.springframework.transaction.support.TransactionSynchronization() {
-                        @Override
-                        public void beforeCommit(boolean readOnly) {
-                            self.anotherLockedFutureInItsOwnTransaction().join();
+                            duringCommit.run();
                             throw new IllegalStateException("the commit failed (test)");
                         }
                     });

@@ -110,6 +110,33 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         return db.simpleDataSource(proxy.jdbcUrl(db.jdbcUrl()));
     }
 
+    /**
+     * The pool, where {@code onCheck} runs once per arming of {@code armed}, just before a lock
+     * session's CHECK statement is prepared: it may pause there, or throw in its place.
+     */
+    private DataSource checkIntercepted(java.util.concurrent.atomic.AtomicBoolean armed,
+            java.util.concurrent.Callable<Void> onCheck) {
+        return (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {DataSource.class}, (p, m, args) -> {
+                    Object result = m.invoke(pool, args);
+                    if (!(result instanceof Connection connection)) {
+                        return result;
+                    }
+                    return java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                            new Class<?>[] {Connection.class}, (cp, cm, cargs) -> {
+                                if (cm.getName().equals("prepareStatement") && cargs[0] instanceof String sql
+                                        && sql.startsWith("SELECT s.mine, s.pid") && armed.compareAndSet(true, false)) {
+                                    onCheck.call();
+                                }
+                                try {
+                                    return cm.invoke(connection, cargs);
+                                } catch (java.lang.reflect.InvocationTargetException e) {
+                                    throw e.getCause();
+                                }
+                            });
+                });
+    }
+
     /** Ends the backend that holds {@code key}, and waits until it is gone. */
     private void terminateHolderOf(String key) throws SQLException {
         try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement(
@@ -413,27 +440,11 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         java.util.concurrent.atomic.AtomicBoolean armed = new java.util.concurrent.atomic.AtomicBoolean();
         java.util.concurrent.CountDownLatch checking = new java.util.concurrent.CountDownLatch(1);
         java.util.concurrent.CountDownLatch fail = new java.util.concurrent.CountDownLatch(1);
-        DataSource failingCheck = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
-                new Class<?>[] {DataSource.class}, (p, m, args) -> {
-                    Object result = m.invoke(pool, args);
-                    if (!(result instanceof Connection connection)) {
-                        return result;
-                    }
-                    return java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
-                            new Class<?>[] {Connection.class}, (cp, cm, cargs) -> {
-                                if (cm.getName().equals("prepareStatement") && cargs[0] instanceof String sql
-                                        && sql.startsWith("SELECT s.mine, s.pid") && armed.compareAndSet(true, false)) {
-                                    checking.countDown();
-                                    fail.await(10, TimeUnit.SECONDS);
-                                    throw new IllegalStateException("the check failed (test)");
-                                }
-                                try {
-                                    return cm.invoke(connection, cargs);
-                                } catch (java.lang.reflect.InvocationTargetException e) {
-                                    throw e.getCause();
-                                }
-                            });
-                });
+        DataSource failingCheck = checkIntercepted(armed, () -> {
+            checking.countDown();
+            fail.await(10, TimeUnit.SECONDS);
+            throw new IllegalStateException("the check failed (test)");
+        });
         LockClient a = closeLater(builder(failingCheck).heartbeatInterval(Duration.ofHours(1)).build());
         LockClient b = closeLater(builder(pool).build());
         HeldLock first = a.acquire(LockRequest.of("given-back").shared().detached());
@@ -473,25 +484,9 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     @Test
     void aNonLastReleaseWhoseConfirmationThrowsIsStillReleased() throws Exception {
         java.util.concurrent.atomic.AtomicBoolean armed = new java.util.concurrent.atomic.AtomicBoolean();
-        DataSource failingCheck = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
-                new Class<?>[] {DataSource.class}, (p, m, args) -> {
-                    Object result = m.invoke(pool, args);
-                    if (!(result instanceof Connection connection)) {
-                        return result;
-                    }
-                    return java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
-                            new Class<?>[] {Connection.class}, (cp, cm, cargs) -> {
-                                if (cm.getName().equals("prepareStatement") && cargs[0] instanceof String sql
-                                        && sql.startsWith("SELECT s.mine, s.pid") && armed.compareAndSet(true, false)) {
-                                    throw new IllegalStateException("the check failed (test)");
-                                }
-                                try {
-                                    return cm.invoke(connection, cargs);
-                                } catch (java.lang.reflect.InvocationTargetException e) {
-                                    throw e.getCause();
-                                }
-                            });
-                });
+        DataSource failingCheck = checkIntercepted(armed, () -> {
+            throw new IllegalStateException("the check failed (test)");
+        });
         LockClient a = closeLater(builder(failingCheck).heartbeatInterval(Duration.ofHours(1)).build());
         LockClient b = closeLater(builder(pool).build());
         HeldLock first = a.acquire(LockRequest.of("unconfirmed").shared().detached());
@@ -515,26 +510,11 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         java.util.concurrent.atomic.AtomicBoolean armed = new java.util.concurrent.atomic.AtomicBoolean();
         java.util.concurrent.CountDownLatch checking = new java.util.concurrent.CountDownLatch(1);
         java.util.concurrent.CountDownLatch proceed = new java.util.concurrent.CountDownLatch(1);
-        DataSource pausingCheck = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
-                new Class<?>[] {DataSource.class}, (p, m, args) -> {
-                    Object result = m.invoke(pool, args);
-                    if (!(result instanceof Connection connection)) {
-                        return result;
-                    }
-                    return java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
-                            new Class<?>[] {Connection.class}, (cp, cm, cargs) -> {
-                                if (cm.getName().equals("prepareStatement") && cargs[0] instanceof String sql
-                                        && sql.startsWith("SELECT s.mine, s.pid") && armed.compareAndSet(true, false)) {
-                                    checking.countDown();
-                                    proceed.await(10, TimeUnit.SECONDS);
-                                }
-                                try {
-                                    return cm.invoke(connection, cargs);
-                                } catch (java.lang.reflect.InvocationTargetException e) {
-                                    throw e.getCause();
-                                }
-                            });
-                });
+        DataSource pausingCheck = checkIntercepted(armed, () -> {
+            checking.countDown();
+            proceed.await(10, TimeUnit.SECONDS);
+            return null;
+        });
         LockClient a = closeLater(builder(pausingCheck).heartbeatInterval(Duration.ofHours(1)).build());
         HeldLock first = a.acquire(LockRequest.of("twice").shared().detached());
         HeldLock second = a.acquire(LockRequest.of("twice").shared().detached());
