@@ -714,8 +714,8 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             Thread thread = hold.thread;
             // Once per hold: a second release of it running at the same time does not ask, and throws
             // (or is quiet) once it sees the first one's flag, so no check runs after the hold has left
-            // the books. A join never handed out
-            // (given back) is not asked for either: nobody worked under it.
+            // the books. A join never handed out (given back) is not asked for either: nobody worked
+            // under it.
             boolean ask = confirmsHolds() && !hold.released && !hold.confirming && hold.handedOut && hold.lost == null
                     && !entry.busy
                     && entry.holds.size() > 1
