@@ -287,10 +287,7 @@ public class LockTemplate implements LockOperations {
             }
             if (result instanceof CompletionStage<?> stage) {
                 handedOver = true;
-                if (client instanceof dev.pglock.core.internal.AbstractLockClient<?> internals) {
-                    internals.detach(lock); // this thread must not re-enter it while the work goes on
-                }
-                return (T) releasedWhenComplete(lock, stage, replace.test(stage));
+                return (T) keptUntilComplete(lock, stage, replace.test(stage));
             }
             if (result != null && !(result instanceof CompletionStage<?>) && AsyncSupport.isReactive(result.getClass())) {
                 throw new IllegalStateException("the work under lock '" + lock.key() + "' returned a "
@@ -329,10 +326,7 @@ public class LockTemplate implements LockOperations {
                             + " until that completes", lock.key(), failed.toString(), started.getClass().getSimpleName());
                 }
                 handedOver = true;
-                if (client instanceof dev.pglock.core.internal.AbstractLockClient<?> internals) {
-                    internals.detach(lock);
-                }
-                releasedWhenComplete(lock, started, false);
+                keptUntilComplete(lock, started, false);
             }
             if (lock instanceof TransactionLock && client.mode() == LockMode.ADVISORY) {
                 // An advisory transaction lock is lost only with the work it covered (a savepoint's
@@ -351,6 +345,14 @@ public class LockTemplate implements LockOperations {
                 finish(lock);
             }
         }
+    }
+
+    /** Hands {@code lock} over to the work behind {@code stage} (see {@link #releasedWhenComplete}). */
+    private CompletionStage<?> keptUntilComplete(HeldLock lock, CompletionStage<?> stage, boolean replace) {
+        if (client instanceof dev.pglock.core.internal.AbstractLockClient<?> internals) {
+            internals.detach(lock); // this thread must not re-enter it while the work goes on
+        }
+        return releasedWhenComplete(lock, stage, replace);
     }
 
     /**
