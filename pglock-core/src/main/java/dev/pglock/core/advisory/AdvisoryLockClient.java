@@ -10,6 +10,7 @@ import dev.pglock.core.internal.AbstractLockClient;
 import dev.pglock.core.internal.Jdbc;
 import dev.pglock.core.internal.LockSession;
 import dev.pglock.core.internal.PermitKeys;
+import dev.pglock.core.internal.PlatformThreads;
 import dev.pglock.core.internal.Sequences;
 import dev.pglock.core.internal.SessionPool;
 import java.sql.Connection;
@@ -645,6 +646,15 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 : (request.isShared() ? WAIT_LOCK_SHARED_FENCED : WAIT_LOCK_FENCED);
         Connection connection = reused != null ? reused.connection : Jdbc.borrow(dataSource, connectionWaitTimeout,
                 connector, "waiting for lock '" + request.key() + "'");
+        // The statements run on a platform thread when this one is virtual (see PlatformThreads): an
+        // interrupt then leaves the wait to end as on a platform thread, not by closing its connection.
+        // The borrow stays here, so a crowd of virtual callers waiting for connections holds no threads.
+        return PlatformThreads.run(() -> waitOn(request, reused, connection, sql, lockId, lockTimeout, cut));
+    }
+
+    /** {@link #waitInDatabase}'s statements on its connection, {@code reused} or borrowed for it. */
+    private AdvisoryLock waitOn(LockRequest request, LockSession reused, Connection connection, String sql,
+            long lockId, long lockTimeout, boolean cut) throws WarmSessionGone {
         Wait waitingGuard = new Wait(reused);
         waiting.put(connection, waitingGuard);
         LockSession session = reused;

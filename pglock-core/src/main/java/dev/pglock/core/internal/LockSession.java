@@ -155,7 +155,7 @@ public final class LockSession {
      * a pool that does not, pgjdbc frees them once they are collected, with the session.
      */
     public java.sql.PreparedStatement prepared(String sql) throws SQLException {
-        if (!inUse.isHeldByCurrentThread()) {
+        if (working != Thread.currentThread()) {
             throw new IllegalStateException("a kept statement is used outside the work of " + this);
         }
         java.sql.PreparedStatement ps = prepared.get(sql);
@@ -210,11 +210,43 @@ public final class LockSession {
         }
     }
 
+    /**
+     * The thread running work on the connection now, while {@link #inUse} is held: the holder itself,
+     * or the platform thread that runs a virtual holder's work (see {@link PlatformThreads}).
+     */
+    private volatile Thread working;
+
+    /**
+     * Runs work on the connection while this thread holds {@link #inUse}: here, or on a platform
+     * thread when this one is virtual, so that no caller's interrupt closes the connection under the
+     * other callers' locks (see {@link PlatformThreads}). Work that calls back into this session
+     * runs at once, as the lock's re-entry would let it.
+     */
+    private <T> T runWork(Work<T> work) throws SQLException {
+        return PlatformThreads.run(() -> {
+            Thread previous = working;
+            working = Thread.currentThread();
+            try {
+                return work.run(connection);
+            } finally {
+                working = previous;
+            }
+        });
+    }
+
+    /** Whether this thread runs work on this session now: a call from inside it must not queue behind itself. */
+    private boolean inWork() {
+        return working == Thread.currentThread();
+    }
+
     /** Runs work even on an ended session (to dispose of it), still one caller at a time. */
     public <T> T callEvenIfEnded(Work<T> work) throws SQLException {
+        if (inWork()) {
+            return work.run(connection);
+        }
         inUse.lock();
         try {
-            return work.run(connection);
+            return runWork(work);
         } finally {
             inUse.unlock();
         }
@@ -226,11 +258,11 @@ public final class LockSession {
      * bounded by the network timeout and reports its own failure).
      */
     public <T> T callIfIdle(Work<T> work) throws SQLException {
-        if (!inUse.tryLock()) {
+        if (inWork() || !inUse.tryLock()) {
             return null;
         }
         try {
-            return ended.get() ? null : work.run(connection);
+            return ended.get() ? null : runWork(work);
         } finally {
             inUse.unlock();
         }
@@ -242,6 +274,10 @@ public final class LockSession {
      * aborts the connection instead of using it from a second thread).
      */
     public boolean tryCallEvenIfEnded(Work<?> work, long nanos) throws SQLException {
+        if (inWork()) {
+            work.run(connection);
+            return true;
+        }
         try {
             if (!inUse.tryLock(Math.max(0, nanos), java.util.concurrent.TimeUnit.NANOSECONDS)) {
                 return false;
@@ -251,7 +287,7 @@ public final class LockSession {
             return false;
         }
         try {
-            work.run(connection);
+            runWork(work);
             return true;
         } finally {
             inUse.unlock();
@@ -289,11 +325,13 @@ public final class LockSession {
      */
     public static LockSession open(Connection connection, int networkTimeoutMillis, Executor executor,
             Opener opener) throws SQLException {
-        if (!connection.getAutoCommit()) {
-            connection.setAutoCommit(true);
-        }
-        connection.setNetworkTimeout(executor, networkTimeoutMillis);
-        return opener.open(connection);
+        return PlatformThreads.run(() -> { // its statements, like every session's (see runWork)
+            if (!connection.getAutoCommit()) {
+                connection.setAutoCommit(true);
+            }
+            connection.setNetworkTimeout(executor, networkTimeoutMillis);
+            return opener.open(connection);
+        });
     }
 
     /** The plain opener: reads the backend pid (lease mode). */
@@ -309,12 +347,18 @@ public final class LockSession {
      * so nothing can take a lock on a connection that is being aborted or given back.
      */
     public <T> T call(Work<T> work) throws SQLException {
+        if (inWork()) {
+            if (ended.get()) {
+                throw new SQLException(this + " has ended", "08003");
+            }
+            return work.run(connection);
+        }
         inUse.lock();
         try {
             if (ended.get()) {
                 throw new SQLException(this + " has ended", "08003");
             }
-            return work.run(connection);
+            return runWork(work);
         } finally {
             lastUsedNanos = System.nanoTime();
             inUse.unlock();
