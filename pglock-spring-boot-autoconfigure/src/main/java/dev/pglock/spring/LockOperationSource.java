@@ -390,6 +390,13 @@ final class LockOperationSource {
                     + " CompletionStage) instead");
         }
         if (AsyncSupport.isReactive(type)) {
+            Class<?> instead = ReactiveLocking.handsBackInstead(type);
+            if (instead != null) {
+                throw new IllegalStateException(description + " returns " + type.getName() + ", a subtype of "
+                        + instead.getName() + ": pglock hands the caller a " + instead.getSimpleName() + " that holds"
+                        + " the lock until it completes, which is not a " + type.getSimpleName() + ", so every call"
+                        + " would fail with a ClassCastException. Declare " + instead.getSimpleName());
+            }
             return LockOperation.Shape.REACTIVE;
         }
         if (isReactiveType(type)) {
@@ -397,6 +404,7 @@ final class LockOperationSource {
                     + " method returns: pglock holds such locks through Project Reactor (io.projectreactor:reactor-core),"
                     + " which is not on the classpath. Add it, or return CompletableFuture");
         }
+        refuseWorkThatRunsLater(description, type, method.getGenericReturnType());
         if (isLazyType(type)) {
             // May be lazy or not (a list's stream is done work; a streaming query's is not): warned, not refused.
             log.warn("{} returns {}: its lock is released when the method returns, before the work of a lazy one"
@@ -404,6 +412,76 @@ final class LockOperationSource {
                     + " method, or return a Flux", description, type.getName());
         }
         return LockOperation.Shape.SYNCHRONOUS;
+    }
+
+    /**
+     * Return types whose work runs after the method returned, in a way pglock cannot see end: the
+     * lock would be released before that work, so they are refused, naming the method. Spring MVC's
+     * asynchronous results (a {@code Callable}, a {@code DeferredResult}, an emitter, a streamed
+     * body), also as the body of a {@code ResponseEntity}; a Kotlin {@code Job}; and the types of
+     * reactive libraries that Spring's ReactiveAdapterRegistry does not adapt here (RxJava 1 and 2;
+     * RxJava 3 and Mutiny without Project Reactor).
+     */
+    private static void refuseWorkThatRunsLater(String description, Class<?> type, java.lang.reflect.Type generic) {
+        if (type.getName().equals("org.springframework.http.HttpEntity")
+                || hasSupertype(type, "org.springframework.http.HttpEntity")) {
+            Class<?> body = generic instanceof java.lang.reflect.ParameterizedType parameterized
+                    && parameterized.getActualTypeArguments().length == 1
+                    ? org.springframework.core.ResolvableType.forType(parameterized.getActualTypeArguments()[0]).resolve()
+                    : null;
+            if (body != null && (CompletionStage.class.isAssignableFrom(body) || Future.class.isAssignableFrom(body)
+                    || AsyncSupport.isReactive(body) || isReactiveType(body) || runsLater(body) != null)) {
+                throw new IllegalStateException(description + " returns " + type.getSimpleName() + "<"
+                        + body.getName() + ">: Spring MVC runs or streams that body after the method returned, so"
+                        + " the lock would end before it. Lock the work the body does (a @DistributedLock method it"
+                        + " calls, or LockTemplate inside it), or return a CompletableFuture or a Mono that completes"
+                        + " once the work is done");
+            }
+            return;
+        }
+        String kind = runsLater(type);
+        if (kind != null) {
+            throw new IllegalStateException(description + " returns " + type.getName() + ", " + kind + ", so the"
+                    + " lock would end before that work. Lock the work itself (a @DistributedLock method it calls, or"
+                    + " LockTemplate inside it), or return a CompletableFuture or a Mono that completes once it is"
+                    + " done" + (type.getName().startsWith("kotlinx.") ? ", or make the method a suspend function" : ""));
+        }
+    }
+
+    /** Why a return type's work runs after the method returned, unseen by pglock; null when it does not. */
+    private static String runsLater(Class<?> type) {
+        String name = type.getName();
+        if (name.startsWith("io.reactivex.") || name.startsWith("rx.") || name.startsWith("io.smallrye.mutiny.")) {
+            return "whose work runs when it is subscribed to, after the method returned, and which Spring's"
+                    + " ReactiveAdapterRegistry does not adapt here (it adapts RxJava 3 and Mutiny when Project"
+                    + " Reactor is on the classpath)";
+        }
+        if (name.equals("java.util.concurrent.Callable") || hasSupertype(type, "java.util.concurrent.Callable")) {
+            return "whose work runs when its caller calls it, after the method returned (Spring MVC calls it on"
+                    + " another thread)";
+        }
+        for (String async : List.of("org.springframework.web.context.request.async.DeferredResult",
+                "org.springframework.web.context.request.async.WebAsyncTask",
+                "org.springframework.web.servlet.mvc.method.annotation.ResponseBodyEmitter",
+                "org.springframework.web.servlet.mvc.method.annotation.StreamingResponseBody")) {
+            if (name.equals(async) || hasSupertype(type, async)) {
+                return "whose work Spring MVC runs (or streams) after the method returned";
+            }
+        }
+        if (name.equals("kotlinx.coroutines.Job") || hasSupertype(type, "kotlinx.coroutines.Job")) {
+            return "whose coroutine runs on after the method returned";
+        }
+        return null;
+    }
+
+    /** Whether a superclass or an interface of the type (not the type itself) has this name. */
+    private static boolean hasSupertype(Class<?> type, String name) {
+        for (Class<?> t = type.getSuperclass(); t != null; t = t.getSuperclass()) {
+            if (t.getName().equals(name)) {
+                return true;
+            }
+        }
+        return ClassUtils.getAllInterfacesForClassAsSet(type).stream().anyMatch(i -> i.getName().equals(name));
     }
 
     /** A type whose work may run as its caller consumes it, after the method returned. */

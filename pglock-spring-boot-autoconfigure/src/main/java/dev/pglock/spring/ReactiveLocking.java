@@ -152,6 +152,22 @@ final class ReactiveLocking {
         return result instanceof Class<?> type ? type : null;
     }
 
+    /**
+     * The type Spring's adapter hands the caller of a method declared to return {@code type}, when
+     * that is not a {@code type}: the adapter of a supertype (Flux for ConnectableFlux, Flow for
+     * StateFlow, Publisher for a class of its own) makes its supertype, and the call would fail with
+     * a ClassCastException every time. Null when the caller gets what it declared. Asks the adapter
+     * for what {@link #invoke} gets from it, with an empty publisher.
+     */
+    static Class<?> handsBackInstead(Class<?> type) {
+        ReactiveAdapter adapter = ReactiveAdapterRegistry.getSharedInstance().getAdapter(type);
+        if (adapter == null || adapter.getReactiveType() == type) {
+            return null;
+        }
+        Object handedBack = adapter.fromPublisher(adapter.isMultiValue() ? Flux.empty() : Mono.empty());
+        return type.isInstance(handedBack) ? null : adapter.getReactiveType();
+    }
+
     static boolean isFlow(Class<?> type) {
         if (type.getName().equals("kotlinx.coroutines.flow.Flow")) {
             return true;

@@ -437,6 +437,137 @@ abstract class MethodShapesIntegrationTest {
         });
     }
 
+    /**
+     * Return types whose work runs after the method returned, where pglock cannot see it end: before,
+     * each was treated as a plain value, so the lock ended when the method returned, before the work
+     * (or, for a subtype of an adapted type, every call failed with a ClassCastException). Each now
+     * stops the start, naming the method and the type.
+     */
+    @ParameterizedTest
+    @org.junit.jupiter.params.provider.MethodSource("workThatRunsLater")
+    void aReturnTypeWhoseWorkRunsLaterUnseenStopsTheStartNamingTheMethod(Class<?> bean, String named, String says) {
+        runner().withBean(bean).run(context -> {
+            assertThat(context).hasFailed();
+            assertThat(context.getStartupFailure()).rootCause().hasMessageContaining(bean.getSimpleName() + ".run(..)")
+                    .hasMessageContaining(named).hasMessageContaining(says);
+        });
+    }
+
+    static java.util.stream.Stream<org.junit.jupiter.params.provider.Arguments> workThatRunsLater() {
+        String mvc = "Spring MVC runs (or streams) after the method returned";
+        String entity = "Spring MVC runs or streams that body after the method returned";
+        return java.util.stream.Stream.of(
+                org.junit.jupiter.params.provider.Arguments.of(ReturnsCallable.class, "java.util.concurrent.Callable",
+                        "whose work runs when its caller calls it"),
+                org.junit.jupiter.params.provider.Arguments.of(ReturnsDeferredResult.class, "DeferredResult", mvc),
+                org.junit.jupiter.params.provider.Arguments.of(ReturnsWebAsyncTask.class, "WebAsyncTask", mvc),
+                org.junit.jupiter.params.provider.Arguments.of(ReturnsSseEmitter.class, "SseEmitter", mvc),
+                org.junit.jupiter.params.provider.Arguments.of(ReturnsStreamedBody.class,
+                        "ResponseEntity<org.springframework.web.servlet.mvc.method.annotation.StreamingResponseBody>", entity),
+                org.junit.jupiter.params.provider.Arguments.of(ReturnsFluxBody.class,
+                        "ResponseEntity<reactor.core.publisher.Flux>", entity),
+                org.junit.jupiter.params.provider.Arguments.of(ReturnsJob.class, "kotlinx.coroutines.Job",
+                        "make the method a suspend function"),
+                org.junit.jupiter.params.provider.Arguments.of(ReturnsRxJava2Single.class, "io.reactivex.Single",
+                        "does not adapt here"),
+                org.junit.jupiter.params.provider.Arguments.of(ReturnsConnectableFlux.class,
+                        "reactor.core.publisher.ConnectableFlux, a subtype of reactor.core.publisher.Flux", "Declare Flux"),
+                org.junit.jupiter.params.provider.Arguments.of(ReturnsStateFlow.class,
+                        "kotlinx.coroutines.flow.StateFlow, a subtype of kotlinx.coroutines.flow.Flow", "Declare Flow"));
+    }
+
+    /** What still starts: a body that is a plain value, and a publisher declared as an interface it is. */
+    @Test
+    void aPlainEntityAndAPublisherDeclaredAsAnInterfaceOfItStillStart() {
+        runner().withBean(ReturnsPlainEntity.class).withBean(ReturnsCorePublisher.class)
+                .run(context -> assertThat(context).hasNotFailed());
+    }
+
+    public static class ReturnsCallable {
+        @DistributedLock
+        public java.util.concurrent.Callable<String> run() {
+            return () -> "x";
+        }
+    }
+
+    public static class ReturnsDeferredResult {
+        @DistributedLock
+        public org.springframework.web.context.request.async.DeferredResult<String> run() {
+            return new org.springframework.web.context.request.async.DeferredResult<>();
+        }
+    }
+
+    public static class ReturnsWebAsyncTask {
+        @DistributedLock
+        public org.springframework.web.context.request.async.WebAsyncTask<String> run() {
+            return new org.springframework.web.context.request.async.WebAsyncTask<>(() -> "x");
+        }
+    }
+
+    public static class ReturnsSseEmitter {
+        @DistributedLock
+        public org.springframework.web.servlet.mvc.method.annotation.SseEmitter run() {
+            return new org.springframework.web.servlet.mvc.method.annotation.SseEmitter();
+        }
+    }
+
+    public static class ReturnsStreamedBody {
+        @DistributedLock
+        public org.springframework.http.ResponseEntity<
+                org.springframework.web.servlet.mvc.method.annotation.StreamingResponseBody> run() {
+            return org.springframework.http.ResponseEntity.ok(out -> out.write(1));
+        }
+    }
+
+    public static class ReturnsFluxBody {
+        @DistributedLock
+        public org.springframework.http.ResponseEntity<Flux<String>> run() {
+            return org.springframework.http.ResponseEntity.ok(Flux.just("x"));
+        }
+    }
+
+    public static class ReturnsJob {
+        @DistributedLock
+        public kotlinx.coroutines.Job run() {
+            return null; // never called: the start stops
+        }
+    }
+
+    public static class ReturnsRxJava2Single {
+        @DistributedLock
+        public io.reactivex.Single<String> run() {
+            return io.reactivex.Single.just("x");
+        }
+    }
+
+    public static class ReturnsConnectableFlux {
+        @DistributedLock
+        public reactor.core.publisher.ConnectableFlux<String> run() {
+            return Flux.just("x").publish();
+        }
+    }
+
+    public static class ReturnsStateFlow {
+        @DistributedLock
+        public kotlinx.coroutines.flow.StateFlow<String> run() {
+            return null; // never called: the start stops
+        }
+    }
+
+    public static class ReturnsPlainEntity {
+        @DistributedLock
+        public org.springframework.http.ResponseEntity<String> run() {
+            return org.springframework.http.ResponseEntity.ok("x");
+        }
+    }
+
+    public static class ReturnsCorePublisher {
+        @DistributedLock
+        public reactor.core.CorePublisher<String> run() {
+            return Mono.just("x");
+        }
+    }
+
     // ---- 2. the outer transaction ----------------------------------------------------------------
 
     /**
