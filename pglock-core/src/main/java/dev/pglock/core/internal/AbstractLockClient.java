@@ -1262,7 +1262,11 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
     /** close() once it is marked closed. */
     private void closeMarked(Duration timeout) {
-        stopWaits();
+        // A cancel opens a socket of its own: on an interrupted virtual thread that would fail.
+        PlatformThreads.run(() -> {
+            stopWaits();
+            return null;
+        });
         List<Hold> released = new ArrayList<>();
         List<D> held = new ArrayList<>();
         long graceEnd = deadline(timeout);

@@ -39,7 +39,10 @@ public final class PlatformThreads {
 
     private static final ThreadPoolExecutor WORKERS = new ThreadPoolExecutor(0, Integer.MAX_VALUE, 30,
             TimeUnit.SECONDS, new SynchronousQueue<>(), task -> {
-                Thread t = new Thread(task, "pglock-statement-" + NUMBER.incrementAndGet());
+                // Made on the virtual caller that needed it: nothing of that caller's (inheritable
+                // thread locals, its context class loader) may stay with a thread others use.
+                Thread t = new Thread(null, task, "pglock-statement-" + NUMBER.incrementAndGet(), 0, false);
+                t.setContextClassLoader(PlatformThreads.class.getClassLoader());
                 t.setDaemon(true);
                 return t;
             });
@@ -74,9 +77,17 @@ public final class PlatformThreads {
         if (!onVirtualThread()) {
             return work.run();
         }
-        Task<T> task = new Task<>(work, Thread.interrupted());
-        WORKERS.execute(task);
-        boolean interrupted = task.interrupted;
+        boolean carried = Thread.currentThread().isInterrupted();
+        Task<T> task = new Task<>(work, carried);
+        try {
+            WORKERS.execute(task);
+        } catch (RuntimeException | Error noThread) { // no thread to be had: here, as before, rather than not at all
+            return work.run();
+        }
+        boolean interrupted = Thread.interrupted(); // the worker has it now
+        if (interrupted && !carried) {
+            task.interrupt(); // came between the two reads
+        }
         while (true) {
             try {
                 T result = task.get();
@@ -109,14 +120,12 @@ public final class PlatformThreads {
      */
     private static final class Task<T> extends java.util.concurrent.FutureTask<T> {
 
-        final boolean interrupted;
         private Thread runner;
         private boolean interruptRequested;
         private boolean ended;
 
         Task(Work<T, ?> work, boolean interrupted) {
             super(work::run);
-            this.interrupted = interrupted;
             this.interruptRequested = interrupted;
         }
 

@@ -9,6 +9,7 @@ import dev.pglock.core.TransactionLock;
 import dev.pglock.core.internal.AbstractLockClient;
 import dev.pglock.core.internal.Jdbc;
 import dev.pglock.core.internal.LockSession;
+import dev.pglock.core.internal.PlatformThreads;
 import dev.pglock.core.internal.PermitKeys;
 import dev.pglock.core.internal.SessionPool;
 import java.sql.Connection;
@@ -997,11 +998,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             t.start();
         };
         try (Connection c = Jdbc.borrow(dataSource, connectionWaitTimeout, borrower, "releasing after close")) {
-            c.setAutoCommit(true);
-            c.setNetworkTimeout(Runnable::run, (int) Math.min(Integer.MAX_VALUE, networkTimeout.toMillis()));
-            for (int i = 0; i < left.size(); i += RELEASE_BATCH) {
-                releaseBatchOn(c, left.subList(i, Math.min(left.size(), i + RELEASE_BATCH)));
-            }
+            PlatformThreads.run(() -> { // an interrupt of a virtual thread would close it (see PlatformThreads)
+                c.setAutoCommit(true);
+                c.setNetworkTimeout(Runnable::run, (int) Math.min(Integer.MAX_VALUE, networkTimeout.toMillis()));
+                for (int i = 0; i < left.size(); i += RELEASE_BATCH) {
+                    releaseBatchOn(c, left.subList(i, Math.min(left.size(), i + RELEASE_BATCH)));
+                }
+                return null;
+            });
         } catch (SQLException | RuntimeException e) {
             log.warn("releasing {} lock(s) after the client closed failed ({}); they end when their leases run out",
                     left.size(), e.getMessage());
