@@ -1212,6 +1212,46 @@ public abstract class LockClientContractTest {
      * its onRevoked runs while it still holds the lock. Before, it gave the lock back first, and the
      * other candidate's onElected ran while this one's onRevoked had not yet returned: two leaders.
      */
+    /**
+     * The lock is lost between the candidate's grant and its leading (a pause longer than the lease,
+     * a killed session), forced by a hook on the candidate's thread. Before, the candidate was told
+     * it was elected with a lock it no longer held, while another replica could lead. Now it is
+     * elected only with a lock it holds: it stands again and leads with a fresh one.
+     */
+    @Test
+    void aCandidateWhoseLockIsLostBeforeItLeadsIsElectedOnlyWithALockItHolds() throws Exception {
+        LockClient a = client();
+        java.util.concurrent.BlockingQueue<Boolean> electedHolding = new java.util.concurrent.LinkedBlockingQueue<>();
+        AtomicBoolean broken = new AtomicBoolean();
+        dev.pglock.core.internal.LeaderCandidateHooks.beforeLeading(lock -> {
+            if (broken.compareAndSet(false, true)) {
+                try {
+                    breakLock(a, lock);
+                } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                }
+                await().atMost(lossNoticedWithin()).until(() -> !lock.isHeld());
+            }
+        });
+        try {
+            Leadership leader = closeLater(a.lead("lost-before-leading", new LeaderCallbacks() {
+                @Override
+                public void onElected(HeldLock lock) {
+                    electedHolding.add(lock.isHeld());
+                }
+
+                @Override
+                public void onRevoked(HeldLock lock) {
+                }
+            }));
+            assertThat(electedHolding.poll(30, TimeUnit.SECONDS)).as("elected holding its lock").isTrue();
+            assertThat(broken).isTrue();
+            assertThat(leader.isLeader()).isTrue();
+        } finally {
+            dev.pglock.core.internal.LeaderCandidateHooks.beforeLeading(null);
+        }
+    }
+
     @Test
     void aLeaderThatStepsDownHearsItIsRevokedBeforeAnotherIsElected() throws Exception {
         LockClient a = client();

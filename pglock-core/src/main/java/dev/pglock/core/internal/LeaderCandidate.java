@@ -29,6 +29,9 @@ public final class LeaderCandidate implements Leadership {
      * every other lock of the client wait behind it, and so does a closing client.
      */
     static final Duration REVOKED_WAIT = Duration.ofSeconds(10);
+
+    /** For tests: runs on the candidate's thread with each lock it got, before it leads with it. */
+    static volatile java.util.function.Consumer<HeldLock> beforeLeadingForTests;
     /**
      * The least a candidate whose onElected failed waits before standing again: else, with nobody else
      * standing, or (lease mode) with the others asleep until a notification, a callback that always
@@ -144,6 +147,10 @@ public final class LeaderCandidate implements Leadership {
 
     /** Leads until the lock is lost, given up or the candidacy ends; then steps down. */
     private void lead(HeldLock held) {
+        java.util.function.Consumer<HeldLock> hook = beforeLeadingForTests;
+        if (hook != null) {
+            hook.accept(held);
+        }
         CountDownLatch revoked = new CountDownLatch(1);
         held.onLost(lost -> {
             synchronized (monitor) {
@@ -160,6 +167,13 @@ public final class LeaderCandidate implements Leadership {
                 Thread.currentThread().interrupt();
             }
         });
+        if (!held.isHeld()) {
+            // Lost between the grant and the listener above (a pause longer than the lease, a killed
+            // session), which then ran on this thread and waited for nothing: another candidate may
+            // lead already. Not elected: given back, and the candidate stands again.
+            held.close();
+            return;
+        }
         synchronized (monitor) {
             leading = held;
             stepDown = false;
