@@ -38,6 +38,9 @@ public final class PgLockRegistry implements RenewableLockRegistry<Lock>, Expira
 
     /** How long {@link Lock#lock()} waits per attempt before asking again (it never gives up). */
     private static final Duration FOREVER_STEP = Duration.ofHours(1);
+
+    /** For tests: runs in tryLock() after the check for a lost hold, before the take. */
+    static volatile Runnable beforeTakeForTests;
     /**
      * How long an interruptible wait waits per attempt: in advisory mode a wait blocks in the driver,
      * which cannot see an interrupt, so an interrupt is seen within this. Each attempt queues anew
@@ -144,6 +147,14 @@ public final class PgLockRegistry implements RenewableLockRegistry<Lock>, Expira
             if (drop) {
                 holds.remove(me);
                 lastUsedNanos = System.nanoTime();
+                // A hold taken after the first was lost (the loss came between an earlier check and
+                // its take, which then took the key afresh) still holds the key: given back, or it
+                // would stay with this client, renewed, until the client closes.
+                for (HeldLock hold : mine) {
+                    if (hold.isHeld()) {
+                        hold.release();
+                    }
+                }
             }
             return true;
         }
@@ -235,7 +246,14 @@ public final class PgLockRegistry implements RenewableLockRegistry<Lock>, Expira
 
         @Override
         public boolean tryLock() {
-            return !lostByCurrentThread(true) && take(Duration.ZERO);
+            if (lostByCurrentThread(true)) {
+                return false;
+            }
+            Runnable hook = beforeTakeForTests;
+            if (hook != null) {
+                hook.run();
+            }
+            return take(Duration.ZERO);
         }
 
         @Override

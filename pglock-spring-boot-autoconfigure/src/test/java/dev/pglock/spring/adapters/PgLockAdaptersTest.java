@@ -339,4 +339,60 @@ class PgLockAdaptersTest {
             initiator.stop();
         }
     }
+
+    /**
+     * Review: a thread's hold was lost between its next tryLock()'s check and its take, which then
+     * took the key afresh (the client had already forgotten the lost lock), so the thread held [lost,
+     * live]. Its next tryLock() dropped both without giving the live one back: the key stayed with
+     * this client, renewed, until it closed, and no other replica could take it. Forced by a hook
+     * between the check and the take.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"advisory", "lease"})
+    void aLiveHoldDroppedWithALostOneIsGivenBack(String mode) throws Exception {
+        java.util.concurrent.CountDownLatch foundLost = new java.util.concurrent.CountDownLatch(1);
+        dev.pglock.core.LockObserver lossHeard = new dev.pglock.core.LockObserver() {
+            @Override
+            public void lost(dev.pglock.core.LockMode lockMode, String key, dev.pglock.core.LockLostException.Reason reason) {
+                foundLost.countDown();
+            }
+        };
+        LockClient clientA = "lease".equals(mode)
+                ? PgLock.lease(pool).namespace(namespace).tableName(table).lease(Duration.ofSeconds(3))
+                        .heartbeatInterval(HEARTBEAT).observer(lossHeard).build()
+                : PgLock.advisory(pool).namespace(namespace).heartbeatInterval(HEARTBEAT).observer(lossHeard).build();
+        toClose.add(0, clientA);
+        LockClient other = replica(mode);
+        java.util.concurrent.locks.Lock lock = new PgLockRegistry(clientA).obtain("dropped");
+        assertThat(lock.tryLock()).isTrue();
+        java.util.concurrent.atomic.AtomicBoolean broke = new java.util.concurrent.atomic.AtomicBoolean();
+        PgLockRegistry.beforeTakeForTests = () -> {
+            if (broke.compareAndSet(false, true)) {
+                try (Connection c = db.connect(); Statement st = c.createStatement()) {
+                    st.execute("advisory".equals(mode)
+                            ? "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
+                                    + " AND granted AND ((classid::bigint << 32) | objid::bigint) = "
+                                    + dev.pglock.core.advisory.AdvisoryKeyHasher.lockId(namespace, "dropped")
+                            : "DELETE FROM " + table + " WHERE namespace = '" + namespace + "' AND lock_key = 'dropped'");
+                    assertThat(foundLost.await(10, TimeUnit.SECONDS)).as("A's client found the loss").isTrue();
+                } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                }
+            }
+        };
+        try {
+            assertThat(lock.tryLock()).as("taken afresh after the check").isTrue();
+            assertThat(broke).isTrue();
+        } finally {
+            PgLockRegistry.beforeTakeForTests = null;
+        }
+
+        assertThat(lock.tryLock()).as("the lost hold makes the next take fail").isFalse();
+
+        Optional<HeldLock> taken = other.tryAcquire(LockRequest.of("dropped"));
+        assertThat(taken).as("the live hold was given back").isPresent();
+        taken.get().close();
+        assertThat(lock.tryLock()).as("and the thread takes it afresh").isTrue();
+        lock.unlock();
+    }
 }
