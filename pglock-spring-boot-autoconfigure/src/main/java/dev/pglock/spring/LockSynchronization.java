@@ -62,6 +62,50 @@ final class LockSynchronization implements TransactionSynchronization {
         current().locks.add(new Tied(lock, null));
     }
 
+    private static final String SYNCHRONIZATION_UTILS = "org.springframework.transaction.support.TransactionSynchronizationUtils";
+    private static final java.util.Set<String> COMPLETION_PHASES = java.util.Set.of("triggerBeforeCommit",
+            "triggerBeforeCompletion", "triggerAfterCommit", "invokeAfterCommit", "triggerAfterCompletion",
+            "invokeAfterCompletion");
+
+    /**
+     * Whether this thread runs inside the completion of the transaction it would join: in a
+     * {@code beforeCommit} (a {@code @TransactionalEventListener} of phase BEFORE_COMMIT), or later.
+     * Spring calls the synchronizations of that phase that were registered before it began, so one
+     * registered now is not asked before the commit. Read from the stack: the innermost completion
+     * frame, unless a transaction scope began after it (a TransactionTemplate, or a declarative scope
+     * that started a transaction of its own: its own commit comes). Costs a walk of the stack; called
+     * only when a lease lock joins a transaction.
+     */
+    static boolean inCompletionOfCurrentTransaction() {
+        return StackWalker.getInstance().walk(frames -> {
+            for (java.util.Iterator<StackWalker.StackFrame> it = frames.iterator(); it.hasNext();) {
+                StackWalker.StackFrame frame = it.next();
+                String type = frame.getClassName();
+                String method = frame.getMethodName();
+                if (type.equals("org.springframework.transaction.support.TransactionTemplate") && method.equals("execute")) {
+                    return false; // may have begun a transaction of its own (this one cannot tell): not refused
+                }
+                if (type.equals("org.springframework.transaction.interceptor.TransactionAspectSupport")
+                        && method.equals("invokeWithinTransaction")) {
+                    return !innermostDeclarativeScopeIsNew();
+                }
+                if (type.equals(SYNCHRONIZATION_UTILS) && COMPLETION_PHASES.contains(method)) {
+                    return true;
+                }
+            }
+            return false;
+        });
+    }
+
+    private static boolean innermostDeclarativeScopeIsNew() {
+        try {
+            return org.springframework.transaction.interceptor.TransactionAspectSupport.currentTransactionStatus()
+                    .isNewTransaction();
+        } catch (org.springframework.transaction.NoTransactionException none) {
+            return true;
+        }
+    }
+
     private static LockSynchronization current() {
         for (TransactionSynchronization registered : TransactionSynchronizationManager.getSynchronizations()) {
             if (registered instanceof LockSynchronization mine) {

@@ -242,6 +242,16 @@ public class LockTemplate implements LockOperations {
                     + ": call it inside @Transactional or TransactionTemplate with the transaction manager of"
                     + " pglock's DataSource");
         }
+        if (client.mode() == LockMode.LEASE && LockSynchronization.inCompletionOfCurrentTransaction()) {
+            // Confirmed before the commit (an UPDATE that keeps the row until it): that has begun, and
+            // a lease lost meanwhile would commit unnoticed. An advisory one is confirmed as its work
+            // returns (see runHolding) and ends with the transaction.
+            throw new IllegalStateException("lease lock '" + request.key() + "' was asked for in the transaction"
+                    + " while that transaction completes (from a beforeCommit or afterCommit callback, such as a"
+                    + " @TransactionalEventListener): it is confirmed before the commit, which has begun, so it"
+                    + " could not be, and its work could commit after the lease was lost. Take it before the"
+                    + " commit begins, in a transaction of its own (REQUIRES_NEW), or not in the transaction");
+        }
         Connection connection = DataSourceUtils.getConnection(dataSource); // the transaction's own
         try {
             TransactionLock lock = client.tryAcquireInTransaction(connection, request).orElse(null);
@@ -286,8 +296,9 @@ public class LockTemplate implements LockOperations {
                         + " or take a lock that is not in the transaction (it is then kept until the stage completes)");
             }
             if (result instanceof CompletionStage<?> stage) {
-                handedOver = true;
-                return (T) keptUntilComplete(lock, stage, replace.test(stage));
+                CompletionStage<?> kept = keptUntilComplete(lock, stage, replace.test(stage));
+                handedOver = true; // only once the stage will release it: else finish() below does
+                return (T) kept;
             }
             if (result != null && !(result instanceof CompletionStage<?>) && AsyncSupport.isReactive(result.getClass())) {
                 throw new IllegalStateException("the work under lock '" + lock.key() + "' returned a "
@@ -325,8 +336,8 @@ public class LockTemplate implements LockOperations {
                             + " under lock '{}' failed to commit ({}) after the work returned its {}: the lock is kept"
                             + " until that completes", lock.key(), failed.toString(), started.getClass().getSimpleName());
                 }
-                handedOver = true;
                 keptUntilComplete(lock, started, false);
+                handedOver = true;
             }
             if (lock instanceof TransactionLock && client.mode() == LockMode.ADVISORY) {
                 // An advisory transaction lock is lost only with the work it covered (a savepoint's

@@ -48,4 +48,66 @@ class LeaseMethodShapesTest extends MethodShapesIntegrationTest {
             assertThat(read(jdbc)).as("nothing committed under the lost lease").isZero();
         });
     }
+
+    /**
+     * Review: a lease lock joined to the transaction from a beforeCommit callback (a
+     * {@code @TransactionalEventListener} of phase BEFORE_COMMIT) was never confirmed: Spring calls
+     * the synchronizations registered before that phase began, so the transaction committed the work
+     * although the lease had been lost and another replica held the key. It is now refused, and the
+     * transaction rolls back.
+     */
+    @Test
+    void aLeaseJoinedToTheTransactionWhileItCommitsIsRefused() {
+        runner().run(context -> {
+            var manager = context.getBean(org.springframework.transaction.PlatformTransactionManager.class);
+            var transaction = new org.springframework.transaction.support.TransactionTemplate(manager);
+            LockTemplate locks = context.getBean(LockTemplate.class).inTransaction();
+            JdbcTemplate jdbc = context.getBean(JdbcTemplate.class);
+            LockClient other = otherReplica();
+
+            assertThatThrownBy(() -> transaction.executeWithoutResult(status ->
+                    org.springframework.transaction.support.TransactionSynchronizationManager.registerSynchronization(
+                            new org.springframework.transaction.support.TransactionSynchronization() {
+                                @Override
+                                public void beforeCommit(boolean readOnly) {
+                                    locks.execute("while-committing", lock -> {
+                                        jdbc.update("UPDATE " + counters + " SET value = value + 1 WHERE id = 1");
+                                        other.forceRelease("while-committing"); // the lease is gone, another takes it
+                                        other.acquire(LockRequest.of("while-committing"));
+                                        return null;
+                                    });
+                                }
+                            })))
+                    .isInstanceOf(IllegalStateException.class).hasMessageContaining("'while-committing'")
+                    .hasMessageContaining("while that transaction completes");
+
+            assertThat(read(jdbc)).as("nothing committed").isZero();
+        });
+    }
+
+    /** A transaction of its own, begun in such a callback, confirms its lease before its own commit. */
+    @Test
+    void aLeaseJoinedToANewTransactionBegunWhileAnotherCommitsIsTaken() {
+        runner().run(context -> {
+            var manager = context.getBean(org.springframework.transaction.PlatformTransactionManager.class);
+            var transaction = new org.springframework.transaction.support.TransactionTemplate(manager);
+            var ownTransaction = new org.springframework.transaction.support.TransactionTemplate(manager);
+            ownTransaction.setPropagationBehavior(org.springframework.transaction.TransactionDefinition.PROPAGATION_REQUIRES_NEW);
+            LockTemplate locks = context.getBean(LockTemplate.class).inTransaction();
+            JdbcTemplate jdbc = context.getBean(JdbcTemplate.class);
+
+            transaction.executeWithoutResult(status ->
+                    org.springframework.transaction.support.TransactionSynchronizationManager.registerSynchronization(
+                            new org.springframework.transaction.support.TransactionSynchronization() {
+                                @Override
+                                public void beforeCommit(boolean readOnly) {
+                                    ownTransaction.executeWithoutResult(inner -> locks.execute("own-transaction",
+                                            lock -> jdbc.update("UPDATE " + counters + " SET value = value + 1 WHERE id = 1")));
+                                }
+                            }));
+
+            assertThat(read(jdbc)).as("committed by the transaction of its own").isEqualTo(1);
+            assertThat(otherReplica().tryAcquire(LockRequest.of("own-transaction"))).as("released").isPresent();
+        });
+    }
 }

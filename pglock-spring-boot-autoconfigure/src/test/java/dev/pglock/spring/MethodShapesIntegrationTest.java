@@ -476,6 +476,29 @@ abstract class MethodShapesIntegrationTest {
                         "kotlinx.coroutines.flow.StateFlow, a subtype of kotlinx.coroutines.flow.Flow", "Declare Flow"));
     }
 
+    /**
+     * Review: work that returns a stage which refuses the callback that would release the lock (its
+     * whenComplete throws). Before, the lock counted as handed over to the stage before the callback
+     * was in place, so nothing released it until the client closed. Now the caller gets the failure
+     * and the lock is released at once.
+     */
+    @Test
+    void aStageThatTakesNoCallbackGivesTheLockBack() {
+        runner().run(context -> {
+            LockTemplate template = context.getBean(LockTemplate.class);
+            CompletableFuture<String> refusing = new CompletableFuture<>() {
+                @Override
+                public CompletableFuture<String> whenComplete(
+                        java.util.function.BiConsumer<? super String, ? super Throwable> action) {
+                    throw new UnsupportedOperationException("no callbacks here");
+                }
+            };
+            assertThatThrownBy(() -> template.execute("refusing-stage", lock -> refusing))
+                    .isInstanceOf(UnsupportedOperationException.class);
+            assertThat(otherReplica().tryAcquire(LockRequest.of("refusing-stage"))).as("given back").isPresent();
+        });
+    }
+
     /** What still starts: a body that is a plain value, and a publisher declared as an interface it is. */
     @Test
     void aPlainEntityAndAPublisherDeclaredAsAnInterfaceOfItStillStart() {
