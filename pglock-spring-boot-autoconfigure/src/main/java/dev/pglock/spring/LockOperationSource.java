@@ -448,6 +448,54 @@ final class LockOperationSource {
         }
     }
 
+    /**
+     * What a value returned by work under a lock is, when it carries work that runs after it was
+     * returned, where pglock cannot see it end (see {@link #refuseWorkThatRunsLater}); null when it
+     * does not. For values whose declared type did not tell at start-up: {@code ResponseEntity<?>},
+     * {@code Object}, a type variable, a template's callback.
+     */
+    static String workRunningLater(Object value) {
+        if (value == null) {
+            return null;
+        }
+        Class<?> type = value.getClass();
+        if (hasSupertype(type, "org.springframework.http.HttpEntity")
+                || type.getName().equals("org.springframework.http.HttpEntity")) {
+            Object body;
+            try {
+                body = type.getMethod("getBody").invoke(value);
+            } catch (ReflectiveOperationException | RuntimeException unreadable) {
+                return null;
+            }
+            if (body == null) {
+                return null;
+            }
+            Class<?> bodyType = body.getClass();
+            boolean later = CompletionStage.class.isAssignableFrom(bodyType) || Future.class.isAssignableFrom(bodyType)
+                    || AsyncSupport.isReactive(bodyType) || isReactiveType(bodyType) || runsLater(bodyType) != null;
+            return later ? "a " + type.getSimpleName() + " whose body, a " + known(bodyType) + ", Spring MVC runs or"
+                    + " streams after the work returned" : null;
+        }
+        String kind = runsLater(type);
+        return kind == null ? null : "a " + known(type) + ", " + kind;
+    }
+
+    /** The type's name, or that of the asynchronous type it is (a lambda's class names nothing useful). */
+    private static String known(Class<?> type) {
+        if (!type.isSynthetic() && !type.isAnonymousClass() && !type.getName().contains("$$Lambda")) {
+            return type.getName();
+        }
+        for (String name : List.of("java.util.concurrent.CompletionStage", "java.util.concurrent.Future",
+                "org.reactivestreams.Publisher", "java.util.concurrent.Flow$Publisher", "kotlinx.coroutines.flow.Flow",
+                "kotlinx.coroutines.Job", "java.util.concurrent.Callable",
+                "org.springframework.web.servlet.mvc.method.annotation.StreamingResponseBody")) {
+            if (hasSupertype(type, name)) {
+                return name;
+            }
+        }
+        return type.getName();
+    }
+
     /** Why a return type's work runs after the method returned, unseen by pglock; null when it does not. */
     private static String runsLater(Class<?> type) {
         String name = type.getName();

@@ -307,6 +307,13 @@ public class LockTemplate implements LockOperations {
                         + " @DistributedLock on a method that returns it (the lock is then taken on subscription"
                         + " and held until it completes), or take the lock inside the publisher");
             }
+            String later = LockOperationSource.workRunningLater(result);
+            if (later != null) {
+                throw new IllegalStateException("the work under lock '" + lock.key() + "' returned " + later
+                        + ", so the lock would end before that work: the lock is given back and the value not"
+                        + " returned. Lock the work itself (a @DistributedLock method it calls, or LockTemplate inside"
+                        + " it), or return a CompletableFuture or a Mono that completes once it is done");
+            }
             if (lock instanceof TransactionLock transactionLock && client.mode() == LockMode.ADVISORY) {
                 // Checked as the work returns rather than before the commit: held now, it covered all
                 // of the work, and it can vanish later only with a rollback to a savepoint set before

@@ -499,6 +499,44 @@ abstract class MethodShapesIntegrationTest {
         });
     }
 
+    /**
+     * Review: the same shapes behind a declared type that does not tell (a {@code ResponseEntity<?>}, an
+     * {@code Object}) started, and their lock ended before the work. Refused at the call now: the lock
+     * is given back and the caller gets an exception naming the lock and the value.
+     */
+    @Test
+    void workThatRunsLaterBehindALooseTypeIsRefusedAtTheCall() {
+        runner().withBean(LooselyTyped.class).run(context -> {
+            assertThat(context).hasNotFailed();
+            LooselyTyped bean = context.getBean(LooselyTyped.class);
+            assertThatThrownBy(bean::streamed).isInstanceOf(IllegalStateException.class)
+                    .hasMessageContaining("'loose-entity'").hasMessageContaining("StreamingResponseBody");
+            assertThatThrownBy(bean::callable).isInstanceOf(IllegalStateException.class)
+                    .hasMessageContaining("'loose-object'").hasMessageContaining("java.util.concurrent.Callable");
+            assertThat(bean.plain().getBody()).isEqualTo("x");
+            assertThat(otherReplica().tryAcquire(LockRequest.of("loose-entity"))).as("given back").isPresent();
+            assertThat(otherReplica().tryAcquire(LockRequest.of("loose-object"))).as("given back").isPresent();
+        });
+    }
+
+    public static class LooselyTyped {
+        @DistributedLock(key = "'loose-entity'")
+        public org.springframework.http.ResponseEntity<?> streamed() {
+            org.springframework.web.servlet.mvc.method.annotation.StreamingResponseBody body = out -> out.write(1);
+            return org.springframework.http.ResponseEntity.ok(body);
+        }
+
+        @DistributedLock(key = "'loose-object'")
+        public Object callable() {
+            return (java.util.concurrent.Callable<String>) () -> "x";
+        }
+
+        @DistributedLock(key = "'loose-plain'")
+        public org.springframework.http.ResponseEntity<?> plain() {
+            return org.springframework.http.ResponseEntity.ok("x");
+        }
+    }
+
     /** What still starts: a body that is a plain value, and a publisher declared as an interface it is. */
     @Test
     void aPlainEntityAndAPublisherDeclaredAsAnInterfaceOfItStillStart() {
