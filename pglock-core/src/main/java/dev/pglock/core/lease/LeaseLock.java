@@ -12,17 +12,23 @@ final class LeaseLock extends DatabaseLock {
     final long holdAtLeastMillis;
     /** System.nanoTime after which, without a confirmed heartbeat, the lease is no longer trusted. */
     volatile long trustedUntilNanos;
+    /**
+     * The same end by the wall clock, which goes on while the machine is suspended (the monotonic clock
+     * of Linux, CLOCK_MONOTONIC, does not): whichever clock says the trust ended first ends it.
+     */
+    volatile long trustedUntilWallMillis;
     /** Set once the acquisition is released (its last hold ended) or given up. */
     volatile boolean ended;
     /** Set when a renewal found the row no longer this acquisition's: lost, whoever reports it first. */
     volatile boolean foundGone;
 
     LeaseLock(String key, String holder, boolean shared, long fencingToken, Instant acquiredAt, long leaseMillis,
-            long holdAtLeastMillis, long trustedUntilNanos) {
+            long holdAtLeastMillis, long trustedUntilNanos, long trustedUntilWallMillis) {
         super(key, shared, fencingToken, acquiredAt);
         this.holder = holder;
         this.leaseMillis = leaseMillis;
         this.holdAtLeastMillis = holdAtLeastMillis;
         this.trustedUntilNanos = trustedUntilNanos;
+        this.trustedUntilWallMillis = trustedUntilWallMillis;
     }
 }

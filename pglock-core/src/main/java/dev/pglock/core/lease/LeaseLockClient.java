@@ -757,7 +757,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     }
 
     private static boolean withinTrust(LeaseLock lock) {
-        return System.nanoTime() - lock.trustedUntilNanos < 0;
+        return System.nanoTime() - lock.trustedUntilNanos < 0 && wallMillis() < lock.trustedUntilWallMillis;
+    }
+
+    /** For tests: added to the wall clock, as a suspend of the machine moves it and not the monotonic one. */
+    static volatile long wallClockOffsetMillisForTests;
+
+    private static long wallMillis() {
+        return System.currentTimeMillis() + wallClockOffsetMillisForTests;
     }
 
     /** Heartbeats that failed made the lease untrusted; else it simply was not confirmed in time (a pause). */
@@ -911,7 +918,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
      */
     private void undoPossibleGrant(LockRequest request, String holder, long leaseMillis, long sentAt) {
         LeaseLock possible = new LeaseLock(request.key(), holder, request.isShared(), 0, java.time.Instant.EPOCH,
-                leaseMillis, 0, trustedUntil(sentAt, leaseMillis));
+                leaseMillis, 0, trustedUntil(sentAt, leaseMillis), trustedUntilWall(sentAt, leaseMillis));
         pendingReleases.put(possible, new PendingRelease(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(leaseMillis)
                 + 2 * networkTimeout.toNanos(), true, false));
         scheduleRetry(false);
@@ -1059,7 +1066,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private LeaseLock granted(LockRequest request, String holder, long token, Timestamp acquiredAt, long leaseMillis,
             long sentAt) {
         return new LeaseLock(request.key(), holder, request.isShared(), token, acquiredAt.toInstant(), leaseMillis,
-                request.holdAtLeast().toMillis(), trustedUntil(sentAt, leaseMillis));
+                request.holdAtLeast().toMillis(), trustedUntil(sentAt, leaseMillis), trustedUntilWall(sentAt, leaseMillis));
     }
 
     /** A renewal sent at {@code sentAt} was confirmed: the lock is trusted for its lease from then, minus the margin. */
@@ -1068,10 +1075,25 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         if (until - lock.trustedUntilNanos > 0) {
             lock.trustedUntilNanos = until;
         }
+        long untilWall = trustedUntilWall(sentAt, lock.leaseMillis);
+        if (untilWall > lock.trustedUntilWallMillis) {
+            lock.trustedUntilWallMillis = untilWall;
+        }
     }
 
     private long trustedUntil(long sentAtNanos, long leaseMillis) {
         return sentAtNanos + TimeUnit.MILLISECONDS.toNanos(leaseMillis) - safetyMargin.toNanos();
+    }
+
+    /**
+     * {@link #trustedUntil} by the wall clock: sentAt read on it now. The monotonic clock alone would
+     * trust a lease through a suspend of the machine (a laptop's sleep, a hibernated instance), which
+     * it does not count, while the database's clock runs on and another client takes the key. A step
+     * of the wall clock forward only ends the trust early; one backwards leaves the monotonic bound.
+     */
+    private long trustedUntilWall(long sentAtNanos, long leaseMillis) {
+        return wallMillis() - TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - sentAtNanos) + leaseMillis
+                - safetyMargin.toMillis();
     }
 
     @Override
@@ -1346,7 +1368,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         confirmedInTransactions.remove(lock);
         // The holder's work was protected while the lease was trusted; past that, even a release that
         // succeeds cannot say another holder was not let in meanwhile.
-        boolean trustedToTheEnd = System.nanoTime() - lock.trustedUntilNanos < 0;
+        boolean trustedToTheEnd = withinTrust(lock);
         LockSession session = null;
         try {
             session = sessions.session();
