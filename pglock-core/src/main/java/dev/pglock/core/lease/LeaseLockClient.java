@@ -78,12 +78,18 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // by the database clock (or join it, when both it and we are shared). ON CONFLICT takes the row
     // lock, so of two racing clients exactly one gets RETURNING a row. In the DO UPDATE branch the
     // token is drawn after that row lock, so it is larger than the token of every earlier holder.
-    // Parameters: namespace, key, holder, shared, lease ms, lease ms, data, owner prefix ("<owner>#").
+    // That row lock waits for a transaction that holds the row: one that confirmed a lock joined to
+    // it (see acquireInTransaction) holds it until its commit, however long. So the VALUES, computed
+    // before the conflict is looked for, set a transaction-local lock_timeout (TRY_ROW_WAIT): the
+    // attempt then ends as "taken" (55P03) instead of outwaiting the network timeout and failing as
+    // a database error while its backend waits on in the server. Parameters: namespace, key, holder,
+    // shared, lease ms, lease ms, data, lock_timeout, owner prefix ("<owner>#").
     private static final String TRY_LOCK = """
             INSERT INTO %1$s AS t (namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at,
                                    lease_millis, data)
             VALUES (?, ?, ARRAY[?::text], ?, nextval(%2$s), statement_timestamp(),
-                    statement_timestamp() + ? * interval '1 millisecond', ?, ?)
+                    statement_timestamp() + ? * interval '1 millisecond', ?,
+                    (SELECT ?::bytea WHERE set_config('lock_timeout', ?, true) IS NOT NULL))
             ON CONFLICT (namespace, lock_key) DO UPDATE SET
                 holders = CASE WHEN t.expires_at <= statement_timestamp() THEN EXCLUDED.holders
                                ELSE ARRAY(SELECT h FROM unnest(t.holders) AS h, (SELECT ?::text AS mine) AS p
@@ -110,7 +116,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             INSERT INTO %1$s AS t (namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at,
                                    lease_millis, data)
             VALUES (?, ?, ARRAY[?::text], ?, nextval(%2$s), statement_timestamp(),
-                    statement_timestamp() + ? * interval '1 millisecond', ?, ?)
+                    statement_timestamp() + ? * interval '1 millisecond', ?,
+                    (SELECT ?::bytea WHERE set_config('lock_timeout', ?, true) IS NOT NULL))
             ON CONFLICT (namespace, lock_key) DO UPDATE SET
                 holders = EXCLUDED.holders,
                 shared = EXCLUDED.shared,
@@ -407,6 +414,15 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     /** Set by start(), from the table's resolved, schema-qualified name (see LeaseSchema.qualifiedNames). */
     private volatile dev.pglock.core.advisory.AdvisoryKeyHasher lineIds;
     private final Duration networkTimeout;
+    /** TRY_LOCK's lock_timeout, in ms as text: {@link #TRY_ROW_WAIT}, at most half the network timeout. */
+    private final String tryRowWait;
+    /**
+     * How long an acquiring statement waits for the row lock of another transaction. Other pglock
+     * statements hold a row for milliseconds; a transaction that confirmed a lock in it holds the row,
+     * and so the lock, until its commit.
+     */
+    static final Duration TRY_ROW_WAIT = Duration.ofSeconds(1);
+    private static final String LOCK_TIMEOUT = "55P03";
     /** What a release's statement adds for an asynchronous commit, or nothing. */
     private final String releaseCommit;
     /** How long a session beyond the first stays open with nothing to run: max(heartbeat, 1 s). */
@@ -463,6 +479,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         networkTimeout = networkTimeout.compareTo(MIN_NETWORK_TIMEOUT) < 0 ? MIN_NETWORK_TIMEOUT : networkTimeout;
         networkTimeout = networkTimeout.compareTo(defaultLease) > 0 ? defaultLease : networkTimeout;
         this.networkTimeout = networkTimeout;
+        this.tryRowWait = Long.toString(Math.max(1, Math.min(TRY_ROW_WAIT.toMillis(), networkTimeout.toMillis() / 2)));
         this.idleNanos = Math.max(heartbeatInterval.toNanos(), TimeUnit.SECONDS.toNanos(1));
         this.sessions = new SessionPool(dataSource, lockSessions, connectionWaitTimeout, networkTimeout, connector,
                 LockSession::withPid);
@@ -846,8 +863,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     ps.setLong(5, leaseMillis);
                     ps.setLong(6, leaseMillis);
                     ps.setBytes(7, data);
+                    ps.setString(8, tryRowWait);
                     if (request.isShared()) {
-                        ps.setString(8, holderPrefix);
+                        ps.setString(9, holderPrefix);
                     }
                     try (ResultSet rs = ps.executeQuery()) {
                         if (!rs.next()) {
@@ -858,6 +876,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 }
             });
         } catch (SQLException e) {
+            if (LOCK_TIMEOUT.equals(e.getSQLState())) {
+                // The row is held by a transaction (a lock confirmed in it, until its commit): taken.
+                // The statement failed whole, so nothing was granted.
+                noteContended(request.key());
+                return null;
+            }
             undoPossibleGrant(request, holder, leaseMillis, sentAt);
             throw failure(session, "acquiring lock '" + request.key() + "'", e);
         }

@@ -20,6 +20,7 @@ import dev.pglock.test.TcpProxy;
 import dev.pglock.test.TransactionPoolingDataSource;
 import java.nio.charset.StandardCharsets;
 import java.sql.Connection;
+import dev.pglock.core.TransactionLock;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.sql.SQLException;
@@ -259,6 +260,34 @@ class LeaseLockClientTest extends LockClientContractTest {
      * trust the lock longer. Before, it did: after a rollback the row's lease was the old one again,
      * another client took the key when it ended, and this client still said it held it.
      */
+    /**
+     * Review: a lock confirmed in a transaction holds its row until that transaction commits, and
+     * another client's attempt waited for that row lock: past the network timeout, when it failed as
+     * a database error while its backend went on waiting in the server (every scheduler tick of every
+     * replica added one). Now the attempt waits at most TRY_ROW_WAIT, ends as "taken", and leaves
+     * nothing waiting.
+     */
+    @Test
+    void anAttemptOnARowHeldByAnOpenTransactionEndsAsTakenAndLeavesNothingWaiting() throws Exception {
+        LockClient holder = client();
+        LockClient other = client();
+        try (Connection transaction = pool.getConnection()) {
+            transaction.setAutoCommit(false);
+            TransactionLock lock = holder.tryAcquireInTransaction(transaction, LockRequest.of("in-transaction"))
+                    .orElseThrow();
+            lock.confirmBeforeCommit(); // the transaction now holds the row until it ends
+
+            assertThat(other.tryAcquire(LockRequest.of("in-transaction"))).isEmpty();
+            try (Connection c = db.connect(); Statement st = c.createStatement();
+                    ResultSet rs = st.executeQuery("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                            + " AND query LIKE '%" + table + "%ON CONFLICT%'")) {
+                rs.next();
+                assertThat(rs.getInt(1)).as("attempts still waiting in the server").isZero();
+            }
+            transaction.commit();
+        }
+    }
+
     /**
      * Review: the holder's trust was kept by the monotonic clock alone, which on Linux
      * (CLOCK_MONOTONIC) does not count a suspend of the machine, while the database's clock runs on
