@@ -476,8 +476,39 @@ final class LockOperationSource {
             return later ? "a " + type.getSimpleName() + " whose body, a " + known(bodyType) + ", Spring MVC runs or"
                     + " streams after the work returned" : null;
         }
-        String kind = runsLater(type);
-        return kind == null ? null : "a " + known(type) + ", " + kind;
+        if (isMvcAsync(type)) {
+            return "a " + known(type) + ", " + runsLater(type);
+        }
+        return null;
+    }
+
+    /**
+     * A value that may carry work that runs after it was returned, but is not only Spring MVC's (a
+     * Callable, a Kotlin Job, an RxJava value): not refused once the work has run (it has side
+     * effects, and such a value may be plain data there), but warned about, once per type.
+     */
+    static String mayRunLater(Object value) {
+        if (value == null) {
+            return null;
+        }
+        String kind = runsLater(value.getClass());
+        return kind == null || !WARNED.add(value.getClass()) ? null : "a " + known(value.getClass()) + ", " + kind;
+    }
+
+    private static final java.util.Set<Class<?>> WARNED = java.util.Collections.newSetFromMap(
+            new org.springframework.util.ConcurrentReferenceHashMap<>());
+
+    /** Spring MVC's own asynchronous results, which mean work that MVC runs or streams later. */
+    private static boolean isMvcAsync(Class<?> type) {
+        for (String async : List.of("org.springframework.web.context.request.async.DeferredResult",
+                "org.springframework.web.context.request.async.WebAsyncTask",
+                "org.springframework.web.servlet.mvc.method.annotation.ResponseBodyEmitter",
+                "org.springframework.web.servlet.mvc.method.annotation.StreamingResponseBody")) {
+            if (type.getName().equals(async) || hasSupertype(type, async)) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** The type's name, or that of the asynchronous type it is (a lambda's class names nothing useful). */

@@ -71,10 +71,11 @@ final class LockSynchronization implements TransactionSynchronization {
      * Whether this thread runs inside the completion of the transaction it would join: in a
      * {@code beforeCommit} (a {@code @TransactionalEventListener} of phase BEFORE_COMMIT), or later.
      * Spring calls the synchronizations of that phase that were registered before it began, so one
-     * registered now is not asked before the commit. Read from the stack: the innermost completion
-     * frame, unless a transaction scope began after it (a TransactionTemplate, or a declarative scope
-     * that started a transaction of its own: its own commit comes). Costs a walk of the stack; called
-     * only when a lease lock joins a transaction.
+     * registered now is not asked before the commit. Read from the stack: a completion frame with no
+     * transaction scope (a TransactionTemplate, a declarative {@code @Transactional}) begun after it.
+     * A scope begun after it may be a transaction of its own, whose own commit comes, or may join the
+     * completing one: this cannot tell, so it answers false, and only the plain case is caught. Costs
+     * a walk of the stack; called only when a lease lock joins a transaction.
      */
     static boolean inCompletionOfCurrentTransaction() {
         return StackWalker.getInstance().walk(frames -> {
@@ -82,12 +83,10 @@ final class LockSynchronization implements TransactionSynchronization {
                 StackWalker.StackFrame frame = it.next();
                 String type = frame.getClassName();
                 String method = frame.getMethodName();
-                if (type.equals("org.springframework.transaction.support.TransactionTemplate") && method.equals("execute")) {
-                    return false; // may have begun a transaction of its own (this one cannot tell): not refused
-                }
-                if (type.equals("org.springframework.transaction.interceptor.TransactionAspectSupport")
-                        && method.equals("invokeWithinTransaction")) {
-                    return !innermostDeclarativeScopeIsNew();
+                if (type.equals("org.springframework.transaction.support.TransactionTemplate") && method.equals("execute")
+                        || type.equals("org.springframework.transaction.interceptor.TransactionAspectSupport")
+                                && method.equals("invokeWithinTransaction")) {
+                    return false;
                 }
                 if (type.equals(SYNCHRONIZATION_UTILS) && COMPLETION_PHASES.contains(method)) {
                     return true;
@@ -95,15 +94,6 @@ final class LockSynchronization implements TransactionSynchronization {
             }
             return false;
         });
-    }
-
-    private static boolean innermostDeclarativeScopeIsNew() {
-        try {
-            return org.springframework.transaction.interceptor.TransactionAspectSupport.currentTransactionStatus()
-                    .isNewTransaction();
-        } catch (org.springframework.transaction.NoTransactionException none) {
-            return true;
-        }
     }
 
     private static LockSynchronization current() {

@@ -307,6 +307,12 @@ public class LockTemplate implements LockOperations {
                         + " @DistributedLock on a method that returns it (the lock is then taken on subscription"
                         + " and held until it completes), or take the lock inside the publisher");
             }
+            String mayRunLater = LockOperationSource.mayRunLater(result);
+            if (mayRunLater != null && LockOperationSource.workRunningLater(result) == null) {
+                org.slf4j.LoggerFactory.getLogger(LockTemplate.class).warn("the work under lock '{}' returned {}:"
+                        + " if that is work still to run, the lock ended before it (said once per type)", lock.key(),
+                        mayRunLater);
+            }
             String later = LockOperationSource.workRunningLater(result);
             if (later != null) {
                 throw new IllegalStateException("the work under lock '" + lock.key() + "' returned " + later
