@@ -169,8 +169,10 @@ public final class LeaderCandidate implements Leadership {
         });
         if (!held.isHeld()) {
             // Lost between the grant and the listener above (a pause longer than the lease, a killed
-            // session), which then ran on this thread and waited for nothing: another candidate may
-            // lead already. Not elected: given back, and the candidate stands again.
+            // session): another candidate may lead already. Not elected: given back, and the
+            // candidate stands again. The listener, run on this thread or another (a heartbeat, a
+            // closing client), must not wait for an onRevoked that never comes.
+            revoked.countDown();
             held.close();
             return;
         }

@@ -851,6 +851,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         LockSession session = sessions.session();
         String holder = newHolder();
         long sentAt = System.nanoTime();
+        long sentWall = wallMillis(); // read with sentAt: a suspend while the statement runs must count
         try {
             return session.callClaimed(c -> {
                 refuseIfClosed(request);
@@ -871,7 +872,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                         if (!rs.next()) {
                             return null;
                         }
-                        return granted(request, holder, rs.getLong(1), rs.getTimestamp(2), leaseMillis, sentAt);
+                        return granted(request, holder, rs.getLong(1), rs.getTimestamp(2), leaseMillis, sentAt, sentWall);
                     }
                 }
             });
@@ -882,7 +883,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 noteContended(request.key());
                 return null;
             }
-            undoPossibleGrant(request, holder, leaseMillis, sentAt);
+            undoPossibleGrant(request, holder, leaseMillis, sentAt, sentWall);
             throw failure(session, "acquiring lock '" + request.key() + "'", e);
         }
     }
@@ -940,9 +941,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
      * it is released again and again, until the longest such a grant could still arrive and run has
      * passed, so the row is freed as soon as the server answers instead of at its lease end.
      */
-    private void undoPossibleGrant(LockRequest request, String holder, long leaseMillis, long sentAt) {
+    private void undoPossibleGrant(LockRequest request, String holder, long leaseMillis, long sentAt, long sentWall) {
         LeaseLock possible = new LeaseLock(request.key(), holder, request.isShared(), 0, java.time.Instant.EPOCH,
-                leaseMillis, 0, trustedUntil(sentAt, leaseMillis), trustedUntilWall(sentAt, leaseMillis));
+                leaseMillis, 0, trustedUntil(sentAt, leaseMillis), trustedUntilWall(sentWall, leaseMillis));
         pendingReleases.put(possible, new PendingRelease(System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(leaseMillis)
                 + 2 * networkTimeout.toNanos(), true, false));
         scheduleRetry(false);
@@ -1088,18 +1089,18 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
      * expiry is later than the end of our trust.
      */
     private LeaseLock granted(LockRequest request, String holder, long token, Timestamp acquiredAt, long leaseMillis,
-            long sentAt) {
+            long sentAt, long sentWall) {
         return new LeaseLock(request.key(), holder, request.isShared(), token, acquiredAt.toInstant(), leaseMillis,
-                request.holdAtLeast().toMillis(), trustedUntil(sentAt, leaseMillis), trustedUntilWall(sentAt, leaseMillis));
+                request.holdAtLeast().toMillis(), trustedUntil(sentAt, leaseMillis), trustedUntilWall(sentWall, leaseMillis));
     }
 
     /** A renewal sent at {@code sentAt} was confirmed: the lock is trusted for its lease from then, minus the margin. */
-    private void extendTrust(LeaseLock lock, long sentAt) {
+    private void extendTrust(LeaseLock lock, long sentAt, long sentWall) {
         long until = trustedUntil(sentAt, lock.leaseMillis);
         if (until - lock.trustedUntilNanos > 0) {
             lock.trustedUntilNanos = until;
         }
-        long untilWall = trustedUntilWall(sentAt, lock.leaseMillis);
+        long untilWall = trustedUntilWall(sentWall, lock.leaseMillis);
         if (untilWall > lock.trustedUntilWallMillis) {
             lock.trustedUntilWallMillis = untilWall;
         }
@@ -1110,14 +1111,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     }
 
     /**
-     * {@link #trustedUntil} by the wall clock: sentAt read on it now. The monotonic clock alone would
-     * trust a lease through a suspend of the machine (a laptop's sleep, a hibernated instance), which
-     * it does not count, while the database's clock runs on and another client takes the key. A step
-     * of the wall clock forward only ends the trust early; one backwards leaves the monotonic bound.
+     * {@link #trustedUntil} by the wall clock, from {@code sentWall}, read with the send's monotonic
+     * time. The monotonic clock alone would trust a lease through a suspend of the machine (a laptop's
+     * sleep, a hibernated instance), which it does not count, while the database's clock runs on and
+     * another client takes the key; a suspend while the statement ran counts too. A step of the wall
+     * clock forward only ends the trust early; one backwards leaves the monotonic bound.
      */
-    private long trustedUntilWall(long sentAtNanos, long leaseMillis) {
-        return wallMillis() - TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - sentAtNanos) + leaseMillis
-                - safetyMargin.toMillis();
+    private long trustedUntilWall(long sentWall, long leaseMillis) {
+        return sentWall + leaseMillis - safetyMargin.toMillis();
     }
 
     @Override
@@ -1356,6 +1357,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         LockSession session = sessions.session();
         String holder = newHolder();
         long sentAt = System.nanoTime();
+        long sentWall = wallMillis(); // read with sentAt: a suspend while the statement runs must count
         try {
             return session.callClaimed(c -> {
                 refuseIfClosed(request);
@@ -1375,13 +1377,13 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                         if (rs.wasNull()) {
                             return new WaiterAttempt(null, rs.getLong(3), rs.getBoolean(4));
                         }
-                        LeaseLock lock = granted(request, holder, token, rs.getTimestamp(2), leaseMillis, sentAt);
+                        LeaseLock lock = granted(request, holder, token, rs.getTimestamp(2), leaseMillis, sentAt, sentWall);
                         return new WaiterAttempt(lock, null, false);
                     }
                 }
             });
         } catch (SQLException e) {
-            undoPossibleGrant(request, holder, leaseMillis, sentAt);
+            undoPossibleGrant(request, holder, leaseMillis, sentAt, sentWall);
             throw failure(session, "acquiring lock '" + request.key() + "'", e);
         }
     }
@@ -1730,6 +1732,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             leases[i] = held.get(i).leaseMillis;
         }
         long sentAt = 0;
+        long sentWall = 0;
         Set<String> renewed = new HashSet<>();
         for (int attempt = 1; ; attempt++) {
             LockSession session;
@@ -1741,6 +1744,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 return;
             }
             sentAt = System.nanoTime();
+            sentWall = wallMillis();
             renewed.clear(); // only what this attempt renewed counts, from its own send time
             try {
                 session.callClaimed(c -> {
@@ -1778,7 +1782,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         }
         for (LeaseLock lock : held) {
             if (renewed.contains(lock.holder)) {
-                extendTrust(lock, sentAt);
+                extendTrust(lock, sentAt, sentWall);
             } else {
                 lock.foundGone = true; // a release that comes before the report below says so too
                 gone.add(lock); // reported lost once the round ends

@@ -1073,6 +1073,59 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThat(wallClockReads).as("reads of the wall clock: LeaseLockClient.wallMillis alone").isEqualTo(1);
     }
 
+    /**
+     * Review of the wall-clock bound: it estimated the send's wall time when the answer came, as now
+     * minus the monotonic time since, so a suspend while the statement was in flight (uncounted by
+     * the monotonic clock) moved the estimate and the trust by the whole suspend. The send's wall
+     * time is now read with its monotonic time. Simulated by moving the wall clock by more than the
+     * lease right after the acquiring statement ran, before its answer is read.
+     */
+    @Test
+    void aSuspendWhileTheAcquiringStatementRunsCountsAgainstTheTrust() throws Exception {
+        java.util.concurrent.atomic.AtomicBoolean armed = new java.util.concurrent.atomic.AtomicBoolean(true);
+        javax.sql.DataSource suspending = suspendingAfter("ON CONFLICT", armed,
+                () -> LeaseLockClient.wallClockOffsetMillisForTests = Duration.ofHours(3).plusSeconds(1).toMillis());
+        LockClient client = closeLater(builder(suspending).lease(Duration.ofHours(3))
+                .heartbeatInterval(Duration.ofHours(1)).build());
+        try {
+            // Found untrusted at its grant, the lock is given back and tried again, and the row is
+            // still taken then: not acquired. Before, it was handed out, trusted.
+            java.util.Optional<HeldLock> held = client.tryAcquire(LockRequest.of("suspended-in-flight"));
+            assertThat(armed).as("the statement ran").isFalse();
+            assertThat(held.filter(HeldLock::isHeld)).as("trusted after a suspend longer than the lease").isEmpty();
+        } finally {
+            LeaseLockClient.wallClockOffsetMillisForTests = 0;
+        }
+    }
+
+    /** The pool, whose statements containing {@code fragment} run {@code after} once they ran, while armed. */
+    private javax.sql.DataSource suspendingAfter(String fragment, java.util.concurrent.atomic.AtomicBoolean armed,
+            Runnable after) {
+        return (javax.sql.DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {javax.sql.DataSource.class}, (ds, dsMethod, dsArgs) -> {
+                    Object result = invoke(pool, dsMethod, dsArgs);
+                    if (!(result instanceof Connection connection)) {
+                        return result;
+                    }
+                    return java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                            new Class<?>[] {Connection.class}, (c, cMethod, cArgs) -> {
+                                Object made = invoke(connection, cMethod, cArgs);
+                                if (!(made instanceof java.sql.PreparedStatement statement) || cArgs == null
+                                        || !String.valueOf(cArgs[0]).contains(fragment)) {
+                                    return made;
+                                }
+                                return java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                                        new Class<?>[] {java.sql.PreparedStatement.class}, (st, sMethod, sArgs) -> {
+                                            Object ran = invoke(statement, sMethod, sArgs);
+                                            if (sMethod.getName().startsWith("execute") && armed.compareAndSet(true, false)) {
+                                                after.run();
+                                            }
+                                            return ran;
+                                        });
+                            });
+                });
+    }
+
     /** A client whose wall clock is hours off holds its leases as any other (only its elapsed time counts). */
     @Test
     void aClientWhoseWallClockIsHoursOffHoldsItsLeasesAsAnyOther() throws Exception {
