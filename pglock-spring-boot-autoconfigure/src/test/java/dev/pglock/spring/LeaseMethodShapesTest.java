@@ -65,19 +65,12 @@ class LeaseMethodShapesTest extends MethodShapesIntegrationTest {
             JdbcTemplate jdbc = context.getBean(JdbcTemplate.class);
             LockClient other = otherReplica();
 
-            assertThatThrownBy(() -> transaction.executeWithoutResult(status ->
-                    org.springframework.transaction.support.TransactionSynchronizationManager.registerSynchronization(
-                            new org.springframework.transaction.support.TransactionSynchronization() {
-                                @Override
-                                public void beforeCommit(boolean readOnly) {
-                                    locks.execute("while-committing", lock -> {
-                                        jdbc.update("UPDATE " + counters + " SET value = value + 1 WHERE id = 1");
-                                        other.forceRelease("while-committing"); // the lease is gone, another takes it
-                                        other.acquire(LockRequest.of("while-committing"));
-                                        return null;
-                                    });
-                                }
-                            })))
+            assertThatThrownBy(() -> inBeforeCommit(transaction, () -> locks.execute("while-committing", lock -> {
+                jdbc.update("UPDATE " + counters + " SET value = value + 1 WHERE id = 1");
+                other.forceRelease("while-committing"); // the lease is gone, another takes it
+                other.acquire(LockRequest.of("while-committing"));
+                return null;
+            })))
                     .isInstanceOf(IllegalStateException.class).hasMessageContaining("'while-committing'")
                     .hasMessageContaining("while that transaction completes");
 
@@ -96,18 +89,24 @@ class LeaseMethodShapesTest extends MethodShapesIntegrationTest {
             LockTemplate locks = context.getBean(LockTemplate.class).inTransaction();
             JdbcTemplate jdbc = context.getBean(JdbcTemplate.class);
 
-            transaction.executeWithoutResult(status ->
-                    org.springframework.transaction.support.TransactionSynchronizationManager.registerSynchronization(
-                            new org.springframework.transaction.support.TransactionSynchronization() {
-                                @Override
-                                public void beforeCommit(boolean readOnly) {
-                                    ownTransaction.executeWithoutResult(inner -> locks.execute("own-transaction",
-                                            lock -> jdbc.update("UPDATE " + counters + " SET value = value + 1 WHERE id = 1")));
-                                }
-                            }));
+            inBeforeCommit(transaction, () -> ownTransaction.executeWithoutResult(inner -> locks.execute(
+                    "own-transaction", lock -> jdbc.update("UPDATE " + counters + " SET value = value + 1 WHERE id = 1"))));
 
             assertThat(read(jdbc)).as("committed by the transaction of its own").isEqualTo(1);
             assertThat(otherReplica().tryAcquire(LockRequest.of("own-transaction"))).as("released").isPresent();
         });
+    }
+
+    /** Runs a transaction that does nothing but run {@code work} in its beforeCommit. */
+    private static void inBeforeCommit(org.springframework.transaction.support.TransactionTemplate transaction,
+            Runnable work) {
+        transaction.executeWithoutResult(status ->
+                org.springframework.transaction.support.TransactionSynchronizationManager.registerSynchronization(
+                        new org.springframework.transaction.support.TransactionSynchronization() {
+                            @Override
+                            public void beforeCommit(boolean readOnly) {
+                                work.run();
+                            }
+                        }));
     }
 }

@@ -292,17 +292,7 @@ class PgLockAdaptersTest {
     @ValueSource(strings = {"advisory", "lease"})
     void aLeaderWhoseLockWasLostStepsDownBeforeAnotherReplicaTakesTheKey(String mode) throws Exception {
         java.util.concurrent.CountDownLatch foundLost = new java.util.concurrent.CountDownLatch(1);
-        dev.pglock.core.LockObserver lossHeard = new dev.pglock.core.LockObserver() {
-            @Override
-            public void lost(dev.pglock.core.LockMode lockMode, String key, dev.pglock.core.LockLostException.Reason reason) {
-                foundLost.countDown();
-            }
-        };
-        LockClient clientA = "lease".equals(mode)
-                ? PgLock.lease(pool).namespace(namespace).tableName(table).lease(Duration.ofSeconds(3))
-                        .heartbeatInterval(HEARTBEAT).observer(lossHeard).build()
-                : PgLock.advisory(pool).namespace(namespace).heartbeatInterval(HEARTBEAT).observer(lossHeard).build();
-        toClose.add(0, clientA);
+        LockClient clientA = clientTellingLosses(mode, foundLost);
         LockClient other = replica(mode);
         PgLockRegistry a = new PgLockRegistry(clientA);
         LockRegistryLeaderInitiator initiator = new LockRegistryLeaderInitiator(a, new DefaultCandidate("a", "lost"));
@@ -317,13 +307,7 @@ class PgLockAdaptersTest {
         initiator.start();
         try {
             await().atMost(Duration.ofSeconds(10)).until(() -> initiator.getContext().isLeader());
-            try (Connection c = db.connect(); Statement st = c.createStatement()) {
-                st.execute("advisory".equals(mode)
-                        ? "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
-                                + " AND granted AND ((classid::bigint << 32) | objid::bigint) = "
-                                + dev.pglock.core.advisory.AdvisoryKeyHasher.lockId(namespace, "lost")
-                        : "DELETE FROM " + table + " WHERE namespace = '" + namespace + "' AND lock_key = 'lost'");
-            }
+            breakInDatabase(mode, "lost");
             assertThat(foundLost.await(10, TimeUnit.SECONDS)).as("A's client found the loss").isTrue();
             // Nobody else wants the key: before, the initiator re-took and dropped it every heartbeat
             // and never stepped down.
@@ -351,29 +335,15 @@ class PgLockAdaptersTest {
     @ValueSource(strings = {"advisory", "lease"})
     void aLiveHoldDroppedWithALostOneIsGivenBack(String mode) throws Exception {
         java.util.concurrent.CountDownLatch foundLost = new java.util.concurrent.CountDownLatch(1);
-        dev.pglock.core.LockObserver lossHeard = new dev.pglock.core.LockObserver() {
-            @Override
-            public void lost(dev.pglock.core.LockMode lockMode, String key, dev.pglock.core.LockLostException.Reason reason) {
-                foundLost.countDown();
-            }
-        };
-        LockClient clientA = "lease".equals(mode)
-                ? PgLock.lease(pool).namespace(namespace).tableName(table).lease(Duration.ofSeconds(3))
-                        .heartbeatInterval(HEARTBEAT).observer(lossHeard).build()
-                : PgLock.advisory(pool).namespace(namespace).heartbeatInterval(HEARTBEAT).observer(lossHeard).build();
-        toClose.add(0, clientA);
+        LockClient clientA = clientTellingLosses(mode, foundLost);
         LockClient other = replica(mode);
         java.util.concurrent.locks.Lock lock = new PgLockRegistry(clientA).obtain("dropped");
         assertThat(lock.tryLock()).isTrue();
         java.util.concurrent.atomic.AtomicBoolean broke = new java.util.concurrent.atomic.AtomicBoolean();
         PgLockRegistry.beforeTakeForTests = () -> {
             if (broke.compareAndSet(false, true)) {
-                try (Connection c = db.connect(); Statement st = c.createStatement()) {
-                    st.execute("advisory".equals(mode)
-                            ? "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
-                                    + " AND granted AND ((classid::bigint << 32) | objid::bigint) = "
-                                    + dev.pglock.core.advisory.AdvisoryKeyHasher.lockId(namespace, "dropped")
-                            : "DELETE FROM " + table + " WHERE namespace = '" + namespace + "' AND lock_key = 'dropped'");
+                try {
+                    breakInDatabase(mode, "dropped");
                     assertThat(foundLost.await(10, TimeUnit.SECONDS)).as("A's client found the loss").isTrue();
                 } catch (Exception e) {
                     throw new IllegalStateException(e);
@@ -394,5 +364,32 @@ class PgLockAdaptersTest {
         taken.get().close();
         assertThat(lock.tryLock()).as("and the thread takes it afresh").isTrue();
         lock.unlock();
+    }
+
+    /** A client of {@code mode} on the test's pool that counts {@code foundLost} down at each loss it finds. */
+    private LockClient clientTellingLosses(String mode, java.util.concurrent.CountDownLatch foundLost) {
+        dev.pglock.core.LockObserver lossHeard = new dev.pglock.core.LockObserver() {
+            @Override
+            public void lost(dev.pglock.core.LockMode lockMode, String key, dev.pglock.core.LockLostException.Reason reason) {
+                foundLost.countDown();
+            }
+        };
+        LockClient client = "lease".equals(mode)
+                ? PgLock.lease(pool).namespace(namespace).tableName(table).lease(Duration.ofSeconds(3))
+                        .heartbeatInterval(HEARTBEAT).observer(lossHeard).build()
+                : PgLock.advisory(pool).namespace(namespace).heartbeatInterval(HEARTBEAT).observer(lossHeard).build();
+        toClose.add(0, client);
+        return client;
+    }
+
+    /** Makes the database forget the lock on {@code key} behind its holder's back: ends its session, or deletes its row. */
+    private void breakInDatabase(String mode, String key) throws java.sql.SQLException {
+        try (Connection c = db.connect(); Statement st = c.createStatement()) {
+            st.execute("advisory".equals(mode)
+                    ? "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
+                            + " AND granted AND ((classid::bigint << 32) | objid::bigint) = "
+                            + dev.pglock.core.advisory.AdvisoryKeyHasher.lockId(namespace, key)
+                    : "DELETE FROM " + table + " WHERE namespace = '" + namespace + "' AND lock_key = '" + key + "'");
+        }
     }
 }
