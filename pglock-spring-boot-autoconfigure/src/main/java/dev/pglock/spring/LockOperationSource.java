@@ -496,7 +496,8 @@ final class LockOperationSource {
     }
 
     private static final java.util.Set<Class<?>> WARNED = java.util.Collections.newSetFromMap(
-            new org.springframework.util.ConcurrentReferenceHashMap<>());
+            new org.springframework.util.ConcurrentReferenceHashMap<>(16,
+                    org.springframework.util.ConcurrentReferenceHashMap.ReferenceType.WEAK));
 
     /** Spring MVC's own asynchronous results, which mean work that MVC runs or streams later. */
     private static boolean isMvcAsync(Class<?> type) {

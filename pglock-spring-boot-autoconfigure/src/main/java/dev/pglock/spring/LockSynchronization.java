@@ -71,22 +71,31 @@ final class LockSynchronization implements TransactionSynchronization {
      * Whether this thread runs inside the completion of the transaction it would join: in a
      * {@code beforeCommit} (a {@code @TransactionalEventListener} of phase BEFORE_COMMIT), or later.
      * Spring calls the synchronizations of that phase that were registered before it began, so one
-     * registered now is not asked before the commit. Read from the stack: a completion frame with no
-     * transaction scope (a TransactionTemplate, a declarative {@code @Transactional}) begun after it.
-     * A scope begun after it may be a transaction of its own, whose own commit comes, or may join the
-     * completing one: this cannot tell, so it answers false, and only the plain case is caught. Costs
-     * a walk of the stack; called only when a lease lock joins a transaction.
+     * registered now is not asked before the commit. Read from the stack, innermost first: a
+     * completion frame reached with no transaction scope begun after it, or with only the innermost
+     * declarative scope between, when that scope joined the running transaction (the one completing:
+     * no other scope lies between). A TransactionTemplate, or a declarative scope that began a
+     * transaction of its own, or a second scope, answers false: its own commit may come, and which
+     * transaction a scope further out joined cannot be read. Costs a walk of the stack; called only
+     * when a lease lock joins a transaction.
      */
     static boolean inCompletionOfCurrentTransaction() {
         return StackWalker.getInstance().walk(frames -> {
+            boolean joinedScopeSeen = false;
             for (java.util.Iterator<StackWalker.StackFrame> it = frames.iterator(); it.hasNext();) {
                 StackWalker.StackFrame frame = it.next();
                 String type = frame.getClassName();
                 String method = frame.getMethodName();
-                if (type.equals("org.springframework.transaction.support.TransactionTemplate") && method.equals("execute")
-                        || type.equals("org.springframework.transaction.interceptor.TransactionAspectSupport")
-                                && method.equals("invokeWithinTransaction")) {
+                if (type.equals("org.springframework.transaction.support.TransactionTemplate") && method.equals("execute")) {
                     return false;
+                }
+                if (type.equals("org.springframework.transaction.interceptor.TransactionAspectSupport")
+                        && method.equals("invokeWithinTransaction")) {
+                    if (joinedScopeSeen || innermostDeclarativeScopeIsNew()) {
+                        return false;
+                    }
+                    joinedScopeSeen = true; // it joined: the transaction further out decides
+                    continue;
                 }
                 if (type.equals(SYNCHRONIZATION_UTILS) && COMPLETION_PHASES.contains(method)) {
                     return true;
@@ -94,6 +103,15 @@ final class LockSynchronization implements TransactionSynchronization {
             }
             return false;
         });
+    }
+
+    private static boolean innermostDeclarativeScopeIsNew() {
+        try {
+            return org.springframework.transaction.interceptor.TransactionAspectSupport.currentTransactionStatus()
+                    .isNewTransaction();
+        } catch (org.springframework.transaction.NoTransactionException none) {
+            return true;
+        }
     }
 
     private static LockSynchronization current() {

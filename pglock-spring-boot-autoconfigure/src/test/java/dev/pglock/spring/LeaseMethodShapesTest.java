@@ -78,6 +78,27 @@ class LeaseMethodShapesTest extends MethodShapesIntegrationTest {
         });
     }
 
+    /**
+     * The same through a {@code @Transactional} method that joins the committing transaction (a
+     * listener calling a transactional service): a review found the first form of the check letting
+     * it through, and the second refusing every joining method; now the joined scope is looked through.
+     */
+    @Test
+    void aLeaseJoinedToTheCommittingTransactionThroughAJoiningMethodIsRefused() {
+        runner().run(context -> {
+            var manager = context.getBean(org.springframework.transaction.PlatformTransactionManager.class);
+            var transaction = new org.springframework.transaction.support.TransactionTemplate(manager);
+            Accounts accounts = context.getBean(Accounts.class);
+            JdbcTemplate jdbc = context.getBean(JdbcTemplate.class);
+
+            assertThatThrownBy(() -> inBeforeCommit(transaction, () -> accounts.incrementInTransaction(() -> { })))
+                    .isInstanceOf(IllegalStateException.class).hasMessageContaining("'account'")
+                    .hasMessageContaining("while that transaction completes");
+
+            assertThat(read(jdbc)).as("nothing committed").isZero();
+        });
+    }
+
     /** A transaction of its own, begun in such a callback, confirms its lease before its own commit. */
     @Test
     void aLeaseJoinedToANewTransactionBegunWhileAnotherCommitsIsTaken() {

@@ -800,12 +800,6 @@ abstract class MethodShapesIntegrationTest {
     }
 
     /**
-     * A transaction on pglock's DataSource that starts inside another transaction manager's (a Kafka
-     * listener's, a second DataSource's) suspends the outer one's synchronization and runs its own,
-     * so the lock is confirmed before its own commit, not the outer one's (which comes after this
-     * one's work has committed). A review suspected the opposite; this keeps it so.
-     */
-    /**
      * A locked {@code @Transactional} method that joins its caller's transaction (on pglock's own
      * DataSource) takes its transaction lock there. A review of the check for a lease joined while
      * the transaction commits found it refusing exactly this: it took the joining scope for the
@@ -830,6 +824,12 @@ abstract class MethodShapesIntegrationTest {
         });
     }
 
+    /**
+     * A transaction on pglock's DataSource that starts inside another transaction manager's (a Kafka
+     * listener's, a second DataSource's) suspends the outer one's synchronization and runs its own,
+     * so the lock is confirmed before its own commit, not the outer one's (which comes after this
+     * one's work has committed). A review suspected the opposite; this keeps it so.
+     */
     @Test
     void aTransactionLockInsideAnotherManagersTransactionIsConfirmedBeforeItsOwnCommit() {
         runner().run(context -> {
