@@ -423,8 +423,7 @@ final class LockOperationSource {
      * RxJava 3 and Mutiny without Project Reactor).
      */
     private static void refuseWorkThatRunsLater(String description, Class<?> type, java.lang.reflect.Type generic) {
-        if (type.getName().equals("org.springframework.http.HttpEntity")
-                || hasSupertype(type, "org.springframework.http.HttpEntity")) {
+        if (is(type, "org.springframework.http.HttpEntity")) {
             Class<?> body = generic instanceof java.lang.reflect.ParameterizedType parameterized
                     && parameterized.getActualTypeArguments().length == 1
                     ? org.springframework.core.ResolvableType.forType(parameterized.getActualTypeArguments()[0]).resolve()
@@ -459,8 +458,7 @@ final class LockOperationSource {
             return null;
         }
         Class<?> type = value.getClass();
-        if (hasSupertype(type, "org.springframework.http.HttpEntity")
-                || type.getName().equals("org.springframework.http.HttpEntity")) {
+        if (is(type, "org.springframework.http.HttpEntity")) {
             Object body;
             try {
                 body = type.getMethod("getBody").invoke(value);
@@ -500,16 +498,18 @@ final class LockOperationSource {
                     org.springframework.util.ConcurrentReferenceHashMap.ReferenceType.WEAK));
 
     /** Spring MVC's own asynchronous results, which mean work that MVC runs or streams later. */
+    private static final List<String> MVC_ASYNC = List.of("org.springframework.web.context.request.async.DeferredResult",
+            "org.springframework.web.context.request.async.WebAsyncTask",
+            "org.springframework.web.servlet.mvc.method.annotation.ResponseBodyEmitter",
+            "org.springframework.web.servlet.mvc.method.annotation.StreamingResponseBody");
+
     private static boolean isMvcAsync(Class<?> type) {
-        for (String async : List.of("org.springframework.web.context.request.async.DeferredResult",
-                "org.springframework.web.context.request.async.WebAsyncTask",
-                "org.springframework.web.servlet.mvc.method.annotation.ResponseBodyEmitter",
-                "org.springframework.web.servlet.mvc.method.annotation.StreamingResponseBody")) {
-            if (type.getName().equals(async) || hasSupertype(type, async)) {
-                return true;
-            }
-        }
-        return false;
+        return MVC_ASYNC.stream().anyMatch(name -> is(type, name));
+    }
+
+    /** Whether the type is the named one or has it as a superclass or interface (named: it may not be on the classpath). */
+    private static boolean is(Class<?> type, String name) {
+        return type.getName().equals(name) || hasSupertype(type, name);
     }
 
     /** The type's name, or that of the asynchronous type it is (a lambda's class names nothing useful). */
@@ -536,19 +536,14 @@ final class LockOperationSource {
                     + " ReactiveAdapterRegistry does not adapt here (it adapts RxJava 3 and Mutiny when Project"
                     + " Reactor is on the classpath)";
         }
-        if (name.equals("java.util.concurrent.Callable") || hasSupertype(type, "java.util.concurrent.Callable")) {
+        if (is(type, "java.util.concurrent.Callable")) {
             return "whose work runs when its caller calls it, after the method returned (Spring MVC calls it on"
                     + " another thread)";
         }
-        for (String async : List.of("org.springframework.web.context.request.async.DeferredResult",
-                "org.springframework.web.context.request.async.WebAsyncTask",
-                "org.springframework.web.servlet.mvc.method.annotation.ResponseBodyEmitter",
-                "org.springframework.web.servlet.mvc.method.annotation.StreamingResponseBody")) {
-            if (name.equals(async) || hasSupertype(type, async)) {
-                return "whose work Spring MVC runs (or streams) after the method returned";
-            }
+        if (isMvcAsync(type)) {
+            return "whose work Spring MVC runs (or streams) after the method returned";
         }
-        if (name.equals("kotlinx.coroutines.Job") || hasSupertype(type, "kotlinx.coroutines.Job")) {
+        if (is(type, "kotlinx.coroutines.Job")) {
             return "whose coroutine runs on after the method returned";
         }
         return null;
