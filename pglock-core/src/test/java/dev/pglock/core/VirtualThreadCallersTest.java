@@ -28,8 +28,10 @@ import org.junit.jupiter.params.provider.ValueSource;
  * reading or about to read (JEP 444), and pgjdbc's connection with it: an interrupt must cost no
  * one else's lock (both modes run several callers' statements on one connection), and a caller
  * that carries one must get what a platform thread gets. Runs in its own surefire execution on a
- * JDK 21 or newer (see pglock-core's pom); compiled for Java 17, so it makes its threads by reflection.
+ * JDK 21 or newer, by its tag (see pglock-core's pom); compiled for Java 17, so it makes its threads by
+ * reflection.
  */
+@org.junit.jupiter.api.Tag("virtual-threads")
 class VirtualThreadCallersTest {
 
     private final PgTestDatabase db = PgTestDatabase.get();
@@ -42,10 +44,6 @@ class VirtualThreadCallersTest {
 
     @BeforeAll
     static void onAJdkWithVirtualThreads() {
-        // Surefire's virtual-threads execution requires it; a run of the default execution that
-        // picked this class by name (-Dtest) on an older JDK skips it, saying why.
-        org.junit.jupiter.api.Assumptions.assumeTrue(Runtime.version().feature() >= 21
-                || Boolean.getBoolean("pglock.virtualThreadsRequired"), "needs a JDK 21 or newer");
         assertThat(Runtime.version().feature())
                 .as("this test runs on a JDK 21 or newer (surefire's jvm, see pglock-core's pom); it ran on %s",
                         System.getProperty("java.home"))
