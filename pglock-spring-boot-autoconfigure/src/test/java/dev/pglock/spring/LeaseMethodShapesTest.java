@@ -59,22 +59,16 @@ class LeaseMethodShapesTest extends MethodShapesIntegrationTest {
     @Test
     void aLeaseJoinedToTheTransactionWhileItCommitsIsRefused() {
         runner().run(context -> {
-            var manager = context.getBean(org.springframework.transaction.PlatformTransactionManager.class);
-            var transaction = new org.springframework.transaction.support.TransactionTemplate(manager);
             LockTemplate locks = context.getBean(LockTemplate.class).inTransaction();
             JdbcTemplate jdbc = context.getBean(JdbcTemplate.class);
             LockClient other = otherReplica();
 
-            assertThatThrownBy(() -> inBeforeCommit(transaction, () -> locks.execute("while-committing", lock -> {
+            assertRefusedWhileCommitting(context, "while-committing", () -> locks.execute("while-committing", lock -> {
                 jdbc.update("UPDATE " + counters + " SET value = value + 1 WHERE id = 1");
                 other.forceRelease("while-committing"); // the lease is gone, another takes it
                 other.acquire(LockRequest.of("while-committing"));
                 return null;
-            })))
-                    .isInstanceOf(IllegalStateException.class).hasMessageContaining("'while-committing'")
-                    .hasMessageContaining("while that transaction completes");
-
-            assertThat(read(jdbc)).as("nothing committed").isZero();
+            }));
         });
     }
 
@@ -86,16 +80,8 @@ class LeaseMethodShapesTest extends MethodShapesIntegrationTest {
     @Test
     void aLeaseJoinedToTheCommittingTransactionThroughAJoiningMethodIsRefused() {
         runner().run(context -> {
-            var manager = context.getBean(org.springframework.transaction.PlatformTransactionManager.class);
-            var transaction = new org.springframework.transaction.support.TransactionTemplate(manager);
             Accounts accounts = context.getBean(Accounts.class);
-            JdbcTemplate jdbc = context.getBean(JdbcTemplate.class);
-
-            assertThatThrownBy(() -> inBeforeCommit(transaction, () -> accounts.incrementInTransaction(() -> { })))
-                    .isInstanceOf(IllegalStateException.class).hasMessageContaining("'account'")
-                    .hasMessageContaining("while that transaction completes");
-
-            assertThat(read(jdbc)).as("nothing committed").isZero();
+            assertRefusedWhileCommitting(context, "account", () -> accounts.incrementInTransaction(() -> { }));
         });
     }
 
@@ -129,5 +115,19 @@ class LeaseMethodShapesTest extends MethodShapesIntegrationTest {
                                 work.run();
                             }
                         }));
+    }
+
+    /**
+     * Runs {@code work} in the beforeCommit of a transaction on pglock's DataSource: refused with the
+     * lock's key named, and nothing committed.
+     */
+    private void assertRefusedWhileCommitting(org.springframework.context.ApplicationContext context, String key,
+            Runnable work) {
+        var manager = context.getBean(org.springframework.transaction.PlatformTransactionManager.class);
+        var transaction = new org.springframework.transaction.support.TransactionTemplate(manager);
+        assertThatThrownBy(() -> inBeforeCommit(transaction, work))
+                .isInstanceOf(IllegalStateException.class).hasMessageContaining("'" + key + "'")
+                .hasMessageContaining("while that transaction completes");
+        assertThat(read(context.getBean(JdbcTemplate.class))).as("nothing committed").isZero();
     }
 }

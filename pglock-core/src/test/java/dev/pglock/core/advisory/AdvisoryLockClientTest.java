@@ -116,25 +116,14 @@ class AdvisoryLockClientTest extends LockClientContractTest {
      */
     private DataSource checkIntercepted(java.util.concurrent.atomic.AtomicBoolean armed,
             java.util.concurrent.Callable<Void> onCheck) {
-        return (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
-                new Class<?>[] {DataSource.class}, (p, m, args) -> {
-                    Object result = m.invoke(pool, args);
-                    if (!(result instanceof Connection connection)) {
-                        return result;
-                    }
-                    return java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
-                            new Class<?>[] {Connection.class}, (cp, cm, cargs) -> {
-                                if (cm.getName().equals("prepareStatement") && cargs[0] instanceof String sql
-                                        && sql.startsWith("SELECT s.mine, s.pid") && armed.compareAndSet(true, false)) {
-                                    onCheck.call();
-                                }
-                                try {
-                                    return cm.invoke(connection, cargs);
-                                } catch (java.lang.reflect.InvocationTargetException e) {
-                                    throw e.getCause();
-                                }
-                            });
-                });
+        return dev.pglock.test.StatementHooks.around(pool, new dev.pglock.test.StatementHooks() {
+            @Override
+            public void beforePrepare(String sql) throws Exception {
+                if (sql.startsWith("SELECT s.mine, s.pid") && armed.compareAndSet(true, false)) {
+                    onCheck.call();
+                }
+            }
+        });
     }
 
     /** Ends the backend that holds {@code key}, and waits until it is gone. */

@@ -1101,29 +1101,14 @@ class LeaseLockClientTest extends LockClientContractTest {
     /** The pool, whose statements containing {@code fragment} run {@code after} once they ran, while armed. */
     private javax.sql.DataSource suspendingAfter(String fragment, java.util.concurrent.atomic.AtomicBoolean armed,
             Runnable after) {
-        return (javax.sql.DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
-                new Class<?>[] {javax.sql.DataSource.class}, (ds, dsMethod, dsArgs) -> {
-                    Object result = invoke(pool, dsMethod, dsArgs);
-                    if (!(result instanceof Connection connection)) {
-                        return result;
-                    }
-                    return java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
-                            new Class<?>[] {Connection.class}, (c, cMethod, cArgs) -> {
-                                Object made = invoke(connection, cMethod, cArgs);
-                                if (!(made instanceof java.sql.PreparedStatement statement) || cArgs == null
-                                        || !String.valueOf(cArgs[0]).contains(fragment)) {
-                                    return made;
-                                }
-                                return java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
-                                        new Class<?>[] {java.sql.PreparedStatement.class}, (st, sMethod, sArgs) -> {
-                                            Object ran = invoke(statement, sMethod, sArgs);
-                                            if (sMethod.getName().startsWith("execute") && armed.compareAndSet(true, false)) {
-                                                after.run();
-                                            }
-                                            return ran;
-                                        });
-                            });
-                });
+        return dev.pglock.test.StatementHooks.around(pool, new dev.pglock.test.StatementHooks() {
+            @Override
+            public void afterExecute(String sql) {
+                if (sql.contains(fragment) && armed.compareAndSet(true, false)) {
+                    after.run();
+                }
+            }
+        });
     }
 
     /** A client whose wall clock is hours off holds its leases as any other (only its elapsed time counts). */

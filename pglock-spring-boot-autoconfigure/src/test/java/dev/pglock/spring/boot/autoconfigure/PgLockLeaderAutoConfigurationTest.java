@@ -95,26 +95,15 @@ class PgLockLeaderAutoConfigurationTest {
     void aFailedElectionPublishesNeitherElectedNorRevoked() throws Exception {
         java.util.concurrent.atomic.AtomicInteger attempts = new java.util.concurrent.atomic.AtomicInteger();
         com.zaxxer.hikari.HikariDataSource pool = db.pooledDataSource(4);
-        javax.sql.DataSource failingData = (javax.sql.DataSource) java.lang.reflect.Proxy.newProxyInstance(
-                getClass().getClassLoader(), new Class<?>[] {javax.sql.DataSource.class}, (p, m, args) -> {
-                    Object result = m.invoke(pool, args);
-                    if (!(result instanceof Connection connection)) {
-                        return result;
-                    }
-                    return java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
-                            new Class<?>[] {Connection.class}, (cp, cm, cargs) -> {
-                                if (cm.getName().equals("prepareStatement") && cargs[0] instanceof String sql
-                                        && sql.contains("SET data")) {
-                                    attempts.incrementAndGet();
-                                    throw new java.sql.SQLException("the data could not be written (test)");
-                                }
-                                try {
-                                    return cm.invoke(connection, cargs);
-                                } catch (java.lang.reflect.InvocationTargetException e) {
-                                    throw e.getCause();
-                                }
-                            });
-                });
+        javax.sql.DataSource failingData = dev.pglock.test.StatementHooks.around(pool, new dev.pglock.test.StatementHooks() {
+            @Override
+            public void beforePrepare(String sql) throws java.sql.SQLException {
+                if (sql.contains("SET data")) {
+                    attempts.incrementAndGet();
+                    throw new java.sql.SQLException("the data could not be written (test)");
+                }
+            }
+        });
         Heard heard = new Heard();
         try (pool; LockClient client = dev.pglock.core.PgLock.lease(failingData).namespace(namespace).tableName(table)
                 .lease(java.time.Duration.ofSeconds(2)).heartbeatInterval(java.time.Duration.ofMillis(300)).build()) {
