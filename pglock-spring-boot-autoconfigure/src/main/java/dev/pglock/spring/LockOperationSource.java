@@ -458,7 +458,8 @@ final class LockOperationSource {
             return null;
         }
         Class<?> type = value.getClass();
-        if (is(type, "org.springframework.http.HttpEntity")) {
+        Returned kind = RETURNED.get(type);
+        if (kind == Returned.ENTITY) {
             Object body;
             try {
                 body = type.getMethod("getBody").invoke(value);
@@ -474,24 +475,39 @@ final class LockOperationSource {
             return later ? "a " + type.getSimpleName() + " whose body, a " + known(bodyType) + ", Spring MVC runs or"
                     + " streams after the work returned" : null;
         }
-        if (isMvcAsync(type)) {
-            return "a " + known(type) + ", " + runsLater(type);
-        }
-        return null;
+        return kind == Returned.MVC_ASYNC ? "a " + known(type) + ", " + runsLater(type) : null;
     }
 
     /**
      * A value that may carry work that runs after it was returned, but is not only Spring MVC's (a
      * Callable, a Kotlin Job, an RxJava value): not refused once the work has run (it has side
-     * effects, and such a value may be plain data there), but warned about, once per type.
+     * effects, and such a value may be plain data there), but warned about, once per type; null
+     * for any other value, and for a type already warned about.
      */
     static String mayRunLater(Object value) {
         if (value == null) {
             return null;
         }
-        String kind = runsLater(value.getClass());
-        return kind == null || !WARNED.add(value.getClass()) ? null : "a " + known(value.getClass()) + ", " + kind;
+        Class<?> type = value.getClass();
+        return RETURNED.get(type) != Returned.MAY_RUN_LATER || !WARNED.add(type) ? null
+                : "a " + known(type) + ", " + runsLater(type);
     }
+
+    /** What a value of a class returned by locked work is: read once per class, as every locked call asks. */
+    private enum Returned { PLAIN, ENTITY, MVC_ASYNC, MAY_RUN_LATER }
+
+    private static final ClassValue<Returned> RETURNED = new ClassValue<>() {
+        @Override
+        protected Returned computeValue(Class<?> type) {
+            if (is(type, "org.springframework.http.HttpEntity")) {
+                return Returned.ENTITY;
+            }
+            if (isMvcAsync(type)) {
+                return Returned.MVC_ASYNC;
+            }
+            return runsLater(type) != null ? Returned.MAY_RUN_LATER : Returned.PLAIN;
+        }
+    };
 
     private static final java.util.Set<Class<?>> WARNED = java.util.Collections.newSetFromMap(
             new org.springframework.util.ConcurrentReferenceHashMap<>(16,

@@ -308,7 +308,7 @@ public class LockTemplate implements LockOperations {
                         + " and held until it completes), or take the lock inside the publisher");
             }
             String mayRunLater = LockOperationSource.mayRunLater(result);
-            if (mayRunLater != null && LockOperationSource.workRunningLater(result) == null) {
+            if (mayRunLater != null) {
                 org.slf4j.LoggerFactory.getLogger(LockTemplate.class).warn("the work under lock '{}' returned {}:"
                         + " if that is work still to run, the lock ended before it (said once per type)", lock.key(),
                         mayRunLater);
