@@ -99,35 +99,39 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             + " END AS granted, pg_backend_pid() AS pid OFFSET 0) AS attempt";
     // Waiting: one statement, in its own implicit transaction. set_config(..., true) sets lock_timeout
     // for that transaction only (it reverts by itself whether the lock came or the timeout fired,
-    // SQLState 55P03); the lock is session-level and outlives it. The subquery s runs first (the
-    // lateral join depends on it): it sets the timeout and reads the session's token once, and the
-    // lock is only asked for on the session's own backend. The token is drawn in the outer select
-    // list, after the grant. lock_timeout covers the whole statement, so 55P03 can come after the
-    // grant (PostgreSQL can also grant at the instant the timeout fires): a failed wait always cleans
-    // its connection. One statement rather than three before one Sync: after the grant the server
-    // has no further statement to parse and run, which was about a third of the hand-off delay
-    // pglock added to a bare pg_advisory_lock. %2$s is NO_TOKEN or DRAW_TOKEN. Parameters: [sequence,]
-    // timeout, token, lock id. Columns: pid, whether the backend is the session's, token.
-    private static final String WAIT = "SELECT s.pid, s.mine, %2$s FROM (SELECT set_config('lock_timeout', ?, true)"
-            + " AS timeout, pg_backend_pid() AS pid, current_setting('pglock.session', true) = ? AS mine OFFSET 0) AS s"
-            + " LEFT JOIN LATERAL (SELECT pg_advisory_lock%1$s(?) WHERE s.mine OFFSET 0) AS l ON true";
-    private static final String NO_TOKEN = "NULL::bigint";
-    private static final String DRAW_TOKEN = "CASE WHEN s.mine THEN nextval(?::regclass) END";
+    // SQLState 55P03); the lock is session-level and outlives it. A WHERE clause of a SELECT without
+    // FROM is one filter that PostgreSQL evaluates once, before the select list (whatever order it
+    // picks for the two conditions, both harmless): the token is read and the timeout set first, and
+    // the lock is only asked for on the session's own backend. The select list runs in order, so with
+    // fencing the token is drawn after the grant. lock_timeout covers the whole statement, so 55P03 can
+    // come after the grant (PostgreSQL can also grant at the instant the timeout fires): a failed wait
+    // always cleans its connection. One statement rather than three before one Sync: after the grant
+    // the server has no further statement to parse and run, which was about a third of the hand-off
+    // delay pglock added to a bare pg_advisory_lock. One row when the backend is the session's, none
+    // when it is not (then a second statement reads its pid for the error): the form with a subquery
+    // that also returned the pid and whether the backend was the session's cost about 3 % more of a
+    // hand-off (StatementPairs, 120 rounds). %2$s is NO_TOKEN or DRAW_TOKEN. Parameters: lock id,
+    // [sequence,] token, timeout. Columns: -, [token].
+    private static final String WAIT = "SELECT pg_advisory_lock%1$s(?)%2$s WHERE current_setting('pglock.session', true) = ?"
+            + " AND set_config('lock_timeout', ?, true) IS NOT NULL";
+    private static final String NO_TOKEN = "";
+    private static final String DRAW_TOKEN = ", nextval(?::regclass)";
     // Unlock on a dedicated session. One row when the backend is the session's, none when it is not
-    // (then a second statement reads its pid for the error). Columns: whatever clearing the token
-    // returned, unlocked. With retire = true it also gives its backend back unclaimed, in the same
-    // statement; with false (the session stays warm for the next wait) it only unlocks. The token is compared in the WHERE clause of a SELECT without FROM, which PostgreSQL
-    // evaluates once, before the select list; the select list is evaluated in order, so the token is
-    // cleared before the unlock, which comes last: it wakes the next waiter's backend, which then does
-    // not share the CPU with this one's set_config (a hand-off of these statements between two
-    // clients took 4 - 7 % less, paired runs on 2 vCPUs). Without the subquery that read the token
-    // once before, pgbench ran lock + unlock 3 - 6 us faster (117 - 125 us against 125 - 131; the bare
-    // pg_advisory_unlock 111 - 120); the hand-off benchmark's spread hides that much. PostgreSQL
-    // never drops a volatile set_config. Clearing the token before the
-    // unlock is safe: an unlock that finds nothing ends the session within the same call (see
-    // unlock()), so neither the watchdog nor a pool sees a cleared backend that still holds anything.
-    // Parameters: retire, lock id, token.
-    private static final String UNLOCK_DEDICATED = "SELECT CASE WHEN ? THEN set_config('pglock.session', '', false) END,"
+    // (then a second statement reads its pid for the error). The token is compared in the WHERE clause
+    // of a SELECT without FROM, which PostgreSQL evaluates once, before the select list. Two forms: the
+    // session stays warm for the next wait (it only unlocks), or it retires and gives its backend back
+    // unclaimed in the same statement. There the select list, evaluated in order, clears the token
+    // before the unlock, which comes last: it wakes the next waiter's backend, which then does not
+    // share the CPU with this one's set_config (a hand-off of these statements between two clients
+    // took 4 - 7 % less, paired runs on 2 vCPUs). Two texts rather than one whose CASE on a parameter
+    // chose: the warm form's hand-off took about 3 % less (StatementPairs). PostgreSQL never drops a
+    // volatile set_config. Clearing the token before the unlock is safe: an unlock that finds nothing
+    // ends the session within the same call (see unlock()), so neither the watchdog nor a pool sees a
+    // cleared backend that still holds anything. Parameters: lock id, token. Column: unlocked (the
+    // last).
+    private static final String UNLOCK_KEEPING = "SELECT pg_advisory_unlock%1$s(?)"
+            + " WHERE current_setting('pglock.session', true) = ?";
+    private static final String UNLOCK_RETIRING = "SELECT set_config('pglock.session', '', false),"
             + " pg_advisory_unlock%1$s(?) WHERE current_setting('pglock.session', true) = ?";
     // Unlock on a shared session, which never retires: no subquery (one cost about 12% of an
     // uncontended acquire-release pair). One column: unlocked, null when the backend is not the
@@ -143,8 +147,10 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private static final String WAIT_LOCK_SHARED = WAIT.formatted("_shared", NO_TOKEN);
     private static final String WAIT_LOCK_FENCED = WAIT.formatted("", DRAW_TOKEN);
     private static final String WAIT_LOCK_SHARED_FENCED = WAIT.formatted("_shared", DRAW_TOKEN);
-    private static final String UNLOCK = UNLOCK_DEDICATED.formatted("");
-    private static final String UNLOCK_SHARED = UNLOCK_DEDICATED.formatted("_shared");
+    private static final String UNLOCK_KEEP = UNLOCK_KEEPING.formatted("");
+    private static final String UNLOCK_SHARED_KEEP = UNLOCK_KEEPING.formatted("_shared");
+    private static final String UNLOCK_RETIRE = UNLOCK_RETIRING.formatted("");
+    private static final String UNLOCK_SHARED_RETIRE = UNLOCK_RETIRING.formatted("_shared");
     private static final String UNLOCK_ON_SHARED_SESSION = UNLOCK_SHARED_SESSION.formatted("");
     private static final String UNLOCK_SHARED_ON_SHARED_SESSION = UNLOCK_SHARED_SESSION.formatted("_shared");
     // Before a session's connection goes back to its pool: nothing locked, backend unclaimed. On the
@@ -446,10 +452,9 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private void undoPossibleGrant(LockSession session, long lockId, boolean shared) {
         try {
             session.call(c -> {
-                try (PreparedStatement ps = c.prepareStatement(shared ? UNLOCK_SHARED : UNLOCK)) {
-                    ps.setBoolean(1, false);
-                    ps.setLong(2, lockId);
-                    ps.setString(3, session.token);
+                try (PreparedStatement ps = c.prepareStatement(shared ? UNLOCK_SHARED_KEEP : UNLOCK_KEEP)) {
+                    ps.setLong(1, lockId);
+                    ps.setString(2, session.token);
                     ps.execute();
                 }
                 return null;
@@ -681,31 +686,30 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             // Blocked in the server for up to lock_timeout; the socket must not give up first, but must
             // not wait forever on a server that vanished either.
             connection.setNetworkTimeout(connector, (int) Math.min(Integer.MAX_VALUE, lockTimeout + networkTimeoutMillis));
-            int resultPid;
             boolean mine;
-            Long token;
+            Long token = null;
             try (PreparedStatement ps = connection.prepareStatement(sql)) {
                 int i = 1;
+                ps.setLong(i++, lockId);
                 if (fencingSequence != null) {
                     ps.setString(i++, fencingSequence);
                 }
-                ps.setString(i++, Long.toString(lockTimeout));
                 ps.setString(i++, session.token);
-                ps.setLong(i, lockId);
+                ps.setString(i, Long.toString(lockTimeout));
                 Runnable hook = beforeWaitForTests;
                 if (hook != null) {
                     hook.run();
                 }
                 try (ResultSet rs = ps.executeQuery()) {
-                    rs.next();
-                    resultPid = rs.getInt(1);
-                    mine = rs.getBoolean(2);
-                    long value = rs.getLong(3);
-                    token = rs.wasNull() ? null : value;
+                    mine = rs.next(); // no row: not the session's backend
+                    if (mine && fencingSequence != null) {
+                        token = rs.getLong(2);
+                    }
                 }
             }
             if (!mine) {
-                throw multiplexed(session, resultPid); // the token check kept the lock from being taken there
+                // the token check kept the lock from being taken there
+                throw multiplexed(session, foreignBackendPid(connection));
             }
             connection.setNetworkTimeout(connector, networkTimeoutMillis); // bounded like every lock session
             dedicated.add(session);
@@ -1050,15 +1054,16 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         try {
             answer = session.call(c -> {
                 Unlocked result;
-                String sql = session.dedicated ? (lock.isShared() ? UNLOCK_SHARED : UNLOCK)
+                String sql = session.dedicated
+                        ? (keep ? (lock.isShared() ? UNLOCK_SHARED_KEEP : UNLOCK_KEEP)
+                                : (lock.isShared() ? UNLOCK_SHARED_RETIRE : UNLOCK_RETIRE))
                         : (lock.isShared() ? UNLOCK_SHARED_ON_SHARED_SESSION : UNLOCK_ON_SHARED_SESSION);
                 // A dedicated session unlocks once, then retires: only a shared one keeps the statement.
                 PreparedStatement ps = session.dedicated ? c.prepareStatement(sql) : session.prepared(sql);
                 try {
                     if (session.dedicated) {
-                        ps.setBoolean(1, !keep);
-                        ps.setLong(2, lock.lockId);
-                        ps.setString(3, session.token);
+                        ps.setLong(1, lock.lockId);
+                        ps.setString(2, session.token);
                     } else {
                         ps.setString(1, session.token);
                         ps.setLong(2, lock.lockId);
@@ -1068,7 +1073,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                         boolean mine;
                         if (session.dedicated) {
                             mine = rs.next(); // no row: not the session's backend
-                            unlocked = mine && rs.getBoolean(2);
+                            unlocked = mine && rs.getBoolean(keep ? 1 : 2);
                         } else {
                             rs.next();
                             unlocked = rs.getBoolean(1);

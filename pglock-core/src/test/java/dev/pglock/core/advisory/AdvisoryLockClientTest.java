@@ -1657,6 +1657,40 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         releaseOnAnotherBackend("swapped-pid", true);
     }
 
+    /**
+     * A wait that reaches a backend which is not its session's (the token of the warm session it runs
+     * on was changed behind the client's back, as when a pooler hands the connection another server
+     * session) does not ask for the lock there: it ends at once, while the key is still held, naming
+     * transaction pooling and the pid it found. Had it asked, it would have queued behind the holder
+     * for its whole 30 s.
+     */
+    @Test
+    @org.junit.jupiter.api.Timeout(120) // a one-hour heartbeat: the wait itself must be what finds the other backend
+    void aWaitThatLandsOnAnotherBackendDoesNotAskForTheLockThere() throws Exception {
+        List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
+        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(recording(handedOut, c -> c)).lockSessions(1)
+                .heartbeatInterval(Duration.ofHours(1)).build());
+        a.warmNanos = TimeUnit.MINUTES.toNanos(10);
+        LockClient other = client();
+        takenAfterAWait(a, other, "wait-swapped").release(); // its session is warm now
+        Connection warm = handedOut.get(handedOut.size() - 1);
+        int warmPid;
+        try (Statement st = warm.createStatement(); ResultSet rs = st.executeQuery(
+                "SELECT pg_backend_pid(), set_config('pglock.session', 'another-clients-session', false)")) {
+            rs.next();
+            warmPid = rs.getInt(1);
+        }
+        HeldLock theirs = other.acquire(LockRequest.of("wait-swapped"));
+
+        Future<HeldLock> waiting = threads.submit(() -> a.acquire(LockRequest.of("wait-swapped")
+                .waitAtMost(Duration.ofSeconds(30))));
+
+        assertThatThrownBy(() -> waiting.get(10, TimeUnit.SECONDS)).as("ended without queueing behind the holder")
+                .isInstanceOf(java.util.concurrent.ExecutionException.class).cause()
+                .hasMessageContaining("transaction pooling").hasMessageContaining("(pid " + warmPid + ")");
+        assertThat(theirs.isHeld()).isTrue();
+    }
+
     private void releaseOnAnotherBackend(String key, boolean pidReadFails) throws Exception {
         List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
         AtomicBoolean failPidRead = new AtomicBoolean();
