@@ -876,6 +876,26 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThat(got.isHeld()).isTrue();
     }
 
+    /** A lock taken by a waiter's own statement (after the holder's release woke it) says when, by the database's clock too. */
+    @Test
+    void aWaitersAcquiredAtIsTheDatabasesTimeToo() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        HeldLock first = a.acquire(LockRequest.of("clock-waiter"));
+        Future<HeldLock> waiting = threads.submit(() -> b.acquire(LockRequest.of("clock-waiter").waitAtMost(Duration.ofSeconds(60))));
+        await().atMost(Duration.ofSeconds(10)).until(() -> !waiting.isDone() && counting.executed().stream()
+                .anyMatch(sql -> sql.contains("FOR UPDATE OF t SKIP LOCKED")));
+        first.release();
+        HeldLock held = waiting.get(30, TimeUnit.SECONDS);
+
+        try (Connection c = db.connect(); Statement st = c.createStatement(); ResultSet rs = st.executeQuery(
+                "SELECT acquired_at FROM " + table + " WHERE lock_key = 'clock-waiter'")) {
+            rs.next();
+            assertThat(held.acquiredAt()).as("acquiredAt is the database's time").isEqualTo(rs.getTimestamp(1).toInstant())
+                    .isAfter(first.acquiredAt());
+        }
+    }
+
     @Test
     void expiryFollowsTheDatabaseClockNotTheClients() throws Exception {
         LockClient a = client();
