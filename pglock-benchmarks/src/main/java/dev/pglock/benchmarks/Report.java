@@ -163,6 +163,14 @@ final class Report {
                         + " judged at 8 and 32 clients; no target)",
                         scenario, release.get(), release.get() / writeP50.get(), writeP50.get()));
             }
+            Optional<Double> afterWork = p50(results, scenario, "baseline-write-after-work");
+            if (afterWork.isPresent() && writeP50.isPresent()) {
+                lines.add(String.format(Locale.ROOT, "%s baseline-write-after-work p50 %.0f µs = %.2f × uncontended"
+                        + " baseline-write p50 %.0f µs (the same INSERT and DELETE, each pair after the holder's work,"
+                        + " as a hand-off's release and claim commit; above 1.50, no lock that writes a row to release"
+                        + " and to claim can meet the lease hand-off target; no target)",
+                        scenario, afterWork.get(), afterWork.get() / writeP50.get(), writeP50.get()));
+            }
             Optional<Double> delivery = p50(results, scenario, "baseline-notify-delivery");
             if (delivery.isPresent() && writeP50.isPresent()) {
                 lines.add(String.format(Locale.ROOT, "%s NOTIFY delivery alone p50 %.0f µs = %.2f × uncontended"

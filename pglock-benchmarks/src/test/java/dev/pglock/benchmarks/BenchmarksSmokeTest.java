@@ -42,8 +42,8 @@ class BenchmarksSmokeTest {
         assertThat(Benchmarks.find(results, "uncontended", Systems.LEASE_ASYNC_RELEASE)).isPresent();
         assertThat(results).as(output).noneMatch(r -> r.note() != null && r.note().startsWith("failed"));
         // read, write, lease-sql, advisory-sql, write-parallel, per hand-off count notify, its release, its
-        // delivery and advisory-sql, and renew
-        assertThat(results).filteredOn(r -> r.system().startsWith("baseline")).hasSize(14);
+        // delivery and advisory-sql, write-after-work once, and renew
+        assertThat(results).filteredOn(r -> r.system().startsWith("baseline")).hasSize(15);
         assertThat(Benchmarks.find(results, "uncontended", "baseline-lease-sql").orElseThrow().opsPerSecond())
                 .as("the lease client's own statements ran without it").isPositive();
         assertThat(Benchmarks.find(results, "uncontended", "baseline-advisory-sql").orElseThrow().opsPerSecond())
@@ -56,6 +56,8 @@ class BenchmarksSmokeTest {
                 .as("NOTIFY deliveries were timed").isNotNull();
         assertThat(Benchmarks.find(results, "handoff-2", "baseline-notify-release").orElseThrow().p50Micros())
                 .as("the releases alone were timed").isNotNull();
+        assertThat(Benchmarks.find(results, "handoff-3", "baseline-write-after-work").orElseThrow().p50Micros())
+                .as("the floor's commits after the holder's work were timed, at the last count below 8").isNotNull();
         Result lease = Benchmarks.find(results, "held-300", "pglock-lease").orElseThrow();
         assertThat(lease.p50Micros()).as("the heartbeat was timed while holding").isNotNull();
         assertThat(lease.heapBytesPerLock()).isNotNull();
