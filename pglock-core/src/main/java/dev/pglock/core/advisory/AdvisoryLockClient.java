@@ -100,9 +100,10 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     // Waiting: one statement, in its own implicit transaction. set_config(..., true) sets lock_timeout
     // for that transaction only (it reverts by itself whether the lock came or the timeout fired,
     // SQLState 55P03); the lock is session-level and outlives it. A WHERE clause of a SELECT without
-    // FROM is one filter that PostgreSQL evaluates once, before the select list (whatever order it
-    // picks for the two conditions, both harmless): the token is read and the timeout set first, and
-    // the lock is only asked for on the session's own backend. The select list runs in order, so with
+    // FROM is one filter that PostgreSQL evaluates once, before the select list: the token is read
+    // and the timeout set first, and the lock is only asked for on the session's own backend. The
+    // planner orders the two conditions by cost (set_config comes first, on a foreign backend too,
+    // where it lasts the statement's transaction only, as it always did): either order is harmless. The select list runs in order, so with
     // fencing the token is drawn after the grant. lock_timeout covers the whole statement, so 55P03 can
     // come after the grant (PostgreSQL can also grant at the instant the timeout fires): a failed wait
     // always cleans its connection. One statement rather than three before one Sync: after the grant
@@ -707,11 +708,13 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                     }
                 }
             }
+            // Bounded like every lock session from here on, the pid read below included: under the wait's
+            // timeout a network gone right after the answer would hold up the refusal for the whole wait.
+            connection.setNetworkTimeout(connector, networkTimeoutMillis);
             if (!mine) {
                 // the token check kept the lock from being taken there
                 throw multiplexed(session, foreignBackendPid(connection));
             }
-            connection.setNetworkTimeout(connector, networkTimeoutMillis); // bounded like every lock session
             dedicated.add(session);
             holding = true;
             return new AdvisoryLock(request.key(), request.isShared(), token, lockId, session, holdUntil(request));

@@ -1691,6 +1691,61 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         assertThat(theirs.isHeld()).isTrue();
     }
 
+    /**
+     * Review of the wait that answers no row on a foreign backend: the pid it then reads for the
+     * message runs under the session's network timeout, not the wait's (here 65 s: a 60 s wait on a
+     * fresh connection), so a network that goes right after the wait's answer delays the refusal,
+     * and the loss reports that come with it, by one network timeout (5 s here), not by the wait's.
+     */
+    @Test
+    @org.junit.jupiter.api.Timeout(180)
+    void aWaitOnAnotherBackendWhoseNetworkGoesIsRefusedWithinANetworkTimeout() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        DataSource through = unpooledThrough(proxy);
+        DataSource tokenTakenBeforeWaits = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {DataSource.class}, (p, m, args) -> {
+                    Object result = m.invoke(through, args);
+                    if (!(result instanceof Connection c)) {
+                        return result;
+                    }
+                    return java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(), new Class<?>[] {Connection.class},
+                            (cp, cm, cargs) -> {
+                                if (cm.getName().equals("prepareStatement") && cargs[0] instanceof String sql
+                                        && sql.contains("set_config('lock_timeout'")) {
+                                    try (Statement st = c.createStatement()) { // as if a pooler swapped the backend
+                                        st.execute("SELECT set_config('pglock.session', 'another-clients-session', false)");
+                                    }
+                                }
+                                try {
+                                    return cm.invoke(c, cargs);
+                                } catch (java.lang.reflect.InvocationTargetException e) {
+                                    throw e.getCause();
+                                }
+                            });
+                });
+        AtomicBoolean armed = new AtomicBoolean(true);
+        DataSource cutAfterTheWait = dev.pglock.test.StatementHooks.around(tokenTakenBeforeWaits, new dev.pglock.test.StatementHooks() {
+            @Override
+            public void afterExecute(String sql) {
+                if (sql.contains("set_config('lock_timeout'") && armed.compareAndSet(true, false)) {
+                    proxy.blackholeOpenConnections();
+                }
+            }
+        });
+        LockClient a = closeLater(builder(cutAfterTheWait).lockSessions(1).build());
+        HeldLock theirs = client().acquire(LockRequest.of("cut-swapped"));
+
+        long start = System.nanoTime();
+        Throwable refused = catchThrowable(() -> a.acquire(LockRequest.of("cut-swapped").waitAtMost(Duration.ofSeconds(60))));
+        Duration took = Duration.ofNanos(System.nanoTime() - start);
+
+        assertThat(armed).as("the wait ran").isFalse();
+        assertThat(refused).hasMessageContaining("transaction pooling");
+        // The network timeout is 5 s here (a 200 ms heartbeat); the wait's own was 65 s.
+        assertThat(took).isLessThan(Duration.ofSeconds(30));
+        assertThat(theirs.isHeld()).isTrue();
+    }
+
     private void releaseOnAnotherBackend(String key, boolean pidReadFails) throws Exception {
         List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
         AtomicBoolean failPidRead = new AtomicBoolean();
