@@ -382,6 +382,8 @@ final class LockOperationSource {
                     + " classpath. Add them, or return a Mono");
         }
         if (CompletionStage.class.isAssignableFrom(type)) {
+            refuseValueWhoseWorkRunsLater(description, type,
+                    org.springframework.core.ResolvableType.forMethodReturnType(method).as(CompletionStage.class));
             return LockOperation.Shape.COMPLETION_STAGE;
         }
         if (Future.class.isAssignableFrom(type)) {
@@ -396,6 +398,12 @@ final class LockOperationSource {
                         + instead.getName() + ": pglock hands the caller a " + instead.getSimpleName() + " that holds"
                         + " the lock until it completes, which is not a " + type.getSimpleName() + ", so every call"
                         + " would fail with a ClassCastException. Declare " + instead.getSimpleName());
+            }
+            org.springframework.core.ReactiveAdapter adapter =
+                    org.springframework.core.ReactiveAdapterRegistry.getSharedInstance().getAdapter(type);
+            if (adapter != null && !adapter.isMultiValue()) {
+                refuseValueWhoseWorkRunsLater(description, type,
+                        org.springframework.core.ResolvableType.forMethodReturnType(method));
             }
             return LockOperation.Shape.REACTIVE;
         }
@@ -428,8 +436,7 @@ final class LockOperationSource {
                     && parameterized.getActualTypeArguments().length == 1
                     ? org.springframework.core.ResolvableType.forType(parameterized.getActualTypeArguments()[0]).resolve()
                     : null;
-            if (body != null && (CompletionStage.class.isAssignableFrom(body) || Future.class.isAssignableFrom(body)
-                    || AsyncSupport.isReactive(body) || isReactiveType(body) || runsLater(body) != null)) {
+            if (body != null && worksLater(body)) {
                 throw new IllegalStateException(description + " returns " + type.getSimpleName() + "<"
                         + body.getName() + ">: Spring MVC runs or streams that body after the method returned, so"
                         + " the lock would end before it. Lock the work the body does (a @DistributedLock method it"
@@ -445,6 +452,50 @@ final class LockOperationSource {
                     + " LockTemplate inside it), or return a CompletableFuture or a Mono that completes once it is"
                     + " done" + (type.getName().startsWith("kotlinx.") ? ", or make the method a suspend function" : ""));
         }
+    }
+
+    /**
+     * A single-valued asynchronous result ({@code CompletableFuture<T>}, {@code Mono<T>}) whose value
+     * is itself work that runs later: the lock is held until the result completes with the value, and
+     * Spring MVC or WebFlux then run or stream that value's work (a {@code Mono<ResponseEntity<Flux<T>>>},
+     * a {@code CompletableFuture<SseEmitter>}, a {@code Mono<Flux<T>>}). Refused at start-up, naming the
+     * method; only what the declared type tells (a {@code Mono<?>} passes).
+     */
+    private static void refuseValueWhoseWorkRunsLater(String description, Class<?> type,
+            org.springframework.core.ResolvableType declared) {
+        org.springframework.core.ResolvableType valueType = declared.getGeneric(0);
+        Class<?> value = valueType.resolve();
+        if (value == null || value == Object.class) {
+            return;
+        }
+        String why = null;
+        if (is(value, "org.springframework.http.HttpEntity")) {
+            Class<?> body = null;
+            for (org.springframework.core.ResolvableType t = valueType; t != org.springframework.core.ResolvableType.NONE;
+                    t = t.getSuperType()) {
+                if (t.resolve() != null && t.resolve().getName().equals("org.springframework.http.HttpEntity")) {
+                    body = t.getGeneric(0).resolve(); // spring-web need not be on the classpath: found by name
+                    break;
+                }
+            }
+            if (body != null && worksLater(body)) {
+                why = value.getSimpleName() + "<" + body.getName() + ">, whose body Spring MVC or WebFlux runs or streams";
+            }
+        } else if (worksLater(value)) {
+            why = value.getName() + ", whose work runs";
+        }
+        if (why != null) {
+            throw new IllegalStateException(description + " returns " + type.getSimpleName() + "<" + why + " after"
+                    + " the " + type.getSimpleName() + " completed, so the lock would end before that work. Lock the"
+                    + " work itself (a @DistributedLock method it calls, or LockTemplate inside it), or complete the "
+                    + type.getSimpleName() + " once that work is done");
+        }
+    }
+
+    /** Whether a value of this type carries work that runs after it was handed over (see refuseWorkThatRunsLater). */
+    private static boolean worksLater(Class<?> type) {
+        return CompletionStage.class.isAssignableFrom(type) || Future.class.isAssignableFrom(type)
+                || AsyncSupport.isReactive(type) || isReactiveType(type) || runsLater(type) != null;
     }
 
     /**
@@ -470,9 +521,7 @@ final class LockOperationSource {
                 return null;
             }
             Class<?> bodyType = body.getClass();
-            boolean later = CompletionStage.class.isAssignableFrom(bodyType) || Future.class.isAssignableFrom(bodyType)
-                    || AsyncSupport.isReactive(bodyType) || isReactiveType(bodyType) || runsLater(bodyType) != null;
-            return later ? "a " + type.getSimpleName() + " whose body, a " + known(bodyType) + ", Spring MVC runs or"
+            return worksLater(bodyType) ? "a " + type.getSimpleName() + " whose body, a " + known(bodyType) + ", Spring MVC runs or"
                     + " streams after the work returned" : null;
         }
         return kind == Returned.MVC_ASYNC ? "a " + known(type) + ", " + runsLater(type) : null;

@@ -473,7 +473,15 @@ abstract class MethodShapesIntegrationTest {
                 org.junit.jupiter.params.provider.Arguments.of(ReturnsConnectableFlux.class,
                         "reactor.core.publisher.ConnectableFlux, a subtype of reactor.core.publisher.Flux", "Declare Flux"),
                 org.junit.jupiter.params.provider.Arguments.of(ReturnsStateFlow.class,
-                        "kotlinx.coroutines.flow.StateFlow, a subtype of kotlinx.coroutines.flow.Flow", "Declare Flow"));
+                        "kotlinx.coroutines.flow.StateFlow, a subtype of kotlinx.coroutines.flow.Flow", "Declare Flow"),
+                // A single value that is itself such work: the lock ends when the Mono or the future completes.
+                org.junit.jupiter.params.provider.Arguments.of(ReturnsMonoOfStreamedEntity.class,
+                        "Mono<ResponseEntity<reactor.core.publisher.Flux>", "after the Mono completed"),
+                org.junit.jupiter.params.provider.Arguments.of(ReturnsFutureOfEmitter.class,
+                        "CompletableFuture<org.springframework.web.servlet.mvc.method.annotation.SseEmitter",
+                        "after the CompletableFuture completed"),
+                org.junit.jupiter.params.provider.Arguments.of(ReturnsMonoOfFlux.class,
+                        "Mono<reactor.core.publisher.Flux, whose work runs", "after the Mono completed"));
     }
 
     /**
@@ -544,11 +552,57 @@ abstract class MethodShapesIntegrationTest {
         }
     }
 
-    /** What still starts: a body that is a plain value, and a publisher declared as an interface it is. */
+    /**
+     * What still starts: a body that is a plain value, also as a Mono's or a future's value, a
+     * publisher declared as an interface it is, and a Flux of publishers (its items are its caller's).
+     */
     @Test
     void aPlainEntityAndAPublisherDeclaredAsAnInterfaceOfItStillStart() {
         runner().withBean(ReturnsPlainEntity.class).withBean(ReturnsCorePublisher.class)
-                .run(context -> assertThat(context).hasNotFailed());
+                .withBean(ReturnsMonoOfPlainEntity.class).withBean(ReturnsFutureOfPlainEntity.class)
+                .withBean(ReturnsFluxOfFlux.class).run(context -> assertThat(context).hasNotFailed());
+    }
+
+    public static class ReturnsMonoOfStreamedEntity {
+        @DistributedLock
+        public Mono<org.springframework.http.ResponseEntity<Flux<String>>> run() {
+            return Mono.just(org.springframework.http.ResponseEntity.ok(Flux.just("x")));
+        }
+    }
+
+    public static class ReturnsFutureOfEmitter {
+        @DistributedLock
+        public CompletableFuture<org.springframework.web.servlet.mvc.method.annotation.SseEmitter> run() {
+            return CompletableFuture.completedFuture(new org.springframework.web.servlet.mvc.method.annotation.SseEmitter());
+        }
+    }
+
+    public static class ReturnsMonoOfFlux {
+        @DistributedLock
+        public Mono<Flux<String>> run() {
+            return Mono.just(Flux.just("x"));
+        }
+    }
+
+    public static class ReturnsMonoOfPlainEntity {
+        @DistributedLock
+        public Mono<org.springframework.http.ResponseEntity<String>> run() {
+            return Mono.just(org.springframework.http.ResponseEntity.ok("x"));
+        }
+    }
+
+    public static class ReturnsFutureOfPlainEntity {
+        @DistributedLock
+        public CompletableFuture<org.springframework.http.ResponseEntity<String>> run() {
+            return CompletableFuture.completedFuture(org.springframework.http.ResponseEntity.ok("x"));
+        }
+    }
+
+    public static class ReturnsFluxOfFlux {
+        @DistributedLock
+        public Flux<Flux<String>> run() {
+            return Flux.just(Flux.just("x"));
+        }
     }
 
     public static class ReturnsCallable {
