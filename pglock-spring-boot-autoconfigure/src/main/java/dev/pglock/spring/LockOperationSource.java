@@ -229,7 +229,7 @@ final class LockOperationSource {
                     case DEFAULT -> null;
                     case ADVISORY -> LockMode.ADVISORY;
                     case LEASE -> LockMode.LEASE;
-                }, annotation.whenLocked(), scheduled, annotation.inTransaction(), shape(description, specific),
+                }, annotation.whenLocked(), scheduled, annotation.inTransaction(), shape(description, specific, targetClass),
                 scheduled && defaults != null ? defaults.scheduledWait() : null,
                 scheduled && defaults != null ? defaults.scheduledHoldAtLeast() : null);
         check(operation);
@@ -358,7 +358,7 @@ final class LockOperationSource {
      * How long the method's work runs. A return type whose completion pglock cannot see is refused
      * here, naming the method, instead of locking nothing at every call.
      */
-    private static LockOperation.Shape shape(String description, Method method) {
+    private static LockOperation.Shape shape(String description, Method method, Class<?> targetClass) {
         Class<?> type = method.getReturnType();
         if (KotlinDetector.isSuspendingFunction(method)) {
             if (AsyncSupport.COROUTINES) {
@@ -375,6 +375,14 @@ final class LockOperationSource {
                             + " value itself, or a Flow declared as Flow, or drop suspend to return the publisher"
                             + " (its lock is then held until it completes)");
                 }
+                if (!flow && result != null && worksLater(result)) {
+                    // Spring hands the interceptor a Mono of the function's value: the lock ends when the
+                    // value is ready, before MVC runs or streams what it carries.
+                    throw new IllegalStateException(description + " is a Kotlin suspend function that returns "
+                            + result.getName() + ", whose work runs after the function returned, so the lock would"
+                            + " end before that work. Lock the work itself (a @DistributedLock method it calls, or"
+                            + " LockTemplate inside it), or return once it is done");
+                }
                 return LockOperation.Shape.REACTIVE; // Spring AOP hands interceptors a publisher for it
             }
             throw new IllegalStateException(description + " is a Kotlin suspend function: pglock holds its lock until"
@@ -382,8 +390,7 @@ final class LockOperationSource {
                     + " classpath. Add them, or return a Mono");
         }
         if (CompletionStage.class.isAssignableFrom(type)) {
-            refuseValueWhoseWorkRunsLater(description, type,
-                    org.springframework.core.ResolvableType.forMethodReturnType(method).as(CompletionStage.class));
+            refuseValueWhoseWorkRunsLater(description, type, method, targetClass, CompletionStage.class);
             return LockOperation.Shape.COMPLETION_STAGE;
         }
         if (Future.class.isAssignableFrom(type)) {
@@ -402,8 +409,7 @@ final class LockOperationSource {
             org.springframework.core.ReactiveAdapter adapter =
                     org.springframework.core.ReactiveAdapterRegistry.getSharedInstance().getAdapter(type);
             if (adapter != null && !adapter.isMultiValue()) {
-                refuseValueWhoseWorkRunsLater(description, type,
-                        org.springframework.core.ResolvableType.forMethodReturnType(method));
+                refuseValueWhoseWorkRunsLater(description, type, method, targetClass, type);
             }
             return LockOperation.Shape.REACTIVE;
         }
@@ -461,10 +467,20 @@ final class LockOperationSource {
      * a {@code CompletableFuture<SseEmitter>}, a {@code Mono<Flux<T>>}). Refused at start-up, naming the
      * method; only what the declared type tells (a {@code Mono<?>} passes).
      */
-    private static void refuseValueWhoseWorkRunsLater(String description, Class<?> type,
-            org.springframework.core.ResolvableType declared) {
-        org.springframework.core.ResolvableType valueType = declared.getGeneric(0);
-        Class<?> value = valueType.resolve();
+    private static void refuseValueWhoseWorkRunsLater(String description, Class<?> type, Method method,
+            Class<?> targetClass, Class<?> asType) {
+        org.springframework.core.ResolvableType declared;
+        Class<?> value;
+        org.springframework.core.ResolvableType valueType;
+        try {
+            // Against the target class: a type variable bound by a subclass (Base<T>'s Mono<T>) is resolved.
+            declared = org.springframework.core.ResolvableType.forMethodReturnType(method,
+                    targetClass != null ? targetClass : method.getDeclaringClass()).as(asType);
+            valueType = declared.getGeneric(0);
+            value = valueType.resolve();
+        } catch (RuntimeException | LinkageError unresolvable) { // a type argument missing from the classpath
+            return;
+        }
         if (value == null || value == Object.class) {
             return;
         }
@@ -479,16 +495,18 @@ final class LockOperationSource {
                 }
             }
             if (body != null && worksLater(body)) {
-                why = value.getSimpleName() + "<" + body.getName() + ">, whose body Spring MVC or WebFlux runs or streams";
+                why = "a " + value.getSimpleName() + " whose body, a " + body.getName() + ", Spring MVC or WebFlux runs or"
+                        + " streams";
             }
         } else if (worksLater(value)) {
-            why = value.getName() + ", whose work runs";
+            why = "a " + value.getName() + ", whose work runs";
         }
         if (why != null) {
-            throw new IllegalStateException(description + " returns " + type.getSimpleName() + "<" + why + " after"
-                    + " the " + type.getSimpleName() + " completed, so the lock would end before that work. Lock the"
-                    + " work itself (a @DistributedLock method it calls, or LockTemplate inside it), or complete the "
-                    + type.getSimpleName() + " once that work is done");
+            String simple = type.getSimpleName();
+            throw new IllegalStateException(description + " returns " + declared + ": its value is " + why + " after"
+                    + " the " + simple + " completed, so the lock would end before that work. Lock the work itself (a"
+                    + " @DistributedLock method it calls, or LockTemplate inside it), or complete the " + simple
+                    + " once that work is done");
         }
     }
 
@@ -593,10 +611,21 @@ final class LockOperationSource {
         return type.getName();
     }
 
+    /**
+     * The sources of RxJava 1, 2 and 3 and of Mutiny, matched by type (a value of their packages that is
+     * not a source, a Tuple2 or a Notification, is plain data). Adapted ones never get here when
+     * Reactor is on the classpath: they are reactive results (AsyncSupport.isReactive).
+     */
+    private static final List<String> UNADAPTED_SOURCES = List.of("rx.Observable", "rx.Single", "rx.Completable",
+            "io.reactivex.ObservableSource", "io.reactivex.SingleSource", "io.reactivex.MaybeSource",
+            "io.reactivex.CompletableSource", "io.reactivex.Flowable",
+            "io.reactivex.rxjava3.core.ObservableSource", "io.reactivex.rxjava3.core.SingleSource",
+            "io.reactivex.rxjava3.core.MaybeSource", "io.reactivex.rxjava3.core.CompletableSource",
+            "io.reactivex.rxjava3.core.Flowable", "io.smallrye.mutiny.Uni", "io.smallrye.mutiny.Multi");
+
     /** Why a return type's work runs after the method returned, unseen by pglock; null when it does not. */
     private static String runsLater(Class<?> type) {
-        String name = type.getName();
-        if (name.startsWith("io.reactivex.") || name.startsWith("rx.") || name.startsWith("io.smallrye.mutiny.")) {
+        if (UNADAPTED_SOURCES.stream().anyMatch(name -> is(type, name))) {
             return "whose work runs when it is subscribed to, after the method returned, and which Spring's"
                     + " ReactiveAdapterRegistry does not adapt here (it adapts RxJava 3 and Mutiny when Project"
                     + " Reactor is on the classpath)";

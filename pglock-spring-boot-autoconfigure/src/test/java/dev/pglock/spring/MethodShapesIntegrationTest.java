@@ -476,12 +476,16 @@ abstract class MethodShapesIntegrationTest {
                         "kotlinx.coroutines.flow.StateFlow, a subtype of kotlinx.coroutines.flow.Flow", "Declare Flow"),
                 // A single value that is itself such work: the lock ends when the Mono or the future completes.
                 org.junit.jupiter.params.provider.Arguments.of(ReturnsMonoOfStreamedEntity.class,
-                        "Mono<ResponseEntity<reactor.core.publisher.Flux>", "after the Mono completed"),
+                        "a ResponseEntity whose body, a reactor.core.publisher.Flux", "after the Mono completed"),
                 org.junit.jupiter.params.provider.Arguments.of(ReturnsFutureOfEmitter.class,
-                        "CompletableFuture<org.springframework.web.servlet.mvc.method.annotation.SseEmitter",
+                        "a org.springframework.web.servlet.mvc.method.annotation.SseEmitter, whose work runs",
                         "after the CompletableFuture completed"),
                 org.junit.jupiter.params.provider.Arguments.of(ReturnsMonoOfFlux.class,
-                        "Mono<reactor.core.publisher.Flux, whose work runs", "after the Mono completed"));
+                        "a reactor.core.publisher.Flux, whose work runs", "after the Mono completed"),
+                org.junit.jupiter.params.provider.Arguments.of(ReturnsFutureOfRxJava2Single.class,
+                        "a io.reactivex.Single, whose work runs", "after the CompletableFuture completed"),
+                org.junit.jupiter.params.provider.Arguments.of(ReturnsBoundMonoOfFlux.class,
+                        "a reactor.core.publisher.Flux, whose work runs", "after the Mono completed"));
     }
 
     /**
@@ -560,7 +564,34 @@ abstract class MethodShapesIntegrationTest {
     void aPlainEntityAndAPublisherDeclaredAsAnInterfaceOfItStillStart() {
         runner().withBean(ReturnsPlainEntity.class).withBean(ReturnsCorePublisher.class)
                 .withBean(ReturnsMonoOfPlainEntity.class).withBean(ReturnsFutureOfPlainEntity.class)
-                .withBean(ReturnsFluxOfFlux.class).run(context -> assertThat(context).hasNotFailed());
+                .withBean(ReturnsFluxOfFlux.class).withBean(ReturnsMonoOfRxJava2Data.class)
+                .run(context -> assertThat(context).hasNotFailed());
+    }
+
+    public static class ReturnsFutureOfRxJava2Single {
+        @DistributedLock
+        public CompletableFuture<io.reactivex.Single<String>> run() {
+            return CompletableFuture.completedFuture(io.reactivex.Single.just("x"));
+        }
+    }
+
+    /** A type variable a subclass binds: resolved against the bean's class. */
+    public abstract static class MonoOf<T> {
+        @DistributedLock
+        public Mono<T> run() {
+            return Mono.empty();
+        }
+    }
+
+    public static class ReturnsBoundMonoOfFlux extends MonoOf<Flux<String>> {
+    }
+
+    /** Plain data from a reactive library's package (not one of its sources) is a value like any other. */
+    public static class ReturnsMonoOfRxJava2Data {
+        @DistributedLock
+        public Mono<io.reactivex.Notification<String>> run() {
+            return Mono.just(io.reactivex.Notification.createOnNext("x"));
+        }
     }
 
     public static class ReturnsMonoOfStreamedEntity {

@@ -109,6 +109,37 @@ class SuspendFunctionLockTest {
             }
     }
 
+    open class SuspendEmitter {
+        @DistributedLock(key = "'suspend-emitter'")
+        open suspend fun events(): org.springframework.web.servlet.mvc.method.annotation.SseEmitter =
+            org.springframework.web.servlet.mvc.method.annotation.SseEmitter()
+    }
+
+    /**
+     * Review: a suspend function whose value is work that runs later (an emitter MVC streams) stops the
+     * start, as a Mono of one does. Before, its lock ended when the value was ready, before the streaming.
+     */
+    @Test
+    fun aSuspendFunctionReturningAnEmitterStopsTheStart() {
+        val db = PgTestDatabase.get()
+        ApplicationContextRunner()
+            .withConfiguration(AutoConfigurations.of(DataSourceAutoConfiguration::class.java,
+                AopAutoConfiguration::class.java, PgLockAutoConfiguration::class.java))
+            .withPropertyValues("spring.datasource.url=" + db.jdbcUrl(), "spring.datasource.username=" + db.user(),
+                "spring.datasource.password=" + db.password(), "pglock.namespace=" + PgTestDatabase.uniqueName("emitter"))
+            .withBean(SuspendEmitter::class.java)
+            .run { context ->
+                assertThat(context.startupFailure).isNotNull()
+                var messages = ""
+                var failure: Throwable? = context.startupFailure
+                while (failure != null) {
+                    messages += failure.message + "\n"
+                    failure = failure.cause
+                }
+                assertThat(messages).contains("SuspendEmitter.events").contains("SseEmitter, whose work runs")
+            }
+    }
+
     /** Runs [test] with the locked beans of a context and another replica's client on the same namespace. */
     private fun withJobsAndAnotherReplica(test: (SuspendJobs, dev.pglock.core.LockClient) -> Unit) {
         val db = PgTestDatabase.get()
