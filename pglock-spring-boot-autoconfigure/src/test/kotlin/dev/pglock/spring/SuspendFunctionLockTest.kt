@@ -89,24 +89,8 @@ class SuspendFunctionLockTest {
      */
     @Test
     fun aSuspendFunctionReturningAFluxStopsTheStart() {
-        val db = PgTestDatabase.get()
-        ApplicationContextRunner()
-            .withConfiguration(AutoConfigurations.of(DataSourceAutoConfiguration::class.java,
-                AopAutoConfiguration::class.java, PgLockAutoConfiguration::class.java))
-            .withPropertyValues("spring.datasource.url=" + db.jdbcUrl(), "spring.datasource.username=" + db.user(),
-                "spring.datasource.password=" + db.password(), "pglock.namespace=" + PgTestDatabase.uniqueName("flux"))
-            .withBean(SuspendFlux::class.java)
-            .run { context ->
-                assertThat(context.startupFailure).isNotNull()
-                var messages = ""
-                var failure: Throwable? = context.startupFailure
-                while (failure != null) {
-                    messages += failure.message + "\n"
-                    failure = failure.cause
-                }
-                assertThat(messages).contains("SuspendFlux.items").contains("reactor.core.publisher.Flux")
-                    .contains("Flow")
-            }
+        assertThat(startFailure(SuspendFlux::class.java)).contains("SuspendFlux.items")
+            .contains("reactor.core.publisher.Flux").contains("Flow")
     }
 
     open class SuspendEmitter {
@@ -121,23 +105,29 @@ class SuspendFunctionLockTest {
      */
     @Test
     fun aSuspendFunctionReturningAnEmitterStopsTheStart() {
+        assertThat(startFailure(SuspendEmitter::class.java)).contains("SuspendEmitter.events")
+            .contains("SseEmitter, whose work runs")
+    }
+
+    /** The messages of the failure (and its causes) that stopped a context with [bean] from starting. */
+    private fun startFailure(bean: Class<*>): String {
         val db = PgTestDatabase.get()
+        var messages = ""
         ApplicationContextRunner()
             .withConfiguration(AutoConfigurations.of(DataSourceAutoConfiguration::class.java,
                 AopAutoConfiguration::class.java, PgLockAutoConfiguration::class.java))
             .withPropertyValues("spring.datasource.url=" + db.jdbcUrl(), "spring.datasource.username=" + db.user(),
-                "spring.datasource.password=" + db.password(), "pglock.namespace=" + PgTestDatabase.uniqueName("emitter"))
-            .withBean(SuspendEmitter::class.java)
+                "spring.datasource.password=" + db.password(), "pglock.namespace=" + PgTestDatabase.uniqueName("start"))
+            .withBean(bean)
             .run { context ->
                 assertThat(context.startupFailure).isNotNull()
-                var messages = ""
                 var failure: Throwable? = context.startupFailure
                 while (failure != null) {
                     messages += failure.message + "\n"
                     failure = failure.cause
                 }
-                assertThat(messages).contains("SuspendEmitter.events").contains("SseEmitter, whose work runs")
             }
+        return messages
     }
 
     /** Runs [test] with the locked beans of a context and another replica's client on the same namespace. */
