@@ -154,31 +154,19 @@ final class Report {
                         + " row claimed and released with NOTIFY, the floor of a lock that wakes waiters so; no target)",
                         scenario, lease.get(), ratio, notify.get()));
             }
-            Optional<Double> release = p50(results, scenario, "baseline-notify-release");
-            if (release.isPresent() && writeP50.isPresent()) {
-                lines.add(String.format(Locale.ROOT, "%s baseline-notify's release statement alone p50 %.0f µs = %.2f"
-                        + " × uncontended baseline-write p50 %.0f µs (one notifying commit, made after the holder's"
-                        + " work left client and server idle, against two commits back to back; above 1.50, no lock"
-                        + " that lives in a row and wakes its waiters by NOTIFY can meet the lease hand-off target,"
-                        + " judged at 8 and 32 clients; no target)",
-                        scenario, release.get(), release.get() / writeP50.get(), writeP50.get()));
-            }
-            Optional<Double> afterWork = p50(results, scenario, "baseline-write-after-work");
-            if (afterWork.isPresent() && writeP50.isPresent()) {
-                lines.add(String.format(Locale.ROOT, "%s baseline-write-after-work p50 %.0f µs = %.2f × uncontended"
-                        + " baseline-write p50 %.0f µs (the same INSERT and DELETE, each pair after the holder's work,"
-                        + " as a hand-off's release and claim commit; above 1.50, no lock that writes a row to release"
-                        + " and to claim can meet the lease hand-off target; no target)",
-                        scenario, afterWork.get(), afterWork.get() / writeP50.get(), writeP50.get()));
-            }
-            Optional<Double> delivery = p50(results, scenario, "baseline-notify-delivery");
-            if (delivery.isPresent() && writeP50.isPresent()) {
-                lines.add(String.format(Locale.ROOT, "%s NOTIFY delivery alone p50 %.0f µs = %.2f × uncontended"
-                        + " baseline-write p50 %.0f µs (from a release's commit returning to another client's listener"
-                        + " receiving it; above 1.50, no lock that wakes its waiters by NOTIFY can meet the lease"
-                        + " hand-off target, judged at 8 and 32 clients; no target)",
-                        scenario, delivery.get(), delivery.get() / writeP50.get(), writeP50.get()));
-            }
+            String judged = "wakes its waiters by NOTIFY can meet the lease hand-off target, judged at 8 and 32"
+                    + " clients; no target)";
+            againstWrite(lines, scenario, "baseline-notify's release statement alone",
+                    p50(results, scenario, "baseline-notify-release"), writeP50, "one notifying commit, made after the"
+                            + " holder's work left client and server idle, against two commits back to back; above 1.50,"
+                            + " no lock that lives in a row and " + judged);
+            againstWrite(lines, scenario, "baseline-write-after-work", p50(results, scenario, "baseline-write-after-work"),
+                    writeP50, "the same INSERT and DELETE, each pair after the holder's work, as a hand-off's release and"
+                            + " claim commit; above 1.50, no lock that writes a row to release and to claim can meet the"
+                            + " lease hand-off target; no target)");
+            againstWrite(lines, scenario, "NOTIFY delivery alone", p50(results, scenario, "baseline-notify-delivery"),
+                    writeP50, "from a release's commit returning to another client's listener receiving it; above"
+                            + " 1.50, no lock that " + judged);
             for (Optional<Double> ours : List.of(advisory, lease)) {
                 if (ours.isPresent() && registry.isPresent()) {
                     atMost(lines, scenario + " " + (ours == advisory ? "pglock-advisory" : "pglock-lease") + " p50",
@@ -227,6 +215,15 @@ final class Report {
     /** The clients' bound on lock sessions, which the connection targets refer to. */
     private static int lockSessions() {
         return Systems.lockSessions;
+    }
+
+    /** A floor row's p50 against uncontended baseline-write's, with why it matters: {@code why} ends the parenthesis. */
+    private static void againstWrite(List<String> lines, String scenario, String what, Optional<Double> p50,
+            Optional<Double> writeP50, String why) {
+        if (p50.isPresent() && writeP50.isPresent()) {
+            lines.add(String.format(Locale.ROOT, "%s %s p50 %.0f µs = %.2f × uncontended baseline-write p50 %.0f µs (%s",
+                    scenario, what, p50.get(), p50.get() / writeP50.get(), writeP50.get(), why));
+        }
     }
 
     private static Optional<Double> p50(List<Result> results, String scenario, String system) {
