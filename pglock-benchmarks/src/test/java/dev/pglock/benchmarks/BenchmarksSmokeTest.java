@@ -69,5 +69,8 @@ class BenchmarksSmokeTest {
         assertThat(results.get(0).json()).startsWith("{\"scenario\":\"uncontended\"").contains("\"opsPerSecond\":",
                 "\"clients\":", "\"heapBytesPerLock\":");
         assertThat(output).contains("### targets", "| system | ops/s |");
+        assertThat(output).as("the floors that bound the two uncontended targets on a given machine are reported")
+                .containsPattern("uncontended naive-advisory = [0-9.]+ × baseline-read \\(the bare lock")
+                .containsPattern("uncontended baseline-write = [0-9.]+ × shedlock \\(the two-commit floor");
     }
 }
