@@ -59,18 +59,37 @@ public final class SessionPool {
      * client's builder calls this so a wrong or unreachable DataSource fails at build time.
      */
     public LockSession start() {
-        Connection connection = Jdbc.borrow(dataSource, connectionWaitTimeout, connector, "checking the DataSource");
-        try {
-            Jdbc.requirePostgres(connection);
-            LockSession session = LockSession.open(connection, networkTimeoutMillis, connector, opener);
-            slots.set(0, session);
-            return session;
-        } catch (SQLException e) {
-            Jdbc.abortQuietly(connection);
-            throw new LockDatabaseException("cannot open a lock session: " + e.getMessage(), e);
-        } catch (RuntimeException e) {
-            Jdbc.abortQuietly(connection); // e.g. a backend another session claimed: never back to the pool alive
-            throw e;
+        LockSession session = open("checking the DataSource", true);
+        slots.set(0, session);
+        return session;
+    }
+
+    /**
+     * Borrows a connection and opens a session on it. When the connection fails while the session is
+     * opened (its backend ended by an operator, a restart, or behind a pooler by another client that
+     * ends the server sessions it shares with this one), that connection is dropped and the session
+     * opened once more on a fresh one: the caller asked for a session, not for that backend. A second
+     * failure is the caller's, as is every other one (not PostgreSQL, a backend already claimed).
+     */
+    private LockSession open(String purpose, boolean checkPostgres) {
+        for (int attempt = 1; ; attempt++) {
+            Connection connection = Jdbc.borrow(dataSource, connectionWaitTimeout, connector, purpose);
+            try {
+                if (checkPostgres) {
+                    Jdbc.requirePostgres(connection);
+                }
+                return LockSession.open(connection, networkTimeoutMillis, connector, opener);
+            } catch (SQLException e) {
+                boolean connectionFailed = Jdbc.isConnectionFailure(e, connection); // before the abort closes it
+                Jdbc.abortQuietly(connection);
+                if (attempt == 1 && connectionFailed) {
+                    continue;
+                }
+                throw new LockDatabaseException("cannot open a lock session: " + e.getMessage(), e);
+            } catch (RuntimeException e) {
+                Jdbc.abortQuietly(connection); // e.g. a backend another session claimed: never back to the pool alive
+                throw e;
+            }
         }
     }
 
@@ -161,16 +180,7 @@ public final class SessionPool {
             if (closed) {
                 throw new IllegalStateException("the lock client is closed");
             }
-            Connection connection = Jdbc.borrow(dataSource, connectionWaitTimeout, connector, "a lock session");
-            try {
-                session = LockSession.open(connection, networkTimeoutMillis, connector, opener);
-            } catch (SQLException e) {
-                Jdbc.abortQuietly(connection);
-                throw new LockDatabaseException("cannot open a lock session: " + e.getMessage(), e);
-            } catch (RuntimeException e) {
-                Jdbc.abortQuietly(connection);
-                throw e;
-            }
+            session = open("a lock session", false);
             session.claim(); // before it is published: nobody can be retiring it yet
             slots.set(slot, session);
             return session;
