@@ -707,6 +707,12 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                         token = rs.getLong(2);
                     }
                 }
+            } catch (SQLException | RuntimeException | Error e) {
+                // A wait that ended without the lock (timed out, cancelled, failed) is cleaned below on this
+                // connection: bounded like every lock session first, or a network gone right after the
+                // timeout would hold the caller, unlisted for close(), for about the whole wait again.
+                boundQuietly(connection);
+                throw e;
             }
             // Bounded like every lock session from here on, the pid read below included: under the wait's
             // timeout a network gone right after the answer would hold up the refusal for the whole wait.
@@ -746,6 +752,15 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                     unlockAllAndClose(connection, session);
                 }
             }
+        }
+    }
+
+    /** Puts the session's network timeout back on a wait's connection; one that fails now fails the cleaning fast. */
+    private void boundQuietly(Connection connection) {
+        try {
+            connection.setNetworkTimeout(connector, networkTimeoutMillis);
+        } catch (SQLException | RuntimeException e) {
+            log.debug("could not bound a wait's connection before cleaning it", e);
         }
     }
 

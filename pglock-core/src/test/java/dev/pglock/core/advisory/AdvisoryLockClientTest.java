@@ -1692,6 +1692,41 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Review of the wait (a read-only helper's interleaving hunt): a wait that ends without the lock
+     * (here it times out, 55P03) cleans its connection, since the lock may have come with the timeout,
+     * and that cleaning ran under the wait's own network timeout (the wait plus a network timeout),
+     * not the session's. A network that went right after the timeout then held the caller about the
+     * whole wait again before it heard that the lock was not acquired, and close() no longer listed
+     * the wait to abort it. The network timeout is 5 s here (a 200 ms heartbeat), the wait 20 s.
+     */
+    @Test
+    @org.junit.jupiter.api.Timeout(180)
+    void aWaitThatTimesOutCleansItsConnectionWithinANetworkTimeout() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        AtomicBoolean armed = new AtomicBoolean(true);
+        DataSource cutBeforeCleaning = dev.pglock.test.StatementHooks.around(unpooledThrough(proxy),
+                new dev.pglock.test.StatementHooks() {
+                    @Override
+                    public void beforePrepare(String sql) {
+                        if (sql.contains("pg_advisory_unlock_all()") && armed.compareAndSet(true, false)) {
+                            proxy.blackholeOpenConnections();
+                        }
+                    }
+                });
+        LockClient a = closeLater(builder(cutBeforeCleaning).lockSessions(1).build());
+        HeldLock theirs = client().acquire(LockRequest.of("cut-cleaning"));
+
+        long start = System.nanoTime();
+        java.util.Optional<HeldLock> got = a.tryAcquire(LockRequest.of("cut-cleaning").waitAtMost(Duration.ofSeconds(20)));
+        Duration took = Duration.ofNanos(System.nanoTime() - start);
+
+        assertThat(armed).as("the wait's connection was cleaned").isFalse();
+        assertThat(got).isEmpty();
+        assertThat(took).as("the wait, then at most a network timeout").isLessThan(Duration.ofSeconds(35));
+        assertThat(theirs.isHeld()).isTrue();
+    }
+
+    /**
      * Review of the wait that answers no row on a foreign backend: the pid it then reads for the
      * message runs under the session's network timeout, not the wait's (here 65 s: a 60 s wait on a
      * fresh connection), so a network that goes right after the wait's answer delays the refusal,
