@@ -77,10 +77,11 @@ public final class AdvisoryLockClientBuilder {
 
     /**
      * A readable name for this client's owner identity, such as the pod name; a random suffix is
-     * appended so it stays unique per client (default {@code host:pid:random}).
+     * appended for each client built, so it stays unique per client, clients one builder built
+     * included (default {@code host:pid:random}).
      */
     public AdvisoryLockClientBuilder owner(String owner) {
-        this.owner = Owners.fromName(owner);
+        this.owner = Owners.checkedName(owner);
         return this;
     }
 
@@ -120,7 +121,7 @@ public final class AdvisoryLockClientBuilder {
      */
     public LockClient build() {
         AdvisoryLockClient client = new AdvisoryLockClient(dataSource, new AdvisoryKeyHasher(namespace), lockSessions,
-                connectionWaitTimeout, heartbeatInterval, owner == null ? Owners.newOwner() : owner,
+                connectionWaitTimeout, heartbeatInterval, owner == null ? Owners.newOwner() : Owners.fromName(owner),
                 fencingTokens ? Identifiers.quoted("fencingSequence", fencingSequence) : null);
         client.observeWith(observer);
         try {

@@ -30,11 +30,19 @@ public final class Owners {
      * clients started with the same name still never share an identity.
      */
     public static String fromName(String name) {
+        return checkedName(name) + ":" + suffix();
+    }
+
+    /**
+     * {@code name} when it can name an owner; a builder checks it when it is set and draws the suffix
+     * ({@link #fromName}) for each client it builds, so two clients one builder built never share one.
+     */
+    public static String checkedName(String name) {
         if (name == null || name.isBlank() || name.length() > 200 || name.indexOf('\0') >= 0) {
             throw new IllegalArgumentException("owner must be 1 to 200 characters, not blank, without NUL, got '"
                     + (name == null ? null : name.replace("\0", "\\0")) + "'");
         }
-        return name + ":" + suffix();
+        return name;
     }
 
     private static String suffix() {

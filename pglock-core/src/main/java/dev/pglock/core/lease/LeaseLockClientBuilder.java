@@ -147,10 +147,11 @@ public final class LeaseLockClientBuilder {
 
     /**
      * A readable name for the owner identity written into the rows, such as the pod name; a random
-     * suffix is appended so it stays unique per client (default {@code host:pid:random}).
+     * suffix is appended for each client built, so it stays unique per client, clients one builder
+     * built included (default {@code host:pid:random}).
      */
     public LeaseLockClientBuilder owner(String owner) {
-        this.owner = Owners.fromName(owner);
+        this.owner = Owners.checkedName(owner);
         return this;
     }
 
@@ -183,7 +184,7 @@ public final class LeaseLockClientBuilder {
                 namespace, table, Identifiers.quoted("tableName", table),
                 Identifiers.quoted("tableName", table + "_fencing_seq"), initializeSchema, lease, heartbeatInterval,
                 lockSessions, waitLines, connectionWaitTimeout, asyncReleaseCommit,
-                owner == null ? Owners.newOwner() : owner);
+                owner == null ? Owners.newOwner() : Owners.fromName(owner));
         client.observeWith(observer);
         try {
             client.start();

@@ -134,6 +134,28 @@ class LeaseLockClientTest extends LockClientContractTest {
         return builder(counting).lease(Duration.ofHours(3)).heartbeatInterval(Duration.ofHours(1)).build();
     }
 
+    /**
+     * Review (a read-only helper's interleaving hunt): owner(name) drew its random suffix when it was
+     * set, so every client one builder built had the same owner, and their acquisitions the same
+     * holders' entries (owner#1, owner#2, ...). A shared join by one dropped the other's entry as if
+     * it were its own earlier one, and its release then freed the row under the other's shared hold:
+     * an exclusive taker got in while that hold was still held. The suffix is drawn for each client.
+     */
+    @Test
+    void twoClientsBuiltByOneBuilderWithAnOwnerNameDoNotShareTheirHoldersEntries() throws Exception {
+        LeaseLockClientBuilder one = builder(pool).owner("pod");
+        LeaseLockClient a = (LeaseLockClient) closeLater(one.build());
+        LeaseLockClient b = (LeaseLockClient) closeLater(one.build());
+        a.heartbeatsPausedForTests = true; // A hears of a loss from its next heartbeat: not before the check below
+        HeldLock aShared = a.acquire(LockRequest.of("pod-k").shared());
+        b.tryAcquire(LockRequest.of("pod-other")).orElseThrow().release(); // B's next acquisition is its second
+        b.acquire(LockRequest.of("pod-k").shared()).release();
+
+        assertThat(client().tryAcquire(LockRequest.of("pod-k"))).as("an exclusive hold beside A's shared one").isEmpty();
+        assertThat(aShared.isHeld()).isTrue();
+        assertThat(a.owner()).startsWith("pod:").isNotEqualTo(b.owner());
+    }
+
     private LeaseLockClient shortLeaseClient() {
         return (LeaseLockClient) closeLater(builder(counting).lease(SHORT_LEASE).build());
     }
