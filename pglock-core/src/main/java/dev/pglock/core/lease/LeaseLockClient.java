@@ -1107,11 +1107,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private void extendTrust(LeaseLock lock, long sentAt, long sentWall) {
         long until = trustedUntil(sentAt, lock.leaseMillis);
         if (until - lock.trustedUntilNanos > 0) {
+            // The latest confirmed send sets both bounds; a confirmation of an earlier one (a slower
+            // statement) changes neither. The wall bound is set even when it is lower than before: the
+            // wall clock stepped back since, and a bound kept from before the step would stand still for
+            // about the step while renewals went on, so a suspend of that size afterwards went unseen.
             lock.trustedUntilNanos = until;
-        }
-        long untilWall = trustedUntilWall(sentWall, lock.leaseMillis);
-        if (untilWall > lock.trustedUntilWallMillis) {
-            lock.trustedUntilWallMillis = untilWall;
+            lock.trustedUntilWallMillis = trustedUntilWall(sentWall, lock.leaseMillis);
         }
     }
 
@@ -1124,7 +1125,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
      * time. The monotonic clock alone would trust a lease through a suspend of the machine (a laptop's
      * sleep, a hibernated instance), which it does not count, while the database's clock runs on and
      * another client takes the key; a suspend while the statement ran counts too. A step of the wall
-     * clock forward only ends the trust early; one backwards leaves the monotonic bound.
+     * clock forward only ends the trust early; one backwards leaves the monotonic bound alone until the
+     * next renewal, which sets the wall bound from the clock as it reads then (see extendTrust).
      */
     private long trustedUntilWall(long sentWall, long leaseMillis) {
         return sentWall + leaseMillis - safetyMargin.toMillis();

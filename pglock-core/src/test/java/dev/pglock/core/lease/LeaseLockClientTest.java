@@ -334,6 +334,33 @@ class LeaseLockClientTest extends LockClientContractTest {
         }
     }
 
+    /**
+     * Review (a read-only helper's interleaving hunt): the wall-clock bound only ever rose, so after the
+     * wall clock stepped back (NTP), each renewal's bound was below the one set before the step and the
+     * bound stood still for about the step. A suspend of the machine of up to that size then kept the
+     * lease trusted after its end (the monotonic clock does not count a suspend) while the database's
+     * lease ran out and another client could take the key. The latest renewal now sets both bounds.
+     */
+    @Test
+    void aWallClockStepBackDoesNotHideASuspendThatFollows() throws Exception {
+        LeaseLockClient client = (LeaseLockClient) client();
+        HeldLock held = client.tryAcquire(LockRequest.of("stepped-back")).orElseThrow();
+        long stepBack = -Duration.ofHours(1).toMillis();
+        try {
+            LeaseLockClient.wallClockOffsetMillisForTests = stepBack;
+            long rounds = counting.executedContaining(EXCLUSIVE_HEARTBEAT_SQL);
+            await().atMost(Duration.ofSeconds(10)).until(() -> counting.executedContaining(EXCLUSIVE_HEARTBEAT_SQL) >= rounds + 2);
+            assertThat(held.isHeld()).as("renewed after the step").isTrue();
+            client.heartbeatsPausedForTests = true; // a suspended machine runs nothing ...
+            client.trustChecksPausedForTests = true;
+            // ... and its wall clock has moved on by more than the lease when it wakes, its monotonic one not
+            LeaseLockClient.wallClockOffsetMillisForTests = stepBack + LONG_LEASE.toMillis() + 1_000;
+            assertThat(held.isHeld()).as("trusted after a suspend longer than the lease").isFalse();
+        } finally {
+            LeaseLockClient.wallClockOffsetMillisForTests = 0;
+        }
+    }
+
     @Test
     void aConfirmationRolledBackDoesNotMakeTheLockTrustedPastItsLease() throws Exception {
         LeaseLockClient a = closeLater((LeaseLockClient) builder(counting).lease(Duration.ofSeconds(1))
