@@ -591,7 +591,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         LockSession reused = takeWarm();
         if (reused != null) {
             try {
-                return waitInDatabase(request, deadlineNanos, reused);
+                return waitInDatabase(request, deadlineNanos, reused, false);
             } catch (WarmSessionGone gone) {
                 // Its first stretch ran out (the session answered; the wait lost its place in the
                 // server's queue and takes a new one), or its backend ended or its network went while it
@@ -602,13 +602,16 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 ensureOpen(); // a client that refused further use (or closed) meanwhile does not wait again
             }
         }
+        boolean firstFresh = true;
         while (true) {
             try {
-                return waitInDatabase(request, deadlineNanos, null);
-            } catch (WarmSessionGone capped) {
+                return waitInDatabase(request, deadlineNanos, null, firstFresh);
+            } catch (WarmSessionGone again) {
                 // A wait longer than lock_timeout can say (Integer.MAX_VALUE ms, about 24.8 days) ran
-                // that long: it goes on, on a fresh connection, for what is left.
+                // that long, or the first fresh connection's backend ended before the wait was sent: it
+                // goes on, on a fresh connection, for what is left.
                 ensureOpen();
+                firstFresh = false;
             }
         }
     }
@@ -617,8 +620,9 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     long maxLockTimeoutMillis = Integer.MAX_VALUE;
 
     /**
-     * A wait on a warm session ran out of its first stretch or failed as its connection did, or a
-     * wait on a fresh one ran out of {@link #maxLockTimeoutMillis}: the caller waits on a fresh one.
+     * A wait on a warm session ran out of its first stretch or failed as its connection did, a wait
+     * on a fresh one ran out of {@link #maxLockTimeoutMillis}, or the backend of a fresh connection
+     * ended before the wait was sent: the caller waits on a fresh one.
      */
     private static final class WarmSessionGone extends Exception {
         WarmSessionGone(SQLException cause) {
@@ -628,10 +632,12 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
 
     /**
      * Waits in the server on {@code reused}, a warm session, or else on a connection borrowed for
-     * this wait and claimed; the session then holds the lock, or is cleaned and given back.
+     * this wait and claimed; the session then holds the lock, or is cleaned and given back. With
+     * {@code retryClaim}, a borrowed connection whose backend ends before the wait is sent is given
+     * up for another (WarmSessionGone), as {@link SessionPool} opens a lock session once more.
      */
-    private AdvisoryLock waitInDatabase(LockRequest request, long deadlineNanos, LockSession reused)
-            throws WarmSessionGone {
+    private AdvisoryLock waitInDatabase(LockRequest request, long deadlineNanos, LockSession reused,
+            boolean retryClaim) throws WarmSessionGone {
         long leftMillis = TimeUnit.NANOSECONDS.toMillis(deadlineNanos - System.nanoTime());
         if (leftMillis <= 0) {
             if (reused != null) {
@@ -655,12 +661,12 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         // The statements run on a platform thread when this one is virtual (see PlatformThreads): an
         // interrupt then leaves the wait to end as on a platform thread, not by closing its connection.
         // The borrow stays here, so a crowd of virtual callers waiting for connections holds no threads.
-        return PlatformThreads.run(() -> waitOn(request, reused, connection, sql, lockId, lockTimeout, cut));
+        return PlatformThreads.run(() -> waitOn(request, reused, connection, sql, lockId, lockTimeout, cut, retryClaim));
     }
 
     /** {@link #waitInDatabase}'s statements on its connection, {@code reused} or borrowed for it. */
     private AdvisoryLock waitOn(LockRequest request, LockSession reused, Connection connection, String sql,
-            long lockId, long lockTimeout, boolean cut) throws WarmSessionGone {
+            long lockId, long lockTimeout, boolean cut, boolean retryClaim) throws WarmSessionGone {
         Wait waitingGuard = new Wait(reused);
         waiting.put(connection, waitingGuard);
         LockSession session = reused;
@@ -736,6 +742,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             }
             if (reused != null && Jdbc.isConnectionFailure(e, connection)) {
                 throw new WarmSessionGone(e); // the finally below aborts it
+            }
+            if (session == null && retryClaim && Jdbc.isConnectionFailure(e, connection) && !Jdbc.timedOut(e)) {
+                // Nothing was claimed or locked on it (a pooler's other client, an operator or a restart
+                // ended its backend): once more on another; the finally below gives this one back.
+                throw new WarmSessionGone(e);
             }
             throw lockFailed("waiting for lock '" + request.key() + "'", e);
         } finally {

@@ -114,6 +114,16 @@ public final class Jdbc {
         }
     }
 
+    /** Whether {@code e} came of a network timeout (a read that waited the socket's timeout out). */
+    public static boolean timedOut(SQLException e) {
+        for (Throwable cause = e; cause != null; cause = cause.getCause()) {
+            if (cause instanceof java.net.SocketTimeoutException) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     /**
      * Whether the exception means the session is gone (network, server restart, terminated backend):
      * its session-level state, advisory locks included, is gone with it.

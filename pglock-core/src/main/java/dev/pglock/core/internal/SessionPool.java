@@ -68,28 +68,47 @@ public final class SessionPool {
      * Borrows a connection and opens a session on it. When the connection fails while the session is
      * opened (its backend ended by an operator, a restart, or behind a pooler by another client that
      * ends the server sessions it shares with this one), that connection is dropped and the session
-     * opened once more on a fresh one: the caller asked for a session, not for that backend. A second
-     * failure is the caller's, as is every other one (not PostgreSQL, a backend already claimed).
+     * opened once more on a fresh one: the caller asked for a session, not for that backend. Not after
+     * a network timeout (a second one would double the wait for the same silent network), nor once
+     * the pool is closing; a second failure is the caller's (with the first one suppressed in it), as
+     * is every other one (not PostgreSQL, a backend already claimed, a standby).
      */
     private LockSession open(String purpose, boolean checkPostgres) {
-        for (int attempt = 1; ; attempt++) {
-            Connection connection = Jdbc.borrow(dataSource, connectionWaitTimeout, connector, purpose);
+        SQLException first = null;
+        while (true) {
+            Connection connection;
+            try {
+                connection = Jdbc.borrow(dataSource, connectionWaitTimeout, connector, purpose);
+            } catch (RuntimeException e) {
+                addSuppressed(e, first);
+                throw e;
+            }
             try {
                 if (checkPostgres) {
                     Jdbc.requirePostgres(connection);
                 }
                 return LockSession.open(connection, networkTimeoutMillis, connector, opener);
             } catch (SQLException e) {
-                boolean connectionFailed = Jdbc.isConnectionFailure(e, connection); // before the abort closes it
+                boolean backendEnded = Jdbc.isConnectionFailure(e, connection) && !Jdbc.timedOut(e); // before the abort
                 Jdbc.abortQuietly(connection);
-                if (attempt == 1 && connectionFailed) {
+                if (first == null && backendEnded && !closed) {
+                    first = e;
                     continue;
                 }
-                throw new LockDatabaseException("cannot open a lock session: " + e.getMessage(), e);
+                LockDatabaseException failed = new LockDatabaseException("cannot open a lock session: " + e.getMessage(), e);
+                addSuppressed(failed, first);
+                throw failed;
             } catch (RuntimeException e) {
                 Jdbc.abortQuietly(connection); // e.g. a backend another session claimed: never back to the pool alive
+                addSuppressed(e, first);
                 throw e;
             }
+        }
+    }
+
+    private static void addSuppressed(Throwable to, Throwable first) {
+        if (first != null) {
+            to.addSuppressed(first);
         }
     }
 

@@ -2003,17 +2003,18 @@ class AdvisoryLockClientTest extends LockClientContractTest {
                 // The session's claim of its backend: every backend of this application is ended
                 // (the one being opened; the client's other session, if any, is already dead).
                 if (sql.startsWith("SELECT s.pid, s.token,") && endsLeft.getAndUpdate(n -> Math.max(0, n - 1)) > 0) {
-                    endBackendsOf(application);
+                    endBackendsOf(application, 0);
                 }
             }
         });
 
         endsLeft.set(1);
-        LockClient client = closeLater(builder(ending).lockSessions(1).build());
+        // No watchdog within the test: it would reopen the dead session below before the test arms the hook.
+        LockClient client = closeLater(builder(ending).lockSessions(1).heartbeatInterval(Duration.ofHours(1)).build());
         assertThat(endsLeft).as("the first session's backend was ended while it opened").hasValue(0);
         client.tryAcquire(LockRequest.of("opened")).orElseThrow().release();
 
-        endBackendsOf(application); // the session dies; the next call replaces it, and that backend ends too
+        endBackendsOf(application, 0); // the session dies; the next call replaces it, and that backend ends too
         endsLeft.set(1);
         HeldLock held = client.tryAcquire(LockRequest.of("reopened")).orElseThrow();
         assertThat(endsLeft).as("the replacement's backend was ended while it opened").hasValue(0);
@@ -2022,11 +2023,57 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         assertThat(heldInDatabase(List.of("reopened"))).isZero();
     }
 
-    /** Ends every backend of {@code application} and waits until each is gone. */
-    private void endBackendsOf(String application) throws SQLException {
+    /**
+     * The same for a waiting caller (a review of the fix above): the connection it borrows for its wait
+     * is claimed first, and a backend ended then failed the wait ("waiting for lock ...: FATAL:
+     * terminating connection due to administrator command"). The wait now goes on, once, on another.
+     */
+    @Test
+    void aBackendEndedWhileAWaitClaimsItIsReplacedOnce() throws Exception {
+        String application = PgTestDatabase.uniqueName("claiming");
+        org.postgresql.ds.PGSimpleDataSource direct = db.simpleDataSource(db.jdbcUrl());
+        direct.setApplicationName(application);
+        java.util.concurrent.atomic.AtomicInteger endsLeft = new java.util.concurrent.atomic.AtomicInteger();
+        java.util.concurrent.atomic.AtomicInteger sessionPid = new java.util.concurrent.atomic.AtomicInteger();
+        DataSource ending = dev.pglock.test.StatementHooks.around(direct, new dev.pglock.test.StatementHooks() {
+            @Override
+            public void beforePrepare(String sql) throws Exception {
+                if (sql.startsWith("SELECT s.pid, s.token,") && endsLeft.getAndUpdate(n -> Math.max(0, n - 1)) > 0) {
+                    endBackendsOf(application, sessionPid.get()); // the wait's connection, not the lock session's
+                }
+            }
+        });
+        LockClient waiter = closeLater(builder(ending).lockSessions(1).heartbeatInterval(Duration.ofHours(1)).build());
         try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement(
-                "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE application_name = ?")) {
+                "SELECT pid FROM pg_stat_activity WHERE application_name = ?")) {
             ps.setString(1, application);
+            try (ResultSet rs = ps.executeQuery()) {
+                assertThat(rs.next()).isTrue();
+                sessionPid.set(rs.getInt(1)); // the client's one lock session, its only connection so far
+                assertThat(rs.next()).isFalse();
+            }
+        }
+        HeldLock theirs = client().acquire(LockRequest.of("claimed-wait"));
+
+        endsLeft.set(1);
+        Future<HeldLock> waiting = threads.submit(() -> waiter.acquire(LockRequest.of("claimed-wait")
+                .waitAtMost(Duration.ofSeconds(30))));
+        awaitWaiterInDatabase("claimed-wait");
+        assertThat(endsLeft).as("the wait's first connection was ended while it was claimed").hasValue(0);
+        theirs.release();
+
+        HeldLock mine = waiting.get(30, TimeUnit.SECONDS);
+        assertThat(mine.isHeld()).isTrue();
+        mine.release();
+        assertThat(heldInDatabase(List.of("claimed-wait"))).isZero();
+    }
+
+    /** Ends every backend of {@code application} but {@code except} (0: none) and waits until each is gone. */
+    private void endBackendsOf(String application, int except) throws SQLException {
+        try (Connection c = db.connect(); PreparedStatement ps = c.prepareStatement("SELECT count(pg_terminate_backend(pid,"
+                + " 5000)) FROM pg_stat_activity WHERE application_name = ? AND pid <> ?")) {
+            ps.setString(1, application);
+            ps.setInt(2, except);
             try (ResultSet rs = ps.executeQuery()) {
                 rs.next();
             }
