@@ -242,12 +242,19 @@ final class DistributedLockInterceptor implements MethodInterceptor {
         if (!identifiesALock(value, string)) {
             throw new IllegalArgumentException(operation.description() + ": key expression '"
                     + operation.keyExpression() + "' evaluated to a " + value.getClass().getName()
-                    + ", whose string form does not identify a lock (" + (value.getClass().isArray() ? "an array"
-                            : value instanceof Collection<?> || value instanceof Map<?, ?> ? "a collection or map"
-                                    : "Object's identity toString, different for every instance")
-                    + "). Use a string, number, UUID, enum, or a value with its own toString, e.g. '#order.id'");
+                    + ", whose string form does not identify a lock (" + whyNotALock(value) + ")." + USE_INSTEAD);
         }
         return string;
+    }
+
+    static final String USE_INSTEAD = " Use a string, number, UUID, enum, or a value with its own toString,"
+            + " e.g. '#order.id'";
+
+    /** Why {@code value}'s string form does not identify a lock (see {@link #identifiesALock}). */
+    static String whyNotALock(Object value) {
+        return value.getClass().isArray() ? "an array"
+                : value instanceof Collection<?> || value instanceof Map<?, ?> ? "a collection or map"
+                        : "Object's identity toString, different for every instance";
     }
 
     /**
@@ -277,7 +284,26 @@ final class DistributedLockInterceptor implements MethodInterceptor {
         }
         // A proxy (Spring AOP, a JDK proxy, a lazy JPA reference) declares toString but may forward it
         // to a target with Object's: judged by its target class where Spring knows it, and by its string.
-        return STABLE_TO_STRING.get(AopProxyUtils.ultimateTargetClass(value)) && !looksLikeIdentity(string, type);
+        // A value with its own toString can still write a part with Object's (a record of an entity).
+        return STABLE_TO_STRING.get(AopProxyUtils.ultimateTargetClass(value)) && !looksLikeIdentity(string, type)
+                && !containsIdentity(string, type);
+    }
+
+    /** "package.Class@hash" naming a class that exists, somewhere in a value's string form. */
+    private static final java.util.regex.Pattern IDENTITY_PART = java.util.regex.Pattern.compile(
+            "([A-Za-z_$][\\w$]*(?:\\.[A-Za-z_$][\\w$]*)+)@[0-9a-f]{1,8}(?![\\w$])");
+
+    private static boolean containsIdentity(String string, Class<?> type) {
+        if (string.indexOf('@') < 0) {
+            return false;
+        }
+        java.util.regex.Matcher part = IDENTITY_PART.matcher(string);
+        while (part.find()) {
+            if (ClassUtils.isPresent(part.group(1), type.getClassLoader())) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /**

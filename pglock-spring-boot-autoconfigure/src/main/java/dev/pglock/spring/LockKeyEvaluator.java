@@ -6,7 +6,14 @@ import org.springframework.context.expression.AnnotatedElementKey;
 import org.springframework.context.expression.BeanFactoryResolver;
 import org.springframework.context.expression.CachedExpressionEvaluator;
 import org.springframework.context.expression.MethodBasedEvaluationContext;
+import org.springframework.core.convert.TypeDescriptor;
+import org.springframework.expression.EvaluationException;
 import org.springframework.expression.Expression;
+import org.springframework.expression.spel.SpelNode;
+import org.springframework.expression.spel.ast.OpPlus;
+import org.springframework.expression.spel.ast.VariableReference;
+import org.springframework.expression.spel.standard.SpelExpression;
+import org.springframework.expression.spel.support.StandardTypeConverter;
 
 /**
  * Evaluates {@link DistributedLock#key()} expressions. Each expression is parsed once (cached by
@@ -33,8 +40,68 @@ final class LockKeyEvaluator extends CachedExpressionEvaluator {
         if (beanFactory != null) {
             context.setBeanResolver(new BeanFactoryResolver(beanFactory));
         }
-        return parse(expression, method, targetClass).getValue(context);
+        context.setTypeConverter(KEY_PARTS);
+        Expression parsed = parse(expression, method, targetClass);
+        if (parsed instanceof SpelExpression spel) {
+            refuseNullOperands(spel.getAST(), context);
+        }
+        return parsed.getValue(context);
     }
+
+    /**
+     * SpEL's + writes a null operand as "null" (without asking the type converter): for a variable
+     * that is an operand of + ({@code 'invoice:' + #id}), a null value is refused before the
+     * expression runs, as a whole key that is null is. A null deeper in an operand (a property of
+     * an argument) is not seen here.
+     */
+    private static void refuseNullOperands(SpelNode node, MethodBasedEvaluationContext context) {
+        for (int i = 0; i < node.getChildCount(); i++) {
+            SpelNode child = node.getChild(i);
+            if (node instanceof OpPlus && child instanceof VariableReference) {
+                String name = child.toStringAST().substring(1);
+                if (!name.equals("this") && !name.equals("root") && context.lookupVariable(name) == null) {
+                    throw new EvaluationException("#" + name + " is null, and + would write \"null\" into the key"
+                            + " for every such call");
+                }
+            }
+            refuseNullOperands(child, context);
+        }
+    }
+
+    /**
+     * Turns values into strings for SpEL (its + on a string, a method's String parameter) as the
+     * standard converter does, but refuses a value whose string form does not identify a lock
+     * (Object's identity toString, an array, a collection or map): the checks of a whole key value,
+     * for the parts of a key built from values.
+     */
+    private static final StandardTypeConverter KEY_PARTS = new StandardTypeConverter() {
+        /**
+         * Every value can become a String here, by its toString, which is what SpEL's + does without
+         * asking when the conversion service has no converter (a class without a String constructor):
+         * so + hands every such value to {@link #convertValue}, where it is checked.
+         */
+        @Override
+        public boolean canConvert(TypeDescriptor sourceType, TypeDescriptor targetType) {
+            return isString(targetType) || super.canConvert(sourceType, targetType);
+        }
+
+        @Override
+        public Object convertValue(Object value, TypeDescriptor sourceType, TypeDescriptor targetType) {
+            Object converted = value != null && isString(targetType) && !super.canConvert(sourceType, targetType)
+                    ? value.toString() : super.convertValue(value, sourceType, targetType);
+            if (value != null && !(value instanceof CharSequence) && converted instanceof String string
+                    && !DistributedLockInterceptor.identifiesALock(value, string)) {
+                throw new EvaluationException("it turns a " + value.getClass().getName() + " into a string that does"
+                        + " not identify a lock (" + DistributedLockInterceptor.whyNotALock(value) + ")."
+                        + DistributedLockInterceptor.USE_INSTEAD);
+            }
+            return converted;
+        }
+
+        private static boolean isString(TypeDescriptor type) {
+            return type != null && type.getType() == String.class;
+        }
+    };
 
     /** {@code #root} in a key expression. */
     public record LockKeyRoot(Method method, Object[] args, Object target, Class<?> targetClass) {

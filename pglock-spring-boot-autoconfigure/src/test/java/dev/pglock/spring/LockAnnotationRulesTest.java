@@ -389,6 +389,39 @@ class LockAnnotationRulesTest {
         }
     }
 
+    /**
+     * Review (a read-only helper's hunt): SpEL's + turns its operands into strings before pglock sees
+     * the key, so the checks above never ran for 'customer:' + #customer: an entity without its own
+     * toString locked a different key on every call, and a null argument locked "thing:null" for every
+     * such call. A record whose component has Object's toString did the same as a whole key.
+     */
+    @Test
+    void aKeyBuiltFromAValueWithoutAStableStringFormIsRefusedAtTheCall() {
+        runner().withBean(KeyValues.class).run(context -> {
+            KeyValues keys = context.getBean(KeyValues.class);
+            assertThatThrownBy(() -> keys.prefixed(new Plain())).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("KeyValues.prefixed(..)").hasMessageContaining("'thing:' + #thing")
+                    .hasMessageContaining(Plain.class.getName()).hasMessageContaining("identity");
+            assertThatThrownBy(() -> keys.prefixed(null)).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("KeyValues.prefixed(..)").hasMessageContaining("null");
+            assertThatThrownBy(() -> keys.prefixed(new int[] {1})).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("an array");
+            assertThatThrownBy(() -> keys.on(new Holder(new Plain()))).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("identity");
+            assertThatThrownBy(() -> keys.prefixed(new Holder(new Plain()))).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("identity");
+            assertThat(keys.runs()).as("nothing ran").isZero();
+
+            assertThat(keys.prefixed(7L)).isEqualTo("thing:7");
+            assertThat(keys.prefixed(new CustomerId(7))).isEqualTo("thing:CustomerId[value=7]");
+            assertThat(keys.prefixed("me@beef")).isEqualTo("thing:me@beef");
+            assertThat(keys.named(null)).as("null handed to a method, not turned into a string").isEqualTo("none");
+        });
+    }
+
+    record Holder(Object inside) {
+    }
+
     record CustomerId(long value) {
     }
 
@@ -403,6 +436,21 @@ class LockAnnotationRulesTest {
         public String on(Object thing) {
             runs.incrementAndGet();
             return LockContext.current().key();
+        }
+
+        @DistributedLock(key = "'thing:' + #thing")
+        public String prefixed(Object thing) {
+            runs.incrementAndGet();
+            return LockContext.current().key();
+        }
+
+        @DistributedLock(key = "#root.target.nameOr(#name, 'none')")
+        public String named(String name) {
+            return LockContext.current().key();
+        }
+
+        public String nameOr(String name, String otherwise) {
+            return name == null ? otherwise : name;
         }
 
         @DistributedLock(key = "#order.customer.id")
