@@ -229,8 +229,16 @@ final class DistributedLockInterceptor implements MethodInterceptor {
                     targetClass != null ? targetClass : operation.method().getDeclaringClass(), target,
                     invocation.getArguments());
         } catch (org.springframework.expression.EvaluationException e) {
+            // A part refused inside a method call reaches here wrapped in SpEL's own error: said as it was.
+            String why = e.getMessage();
+            for (Throwable cause = e; cause != null; cause = cause.getCause()) {
+                if (cause instanceof LockKeyEvaluator.KeyPartRefused refused) {
+                    why = refused.getMessage();
+                    break;
+                }
+            }
             throw new IllegalArgumentException(operation.description() + ": key expression '"
-                    + operation.keyExpression() + "' failed: " + e.getMessage(), e);
+                    + operation.keyExpression() + "' failed: " + why, e);
         }
         String string = value == null ? null : value.toString();
         if (string == null || string.isBlank()) {
@@ -249,6 +257,24 @@ final class DistributedLockInterceptor implements MethodInterceptor {
 
     static final String USE_INSTEAD = " Use a string, number, UUID, enum, or a value with its own toString,"
             + " e.g. '#order.id'";
+
+    /**
+     * Whether a part of a key built from {@code value} (SpEL's + turned it into {@code string}) stably
+     * identifies it: as a whole key value, but an array, a collection or a map is judged by the
+     * string of its joined elements, which is stable unless one of them has Object's toString.
+     */
+    static boolean identifiesAPart(Object value, String string) {
+        return isContainer(value) ? !containsIdentity(string, value.getClass()) : identifiesALock(value, string);
+    }
+
+    static String whyNotAPart(Object value) {
+        return isContainer(value) ? "an element with Object's identity toString, different for every instance"
+                : whyNotALock(value);
+    }
+
+    private static boolean isContainer(Object value) {
+        return value.getClass().isArray() || value instanceof Collection<?> || value instanceof Map<?, ?>;
+    }
 
     /** Why {@code value}'s string form does not identify a lock (see {@link #identifiesALock}). */
     static String whyNotALock(Object value) {

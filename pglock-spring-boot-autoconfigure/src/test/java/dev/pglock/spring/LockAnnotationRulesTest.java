@@ -404,8 +404,6 @@ class LockAnnotationRulesTest {
                     .hasMessageContaining(Plain.class.getName()).hasMessageContaining("identity");
             assertThatThrownBy(() -> keys.prefixed(null)).isInstanceOf(IllegalArgumentException.class)
                     .hasMessageContaining("KeyValues.prefixed(..)").hasMessageContaining("null");
-            assertThatThrownBy(() -> keys.prefixed(new int[] {1})).isInstanceOf(IllegalArgumentException.class)
-                    .hasMessageContaining("an array");
             assertThatThrownBy(() -> keys.on(new Holder(new Plain()))).isInstanceOf(IllegalArgumentException.class)
                     .hasMessageContaining("identity");
             assertThatThrownBy(() -> keys.prefixed(new Holder(new Plain()))).isInstanceOf(IllegalArgumentException.class)
@@ -416,6 +414,17 @@ class LockAnnotationRulesTest {
             assertThat(keys.prefixed(new CustomerId(7))).isEqualTo("thing:CustomerId[value=7]");
             assertThat(keys.prefixed("me@beef")).isEqualTo("thing:me@beef");
             assertThat(keys.named(null)).as("null handed to a method, not turned into a string").isEqualTo("none");
+            // Joined elements are as stable as they were before the check: only an identity among them is refused.
+            assertThat(keys.batch(List.of(1L, 2L, 3L))).isEqualTo("batch:1,2,3");
+            assertThat(keys.batch(new long[] {1, 2})).isEqualTo("batch:1,2");
+            // (an element with no converter to String fails the conversion itself, as it did before)
+            assertThatThrownBy(() -> keys.batch(List.of(new Plain()))).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("KeyValues.batch(..)");
+            assertThatThrownBy(() -> keys.batch(java.util.Map.of("k", new Plain()))).isInstanceOf(IllegalArgumentException.class)
+                    .hasMessageContaining("KeyValues.batch(..)");
+            // A + that a condition skips for a null is not refused for it.
+            assertThat(keys.invoice(null)).isEqualTo("invoice:all");
+            assertThat(keys.invoice(7L)).isEqualTo("invoice:7");
         });
     }
 
@@ -441,6 +450,16 @@ class LockAnnotationRulesTest {
         @DistributedLock(key = "'thing:' + #thing")
         public String prefixed(Object thing) {
             runs.incrementAndGet();
+            return LockContext.current().key();
+        }
+
+        @DistributedLock(key = "'batch:' + #ids")
+        public String batch(Object ids) {
+            return LockContext.current().key();
+        }
+
+        @DistributedLock(key = "#id == null ? 'invoice:all' : 'invoice:' + #id")
+        public String invoice(Long id) {
             return LockContext.current().key();
         }
 

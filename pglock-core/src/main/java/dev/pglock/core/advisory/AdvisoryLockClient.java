@@ -745,7 +745,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             }
             if (session == null && retryClaim && Jdbc.isConnectionFailure(e, connection) && !Jdbc.timedOut(e)) {
                 // Nothing was claimed or locked on it (a pooler's other client, an operator or a restart
-                // ended its backend): once more on another; the finally below gives this one back.
+                // ended its backend): once more on another. Aborted, so no pool hands it out again.
+                Jdbc.abortQuietly(connection);
                 throw new WarmSessionGone(e);
             }
             throw lockFailed("waiting for lock '" + request.key() + "'", e);
