@@ -74,7 +74,8 @@ final class LockKeyEvaluator extends CachedExpressionEvaluator {
                 String name = child.toStringAST().substring(1);
                 if (!name.equals("this") && !name.equals("root") && context.lookupVariable(name) == null) {
                     throw new KeyPartRefused("#" + name + " is null, and + would write \"null\" into the key for"
-                            + " every such call");
+                            + " every such call. If it names a parameter, compile with -parameters (Spring Boot's"
+                            + " build plugins do) or use #p0 / #a0");
                 }
             }
             refuseNullOperands(child, context);
@@ -110,7 +111,7 @@ final class LockKeyEvaluator extends CachedExpressionEvaluator {
         @Override
         public Object convertValue(Object value, TypeDescriptor sourceType, TypeDescriptor targetType) {
             Object converted = value != null && isString(targetType) && !super.canConvert(sourceType, targetType)
-                    ? value.toString() : super.convertValue(value, sourceType, targetType);
+                    && concatenating() ? value.toString() : super.convertValue(value, sourceType, targetType);
             if (value != null && !(value instanceof CharSequence) && converted instanceof String string
                     && !DistributedLockInterceptor.identifiesAPart(value, string)) {
                 throw new KeyPartRefused("it turns a " + value.getClass().getName() + " into a string that does not"
