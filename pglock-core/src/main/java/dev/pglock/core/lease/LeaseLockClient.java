@@ -851,9 +851,6 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     @Override
     protected LeaseLock tryLockInDatabase(LockRequest request) {
-        if (releaseHeldBack(request.key())) {
-            return null; // taken: by a lost acquisition of ours whose holders are still being told
-        }
         long leaseMillis = request.lease().orElse(defaultLease).toMillis();
         byte[] data = request.data();
         LockSession session = sessions.session();
@@ -922,24 +919,6 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             confirmedInTransactions.remove(lock); // no transaction's hold of them can be renewed
             pendingReleases.put(lock, new PendingRelease(releaseRetriedUntil(lock), false, true));
         });
-    }
-
-    /**
-     * Whether a lost acquisition of {@code key} is still held back until its holders were told (see
-     * {@link #stoppedTrusting}). The key is not taken again here meanwhile: the statements that take a
-     * shared lock drop this client's older entries from its row, that one too, and the new hold's
-     * release would then free the row before the lost hold's holders had heard.
-     */
-    private boolean releaseHeldBack(String key) {
-        if (pendingReleases.isEmpty()) {
-            return false;
-        }
-        for (Map.Entry<LeaseLock, PendingRelease> pending : pendingReleases.entrySet()) {
-            if (pending.getValue().heldBack() && pending.getKey().key().equals(key)) {
-                return true;
-            }
-        }
-        return false;
     }
 
     /** Each release names its own acquisition, so it cannot touch a hold this client took since. */
@@ -1385,9 +1364,6 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     }
 
     private WaiterAttempt waiterTryLock(LockRequest request) {
-        if (releaseHeldBack(request.key())) {
-            return new WaiterAttempt(null, null, true); // busy: given back in a moment, once its holders heard
-        }
         long leaseMillis = request.lease().orElse(defaultLease).toMillis();
         LockSession session = sessions.session();
         String holder = newHolder();

@@ -1924,38 +1924,6 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
-     * Review (a read-only helper's interleaving hunt): the same for a shared lock that its client takes
-     * again while the lost hold's holder is still being told. The new acquisition's statement drops
-     * the client's own older entries from the row, the lost one too, whose release waits for those
-     * listeners; its release then freed the row, and another client took the key exclusively while
-     * the lost hold's holder had not heard yet. A key whose release is held back is taken again here
-     * only once that release is made.
-     */
-    @Test
-    void aSharedKeyTakenAgainWhileItsLostHoldIsStillBeingToldIsNotFreedUnderIt() throws Exception {
-        LeaseLockClient holder = (LeaseLockClient) client();
-        LockClient other = client();
-        holder.untrustedReleases = Runnable::run; // a release, once asked for, is made on the asking thread
-        HeldLock held = holder.acquire(LockRequest.of("told-shared").shared());
-        CountDownLatch hearing = new CountDownLatch(1);
-        CountDownLatch heard = new CountDownLatch(1);
-        held.onLost(hearThenWait(hearing, heard)); // the holder stopping its work
-
-        holder.declareUntrustedForTests("told-shared");
-        assertThat(hearing.await(10, TimeUnit.SECONDS)).as("the holder is being told").isTrue();
-        holder.tryAcquire(LockRequest.of("told-shared").shared()).ifPresent(HeldLock::release);
-        assertThat(other.tryAcquire(LockRequest.of("told-shared")))
-                .as("taken exclusively while the lost shared hold's holder was still being told").isEmpty();
-
-        heard.countDown();
-        HeldLock again = holder.acquire(LockRequest.of("told-shared").shared().waitAtMost(Duration.ofSeconds(10)));
-        assertThat(again.isHeld()).as("taken again once the lost hold was given back").isTrue();
-        again.release();
-        HeldLock next = other.acquire(LockRequest.of("told-shared").waitAtMost(Duration.ofSeconds(10)));
-        assertThat(next.isHeld()).isTrue();
-    }
-
-    /**
      * The same, when the client is closed while the holder is still being told: close() waits for the
      * listeners already queued, and so for the release queued behind them, before it closes the
      * database side; otherwise that release would find the client's threads gone and the row would stay
