@@ -1333,7 +1333,9 @@ class LeaseLockClientTest extends LockClientContractTest {
             awaitWaiterInDatabase("relisten");
             if (round == 1) {
                 proxy.dropConnections(); // the LISTEN session is gone; the listener must notice and listen again
-                await().atMost(Duration.ofSeconds(10)).until(() -> proxy.openConnections() == 1);
+                // At least one connection back: the LISTEN one, and maybe the waiter's line connection
+                // too (it may join a line again), so the count can pass 1 between two looks.
+                await().atMost(Duration.ofSeconds(10)).until(() -> proxy.openConnections() >= 1);
             }
             long released = System.nanoTime();
             held.release();
