@@ -304,10 +304,10 @@ final class DistributedLockInterceptor implements MethodInterceptor {
                 || value instanceof Character || value instanceof UUID || value instanceof Enum<?>) {
             return true;
         }
-        Class<?> type = value.getClass();
-        if (type.isArray() || value instanceof Collection<?> || value instanceof Map<?, ?>) {
+        if (isContainer(value)) {
             return false;
         }
+        Class<?> type = value.getClass();
         // A proxy (Spring AOP, a JDK proxy, a lazy JPA reference) declares toString but may forward it
         // to a target with Object's: judged by its target class where Spring knows it, and by its string.
         // A value with its own toString can still write a part with Object's (a record of an entity).

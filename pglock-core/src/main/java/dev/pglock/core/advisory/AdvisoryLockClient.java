@@ -743,7 +743,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             if (reused != null && Jdbc.isConnectionFailure(e, connection)) {
                 throw new WarmSessionGone(e); // the finally below aborts it
             }
-            if (session == null && retryClaim && Jdbc.isConnectionFailure(e, connection) && !Jdbc.timedOut(e)) {
+            if (session == null && retryClaim && Jdbc.backendEnded(e, connection)) {
                 // Nothing was claimed or locked on it (a pooler's other client, an operator or a restart
                 // ended its backend): once more on another. Aborted, so no pool hands it out again.
                 Jdbc.abortQuietly(connection);

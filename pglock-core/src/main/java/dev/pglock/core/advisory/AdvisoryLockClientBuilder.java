@@ -121,7 +121,7 @@ public final class AdvisoryLockClientBuilder {
      */
     public LockClient build() {
         AdvisoryLockClient client = new AdvisoryLockClient(dataSource, new AdvisoryKeyHasher(namespace), lockSessions,
-                connectionWaitTimeout, heartbeatInterval, owner == null ? Owners.newOwner() : Owners.fromName(owner),
+                connectionWaitTimeout, heartbeatInterval, Owners.forClient(owner),
                 fencingTokens ? Identifiers.quoted("fencingSequence", fencingSequence) : null);
         client.observeWith(observer);
         try {

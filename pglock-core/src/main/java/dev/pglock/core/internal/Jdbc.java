@@ -114,8 +114,17 @@ public final class Jdbc {
         }
     }
 
+    /**
+     * Whether {@code e} means the connection's backend is gone (ended by an operator or a restart, or
+     * its connection cut) rather than silent: another connection may serve at once. Not a network
+     * timeout, which another try would only wait out again. Asked before the connection is aborted.
+     */
+    public static boolean backendEnded(SQLException e, Connection connection) {
+        return isConnectionFailure(e, connection) && !timedOut(e);
+    }
+
     /** Whether {@code e} came of a network timeout (a read that waited the socket's timeout out). */
-    public static boolean timedOut(SQLException e) {
+    private static boolean timedOut(SQLException e) {
         for (Throwable cause = e; cause != null; cause = cause.getCause()) {
             if (cause instanceof java.net.SocketTimeoutException) {
                 return true;

@@ -33,6 +33,11 @@ public final class Owners {
         return checkedName(name) + ":" + suffix();
     }
 
+    /** A new client's owner: from the checked name a user chose ({@link #checkedName}), or else {@link #newOwner}. */
+    public static String forClient(String checkedNameOrNull) {
+        return checkedNameOrNull == null ? newOwner() : fromName(checkedNameOrNull);
+    }
+
     /**
      * {@code name} when it can name an owner; a builder checks it when it is set and draws the suffix
      * ({@link #fromName}) for each client it builds, so two clients one builder built never share one.

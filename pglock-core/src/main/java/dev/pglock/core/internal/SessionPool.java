@@ -89,7 +89,7 @@ public final class SessionPool {
                 }
                 return LockSession.open(connection, networkTimeoutMillis, connector, opener);
             } catch (SQLException e) {
-                boolean backendEnded = Jdbc.isConnectionFailure(e, connection) && !Jdbc.timedOut(e); // before the abort
+                boolean backendEnded = Jdbc.backendEnded(e, connection); // before the abort
                 Jdbc.abortQuietly(connection);
                 if (first == null && backendEnded && !closed) {
                     first = e;

@@ -184,7 +184,7 @@ public final class LeaseLockClientBuilder {
                 namespace, table, Identifiers.quoted("tableName", table),
                 Identifiers.quoted("tableName", table + "_fencing_seq"), initializeSchema, lease, heartbeatInterval,
                 lockSessions, waitLines, connectionWaitTimeout, asyncReleaseCommit,
-                owner == null ? Owners.newOwner() : Owners.fromName(owner));
+                Owners.forClient(owner));
         client.observeWith(observer);
         try {
             client.start();
