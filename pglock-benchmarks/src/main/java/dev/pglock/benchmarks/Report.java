@@ -255,13 +255,16 @@ final class Report {
 
     private static void throughput(List<String> lines, List<Result> results, String scenario, String ours,
             String reference, double target) {
-        Optional<Double> a = Benchmarks.find(results, scenario, ours).map(Result::opsPerSecond);
+        opsRatio(results, scenario, ours, reference).ifPresent(ratio -> lines.add(String.format(Locale.ROOT,
+                "%s %s = %.3f × %s (target ≥ %.2f): %s", scenario, ours, ratio, reference, target,
+                ratio >= target ? "PASS" : "MISS")));
+    }
+
+    /** {@code system}'s ops/s over {@code reference}'s in {@code scenario}, when both ran. */
+    private static Optional<Double> opsRatio(List<Result> results, String scenario, String system, String reference) {
+        Optional<Double> a = Benchmarks.find(results, scenario, system).map(Result::opsPerSecond);
         Optional<Double> b = Benchmarks.find(results, scenario, reference).map(Result::opsPerSecond);
-        if (a.isPresent() && b.isPresent()) {
-            double ratio = a.get() / b.get();
-            lines.add(String.format(Locale.ROOT, "%s %s = %.3f × %s (target ≥ %.2f): %s", scenario, ours, ratio,
-                    reference, target, ratio >= target ? "PASS" : "MISS"));
-        }
+        return a.isPresent() && b.isPresent() ? Optional.of(a.get() / b.get()) : Optional.empty();
     }
 
     /**
@@ -270,12 +273,9 @@ final class Report {
      */
     private static void reach(List<String> lines, List<Result> results, String scenario, String floor,
             String reference, double target, String who) {
-        Optional<Double> a = Benchmarks.find(results, scenario, floor).map(Result::opsPerSecond);
-        Optional<Double> b = Benchmarks.find(results, scenario, reference).map(Result::opsPerSecond);
-        if (a.isPresent() && b.isPresent()) {
-            lines.add(String.format(Locale.ROOT, "%s %s = %.3f × %s (%s can meet the %.2f target; no target)", scenario,
-                    floor, a.get() / b.get(), reference, who, target));
-        }
+        opsRatio(results, scenario, floor, reference).ifPresent(ratio -> lines.add(String.format(Locale.ROOT,
+                "%s %s = %.3f × %s (%s can meet the %.2f target; no target)", scenario, floor, ratio, reference, who,
+                target)));
     }
 
     private static String number(Double value, String format) {
