@@ -70,9 +70,13 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // heartbeat, release and data update names the entry of its own acquisition, never the owner
     // alone. A release that arrives late (a lease this client stopped trusting, a release the client
     // gave up on that the server still ran) therefore finds nothing to remove once the same client
-    // holds the key again under a new entry. A re-join by the same owner replaces its older entries,
-    // never a newer one: an acquisition held up in the network that arrives after a newer one of the
-    // same client must not strip it, or undoing the late one would free the row under the newer.
+    // holds the key again under a new entry. A join adds its entry and removes none, not even the
+    // same client's older ones: each entry leaves the row only by its own release (or when the row's
+    // lease ends). An older entry of this client is one it no longer trusts, whose release is on its
+    // way: a lost hold's, held back until its holders were told (stripping it let the new entry's
+    // release free the row before they had heard), a release that failed and is retried, or a grant
+    // that may have been made unseen and is undone. Joining never strips a newer entry either (an
+    // acquisition held up in the network that arrives after a newer one of the same client).
     //
     // Acquire, one statement: insert the row, or take over the existing one when its lease has ended
     // by the database clock (or join it, when both it and we are shared). ON CONFLICT takes the row
@@ -83,7 +87,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // before the conflict is looked for, set a transaction-local lock_timeout (TRY_ROW_WAIT): the
     // attempt then ends as "taken" (55P03) instead of outwaiting the network timeout and failing as
     // a database error while its backend waits on in the server. Parameters: namespace, key, holder,
-    // shared, lease ms, lease ms, data, lock_timeout, owner prefix ("<owner>#").
+    // shared, lease ms, lease ms, data, lock_timeout.
     private static final String TRY_LOCK = """
             INSERT INTO %1$s AS t (namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at,
                                    lease_millis, data)
@@ -92,10 +96,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     (SELECT ?::bytea WHERE set_config('lock_timeout', ?, true) IS NOT NULL))
             ON CONFLICT (namespace, lock_key) DO UPDATE SET
                 holders = CASE WHEN t.expires_at <= statement_timestamp() THEN EXCLUDED.holders
-                               ELSE ARRAY(SELECT h FROM unnest(t.holders) AS h, (SELECT ?::text AS mine) AS p
-                                          WHERE NOT (starts_with(h, p.mine) AND substr(h, length(p.mine) + 1)::bigint
-                                                     < substr(EXCLUDED.holders[1], length(p.mine) + 1)::bigint))
-                                    || EXCLUDED.holders END,
+                               ELSE t.holders || EXCLUDED.holders END,
                 shared = EXCLUDED.shared,
                 fencing_token = nextval(%2$s),
                 acquired_at = CASE WHEN t.expires_at <= statement_timestamp() THEN EXCLUDED.acquired_at
@@ -110,8 +111,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             RETURNING fencing_token, (extract(epoch FROM statement_timestamp()) * 1000000)::bigint%3$s""";
     // TRY_LOCK for an exclusive request, where the CASEs above all take their first branch (the row is
     // only taken when expired): the same outcome, about 10 us less server time per acquisition on a
-    // small VM, which is 3% of an uncontended acquire-release pair. Parameters: as TRY_LOCK, without
-    // the owner prefix.
+    // small VM, which is 3% of an uncontended acquire-release pair. Parameters: as TRY_LOCK.
     private static final String TRY_LOCK_EXCLUSIVE = """
             INSERT INTO %1$s AS t (namespace, lock_key, holders, shared, fencing_token, acquired_at, expires_at,
                                    lease_millis, data)
@@ -137,13 +137,13 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // same release, a heartbeat) is skipped, not waited for: the waiters that lose read and go back
     // to sleep without writing or queueing behind the winner's commit. It also says how long the
     // holder's lease has left, by the database clock, so a waiter needs one statement per wake-up.
-    // The row lock is taken before the token is drawn. Parameters: namespace, key, holder, owner
-    // prefix, shared, lease ms, data. Rows: (token, now, NULL, false) when taken; (NULL, NULL, ms
+    // The row lock is taken before the token is drawn. Parameters: namespace, key, holder,
+    // shared, lease ms, data. Rows: (token, now, NULL, false) when taken; (NULL, NULL, ms
     // left, busy) when not, busy meaning the row looked free but another session had it locked (it
     // is being taken: look again in a moment); none when the row appeared after this statement's
     // snapshot (try again at once).
     private static final String WAITER_TRY_LOCK = """
-            WITH p AS (SELECT ?::text AS ns, ?::text AS k, ?::text AS me, ?::text AS mine, ?::boolean AS sh,
+            WITH p AS (SELECT ?::text AS ns, ?::text AS k, ?::text AS me, ?::boolean AS sh,
                               ?::bigint AS lease, ?::bytea AS data, statement_timestamp() AS now),
             target AS (
                 SELECT t.namespace, t.lock_key FROM %1$s AS t, p
@@ -151,11 +151,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 FOR UPDATE OF t SKIP LOCKED),
             claim AS (
                 UPDATE %1$s AS t SET
-                    holders = CASE WHEN t.expires_at <= p.now THEN ARRAY[p.me]
-                                   ELSE ARRAY(SELECT h FROM unnest(t.holders) AS h
-                                              WHERE NOT (starts_with(h, p.mine) AND substr(h, length(p.mine) + 1)::bigint
-                                                         < substr(p.me, length(p.mine) + 1)::bigint))
-                                        || p.me END,
+                    holders = CASE WHEN t.expires_at <= p.now THEN ARRAY[p.me] ELSE t.holders || p.me END,
                     shared = p.sh,
                     fencing_token = nextval(%2$s),
                     acquired_at = CASE WHEN t.expires_at <= p.now THEN p.now ELSE t.acquired_at END,
@@ -870,9 +866,6 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     ps.setLong(6, leaseMillis);
                     ps.setBytes(7, data);
                     ps.setString(8, tryRowWait);
-                    if (request.isShared()) {
-                        ps.setString(9, holderPrefix);
-                    }
                     try (ResultSet rs = ps.executeQuery()) {
                         if (!rs.next()) {
                             return null;
@@ -1376,10 +1369,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     ps.setString(1, namespace);
                     ps.setString(2, request.key());
                     ps.setString(3, holder);
-                    ps.setString(4, holderPrefix);
-                    ps.setBoolean(5, request.isShared());
-                    ps.setLong(6, leaseMillis);
-                    ps.setBytes(7, request.data());
+                    ps.setBoolean(4, request.isShared());
+                    ps.setLong(5, leaseMillis);
+                    ps.setBytes(6, request.data());
                     try (ResultSet rs = ps.executeQuery()) {
                         if (!rs.next()) {
                             return new WaiterAttempt(null, null, false);

@@ -1267,7 +1267,7 @@ class LeaseLockClientTest extends LockClientContractTest {
      * Found in review of the undo of lost grants: a shared acquisition held up in the network that
      * reaches the server after a newer one of the same client used to replace the newer entry with
      * its own; undoing the late one then emptied the row under the newer holder. A re-join now
-     * replaces only older entries of the same client (a newer one is planted here by hand).
+     * removes no entry (a newer one is planted here by hand).
      */
     @Test
     void aSharedRejoinNeverStripsANewerEntryOfTheSameClient() throws Exception {
@@ -1922,6 +1922,38 @@ class LeaseLockClientTest extends LockClientContractTest {
         heard.countDown();
         // given back once told: within 10 s, where its lease would have run for 30
         HeldLock next = other.acquire(LockRequest.of("told-first").waitAtMost(Duration.ofSeconds(10)));
+        assertThat(next.isHeld()).isTrue();
+    }
+
+    /**
+     * Review (a read-only helper's interleaving hunt): the same for a shared lock that its client takes
+     * again while the lost hold's holder is still being told. The statement that joined a shared row
+     * used to drop the client's own older entries from it, the lost one too, whose release waits for
+     * those listeners: the new hold's release then freed the row, and another client took the key
+     * exclusively while the lost hold's holder had not heard yet. A join now keeps every entry; each
+     * leaves the row only by its own release.
+     */
+    @Test
+    void aSharedKeyTakenAgainWhileItsLostHoldIsStillBeingToldIsNotFreedUnderIt() throws Exception {
+        LeaseLockClient holder = (LeaseLockClient) client();
+        LockClient other = client();
+        holder.untrustedReleases = Runnable::run; // a release, once asked for, is made on the asking thread
+        HeldLock held = holder.acquire(LockRequest.of("told-shared").shared());
+        CountDownLatch hearing = new CountDownLatch(1);
+        CountDownLatch heard = new CountDownLatch(1);
+        held.onLost(hearThenWait(hearing, heard)); // the holder stopping its work
+
+        holder.declareUntrustedForTests("told-shared");
+        assertThat(hearing.await(10, TimeUnit.SECONDS)).as("the holder is being told").isTrue();
+        HeldLock again = holder.tryAcquire(LockRequest.of("told-shared").shared()).orElseThrow();
+        assertThat(again.isHeld()).as("a shared lock is joined again at once").isTrue();
+        assertThat(again.release()).isTrue();
+        assertThat(other.tryAcquire(LockRequest.of("told-shared")))
+                .as("taken exclusively while the lost shared hold's holder was still being told").isEmpty();
+
+        heard.countDown();
+        // given back once told: within 10 s, where its lease would have run for 30
+        HeldLock next = other.acquire(LockRequest.of("told-shared").waitAtMost(Duration.ofSeconds(10)));
         assertThat(next.isHeld()).isTrue();
     }
 
