@@ -4,6 +4,7 @@ import dev.pglock.core.LockMode;
 import dev.pglock.core.LockRequest;
 import java.lang.reflect.Method;
 import java.lang.reflect.Modifier;
+import java.lang.reflect.Proxy;
 import java.util.Collection;
 import java.util.LinkedHashSet;
 import java.util.Set;
@@ -78,6 +79,9 @@ final class LockOperationSource {
         Set<Class<?>> types = new LinkedHashSet<>(ClassUtils.getAllInterfacesForClassAsSet(targetClass));
         types.add(targetClass);
         for (Class<?> type : types) {
+            if (Proxy.isProxyClass(type)) {
+                continue; // a JDK dynamic proxy's final methods are called through its interfaces, scanned here
+            }
             refuseOnType(type);
             ReflectionUtils.doWithMethods(type, method -> {
                 if (AnnotatedElementUtils.hasAnnotation(method, DistributedLock.class)) {
@@ -97,7 +101,9 @@ final class LockOperationSource {
         if (lockedMethods.isEmpty()) {
             return false;
         }
-        warnAboutSelfInvocation(ClassUtils.getUserClass(targetClass), lockedMethods);
+        if (!Proxy.isProxyClass(targetClass)) { // a generated class has no class file to read
+            warnAboutSelfInvocation(ClassUtils.getUserClass(targetClass), lockedMethods);
+        }
         return true;
     }
 
@@ -200,7 +206,11 @@ final class LockOperationSource {
         if (annotation == null) {
             return NONE;
         }
-        Class<?> owner = ClassUtils.getUserClass(targetClass != null ? targetClass : method.getDeclaringClass());
+        // The user's class, never a proxy's: a CGLIB subclass is named after it, but a JDK dynamic proxy
+        // ($ProxyNN, numbered in creation order, so not the same on every replica) is not, and the
+        // interface that declares the method stands for it.
+        Class<?> owner = targetClass == null || Proxy.isProxyClass(targetClass) ? method.getDeclaringClass()
+                : ClassUtils.getUserClass(targetClass);
         String description = "@DistributedLock on " + owner.getSimpleName() + "." + method.getName() + "(..)";
         String keyText = resolvePlaceholders(annotation.key());
         String keyExpression = null;

@@ -146,9 +146,13 @@ class LockAnnotationRulesTest {
      * their simple names, so overloads on two packages' same-named types shared one.
      */
     @Test
-    void defaultKeysAreDistinctAcrossPackagesAndOverloadsAndNeverNameTheProxy() {
+    void defaultKeysAreDistinctAcrossPackagesAndOverloadsAndNeverNameTheProxy(CapturedOutput output) {
         runner().withBean("jobsA", dev.pglock.spring.keys.a.Jobs.class)
-                .withBean("jobsB", dev.pglock.spring.keys.b.Jobs.class).run(context -> {
+                .withBean("jobsB", dev.pglock.spring.keys.b.Jobs.class)
+                .withBean("mapper", dev.pglock.spring.keys.a.Mapper.class, () -> (dev.pglock.spring.keys.a.Mapper)
+                        java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                                new Class<?>[] {dev.pglock.spring.keys.a.Mapper.class},
+                                (proxy, method, args) -> LockContext.current().key())).run(context -> {
                     var a = context.getBean(dev.pglock.spring.keys.a.Jobs.class);
                     var b = context.getBean(dev.pglock.spring.keys.b.Jobs.class);
                     assertThat(AopUtils.isCglibProxy(a)).isTrue();
@@ -159,6 +163,11 @@ class LockAnnotationRulesTest {
                     assertThat(keys.get(1)).isEqualTo("dev.pglock.spring.keys.a.Jobs.run(java.lang.String)");
                     assertThat(keys.get(2)).isEqualTo("dev.pglock.spring.keys.a.Jobs.run(long)");
                     assertThat(keys.get(6)).isEqualTo("dev.pglock.spring.keys.a.Jobs.run(dev.pglock.spring.keys.b.Jobs)");
+                    // Before: a bean that is a JDK dynamic proxy was named by its proxy class, $ProxyNN,
+                    // numbered in creation order: two replicas could lock under different keys.
+                    assertThat(context.getBean(dev.pglock.spring.keys.a.Mapper.class).sync("t")).as("a JDK proxy's key")
+                            .isEqualTo("dev.pglock.spring.keys.a.Mapper.sync(java.lang.String)");
+                    assertThat(output).as("nor was it warned about as a final method").doesNotContain("has no effect");
                 });
     }
 
