@@ -9,7 +9,9 @@ package dev.pglock.core;
  *   <li>Advisory mode: a {@code pg_advisory_xact_lock} on the transaction's own connection. Commit or
  *       rollback releases it; a session that dies takes the lock and the uncommitted work with it.
  *       {@link #release()} only ends this handle: PostgreSQL keeps the lock until the transaction
- *       ends.
+ *       ends. JDBC tells nobody of a commit, so {@link #isHeld()} cannot see it: after the commit it
+ *       answers true until {@code release()} or the connection's close (the Spring layer releases the
+ *       handle when the transaction completes). Do no work under it after the transaction ended.
  *   <li>Lease mode: a lease taken as {@link LockClient#tryAcquire} takes it (so other clients see it
  *       at once), which {@link #confirmBeforeCommit()} extends inside the transaction. From then on
  *       the transaction holds the lease's row lock, so nobody can take the lease over until the
