@@ -450,6 +450,8 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     volatile boolean heartbeatsPausedForTests;
     /** For tests: while true, the timer that declares untrusted leases lost does not run either. */
     volatile boolean trustChecksPausedForTests;
+    /** Added to the time retryReleases reads, to pass every retry deadline. */
+    volatile long retryClockOffsetNanosForTests;
 
     LeaseLockClient(DataSource dataSource, DataSource listenDataSource, String namespace, String table,
             String quotedTable, String quotedSequence, boolean initializeSchema, Duration defaultLease,
@@ -914,11 +916,18 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         });
     }
 
-    /** Each release names its own acquisition, so it cannot touch a hold this client took since. */
+    /**
+     * Each release names its own acquisition, so it cannot touch a hold this client took since. Tried
+     * at least once even when its holders were told after its retry time (see retryReleases).
+     */
     @Override
     protected void releaseUntrusted(List<LeaseLock> locks) {
         // Already ended, and out of confirmedInTransactions: by stoppedTrusting, or by releaseInDatabase.
-        locks.forEach(lock -> pendingReleases.put(lock, new PendingRelease(releaseRetriedUntil(lock), false, false)));
+        long atLeast = System.nanoTime() + 2 * networkTimeout.toNanos();
+        locks.forEach(lock -> {
+            long until = releaseRetriedUntil(lock);
+            pendingReleases.put(lock, new PendingRelease(until - atLeast < 0 ? atLeast : until, false, false));
+        });
         scheduleRetry(false);
     }
 
@@ -1050,11 +1059,22 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
      * Releases, in one statement however many there are, every row whose release failed or whose
      * acquisition may have been granted unseen, and tries again a heartbeat later (at most a
      * second) while any is still worth trying. close() releases what is still left.
+     *
+     * <p>A release is worth trying until its own lease could have ended (and a late statement reached
+     * the server), or for as long as this client holds its key again: a shared join keeps the row's
+     * older entries (see TRY_LOCK) and its heartbeats renew the row, so an entry whose release was
+     * dropped then kept the row taken as long as the new hold lasted, and a lease after it. (An undo
+     * of a possible grant is repeated until its time only: no grant arrives after it.)
      */
     private void retryReleases() {
         retryAgain = false;
-        long now = System.nanoTime();
-        pendingReleases.entrySet().removeIf(pending -> now - pending.getValue().untilNanos() >= 0);
+        long now = System.nanoTime() + retryClockOffsetNanosForTests;
+        if (pendingReleases.values().stream().anyMatch(pending -> now - pending.untilNanos() >= 0)) {
+            java.util.Set<String> heldKeys = new java.util.HashSet<>();
+            heldLocks().forEach(lock -> heldKeys.add(lock.key()));
+            pendingReleases.entrySet().removeIf(pending -> now - pending.getValue().untilNanos() >= 0
+                    && (pending.getValue().untilTheEnd() || !heldKeys.contains(pending.getKey().key())));
+        }
         List<LeaseLock> batch = pendingReleases.entrySet().stream().filter(pending -> !pending.getValue().heldBack())
                 .map(Map.Entry::getKey).toList();
         if (!batch.isEmpty()) {
@@ -1901,7 +1921,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                                 continue; // a semaphore's bookkeeping, not a lock anyone asked for
                             }
                             List<String> holders = java.util.Arrays.stream((String[]) rs.getArray("holders").getArray())
-                                    .map(LeaseLockClient::ownerOf).toList();
+                                    .map(LeaseLockClient::ownerOf).distinct().toList();
                             Timestamp expires = rs.getTimestamp("expires_at");
                             result.add(LockInfo.builder(LockMode.LEASE)
                                     .namespace(rs.getString("namespace"))

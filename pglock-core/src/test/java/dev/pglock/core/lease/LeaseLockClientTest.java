@@ -1958,6 +1958,37 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Review of the join that removes no entry: a lost hold's release is retried only until its own
+     * lease could have ended, but a re-join by the same client renews the row the lost entry is in.
+     * When the holders were told after that time (a slow onLost), the release was dropped unmade:
+     * the lost entry stayed in the row for as long as the re-join renewed it, and the row stayed
+     * taken a whole lease after the re-join's release. A release is now retried for as long as this
+     * client holds its key, and at least once after its holders were told.
+     */
+    @Test
+    void aLostHoldToldLateIsStillReleasedWhileItsClientHoldsTheKeyAgain() throws Exception {
+        LeaseLockClient holder = (LeaseLockClient) client();
+        LockClient other = client();
+        holder.untrustedReleases = Runnable::run; // a release, once asked for, is made on the asking thread
+        HeldLock held = holder.acquire(LockRequest.of("told-late").shared());
+        CountDownLatch hearing = new CountDownLatch(1);
+        CountDownLatch heard = new CountDownLatch(1);
+        held.onLost(hearThenWait(hearing, heard));
+
+        holder.declareUntrustedForTests("told-late");
+        assertThat(hearing.await(10, TimeUnit.SECONDS)).as("the holder is being told").isTrue();
+        HeldLock again = holder.tryAcquire(LockRequest.of("told-late").shared()).orElseThrow();
+        holder.retryClockOffsetNanosForTests = TimeUnit.HOURS.toNanos(1); // every retry deadline has passed
+        heard.countDown();
+        await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> assertThat(queryLong("SELECT count(*) FROM "
+                + table + " WHERE lock_key = 'told-late' AND cardinality(holders) = 1")).as("the lost entry released")
+                .isEqualTo(1));
+
+        assertThat(again.release()).isTrue();
+        assertThat(other.tryAcquire(LockRequest.of("told-late"))).as("free at once, not a lease later").isPresent();
+    }
+
+    /**
      * The same, when the client is closed while the holder is still being told: close() waits for the
      * listeners already queued, and so for the release queued behind them, before it closes the
      * database side; otherwise that release would find the client's threads gone and the row would stay
