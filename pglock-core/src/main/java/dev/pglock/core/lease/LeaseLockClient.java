@@ -918,16 +918,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
 
     /**
      * Each release names its own acquisition, so it cannot touch a hold this client took since. Tried
-     * at least once even when its holders were told after its retry time (see retryReleases).
+     * at least once, even when its holders were told after its retry time (see retryReleases).
      */
     @Override
     protected void releaseUntrusted(List<LeaseLock> locks) {
         // Already ended, and out of confirmedInTransactions: by stoppedTrusting, or by releaseInDatabase.
-        long atLeast = System.nanoTime() + 2 * networkTimeout.toNanos();
-        locks.forEach(lock -> {
-            long until = releaseRetriedUntil(lock);
-            pendingReleases.put(lock, new PendingRelease(until - atLeast < 0 ? atLeast : until, false, false));
-        });
+        locks.forEach(lock -> pendingReleases.put(lock, new PendingRelease(releaseRetriedUntil(lock), false, false)));
         scheduleRetry(false);
     }
 
@@ -1060,21 +1056,16 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
      * acquisition may have been granted unseen, and tries again a heartbeat later (at most a
      * second) while any is still worth trying. close() releases what is still left.
      *
-     * <p>A release is worth trying until its own lease could have ended (and a late statement reached
-     * the server), or for as long as this client holds its key again: a shared join keeps the row's
-     * older entries (see TRY_LOCK) and its heartbeats renew the row, so an entry whose release was
-     * dropped then kept the row taken as long as the new hold lasted, and a lease after it. (An undo
-     * of a possible grant is repeated until its time only: no grant arrives after it.)
+     * <p>A release is tried at least once, and again until its own lease could have ended (and a late
+     * statement reached the server), or for as long as this client holds its key again: a shared join
+     * keeps the row's older entries (see TRY_LOCK) and its heartbeats renew the row, so an entry whose
+     * release was dropped kept the row taken as long as the new hold lasted, and a lease after it. An
+     * undo of a possible grant is repeated until its time only: no grant arrives after it. A release
+     * held back until its holders were told waits for them (or close()).
      */
     private void retryReleases() {
         retryAgain = false;
         long now = System.nanoTime() + retryClockOffsetNanosForTests;
-        if (pendingReleases.values().stream().anyMatch(pending -> now - pending.untilNanos() >= 0)) {
-            java.util.Set<String> heldKeys = new java.util.HashSet<>();
-            heldLocks().forEach(lock -> heldKeys.add(lock.key()));
-            pendingReleases.entrySet().removeIf(pending -> now - pending.getValue().untilNanos() >= 0
-                    && (pending.getValue().untilTheEnd() || !heldKeys.contains(pending.getKey().key())));
-        }
         List<LeaseLock> batch = pendingReleases.entrySet().stream().filter(pending -> !pending.getValue().heldBack())
                 .map(Map.Entry::getKey).toList();
         if (!batch.isEmpty()) {
@@ -1083,6 +1074,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         if (!batch.isEmpty() && releaseAll(batch) >= 0) {
             batch.forEach(lock -> pendingReleases.computeIfPresent(lock, (l, p) -> p.untilTheEnd() ? p : null));
         }
+        dropTriedPastTheirTime(batch, now);
         if (pendingReleases.values().stream().anyMatch(pending -> !pending.heldBack())) {
             submitRetry(true); // still this retry's turn
             return;
@@ -1094,6 +1086,29 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         retrying.set(false);
         if (retryAgain && retrying.compareAndSet(false, true)) {
             submitRetry(false); // added while this one ran
+        }
+    }
+
+    /** Of the releases just tried, drops those no longer worth trying again (see retryReleases). */
+    private void dropTriedPastTheirTime(List<LeaseLock> tried, long now) {
+        java.util.Set<String> heldKeys = null;
+        for (LeaseLock lock : tried) {
+            PendingRelease pending = pendingReleases.get(lock);
+            if (pending == null || now - pending.untilNanos() < 0) {
+                continue;
+            }
+            if (!pending.untilTheEnd()) {
+                if (heldKeys == null) {
+                    heldKeys = new java.util.HashSet<>();
+                    for (LeaseLock held : heldLocks()) {
+                        heldKeys.add(held.key());
+                    }
+                }
+                if (heldKeys.contains(lock.key())) {
+                    continue;
+                }
+            }
+            pendingReleases.remove(lock, pending);
         }
     }
 

@@ -1989,6 +1989,36 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Review of the retry that keeps a release while its key is held: a release whose holders were
+     * told after its retry time was dropped before it was ever tried. With another client's shared
+     * hold renewing the row, the lost entry stayed in it, and the row stayed taken a whole lease after
+     * that client's release. Every release is now tried at least once.
+     */
+    @Test
+    void aLostHoldToldAfterItsRetryTimeIsStillReleasedOnce() throws Exception {
+        LeaseLockClient holder = (LeaseLockClient) client();
+        LockClient reader = client();
+        LockClient other = client();
+        holder.untrustedReleases = Runnable::run; // a release, once asked for, is made on the asking thread
+        HeldLock reads = reader.acquire(LockRequest.of("told-after").shared());
+        HeldLock held = holder.acquire(LockRequest.of("told-after").shared());
+        CountDownLatch hearing = new CountDownLatch(1);
+        CountDownLatch heard = new CountDownLatch(1);
+        held.onLost(hearThenWait(hearing, heard));
+
+        holder.declareUntrustedForTests("told-after");
+        assertThat(hearing.await(10, TimeUnit.SECONDS)).as("the holder is being told").isTrue();
+        holder.retryClockOffsetNanosForTests = TimeUnit.HOURS.toNanos(1); // every retry deadline has passed
+        heard.countDown();
+        await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> assertThat(queryLong("SELECT count(*) FROM "
+                + table + " WHERE lock_key = 'told-after' AND cardinality(holders) = 1")).as("the lost entry released")
+                .isEqualTo(1));
+
+        assertThat(reads.release()).isTrue();
+        assertThat(other.tryAcquire(LockRequest.of("told-after"))).as("free at once, not a lease later").isPresent();
+    }
+
+    /**
      * The same, when the client is closed while the holder is still being told: close() waits for the
      * listeners already queued, and so for the release queued behind them, before it closes the
      * database side; otherwise that release would find the client's threads gone and the row would stay
