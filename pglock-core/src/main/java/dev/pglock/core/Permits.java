@@ -207,7 +207,18 @@ final class Permits {
             this.index = index;
             this.permits = permits;
             this.holdAtLeast = holdAtLeast;
-            slot.onLost(lost -> tell(renamed(lost), false));
+            slot.onLost(lost -> {
+                try {
+                    tell(renamed(lost), false);
+                } finally {
+                    // Lost after it was handed out: its holder, told, may drop it unreleased, and the
+                    // marker would keep refusing callers that ask for another number of permits for as
+                    // long as the client lives. Before then, the caller taking it gives both back.
+                    if (notYetHandedOutBy.get() == null) {
+                        marker.close(); // quiet when released already
+                    }
+                }
+            });
             marker.onLost(lost -> {
                 lostWithMarker = true;
                 try {
@@ -373,6 +384,7 @@ final class Permits {
         @Override
         public boolean release() {
             boolean first = !releasedByHolder;
+            LockLostException markerGone = first ? markerLostUntold() : null;
             releasedByHolder = true;
             boolean held;
             try {
@@ -384,7 +396,28 @@ final class Permits {
                 held = false; // given back when its marker was lost
             }
             releaseMarker();
-            return held;
+            return held && markerGone == null;
+        }
+
+        /**
+         * Before the holder lets go: the marker's loss, told now, when it was lost while the permit was
+         * held and its listener has not told the holder yet (it waits its turn on the client's event
+         * thread, and keeps quiet once the permit is released). Null when the marker is held.
+         */
+        private LockLostException markerLostUntold() {
+            if (marker.isHeld()) {
+                return null;
+            }
+            try {
+                marker.assertHeld();
+                return null;
+            } catch (LockLostException lost) {
+                LockLostException told = markerLost(lost);
+                tell(told, false);
+                return told;
+            } catch (IllegalStateException released) {
+                return null; // given back by the permit's own loss (see the constructor): told of that
+            }
         }
 
         @Override
@@ -392,6 +425,7 @@ final class Permits {
             if (releasedByHolder) {
                 return; // released (or closed) before: its marker's release is under way already
             }
+            markerLostUntold();
             releasedByHolder = true;
             boolean wasHeld = slot.isHeld();
             try {

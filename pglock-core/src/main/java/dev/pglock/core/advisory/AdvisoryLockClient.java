@@ -176,10 +176,13 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     private static final String GET_LOCKS = "SELECT * FROM (" + LIST_LOCKS + ") AS locks WHERE lock_id = ANY (?)";
     // A semaphore's markers (see AdvisoryKeyHasher): the high 32 bits of the semaphore key's own id,
     // and the number of permits (1 to 1000) as the low 32 bits. A lock on the key itself shares the
-    // high bits and is left out by its low bits. Parameters: high 32 bits (unsigned), the key's low 32 bits.
+    // high bits and is not left out: when the key's own low bits are a number of permits (about one
+    // key in four million), that number's marker is the key's own id, and leaving it out let callers
+    // asking for it and for another number both in. Such a lock on the key then reads as a marker,
+    // which only refuses callers. Parameter: high 32 bits (unsigned).
     private static final String SEMAPHORE_SIZES = "SELECT DISTINCT l.objid::bigint FROM pg_locks l"
             + " WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l.classid::bigint = ?"
-            + " AND l.objid::bigint BETWEEN 1 AND " + PermitKeys.MAX_PERMITS + " AND l.objid::bigint <> ?"
+            + " AND l.objid::bigint BETWEEN 1 AND " + PermitKeys.MAX_PERMITS
             + " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())";
     // The sequence name was checked and quoted by Identifiers; an identifier cannot be a parameter.
     private static final String CREATE_SEQUENCE = "CREATE SEQUENCE IF NOT EXISTS %s";
@@ -1407,7 +1410,6 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             return session.callClaimed(c -> {
                 try (PreparedStatement ps = c.prepareStatement(SEMAPHORE_SIZES)) {
                     ps.setLong(1, classId);
-                    ps.setLong(2, keyId & 0xFFFF_FFFFL);
                     Set<Integer> sizes = new java.util.TreeSet<>();
                     try (ResultSet rs = ps.executeQuery()) {
                         while (rs.next()) {

@@ -439,6 +439,61 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Review (a read-only helper's hunt in semaphores): a permit whose marker was lost while its holder
+     * worked, released before the marker's listener had run, answered true and never told its holder
+     * (the listener found the permit released and kept quiet), though the permit had stopped counting
+     * and a caller asking for another number of permits could have been in beside it. The release
+     * now finds the loss itself: it answers false and tells the holder, as a lock's release does.
+     */
+    @Test
+    void aPermitReleasedAfterItsMarkerWasLostButBeforeItsHolderWasToldAnswersFalseAndTells() throws Exception {
+        LeaseLockClient a = pausedClient();
+        HeldLock blocker = a.acquire(LockRequest.of("event-thread-blocker"));
+        CountDownLatch hearing = new CountDownLatch(1);
+        CountDownLatch heard = new CountDownLatch(1);
+        blocker.onLost(hearThenWait(hearing, heard)); // keeps the event thread, so the marker's listener waits
+        a.declareUntrustedForTests("event-thread-blocker");
+        assertThat(hearing.await(10, TimeUnit.SECONDS)).isTrue();
+        try {
+            HeldLock permit = a.acquirePermit(LockRequest.of("told-on-release"), 3);
+            CompletableFuture<LockLostException> told = new CompletableFuture<>();
+            permit.onLost(told::complete);
+
+            a.declareUntrustedForTests(dev.pglock.core.internal.PermitKeys.marker("told-on-release", 3));
+            assertThat(permit.isHeld()).isFalse();
+            assertThat(permit.release()).as("its marker was lost while it was held").isFalse();
+            assertThat(told).as("told by the release, on its thread").isCompleted();
+            assertThat(told.get()).hasMessageContaining("told-on-release").hasMessageContaining("marker");
+        } finally {
+            heard.countDown();
+        }
+    }
+
+    /**
+     * Review (the same hunt): a permit lost through its own lock kept its marker, renewed for as long
+     * as the client lived when its holder, told, dropped it without releasing it: callers asking for
+     * another number of permits were refused all that time. The loss now gives the marker back.
+     */
+    @Test
+    void aPermitLostThroughItsOwnLockGivesItsMarkerBack() throws Exception {
+        LeaseLockClient a = pausedClient();
+        LockClient b = client();
+        HeldLock permit = a.acquirePermit(LockRequest.of("slot-lost"), 3);
+        CompletableFuture<LockLostException> told = new CompletableFuture<>();
+        permit.onLost(told::complete);
+
+        a.declareUntrustedForTests(java.util.stream.IntStream.range(0, 3)
+                .mapToObj(i -> dev.pglock.core.internal.PermitKeys.permit("slot-lost", i, 3)).toList());
+        assertThat(told.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS)).hasMessageContaining("slot-lost");
+        // never released by its holder
+        HeldLock five = b.acquirePermit(LockRequest.of("slot-lost").waitAtMost(PROMPTLY), 5);
+        assertThat(five.isHeld()).as("another number of permits, once the lost permit's marker was given back")
+                .isTrue();
+        five.release();
+        assertThat(permit.release()).as("already lost").isFalse();
+    }
+
+    /**
      * A permit asked for with a lease the client cannot keep is refused at the call, before anything
      * is taken or read, naming the semaphore's key. Before, the refusal came after the marker was
      * taken and the other markers read, naming the permit's internal key.
