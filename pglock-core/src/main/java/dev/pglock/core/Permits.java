@@ -213,8 +213,9 @@ final class Permits {
                 } finally {
                     // Lost after it was handed out: its holder, told, may drop it unreleased, and the
                     // marker would keep refusing callers that ask for another number of permits for as
-                    // long as the client lives. Before then, the caller taking it gives both back.
-                    if (notYetHandedOutBy.get() == null) {
+                    // long as the client lives. Lost before: it is never handed out, and the caller
+                    // taking it gives both back (taken by compare-and-set, as the marker's listener does).
+                    if (notYetHandedOutBy.getAndSet(null) == null) {
                         marker.close(); // quiet when released already
                     }
                 }
@@ -385,7 +386,7 @@ final class Permits {
         public boolean release() {
             boolean first = !releasedByHolder;
             LockLostException markerGone = first ? markerLostUntold() : null;
-            releasedByHolder = true;
+            releasedByHolder = true; // before the holder is told below: a listener that closes it finds it done
             boolean held;
             try {
                 held = slot.release();
@@ -396,13 +397,17 @@ final class Permits {
                 held = false; // given back when its marker was lost
             }
             releaseMarker();
+            if (markerGone != null) {
+                tell(markerGone, false); // on this thread before it returns, as a lock's release tells
+            }
             return held && markerGone == null;
         }
 
         /**
-         * Before the holder lets go: the marker's loss, told now, when it was lost while the permit was
-         * held and its listener has not told the holder yet (it waits its turn on the client's event
-         * thread, and keeps quiet once the permit is released). Null when the marker is held.
+         * Before the holder lets go: the marker's loss, to be told once the permit is released, when it
+         * was lost while the permit was held and its listener has not told the holder yet (it waits
+         * its turn on the client's event thread, and keeps quiet once the permit is released). Null
+         * when the marker is held.
          */
         private LockLostException markerLostUntold() {
             if (marker.isHeld()) {
@@ -412,9 +417,7 @@ final class Permits {
                 marker.assertHeld();
                 return null;
             } catch (LockLostException lost) {
-                LockLostException told = markerLost(lost);
-                tell(told, false);
-                return told;
+                return markerLost(lost);
             } catch (IllegalStateException released) {
                 return null; // given back by the permit's own loss (see the constructor): told of that
             }
@@ -425,7 +428,7 @@ final class Permits {
             if (releasedByHolder) {
                 return; // released (or closed) before: its marker's release is under way already
             }
-            markerLostUntold();
+            LockLostException markerGone = markerLostUntold();
             releasedByHolder = true;
             boolean wasHeld = slot.isHeld();
             try {
@@ -435,6 +438,9 @@ final class Permits {
                     releaseMarker();
                 } else {
                     marker.close();
+                }
+                if (markerGone != null) {
+                    tell(markerGone, false);
                 }
             }
         }

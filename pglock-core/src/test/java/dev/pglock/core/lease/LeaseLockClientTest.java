@@ -459,6 +459,7 @@ class LeaseLockClientTest extends LockClientContractTest {
             CompletableFuture<LockLostException> told = new CompletableFuture<>();
             permit.onLost(told::complete);
 
+            permit.onLost(lost -> permit.close()); // a holder's usual reaction: quiet once it is released
             a.declareUntrustedForTests(dev.pglock.core.internal.PermitKeys.marker("told-on-release", 3));
             assertThat(permit.isHeld()).isFalse();
             assertThat(permit.release()).as("its marker was lost while it was held").isFalse();
@@ -485,8 +486,9 @@ class LeaseLockClientTest extends LockClientContractTest {
         a.declareUntrustedForTests(java.util.stream.IntStream.range(0, 3)
                 .mapToObj(i -> dev.pglock.core.internal.PermitKeys.permit("slot-lost", i, 3)).toList());
         assertThat(told.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS)).hasMessageContaining("slot-lost");
-        // never released by its holder
-        HeldLock five = b.acquirePermit(LockRequest.of("slot-lost").waitAtMost(PROMPTLY), 5);
+        // never released by its holder; its marker is given back just after it was told
+        HeldLock five = await().atMost(PROMPTLY).ignoreException(IllegalStateException.class)
+                .until(() -> b.tryAcquirePermit(LockRequest.of("slot-lost"), 5).orElse(null), java.util.Objects::nonNull);
         assertThat(five.isHeld()).as("another number of permits, once the lost permit's marker was given back")
                 .isTrue();
         five.release();
@@ -1961,14 +1963,8 @@ class LeaseLockClientTest extends LockClientContractTest {
     void anUntrustedLeaseIsGivenBackOnlyAfterItsHoldersWereTold() throws Exception {
         LeaseLockClient holder = (LeaseLockClient) client();
         LockClient other = client();
-        holder.untrustedReleases = Runnable::run; // a release, once asked for, is made on the asking thread
         HeldLock held = holder.acquire(LockRequest.of("told-first"));
-        CountDownLatch hearing = new CountDownLatch(1);
-        CountDownLatch heard = new CountDownLatch(1);
-        held.onLost(hearThenWait(hearing, heard)); // the holder stopping its work
-
-        holder.declareUntrustedForTests("told-first");
-        assertThat(hearing.await(10, TimeUnit.SECONDS)).as("the holder is being told").isTrue();
+        CountDownLatch heard = lostAndBeingTold(holder, held);
         assertThat(held.isHeld()).isFalse();
         holder.retryReleasesForTests(); // a retry of other releases, running meanwhile, leaves it alone
         assertThat(other.tryAcquire(LockRequest.of("told-first"))).as("taken while its holder was still being told")
@@ -1992,14 +1988,7 @@ class LeaseLockClientTest extends LockClientContractTest {
     void aSharedKeyTakenAgainWhileItsLostHoldIsStillBeingToldIsNotFreedUnderIt() throws Exception {
         LeaseLockClient holder = (LeaseLockClient) client();
         LockClient other = client();
-        holder.untrustedReleases = Runnable::run; // a release, once asked for, is made on the asking thread
-        HeldLock held = holder.acquire(LockRequest.of("told-shared").shared());
-        CountDownLatch hearing = new CountDownLatch(1);
-        CountDownLatch heard = new CountDownLatch(1);
-        held.onLost(hearThenWait(hearing, heard)); // the holder stopping its work
-
-        holder.declareUntrustedForTests("told-shared");
-        assertThat(hearing.await(10, TimeUnit.SECONDS)).as("the holder is being told").isTrue();
+        CountDownLatch heard = lostAndBeingTold(holder, holder.acquire(LockRequest.of("told-shared").shared()));
         HeldLock again = holder.tryAcquire(LockRequest.of("told-shared").shared()).orElseThrow();
         assertThat(again.isHeld()).as("a shared lock is joined again at once").isTrue();
         assertThat(again.release()).isTrue();
@@ -2024,20 +2013,9 @@ class LeaseLockClientTest extends LockClientContractTest {
     void aLostHoldToldLateIsStillReleasedWhileItsClientHoldsTheKeyAgain() throws Exception {
         LeaseLockClient holder = (LeaseLockClient) client();
         LockClient other = client();
-        holder.untrustedReleases = Runnable::run; // a release, once asked for, is made on the asking thread
-        HeldLock held = holder.acquire(LockRequest.of("told-late").shared());
-        CountDownLatch hearing = new CountDownLatch(1);
-        CountDownLatch heard = new CountDownLatch(1);
-        held.onLost(hearThenWait(hearing, heard));
-
-        holder.declareUntrustedForTests("told-late");
-        assertThat(hearing.await(10, TimeUnit.SECONDS)).as("the holder is being told").isTrue();
+        CountDownLatch heard = lostAndBeingTold(holder, holder.acquire(LockRequest.of("told-late").shared()));
         HeldLock again = holder.tryAcquire(LockRequest.of("told-late").shared()).orElseThrow();
-        holder.retryClockOffsetNanosForTests = TimeUnit.HOURS.toNanos(1); // every retry deadline has passed
-        heard.countDown();
-        await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> assertThat(queryLong("SELECT count(*) FROM "
-                + table + " WHERE lock_key = 'told-late' AND cardinality(holders) = 1")).as("the lost entry released")
-                .isEqualTo(1));
+        toldAfterEveryRetryTime(holder, heard, "told-late");
 
         assertThat(again.release()).isTrue();
         assertThat(other.tryAcquire(LockRequest.of("told-late"))).as("free at once, not a lease later").isPresent();
@@ -2054,20 +2032,9 @@ class LeaseLockClientTest extends LockClientContractTest {
         LeaseLockClient holder = (LeaseLockClient) client();
         LockClient reader = client();
         LockClient other = client();
-        holder.untrustedReleases = Runnable::run; // a release, once asked for, is made on the asking thread
         HeldLock reads = reader.acquire(LockRequest.of("told-after").shared());
-        HeldLock held = holder.acquire(LockRequest.of("told-after").shared());
-        CountDownLatch hearing = new CountDownLatch(1);
-        CountDownLatch heard = new CountDownLatch(1);
-        held.onLost(hearThenWait(hearing, heard));
-
-        holder.declareUntrustedForTests("told-after");
-        assertThat(hearing.await(10, TimeUnit.SECONDS)).as("the holder is being told").isTrue();
-        holder.retryClockOffsetNanosForTests = TimeUnit.HOURS.toNanos(1); // every retry deadline has passed
-        heard.countDown();
-        await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> assertThat(queryLong("SELECT count(*) FROM "
-                + table + " WHERE lock_key = 'told-after' AND cardinality(holders) = 1")).as("the lost entry released")
-                .isEqualTo(1));
+        CountDownLatch heard = lostAndBeingTold(holder, holder.acquire(LockRequest.of("told-after").shared()));
+        toldAfterEveryRetryTime(holder, heard, "told-after");
 
         assertThat(reads.release()).isTrue();
         assertThat(other.tryAcquire(LockRequest.of("told-after"))).as("free at once, not a lease later").isPresent();
@@ -2239,6 +2206,29 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /** A listener that says it is hearing, then waits (as a holder stopping its work) until {@code heard}. */
+    /**
+     * Declares {@code held} untrusted, its release made on the asking thread once asked for, and
+     * returns once its holder is being told: its onLost listener waits for the latch returned.
+     */
+    private static CountDownLatch lostAndBeingTold(LeaseLockClient holder, HeldLock held) throws InterruptedException {
+        holder.untrustedReleases = Runnable::run;
+        CountDownLatch hearing = new CountDownLatch(1);
+        CountDownLatch heard = new CountDownLatch(1);
+        held.onLost(hearThenWait(hearing, heard)); // the holder stopping its work
+        holder.declareUntrustedForTests(held.key());
+        assertThat(hearing.await(10, TimeUnit.SECONDS)).as("the holder is being told").isTrue();
+        return heard;
+    }
+
+    /** Lets the holder being told finish after every retry time has passed, then awaits its entry's release. */
+    private void toldAfterEveryRetryTime(LeaseLockClient holder, CountDownLatch heard, String key) {
+        holder.retryClockOffsetNanosForTests = TimeUnit.HOURS.toNanos(1);
+        heard.countDown();
+        await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> assertThat(queryLong("SELECT count(*) FROM "
+                + table + " WHERE lock_key = ? AND cardinality(holders) = 1", key)).as("the lost entry released")
+                .isEqualTo(1));
+    }
+
     private static java.util.function.Consumer<LockLostException> hearThenWait(CountDownLatch hearing,
             CountDownLatch heard) {
         return e -> {
