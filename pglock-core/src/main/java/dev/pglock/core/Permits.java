@@ -194,6 +194,8 @@ final class Permits {
         private volatile boolean releasedByHolder;
         /** Set when the marker's loss gave the permit's lock back. */
         private volatile boolean lostWithMarker;
+        /** Set when release() or close() found the marker lost and tells the holder of it. */
+        private volatile boolean lostOnRelease;
         /** The holders' listeners, and the loss once told (guarded by this). */
         private final List<Consumer<LockLostException>> listeners = new java.util.ArrayList<>();
         private LockLostException told;
@@ -216,7 +218,7 @@ final class Permits {
                     // long as the client lives. Lost before: it is never handed out, and the caller
                     // taking it gives both back (taken by compare-and-set, as the marker's listener does).
                     if (notYetHandedOutBy.getAndSet(null) == null) {
-                        marker.close(); // quiet when released already
+                        releaseMarker(); // with its hold-at-least, which keeps the lost permit's row taken too
                     }
                 }
             });
@@ -385,6 +387,9 @@ final class Permits {
         @Override
         public boolean release() {
             boolean first = !releasedByHolder;
+            if (!first && lostOnRelease) {
+                return false; // from a listener its own release is telling: lost, as a lost lock's release answers
+            }
             LockLostException markerGone = first ? markerLostUntold() : null;
             releasedByHolder = true; // before the holder is told below: a listener that closes it finds it done
             boolean held;
@@ -398,6 +403,7 @@ final class Permits {
             }
             releaseMarker();
             if (markerGone != null) {
+                lostOnRelease = true;
                 tell(markerGone, false); // on this thread before it returns, as a lock's release tells
             }
             return held && markerGone == null;
@@ -440,6 +446,7 @@ final class Permits {
                     marker.close();
                 }
                 if (markerGone != null) {
+                    lostOnRelease = true;
                     tell(markerGone, false);
                 }
             }

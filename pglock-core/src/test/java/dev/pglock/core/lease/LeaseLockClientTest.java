@@ -459,12 +459,15 @@ class LeaseLockClientTest extends LockClientContractTest {
             CompletableFuture<LockLostException> told = new CompletableFuture<>();
             permit.onLost(told::complete);
 
+            CompletableFuture<Boolean> releasedAgain = new CompletableFuture<>();
             permit.onLost(lost -> permit.close()); // a holder's usual reaction: quiet once it is released
+            permit.onLost(lost -> releasedAgain.complete(permit.release())); // answers as a lost lock's would
             a.declareUntrustedForTests(dev.pglock.core.internal.PermitKeys.marker("told-on-release", 3));
             assertThat(permit.isHeld()).isFalse();
             assertThat(permit.release()).as("its marker was lost while it was held").isFalse();
             assertThat(told).as("told by the release, on its thread").isCompleted();
             assertThat(told.get()).hasMessageContaining("told-on-release").hasMessageContaining("marker");
+            assertThat(releasedAgain).isCompletedWithValue(false);
         } finally {
             heard.countDown();
         }
@@ -493,6 +496,33 @@ class LeaseLockClientTest extends LockClientContractTest {
                 .isTrue();
         five.release();
         assertThat(permit.release()).as("already lost").isFalse();
+    }
+
+    /**
+     * Review of the marker given back on a permit's own loss: it was given back at once, while the
+     * lost permit's row stayed taken by its hold-at-least, so a caller asking for another number of
+     * permits got in inside the hold-at-least that should have refused it. The marker now keeps the
+     * hold-at-least, as on a release.
+     */
+    @Test
+    void aPermitLostThroughItsOwnLockKeepsItsMarkerThroughItsHoldAtLeast() throws Exception {
+        LeaseLockClient a = pausedClient();
+        LockClient b = client();
+        a.untrustedReleases = Runnable::run;
+        HeldLock permit = a.acquirePermit(LockRequest.of("slot-lost-kept").holdAtLeast(Duration.ofSeconds(20)), 3);
+        CompletableFuture<LockLostException> told = new CompletableFuture<>();
+        permit.onLost(told::complete);
+
+        a.declareUntrustedForTests(java.util.stream.IntStream.range(0, 3)
+                .mapToObj(i -> dev.pglock.core.internal.PermitKeys.permit("slot-lost-kept", i, 3)).toList());
+        told.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
+        // the lost permit's row is given back once its holder was told, kept by its hold-at-least
+        await().atMost(PROMPTLY).untilAsserted(() -> assertThat(queryLong("SELECT count(*) FROM " + table
+                + " WHERE starts_with(lock_key, ?) AND holders = '{}' AND expires_at > statement_timestamp()",
+                dev.pglock.core.internal.PermitKeys.permitPrefix("slot-lost-kept"))).isEqualTo(1));
+        assertThatThrownBy(() -> b.tryAcquirePermit(LockRequest.of("slot-lost-kept"), 5))
+                .as("another number of permits inside the lost permit's hold-at-least")
+                .isInstanceOf(IllegalStateException.class).hasMessageContaining("3 permits");
     }
 
     /**
