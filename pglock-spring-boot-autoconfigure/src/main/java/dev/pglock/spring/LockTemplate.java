@@ -230,7 +230,9 @@ public class LockTemplate implements LockOperations {
     private TransactionLock tryLockInTransaction(LockRequest request) {
         if (dataSource == null) {
             throw new IllegalStateException("lock '" + request.key() + "' was asked for in the transaction, but this"
-                    + " LockTemplate does not know its lock client's DataSource; build it with one");
+                    + " LockTemplate does not know its lock client's DataSource, whose transaction the lock must join"
+                    + " (a LockClient bean of the application's own may lock on another database): define a"
+                    + " LockTemplate bean with new LockTemplate(client, clients, wait, holdAtLeast, dataSource)");
         }
         if (!TransactionSynchronizationManager.isActualTransactionActive()
                 || !TransactionSynchronizationManager.isSynchronizationActive()

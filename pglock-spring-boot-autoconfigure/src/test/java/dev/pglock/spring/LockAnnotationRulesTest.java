@@ -244,6 +244,32 @@ class LockAnnotationRulesTest {
                 });
     }
 
+    /**
+     * Review (a read-only helper's hunt in the starter): with a LockClient bean of the application's
+     * own, which may lock on another database, the template was still given the application's
+     * DataSource, so inTransaction = true took pg_advisory_xact_lock in the application's transaction,
+     * in another database than every other holder of the key: both ran. A client the starter did not
+     * build now gets no DataSource, and a lock in the transaction is refused at the call, saying how
+     * to give the template its client's DataSource.
+     */
+    @Test
+    void aLockInTheTransactionOnAnApplicationsOwnClientIsRefusedUnlessItsDataSourceIsKnown() {
+        HikariDataSource elsewhere = db.pooledDataSource(2); // stands for another database
+        toClose.add(elsewhere);
+        runner().withBean("ownClient", LockClient.class, () -> {
+            LockClient own = PgLock.advisory(elsewhere).namespace(namespace).build();
+            toClose.add(0, own);
+            return own;
+        }).withBean(InTheTransaction.class).run(context -> {
+            assertThat(context).hasNotFailed().doesNotHaveBean("pgLockClient");
+            InTheTransaction bean = context.getBean(InTheTransaction.class);
+            assertThatThrownBy(bean::run).as("locked in the application's transaction, not its client's database")
+                    .isInstanceOf(IllegalStateException.class).hasMessageContaining("DataSource")
+                    .hasMessageContaining("new LockTemplate(");
+            assertThat(bean.runs()).isZero();
+        });
+    }
+
     // ---- 9. proxying -----------------------------------------------------------------------------
 
     /** Before: with spring.aop.auto=false and no transaction management, nothing created proxies. */
@@ -509,6 +535,20 @@ class LockAnnotationRulesTest {
     }
 
     public record Order(Customer customer) {
+    }
+
+    static class InTheTransaction {
+        private final AtomicInteger runs = new AtomicInteger();
+
+        @org.springframework.transaction.annotation.Transactional
+        @DistributedLock(key = "'own-client-tx'", inTransaction = true)
+        public void run() {
+            runs.incrementAndGet();
+        }
+
+        int runs() {
+            return runs.get();
+        }
     }
 
     static class HeldAfterCommit {

@@ -97,8 +97,12 @@ public final class PgLockAutoConfiguration {
     @ConditionalOnSingleCandidate(LockClient.class)
     LockTemplate pgLockTemplate(LockClient client, ObjectProvider<PgLockClients> clients, PgLockProperties properties) {
         PgLockClients known = clients.getIfUnique();
+        // The DataSource whose transaction a lock in the transaction joins: only a client built on it.
+        // An application's own client may lock on another database, where a transaction lock taken
+        // on this one would exclude nobody: the template then refuses locks in the transaction.
+        DataSource dataSource = known != null && known.built().contains(client) ? known.dataSource() : null;
         return new LockTemplate(client, mode -> clients.getObject().get(mode), properties.getWait(),
-                properties.getHoldAtLeast(), known != null ? known.dataSource() : null);
+                properties.getHoldAtLeast(), dataSource);
     }
 
     /** Static and lazy about the template, so that creating it touches no DataSource. */
