@@ -319,9 +319,19 @@ final class DistributedLockInterceptor implements MethodInterceptor {
     private static final java.util.regex.Pattern IDENTITY_PART = java.util.regex.Pattern.compile(
             "([A-Za-z_$][\\w$]*(?:\\.[A-Za-z_$][\\w$]*)+)@[0-9a-f]{1,8}(?![\\w$])");
 
+    /**
+     * An array's or a hidden class's (a lambda's) identity form: "[J@1b2c3d4", "[Ljava.lang.String;@…",
+     * "com.example.Jobs$$Lambda/0x000001f2c3004a00@…": no class name to look up, and never stable.
+     */
+    private static final java.util.regex.Pattern UNNAMED_IDENTITY_PART = java.util.regex.Pattern.compile(
+            "(?:\\[+(?:[ZBCSIJFD]|L[\\w$.]+;)|[A-Za-z_$][\\w$.]*/0x[0-9a-f]+)@[0-9a-f]{1,8}(?![\\w$])");
+
     private static boolean containsIdentity(String string, Class<?> type) {
         if (string.indexOf('@') < 0) {
             return false;
+        }
+        if (UNNAMED_IDENTITY_PART.matcher(string).find()) {
+            return true;
         }
         java.util.regex.Matcher part = IDENTITY_PART.matcher(string);
         while (part.find()) {

@@ -72,11 +72,20 @@ record LockOperation(
                 || (whenLocked == DistributedLock.WhenLocked.DEFAULT && scheduled);
     }
 
-    /** What a skipped synchronous call returns (a {@code CompletionStage}: completed with null). */
+    /** What a skipped synchronous call returns: an empty optional, a {@code CompletionStage} completed with null, or null. */
     Object skippedResult() {
         Class<?> type = method.getReturnType();
         if (type == Optional.class) {
             return Optional.empty();
+        }
+        if (type == java.util.OptionalInt.class) {
+            return java.util.OptionalInt.empty();
+        }
+        if (type == java.util.OptionalLong.class) {
+            return java.util.OptionalLong.empty();
+        }
+        if (type == java.util.OptionalDouble.class) {
+            return java.util.OptionalDouble.empty();
         }
         if (shape == Shape.COMPLETION_STAGE) {
             return CompletableFuture.completedFuture(null);

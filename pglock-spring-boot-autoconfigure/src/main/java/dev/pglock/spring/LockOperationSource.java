@@ -79,8 +79,8 @@ final class LockOperationSource {
         Set<Class<?>> types = new LinkedHashSet<>(ClassUtils.getAllInterfacesForClassAsSet(targetClass));
         types.add(targetClass);
         for (Class<?> type : types) {
-            if (Proxy.isProxyClass(type)) {
-                continue; // a JDK dynamic proxy's final methods are called through its interfaces, scanned here
+            if (Proxy.isProxyClass(type) || ClassUtils.isLambdaClass(type)) {
+                continue; // a JDK dynamic proxy's or lambda's methods are called through its interfaces, scanned here
             }
             refuseOnType(type);
             ReflectionUtils.doWithMethods(type, method -> {
@@ -101,7 +101,7 @@ final class LockOperationSource {
         if (lockedMethods.isEmpty()) {
             return false;
         }
-        if (!Proxy.isProxyClass(targetClass)) { // a generated class has no class file to read
+        if (!Proxy.isProxyClass(targetClass) && !ClassUtils.isLambdaClass(targetClass)) { // no class file to read
             warnAboutSelfInvocation(ClassUtils.getUserClass(targetClass), lockedMethods);
         }
         return true;
@@ -207,10 +207,10 @@ final class LockOperationSource {
             return NONE;
         }
         // The user's class, never a proxy's: a CGLIB subclass is named after it, but a JDK dynamic proxy
-        // ($ProxyNN, numbered in creation order, so not the same on every replica) is not, and the
-        // interface that declares the method stands for it.
-        Class<?> owner = targetClass == null || Proxy.isProxyClass(targetClass) ? method.getDeclaringClass()
-                : ClassUtils.getUserClass(targetClass);
+        // ($ProxyNN, numbered in creation order) and a lambda (Config$$Lambda/0x…, an address) are not
+        // the same on every replica, and the interface that declares the method stands for them.
+        Class<?> owner = targetClass == null || Proxy.isProxyClass(targetClass) || ClassUtils.isLambdaClass(targetClass)
+                ? method.getDeclaringClass() : ClassUtils.getUserClass(targetClass);
         String description = "@DistributedLock on " + owner.getSimpleName() + "." + method.getName() + "(..)";
         String keyText = resolvePlaceholders(annotation.key());
         String keyExpression = null;

@@ -368,6 +368,8 @@ abstract class DistributedLockIntegrationTest {
             assertThatThrownBy(outcomes::compute).isInstanceOf(LockNotAcquiredException.class)
                     .hasMessageContaining("Outcomes.compute").hasMessageContaining("busy");
             assertThat(outcomes.maybe()).isEmpty();
+            // Before: null, where the caller expects an OptionalInt (a helper's hunt in the starter)
+            assertThat(outcomes.maybeCount()).as("an empty OptionalInt").isEqualTo(java.util.OptionalInt.empty());
             assertThat(outcomes.orNull()).isNull();
             assertThatThrownBy(outcomes::tickOrThrow).isInstanceOf(LockNotAcquiredException.class);
             assertThat(outcomes.runs()).isZero();
@@ -819,6 +821,12 @@ abstract class DistributedLockIntegrationTest {
         public Optional<String> maybe() {
             ran.incrementAndGet();
             return Optional.of("value");
+        }
+
+        @DistributedLock(key = "'busy'", whenLocked = DistributedLock.WhenLocked.SKIP)
+        public java.util.OptionalInt maybeCount() {
+            ran.incrementAndGet();
+            return java.util.OptionalInt.of(3);
         }
 
         @DistributedLock(key = "'busy'", whenLocked = DistributedLock.WhenLocked.SKIP)

@@ -152,7 +152,9 @@ class LockAnnotationRulesTest {
                 .withBean("mapper", dev.pglock.spring.keys.a.Mapper.class, () -> (dev.pglock.spring.keys.a.Mapper)
                         java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
                                 new Class<?>[] {dev.pglock.spring.keys.a.Mapper.class},
-                                (proxy, method, args) -> LockContext.current().key())).run(context -> {
+                                (proxy, method, args) -> LockContext.current().key()))
+                .withBean("lambdaMapper", dev.pglock.spring.keys.a.Mapper.class,
+                        () -> tenant -> LockContext.current().key()).run(context -> {
                     var a = context.getBean(dev.pglock.spring.keys.a.Jobs.class);
                     var b = context.getBean(dev.pglock.spring.keys.b.Jobs.class);
                     assertThat(AopUtils.isCglibProxy(a)).isTrue();
@@ -165,8 +167,11 @@ class LockAnnotationRulesTest {
                     assertThat(keys.get(6)).isEqualTo("dev.pglock.spring.keys.a.Jobs.run(dev.pglock.spring.keys.b.Jobs)");
                     // Before: a bean that is a JDK dynamic proxy was named by its proxy class, $ProxyNN,
                     // numbered in creation order: two replicas could lock under different keys.
-                    assertThat(context.getBean(dev.pglock.spring.keys.a.Mapper.class).sync("t")).as("a JDK proxy's key")
-                            .isEqualTo("dev.pglock.spring.keys.a.Mapper.sync(java.lang.String)");
+                    assertThat(context.getBean("mapper", dev.pglock.spring.keys.a.Mapper.class).sync("t"))
+                            .as("a JDK proxy's key").isEqualTo("dev.pglock.spring.keys.a.Mapper.sync(java.lang.String)");
+                    // Before: a lambda bean's was "…$$Lambda/0x00007f4c90138408.sync(…)", an address
+                    assertThat(context.getBean("lambdaMapper", dev.pglock.spring.keys.a.Mapper.class).sync("t"))
+                            .as("a lambda's key").isEqualTo("dev.pglock.spring.keys.a.Mapper.sync(java.lang.String)");
                     assertThat(output).as("nor was it warned about as a final method").doesNotContain("has no effect");
                 });
     }
@@ -443,6 +448,15 @@ class LockAnnotationRulesTest {
                     .hasMessageContaining("identity");
             assertThatThrownBy(() -> keys.prefixed(new Holder(new Plain()))).isInstanceOf(IllegalArgumentException.class)
                     .hasMessageContaining("identity");
+            // Before: an array's or a lambda's identity inside a record's string ("Holder[inside=[J@58c1c010]")
+            // was not seen, and each call locked another key (a helper's hunt in the starter).
+            Runnable lambda = () -> { };
+            for (Object inside : List.of(new long[] {1, 2}, new String[] {"a"}, new int[][] {{1}}, lambda)) {
+                assertThatThrownBy(() -> keys.on(new Holder(inside))).as(String.valueOf(inside))
+                        .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("identity");
+                assertThatThrownBy(() -> keys.prefixed(new Holder(inside))).as(String.valueOf(inside))
+                        .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("identity");
+            }
             assertThat(keys.runs()).as("nothing ran").isZero();
 
             assertThat(keys.prefixed(7L)).isEqualTo("thing:7");
