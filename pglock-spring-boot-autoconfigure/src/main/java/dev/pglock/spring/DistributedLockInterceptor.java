@@ -321,10 +321,12 @@ final class DistributedLockInterceptor implements MethodInterceptor {
 
     /**
      * An array's or a hidden class's (a lambda's) identity form: "[J@1b2c3d4", "[Ljava.lang.String;@…",
-     * "com.example.Jobs$$Lambda/0x000001f2c3004a00@…": no class name to look up, and never stable.
+     * "com.example.Jobs$$Lambda/0x000001f2c3004a00@…": no class name to look up, and never stable. Only
+     * with an identity hash of five hex digits or more and a hidden class's full address, so that text
+     * such as "[I@1]" in a user's data is not taken for one (a hash below 0x10000 is one in 30,000).
      */
     private static final java.util.regex.Pattern UNNAMED_IDENTITY_PART = java.util.regex.Pattern.compile(
-            "(?:\\[+(?:[ZBCSIJFD]|L[\\w$.]+;)|[A-Za-z_$][\\w$.]*/0x[0-9a-f]+)@[0-9a-f]{1,8}(?![\\w$])");
+            "(?:\\[+(?:[ZBCSIJFD]|L[\\w$.]+;)|[A-Za-z_$][\\w$.]*/0x[0-9a-f]{12,16})@[0-9a-f]{5,8}(?![\\w$])");
 
     private static boolean containsIdentity(String string, Class<?> type) {
         if (string.indexOf('@') < 0) {

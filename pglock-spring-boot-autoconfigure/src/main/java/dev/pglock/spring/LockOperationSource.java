@@ -198,7 +198,12 @@ final class LockOperationSource {
         if (method.getDeclaringClass() == Object.class) {
             return NONE;
         }
-        Method specific = targetClass == null ? method : AopUtils.getMostSpecificMethod(method, targetClass);
+        // A generated class's method (a JDK proxy's, a lambda's) has no parameter names: the interface's has.
+        boolean generated = targetClass != null && (Proxy.isProxyClass(targetClass) || ClassUtils.isLambdaClass(targetClass));
+        if (generated && method.getDeclaringClass() == targetClass) {
+            method = ClassUtils.getInterfaceMethodIfPossible(method, targetClass); // as proxy creation asks with a lambda's own
+        }
+        Method specific = targetClass == null || generated ? method : AopUtils.getMostSpecificMethod(method, targetClass);
         DistributedLock annotation = AnnotatedElementUtils.findMergedAnnotation(specific, DistributedLock.class);
         if (annotation == null && specific != method) {
             annotation = AnnotatedElementUtils.findMergedAnnotation(method, DistributedLock.class);
@@ -209,8 +214,7 @@ final class LockOperationSource {
         // The user's class, never a proxy's: a CGLIB subclass is named after it, but a JDK dynamic proxy
         // ($ProxyNN, numbered in creation order) and a lambda (Config$$Lambda/0x…, an address) are not
         // the same on every replica, and the interface that declares the method stands for them.
-        Class<?> owner = targetClass == null || Proxy.isProxyClass(targetClass) || ClassUtils.isLambdaClass(targetClass)
-                ? method.getDeclaringClass() : ClassUtils.getUserClass(targetClass);
+        Class<?> owner = targetClass == null || generated ? method.getDeclaringClass() : ClassUtils.getUserClass(targetClass);
         String description = "@DistributedLock on " + owner.getSimpleName() + "." + method.getName() + "(..)";
         String keyText = resolvePlaceholders(annotation.key());
         String keyExpression = null;

@@ -154,6 +154,8 @@ class LockAnnotationRulesTest {
                                 new Class<?>[] {dev.pglock.spring.keys.a.Mapper.class},
                                 (proxy, method, args) -> LockContext.current().key()))
                 .withBean("lambdaMapper", dev.pglock.spring.keys.a.Mapper.class,
+                        () -> tenant -> LockContext.current().key())
+                .withBean("keyedLambda", dev.pglock.spring.keys.a.KeyedMapper.class,
                         () -> tenant -> LockContext.current().key()).run(context -> {
                     var a = context.getBean(dev.pglock.spring.keys.a.Jobs.class);
                     var b = context.getBean(dev.pglock.spring.keys.b.Jobs.class);
@@ -172,6 +174,8 @@ class LockAnnotationRulesTest {
                     // Before: a lambda bean's was "…$$Lambda/0x00007f4c90138408.sync(…)", an address
                     assertThat(context.getBean("lambdaMapper", dev.pglock.spring.keys.a.Mapper.class).sync("t"))
                             .as("a lambda's key").isEqualTo("dev.pglock.spring.keys.a.Mapper.sync(java.lang.String)");
+                    // Before: "#tenant" stopped the start, as the lambda's own method has no parameter names
+                    assertThat(context.getBean(dev.pglock.spring.keys.a.KeyedMapper.class).sync("t")).isEqualTo("t");
                     assertThat(output).as("nor was it warned about as a final method").doesNotContain("has no effect");
                 });
     }
@@ -273,6 +277,24 @@ class LockAnnotationRulesTest {
                     .hasMessageContaining("new LockTemplate(");
             assertThat(bean.runs()).isZero();
         });
+    }
+
+    /** The same refusal must not reach the starter's own client behind a Spring AOP proxy (tracing, metrics). */
+    @Test
+    void aLockInTheTransactionOnTheStartersClientBehindAnAopProxyIsTaken() {
+        runner().withBean("wrapsTheClient", org.springframework.beans.factory.config.BeanPostProcessor.class,
+                () -> new org.springframework.beans.factory.config.BeanPostProcessor() {
+                    @Override
+                    public Object postProcessAfterInitialization(Object bean, String name) {
+                        return "pgLockClient".equals(name)
+                                ? new org.springframework.aop.framework.ProxyFactory(bean).getProxy() : bean;
+                    }
+                }).withBean(InTheTransaction.class).run(context -> {
+                    assertThat(AopUtils.isAopProxy(context.getBean(LockClient.class))).isTrue();
+                    InTheTransaction bean = context.getBean(InTheTransaction.class);
+                    bean.run();
+                    assertThat(bean.runs()).isEqualTo(1);
+                });
     }
 
     // ---- 9. proxying -----------------------------------------------------------------------------
@@ -458,6 +480,9 @@ class LockAnnotationRulesTest {
                         .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("identity");
             }
             assertThat(keys.runs()).as("nothing ran").isZero();
+            // A user's text that only looks like an array's identity, with a hash too short for one, is kept.
+            assertThat(keys.on(new Holder("[I@1]"))).isEqualTo("Holder[inside=[I@1]]");
+            assertThat(keys.on(new Holder("v1/0x1f@a"))).isEqualTo("Holder[inside=v1/0x1f@a]");
 
             assertThat(keys.prefixed(7L)).isEqualTo("thing:7");
             assertThat(keys.prefixed(new CustomerId(7))).isEqualTo("thing:CustomerId[value=7]");

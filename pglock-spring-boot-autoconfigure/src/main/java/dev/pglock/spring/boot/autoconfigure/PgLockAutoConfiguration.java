@@ -100,9 +100,18 @@ public final class PgLockAutoConfiguration {
         // The DataSource whose transaction a lock in the transaction joins: only a client built on it.
         // An application's own client may lock on another database, where a transaction lock taken
         // on this one would exclude nobody: the template then refuses locks in the transaction.
-        DataSource dataSource = known != null && known.built().contains(client) ? known.dataSource() : null;
+        DataSource dataSource = known != null && known.built().contains(unwrapped(client)) ? known.dataSource() : null;
         return new LockTemplate(client, mode -> clients.getObject().get(mode), properties.getWait(),
                 properties.getHoldAtLeast(), dataSource);
+    }
+
+    /** The client a Spring AOP proxy (tracing, metrics) wraps, or the client itself. */
+    private static Object unwrapped(LockClient client) {
+        Object target = client;
+        for (Object inner; (inner = org.springframework.aop.framework.AopProxyUtils.getSingletonTarget(target)) != null; ) {
+            target = inner;
+        }
+        return target;
     }
 
     /** Static and lazy about the template, so that creating it touches no DataSource. */
