@@ -322,11 +322,12 @@ final class DistributedLockInterceptor implements MethodInterceptor {
     /**
      * An array's or a hidden class's (a lambda's) identity form: "[J@1b2c3d4", "[Ljava.lang.String;@…",
      * "com.example.Jobs$$Lambda/0x000001f2c3004a00@…": no class name to look up, and never stable. Only
-     * with an identity hash of five hex digits or more and a hidden class's full address, so that text
-     * such as "[I@1]" in a user's data is not taken for one (a hash below 0x10000 is one in 30,000).
+     * with an identity hash of five hex digits or more and a hidden class's address of nine or more (a
+     * lambda loaded from a CDS or AOT cache has an unpadded one from 0x800000000), so that text such as
+     * "[I@1]" in a user's data is not taken for one; a hash below 0x10000, one in 30,000, slips through.
      */
     private static final java.util.regex.Pattern UNNAMED_IDENTITY_PART = java.util.regex.Pattern.compile(
-            "(?:\\[+(?:[ZBCSIJFD]|L[\\w$.]+;)|[A-Za-z_$][\\w$.]*/0x[0-9a-f]{12,16})@[0-9a-f]{5,8}(?![\\w$])");
+            "(?:\\[+(?:[ZBCSIJFD]|L[\\w$.]+;)|[A-Za-z_$][\\w$.]*/0x[0-9a-f]{9,16})@[0-9a-f]{5,8}(?![\\w$])");
 
     private static boolean containsIdentity(String string, Class<?> type) {
         if (string.indexOf('@') < 0) {

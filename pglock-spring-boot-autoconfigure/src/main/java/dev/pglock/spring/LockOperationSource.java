@@ -208,6 +208,18 @@ final class LockOperationSource {
         if (annotation == null && specific != method) {
             annotation = AnnotatedElementUtils.findMergedAnnotation(method, DistributedLock.class);
         }
+        if (annotation == null && generated) {
+            // Two interfaces of a JDK proxy or lambda that declare the same method: a call comes with the
+            // first one's, and the annotation may be on another's.
+            for (Class<?> type : ClassUtils.getAllInterfacesForClassAsSet(targetClass)) {
+                Method declared = ReflectionUtils.findMethod(type, method.getName(), method.getParameterTypes());
+                if (declared != null && (annotation = AnnotatedElementUtils.findMergedAnnotation(declared,
+                        DistributedLock.class)) != null) {
+                    specific = declared;
+                    break;
+                }
+            }
+        }
         if (annotation == null) {
             return NONE;
         }

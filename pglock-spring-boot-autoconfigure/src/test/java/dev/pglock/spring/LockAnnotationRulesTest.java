@@ -297,6 +297,24 @@ class LockAnnotationRulesTest {
                 });
     }
 
+    /**
+     * Review of the interface method used for generated classes: a JDK proxy of two interfaces that
+     * declare one method is called with the first one's, and the annotation on the second was no
+     * longer found: the bean was proxied, but its calls ran unlocked.
+     */
+    @Test
+    void aJdkProxyOfTwoInterfacesIsLockedWhicheverDeclaresTheAnnotation() {
+        runner().withBean("twoFaces", dev.pglock.spring.keys.a.TwoFaces.Plainly.class,
+                () -> (dev.pglock.spring.keys.a.TwoFaces.Plainly) java.lang.reflect.Proxy.newProxyInstance(
+                        getClass().getClassLoader(), new Class<?>[] {dev.pglock.spring.keys.a.TwoFaces.Plainly.class,
+                                dev.pglock.spring.keys.a.TwoFaces.Locked.class},
+                        (proxy, method, args) -> LockContext.current().key())).run(context -> {
+                    var bean = context.getBean(dev.pglock.spring.keys.a.TwoFaces.Plainly.class);
+                    assertThat(bean.run()).as("locked through the first interface").isEqualTo("two-faces");
+                    assertThat(((dev.pglock.spring.keys.a.TwoFaces.Locked) bean).run()).isEqualTo("two-faces");
+                });
+    }
+
     // ---- 9. proxying -----------------------------------------------------------------------------
 
     /** Before: with spring.aop.auto=false and no transaction management, nothing created proxies. */
@@ -483,6 +501,9 @@ class LockAnnotationRulesTest {
             // A user's text that only looks like an array's identity, with a hash too short for one, is kept.
             assertThat(keys.on(new Holder("[I@1]"))).isEqualTo("Holder[inside=[I@1]]");
             assertThat(keys.on(new Holder("v1/0x1f@a"))).isEqualTo("Holder[inside=v1/0x1f@a]");
+            // A lambda loaded from a CDS or AOT cache has a short, unpadded address: still refused.
+            assertThatThrownBy(() -> keys.on(new Holder("com.example.Config$$Lambda/0x800000a1c@1a2b3c4")))
+                    .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("identity");
 
             assertThat(keys.prefixed(7L)).isEqualTo("thing:7");
             assertThat(keys.prefixed(new CustomerId(7))).isEqualTo("thing:CustomerId[value=7]");
