@@ -2000,10 +2000,7 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThat(other.tryAcquire(LockRequest.of("told-first"))).as("taken while its holder was still being told")
                 .isEmpty();
 
-        heard.countDown();
-        // given back once told: within 10 s, where its lease would have run for 30
-        HeldLock next = other.acquire(LockRequest.of("told-first").waitAtMost(Duration.ofSeconds(10)));
-        assertThat(next.isHeld()).isTrue();
+        assertGivenBackOnceTold(heard, other, "told-first");
     }
 
     /**
@@ -2025,10 +2022,7 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThat(other.tryAcquire(LockRequest.of("told-shared")))
                 .as("taken exclusively while the lost shared hold's holder was still being told").isEmpty();
 
-        heard.countDown();
-        // given back once told: within 10 s, where its lease would have run for 30
-        HeldLock next = other.acquire(LockRequest.of("told-shared").waitAtMost(Duration.ofSeconds(10)));
-        assertThat(next.isHeld()).isTrue();
+        assertGivenBackOnceTold(heard, other, "told-shared");
     }
 
     /**
@@ -2248,6 +2242,13 @@ class LeaseLockClientTest extends LockClientContractTest {
         holder.declareUntrustedForTests(held.key());
         assertThat(hearing.await(10, TimeUnit.SECONDS)).as("the holder is being told").isTrue();
         return heard;
+    }
+
+    /** Lets the holder being told finish; the key is then given back within 10 s, where its lease would have run for 30. */
+    private static void assertGivenBackOnceTold(CountDownLatch heard, LockClient other, String key) {
+        heard.countDown();
+        HeldLock next = other.acquire(LockRequest.of(key).waitAtMost(Duration.ofSeconds(10)));
+        assertThat(next.isHeld()).isTrue();
     }
 
     /** Lets the holder being told finish after every retry time has passed, then awaits its entry's release. */
