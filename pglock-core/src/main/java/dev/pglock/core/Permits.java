@@ -402,11 +402,16 @@ final class Permits {
                 held = false; // given back when its marker was lost
             }
             releaseMarker();
+            tellLostOnRelease(markerGone);
+            return held && markerGone == null;
+        }
+
+        /** Tells the holder, on this thread before release() or close() returns, of a loss it found (if any). */
+        private void tellLostOnRelease(LockLostException markerGone) {
             if (markerGone != null) {
                 lostOnRelease = true;
-                tell(markerGone, false); // on this thread before it returns, as a lock's release tells
+                tell(markerGone, false);
             }
-            return held && markerGone == null;
         }
 
         /**
@@ -445,10 +450,7 @@ final class Permits {
                 } else {
                     marker.close();
                 }
-                if (markerGone != null) {
-                    lostOnRelease = true;
-                    tell(markerGone, false);
-                }
+                tellLostOnRelease(markerGone);
             }
         }
 

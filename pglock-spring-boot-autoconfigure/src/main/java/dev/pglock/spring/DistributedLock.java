@@ -60,7 +60,8 @@ public @interface DistributedLock {
      * types' fully qualified names, e.g. {@code "com.example.Jobs.report()"} or
      * {@code "com.example.Accounts.touch(long,java.lang.String)"}:
      * distinct across packages and overloads, and the same on every replica (never a proxy's name: for
-     * a bean that is a JDK dynamic proxy, the interface that declares the method stands for its class).
+     * a bean that is a JDK dynamic proxy or a lambda, the interface that declares the method stands for
+     * its class).
      */
     @AliasFor("value")
     String key() default "";

@@ -79,7 +79,7 @@ final class LockOperationSource {
         Set<Class<?>> types = new LinkedHashSet<>(ClassUtils.getAllInterfacesForClassAsSet(targetClass));
         types.add(targetClass);
         for (Class<?> type : types) {
-            if (Proxy.isProxyClass(type) || ClassUtils.isLambdaClass(type)) {
+            if (isGenerated(type)) {
                 continue; // a JDK dynamic proxy's or lambda's methods are called through its interfaces, scanned here
             }
             refuseOnType(type);
@@ -101,7 +101,7 @@ final class LockOperationSource {
         if (lockedMethods.isEmpty()) {
             return false;
         }
-        if (!Proxy.isProxyClass(targetClass) && !ClassUtils.isLambdaClass(targetClass)) { // no class file to read
+        if (!isGenerated(targetClass)) { // no class file to read
             warnAboutSelfInvocation(ClassUtils.getUserClass(targetClass), lockedMethods);
         }
         return true;
@@ -188,6 +188,14 @@ final class LockOperationSource {
         return cache.values().stream().flatMap(Optional::stream).toList();
     }
 
+    /**
+     * A class the JVM generated, a JDK dynamic proxy ($ProxyNN) or a lambda (Config$$Lambda/0x…): named
+     * differently on every replica, without parameter names or a class file; its interfaces speak for it.
+     */
+    private static boolean isGenerated(Class<?> type) {
+        return Proxy.isProxyClass(type) || ClassUtils.isLambdaClass(type);
+    }
+
     /** The operation for the method, or null when it is not annotated. */
     LockOperation get(Method method, Class<?> targetClass) {
         return cache.computeIfAbsent(new MethodClassKey(method, targetClass), k -> resolve(method, targetClass))
@@ -199,7 +207,7 @@ final class LockOperationSource {
             return NONE;
         }
         // A generated class's method (a JDK proxy's, a lambda's) has no parameter names: the interface's has.
-        boolean generated = targetClass != null && (Proxy.isProxyClass(targetClass) || ClassUtils.isLambdaClass(targetClass));
+        boolean generated = targetClass != null && isGenerated(targetClass);
         if (generated && method.getDeclaringClass() == targetClass) {
             method = ClassUtils.getInterfaceMethodIfPossible(method, targetClass); // as proxy creation asks with a lambda's own
         }
