@@ -264,24 +264,33 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // statements that lock the same rows in different orders can deadlock. Parameters: keys,
     // holders, hold-at-least ms, waiter ids (one entry per lock), namespace, namespace, channel.
     // Like HEARTBEAT's, both lookups go through the primary key (a plain join hashed the namespace).
+    // Entries are grouped by key: a shared row can list two of this client's (a lost acquisition whose
+    // release is still to be made, and a re-join, see TRY_LOCK), and an UPDATE ... FROM applies only
+    // one joined row to each target row, so one entry per key and statement left the row and the
+    // other stayed, counted as released. A row that lists nobody else afterwards ends as RELEASE's
+    // does, at the longest hold-at-least of the entries it releases. One row returned per key.
     private static final String RELEASE_ALL = """
             WITH r AS (SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::bigint[])
                        AS r(lock_key, holder, hold_millis, waiter_id)),
             mine AS (
-                SELECT t.lock_key, k.holder, k.hold_millis, k.waiter_id FROM (SELECT * FROM r ORDER BY lock_key) AS k
+                SELECT t.lock_key, k.holders, k.hold_millis, k.waiter_id
+                FROM (SELECT lock_key, array_agg(holder) AS holders, max(hold_millis) AS hold_millis,
+                             min(waiter_id) AS waiter_id
+                      FROM r GROUP BY lock_key ORDER BY lock_key) AS k
                 CROSS JOIN LATERAL (
                     SELECT o.lock_key FROM %1$s AS o
-                    WHERE o.namespace = ? AND o.lock_key = k.lock_key AND k.holder = ANY (o.holders)
+                    WHERE o.namespace = ? AND o.lock_key = k.lock_key AND o.holders && k.holders
                     FOR UPDATE) AS t)
             UPDATE %1$s AS t
-            SET holders = array_remove(t.holders, mine.holder),
-                expires_at = CASE WHEN t.holders <> ARRAY[mine.holder] THEN t.expires_at
+            SET holders = ARRAY(SELECT h.holder FROM unnest(t.holders) WITH ORDINALITY AS h(holder, n)
+                                WHERE h.holder <> ALL (mine.holders) ORDER BY h.n),
+                expires_at = CASE WHEN NOT t.holders <@ mine.holders THEN t.expires_at
                                   ELSE greatest(statement_timestamp(),
                                                 t.acquired_at + mine.hold_millis * interval '1 millisecond') END,
-                data = CASE WHEN t.holders = ARRAY[mine.holder] THEN NULL ELSE t.data END
+                data = CASE WHEN t.holders <@ mine.holders THEN NULL ELSE t.data END
             FROM mine
             WHERE t.namespace = ? AND t.lock_key = ANY (ARRAY(SELECT lock_key FROM mine)) AND t.lock_key = mine.lock_key
-              AND mine.holder = ANY (t.holders)
+              AND t.holders && mine.holders
             RETURNING CASE WHEN pg_try_advisory_xact_lock(mine.waiter_id) THEN NULL ELSE pg_notify(?, t.lock_key) END%2$s""";
     // An operator's force-release: the row is freed whoever holds it, hold-at-least included, and
     // every waiter is woken. Its holders find out at their next heartbeat (taken over). Only the

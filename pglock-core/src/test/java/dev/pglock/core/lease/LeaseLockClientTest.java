@@ -2065,6 +2065,55 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * A hunt after the join that removes no entry: a shared row can list two entries of one client, a
+     * lost one whose release is still to be made and a re-join. One bulk release of both (close(), or
+     * a retry) removed only one of them (an UPDATE ... FROM applies one joined row per target row) and
+     * counted both as released: the row stayed taken a whole lease after close() returned.
+     */
+    @Test
+    void closeReleasesBothEntriesItsClientHasInOneSharedRow() throws Exception {
+        LeaseLockClient holder = (LeaseLockClient) client();
+        LockClient other = client();
+        twoEntriesInOneRow(holder, "two-entries-closed");
+
+        holder.close();
+        assertThat(other.tryAcquire(LockRequest.of("two-entries-closed"))).as("free once close() returned").isPresent();
+    }
+
+    /** The same for a retry that releases both entries in one statement. */
+    @Test
+    void aRetryReleasesBothEntriesItsClientHasInOneSharedRow() throws Exception {
+        LeaseLockClient holder = (LeaseLockClient) client();
+        LockClient other = client();
+        List<Runnable> parked = twoEntriesInOneRow(holder, "two-entries-retried");
+        CountDownLatch noted = new CountDownLatch(1);
+        holder.afterRetryFoundBusyForTests = noted::countDown;
+        holder.declareUntrustedForTests("two-entries-retried"); // the re-join is lost too: its release waits
+        assertThat(noted.await(10, TimeUnit.SECONDS)).as("noted for the parked retry").isTrue();
+
+        holder.untrustedReleases = Runnable::run;
+        parked.forEach(Runnable::run); // one retry, both releases in its batch
+        assertThat(queryLong("SELECT cardinality(holders) FROM " + table + " WHERE lock_key = 'two-entries-retried'"))
+                .as("both entries left the row").isZero();
+        assertThat(other.tryAcquire(LockRequest.of("two-entries-retried"))).isPresent();
+    }
+
+    /**
+     * {@code key} held shared by {@code holder} twice in its row: an acquisition lost, whose release
+     * is parked (returned: running them makes it), then a re-join.
+     */
+    private List<Runnable> twoEntriesInOneRow(LeaseLockClient holder, String key) throws Exception {
+        List<Runnable> parked = new java.util.concurrent.CopyOnWriteArrayList<>();
+        holder.untrustedReleases = parked::add;
+        holder.acquire(LockRequest.of(key).shared());
+        holder.declareUntrustedForTests(key);
+        await().atMost(PROMPTLY).until(() -> !parked.isEmpty());
+        holder.tryAcquire(LockRequest.of(key).shared()).orElseThrow();
+        assertThat(queryLong("SELECT cardinality(holders) FROM " + table + " WHERE lock_key = ?", key)).isEqualTo(2);
+        return parked;
+    }
+
+    /**
      * The same, when the client is closed while the holder is still being told: close() waits for the
      * listeners already queued, and so for the release queued behind them, before it closes the
      * database side; otherwise that release would find the client's threads gone and the row would stay
