@@ -505,6 +505,16 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             claimed.add(session);
         }
         claimed.removeIf(s -> s != session && s.isEnded()); // ended ones were unclaimed or disposed of
+        // Ended, and their holds marked lost, before their backends are: from then on another client
+        // may hold their keys, and isHeld() must already say no. Their connections are disposed of
+        // after the backends ended (below): aborting a connection to a pooler does not end its backend.
+        List<LockSession> endedHere = new ArrayList<>();
+        for (LockSession s : claimed) {
+            if (s.end()) {
+                endedHere.add(s);
+                reportSessionLost(s, cause);
+            }
+        }
         try {
             if (opening != null) {
                 terminateBackends(opening, claimed);
@@ -528,20 +538,21 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                         + " when the pooler closes those server connections", e.getMessage(), again.getMessage());
             }
         }
-        if (session != null) {
-            sessionDied(session, cause);
+        if (session != null && endedHere.remove(session)) {
+            disposeEnded(session);
         }
         // Every other session too (their statements may have been misrouted as well), but not on this
-        // thread: it may be opening a session inside the pool's lock for that slot.
+        // thread: it may be opening a session inside the pool's lock for that slot. One opened since
+        // the list above is ended there.
         try {
             connector.execute(() -> {
+                endedHere.forEach(this::disposeEnded);
                 List<LockSession> all = new ArrayList<>(dedicated);
                 all.addAll(sessions.live());
-                all.addAll(warmOnes);
                 all.forEach(s -> sessionDied(s, cause));
             });
         } catch (RejectedExecutionException closing) {
-            warmOnes.forEach(s -> sessionDied(s, cause)); // close() ends the others; these it no longer sees
+            endedHere.forEach(this::disposeEnded); // close() no longer sees them: they are ended
         }
         return new LockDatabaseException(message, cause);
     }
@@ -1375,16 +1386,50 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         sessionEnded(session, cause);
     }
 
-    /** {@link #sessionDied}, for a session this thread has just ended itself. */
+    /**
+     * {@link #sessionDied}, for a session this thread has just ended itself. Nothing uses it from
+     * now on, but its connection is aborted only once its holders were told, as a lease this client
+     * stopped trusting is given back: when its backend is still alive (a check or an unlock failed
+     * with an error of the statement, not of the connection), its locks stay in the database until
+     * then, so a leader's onRevoked pauses its work before another candidate can be elected.
+     */
     private void sessionEnded(LockSession session, Throwable cause) {
         dedicated.remove(session);
         sessions.remove(session);
+        logSessionLost(session, cause);
+        lost(lock -> lock.session == session, Reason.SESSION_DIED, sessionLostReason(session, cause), cause, () -> {
+            try {
+                connector.execute(() -> session.abortAndDispose(networkTimeout.toNanos())); // off the event thread
+            } catch (RejectedExecutionException closing) {
+                session.abortAndDispose(networkTimeout.toNanos());
+            }
+        });
+    }
+
+    /**
+     * Marks the holds of {@code session}, which this thread has just ended, lost, and has them told,
+     * at once: for sessions whose backends the client ends itself right after (see multiplexed()).
+     */
+    private void reportSessionLost(LockSession session, Throwable cause) {
+        logSessionLost(session, cause);
+        lost(lock -> lock.session == session, Reason.SESSION_DIED, sessionLostReason(session, cause), cause);
+    }
+
+    private void logSessionLost(LockSession session, Throwable cause) {
         if (!isClosed()) {
             log.warn("{} ended ({}); every lock it held is lost, and a new session replaces it on next use",
                     session, cause.getMessage());
         }
-        lost(lock -> lock.session == session, Reason.SESSION_DIED, "its database session (backend pid " + session.backendPid
-                + ") ended: " + cause.getMessage(), cause);
+    }
+
+    private static String sessionLostReason(LockSession session, Throwable cause) {
+        return "its database session (backend pid " + session.backendPid + ") ended: " + cause.getMessage();
+    }
+
+    /** The rest of {@link #sessionEnded} for a session whose holds {@link #reportSessionLost} reported. */
+    private void disposeEnded(LockSession session) {
+        dedicated.remove(session);
+        sessions.remove(session);
         session.abortAndDispose(networkTimeout.toNanos());
     }
 

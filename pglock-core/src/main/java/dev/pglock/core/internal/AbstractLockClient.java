@@ -1034,6 +1034,15 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         reportLost(markLost(which, category, reason, cause), null);
     }
 
+    /**
+     * {@link #lost}, then {@code then} once their holders were told (on the event thread, after their
+     * listeners returned): for a mode that gives the locks back itself, so that none is freed in the
+     * database before its holders heard.
+     */
+    protected final void lost(Predicate<D> which, Reason category, String reason, Throwable cause, Runnable then) {
+        reportLost(markLost(which, category, reason, cause), Objects.requireNonNull(then, "then"));
+    }
+
     /** The part of {@link #lost} under {@link #state}: the holds to tell. */
     private List<Hold> markLost(Predicate<D> which, Reason category, String reason, Throwable cause) {
         List<Hold> lostHolds = new ArrayList<>();

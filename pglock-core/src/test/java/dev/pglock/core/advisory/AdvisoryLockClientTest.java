@@ -1590,6 +1590,73 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         await().atMost(PROMPTLY).until(() -> heldInDatabase(List.of("moved")) == 0);
     }
 
+    /**
+     * A hunt in the refusal: when one session was found on another backend, the client ended the
+     * backends of all its sessions before it marked the others ended. Between the two, a lock held on
+     * a session of its own (a waiter's) was already free in the database, another client could take
+     * it, and its holder's isHeld() still said true. Every session is now ended, and its holds marked
+     * lost, before its backend is.
+     */
+    @Test
+    @org.junit.jupiter.api.Timeout(120)
+    void aLockOnAnotherSessionIsNotHeldOnceTheRefusalEndsItsBackend() throws Exception {
+        List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
+        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(recording(handedOut, c -> c)).lockSessions(1).build());
+        LockClient b = closeLater(builder(pool).build());
+        a.tryAcquire(LockRequest.of("moved-shared")).orElseThrow(); // on the shared session, handed out first
+        HeldLock theirs = b.acquire(LockRequest.of("on-its-own"));
+        Future<HeldLock> waited = threads.submit(() -> a.acquire(LockRequest.of("on-its-own").waitAtMost(Duration.ofSeconds(30))));
+        await().atMost(Duration.ofSeconds(10)).until(() -> waitersFor("on-its-own") > 0);
+        theirs.release();
+        HeldLock ownSession = waited.get(30, TimeUnit.SECONDS); // on a session of its own
+        AtomicReference<Boolean> heldThen = new AtomicReference<>();
+        a.beforeEndingBackendsForTests = c -> heldThen.compareAndSet(null, ownSession.isHeld());
+        try (Statement st = handedOut.get(0).createStatement()) { // as if a pooler gave it another client's backend
+            st.execute("SELECT set_config('pglock.session', 'another-clients-session', false)");
+        }
+
+        await().atMost(Duration.ofSeconds(30)).until(() -> heldThen.get() != null); // the next check finds it
+        assertThat(heldThen.get()).as("asked just before its backend is ended").isFalse();
+        assertThat(b.tryAcquire(LockRequest.of("on-its-own"))).as("free once the backends are ended").isPresent();
+    }
+
+    /**
+     * A hunt in the sessions pglock ends itself: a session whose check failed with an error of the
+     * statement (its backend alive) was aborted at once, and its locks freed in the database before
+     * their holders' onLost listeners ran: another candidate could be elected while a leader's
+     * onRevoked still paused its work. Its connection is now aborted once its holders were told, as
+     * a lease the client stopped trusting is given back.
+     */
+    @Test
+    @org.junit.jupiter.api.Timeout(120)
+    void aSessionEndedByAFailedCheckKeepsItsLocksUntilItsHoldersWereTold() throws Exception {
+        AtomicReference<Connection> failChecksOn = new AtomicReference<>();
+        List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
+        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(recording(handedOut, c -> failingCheck(c, failChecksOn)))
+                .lockSessions(1).build());
+        LockClient other = client();
+        HeldLock held = a.tryAcquire(LockRequest.of("told-first")).orElseThrow(); // on the shared session
+        CountDownLatch hearing = new CountDownLatch(1);
+        CountDownLatch heard = new CountDownLatch(1);
+        held.onLost(e -> {
+            hearing.countDown();
+            try {
+                heard.await(2, TimeUnit.MINUTES);
+            } catch (InterruptedException interrupted) {
+                Thread.currentThread().interrupt();
+            }
+        });
+        failChecksOn.set(handedOut.get(0)); // its next check fails; the connection itself stays fine
+        assertThat(hearing.await(30, TimeUnit.SECONDS)).as("the failed check is told").isTrue();
+
+        assertThat(held.isHeld()).isFalse();
+        assertThat(heldInDatabase(List.of("told-first"))).as("not freed while its holder is being told").isEqualTo(1);
+        assertThat(other.tryAcquire(LockRequest.of("told-first"))).isEmpty();
+        heard.countDown();
+        await().atMost(PROMPTLY).until(() -> heldInDatabase(List.of("told-first")) == 0);
+        assertThat(other.tryAcquire(LockRequest.of("told-first"))).as("free once its holder heard").isPresent();
+    }
+
     /** {@code target}, except that preparing a watchdog check on it fails (a plain error, the connection stays fine) while {@code failOn} names it. */
     private static Connection failingCheck(Connection target, AtomicReference<Connection> failOn) {
         return (Connection) java.lang.reflect.Proxy.newProxyInstance(AdvisoryLockClientTest.class.getClassLoader(),
