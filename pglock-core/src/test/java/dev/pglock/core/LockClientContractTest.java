@@ -1252,6 +1252,52 @@ public abstract class LockClientContractTest {
         }
     }
 
+    /**
+     * A hunt in the candidate: a close() that came after the candidate's grant and before it led was
+     * not looked at there, and onElected ran after close() had begun, with close()'s interrupt set: a
+     * stopping replica started its leader's work again. The candidate now looks at close() when it
+     * would be elected, and gives the lock back instead.
+     */
+    @Test
+    void aCandidateClosedBetweenItsGrantAndItsElectionIsNotElected() throws Exception {
+        LockClient a = client();
+        LockClient other = client();
+        java.util.concurrent.atomic.AtomicInteger elected = new java.util.concurrent.atomic.AtomicInteger();
+        AtomicReference<Leadership> leadership = new AtomicReference<>();
+        AtomicReference<Thread> closer = new AtomicReference<>();
+        dev.pglock.core.internal.LeaderCandidateHooks.beforeLeading(lock -> {
+            while (leadership.get() == null) { // no Awaitility here: close() interrupts this thread
+                Thread.onSpinWait();
+            }
+            Thread t = new Thread(() -> leadership.get().close());
+            closer.set(t);
+            t.start();
+            while (t.isAlive() && t.getState() != Thread.State.TIMED_WAITING) { // close() waits for this thread
+                Thread.onSpinWait();
+            }
+        });
+        try {
+            leadership.set(closeLater(a.lead("closed-before-leading", new LeaderCallbacks() {
+                @Override
+                public void onElected(HeldLock lock) {
+                    elected.incrementAndGet();
+                }
+
+                @Override
+                public void onRevoked(HeldLock lock) {
+                }
+            })));
+            await().atMost(Duration.ofSeconds(30)).until(() -> closer.get() != null);
+            closer.get().join(TimeUnit.SECONDS.toMillis(30));
+
+            assertThat(closer.get().isAlive()).as("close() returned").isFalse();
+            assertThat(elected).as("not elected once closed").hasValue(0);
+            assertThat(other.tryAcquire(LockRequest.of("closed-before-leading"))).as("given back").isPresent();
+        } finally {
+            dev.pglock.core.internal.LeaderCandidateHooks.beforeLeading(null);
+        }
+    }
+
     @Test
     void aLeaderThatStepsDownHearsItIsRevokedBeforeAnotherIsElected() throws Exception {
         LockClient a = client();

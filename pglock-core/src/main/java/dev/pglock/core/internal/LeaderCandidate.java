@@ -176,9 +176,21 @@ public final class LeaderCandidate implements Leadership {
             held.close();
             return;
         }
+        boolean closing;
         synchronized (monitor) {
-            leading = held;
-            stepDown = false;
+            // A close() that came since run() looked (it sets closed before it takes the monitor to
+            // interrupt): not elected, the lock given back. One that comes after this finds a leader,
+            // and ends its leading as any close() does.
+            closing = closed;
+            if (!closing) {
+                leading = held;
+                stepDown = false;
+            }
+        }
+        if (closing) {
+            revoked.countDown();
+            held.close();
+            return;
         }
         boolean yielded = false;
         boolean failed = false;
