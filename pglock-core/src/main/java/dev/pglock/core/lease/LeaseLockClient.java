@@ -268,13 +268,14 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // release is still to be made, and a re-join, see TRY_LOCK), and an UPDATE ... FROM applies only
     // one joined row to each target row, so one entry per key and statement left the row and the
     // other stayed, counted as released. A row that lists nobody else afterwards ends as RELEASE's
-    // does, at the longest hold-at-least of the entries it releases. One row returned per key.
+    // does, at the longest hold-at-least of the entries it still listed (not of one that had already
+    // left it, say when the row was taken afresh after its lease ended). One row returned per key.
     private static final String RELEASE_ALL = """
             WITH r AS (SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::bigint[])
                        AS r(lock_key, holder, hold_millis, waiter_id)),
             mine AS (
-                SELECT t.lock_key, k.holders, k.hold_millis, k.waiter_id
-                FROM (SELECT lock_key, array_agg(holder) AS holders, max(hold_millis) AS hold_millis,
+                SELECT t.lock_key, k.holders, k.holds, k.waiter_id
+                FROM (SELECT lock_key, array_agg(holder) AS holders, array_agg(hold_millis) AS holds,
                              min(waiter_id) AS waiter_id
                       FROM r GROUP BY lock_key ORDER BY lock_key) AS k
                 CROSS JOIN LATERAL (
@@ -285,8 +286,9 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             SET holders = ARRAY(SELECT h.holder FROM unnest(t.holders) WITH ORDINALITY AS h(holder, n)
                                 WHERE h.holder <> ALL (mine.holders) ORDER BY h.n),
                 expires_at = CASE WHEN NOT t.holders <@ mine.holders THEN t.expires_at
-                                  ELSE greatest(statement_timestamp(),
-                                                t.acquired_at + mine.hold_millis * interval '1 millisecond') END,
+                                  ELSE greatest(statement_timestamp(), t.acquired_at
+                                       + (SELECT max(h.millis) FROM unnest(mine.holders, mine.holds) AS h(holder, millis)
+                                          WHERE h.holder = ANY (t.holders)) * interval '1 millisecond') END,
                 data = CASE WHEN t.holders <@ mine.holders THEN NULL ELSE t.data END
             FROM mine
             WHERE t.namespace = ? AND t.lock_key = ANY (ARRAY(SELECT lock_key FROM mine)) AND t.lock_key = mine.lock_key

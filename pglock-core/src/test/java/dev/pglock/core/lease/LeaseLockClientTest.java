@@ -2099,6 +2099,32 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Review of the grouped release: the hold-at-least of a row it empties was the longest of every
+     * entry it named, also of one the row no longer listed. Here the lost entry's lease ended in the
+     * database and the client took the row afresh without hold-at-least: close() kept it taken for the
+     * lost entry's twenty seconds. It is now the longest of the entries the row still listed.
+     */
+    @Test
+    void aBulkReleaseKeepsTheHoldAtLeastOnlyOfTheEntriesTheRowStillLists() throws Exception {
+        LeaseLockClient holder = (LeaseLockClient) client();
+        LockClient other = client();
+        List<Runnable> parked = new java.util.concurrent.CopyOnWriteArrayList<>();
+        holder.untrustedReleases = parked::add; // the lost entry's release waits for close()
+        holder.acquire(LockRequest.of("kept-by-gone").shared().holdAtLeast(Duration.ofSeconds(20)));
+        try (Connection c = db.connect(); Statement st = c.createStatement()) { // its lease ends in the database
+            st.execute("UPDATE " + table + " SET expires_at = statement_timestamp() - interval '1 second'"
+                    + " WHERE lock_key = 'kept-by-gone'");
+        }
+        holder.declareUntrustedForTests("kept-by-gone");
+        await().atMost(PROMPTLY).until(() -> !parked.isEmpty());
+        holder.tryAcquire(LockRequest.of("kept-by-gone").shared()).orElseThrow(); // the row afresh: its entry alone
+        assertThat(queryLong("SELECT cardinality(holders) FROM " + table + " WHERE lock_key = 'kept-by-gone'")).isOne();
+
+        holder.close();
+        assertThat(other.tryAcquire(LockRequest.of("kept-by-gone"))).as("free once close() returned").isPresent();
+    }
+
+    /**
      * {@code key} held shared by {@code holder} twice in its row: an acquisition lost, whose release
      * is parked (returned: running them makes it), then a re-join.
      */
