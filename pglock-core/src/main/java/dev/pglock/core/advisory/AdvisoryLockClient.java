@@ -508,11 +508,17 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         // Ended, and their holds marked lost, before their backends are: from then on another client
         // may hold their keys, and isHeld() must already say no. Their connections are disposed of
         // after the backends ended (below): aborting a connection to a pooler does not end its backend.
+        // Not a waiter's session that holds nothing yet: its wait was aborted above, and the waiter
+        // disposes of its connection itself. The noticing session's holds are reported here too when
+        // the check that found it ended it first (that check then finds nothing left to report).
         List<LockSession> endedHere = new ArrayList<>();
         for (LockSession s : claimed) {
-            if (s.end()) {
+            boolean waiterOnly = waitedOn.contains(s) && !dedicated.contains(s) && s != session;
+            if (!waiterOnly && s.end()) {
                 endedHere.add(s);
                 reportSessionLost(s, cause);
+            } else if (s == session) {
+                lost(lock -> lock.session == s, Reason.SESSION_DIED, sessionLostReason(s, cause), cause);
             }
         }
         try {
@@ -1397,13 +1403,31 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         dedicated.remove(session);
         sessions.remove(session);
         logSessionLost(session, cause);
-        lost(lock -> lock.session == session, Reason.SESSION_DIED, sessionLostReason(session, cause), cause, () -> {
-            try {
-                connector.execute(() -> session.abortAndDispose(networkTimeout.toNanos())); // off the event thread
-            } catch (RejectedExecutionException closing) {
-                session.abortAndDispose(networkTimeout.toNanos());
-            }
-        });
+        abortWhenTold.add(session);
+        boolean toTell = lost(lock -> lock.session == session, Reason.SESSION_DIED, sessionLostReason(session, cause),
+                cause, () -> {
+                    try {
+                        connector.execute(() -> abortOnce(session)); // off the event and scheduler threads
+                    } catch (RejectedExecutionException closing) {
+                        abortOnce(session);
+                    }
+                });
+        if (!toTell) {
+            abortOnce(session); // nobody to tell: at once, on this thread
+        }
+    }
+
+    /**
+     * Sessions ended by {@link #sessionEnded} whose connections are not aborted yet (their holders are
+     * being told): close() aborts those left.
+     */
+    private final Set<LockSession> abortWhenTold = ConcurrentHashMap.newKeySet();
+
+    /** Aborts a session of {@link #abortWhenTold}, unless that was done already. */
+    private void abortOnce(LockSession session) {
+        if (abortWhenTold.remove(session)) {
+            session.abortAndDispose(networkTimeout.toNanos());
+        }
     }
 
     /**
@@ -1564,6 +1588,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         dedicated.clear();
         all.addAll(drainWarm());
         all.forEach(this::closeSession);
+        List.copyOf(abortWhenTold).forEach(this::abortOnce); // holders still being told: close() does not wait longer
         connector.shutdownNow();
     }
 

@@ -1036,11 +1036,31 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
     /**
      * {@link #lost}, then {@code then} once their holders were told (on the event thread, after their
-     * listeners returned): for a mode that gives the locks back itself, so that none is freed in the
-     * database before its holders heard.
+     * listeners returned), or once as long as close() waits for listeners has passed (on the
+     * scheduler's thread), whichever comes first: for a mode that gives the locks back itself, so that
+     * none is freed in the database before its holders heard, nor kept for ever by a listener that
+     * does not return. {@code then} runs once. When no hold is to be told, it is not run and this
+     * answers false: the caller gives the locks back at once.
      */
-    protected final void lost(Predicate<D> which, Reason category, String reason, Throwable cause, Runnable then) {
-        reportLost(markLost(which, category, reason, cause), Objects.requireNonNull(then, "then"));
+    protected final boolean lost(Predicate<D> which, Reason category, String reason, Throwable cause, Runnable then) {
+        Objects.requireNonNull(then, "then");
+        List<Hold> holds = markLost(which, category, reason, cause);
+        if (holds.isEmpty()) {
+            return false;
+        }
+        java.util.concurrent.atomic.AtomicBoolean ran = new java.util.concurrent.atomic.AtomicBoolean();
+        Runnable once = () -> {
+            if (ran.compareAndSet(false, true)) {
+                then.run();
+            }
+        };
+        reportLost(holds, once);
+        try {
+            scheduler.schedule(once, listenerWaitBound().toNanos(), TimeUnit.NANOSECONDS);
+        } catch (RejectedExecutionException closing) {
+            // the client is closing: the mode's closeDatabase() gives them back
+        }
+        return true;
     }
 
     /** The part of {@link #lost} under {@link #state}: the holds to tell. */

@@ -1657,6 +1657,40 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         assertThat(other.tryAcquire(LockRequest.of("told-first"))).as("free once its holder heard").isPresent();
     }
 
+    /**
+     * Review of the fix above: a listener that does not return kept the ended session's connection,
+     * and its locks in the database, for as long as it ran (for ever, or after close() returned).
+     * Its holders are waited for as long as close() waits for listeners, then it is aborted.
+     */
+    @Test
+    @org.junit.jupiter.api.Timeout(120)
+    void aSessionEndedByAFailedCheckIsAbortedWhenItsHolderIsNotDoneInTime() throws Exception {
+        AtomicReference<Connection> failChecksOn = new AtomicReference<>();
+        List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
+        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(recording(handedOut, c -> failingCheck(c, failChecksOn)))
+                .lockSessions(1).build());
+        HeldLock held = a.tryAcquire(LockRequest.of("told-too-long")).orElseThrow(); // on the shared session
+        CountDownLatch hearing = new CountDownLatch(1);
+        CountDownLatch never = new CountDownLatch(1); // opened when the test ends
+        held.onLost(e -> {
+            hearing.countDown();
+            try {
+                never.await(2, TimeUnit.MINUTES);
+            } catch (InterruptedException interrupted) {
+                Thread.currentThread().interrupt();
+            }
+        });
+        closeLater(never::countDown);
+        failChecksOn.set(handedOut.get(0));
+        assertThat(hearing.await(30, TimeUnit.SECONDS)).as("the failed check is told").isTrue();
+        long told = System.nanoTime();
+
+        await().atMost(Duration.ofSeconds(40)).until(() -> heldInDatabase(List.of("told-too-long")) == 0);
+        assertThat(never.getCount()).as("its listener still runs").isOne();
+        assertThat(Duration.ofNanos(System.nanoTime() - told)).as("not before close() would have stopped waiting for it")
+                .isGreaterThanOrEqualTo(Duration.ofSeconds(9));
+    }
+
     /** {@code target}, except that preparing a watchdog check on it fails (a plain error, the connection stays fine) while {@code failOn} names it. */
     private static Connection failingCheck(Connection target, AtomicReference<Connection> failOn) {
         return (Connection) java.lang.reflect.Proxy.newProxyInstance(AdvisoryLockClientTest.class.getClassLoader(),
