@@ -514,10 +514,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         List<LockSession> endedHere = new ArrayList<>();
         for (LockSession s : claimed) {
             boolean waiterOnly = waitedOn.contains(s) && !dedicated.contains(s) && s != session;
-            if (!waiterOnly && s.end()) {
+            boolean endedNow = !waiterOnly && s.end();
+            if (endedNow) {
                 endedHere.add(s);
-                reportSessionLost(s, cause);
-            } else if (s == session) {
+            }
+            if (endedNow || s == session) { // logged after the backends ended, which comes first
                 lost(lock -> lock.session == s, Reason.SESSION_DIED, sessionLostReason(s, cause), cause);
             }
         }
@@ -544,6 +545,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                         + " when the pooler closes those server connections", e.getMessage(), again.getMessage());
             }
         }
+        endedHere.forEach(s -> logSessionLost(s, cause));
         if (session != null && endedHere.remove(session)) {
             disposeEnded(session);
         }
@@ -1430,15 +1432,6 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         }
     }
 
-    /**
-     * Marks the holds of {@code session}, which this thread has just ended, lost, and has them told,
-     * at once: for sessions whose backends the client ends itself right after (see multiplexed()).
-     */
-    private void reportSessionLost(LockSession session, Throwable cause) {
-        logSessionLost(session, cause);
-        lost(lock -> lock.session == session, Reason.SESSION_DIED, sessionLostReason(session, cause), cause);
-    }
-
     private void logSessionLost(LockSession session, Throwable cause) {
         if (!isClosed()) {
             log.warn("{} ended ({}); every lock it held is lost, and a new session replaces it on next use",
@@ -1450,7 +1443,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         return "its database session (backend pid " + session.backendPid + ") ended: " + cause.getMessage();
     }
 
-    /** The rest of {@link #sessionEnded} for a session whose holds {@link #reportSessionLost} reported. */
+    /** The rest of {@link #sessionEnded}, for a session whose holds multiplexed() reported before ending its backend. */
     private void disposeEnded(LockSession session) {
         dedicated.remove(session);
         sessions.remove(session);

@@ -1049,17 +1049,23 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             return false;
         }
         java.util.concurrent.atomic.AtomicBoolean ran = new java.util.concurrent.atomic.AtomicBoolean();
+        java.util.concurrent.atomic.AtomicReference<java.util.concurrent.Future<?>> bound =
+                new java.util.concurrent.atomic.AtomicReference<>();
         Runnable once = () -> {
             if (ran.compareAndSet(false, true)) {
+                java.util.concurrent.Future<?> timer = bound.get();
+                if (timer != null) {
+                    timer.cancel(false); // nothing left for it to do
+                }
                 then.run();
             }
         };
-        reportLost(holds, once);
         try {
-            scheduler.schedule(once, listenerWaitBound().toNanos(), TimeUnit.NANOSECONDS);
+            bound.set(scheduler.schedule(once, listenerWaitBound().toNanos(), TimeUnit.NANOSECONDS));
         } catch (RejectedExecutionException closing) {
             // the client is closing: the mode's closeDatabase() gives them back
         }
+        reportLost(holds, once);
         return true;
     }
 

@@ -268,8 +268,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // release is still to be made, and a re-join, see TRY_LOCK), and an UPDATE ... FROM applies only
     // one joined row to each target row, so one entry per key and statement left the row and the
     // other stayed, counted as released. A row that lists nobody else afterwards ends as RELEASE's
-    // does, at the longest hold-at-least of the entries it still listed (not of one that had already
-    // left it, say when the row was taken afresh after its lease ended). One row returned per key.
+    // does, at the longest hold-at-least of the entries this statement removed (not of one that had
+    // already left it, say when the row was taken afresh after its lease ended); two entries of a key
+    // released by two statements (batches of RELEASE_BATCH) end it at the later one's, as two
+    // RELEASEs would. One row returned per key.
     private static final String RELEASE_ALL = """
             WITH r AS (SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::bigint[])
                        AS r(lock_key, holder, hold_millis, waiter_id)),

@@ -2111,17 +2111,35 @@ class LeaseLockClientTest extends LockClientContractTest {
         List<Runnable> parked = new java.util.concurrent.CopyOnWriteArrayList<>();
         holder.untrustedReleases = parked::add; // the lost entry's release waits for close()
         holder.acquire(LockRequest.of("kept-by-gone").shared().holdAtLeast(Duration.ofSeconds(20)));
+        holder.declareUntrustedForTests("kept-by-gone"); // first: no heartbeat renews it or finds it ended
+        await().atMost(PROMPTLY).until(() -> !parked.isEmpty());
         try (Connection c = db.connect(); Statement st = c.createStatement()) { // its lease ends in the database
             st.execute("UPDATE " + table + " SET expires_at = statement_timestamp() - interval '1 second'"
                     + " WHERE lock_key = 'kept-by-gone'");
         }
-        holder.declareUntrustedForTests("kept-by-gone");
-        await().atMost(PROMPTLY).until(() -> !parked.isEmpty());
         holder.tryAcquire(LockRequest.of("kept-by-gone").shared()).orElseThrow(); // the row afresh: its entry alone
         assertThat(queryLong("SELECT cardinality(holders) FROM " + table + " WHERE lock_key = 'kept-by-gone'")).isOne();
 
         holder.close();
         assertThat(other.tryAcquire(LockRequest.of("kept-by-gone"))).as("free once close() returned").isPresent();
+    }
+
+    /** The same when the row still lists both: it is kept for the longest of them. */
+    @Test
+    void aBulkReleaseKeepsTheLongestHoldAtLeastOfTheEntriesItRemoves() throws Exception {
+        LeaseLockClient holder = (LeaseLockClient) client();
+        LockClient other = client();
+        List<Runnable> parked = new java.util.concurrent.CopyOnWriteArrayList<>();
+        holder.untrustedReleases = parked::add; // the lost entry's release waits for close()
+        holder.acquire(LockRequest.of("kept-by-lost").shared().holdAtLeast(Duration.ofSeconds(20)));
+        holder.declareUntrustedForTests("kept-by-lost");
+        await().atMost(PROMPTLY).until(() -> !parked.isEmpty());
+        holder.tryAcquire(LockRequest.of("kept-by-lost").shared()).orElseThrow(); // a re-join: both listed
+        assertThat(queryLong("SELECT cardinality(holders) FROM " + table + " WHERE lock_key = 'kept-by-lost'")).isEqualTo(2);
+
+        holder.close();
+        assertThat(queryLong("SELECT cardinality(holders) FROM " + table + " WHERE lock_key = 'kept-by-lost'")).isZero();
+        assertThat(other.tryAcquire(LockRequest.of("kept-by-lost"))).as("kept for the lost entry's hold-at-least").isEmpty();
     }
 
     /**
