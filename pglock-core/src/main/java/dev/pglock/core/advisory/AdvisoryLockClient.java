@@ -505,6 +505,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             claimed.add(session);
         }
         claimed.removeIf(s -> s != session && s.isEnded()); // ended ones were unclaimed or disposed of
+        // but for those whose holders are still being told: their backends are alive, and end too
+        abortWhenTold.stream().filter(s -> !claimed.contains(s)).forEach(claimed::add);
         // Ended, and their holds marked lost, before their backends are: from then on another client
         // may hold their keys, and isHeld() must already say no. Their connections are disposed of
         // after the backends ended (below): aborting a connection to a pooler does not end its backend.
@@ -1405,6 +1407,13 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         dedicated.remove(session);
         sessions.remove(session);
         logSessionLost(session, cause);
+        if (cause instanceof SQLException failure && Jdbc.isConnectionFailure(failure, session.connection)) {
+            // Its backend is gone or out of reach, and aborting frees nothing on the server: the
+            // connection goes at once, so a pool sized near the sessions is not kept short of one.
+            lost(lock -> lock.session == session, Reason.SESSION_DIED, sessionLostReason(session, cause), cause);
+            session.abortAndDispose(networkTimeout.toNanos());
+            return;
+        }
         abortWhenTold.add(session);
         boolean toTell = lost(lock -> lock.session == session, Reason.SESSION_DIED, sessionLostReason(session, cause),
                 cause, () -> {
