@@ -1652,9 +1652,11 @@ class LeaseLockClientTest extends LockClientContractTest {
         }
         // Only the first is registered for releases. On a loaded machine a line's connection can come
         // after the borrow's 250 ms: that waiter then registers through the LISTEN connection until it
-        // moves into its line, and its registration ends with that move. So this is awaited, not read once.
+        // moves into its line, and the key stays registered there for 5 s after it left
+        // (LeaseListener.KEEP_REGISTERED_NANOS) plus a poll. So this is awaited, not read once, for
+        // longer than that (a full run once failed at 3 s).
         LeaseLockClient registered = any;
-        await().atMost(PROMPTLY).untilAsserted(() -> assertThat(advisoryLocks(registered.waiterLockId("line"), true))
+        await().atMost(Duration.ofSeconds(15)).untilAsserted(() -> assertThat(advisoryLocks(registered.waiterLockId("line"), true))
                 .as("only the first registered for releases").isEqualTo(1));
         long thirdAttempts = statements.get(2).executedContaining(WAITER_SQL);
 
