@@ -4,7 +4,14 @@ import dev.pglock.core.HeldLock;
 import dev.pglock.core.LockNotAcquiredException;
 import dev.pglock.core.LockRequest;
 import java.util.Collection;
+import java.util.EnumMap;
+import java.util.EnumSet;
+import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
 import java.util.Map;
+import java.util.Set;
+import java.util.SortedMap;
+import java.util.SortedSet;
 import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
 import org.aopalliance.intercept.MethodInterceptor;
@@ -264,12 +271,32 @@ final class DistributedLockInterceptor implements MethodInterceptor {
      * string of its joined elements, which is stable unless one of them has Object's toString.
      */
     static boolean identifiesAPart(Object value, String string) {
-        return isContainer(value) ? !containsIdentity(string, value.getClass()) : identifiesALock(value, string);
+        return isContainer(value) ? !unordered(value) && !containsIdentity(string, value.getClass())
+                : identifiesALock(value, string);
     }
 
     static String whyNotAPart(Object value) {
-        return isContainer(value) ? "an element with Object's identity toString, different for every instance"
-                : whyNotALock(value);
+        return unordered(value) ? "a set or map whose elements join in an order that differs from one JVM to the"
+                + " next or with how it was filled (a HashSet, Set.of, HashMap, Map.of): the same elements could"
+                + " make another key on another replica; join a sorted copy, e.g. #ids.stream().sorted().toList()"
+                : isContainer(value) ? "an element with Object's identity toString, different for every instance"
+                        : whyNotALock(value);
+    }
+
+    /**
+     * A set or map without an order of its own: a HashSet's depends on how it was filled, Set.of's
+     * and Map.of's on a seed drawn per JVM, an enum HashSet's on identity hashes. Sorted, insertion-
+     * ordered and enum sets and maps join the same way everywhere, as lists do.
+     */
+    private static boolean unordered(Object value) {
+        if (value instanceof Set<?>) {
+            return !(value instanceof SortedSet<?> || value instanceof LinkedHashSet<?> || value instanceof EnumSet<?>);
+        }
+        if (value instanceof Map<?, ?>) {
+            return !(value instanceof SortedMap<?, ?> || value instanceof LinkedHashMap<?, ?>
+                    || value instanceof EnumMap<?, ?>);
+        }
+        return false;
     }
 
     private static boolean isContainer(Object value) {

@@ -523,6 +523,37 @@ class LockAnnotationRulesTest {
         });
     }
 
+    /**
+     * A hunt in the starter: a set or map joined into a key ('batch:' + #ids) gave its elements in its
+     * iteration order, which for a HashSet depends on how it was filled and for Set.of or Map.of on a
+     * seed drawn per JVM: the same ids made "batch:Aa,BB" on one replica and "batch:BB,Aa" on another,
+     * and both ran. Such a set or map is refused at the call; sorted, insertion-ordered and enum ones
+     * are kept, as lists are.
+     */
+    @Test
+    void aKeyPartFromASetOrMapWithoutAnOrderOfItsOwnIsRefused() {
+        runner().withBean(KeyValues.class).run(context -> {
+            KeyValues keys = context.getBean(KeyValues.class);
+            java.util.Set<String> one = new java.util.HashSet<>(List.of("Aa", "BB")); // one hash code: kept in the order filled
+            java.util.Set<String> other = new java.util.HashSet<>(List.of("BB", "Aa"));
+            assertThat(one).isEqualTo(other);
+            assertThat(String.join(",", one)).as("the keys two replicas made before").isNotEqualTo(String.join(",", other));
+            for (Object unordered : List.of(one, java.util.Set.of(1L, 2L), java.util.Map.of("a", 1),
+                    new java.util.HashMap<>(java.util.Map.of("a", 1)))) {
+                assertThatThrownBy(() -> keys.batch(unordered)).as(unordered.getClass().getName())
+                        .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("KeyValues.batch(..)")
+                        .hasMessageContaining("sorted copy");
+            }
+            assertThat(keys.batch(new java.util.TreeSet<>(other))).isEqualTo("batch:Aa,BB");
+            assertThat(keys.batch(new java.util.LinkedHashSet<>(List.of("BB", "Aa")))).isEqualTo("batch:BB,Aa");
+            assertThat(keys.batch(java.util.EnumSet.of(java.util.concurrent.TimeUnit.SECONDS, java.util.concurrent.TimeUnit.MILLISECONDS)))
+                    .isEqualTo("batch:MILLISECONDS,SECONDS");
+            // what the refusal says to do
+            assertThat(keys.sortedBatch(one)).isEqualTo("batch:Aa,BB");
+            assertThat(keys.sortedBatch(other)).isEqualTo("batch:Aa,BB");
+        });
+    }
+
     record Holder(Object inside) {
     }
 
@@ -550,6 +581,11 @@ class LockAnnotationRulesTest {
 
         @DistributedLock(key = "'batch:' + #ids")
         public String batch(Object ids) {
+            return LockContext.current().key();
+        }
+
+        @DistributedLock(key = "'batch:' + #ids.stream().sorted().toList()")
+        public String sortedBatch(java.util.Set<String> ids) {
             return LockContext.current().key();
         }
 
