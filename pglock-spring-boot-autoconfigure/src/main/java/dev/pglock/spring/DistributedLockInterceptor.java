@@ -232,9 +232,11 @@ final class DistributedLockInterceptor implements MethodInterceptor {
         }
         Object value;
         try {
+            // #root.targetClass: a generated class (a JDK proxy's, a lambda's) is named per JVM; the
+            // interface that declares the method stands for it, as in default keys.
             value = evaluator.evaluate(operation.keyExpression(), operation.method(),
-                    targetClass != null ? targetClass : operation.method().getDeclaringClass(), target,
-                    invocation.getArguments());
+                    targetClass != null && !LockOperationSource.isGenerated(targetClass) ? targetClass
+                            : operation.method().getDeclaringClass(), target, invocation.getArguments());
         } catch (org.springframework.expression.EvaluationException e) {
             // A part refused inside a method call reaches here wrapped in SpEL's own error: said as it was.
             String why = e.getMessage();

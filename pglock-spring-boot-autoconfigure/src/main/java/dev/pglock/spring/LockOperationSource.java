@@ -192,7 +192,7 @@ final class LockOperationSource {
      * A class the JVM generated, a JDK dynamic proxy ($ProxyNN) or a lambda (Config$$Lambda/0x…): named
      * differently on every replica, without parameter names or a class file; its interfaces speak for it.
      */
-    private static boolean isGenerated(Class<?> type) {
+    static boolean isGenerated(Class<?> type) {
         return Proxy.isProxyClass(type) || ClassUtils.isLambdaClass(type);
     }
 

@@ -156,7 +156,13 @@ class LockAnnotationRulesTest {
                 .withBean("lambdaMapper", dev.pglock.spring.keys.a.Mapper.class,
                         () -> tenant -> LockContext.current().key())
                 .withBean("keyedLambda", dev.pglock.spring.keys.a.KeyedMapper.class,
-                        () -> tenant -> LockContext.current().key()).run(context -> {
+                        () -> tenant -> LockContext.current().key())
+                .withBean("classKeyedLambda", dev.pglock.spring.keys.a.ClassKeyedMapper.class,
+                        () -> tenant -> LockContext.current().key())
+                .withBean("classKeyedProxy", dev.pglock.spring.keys.a.ClassKeyedMapper.class, () ->
+                        (dev.pglock.spring.keys.a.ClassKeyedMapper) java.lang.reflect.Proxy.newProxyInstance(
+                                getClass().getClassLoader(), new Class<?>[] {dev.pglock.spring.keys.a.ClassKeyedMapper.class},
+                                (proxy, method, args) -> LockContext.current().key())).run(context -> {
                     var a = context.getBean(dev.pglock.spring.keys.a.Jobs.class);
                     var b = context.getBean(dev.pglock.spring.keys.b.Jobs.class);
                     assertThat(AopUtils.isCglibProxy(a)).isTrue();
@@ -176,6 +182,11 @@ class LockAnnotationRulesTest {
                             .as("a lambda's key").isEqualTo("dev.pglock.spring.keys.a.Mapper.sync(java.lang.String)");
                     // Before: "#tenant" stopped the start, as the lambda's own method has no parameter names
                     assertThat(context.getBean(dev.pglock.spring.keys.a.KeyedMapper.class).sync("t")).isEqualTo("t");
+                    // Before: #root.targetClass was the lambda's or the proxy's class, named per JVM (a hunt)
+                    for (String bean : List.of("classKeyedLambda", "classKeyedProxy")) {
+                        assertThat(context.getBean(bean, dev.pglock.spring.keys.a.ClassKeyedMapper.class).sync("t"))
+                                .as(bean).isEqualTo("dev.pglock.spring.keys.a.ClassKeyedMapper:t");
+                    }
                     assertThat(output).as("nor was it warned about as a final method").doesNotContain("has no effect");
                 });
     }
