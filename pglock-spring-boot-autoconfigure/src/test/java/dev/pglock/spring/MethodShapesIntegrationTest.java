@@ -512,6 +512,39 @@ abstract class MethodShapesIntegrationTest {
     }
 
     /**
+     * A hunt in the starter: work that hands back a plain Future (an executor's submit) through a type
+     * that does not tell (a template's callback, an {@code Object}) was returned as a plain value, and
+     * the lock ended while the submitted work still ran: another replica could run it at once. A Future
+     * not done yet is refused now, as a DeferredResult is: the lock is given back, the caller told. One
+     * already done (its work ran under the lock) is returned.
+     */
+    @Test
+    void aPlainFutureStillRunningIsRefusedAtTheCall() throws Exception {
+        runner().run(context -> {
+            LockTemplate template = context.getBean(LockTemplate.class);
+            java.util.concurrent.ExecutorService executor = java.util.concurrent.Executors.newSingleThreadExecutor();
+            try {
+                CountDownLatch started = new CountDownLatch(1);
+                CountDownLatch proceed = new CountDownLatch(1);
+                assertThatThrownBy(() -> template.execute("plain-future", lock -> executor.submit(() -> {
+                    started.countDown();
+                    proceed.await();
+                    return 1;
+                }))).isInstanceOf(IllegalStateException.class).hasMessageContaining("'plain-future'")
+                        .hasMessageContaining("Future");
+                assertThat(started.await(10, TimeUnit.SECONDS)).isTrue();
+                assertThat(otherReplica().tryAcquire(LockRequest.of("plain-future"))).as("given back").isPresent();
+                proceed.countDown();
+                java.util.concurrent.FutureTask<Integer> ran = new java.util.concurrent.FutureTask<>(() -> 2);
+                ran.run(); // done: its work ran under the lock
+                assertThat(template.execute("done-future", lock -> ran).get()).isEqualTo(2);
+            } finally {
+                executor.shutdownNow();
+            }
+        });
+    }
+
+    /**
      * Review: the same shapes behind a declared type that does not tell (a {@code ResponseEntity<?>}, an
      * {@code Object}) started, and their lock ended before the work. Refused at the call now: the lock
      * is given back and the caller gets an exception naming the lock and the value.
