@@ -8,6 +8,7 @@ import java.util.EnumMap;
 import java.util.EnumSet;
 import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.SortedMap;
@@ -278,25 +279,90 @@ final class DistributedLockInterceptor implements MethodInterceptor {
     }
 
     static String whyNotAPart(Object value) {
-        return unordered(value) ? "a set or map whose elements join in an order that differs from one JVM to the"
-                + " next or with how it was filled (a HashSet, Set.of, HashMap, Map.of): the same elements could"
-                + " make another key on another replica; join a sorted copy, e.g. #ids.stream().sorted().toList()"
+        return unordered(value) ? "a set or map whose elements join in an order drawn per JVM (Set.of, Map.of, or a"
+                + " hash set or map of enums or of values without their own hashCode): the same elements make"
+                + " another key on another replica; join a sorted copy, e.g. #ids.stream().sorted().toList()"
+                + " (a map: new java.util.TreeMap(#map)), or an ordered set (TreeSet, LinkedHashSet, EnumSet)"
                 : isContainer(value) ? "an element with Object's identity toString, different for every instance"
                         : whyNotALock(value);
     }
 
     /**
-     * A set or map without an order of its own: a HashSet's depends on how it was filled, Set.of's
-     * and Map.of's on a seed drawn per JVM, an enum HashSet's on identity hashes. Sorted, insertion-
-     * ordered and enum sets and maps join the same way everywhere, as lists do.
+     * A set or map of two or more elements that iterates in an order drawn per JVM: Set.of's and
+     * Map.of's (a seed drawn at start-up), and a hash set's or map's whose elements (a map's keys) hash
+     * by identity, as enums and classes without their own hashCode do. Sorted, insertion-ordered and
+     * enum sets and maps, and Java 21's sequenced ones, join the same way everywhere, as lists do. A
+     * HashSet of strings, numbers or UUIDs is left alone: its order depends on how it was filled, which
+     * is the same on replicas running the same code, and refusing it would fail calls that work.
      */
     private static boolean unordered(Object value) {
-        if (value instanceof Set<?>) {
-            return !(value instanceof SortedSet<?> || value instanceof LinkedHashSet<?> || value instanceof EnumSet<?>);
+        Collection<?> elements;
+        if (value instanceof Set<?> set) {
+            elements = set;
+        } else if (value instanceof Map<?, ?> map) {
+            elements = map.keySet();
+        } else {
+            return false;
         }
-        if (value instanceof Map<?, ?>) {
-            return !(value instanceof SortedMap<?, ?> || value instanceof LinkedHashMap<?, ?>
-                    || value instanceof EnumMap<?, ?>);
+        if (elements.size() < 2 || value instanceof SortedSet<?> || value instanceof SortedMap<?, ?>
+                || value instanceof LinkedHashSet<?> || value instanceof LinkedHashMap<?, ?>
+                || value instanceof EnumSet<?> || value instanceof EnumMap<?, ?> || isSequenced(value.getClass())) {
+            return false;
+        }
+        if (value.getClass().getName().startsWith("java.util.ImmutableCollections$")) {
+            return true;
+        }
+        for (Object element : elements) {
+            if (element != null && hashesByIdentity(element.getClass())) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private static final ClassValue<Boolean> HASHES_BY_IDENTITY = new ClassValue<>() {
+        @Override
+        protected Boolean computeValue(Class<?> type) {
+            if (type.isEnum() || Enum.class.isAssignableFrom(type)) {
+                return true; // Enum.hashCode is final and Object's
+            }
+            try {
+                return type.getMethod("hashCode").getDeclaringClass() == Object.class;
+            } catch (NoSuchMethodException e) {
+                return false;
+            }
+        }
+    };
+
+    private static boolean hashesByIdentity(Class<?> type) {
+        return HASHES_BY_IDENTITY.get(type);
+    }
+
+    /** Java 21's SequencedCollection or SequencedMap (by name: pglock runs on Java 17 too), or Guava's immutable ones. */
+    private static boolean isSequenced(Class<?> type) {
+        return SEQUENCED.get(type);
+    }
+
+    private static final ClassValue<Boolean> SEQUENCED = new ClassValue<>() {
+        @Override
+        protected Boolean computeValue(Class<?> type) {
+            for (String name : List.of("java.util.SequencedCollection", "java.util.SequencedMap",
+                    "com.google.common.collect.ImmutableCollection", "com.google.common.collect.ImmutableMap")) {
+                for (Class<?> t = type; t != null; t = t.getSuperclass()) {
+                    if (t.getName().equals(name) || implementsNamed(t, name)) {
+                        return true;
+                    }
+                }
+            }
+            return false;
+        }
+    };
+
+    private static boolean implementsNamed(Class<?> type, String name) {
+        for (Class<?> i : type.getInterfaces()) {
+            if (i.getName().equals(name) || implementsNamed(i, name)) {
+                return true;
+            }
         }
         return false;
     }

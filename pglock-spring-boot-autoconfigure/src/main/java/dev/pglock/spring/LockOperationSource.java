@@ -561,10 +561,6 @@ final class LockOperationSource {
             return null;
         }
         Class<?> type = value.getClass();
-        if (value instanceof Future<?> future && !(value instanceof CompletionStage<?>) && !future.isDone()) {
-            // An executor's submit: nothing to wait on without blocking; a CompletionStage is kept until complete
-            return "a " + known(type) + ", a Future whose work may still run and whose end pglock cannot follow";
-        }
         Returned kind = RETURNED.get(type);
         if (kind == Returned.ENTITY) {
             Object body;

@@ -310,6 +310,17 @@ public class LockTemplate implements LockOperations {
                         + " @DistributedLock on a method that returns it (the lock is then taken on subscription"
                         + " and held until it completes), or take the lock inside the publisher");
             }
+            if (result instanceof java.util.concurrent.Future<?> future && !(result instanceof CompletionStage<?>)
+                    && !future.isDone() && (future.cancel(true) || !future.isDone())) {
+                // An executor's submit, a scheduled task: pglock cannot follow its end without blocking (a
+                // CompletionStage it can, and keeps the lock until it completes). Its work would run on
+                // without the lock: cancelled, so that none runs unprotected, unless it finished meanwhile.
+                throw new IllegalStateException("the work under lock '" + lock.key() + "' returned a "
+                        + result.getClass().getName() + ", a Future whose end pglock cannot follow, so the lock"
+                        + " would end before its work: the Future was cancelled (its work interrupted if it had"
+                        + " begun) and the lock given back. Return a CompletableFuture (kept locked until it"
+                        + " completes), or lock the work itself (LockTemplate inside the task)");
+            }
             String mayRunLater = LockOperationSource.mayRunLater(result);
             if (mayRunLater != null) {
                 org.slf4j.LoggerFactory.getLogger(LockTemplate.class).warn("the work under lock '{}' returned {}:"
