@@ -304,9 +304,7 @@ final class DistributedLockInterceptor implements MethodInterceptor {
         } else {
             return false;
         }
-        if (elements.size() < 2 || value instanceof SortedSet<?> || value instanceof SortedMap<?, ?>
-                || value instanceof LinkedHashSet<?> || value instanceof LinkedHashMap<?, ?>
-                || value instanceof EnumSet<?> || value instanceof EnumMap<?, ?> || isSequenced(value.getClass())) {
+        if (elements.size() < 2 || ORDERED.stream().anyMatch(type -> type.isInstance(value))) {
             return false;
         }
         if (value.getClass().getName().startsWith("java.util.ImmutableCollections$")) {
@@ -323,7 +321,7 @@ final class DistributedLockInterceptor implements MethodInterceptor {
     private static final ClassValue<Boolean> HASHES_BY_IDENTITY = new ClassValue<>() {
         @Override
         protected Boolean computeValue(Class<?> type) {
-            if (type.isEnum() || Enum.class.isAssignableFrom(type)) {
+            if (Enum.class.isAssignableFrom(type)) {
                 return true; // Enum.hashCode is final and Object's
             }
             try {
@@ -338,33 +336,23 @@ final class DistributedLockInterceptor implements MethodInterceptor {
         return HASHES_BY_IDENTITY.get(type);
     }
 
-    /** Java 21's SequencedCollection or SequencedMap (by name: pglock runs on Java 17 too), or Guava's immutable ones. */
-    private static boolean isSequenced(Class<?> type) {
-        return SEQUENCED.get(type);
-    }
+    /**
+     * Sets and maps that iterate the same way on every JVM: sorted, insertion-ordered and enum ones,
+     * and, where present, Java 21's sequenced ones (pglock runs on Java 17 too) and Guava's immutable ones.
+     */
+    private static final List<Class<?>> ORDERED = orderedTypes();
 
-    private static final ClassValue<Boolean> SEQUENCED = new ClassValue<>() {
-        @Override
-        protected Boolean computeValue(Class<?> type) {
-            for (String name : List.of("java.util.SequencedCollection", "java.util.SequencedMap",
-                    "com.google.common.collect.ImmutableCollection", "com.google.common.collect.ImmutableMap")) {
-                for (Class<?> t = type; t != null; t = t.getSuperclass()) {
-                    if (t.getName().equals(name) || implementsNamed(t, name)) {
-                        return true;
-                    }
-                }
-            }
-            return false;
-        }
-    };
-
-    private static boolean implementsNamed(Class<?> type, String name) {
-        for (Class<?> i : type.getInterfaces()) {
-            if (i.getName().equals(name) || implementsNamed(i, name)) {
-                return true;
+    private static List<Class<?>> orderedTypes() {
+        List<Class<?>> types = new java.util.ArrayList<>(List.of(SortedSet.class, SortedMap.class, LinkedHashSet.class,
+                LinkedHashMap.class, EnumSet.class, EnumMap.class));
+        ClassLoader loader = DistributedLockInterceptor.class.getClassLoader();
+        for (String name : List.of("java.util.SequencedCollection", "java.util.SequencedMap",
+                "com.google.common.collect.ImmutableCollection", "com.google.common.collect.ImmutableMap")) {
+            if (ClassUtils.isPresent(name, loader)) {
+                types.add(ClassUtils.resolveClassName(name, loader));
             }
         }
-        return false;
+        return List.copyOf(types);
     }
 
     private static boolean isContainer(Object value) {

@@ -232,8 +232,8 @@ public class LockTemplate implements LockOperations {
             throw new IllegalStateException("lock '" + request.key() + "' was asked for in the transaction, but this"
                     + " LockTemplate does not know its lock client's DataSource, whose transaction the lock must join"
                     + " (a LockClient bean of the application's own may lock on another database): define a"
-                    + " LockTemplate bean with new LockTemplate(client, clients, wait, holdAtLeast, dataSource),"
-                    + " where every client that clients returns locks on that DataSource");
+                    + " LockTemplate bean with new LockTemplate(client, clients::get, wait, holdAtLeast, dataSource)"
+                    + " (clients: the PgLockClients bean), where every client it returns locks on that DataSource");
         }
         if (!TransactionSynchronizationManager.isActualTransactionActive()
                 || !TransactionSynchronizationManager.isSynchronizationActive()
