@@ -709,6 +709,19 @@ public abstract class LockClientContractTest {
         }
     }
 
+    /** A listener that says it is being told ({@code hearing}), then keeps the client's event thread until {@code heard}. */
+    protected static java.util.function.Consumer<LockLostException> hearThenWait(CountDownLatch hearing,
+            CountDownLatch heard) {
+        return e -> {
+            hearing.countDown();
+            try {
+                heard.await();
+            } catch (InterruptedException interrupted) {
+                Thread.currentThread().interrupt();
+            }
+        };
+    }
+
     /** Whether the client refuses work because it is closed (or closing). */
     protected static boolean refusesAsClosed(LockClient client) {
         try {

@@ -521,7 +521,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 endedHere.add(s);
             }
             if (endedNow || s == session) { // logged after the backends ended, which comes first
-                lost(lock -> lock.session == s, Reason.SESSION_DIED, sessionLostReason(s, cause), cause);
+                reportSessionLost(s, cause);
             }
         }
         try {
@@ -1410,7 +1410,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         if (cause instanceof SQLException failure && Jdbc.isConnectionFailure(failure, session.connection)) {
             // Its backend is gone or out of reach, and aborting frees nothing on the server: the
             // connection goes at once, so a pool sized near the sessions is not kept short of one.
-            lost(lock -> lock.session == session, Reason.SESSION_DIED, sessionLostReason(session, cause), cause);
+            reportSessionLost(session, cause);
             session.abortAndDispose(networkTimeout.toNanos());
             return;
         }
@@ -1446,6 +1446,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             log.warn("{} ended ({}); every lock it held is lost, and a new session replaces it on next use",
                     session, cause.getMessage());
         }
+    }
+
+    /** Marks the holds of {@code session}, which has ended, lost, and has them told. */
+    private void reportSessionLost(LockSession session, Throwable cause) {
+        lost(lock -> lock.session == session, Reason.SESSION_DIED, sessionLostReason(session, cause), cause);
     }
 
     private static String sessionLostReason(LockSession session, Throwable cause) {

@@ -1632,20 +1632,13 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     void aSessionEndedByAFailedCheckKeepsItsLocksUntilItsHoldersWereTold() throws Exception {
         AtomicReference<Connection> failChecksOn = new AtomicReference<>();
         List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
-        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(recording(handedOut, c -> failingCheck(c, failChecksOn)))
-                .lockSessions(1).build());
+        AdvisoryLockClient a = failingChecksOn(failChecksOn, handedOut);
         LockClient other = client();
         HeldLock held = a.tryAcquire(LockRequest.of("told-first")).orElseThrow(); // on the shared session
         CountDownLatch hearing = new CountDownLatch(1);
         CountDownLatch heard = new CountDownLatch(1);
-        held.onLost(e -> {
-            hearing.countDown();
-            try {
-                heard.await(2, TimeUnit.MINUTES);
-            } catch (InterruptedException interrupted) {
-                Thread.currentThread().interrupt();
-            }
-        });
+        held.onLost(hearThenWait(hearing, heard));
+        closeLater(heard::countDown); // should the test end before it does
         failChecksOn.set(handedOut.get(0)); // its next check fails; the connection itself stays fine
         assertThat(hearing.await(30, TimeUnit.SECONDS)).as("the failed check is told").isTrue();
 
@@ -1667,19 +1660,11 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     void aSessionEndedByAFailedCheckIsAbortedWhenItsHolderIsNotDoneInTime() throws Exception {
         AtomicReference<Connection> failChecksOn = new AtomicReference<>();
         List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
-        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(recording(handedOut, c -> failingCheck(c, failChecksOn)))
-                .lockSessions(1).build());
+        AdvisoryLockClient a = failingChecksOn(failChecksOn, handedOut);
         HeldLock held = a.tryAcquire(LockRequest.of("told-too-long")).orElseThrow(); // on the shared session
         CountDownLatch hearing = new CountDownLatch(1);
         CountDownLatch never = new CountDownLatch(1); // opened when the test ends
-        held.onLost(e -> {
-            hearing.countDown();
-            try {
-                never.await(2, TimeUnit.MINUTES);
-            } catch (InterruptedException interrupted) {
-                Thread.currentThread().interrupt();
-            }
-        });
+        held.onLost(hearThenWait(hearing, never));
         closeLater(never::countDown);
         long failing = System.nanoTime(); // before the loss is found, so before the bound starts
         failChecksOn.set(handedOut.get(0));
@@ -1689,6 +1674,12 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         assertThat(never.getCount()).as("its listener still runs").isOne();
         assertThat(Duration.ofNanos(System.nanoTime() - failing)).as("not before close() would have stopped waiting for it")
                 .isGreaterThanOrEqualTo(Duration.ofSeconds(10));
+    }
+
+    /** A client with one shared session whose watchdog checks fail while {@code failChecksOn} names their connection. */
+    private AdvisoryLockClient failingChecksOn(AtomicReference<Connection> failChecksOn, List<Connection> handedOut) {
+        return (AdvisoryLockClient) closeLater(builder(recording(handedOut, c -> failingCheck(c, failChecksOn)))
+                .lockSessions(1).build());
     }
 
     /** {@code target}, except that preparing a watchdog check on it fails (a plain error, the connection stays fine) while {@code failOn} names it. */

@@ -486,8 +486,7 @@ class LeaseLockClientTest extends LockClientContractTest {
         CompletableFuture<LockLostException> told = new CompletableFuture<>();
         permit.onLost(told::complete);
 
-        a.declareUntrustedForTests(java.util.stream.IntStream.range(0, 3)
-                .mapToObj(i -> dev.pglock.core.internal.PermitKeys.permit("slot-lost", i, 3)).toList());
+        declareEveryPermitUntrusted(a, "slot-lost", 3);
         assertThat(told.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS)).hasMessageContaining("slot-lost");
         // never released by its holder; its marker is given back just after it was told
         HeldLock five = await().atMost(PROMPTLY).ignoreException(IllegalStateException.class)
@@ -513,8 +512,7 @@ class LeaseLockClientTest extends LockClientContractTest {
         CompletableFuture<LockLostException> told = new CompletableFuture<>();
         permit.onLost(told::complete);
 
-        a.declareUntrustedForTests(java.util.stream.IntStream.range(0, 3)
-                .mapToObj(i -> dev.pglock.core.internal.PermitKeys.permit("slot-lost-kept", i, 3)).toList());
+        declareEveryPermitUntrusted(a, "slot-lost-kept", 3);
         told.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
         // the lost permit's row is given back once its holder was told, kept by its hold-at-least
         await().atMost(PROMPTLY).untilAsserted(() -> assertThat(queryLong("SELECT count(*) FROM " + table
@@ -523,6 +521,12 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThatThrownBy(() -> b.tryAcquirePermit(LockRequest.of("slot-lost-kept"), 5))
                 .as("another number of permits inside the lost permit's hold-at-least")
                 .isInstanceOf(IllegalStateException.class).hasMessageContaining("3 permits");
+    }
+
+    /** Every permit lock of a semaphore of {@code permits} is no longer trusted by {@code a}: the permit is lost through its own lock. */
+    private static void declareEveryPermitUntrusted(LeaseLockClient a, String key, int permits) {
+        a.declareUntrustedForTests(java.util.stream.IntStream.range(0, permits)
+                .mapToObj(i -> dev.pglock.core.internal.PermitKeys.permit(key, i, permits)).toList());
     }
 
     /**
@@ -2353,18 +2357,6 @@ class LeaseLockClientTest extends LockClientContractTest {
         await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> assertThat(queryLong("SELECT count(*) FROM "
                 + table + " WHERE lock_key = ? AND cardinality(holders) = 1", key)).as("the lost entry released")
                 .isEqualTo(1));
-    }
-
-    private static java.util.function.Consumer<LockLostException> hearThenWait(CountDownLatch hearing,
-            CountDownLatch heard) {
-        return e -> {
-            hearing.countDown();
-            try {
-                heard.await();
-            } catch (InterruptedException interrupted) {
-                Thread.currentThread().interrupt();
-            }
-        };
     }
 
     private static void awaitLatch(CountDownLatch latch) {
