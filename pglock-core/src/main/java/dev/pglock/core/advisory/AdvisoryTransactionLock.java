@@ -22,20 +22,29 @@ import java.util.function.Consumer;
  */
 final class AdvisoryTransactionLock implements TransactionLock {
 
+    // Whether the transaction's backend is a lock session of some advisory client (its token is set):
+    // then a pooler in transaction mode sent the transaction there, and PostgreSQL would grant a
+    // transaction lock on a key that session holds at session level, so two holders would be inside.
+    // Nothing is taken there; the last column says why.
+    private static final String SESSION_BACKEND = " FROM (SELECT coalesce(current_setting('pglock.session', true), '')"
+            + " <> '' AS claimed) AS s";
     // Try: one statement; the token (with fencing) is drawn only after the grant. Parameters:
     // [sequence,] lock id. %1$s is "" or "_shared". Granted is null on a standby, where nothing is
-    // taken: its advisory locks do not conflict with the primary's (see AdvisoryLockClient's claim).
-    private static final String TRY = "SELECT CASE WHEN NOT pg_is_in_recovery() THEN pg_try_advisory_xact_lock%1$s(?)"
-            + " END, NULL::bigint";
-    private static final String TRY_FENCED = "SELECT granted, CASE WHEN granted THEN nextval(?::regclass) END"
-            + " FROM (SELECT CASE WHEN NOT pg_is_in_recovery() THEN pg_try_advisory_xact_lock%1$s(?) END AS granted"
-            + " OFFSET 0) AS attempt";
+    // taken: its advisory locks do not conflict with the primary's (see AdvisoryLockClient's claim);
+    // and on a lock session's backend.
+    private static final String TRY = "SELECT CASE WHEN NOT s.claimed AND NOT pg_is_in_recovery()"
+            + " THEN pg_try_advisory_xact_lock%1$s(?) END, NULL::bigint, s.claimed" + SESSION_BACKEND;
+    private static final String TRY_FENCED = "SELECT granted, CASE WHEN granted THEN nextval(?::regclass) END, claimed"
+            + " FROM (SELECT CASE WHEN NOT s.claimed AND NOT pg_is_in_recovery() THEN pg_try_advisory_xact_lock%1$s(?)"
+            + " END AS granted, s.claimed" + SESSION_BACKEND + " OFFSET 0) AS attempt";
     // Wait: under a savepoint, so that lock_timeout (55P03) undoes only the wait and the transaction
     // goes on. set_config(..., true) lasts until the transaction ends, so the old value is put back.
     // The select list is evaluated left to right: the old value is read, then the timeout set, then
-    // the wait runs under it; on a standby it does not run (the last column is null then).
+    // the wait runs under it; on a standby or a lock session's backend it does not run (the third
+    // column is null then).
     private static final String WAIT = "SELECT current_setting('lock_timeout'), set_config('lock_timeout', ?, true),"
-            + " CASE WHEN NOT pg_is_in_recovery() THEN (SELECT true FROM pg_advisory_xact_lock%1$s(?)) END";
+            + " CASE WHEN NOT s.claimed AND NOT pg_is_in_recovery() THEN (SELECT true FROM pg_advisory_xact_lock%1$s(?))"
+            + " END, s.claimed" + SESSION_BACKEND;
     private static final String TOKEN = "SELECT nextval(?::regclass)";
     private static final String RESTORE = "SELECT set_config('lock_timeout', ?, true)";
     // Whether this backend still holds the lock, in the mode it was taken: a rollback to a savepoint
@@ -98,6 +107,9 @@ final class AdvisoryTransactionLock implements TransactionLock {
                     ps.setLong(i, lockId);
                     try (ResultSet rs = ps.executeQuery()) {
                         rs.next();
+                        if (rs.getBoolean(3)) {
+                            throw onLockSession(request, transaction);
+                        }
                         if (rs.getObject(1) == null) {
                             throw onStandby(request);
                         }
@@ -127,11 +139,34 @@ final class AdvisoryTransactionLock implements TransactionLock {
                 + " so none is taken. Run the transaction on the primary", null);
     }
 
+    /**
+     * The transaction reached the backend of a lock session (its own client's or another's): a
+     * pooler in transaction mode multiplexes sessions, as the advisory client's session check finds.
+     */
+    private static LockDatabaseException onLockSession(LockRequest request, Connection transaction) {
+        String message = "advisory lock '" + request.key() + "' was asked for in a transaction that runs on the"
+                + " backend of an advisory client's lock session (backend pid " + pid(transaction) + "): the"
+                + " DataSource multiplexes sessions, as PgBouncer (or another pooler) in transaction pooling mode"
+                + " does, and PostgreSQL would grant the transaction a key that session holds, so both holders would"
+                + " be inside. Nothing was taken. Give advisory lock clients a direct connection to PostgreSQL or one"
+                + " through session pooling (Spring Boot: a @PgLockDataSource), or use lease mode";
+        return new LockDatabaseException(message, new SQLException(message, "08P01"));
+    }
+
+    private static String pid(Connection transaction) {
+        try {
+            return String.valueOf(transaction.unwrap(org.postgresql.PGConnection.class).getBackendPID());
+        } catch (SQLException | RuntimeException e) {
+            return "unknown";
+        }
+    }
+
     private static boolean waitFor(Connection c, String sql, long lockId, Duration wait, LockRequest request)
             throws SQLException {
         Savepoint savepoint = c.setSavepoint();
         String previous;
         boolean standby;
+        boolean lockSession;
         try (PreparedStatement ps = c.prepareStatement(sql)) {
             // lock_timeout takes milliseconds up to INT_MAX; longer waits are capped there (24 days).
             long millis = wait.compareTo(Duration.ofMillis(Integer.MAX_VALUE)) > 0 ? Integer.MAX_VALUE : wait.toMillis();
@@ -141,6 +176,7 @@ final class AdvisoryTransactionLock implements TransactionLock {
                 rs.next();
                 previous = rs.getString(1);
                 standby = rs.getObject(3) == null;
+                lockSession = rs.getBoolean(4);
             }
         } catch (SQLException e) {
             c.rollback(savepoint); // undoes the wait and its lock_timeout; the transaction goes on
@@ -153,7 +189,7 @@ final class AdvisoryTransactionLock implements TransactionLock {
         if (standby) {
             c.rollback(savepoint); // undoes its lock_timeout; nothing was taken
             c.releaseSavepoint(savepoint);
-            throw onStandby(request);
+            throw lockSession ? onLockSession(request, c) : onStandby(request);
         }
         c.releaseSavepoint(savepoint); // the lock now belongs to the transaction itself
         try (PreparedStatement ps = c.prepareStatement(RESTORE)) {

@@ -2040,6 +2040,39 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Behind transaction pooling a transaction can reach the backend of a lock session, and
+     * PostgreSQL grants a transaction-level advisory lock to a backend that holds the same key at
+     * session level: the transaction's caller and the session's holder would both be inside. A
+     * transaction lock asked for on a lock session's backend is refused, tried or waited for, and
+     * takes nothing. Before, both calls were granted.
+     */
+    @Test
+    void aTransactionLockOnALockSessionsBackendIsRefused() throws Exception {
+        TransactionPoolingDataSource pooled = closeLater(new TransactionPoolingDataSource(db.simpleDataSource(), 1));
+        LockClient a = closeLater(builder(pooled).heartbeatInterval(Duration.ofHours(1)).build());
+        HeldLock held = a.tryAcquire(LockRequest.of("stacked")).orElseThrow(); // on the one server session
+
+        try (Connection tx = pooled.getConnection()) {
+            tx.setAutoCommit(false); // the same server session, for the whole transaction
+            assertThatThrownBy(() -> a.tryAcquireInTransaction(tx, LockRequest.of("stacked")))
+                    .isInstanceOf(LockDatabaseException.class).hasMessageContaining("lock session")
+                    .hasMessageContaining("transaction pooling");
+            assertThatThrownBy(() -> a.tryAcquireInTransaction(tx,
+                    LockRequest.of("stacked").waitAtMost(Duration.ofSeconds(5))))
+                    .isInstanceOf(LockDatabaseException.class).hasMessageContaining("transaction pooling");
+            try (Statement st = tx.createStatement();
+                    ResultSet rs = st.executeQuery("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid()"
+                            + " AND locktype = 'advisory' AND objsubid = 1 AND granted")) {
+                rs.next();
+                assertThat(rs.getInt(1)).as("only the lock session's own lock").isEqualTo(1);
+            }
+            tx.rollback();
+        }
+        assertThat(held.isHeld()).isTrue();
+        held.release();
+    }
+
+    /**
      * Issue 12, point 11, as a user tried it: two clients, two threads each, on one key through a real
      * PgBouncer 1.18 in transaction pooling. Before the fix this let two holders in and left locks on
      * PgBouncer's server sessions after both clients closed. Now no two holders ever overlap, the
