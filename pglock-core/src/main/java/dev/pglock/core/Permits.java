@@ -349,7 +349,7 @@ final class Permits {
             for (Consumer<LockLostException> listener : now) {
                 try {
                     listener.accept(lost);
-                } catch (RuntimeException e) {
+                } catch (Throwable e) { // an Error too: the other listeners are told all the same, as a lock's are
                     log.warn("an onLost listener of semaphore '{}' threw; ignored", key, e);
                 }
             }

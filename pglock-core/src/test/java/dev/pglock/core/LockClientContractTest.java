@@ -216,6 +216,21 @@ public abstract class LockClientContractTest {
         assertThat(told).as("holders told").hasValue(3);
     }
 
+    /** The same for a permit's listeners: one that throws an Error keeps none of the others from hearing. */
+    @Test
+    void aPermitListenerThatThrowsAnErrorKeepsNoOtherListenerFromBeingToldAtClose() throws Exception {
+        LockClient holder = closeLater(newClient());
+        HeldLock permit = holder.acquirePermit(LockRequest.of("told-permit"), 2);
+        AtomicReference<LockLostException> told = new AtomicReference<>();
+        permit.onLost(lost -> {
+            throw new AssertionError("a listener's Error");
+        });
+        permit.onLost(told::set);
+
+        assertThat(catchThrowable(holder::close)).as("close()").isNull();
+        assertThat(told.get()).as("the second listener was told").isNotNull();
+    }
+
     /**
      * A second close() made where the first may be waiting for it returns at once: by a thread that
      * holds a lock of the client (the first waits for its release during its grace period), and by a
