@@ -311,14 +311,18 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // keeps a lock taken until its lease ends, which never lets two holders in, whereas a lost
     // acquisition or heartbeat would. Every later durable commit (the next acquisition) flushes it.
     private static final String ASYNC_COMMIT = ", set_config('synchronous_commit', 'off', true)";
-    // Appended to what acquisitions and heartbeats return when the connections' synchronous_commit is
-    // off (a role's or database's setting, a URL option): they commit waiting for the flush all the
-    // same, that transaction only (%3$s of the TRY_LOCKs, %2$s of the HEARTBEATs; evaluated for each
-    // row taken or renewed, so a statement that takes nothing writes nothing and sets nothing).
-    // Otherwise a crash could lose an acquisition or a renewal its holder saw confirmed, and another
-    // client take the key while the holder still trusted its lease. Releases keep the setting: a lost
+    // Appended to what acquisitions and heartbeats return (%3$s of the TRY_LOCKs, %2$s of the
+    // HEARTBEATs): where the transaction's synchronous_commit is off (a role's or database's setting, a
+    // URL option, a SET left on a pooled connection or on a pooler's server session), it commits
+    // waiting for the flush all the same, that transaction only. Otherwise a crash could lose an
+    // acquisition or a renewal its holder saw confirmed, and another client take the key while the
+    // holder still trusted its lease. Read in each statement, since the setting can differ from one
+    // connection, or one transaction behind a pooler, to the next. An uncorrelated subquery: run once
+    // per statement, when its first row is returned, so a statement that takes nothing writes nothing
+    // and sets nothing; a stronger setting (remote_apply) is kept. Releases keep the setting: a lost
     // release only keeps a lock taken until its lease ends.
-    private static final String DURABLE_COMMIT = ", set_config('synchronous_commit', 'on', true)";
+    private static final String DURABLE_COMMIT = ", (SELECT set_config('synchronous_commit', 'on', true)"
+            + " WHERE current_setting('synchronous_commit') = 'off')";
     // Replace a held lock's data, only while this acquisition holds it and it has not expired.
     private static final String UPDATE_DATA = """
             UPDATE %1$s SET data = ?
@@ -368,8 +372,6 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     private volatile String waiterTryLock;
     private volatile String heartbeat;
     private volatile String heartbeatExclusive;
-    /** "" or DURABLE_COMMIT, as start() found the connections' synchronous_commit. */
-    private volatile String takeCommit = "";
     /**
      * Held by a heartbeat round from before it lists its locks until its exclusive locks are renewed,
      * and by a transaction's confirmation while it registers its lock; RELEASE_ALL waits for a round
@@ -516,11 +518,11 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         // The sequence is named by a string literal (nextval(E'...')): a quote or a backslash in a
         // schema name that search_path resolved must not end it, whatever standard_conforming_strings says.
         String quotedSequence = "E'" + quotedSequenceName.replace("\\", "\\\\").replace("'", "\\'") + "'";
-        this.tryLock = TRY_LOCK.formatted(quotedTable, quotedSequence, takeCommit);
-        this.tryLockExclusive = TRY_LOCK_EXCLUSIVE.formatted(quotedTable, quotedSequence, takeCommit);
-        this.waiterTryLock = WAITER_TRY_LOCK.formatted(quotedTable, quotedSequence, takeCommit);
-        this.heartbeat = HEARTBEAT.formatted(quotedTable, takeCommit);
-        this.heartbeatExclusive = HEARTBEAT_EXCLUSIVE.formatted(quotedTable, takeCommit);
+        this.tryLock = TRY_LOCK.formatted(quotedTable, quotedSequence, DURABLE_COMMIT);
+        this.tryLockExclusive = TRY_LOCK_EXCLUSIVE.formatted(quotedTable, quotedSequence, DURABLE_COMMIT);
+        this.waiterTryLock = WAITER_TRY_LOCK.formatted(quotedTable, quotedSequence, DURABLE_COMMIT);
+        this.heartbeat = HEARTBEAT.formatted(quotedTable, DURABLE_COMMIT);
+        this.heartbeatExclusive = HEARTBEAT_EXCLUSIVE.formatted(quotedTable, DURABLE_COMMIT);
         this.release = RELEASE.formatted(quotedTable, releaseCommit);
         this.releaseExclusive = RELEASE_EXCLUSIVE.formatted(quotedTable, releaseCommit);
         this.releaseAll = RELEASE_ALL.formatted(quotedTable, releaseCommit);
@@ -544,19 +546,6 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
             // search_path would find (one an application left with SET search_path, a tenant's schema
             // with a table of the same name): every statement names them with their schema.
             String[] qualified = first.call(schema::qualifiedNames);
-            String commits = first.call(c -> {
-                try (Statement st = c.createStatement();
-                        ResultSet rs = st.executeQuery("SELECT current_setting('synchronous_commit')")) {
-                    rs.next();
-                    return rs.getString(1);
-                }
-            });
-            if ("off".equals(commits)) {
-                log.info("synchronous_commit is off on the lease client's connections: its acquisitions and"
-                        + " heartbeats set it to on for their own transactions, so a crash cannot lose a lock"
-                        + " its holder saw confirmed");
-                takeCommit = DURABLE_COMMIT;
-            }
             useNames(qualified[0], qualified[1]);
             resolved = qualified[0];
         } catch (SQLException e) {

@@ -948,6 +948,55 @@ class LeaseLockClientTest extends LockClientContractTest {
         assertThat(commitSettings(log)).as("releases keep the connection's setting").contains("release off");
     }
 
+    /**
+     * The same when only some connections stop waiting for the flush after the client started: a
+     * SET left on a pooled connection by application code, or on a server session behind a pooler
+     * in transaction mode. Before, the client read the setting once, on its first session at start,
+     * and its statements waited for the flush only if that one said off.
+     */
+    @Test
+    void acquisitionsAndHeartbeatsCommitDurablyOnConnectionsThatStopWaitingForTheFlushAfterStart() throws Exception {
+        HikariDataSource pool = closeLater(db.pooledDataSource(4));
+        java.util.concurrent.atomic.AtomicBoolean lax = new java.util.concurrent.atomic.AtomicBoolean();
+        java.util.Set<Connection> laxed = java.util.concurrent.ConcurrentHashMap.newKeySet();
+        DataSource laterLax = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {DataSource.class}, (p, m, args) -> {
+                    try {
+                        Object result = m.invoke(pool, args);
+                        if (!(result instanceof Connection c)) {
+                            return result;
+                        }
+                        return java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                                new Class<?>[] {Connection.class}, (cp, cm, cargs) -> {
+                                    if (lax.get() && !cm.getName().equals("close") && laxed.add(c)) {
+                                        try (Statement st = c.createStatement()) {
+                                            st.execute("SET synchronous_commit = off");
+                                        }
+                                    }
+                                    try {
+                                        return cm.invoke(c, cargs);
+                                    } catch (java.lang.reflect.InvocationTargetException e) {
+                                        throw e.getCause();
+                                    }
+                                });
+                    } catch (java.lang.reflect.InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
+        LockClient a = closeLater(builder(laterLax).heartbeatInterval(Duration.ofMillis(500)).build());
+        lax.set(true); // every connection of the pool, from its next use on, the started client's too
+        String log = recordCommitSettings();
+
+        HeldLock held = a.acquire(LockRequest.of("later-lax")); // a take
+        await().atMost(Duration.ofSeconds(10)).until(() -> commitSettings(log).size() >= 2); // a heartbeat
+        held.release();
+
+        assertThat(laxed).as("the client's statements ran on connections set so").isNotEmpty();
+        List<String> takes = commitSettings(log).stream().filter(s -> s.startsWith("take")).toList();
+        assertThat(takes).hasSizeGreaterThanOrEqualTo(2).allMatch("take on"::equals);
+        assertThat(commitSettings(log)).as("releases keep the connection's setting").contains("release off");
+    }
+
     @Test
     void wakeUpsThatFindTheLockTakenNeitherLockNorRewriteTheRow() throws Exception {
         // The holder's heartbeat would rewrite the row: one every 10 s, against a test that takes one.
