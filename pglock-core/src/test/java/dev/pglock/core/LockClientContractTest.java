@@ -1403,6 +1403,52 @@ public abstract class LockClientContractTest {
     }
 
     /**
+     * The same when the leader's own onElected closes its client (an application shutting down from
+     * the callback): its close() runs the lock's listeners on the candidate's thread. Before, the
+     * listener took that for the candidate's own release after onRevoked and returned at once: the
+     * key was freed and B elected before A's onRevoked began.
+     */
+    @Test
+    void aLeaderWhoseOnElectedClosesItsClientHearsItIsRevokedBeforeAnotherIsElected() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        CountDownLatch electedB = new CountDownLatch(1);
+        CountDownLatch revokingA = new CountDownLatch(1);
+        CountDownLatch closeNow = new CountDownLatch(1);
+        AtomicBoolean electedWhileARevoked = new AtomicBoolean();
+        AtomicBoolean electedBeforeARevoked = new AtomicBoolean();
+        LeaderCallbacks pausing = pausingOnRevoked(revokingA, electedB, electedWhileARevoked, new AtomicBoolean());
+        Leadership leaderA = closeLater(a.lead("closed-from-elected", new LeaderCallbacks() {
+            @Override
+            public void onElected(HeldLock lock) {
+                try {
+                    if (closeNow.await(10, TimeUnit.SECONDS)) {
+                        a.close();
+                    }
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+
+            @Override
+            public void onRevoked(HeldLock lock) {
+                electedBeforeARevoked.set(electedB.getCount() == 0);
+                pausing.onRevoked(lock);
+            }
+        }));
+        await().atMost(PROMPTLY).until(leaderA::isLeader);
+        closeLater(b.lead("closed-from-elected", countingElected(electedB)));
+        awaitWaiterInDatabase("closed-from-elected");
+
+        closeNow.countDown();
+
+        assertThat(revokingA.await(10, TimeUnit.SECONDS)).as("A's onRevoked ran").isTrue();
+        assertThat(electedB.await(10, TimeUnit.SECONDS)).as("B leads after A's client closed").isTrue();
+        assertThat(electedBeforeARevoked).as("B elected before A's onRevoked began").isFalse();
+        assertThat(electedWhileARevoked).as("B elected while A's onRevoked ran").isFalse();
+    }
+
+    /**
      * Review: a candidate whose onElected throws steps down and stands again after a pause, also when
      * it throws an Error. Before, a RuntimeException made it take the lock again at once, in a tight
      * loop while the callback kept failing (and, in lease mode, ahead of other candidates waiting for

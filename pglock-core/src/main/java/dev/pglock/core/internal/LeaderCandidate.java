@@ -145,6 +145,14 @@ public final class LeaderCandidate implements Leadership {
         }
     }
 
+    private void revoke(HeldLock held) {
+        try {
+            callbacks.onRevoked(held);
+        } catch (Throwable e) {
+            log.warn("leader candidate for '{}': onRevoked threw", key, e);
+        }
+    }
+
     /** Leads until the lock is lost, given up or the candidacy ends; then steps down. */
     private void lead(HeldLock held) {
         java.util.function.Consumer<HeldLock> hook = beforeLeadingForTests;
@@ -152,12 +160,21 @@ public final class LeaderCandidate implements Leadership {
             hook.accept(held);
         }
         CountDownLatch revoked = new CountDownLatch(1);
+        java.util.concurrent.atomic.AtomicBoolean revokeCalled = new java.util.concurrent.atomic.AtomicBoolean();
         held.onLost(lost -> {
+            boolean inElected;
             synchronized (monitor) {
                 monitor.notifyAll();
+                inElected = leading == held;
             }
             if (Thread.currentThread() == thread) {
-                return; // found lost by this candidate's own release: onRevoked has run
+                // Found lost by this candidate's own release, after onRevoked ran; or, while it leads, by
+                // a close() of the client that its onElected called: that close() frees the key once this
+                // returns, so onRevoked runs here, inside it, and not again after onElected.
+                if (inElected && revokeCalled.compareAndSet(false, true)) {
+                    revoke(held);
+                }
+                return;
             }
             // Also when the client closes: its close() runs this before it frees the key, and its
             // grace period, if any, ended before (the candidate holds the lock until it is revoked).
@@ -223,9 +240,9 @@ public final class LeaderCandidate implements Leadership {
             // that work still runs. The interrupt is cleared above, under the monitor, and close()
             // does not interrupt while revoking is set; it is restored after.
             try {
-                callbacks.onRevoked(held);
-            } catch (Throwable e) {
-                log.warn("leader candidate for '{}': onRevoked threw", key, e);
+                if (revokeCalled.compareAndSet(false, true)) {
+                    revoke(held);
+                }
             } finally {
                 revoked.countDown();
                 held.close(); // quiet when it was lost
