@@ -19,7 +19,9 @@ import java.sql.SQLException;
 import java.sql.Statement;
 import java.sql.Timestamp;
 import java.time.Duration;
+import java.time.Instant;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
@@ -273,12 +275,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // released by two statements (batches of RELEASE_BATCH) end it at the later one's, as two
     // RELEASEs would. One row returned per key.
     private static final String RELEASE_ALL = """
-            WITH r AS (SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::bigint[])
-                       AS r(lock_key, holder, hold_millis, waiter_id)),
+            WITH r AS (SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::bigint[])
+                       AS r(lock_key, holder, hold_millis, waiter_id, keep_until)),
             mine AS (
-                SELECT t.lock_key, k.holders, k.holds, k.waiter_id
+                SELECT t.lock_key, k.holders, k.holds, k.keeps, k.waiter_id
                 FROM (SELECT lock_key, array_agg(holder) AS holders, array_agg(hold_millis) AS holds,
-                             min(waiter_id) AS waiter_id
+                             array_agg(keep_until) AS keeps, min(waiter_id) AS waiter_id
                       FROM r GROUP BY lock_key ORDER BY lock_key) AS k
                 CROSS JOIN LATERAL (
                     SELECT o.lock_key FROM %1$s AS o
@@ -290,7 +292,10 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                 expires_at = CASE WHEN NOT t.holders <@ mine.holders THEN t.expires_at
                                   ELSE greatest(statement_timestamp(), t.acquired_at
                                        + (SELECT max(h.millis) FROM unnest(mine.holders, mine.holds) AS h(holder, millis)
-                                          WHERE h.holder = ANY (t.holders)) * interval '1 millisecond') END,
+                                          WHERE h.holder = ANY (t.holders)) * interval '1 millisecond',
+                                       (SELECT to_timestamp(max(h.until) / 1000000.0)
+                                        FROM unnest(mine.holders, mine.keeps) AS h(holder, until)
+                                        WHERE h.holder = ANY (t.holders))) END,
                 data = CASE WHEN t.holders <@ mine.holders THEN NULL ELSE t.data END
             FROM mine
             WHERE t.namespace = ? AND t.lock_key = ANY (ARRAY(SELECT lock_key FROM mine)) AND t.lock_key = mine.lock_key
@@ -344,8 +349,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // A semaphore's permits and its markers (see PermitKeys): keys that start with the semaphore's key
     // and a prefix user keys cannot contain. Parameters: namespace, prefix.
     private static final String PERMITS = LOCK_COLUMNS + " AND namespace = ? AND starts_with(lock_key, ?) ORDER BY lock_key";
+    // A marker counts while it is taken: held, or kept by close() for a permit that hold-at-least
+    // keeps taken (holders empty, expires_at ahead; a marker released otherwise ends at its release's
+    // statement time, as markers carry no hold-at-least of their own). A caller asking for the same
+    // number of permits joins a kept marker as it joins a held one (TRY_LOCK's shared branch).
     private static final String SEMAPHORE_SIZES = "SELECT lock_key FROM %1$s WHERE namespace = ? AND starts_with(lock_key, ?)"
-            + " AND holders <> '{}' AND expires_at > statement_timestamp()";
+            + " AND expires_at > statement_timestamp()";
     // Rows released or expired long ago: a stalled acquirer an hour late is not a concern.
     private static final String PURGE = "DELETE FROM %1$s WHERE expires_at < statement_timestamp() - interval '1 hour'";
     private static final Duration PURGE_EVERY = Duration.ofMinutes(10);
@@ -1524,6 +1533,46 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         }
     }
 
+    /**
+     * Set by close(): until when (epoch microseconds, the database's clock) RELEASE_ALL keeps the row
+     * of each semaphore marker it releases, by marker key; empty otherwise.
+     */
+    private volatile Map<String, Long> markersKeptUntil = Map.of();
+
+    /**
+     * For close(): a semaphore's marker stays taken as long as hold-at-least keeps a permit of the
+     * same semaphore and size taken, whether the permit is among {@code locks} (held at close(), or
+     * a release still to make) or was released before with its hold-at-least still running. Otherwise
+     * close() would free the marker at once, and a caller asking for another number of permits would
+     * be let in beside the kept permit. By marker key, in epoch microseconds of the database's clock
+     * (permits' acquisitions are timed by it).
+     */
+    private Map<String, Long> markersKeptUntil(List<LeaseLock> locks) {
+        Map<String, Long> until = new HashMap<>();
+        for (LeaseLock lock : locks) {
+            int[] permit = PermitKeys.parse(lock.key());
+            if (permit != null && permit[0] >= 0 && holdAtLeastMillis(lock) > 0) {
+                until.merge(PermitKeys.marker(PermitKeys.semaphoreOf(lock.key()), permit[1]),
+                        epochMicros(lock.acquiredAt()) + holdAtLeastMillis(lock) * 1000, Math::max);
+            }
+        }
+        for (LeaseLock lock : locks) {
+            int[] marker = PermitKeys.parse(lock.key());
+            if (marker != null && marker[0] == -1) {
+                String semaphore = PermitKeys.semaphoreOf(lock.key());
+                for (int i = 0; i < marker[1]; i++) {
+                    holdAtLeastUntil(PermitKeys.permit(semaphore, i, marker[1]))
+                            .ifPresent(kept -> until.merge(lock.key(), epochMicros(kept), Math::max));
+                }
+            }
+        }
+        return Map.copyOf(until);
+    }
+
+    private static long epochMicros(Instant instant) {
+        return Math.addExact(Math.multiplyExact(instant.getEpochSecond(), 1_000_000L), instant.getNano() / 1000);
+    }
+
     /** The hold-at-least a release of {@code lock} keeps: none for a grant given back unused. */
     private static long holdAtLeastMillis(LeaseLock lock) {
         return lock.isUnused() ? 0 : lock.holdAtLeastMillis;
@@ -1539,9 +1588,12 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
                     .toArray(Long[]::new)));
             ps.setArray(4, c.createArrayOf("bigint", locks.stream().map(lock -> listener.waiterLockId(lock.key()))
                     .toArray(Long[]::new)));
-            ps.setString(5, namespace);
+            Map<String, Long> keep = markersKeptUntil;
+            ps.setArray(5, c.createArrayOf("bigint", locks.stream().map(lock -> keep.get(lock.key()))
+                    .toArray(Long[]::new)));
             ps.setString(6, namespace);
-            ps.setString(7, channel);
+            ps.setString(7, namespace);
+            ps.setString(8, channel);
             int released = 0;
             try (ResultSet rs = ps.executeQuery()) {
                 while (rs.next()) {
@@ -2022,6 +2074,7 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
         if (!all.isEmpty()) {
             awaitHeartbeatRound(); // before the deadline: its retries are for connections that died
         }
+        markersKeptUntil = markersKeptUntil(all);
         long deadline = System.nanoTime() + networkTimeout.toNanos();
         long pause = Math.max(1, Math.min(heartbeatInterval.toMillis() / 4, 100));
         while (!all.isEmpty() && releaseAll(all) < 0 && System.nanoTime() - deadline < 0) {

@@ -534,6 +534,29 @@ class LeaseLockClientTest extends LockClientContractTest {
      * is taken or read, naming the semaphore's key. Before, the refusal came after the marker was
      * taken and the other markers read, naming the permit's internal key.
      */
+    /**
+     * Review: close() keeps a semaphore's marker as long as a permit of it stays taken by
+     * hold-at-least (lease mode keeps hold-at-least through close()), held at close() or released
+     * before, so a caller asking for another number of permits (a replica of the next version,
+     * during a rolling deploy) is still refused. Before, close() gave the marker back at once and
+     * b took permits of 5 beside a's kept permit of 3.
+     */
+    @Test
+    void closeKeepsTheMarkerOfAPermitKeptByHoldAtLeast() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        a.acquirePermit(LockRequest.of("kept-held").holdAtLeast(Duration.ofSeconds(30)), 3); // held at close()
+        a.acquirePermit(LockRequest.of("kept-released").holdAtLeast(Duration.ofSeconds(30)), 3).release();
+
+        a.close();
+
+        for (String key : List.of("kept-held", "kept-released")) {
+            assertThatThrownBy(() -> b.tryAcquirePermit(LockRequest.of(key), 5)).as(key)
+                    .isInstanceOf(IllegalStateException.class).hasMessageContaining("in use with 3 permits");
+            assertThat(b.tryAcquirePermit(LockRequest.of(key), 3)).as(key + ": a permit of the 3 is free").isPresent();
+        }
+    }
+
     @Test
     void aPermitWithALeaseTooShortIsRefusedAtTheCallNamingTheSemaphore() throws Exception {
         LockClient a = client();
