@@ -2,7 +2,9 @@ package dev.pglock.core;
 
 /**
  * What a leader candidate is told (see {@link LockClient#lead}). Both run on the candidate's own
- * thread, one at a time, always in the order elected, revoked, elected, revoked, ...
+ * thread, always in the order elected, revoked, elected, revoked, ... One exception nests them: when
+ * onElected itself closes the client, or releases the leadership and finds it lost, onRevoked runs
+ * inside that call, before it returns (so before the key is freed), and not again after onElected.
  */
 public interface LeaderCallbacks {
 

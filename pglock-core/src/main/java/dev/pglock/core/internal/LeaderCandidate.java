@@ -145,6 +145,28 @@ public final class LeaderCandidate implements Leadership {
         }
     }
 
+    /**
+     * onRevoked from inside onElected (see lead()), run uninterrupted as lead()'s own call is: a
+     * concurrent close() of the candidacy must not cut a wait that pauses the leader's work.
+     */
+    private void revokeUninterrupted(HeldLock held) {
+        boolean interrupted;
+        synchronized (monitor) {
+            revoking = true;
+            interrupted = Thread.interrupted();
+        }
+        try {
+            revoke(held);
+        } finally {
+            synchronized (monitor) {
+                revoking = false;
+            }
+            if (interrupted) {
+                Thread.currentThread().interrupt();
+            }
+        }
+    }
+
     private void revoke(HeldLock held) {
         try {
             callbacks.onRevoked(held);
@@ -172,7 +194,7 @@ public final class LeaderCandidate implements Leadership {
                 // a close() of the client that its onElected called: that close() frees the key once this
                 // returns, so onRevoked runs here, inside it, and not again after onElected.
                 if (inElected && revokeCalled.compareAndSet(false, true)) {
-                    revoke(held);
+                    revokeUninterrupted(held);
                 }
                 return;
             }

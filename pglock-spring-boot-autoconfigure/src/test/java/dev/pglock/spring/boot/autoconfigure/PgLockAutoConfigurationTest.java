@@ -174,7 +174,8 @@ class PgLockAutoConfigurationTest {
 
     @Test
     void asyncReleaseCommitIsOffByDefaultAndReachesTheLeaseClientsReleasesWhenOn() {
-        String setting = "set_config('synchronous_commit'"; // read at start, set by statements only when asked
+        // Releases that do not wait for the flush set it off for their own transaction, only when asked.
+        String setting = "set_config('synchronous_commit', 'off'";
         runner.withUserConfiguration(TwoDataSources.class).withPropertyValues("pglock.mode=lease").run(context -> {
             assertThat(context.getBean(PgLockProperties.class).getTable().isAsyncReleaseCommit()).isFalse();
             context.getBean(LockClient.class).acquire(LockRequest.of("durable")).release();
