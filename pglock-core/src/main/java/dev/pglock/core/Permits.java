@@ -196,6 +196,8 @@ final class Permits {
         private volatile boolean lostWithMarker;
         /** Set when release() or close() found the marker lost and tells the holder of it. */
         private volatile boolean lostOnRelease;
+        /** The marker's loss, as its listener heard it (null while it was not lost). */
+        private volatile LockLostException markerLoss;
         /** The holders' listeners, and the loss once told (guarded by this). */
         private final List<Consumer<LockLostException>> listeners = new java.util.ArrayList<>();
         private LockLostException told;
@@ -223,6 +225,7 @@ final class Permits {
                 }
             });
             marker.onLost(lost -> {
+                markerLoss = lost;
                 lostWithMarker = true;
                 try {
                     tell(markerLost(lost), true); // its holders first: nobody else can have the permit before
@@ -267,16 +270,45 @@ final class Permits {
          * as long as this permit counts.
          */
         private void releaseMarker() {
+            releaseMarkerFindingLoss();
+        }
+
+        /**
+         * {@link #releaseMarker}; the marker's loss when its release, made now, found it lost (its row
+         * gone before any heartbeat noticed), else null. A release made later, after hold-at-least,
+         * finds nothing out for the caller.
+         */
+        private LockLostException releaseMarkerFindingLoss() {
             // Timed on this process's clock from when the permit was handed out, which is after it was
             // taken: the marker never goes before the permit (acquiredAt is the database's clock in
             // lease mode, which this process's may disagree with).
             long keptFor = holdAtLeast.isZero() ? 0
                     : TimeUnit.NANOSECONDS.toMillis(dev.pglock.core.internal.Durations.nanosAtMost(holdAtLeast) - (System.nanoTime() - handedOutNanos)) + 1;
             if (keptFor <= 0) {
-                marker.close();
+                boolean held;
+                try {
+                    held = marker.release();
+                } catch (IllegalStateException releasedBefore) {
+                    return null; // by the permit's own loss, which was told
+                }
+                if (held) {
+                    return null;
+                }
+                LockLostException lost = markerLoss; // set by the marker's listener, when it ran already
+                if (lost == null) {
+                    try {
+                        marker.assertHeld();
+                    } catch (LockLostException found) {
+                        lost = found;
+                    } catch (IllegalStateException released) {
+                        return null;
+                    }
+                }
+                return lost == null ? null : markerLost(lost);
             } else {
                 java.util.concurrent.CompletableFuture.delayedExecutor(keptFor, java.util.concurrent.TimeUnit.MILLISECONDS)
                         .execute(marker::close);
+                return null;
             }
         }
 
@@ -401,7 +433,10 @@ final class Permits {
                 }
                 held = false; // given back when its marker was lost
             }
-            releaseMarker();
+            LockLostException foundByRelease = releaseMarkerFindingLoss();
+            if (markerGone == null) {
+                markerGone = foundByRelease;
+            }
             tellLostOnRelease(markerGone);
             return held && markerGone == null;
         }
@@ -446,7 +481,10 @@ final class Permits {
                 slot.close();
             } finally {
                 if (wasHeld) {
-                    releaseMarker();
+                    LockLostException foundByRelease = releaseMarkerFindingLoss();
+                    if (markerGone == null) {
+                        markerGone = foundByRelease;
+                    }
                 } else {
                     marker.close();
                 }

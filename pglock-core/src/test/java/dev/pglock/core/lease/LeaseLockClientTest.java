@@ -474,6 +474,30 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Review: a permit whose marker row was gone (taken over, deleted by an operator) before any
+     * heartbeat noticed, released by its holder, answered true and told nobody, though a caller
+     * asking for another number of permits had been let in beside it: the marker's own release found
+     * the loss, and its listener kept quiet for a permit already released. The release now answers
+     * false and tells the holder, as a lock's release that finds the lock gone does.
+     */
+    @Test
+    void aPermitWhoseMarkerItsReleaseFindsGoneAnswersFalseAndTells() throws Exception {
+        LockClient a = client();
+        LockClient b = client();
+        HeldLock permit = a.acquirePermit(LockRequest.of("marker-gone"), 2);
+        CompletableFuture<LockLostException> told = new CompletableFuture<>();
+        permit.onLost(told::complete);
+        assertThat(sql("DELETE FROM " + table + " WHERE lock_key = ?",
+                dev.pglock.core.internal.PermitKeys.marker("marker-gone", 2))).isEqualTo(1);
+        HeldLock other = b.tryAcquirePermit(LockRequest.of("marker-gone"), 3).orElseThrow(); // let in beside it
+
+        assertThat(permit.release()).as("its marker was gone while it was held").isFalse();
+        assertThat(told).as("told by the release, on its thread").isCompleted();
+        assertThat(told.get()).hasMessageContaining("marker-gone").hasMessageContaining("marker");
+        other.release();
+    }
+
+    /**
      * Review (the same hunt): a permit lost through its own lock kept its marker, renewed for as long
      * as the client lived when its holder, told, dropped it without releasing it: callers asking for
      * another number of permits were refused all that time. The loss now gives the marker back.
