@@ -985,7 +985,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         }
         D lock = entry.lock;
         Duration holdAtLeast = entry.request.holdAtLeast();
-        if (!holdAtLeast.isZero()) {
+        if (!holdAtLeast.isZero() && !lock.isUnused()) { // a grant never handed out goes back without it
             Instant until = Durations.plusAtMost(lock.acquiredAt(), holdAtLeast); // "ever" saturates
             Instant now = Instant.now();
             if (until.isAfter(now)) {

@@ -554,11 +554,6 @@ class LeaseLockClientTest extends LockClientContractTest {
     }
 
     /**
-     * A permit asked for with a lease the client cannot keep is refused at the call, before anything
-     * is taken or read, naming the semaphore's key. Before, the refusal came after the marker was
-     * taken and the other markers read, naming the permit's internal key.
-     */
-    /**
      * Review: close() keeps a semaphore's marker as long as a permit of it stays taken by
      * hold-at-least (lease mode keeps hold-at-least through close()), held at close() or released
      * before, so a caller asking for another number of permits (a replica of the next version,
@@ -581,6 +576,11 @@ class LeaseLockClientTest extends LockClientContractTest {
         }
     }
 
+    /**
+     * A permit asked for with a lease the client cannot keep is refused at the call, before anything
+     * is taken or read, naming the semaphore's key. Before, the refusal came after the marker was
+     * taken and the other markers read, naming the permit's internal key.
+     */
     @Test
     void aPermitWithALeaseTooShortIsRefusedAtTheCallNamingTheSemaphore() throws Exception {
         LockClient a = client();
