@@ -253,6 +253,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     volatile java.util.function.Consumer<Connection> beforeEndingBackendsForTests;
     /** For tests: runs on the watchdog's check of a session, on the checking thread, before it takes the session. */
     volatile java.util.function.Consumer<LockSession> beforeCheckForTests;
+    /** For tests: runs in sessionEnded after the session was ended and before its holds are reported. */
+    volatile java.util.function.Consumer<LockSession> beforeSessionReportedForTests;
     /** Borrows connections so that the wait for one can be bounded whatever the pool does. */
     private final ExecutorService connector;
 
@@ -1415,16 +1417,23 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             return;
         }
         abortWhenTold.add(session);
-        boolean toTell = lost(lock -> lock.session == session, Reason.SESSION_DIED, sessionLostReason(session, cause),
-                cause, () -> {
-                    try {
-                        connector.execute(() -> abortOnce(session)); // off the event and scheduler threads
-                    } catch (RejectedExecutionException closing) {
-                        abortOnce(session);
-                    }
-                });
-        if (!toTell) {
-            abortOnce(session); // nobody to tell: at once, on this thread
+        java.util.function.Consumer<LockSession> hook = beforeSessionReportedForTests;
+        if (hook != null) {
+            hook.accept(session);
+        }
+        Runnable abort = () -> {
+            try {
+                connector.execute(() -> abortOnce(session)); // off the event and scheduler threads
+            } catch (RejectedExecutionException closing) {
+                abortOnce(session);
+            }
+        };
+        if (!lost(lock -> lock.session == session, Reason.SESSION_DIED, sessionLostReason(session, cause), cause,
+                abort)) {
+            // Nothing left to tell here, but a holder that asked isHeld() since the end (or a caller
+            // joining the key) may have found the session ended and marked its hold lost first: its
+            // telling was queued then, so the abort waits behind whatever is queued (at once when nothing is).
+            afterQueuedTells(abort);
         }
     }
 

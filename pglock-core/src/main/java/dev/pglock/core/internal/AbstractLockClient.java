@@ -1048,6 +1048,20 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         if (holds.isEmpty()) {
             return false;
         }
+        reportLost(holds, null);
+        afterQueuedTells(then);
+        return true;
+    }
+
+    /**
+     * Runs {@code then} once every loss told so far has been told (on the event thread, after the
+     * listeners queued before it returned), or once as long as close() waits for listeners has
+     * passed (on the scheduler's thread), whichever comes first; once. Losses are queued for telling
+     * when they are marked, under the client's lock (see removeLost), so a loss another thread
+     * marked before this call is told before {@code then} runs.
+     */
+    protected final void afterQueuedTells(Runnable then) {
+        Objects.requireNonNull(then, "then");
         java.util.concurrent.atomic.AtomicBoolean ran = new java.util.concurrent.atomic.AtomicBoolean();
         java.util.concurrent.atomic.AtomicReference<java.util.concurrent.Future<?>> bound =
                 new java.util.concurrent.atomic.AtomicReference<>();
@@ -1065,8 +1079,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         } catch (RejectedExecutionException closing) {
             // the client is closing: the mode's closeDatabase() gives them back
         }
-        reportLost(holds, once);
-        return true;
+        reportLost(List.of(), once);
     }
 
     /** The part of {@link #lost} under {@link #state}: the holds to tell. */
@@ -1095,6 +1108,14 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
             hold.lost = new Loss(category, reason, cause);
             if (!hold.confirming) {
                 toTell.add(hold); // one whose release is confirming the lock is told by that release
+                // Queued here, under the lock, so that what runs after the tellings queued so far
+                // (afterQueuedTells) never runs before a loss another thread has marked is told.
+                try {
+                    events.execute(hold::fireLost);
+                    hold.tellQueued = true;
+                } catch (RejectedExecutionException closing) {
+                    // told on the caller's thread by reportLost, outside the lock
+                }
             }
         }
         if (!entry.holds.isEmpty()) {
@@ -1104,17 +1125,15 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     }
 
     /**
-     * Tells each hold's listeners, on the event thread (or this one, when the client is closing), then
-     * runs {@code then}, when given, after them on the same thread: a lock is given back in the
-     * database only once its holders here have heard they lost it (the event thread runs its tasks in
-     * order), so no other client gets the key before they did.
+     * Tells each hold's listeners, on the event thread (queued already by removeLost; on this thread
+     * when the client is closing), then runs {@code then}, when given, after them on the same thread:
+     * a lock is given back in the database only once its holders here have heard they lost it (the
+     * event thread runs its tasks in order), so no other client gets the key before they did.
      */
     private void reportLost(List<Hold> holds, Runnable then) {
         for (Hold hold : holds) {
-            try {
-                events.execute(hold::fireLost);
-            } catch (RejectedExecutionException closing) {
-                hold.fireLost();
+            if (!hold.tellQueued) {
+                hold.fireLost(); // the client is closing: its event thread takes no more
             }
         }
         if (then != null) {
@@ -1624,6 +1643,8 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
         private List<Consumer<LockLostException>> listeners;
         /** Written under {@link #state}; volatile so that {@link #observe} may read it without. */
         volatile boolean released;
+        /** Set under {@link #state} by removeLost once its loss is queued for telling on the event thread. */
+        boolean tellQueued;
         /** Set once, under {@link #state}; read without it as a hint. */
         volatile Loss lost;
         /** What hears the end of this held section; null when nothing does, or once it was told. See HOLDING. */

@@ -1651,6 +1651,38 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * A hunt in the fix above: a holder that asked isHeld() between the failed check ending the
+     * session and the check reporting its holds (a leader's candidate asks every second) found the
+     * session ended, marked its own hold lost and queued its telling; the check's report then found
+     * nothing to tell and aborted the connection at once, freeing the lock while the holder's
+     * listener had not run. The abort now waits for every telling queued before it.
+     */
+    @Test
+    @org.junit.jupiter.api.Timeout(120)
+    void aSessionEndedByAFailedCheckKeepsItsLocksUntilAHolderThatAskedMeanwhileWasTold() throws Exception {
+        AtomicReference<Connection> failChecksOn = new AtomicReference<>();
+        List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
+        AdvisoryLockClient a = failingChecksOn(failChecksOn, handedOut);
+        LockClient other = client();
+        HeldLock held = a.tryAcquire(LockRequest.of("asked-first")).orElseThrow(); // on the shared session
+        CountDownLatch hearing = new CountDownLatch(1);
+        CountDownLatch heard = new CountDownLatch(1);
+        held.onLost(hearThenWait(hearing, heard));
+        closeLater(heard::countDown); // should the test end before it does
+        AtomicBoolean askedMeanwhile = new AtomicBoolean(true);
+        a.beforeSessionReportedForTests = session -> askedMeanwhile.set(held.isHeld()); // the holder asks first
+        failChecksOn.set(handedOut.get(0)); // its next check fails; the connection itself stays fine
+        assertThat(hearing.await(30, TimeUnit.SECONDS)).as("the failed check is told").isTrue();
+
+        assertThat(askedMeanwhile).as("isHeld() asked between the end and the report").isFalse();
+        assertThat(heldInDatabase(List.of("asked-first"))).as("not freed while its holder is being told").isEqualTo(1);
+        assertThat(other.tryAcquire(LockRequest.of("asked-first"))).isEmpty();
+        heard.countDown();
+        await().atMost(PROMPTLY).until(() -> heldInDatabase(List.of("asked-first")) == 0);
+        assertThat(other.tryAcquire(LockRequest.of("asked-first"))).as("free once its holder heard").isPresent();
+    }
+
+    /**
      * Review of the fix above: a listener that does not return kept the ended session's connection,
      * and its locks in the database, for as long as it ran (for ever, or after close() returned).
      * Its holders are waited for as long as close() waits for listeners, then it is aborted.
