@@ -1430,11 +1430,21 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         };
         if (!lost(lock -> lock.session == session, Reason.SESSION_DIED, sessionLostReason(session, cause), cause,
                 abort)) {
-            // Nothing left to tell here, but a holder that asked isHeld() since the end (or a caller
-            // joining the key) may have found the session ended and marked its hold lost first: its
-            // telling was queued then, so the abort waits behind whatever is queued (at once when nothing is).
-            afterQueuedTells(abort);
+            if (session.holdsMarkedLost()) {
+                // Nothing left to tell here, but a holder that asked isHeld() since the end (or a caller
+                // joining the key) found the session ended and marked its hold lost first, queueing its
+                // telling in the same turn of the client's lock: the abort waits behind it, bounded.
+                afterQueuedTells(abort);
+            } else {
+                abortOnce(session); // nobody to tell: at once, on this thread
+            }
         }
+    }
+
+    /** Noted on the session, so that {@link #sessionEnded} knows whether anyone else is telling its holders. */
+    @Override
+    protected void markedLost(AdvisoryLock lock) {
+        lock.session.markHoldsLost();
     }
 
     /**

@@ -374,11 +374,20 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
     }
 
     /**
-     * Called at once when locks are reported lost for want of trust, before their listeners run and
-     * {@link #releaseUntrusted} is called: the mode stops renewing them, and notes the releases to
-     * make so that close() makes them even if it comes first.
+     * Called at once when locks are reported lost for want of trust, under the client's lock (so
+     * before any of their holders' listeners can run) and before {@link #releaseUntrusted} is called:
+     * the mode stops renewing them, and notes the releases to make so that close() makes them even if
+     * it comes first (a listener may close the client). Must not block.
      */
     protected void stoppedTrusting(List<D> locks) {
+    }
+
+    /**
+     * Called under the client's lock when the holds of {@code lock} are marked lost, by whichever
+     * thread marks them (a mode's report, a holder's trust check, a caller joining the key); their
+     * telling is queued in the same turn. Must not block.
+     */
+    protected void markedLost(D lock) {
     }
 
     /** The lease a lock was taken with, where the mode has leases; a re-entry may not ask for another. */
@@ -622,6 +631,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
                     // timer: nobody may join or re-enter it. It is lost now, and the key is free here.
                     untrustedLock = entry.lock;
                     untrusted = removeLost(entry, untrustedCategory(entry.lock), untrustedReason(entry.lock), null);
+                    stoppedTrusting(List.of(untrustedLock)); // before its holders' listeners can run
                     entry = null;
                 }
                 if (entry == null) {
@@ -863,16 +873,23 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
     /** Reports the locks lost because this process can no longer trust them, then gives them back. */
     protected final void declareUntrusted(List<D> locks) {
-        reportUntrusted(markLost(locks::contains, untrustedCategory(locks.get(0)), untrustedReason(locks.get(0)), null),
-                locks);
+        List<Hold> holds;
+        state.lock();
+        try {
+            holds = markLost(locks::contains, untrustedCategory(locks.get(0)), untrustedReason(locks.get(0)), null);
+            stoppedTrusting(locks); // in the same turn: their tellings, queued above, wait for the lock
+        } finally {
+            state.unlock();
+        }
+        reportUntrusted(holds, locks);
     }
 
     /**
-     * Untrusted {@code locks}, whose {@code holds} were just marked lost: the mode stops renewing them
-     * at once, their holders are told, and only then are they given back (see {@link #reportLost}).
+     * Untrusted {@code locks}, whose {@code holds} were just marked lost and which the mode stopped
+     * renewing (stoppedTrusting, under the same turn of the lock): their holders are told, and only
+     * then are they given back (see {@link #reportLost}).
      */
     private void reportUntrusted(List<Hold> holds, List<D> locks) {
-        stoppedTrusting(locks);
         reportLost(holds, () -> releaseUntrusted(locks));
     }
 
@@ -1100,6 +1117,7 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
     /** Under {@link #state}: the entry's key is free here again, and each of its holds is lost. */
     private List<Hold> removeLost(Entry entry, Reason category, String reason, Throwable cause) {
+        markedLost(entry.lock);
         entries.remove(entry.lock.key(), entry);
         entry.signalAll();
         settled.signalAll();

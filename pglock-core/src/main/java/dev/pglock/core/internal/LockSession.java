@@ -60,6 +60,8 @@ public final class LockSession {
     private volatile boolean retiring;
     /** When the last statement on it ended (System.nanoTime). */
     private volatile long lastUsedNanos = System.nanoTime();
+    /** Advisory mode: set when the holds of a lock on this session were marked lost, by any thread. */
+    private volatile boolean holdsMarkedLost;
     /** Advisory mode: locks held on this session now. Changed and read only under {@link #inUse}. */
     private int locksHeld;
 
@@ -86,6 +88,16 @@ public final class LockSession {
 
     public boolean isEnded() {
         return ended.get();
+    }
+
+    /** Advisory mode: the holds of a lock on this session were marked lost (see AbstractLockClient.markedLost). */
+    public void markHoldsLost() {
+        holdsMarkedLost = true;
+    }
+
+    /** Whether {@link #markHoldsLost} was called. */
+    public boolean holdsMarkedLost() {
+        return holdsMarkedLost;
     }
 
     /**
