@@ -1312,7 +1312,9 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             observeHeartbeat(started, false);
             LockDatabaseException refusal = multiplexed(session, answer[1]); // ends the other sessions too
             if (endedHere[0]) {
-                sessionEnded(session, refusal.getCause());
+                // multiplexed() reported its holds and ended its backend: nothing to wait for
+                logSessionLost(session, refusal.getCause());
+                disposeEnded(session);
             }
         } else if (answer != null) {
             checkFailure = null;

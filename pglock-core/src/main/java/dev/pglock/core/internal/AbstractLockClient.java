@@ -375,7 +375,8 @@ public abstract class AbstractLockClient<D extends DatabaseLock> implements Lock
 
     /**
      * Called at once when locks are reported lost for want of trust, under the client's lock (so
-     * before any of their holders' listeners can run) and before {@link #releaseUntrusted} is called:
+     * before any of their holders' onLost listeners can run; an observer's code may run meanwhile)
+     * and before {@link #releaseUntrusted} is called:
      * the mode stops renewing them, and notes the releases to make so that close() makes them even if
      * it comes first (a listener may close the client). Must not block.
      */
