@@ -1669,12 +1669,13 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         CountDownLatch heard = new CountDownLatch(1);
         held.onLost(hearThenWait(hearing, heard));
         closeLater(heard::countDown); // should the test end before it does
-        AtomicBoolean askedMeanwhile = new AtomicBoolean(true);
-        a.beforeSessionReportedForTests = session -> askedMeanwhile.set(held.isHeld()); // the holder asks first
+        CompletableFuture<Boolean> askedMeanwhile = new CompletableFuture<>();
+        a.beforeSessionReportedForTests = session -> askedMeanwhile.complete(held.isHeld()); // the holder asks first
         failChecksOn.set(handedOut.get(0)); // its next check fails; the connection itself stays fine
         assertThat(hearing.await(30, TimeUnit.SECONDS)).as("the failed check is told").isTrue();
 
-        assertThat(askedMeanwhile).as("isHeld() asked between the end and the report").isFalse();
+        // Completed by the check's thread once isHeld() returned, which may be after its telling began.
+        assertThat(askedMeanwhile.get(10, TimeUnit.SECONDS)).as("isHeld() asked between the end and the report").isFalse();
         assertThat(heldInDatabase(List.of("asked-first"))).as("not freed while its holder is being told").isEqualTo(1);
         assertThat(other.tryAcquire(LockRequest.of("asked-first"))).isEmpty();
         heard.countDown();
