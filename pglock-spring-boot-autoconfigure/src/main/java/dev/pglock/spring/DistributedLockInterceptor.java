@@ -279,61 +279,33 @@ final class DistributedLockInterceptor implements MethodInterceptor {
     }
 
     static String whyNotAPart(Object value) {
-        return unordered(value) ? "a set or map whose elements join in an order drawn per JVM (Set.of, Map.of, or a"
-                + " hash set or map of enums or of values without their own hashCode): the same elements make"
-                + " another key on another replica; join a sorted copy, e.g. #ids.stream().sorted().toList()"
-                + " (a map: new java.util.TreeMap(#map)), or an ordered set (TreeSet, LinkedHashSet, EnumSet)"
+        return unordered(value) ? "a set or map of two or more elements without an order of its own (a HashSet,"
+                + " a HashMap, Set.of, Map.of): its elements join in an order that depends on how it was filled"
+                + " and, for some, on the JVM, so the same elements can make another key on another replica; join"
+                + " a sorted copy, e.g. #ids.stream().sorted().toList() (a map: new java.util.TreeMap(#map)), or"
+                + " an ordered set (TreeSet, LinkedHashSet, EnumSet)"
                 : isContainer(value) ? "an element with Object's identity toString, different for every instance"
                         : whyNotALock(value);
     }
 
     /**
-     * A set or map of two or more elements that iterates in an order drawn per JVM: Set.of's and
-     * Map.of's (a seed drawn at start-up), and a hash set's or map's whose elements (a map's keys) hash
-     * by identity, as enums and classes without their own hashCode do. Sorted, insertion-ordered and
-     * enum sets and maps, and Java 21's sequenced ones, join the same way everywhere, as lists do. A
-     * HashSet of strings, numbers or UUIDs is left alone: its order depends on how it was filled, which
-     * is the same on replicas running the same code, and refusing it would fail calls that work.
+     * A set or map of two or more elements without an order of its own. Set.of's and Map.of's order
+     * comes from a seed drawn per JVM, a hash set's or map's of enums from identity hashes, and any hash
+     * set's or map's from how it was filled: elements in one bucket (1 and 17 in a table of 16) iterate
+     * in the order they were added, so a batch that arrived as [17, 1] on one replica and [1, 17] on
+     * another joins two ways. Sorted, insertion-ordered and enum sets and maps, and Java 21's
+     * sequenced ones, carry their order, as lists do.
      */
     private static boolean unordered(Object value) {
-        Collection<?> elements;
+        int size;
         if (value instanceof Set<?> set) {
-            elements = set;
+            size = set.size();
         } else if (value instanceof Map<?, ?> map) {
-            elements = map.keySet();
+            size = map.size();
         } else {
             return false;
         }
-        if (elements.size() < 2 || ORDERED.stream().anyMatch(type -> type.isInstance(value))) {
-            return false;
-        }
-        if (value.getClass().getName().startsWith("java.util.ImmutableCollections$")) {
-            return true;
-        }
-        for (Object element : elements) {
-            if (element != null && hashesByIdentity(element.getClass())) {
-                return true;
-            }
-        }
-        return false;
-    }
-
-    private static final ClassValue<Boolean> HASHES_BY_IDENTITY = new ClassValue<>() {
-        @Override
-        protected Boolean computeValue(Class<?> type) {
-            if (Enum.class.isAssignableFrom(type)) {
-                return true; // Enum.hashCode is final and Object's
-            }
-            try {
-                return type.getMethod("hashCode").getDeclaringClass() == Object.class;
-            } catch (NoSuchMethodException e) {
-                return false;
-            }
-        }
-    };
-
-    private static boolean hashesByIdentity(Class<?> type) {
-        return HASHES_BY_IDENTITY.get(type);
+        return size >= 2 && ORDERED.stream().noneMatch(type -> type.isInstance(value));
     }
 
     /**
@@ -361,7 +333,10 @@ final class DistributedLockInterceptor implements MethodInterceptor {
 
     /** Why {@code value}'s string form does not identify a lock (see {@link #identifiesALock}). */
     static String whyNotALock(Object value) {
-        return value.getClass().isArray() ? "an array"
+        return zoned(value) ? "a java.util.Date or Calendar, which writes itself in this JVM's default time zone:"
+                + " the same instant makes another key on a replica set to another zone; use an Instant, e.g."
+                + " #day.toInstant(), or a LocalDate"
+                : value.getClass().isArray() ? "an array"
                 : value instanceof Collection<?> || value instanceof Map<?, ?> ? "a collection or map"
                         : "Object's identity toString, different for every instance";
     }
@@ -381,13 +356,18 @@ final class DistributedLockInterceptor implements MethodInterceptor {
         }
     }
 
+    /** A value whose toString uses the JVM's default time zone (java.sql's dates and times are Dates). */
+    private static boolean zoned(Object value) {
+        return value instanceof java.util.Date || value instanceof java.util.Calendar;
+    }
+
     /** Whether a key value's string form ({@code string}) stably identifies a lock. */
     static boolean identifiesALock(Object value, String string) {
         if (value instanceof CharSequence || value instanceof Number || value instanceof Boolean
                 || value instanceof Character || value instanceof UUID || value instanceof Enum<?>) {
             return true;
         }
-        if (isContainer(value)) {
+        if (isContainer(value) || zoned(value)) {
             return false;
         }
         Class<?> type = value.getClass();

@@ -538,12 +538,14 @@ class LockAnnotationRulesTest {
      * A hunt in the starter: a set or map joined into a key ('batch:' + #ids) gave its elements in its
      * iteration order, which for Set.of and Map.of comes from a seed drawn per JVM, and for a hash set
      * of enums from identity hashes: the same elements made two keys on two replicas, and both ran.
-     * Such a set or map is refused at the call. Sorted, insertion-ordered and enum sets are kept, as is
-     * a HashSet of values that hash by value (its order is the same on replicas of the same code), and
+     * A second hunt: a HashSet of numbers or strings too, whose elements in one bucket (1 and 17 in a
+     * table of 16) iterate in the order they were added, so a batch that arrived as [17, 1] on one
+     * replica and [1, 17] on another made two keys. Every set or map of two or more elements without
+     * an order of its own is refused at the call. Sorted, insertion-ordered and enum sets are kept, and
      * any set of one element.
      */
     @Test
-    void aKeyPartFromASetOrMapWhoseOrderIsDrawnPerJvmIsRefused() {
+    void aKeyPartFromAnUnorderedSetOrMapIsRefused() {
         runner().withBean(KeyValues.class).run(context -> {
             KeyValues keys = context.getBean(KeyValues.class);
             java.util.Set<java.util.concurrent.TimeUnit> enums = new java.util.HashSet<>(
@@ -553,16 +555,40 @@ class LockAnnotationRulesTest {
                             java.util.concurrent.TimeUnit.DAYS, 2)))) {
                 assertThatThrownBy(() -> keys.batch(drawn)).as(drawn.getClass().getName())
                         .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("KeyValues.batch(..)")
-                        .hasMessageContaining("drawn per JVM");
+                        .hasMessageContaining("without an order of its own");
+            }
+            for (List<Long> arrived : List.of(List.of(1L, 17L), List.of(17L, 1L))) { // one bucket of 16
+                assertThatThrownBy(() -> keys.batch(new java.util.HashSet<>(arrived))).as("HashSet of " + arrived)
+                        .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("without an order of its own");
             }
             java.util.Set<String> one = new java.util.HashSet<>(List.of("Aa", "BB"));
             assertThat(keys.batch(new java.util.TreeSet<>(one))).isEqualTo("batch:Aa,BB");
             assertThat(keys.batch(new java.util.LinkedHashSet<>(List.of("BB", "Aa")))).isEqualTo("batch:BB,Aa");
             assertThat(keys.batch(java.util.EnumSet.copyOf(enums))).isEqualTo("batch:MILLISECONDS,SECONDS");
             assertThat(keys.batch(java.util.Set.of(7L))).isEqualTo("batch:7");
-            assertThat(keys.batch(new java.util.HashSet<>(List.of(1L, 2L)))).as("hashed by value").isEqualTo("batch:1,2");
             // what the refusal says to do
             assertThat(keys.sortedBatch(java.util.Set.of("BB", "Aa"))).isEqualTo("batch:Aa,BB");
+        });
+    }
+
+    /**
+     * A second hunt: a java.util.Date (java.sql's too) or a Calendar writes itself in the JVM's
+     * default time zone, so the same instant made another key on a replica set to another zone, and
+     * both ran. Refused at the call, as a whole key and as a part, naming what to use instead.
+     */
+    @Test
+    void aKeyFromADateOrCalendarIsRefusedAsItsStringDependsOnTheTimeZone() {
+        runner().withBean(KeyValues.class).run(context -> {
+            KeyValues keys = context.getBean(KeyValues.class);
+            for (Object zoned : List.of(new java.util.Date(0), new java.sql.Timestamp(0), new java.sql.Date(0),
+                    new java.util.GregorianCalendar())) {
+                assertThatThrownBy(() -> keys.on(zoned)).as(zoned.getClass().getName())
+                        .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("time zone");
+                assertThatThrownBy(() -> keys.prefixed(zoned)).as(zoned.getClass().getName() + " as a part")
+                        .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("time zone");
+            }
+            assertThat(keys.runs()).isZero();
+            assertThat(keys.on(java.time.Instant.EPOCH)).isEqualTo("1970-01-01T00:00:00Z");
         });
     }
 
