@@ -1418,24 +1418,10 @@ public abstract class LockClientContractTest {
         AtomicBoolean electedWhileARevoked = new AtomicBoolean();
         AtomicBoolean electedBeforeARevoked = new AtomicBoolean();
         LeaderCallbacks pausing = pausingOnRevoked(revokingA, electedB, electedWhileARevoked, new AtomicBoolean());
-        Leadership leaderA = closeLater(a.lead("closed-from-elected", new LeaderCallbacks() {
-            @Override
-            public void onElected(HeldLock lock) {
-                try {
-                    if (closeNow.await(10, TimeUnit.SECONDS)) {
-                        a.close();
-                    }
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                }
-            }
-
-            @Override
-            public void onRevoked(HeldLock lock) {
-                electedBeforeARevoked.set(electedB.getCount() == 0);
-                pausing.onRevoked(lock);
-            }
-        }));
+        Leadership leaderA = closeLater(a.lead("closed-from-elected", closingItsClientWhenTold(a, closeNow, lock -> {
+            electedBeforeARevoked.set(electedB.getCount() == 0);
+            pausing.onRevoked(lock);
+        })));
         await().atMost(PROMPTLY).until(leaderA::isLeader);
         closeLater(b.lead("closed-from-elected", countingElected(electedB)));
         awaitWaiterInDatabase("closed-from-elected");
@@ -1461,28 +1447,14 @@ public abstract class LockClientContractTest {
         CountDownLatch revoking = new CountDownLatch(1);
         CountDownLatch proceed = new CountDownLatch(1);
         AtomicBoolean interrupted = new AtomicBoolean();
-        Leadership leaderA = closeLater(a.lead("revoked-nested", new LeaderCallbacks() {
-            @Override
-            public void onElected(HeldLock lock) {
-                try {
-                    if (closeNow.await(10, TimeUnit.SECONDS)) {
-                        a.close();
-                    }
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                }
+        Leadership leaderA = closeLater(a.lead("revoked-nested", closingItsClientWhenTold(a, closeNow, lock -> {
+            revoking.countDown();
+            try {
+                proceed.await(10, TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+                interrupted.set(true);
             }
-
-            @Override
-            public void onRevoked(HeldLock lock) {
-                revoking.countDown();
-                try {
-                    proceed.await(10, TimeUnit.SECONDS);
-                } catch (InterruptedException e) {
-                    interrupted.set(true);
-                }
-            }
-        }));
+        })));
         await().atMost(PROMPTLY).until(leaderA::isLeader);
         closeNow.countDown();
         assertThat(revoking.await(10, TimeUnit.SECONDS)).as("onRevoked began").isTrue();
@@ -1583,6 +1555,28 @@ public abstract class LockClientContractTest {
                     interrupted.set(true);
                     Thread.currentThread().interrupt();
                 }
+            }
+        };
+    }
+
+    /** A candidate whose onElected closes {@code client} once {@code closeNow} opens, and whose onRevoked runs {@code revoked}. */
+    private static LeaderCallbacks closingItsClientWhenTold(LockClient client, CountDownLatch closeNow,
+            java.util.function.Consumer<HeldLock> revoked) {
+        return new LeaderCallbacks() {
+            @Override
+            public void onElected(HeldLock lock) {
+                try {
+                    if (closeNow.await(10, TimeUnit.SECONDS)) {
+                        client.close();
+                    }
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+
+            @Override
+            public void onRevoked(HeldLock lock) {
+                revoked.accept(lock);
             }
         };
     }

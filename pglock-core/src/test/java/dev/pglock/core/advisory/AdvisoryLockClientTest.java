@@ -1630,24 +1630,44 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     @Test
     @org.junit.jupiter.api.Timeout(120)
     void aSessionEndedByAFailedCheckKeepsItsLocksUntilItsHoldersWereTold() throws Exception {
+        FailingCheck failing = heldOnASessionWhoseCheckFails("told-first");
+        failing.failNextCheck();
+
+        assertThat(failing.held().isHeld()).isFalse();
+        assertKeptUntilItsHolderHeard(failing, "told-first");
+    }
+
+    /** A lock of a client whose next check of its shared session fails (the backend alive), its holder's listener held up. */
+    private record FailingCheck(AdvisoryLockClient client, HeldLock held, AtomicReference<Connection> failChecksOn,
+            List<Connection> handedOut, CountDownLatch hearing, CountDownLatch heard) {
+
+        /** Fails the session's next check (the connection itself stays fine) and waits until the holder hears. */
+        void failNextCheck() throws InterruptedException {
+            failChecksOn.set(handedOut.get(0));
+            assertThat(hearing.await(30, TimeUnit.SECONDS)).as("the failed check is told").isTrue();
+        }
+    }
+
+    private FailingCheck heldOnASessionWhoseCheckFails(String key) {
         AtomicReference<Connection> failChecksOn = new AtomicReference<>();
         List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
         AdvisoryLockClient a = failingChecksOn(failChecksOn, handedOut);
-        LockClient other = client();
-        HeldLock held = a.tryAcquire(LockRequest.of("told-first")).orElseThrow(); // on the shared session
+        HeldLock held = a.tryAcquire(LockRequest.of(key)).orElseThrow(); // on the shared session
         CountDownLatch hearing = new CountDownLatch(1);
         CountDownLatch heard = new CountDownLatch(1);
         held.onLost(hearThenWait(hearing, heard));
         closeLater(heard::countDown); // should the test end before it does
-        failChecksOn.set(handedOut.get(0)); // its next check fails; the connection itself stays fine
-        assertThat(hearing.await(30, TimeUnit.SECONDS)).as("the failed check is told").isTrue();
+        return new FailingCheck(a, held, failChecksOn, handedOut, hearing, heard);
+    }
 
-        assertThat(held.isHeld()).isFalse();
-        assertThat(heldInDatabase(List.of("told-first"))).as("not freed while its holder is being told").isEqualTo(1);
-        assertThat(other.tryAcquire(LockRequest.of("told-first"))).isEmpty();
-        heard.countDown();
-        await().atMost(PROMPTLY).until(() -> heldInDatabase(List.of("told-first")) == 0);
-        assertThat(other.tryAcquire(LockRequest.of("told-first"))).as("free once its holder heard").isPresent();
+    /** The lock stays held in the database while its holder's listener runs, and is free once it returned. */
+    private void assertKeptUntilItsHolderHeard(FailingCheck failing, String key) throws SQLException {
+        LockClient other = client();
+        assertThat(heldInDatabase(List.of(key))).as("not freed while its holder is being told").isEqualTo(1);
+        assertThat(other.tryAcquire(LockRequest.of(key))).isEmpty();
+        failing.heard().countDown();
+        await().atMost(PROMPTLY).until(() -> heldInDatabase(List.of(key)) == 0);
+        assertThat(other.tryAcquire(LockRequest.of(key))).as("free once its holder heard").isPresent();
     }
 
     /**
@@ -1660,27 +1680,14 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     @Test
     @org.junit.jupiter.api.Timeout(120)
     void aSessionEndedByAFailedCheckKeepsItsLocksUntilAHolderThatAskedMeanwhileWasTold() throws Exception {
-        AtomicReference<Connection> failChecksOn = new AtomicReference<>();
-        List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
-        AdvisoryLockClient a = failingChecksOn(failChecksOn, handedOut);
-        LockClient other = client();
-        HeldLock held = a.tryAcquire(LockRequest.of("asked-first")).orElseThrow(); // on the shared session
-        CountDownLatch hearing = new CountDownLatch(1);
-        CountDownLatch heard = new CountDownLatch(1);
-        held.onLost(hearThenWait(hearing, heard));
-        closeLater(heard::countDown); // should the test end before it does
+        FailingCheck failing = heldOnASessionWhoseCheckFails("asked-first");
         CompletableFuture<Boolean> askedMeanwhile = new CompletableFuture<>();
-        a.beforeSessionReportedForTests = session -> askedMeanwhile.complete(held.isHeld()); // the holder asks first
-        failChecksOn.set(handedOut.get(0)); // its next check fails; the connection itself stays fine
-        assertThat(hearing.await(30, TimeUnit.SECONDS)).as("the failed check is told").isTrue();
+        failing.client().beforeSessionReportedForTests = session -> askedMeanwhile.complete(failing.held().isHeld());
+        failing.failNextCheck(); // the holder asks first, above
 
         // Completed by the check's thread once isHeld() returned, which may be after its telling began.
         assertThat(askedMeanwhile.get(10, TimeUnit.SECONDS)).as("isHeld() asked between the end and the report").isFalse();
-        assertThat(heldInDatabase(List.of("asked-first"))).as("not freed while its holder is being told").isEqualTo(1);
-        assertThat(other.tryAcquire(LockRequest.of("asked-first"))).isEmpty();
-        heard.countDown();
-        await().atMost(PROMPTLY).until(() -> heldInDatabase(List.of("asked-first")) == 0);
-        assertThat(other.tryAcquire(LockRequest.of("asked-first"))).as("free once its holder heard").isPresent();
+        assertKeptUntilItsHolderHeard(failing, "asked-first");
     }
 
     /**
