@@ -196,8 +196,6 @@ final class Permits {
         private volatile boolean lostWithMarker;
         /** Set when release() or close() found the marker lost and tells the holder of it. */
         private volatile boolean lostOnRelease;
-        /** The marker's loss, as its listener heard it (null while it was not lost). */
-        private volatile LockLostException markerLoss;
         /** The holders' listeners, and the loss once told (guarded by this). */
         private final List<Consumer<LockLostException>> listeners = new java.util.ArrayList<>();
         private LockLostException told;
@@ -220,12 +218,11 @@ final class Permits {
                     // long as the client lives. Lost before: it is never handed out, and the caller
                     // taking it gives both back (taken by compare-and-set, as the marker's listener does).
                     if (notYetHandedOutBy.getAndSet(null) == null) {
-                        releaseMarker(); // with its hold-at-least, which keeps the lost permit's row taken too
+                        releaseMarker(null); // with its hold-at-least, which keeps the lost permit's row taken too
                     }
                 }
             });
             marker.onLost(lost -> {
-                markerLoss = lost;
                 lostWithMarker = true;
                 try {
                     tell(markerLost(lost), true); // its holders first: nobody else can have the permit before
@@ -267,49 +264,31 @@ final class Permits {
         /**
          * Gives the marker back once the permit is free: at once, or when the hold-at-least that keeps
          * the permit taken ends, so that a caller asking for another number of permits is refused for
-         * as long as this permit counts.
+         * as long as this permit counts. Answers the marker's loss to tell: {@code foundBefore}, or else
+         * the loss a release made now found (its row gone before any heartbeat noticed); a release made
+         * later, after hold-at-least, finds nothing out for the caller.
          */
-        private void releaseMarker() {
-            releaseMarkerFindingLoss();
-        }
-
-        /**
-         * {@link #releaseMarker}; the marker's loss when its release, made now, found it lost (its row
-         * gone before any heartbeat noticed), else null. A release made later, after hold-at-least,
-         * finds nothing out for the caller.
-         */
-        private LockLostException releaseMarkerFindingLoss() {
+        private LockLostException releaseMarker(LockLostException foundBefore) {
             // Timed on this process's clock from when the permit was handed out, which is after it was
             // taken: the marker never goes before the permit (acquiredAt is the database's clock in
             // lease mode, which this process's may disagree with).
             long keptFor = holdAtLeast.isZero() ? 0
                     : TimeUnit.NANOSECONDS.toMillis(dev.pglock.core.internal.Durations.nanosAtMost(holdAtLeast) - (System.nanoTime() - handedOutNanos)) + 1;
             if (keptFor <= 0) {
-                boolean held;
                 try {
-                    held = marker.release();
-                } catch (IllegalStateException releasedBefore) {
-                    return null; // by the permit's own loss, which was told
-                }
-                if (held) {
-                    return null;
-                }
-                LockLostException lost = markerLoss; // set by the marker's listener, when it ran already
-                if (lost == null) {
-                    try {
-                        marker.assertHeld();
-                    } catch (LockLostException found) {
-                        lost = found;
-                    } catch (IllegalStateException released) {
-                        return null;
+                    if (!marker.release() && foundBefore == null) {
+                        marker.assertHeld(); // its release found it lost: throws that loss
                     }
+                } catch (LockLostException found) {
+                    return markerLost(found);
+                } catch (IllegalStateException releasedBefore) {
+                    // by the permit's own loss, which was told
                 }
-                return lost == null ? null : markerLost(lost);
             } else {
                 java.util.concurrent.CompletableFuture.delayedExecutor(keptFor, java.util.concurrent.TimeUnit.MILLISECONDS)
                         .execute(marker::close);
-                return null;
             }
+            return foundBefore;
         }
 
         /** The semaphore's key, not the permit's own. */
@@ -433,10 +412,7 @@ final class Permits {
                 }
                 held = false; // given back when its marker was lost
             }
-            LockLostException foundByRelease = releaseMarkerFindingLoss();
-            if (markerGone == null) {
-                markerGone = foundByRelease;
-            }
+            markerGone = releaseMarker(markerGone);
             tellLostOnRelease(markerGone);
             return held && markerGone == null;
         }
@@ -481,10 +457,7 @@ final class Permits {
                 slot.close();
             } finally {
                 if (wasHeld) {
-                    LockLostException foundByRelease = releaseMarkerFindingLoss();
-                    if (markerGone == null) {
-                        markerGone = foundByRelease;
-                    }
+                    markerGone = releaseMarker(markerGone);
                 } else {
                     marker.close();
                 }

@@ -476,6 +476,13 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
      * aborted (the pid checks kept any lock from being taken or dropped on a foreign backend), and
      * the client refuses further use with what to do instead.
      */
+    /** Why a pooler refuses advisory locks, and what to do instead: said by every such refusal. */
+    static final String MULTIPLEXES = "the DataSource multiplexes sessions, as PgBouncer (or another pooler) in"
+            + " transaction pooling mode does";
+    static final String POOLER_WAYS_OUT = " Give advisory locks a direct connection to PostgreSQL or one through"
+            + " session pooling (Spring Boot: a @PgLockDataSource), or use lease mode, which works through"
+            + " transaction pooling";
+
     private LockDatabaseException multiplexed(LockSession session, int pid) {
         return multiplexed(session, null, "a statement of the lock session on backend pid " + session.backendPid
                 + " ran on a backend that is not the session's own (" + (pid < 0 ? "pid unknown" : "pid " + pid) + ")");
@@ -486,10 +493,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
      * @param opening the connection being opened then (used by this thread alone), else null
      */
     private LockDatabaseException multiplexed(LockSession session, Connection opening, String what) {
-        String message = what + ": the DataSource multiplexes sessions, as PgBouncer (or another pooler) in"
-                + " transaction pooling mode does, and session-level advisory locks cannot be kept through it."
-                + " Give advisory locks a direct connection to PostgreSQL or one through session pooling (Spring"
-                + " Boot: a @PgLockDataSource), or use lease mode, which works through transaction pooling";
+        String message = what + ": " + MULTIPLEXES + ", and session-level advisory locks cannot be kept through it."
+                + POOLER_WAYS_OUT;
         refuseFurtherUse(message);
         SQLException cause = new SQLException(message, "08P01");
         // The locks on the backends this client claimed can only be ended with those backends, waiters'

@@ -145,11 +145,9 @@ final class AdvisoryTransactionLock implements TransactionLock {
      */
     private static LockDatabaseException onLockSession(LockRequest request, Connection transaction) {
         String message = "advisory lock '" + request.key() + "' was asked for in a transaction that runs on the"
-                + " backend of an advisory client's lock session (backend pid " + pid(transaction) + "): the"
-                + " DataSource multiplexes sessions, as PgBouncer (or another pooler) in transaction pooling mode"
-                + " does, and PostgreSQL would grant the transaction a key that session holds, so both holders would"
-                + " be inside. Nothing was taken. Give advisory lock clients a direct connection to PostgreSQL or one"
-                + " through session pooling (Spring Boot: a @PgLockDataSource), or use lease mode";
+                + " backend of an advisory client's lock session (backend pid " + pid(transaction) + "): "
+                + AdvisoryLockClient.MULTIPLEXES + ", and PostgreSQL would grant the transaction a key that session"
+                + " holds, so both holders would be inside. Nothing was taken." + AdvisoryLockClient.POOLER_WAYS_OUT;
         return new LockDatabaseException(message, new SQLException(message, "08P01"));
     }
 
