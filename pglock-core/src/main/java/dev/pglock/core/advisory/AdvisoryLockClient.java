@@ -677,9 +677,9 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             return null;
         }
         // On a warm session the wait is its first statement since the release, and its network may have
-        // gone meanwhile: the first stretch of the wait is cut to half a network timeout, so a dead network
-        // is found (and the wait goes on elsewhere) within one and a half, as the claim on a fresh
-        // connection would find it within one. A wait that outlasts the stretch goes on on a fresh connection.
+        // gone meanwhile: the first stretch of the wait is cut to half a network timeout, and its socket
+        // keeps the network timeout, so a dead network is found (and the wait goes on elsewhere) within
+        // one, as the claim on a fresh connection would find it. A wait that outlasts the stretch goes on on a fresh connection.
         long lockTimeout = reused != null ? Math.min(leftMillis, Math.max(1, networkTimeoutMillis / 2))
                 : Math.min(leftMillis, maxLockTimeoutMillis);
         boolean cut = lockTimeout < leftMillis;
@@ -722,8 +722,14 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 }
             }
             // Blocked in the server for up to lock_timeout; the socket must not give up first, but must
-            // not wait forever on a server that vanished either.
-            connection.setNetworkTimeout(connector, (int) Math.min(Integer.MAX_VALUE, lockTimeout + networkTimeoutMillis));
+            // not wait forever on a server that vanished either. A warm session's stretch (at most half
+            // a network timeout) ends within the network timeout its connection already has, with half
+            // of it to spare for the answer: nothing to change there, nor to put back after the grant,
+            // which is on the path from a release to the next holder.
+            boolean raised = reused == null;
+            if (raised) {
+                connection.setNetworkTimeout(connector, (int) Math.min(Integer.MAX_VALUE, lockTimeout + networkTimeoutMillis));
+            }
             boolean mine;
             Long token = null;
             try (PreparedStatement ps = connection.prepareStatement(sql)) {
@@ -748,12 +754,16 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 // A wait that ended without the lock (timed out, cancelled, failed) is cleaned below on this
                 // connection: bounded like every lock session first, or a network gone right after the
                 // timeout would hold the caller, unlisted for close(), for about the whole wait again.
-                boundQuietly(connection);
+                if (raised) {
+                    boundQuietly(connection);
+                }
                 throw e;
             }
             // Bounded like every lock session from here on, the pid read below included: under the wait's
             // timeout a network gone right after the answer would hold up the refusal for the whole wait.
-            connection.setNetworkTimeout(connector, networkTimeoutMillis);
+            if (raised) {
+                connection.setNetworkTimeout(connector, networkTimeoutMillis);
+            }
             if (!mine) {
                 // the token check kept the lock from being taken there
                 throw multiplexed(session, foreignBackendPid(connection));
