@@ -5,10 +5,10 @@ import dev.pglock.spring.LeaderElection;
 import org.springframework.boot.autoconfigure.AutoConfiguration;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnClass;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnMissingBean;
-import org.springframework.boot.autoconfigure.condition.ConditionalOnProperty;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnSingleCandidate;
 import org.springframework.context.ApplicationEventPublisher;
 import org.springframework.context.annotation.Bean;
+import org.springframework.context.annotation.Conditional;
 import org.springframework.context.annotation.Configuration;
 
 /**
@@ -18,7 +18,7 @@ import org.springframework.context.annotation.Configuration;
  */
 @AutoConfiguration(after = PgLockAutoConfiguration.class)
 @ConditionalOnSingleCandidate(LockClient.class)
-@ConditionalOnProperty(prefix = "pglock.leader", name = "key")
+@Conditional(PgLockLeaderAutoConfiguration.KeySet.class)
 public final class PgLockLeaderAutoConfiguration {
 
     @Bean
@@ -42,6 +42,21 @@ public final class PgLockLeaderAutoConfiguration {
         @Bean
         SpringIntegrationLeaderEvents pgLockSpringIntegrationLeaderEvents(ApplicationEventPublisher events) {
             return new SpringIntegrationLeaderEvents(events);
+        }
+    }
+
+    /**
+     * {@code pglock.leader.key} is set, to any value: unlike {@code @ConditionalOnProperty}, a key
+     * named "false" is a key like any other, not a switch. A blank one is set too, and stops the start.
+     */
+    static final class KeySet extends org.springframework.boot.autoconfigure.condition.SpringBootCondition {
+        @Override
+        public org.springframework.boot.autoconfigure.condition.ConditionOutcome getMatchOutcome(
+                org.springframework.context.annotation.ConditionContext context,
+                org.springframework.core.type.AnnotatedTypeMetadata metadata) {
+            boolean set = context.getEnvironment().containsProperty("pglock.leader.key");
+            return new org.springframework.boot.autoconfigure.condition.ConditionOutcome(set,
+                    "pglock.leader.key is " + (set ? "set" : "not set"));
         }
     }
 }

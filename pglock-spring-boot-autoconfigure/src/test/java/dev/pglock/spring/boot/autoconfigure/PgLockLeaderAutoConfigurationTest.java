@@ -242,6 +242,16 @@ class PgLockLeaderAutoConfigurationTest {
                 .hasFailed().getFailure().hasStackTraceContaining("pglock.leader.key"));
     }
 
+    /** Any key the property names makes a candidate, "false" too: a set key is never read as a switch. */
+    @Test
+    void aKeyNamedFalseIsAKeyLikeAnyOther() {
+        runner("advisory").withPropertyValues("pglock.leader.key=false").run(context -> {
+            assertThat(context).hasNotFailed().hasSingleBean(LeaderElection.class);
+            await().atMost(Duration.ofSeconds(10)).until(context.getBean(LeaderElection.class)::isLeader);
+            assertThat(context.getBean(LeaderElection.class).key()).isEqualTo("false");
+        });
+    }
+
     private LockClient unusedClient() {
         return dev.pglock.core.PgLock.advisory(db.simpleDataSource()).namespace(namespace).build();
     }
