@@ -838,6 +838,42 @@ class LeaseLockClientTest extends LockClientContractTest {
                 + " AND " + HELD_BY, a.owner())).as("every one of the 100 rows was renewed").isEqualTo(100);
     }
 
+    /**
+     * Issue 16: the exclusive heartbeat answers with how many rows it renewed, and asks which only
+     * when that is not all of them. A round in which every lock was renewed sends one statement per
+     * batch; one that finds a row gone sends a second, and only that lock is lost: the others stay
+     * held and are renewed.
+     */
+    @Test
+    void aHeartbeatThatFindsOneOfItsLocksGoneLosesThatOneAndRenewsTheOthers() throws Exception {
+        LockClient a = closeLater(builder(counting).lockSessions(1).build());
+        List<HeldLock> held = new ArrayList<>();
+        for (int i = 0; i < 10; i++) {
+            held.add(a.acquire(LockRequest.of("some-gone:" + i)));
+        }
+        List<LockLostException> heard = new java.util.concurrent.CopyOnWriteArrayList<>();
+        held.get(4).onLost(heard::add);
+        counting.clearExecuted();
+        await().atMost(Duration.ofSeconds(10)).until(() -> counting.executedContaining(HEARTBEAT_SQL) >= 2);
+        assertThat(counting.executed()).as("rounds that renewed all: one statement each, a count")
+                .allSatisfy(sql -> assertThat(sql).contains("count(*)"));
+
+        assertThat(sql("DELETE FROM " + table + " WHERE lock_key = 'some-gone:4'")).isEqualTo(1);
+
+        await().atMost(Duration.ofSeconds(10)).until(() -> !heard.isEmpty());
+        assertThat(heard.get(0).reason()).isEqualTo(LockLostException.Reason.TAKEN_OVER);
+        assertThat(counting.executed()).as("the round that found it gone asked which")
+                .anySatisfy(sql -> assertThat(sql).contains("RETURNING mine.holder").doesNotContain("count(*)"));
+        for (int i = 0; i < 10; i++) {
+            assertThat(held.get(i).isHeld()).as("lock %d", i).isEqualTo(i != 4);
+        }
+        long before = queryLong("SELECT min(record_version) FROM " + table + " WHERE lock_key LIKE 'some-gone:%'");
+        await().atMost(Duration.ofSeconds(10)).until(() -> queryLong("SELECT min(record_version) FROM " + table
+                + " WHERE lock_key LIKE 'some-gone:%'") > before);
+        assertThat(heard).hasSize(1);
+        held.forEach(HeldLock::release);
+    }
+
     @Test
     void aLockTakenOverAfterExpiryIsReportedLostToItsFormerHolder() throws Exception {
         LockClient a = client();
