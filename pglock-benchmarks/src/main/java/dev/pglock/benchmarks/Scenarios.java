@@ -870,8 +870,8 @@ final class Scenarios {
                             + TimeUnit.NANOSECONDS.toMillis(elapsed) + " ms by " + Math.min(options.threads(), count)
                             + " threads (ops/s: locks taken per second; at most " + takingConnections
                             + " connections while taking them); connections: borrowed from its pool while holding; p50/p99: the "
-                            + timer.what() + " while holding (" + periodic.getTotalCount() + " rounds of " + timer.statements()
-                            + " statements, every "
+                            + timer.what() + " while holding (" + periodic.getTotalCount() + " rounds, " + timer.statements()
+                            + " statements in all, a round every "
                             + options.heldHeartbeat().toMillis() + " ms)", 1, heapPerLock);
         }
     }
