@@ -174,6 +174,9 @@ public final class TcpProxy implements AutoCloseable {
                     out.write(buffer, 0, n);
                     out.flush();
                 }
+                // A close is held back as the bytes are: through a partition the other side never
+                // hears of it (a backend whose client gave up lives on, with its session's locks).
+                awaitUnpaused(link);
             } catch (IOException | InterruptedException e) {
                 // the other side closed, or the test dropped the connection
             } finally {

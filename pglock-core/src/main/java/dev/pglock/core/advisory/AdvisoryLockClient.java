@@ -82,6 +82,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     // start times.
     private static final String TERMINATE = "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity AS a"
             + " JOIN unnest(?::int[], ?::timestamptz[]) AS s(pid, started) ON a.pid = s.pid AND a.backend_start = s.started";
+    // TERMINATE for the backend of a session given up on as its network went silent, only while the
+    // last statement it ran is one of pglock's on a claimed session (they all read pglock.session):
+    // had the client's abort reached a pooler after all, which reset that server connection and gave
+    // it to another client, its last statement is the reset or that client's, and it is left alone.
+    private static final String TERMINATE_SILENT = TERMINATE + " WHERE strpos(a.query, 'pglock.session') > 0";
     // Templates: %1$s is "" for an exclusive lock, "_shared" for a shared one; the variants below are
     // built from them once.
     //
@@ -702,6 +707,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         waiting.put(connection, waitingGuard);
         LockSession session = reused;
         boolean holding = false;
+        boolean silent = false;
         try {
             if (isClosed()) { // close() aborts the waiting connections: this one may have come too late for it
                 throw closedWhileWaiting(request);
@@ -772,6 +778,9 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             holding = true;
             return new AdvisoryLock(request.key(), request.isShared(), token, lockId, session, holdUntil(request));
         } catch (SQLException e) {
+            // Given up on as its network went silent: the wait may have been granted on the backend,
+            // which lives on with the lock (see below).
+            silent = session != null && Jdbc.wentSilent(e, connection);
             if (LOCK_TIMEOUT.equals(e.getSQLState())) {
                 if (cut) {
                     throw new WarmSessionGone(e); // the wait goes on on a fresh connection; the finally cleans this one
@@ -802,7 +811,12 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                     // Failed, timed out or cancelled after the claim: the lock may have been granted
                     // (session-level locks outlive errors, and 55P03 can follow the grant), so the
                     // session is cleaned and unclaimed, or aborted, before the pool gets it back.
-                    unlockAllAndClose(connection, session);
+                    if (unlockAllAndClose(connection, session) || silent) {
+                        // Aborted, but its backend never hears of it behind a silent network: a lock
+                        // granted to it stays until the server gives up on the connection, and the
+                        // next wait (this caller's, on a fresh connection) would queue behind it.
+                        endSilentBackend(session);
+                    }
                 }
             }
         }
@@ -824,9 +838,11 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     /**
      * Unlocks everything the session holds and unclaims its backend, then gives the connection back.
      * When the statement reached another backend (a pooler moved the session), the session's own
-     * backend is ended instead, with its locks; when it fails, the connection is aborted.
+     * backend is ended instead, with its locks; when it fails, the connection is aborted. True when
+     * it failed as the network went silent: the backend may live on with the session's locks, and
+     * the caller ends it ({@link #endSilentBackend}).
      */
-    static void unlockAllAndClose(Connection connection, LockSession session) {
+    static boolean unlockAllAndClose(Connection connection, LockSession session) {
         boolean mine;
         try (PreparedStatement ps = connection.prepareStatement(UNLOCK_ALL)) {
             ps.setInt(1, session.backendPid);
@@ -839,31 +855,38 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 terminateBackends(connection, List.of(session));
             }
         } catch (SQLException e) {
+            boolean silent = Jdbc.wentSilent(e, connection);
             Jdbc.abortQuietly(connection);
-            return;
+            return silent;
         }
         if (mine) {
             Jdbc.closeQuietly(connection);
         } else {
             Jdbc.abortQuietly(connection);
         }
+        return false;
     }
 
     /** Ends the claimed backends of {@code claimed} (see TERMINATE); returns how many were ended. */
     private static int terminateBackends(Connection connection, List<LockSession> claimed) throws SQLException {
+        return terminateBackends(connection, claimed, TERMINATE, "that a pooler no longer routes this client to");
+    }
+
+    /** Runs {@code terminate} (TERMINATE or a form of it) for {@code claimed}; its log says which backends they were. */
+    private static int terminateBackends(Connection connection, List<LockSession> claimed, String terminate,
+            String which) throws SQLException {
         List<LockSession> named = claimed.stream().filter(s -> s.backendStart != null).toList();
         if (named.isEmpty()) {
             return 0;
         }
-        try (PreparedStatement ps = connection.prepareStatement(TERMINATE)) {
+        try (PreparedStatement ps = connection.prepareStatement(terminate)) {
             ps.setArray(1, connection.createArrayOf("integer", named.stream().map(s -> s.backendPid).toArray()));
             ps.setArray(2, connection.createArrayOf("timestamptz", named.stream().map(s -> s.backendStart).toArray()));
             try (ResultSet rs = ps.executeQuery()) {
                 rs.next();
                 int ended = rs.getInt(1);
                 if (ended > 0) {
-                    log.warn("ended {} backend(s) that held this client's advisory locks and that a pooler no longer"
-                            + " routes this client to", ended);
+                    log.warn("ended {} backend(s) that held this client's advisory locks and {}", ended, which);
                 }
                 return ended;
             }
@@ -1429,7 +1452,18 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         if (cause instanceof SQLException failure && Jdbc.isConnectionFailure(failure, session.connection)) {
             // Its backend is gone or out of reach, and aborting frees nothing on the server: the
             // connection goes at once, so a pool sized near the sessions is not kept short of one.
-            reportSessionLost(session, cause);
+            if (Jdbc.wentSilent(failure, session.connection)) {
+                // Out of reach, over a network that went silent: the backend may live on, holding the
+                // locks, until the server's TCP keepalive gives up on it (hours by default). Once the
+                // holders were told, it is ended from a connection of its own, when one can be had.
+                Runnable endBackend = () -> endSilentBackend(session);
+                if (!lost(lock -> lock.session == session, Reason.SESSION_DIED, sessionLostReason(session, cause),
+                        cause, endBackend)) {
+                    endBackend.run();
+                }
+            } else {
+                reportSessionLost(session, cause);
+            }
             session.abortAndDispose(networkTimeout.toNanos());
             return;
         }
@@ -1455,6 +1489,45 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             } else {
                 abortOnce(session); // nobody to tell: at once, on this thread
             }
+        }
+    }
+
+    /**
+     * Ends the backend of {@code session}, given up on as its network went silent, from a connection
+     * borrowed for it, off the calling thread (the event or the scheduler thread): best effort, as the
+     * server may be out of reach too. Named by pid and start time, so a pid reused since is never hit.
+     */
+    private void endSilentBackend(LockSession session) {
+        if (session.backendStart == null) {
+            return; // not named well enough to be told from a backend that reused its pid
+        }
+        Runnable end = () -> {
+            try {
+                if (endSilentBackendNow(session) == 0) {
+                    log.debug("{}: its backend had ended already, or runs another client's statements now", session);
+                }
+            } catch (SQLException | RuntimeException e) {
+                log.warn("could not end the backend of {}, whose network went silent ({}); its locks end when the"
+                        + " server gives up on that connection (tcp_keepalives_*)", session, e.getMessage());
+            }
+        };
+        if (isClosed()) {
+            end.run(); // close() shuts the connector down next: a task queued there could be dropped
+            return;
+        }
+        try {
+            connector.execute(end);
+        } catch (RejectedExecutionException closing) {
+            end.run();
+        }
+    }
+
+    /** {@link #endSilentBackend}'s statement, on this thread: how many backends it ended (0 or 1). */
+    int endSilentBackendNow(LockSession session) throws SQLException {
+        try (Connection fresh = Jdbc.borrow(dataSource, connectionWaitTimeout, connector,
+                "ending the backend of a lock session whose network went silent")) {
+            fresh.setNetworkTimeout(connector, networkTimeoutMillis);
+            return terminateBackends(fresh, List.of(session), TERMINATE_SILENT, "whose connection went silent");
         }
     }
 
@@ -1649,10 +1722,14 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     /** Gives back the connection of a session this thread ended (it holds no lock: unlocked anyway). */
     private void disposeRetired(LockSession session) {
         try {
+            boolean[] silent = new boolean[1];
             if (session.tryCallEvenIfEnded(c -> {
-                unlockAllAndClose(c, session);
+                silent[0] = unlockAllAndClose(c, session);
                 return null;
             }, networkTimeout.toNanos())) {
+                if (silent[0]) {
+                    endSilentBackend(session); // aborted behind a silent network: its backend lives on
+                }
                 return;
             }
         } catch (SQLException | RuntimeException e) {

@@ -25,6 +25,7 @@ import dev.pglock.core.LockNotAcquiredException;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicReference;
+import dev.pglock.core.internal.LockSession;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
@@ -1024,6 +1025,34 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * A session whose network went silent keeps its backend alive on the server, with its locks,
+     * until the server's TCP keepalive gives up on it (two hours by default on Linux): the key was
+     * blocked for every replica although its holder had been told it was lost. Once its holders were
+     * told, the client ends that backend (by pid and start time) from a connection of its own.
+     */
+    @Test
+    void aBlackholedSessionsBackendIsEndedOnceItsHolderWasTold() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        LockClient a = closeLater(builder(unpooledThrough(proxy)).lockSessions(1).build());
+        LockClient other = client();
+        CompletableFuture<Integer> heldWhileTold = new CompletableFuture<>();
+        a.acquire(LockRequest.of("silent-backend")).onLost(e -> {
+            try {
+                heldWhileTold.complete(heldInDatabase(List.of("silent-backend")));
+            } catch (SQLException | RuntimeException failed) {
+                heldWhileTold.completeExceptionally(failed);
+            }
+        });
+        assertThat(proxy.blackholeOpenConnections()).isEqualTo(1);
+
+        assertThat(heldWhileTold.get(HEARTBEAT.plusSeconds(5).plus(PROMPTLY).toMillis(), TimeUnit.MILLISECONDS))
+                .as("still held in the database while its holder is told").isEqualTo(1);
+        await().atMost(Duration.ofSeconds(20)).until(() -> heldInDatabase(List.of("silent-backend")) == 0);
+        HeldLock taken = other.tryAcquire(LockRequest.of("silent-backend")).orElseThrow();
+        taken.release();
+    }
+
+    /**
      * Issue 12, point 4: a hold-at-least unlock hung on a blackholed session must not hold up the
      * watchdog: a lock on another, live, session whose backend is terminated is still reported lost
      * within a heartbeat or so. Before the fix, the unlock ran on the watchdog's thread.
@@ -1234,6 +1263,70 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         assertThat(held.isHeld()).isTrue();
         held.release();
         assertThat(heldInDatabase(List.of("partitioned-warm"))).isZero();
+    }
+
+    /**
+     * The backend of a session given up on for silence is ended only while its last statement was
+     * one of pglock's on a claimed session: behind a pooler that did hear the abort after all, the
+     * same server session may have been reset and handed to another client, which is left alone.
+     */
+    @Test
+    void aSilentSessionsBackendIsEndedOnlyWhileItsLastStatementWasPglocks() throws Exception {
+        AdvisoryLockClient a = (AdvisoryLockClient) client();
+        try (Connection ours = db.connect(); Connection another = db.connect()) {
+            LockSession silent = namedSession(ours, "SELECT current_setting('pglock.session', true)");
+            LockSession handedOn = namedSession(another, "DISCARD ALL");
+
+            assertThat(a.endSilentBackendNow(handedOn)).as("a backend whose last statement was not pglock's").isZero();
+            assertThat(another.isValid(5)).isTrue();
+            assertThat(a.endSilentBackendNow(silent)).isEqualTo(1);
+            assertThat(ours.isValid(5)).isFalse();
+        }
+    }
+
+    /** A session naming the backend of {@code c} (pid and start time), after {@code c} ran {@code last}. */
+    private static LockSession namedSession(Connection c, String last) throws SQLException {
+        int pid;
+        java.sql.Timestamp started;
+        try (Statement st = c.createStatement();
+                ResultSet rs = st.executeQuery("SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()")) {
+            rs.next();
+            pid = rs.getInt(1);
+            started = rs.getTimestamp(2);
+        }
+        try (Statement st = c.createStatement()) {
+            st.execute(last);
+        }
+        return new LockSession(c, pid, true, "test-token", started);
+    }
+
+    /**
+     * A wait granted just as its network went silent: the grant's answer never arrives, the client
+     * gives the connection up after the network timeout and waits again on a fresh one, but the old
+     * backend holds the lock, alive until the server's TCP keepalive gives up on it, and the new wait
+     * queued behind it. The client ends that backend once it gave its connection up, and the wait goes
+     * on to get the lock.
+     */
+    @Test
+    @org.junit.jupiter.api.Timeout(180)
+    void aWaitGrantedAsItsNetworkWentSilentDoesNotLeaveTheLockOnTheSilentBackend() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(unpooledThrough(proxy)).lockSessions(1).build());
+        a.warmNanos = TimeUnit.MINUTES.toNanos(10);
+        LockClient other = client();
+        takenAfterAWait(a, other, "granted-into-silence").release(); // a's session is warm now
+        HeldLock theirs = other.acquire(LockRequest.of("granted-into-silence"));
+        Future<HeldLock> waited = threads.submit(
+                () -> a.acquire(LockRequest.of("granted-into-silence").waitAtMost(Duration.ofSeconds(60))));
+        awaitWaiterInDatabase("granted-into-silence");
+        assertThat(proxy.blackholeOpenConnections()).as("the shared session's and the waiting one's").isEqualTo(2);
+        theirs.release(); // granted to the waiting backend, whose answer goes into the blackhole
+
+        HeldLock mine = waited.get(40, TimeUnit.SECONDS);
+        assertThat(mine.isHeld()).isTrue();
+        assertThat(heldInDatabase(List.of("granted-into-silence"))).as("by one backend, the new wait's").isEqualTo(1);
+        mine.release();
+        await().atMost(Duration.ofSeconds(10)).until(() -> heldInDatabase(List.of("granted-into-silence")) == 0);
     }
 
     /** What the watchdog's check of a session runs (CHECK). */
