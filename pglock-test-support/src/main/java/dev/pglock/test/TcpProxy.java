@@ -133,7 +133,13 @@ public final class TcpProxy implements AutoCloseable {
 
     /** How many client connections are open through the proxy. */
     public int openConnections() {
-        return sockets.size() / 2;
+        int count = 0;
+        for (Socket socket : sockets) {
+            if (socket.getLocalPort() == server.getLocalPort()) { // accepted here: a client's end
+                count++;
+            }
+        }
+        return count;
     }
 
     private void acceptLoop() {
@@ -175,8 +181,10 @@ public final class TcpProxy implements AutoCloseable {
                     out.flush();
                 }
                 // A close is held back as the bytes are: through a partition the other side never
-                // hears of it (a backend whose client gave up lives on, with its session's locks).
-                awaitUnpaused(link);
+                // hears of it (a backend whose client gave up lives on, with its session's locks). The
+                // closed side is no longer an open connection, nor a stalled transfer.
+                sockets.remove(from);
+                awaitHealed(link);
             } catch (IOException | InterruptedException e) {
                 // the other side closed, or the test dropped the connection
             } finally {
@@ -202,6 +210,15 @@ public final class TcpProxy implements AutoCloseable {
                 } finally {
                     stalled--;
                 }
+            }
+        }
+    }
+
+    /** Waits while {@code link} is blackholed (a close held back there: not a stalled transfer). */
+    private void awaitHealed(Socket link) throws InterruptedException {
+        synchronized (pauseMonitor) {
+            while (blackholed.contains(link) && !closed) {
+                pauseMonitor.wait();
             }
         }
     }

@@ -82,11 +82,17 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     // start times.
     private static final String TERMINATE = "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity AS a"
             + " JOIN unnest(?::int[], ?::timestamptz[]) AS s(pid, started) ON a.pid = s.pid AND a.backend_start = s.started";
-    // TERMINATE for the backend of a session given up on as its network went silent, only while the
-    // last statement it ran is one of pglock's on a claimed session (they all read pglock.session):
-    // had the client's abort reached a pooler after all, which reset that server connection and gave
-    // it to another client, its last statement is the reset or that client's, and it is left alone.
-    private static final String TERMINATE_SILENT = TERMINATE + " WHERE strpos(a.query, 'pglock.session') > 0";
+    // Ends the backends of sessions the client gave up on when their connections failed: a backend
+    // behind a network that went silent lives on, with the session's locks, until the server's TCP
+    // keepalive gives up (two hours by default). Only a backend whose last statement began before the
+    // client gave up (less a second, for the clocks' drift), on the server's clock: had the abort
+    // reached a pooler after all, which reset that server session and gave it to another client, the
+    // reset and that client's statements all began after, and it is left alone. Parameters: pids,
+    // start times, milliseconds since each was given up (plus the second).
+    private static final String TERMINATE_GIVEN_UP = "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity AS a"
+            + " JOIN unnest(?::int[], ?::timestamptz[], ?::bigint[]) AS s(pid, started, ago)"
+            + " ON a.pid = s.pid AND a.backend_start = s.started"
+            + " WHERE a.query_start < clock_timestamp() - s.ago * interval '1 millisecond'";
     // Templates: %1$s is "" for an exclusive lock, "_shared" for a shared one; the variants below are
     // built from them once.
     //
@@ -707,7 +713,6 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         waiting.put(connection, waitingGuard);
         LockSession session = reused;
         boolean holding = false;
-        boolean silent = false;
         try {
             if (isClosed()) { // close() aborts the waiting connections: this one may have come too late for it
                 throw closedWhileWaiting(request);
@@ -778,9 +783,6 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             holding = true;
             return new AdvisoryLock(request.key(), request.isShared(), token, lockId, session, holdUntil(request));
         } catch (SQLException e) {
-            // Given up on as its network went silent: the wait may have been granted on the backend,
-            // which lives on with the lock (see below).
-            silent = session != null && Jdbc.wentSilent(e, connection);
             if (LOCK_TIMEOUT.equals(e.getSQLState())) {
                 if (cut) {
                     throw new WarmSessionGone(e); // the wait goes on on a fresh connection; the finally cleans this one
@@ -811,11 +813,12 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                     // Failed, timed out or cancelled after the claim: the lock may have been granted
                     // (session-level locks outlive errors, and 55P03 can follow the grant), so the
                     // session is cleaned and unclaimed, or aborted, before the pool gets it back.
-                    if (unlockAllAndClose(connection, session) || silent) {
-                        // Aborted, but its backend never hears of it behind a silent network: a lock
+                    if (!unlockAllAndClose(connection, session)) {
+                        // Aborted, but behind a silent network its backend never hears of it: a lock
                         // granted to it stays until the server gives up on the connection, and the
                         // next wait (this caller's, on a fresh connection) would queue behind it.
-                        endSilentBackend(session);
+                        givenUp(session);
+                        endGivenUpBackend(session);
                     }
                 }
             }
@@ -838,9 +841,9 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     /**
      * Unlocks everything the session holds and unclaims its backend, then gives the connection back.
      * When the statement reached another backend (a pooler moved the session), the session's own
-     * backend is ended instead, with its locks; when it fails, the connection is aborted. True when
-     * it failed as the network went silent: the backend may live on with the session's locks, and
-     * the caller ends it ({@link #endSilentBackend}).
+     * backend is ended instead, with its locks; when it fails, the connection is aborted. False when
+     * it failed: behind a silent network the backend may live on with the session's locks, and the
+     * caller ends it ({@link #endGivenUpBackend}).
      */
     static boolean unlockAllAndClose(Connection connection, LockSession session) {
         boolean mine;
@@ -855,38 +858,32 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 terminateBackends(connection, List.of(session));
             }
         } catch (SQLException e) {
-            boolean silent = Jdbc.wentSilent(e, connection);
             Jdbc.abortQuietly(connection);
-            return silent;
+            return false;
         }
         if (mine) {
             Jdbc.closeQuietly(connection);
         } else {
             Jdbc.abortQuietly(connection);
         }
-        return false;
+        return true;
     }
 
     /** Ends the claimed backends of {@code claimed} (see TERMINATE); returns how many were ended. */
     private static int terminateBackends(Connection connection, List<LockSession> claimed) throws SQLException {
-        return terminateBackends(connection, claimed, TERMINATE, "that a pooler no longer routes this client to");
-    }
-
-    /** Runs {@code terminate} (TERMINATE or a form of it) for {@code claimed}; its log says which backends they were. */
-    private static int terminateBackends(Connection connection, List<LockSession> claimed, String terminate,
-            String which) throws SQLException {
         List<LockSession> named = claimed.stream().filter(s -> s.backendStart != null).toList();
         if (named.isEmpty()) {
             return 0;
         }
-        try (PreparedStatement ps = connection.prepareStatement(terminate)) {
+        try (PreparedStatement ps = connection.prepareStatement(TERMINATE)) {
             ps.setArray(1, connection.createArrayOf("integer", named.stream().map(s -> s.backendPid).toArray()));
             ps.setArray(2, connection.createArrayOf("timestamptz", named.stream().map(s -> s.backendStart).toArray()));
             try (ResultSet rs = ps.executeQuery()) {
                 rs.next();
                 int ended = rs.getInt(1);
                 if (ended > 0) {
-                    log.warn("ended {} backend(s) that held this client's advisory locks and {}", ended, which);
+                    log.warn("ended {} backend(s) that held this client's advisory locks and that a pooler no longer"
+                            + " routes this client to", ended);
                 }
                 return ended;
             }
@@ -1452,17 +1449,23 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         if (cause instanceof SQLException failure && Jdbc.isConnectionFailure(failure, session.connection)) {
             // Its backend is gone or out of reach, and aborting frees nothing on the server: the
             // connection goes at once, so a pool sized near the sessions is not kept short of one.
-            if (Jdbc.wentSilent(failure, session.connection)) {
-                // Out of reach, over a network that went silent: the backend may live on, holding the
-                // locks, until the server's TCP keepalive gives up on it (hours by default). Once the
-                // holders were told, it is ended from a connection of its own, when one can be had.
-                Runnable endBackend = () -> endSilentBackend(session);
-                if (!lost(lock -> lock.session == session, Reason.SESSION_DIED, sessionLostReason(session, cause),
-                        cause, endBackend)) {
+            // Behind a network that went silent the backend may live on, holding the locks, until the
+            // server's TCP keepalive gives up on it (hours by default): once the holders were told, it
+            // is ended from a connection of its own, when one can be had (a backend that did end is not
+            // found then).
+            givenUp(session);
+            java.util.function.Consumer<LockSession> reporting = beforeSessionReportedForTests;
+            if (reporting != null) {
+                reporting.accept(session);
+            }
+            Runnable endBackend = () -> endGivenUpBackend(session);
+            if (!lost(lock -> lock.session == session, Reason.SESSION_DIED, sessionLostReason(session, cause), cause,
+                    endBackend)) {
+                if (session.holdsMarkedLost()) {
+                    afterQueuedTells(endBackend); // a holder that asked meanwhile is being told: after it
+                } else {
                     endBackend.run();
                 }
-            } else {
-                reportSessionLost(session, cause);
             }
             session.abortAndDispose(networkTimeout.toNanos());
             return;
@@ -1493,41 +1496,64 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     }
 
     /**
-     * Ends the backend of {@code session}, given up on as its network went silent, from a connection
-     * borrowed for it, off the calling thread (the event or the scheduler thread): best effort, as the
-     * server may be out of reach too. Named by pid and start time, so a pid reused since is never hit.
+     * Sessions given up on when their connections failed, whose backends are still to be ended (see
+     * TERMINATE_GIVEN_UP), with when they were given up (System.nanoTime): by {@link #endGivenUpBackend}
+     * once their holders were told, or by close() for those left.
      */
-    private void endSilentBackend(LockSession session) {
-        if (session.backendStart == null) {
-            return; // not named well enough to be told from a backend that reused its pid
-        }
-        Runnable end = () -> {
-            try {
-                if (endSilentBackendNow(session) == 0) {
-                    log.debug("{}: its backend had ended already, or runs another client's statements now", session);
-                }
-            } catch (SQLException | RuntimeException e) {
-                log.warn("could not end the backend of {}, whose network went silent ({}); its locks end when the"
-                        + " server gives up on that connection (tcp_keepalives_*)", session, e.getMessage());
-            }
-        };
-        if (isClosed()) {
-            end.run(); // close() shuts the connector down next: a task queued there could be dropped
-            return;
-        }
-        try {
-            connector.execute(end);
-        } catch (RejectedExecutionException closing) {
-            end.run();
+    private final Map<LockSession, Long> givenUp = new ConcurrentHashMap<>();
+
+    /** Notes {@code session}, whose connection failed, as given up on now (see {@link #givenUp}). */
+    private void givenUp(LockSession session) {
+        if (session.backendStart != null) { // else not named well enough to be told from a reused pid
+            givenUp.putIfAbsent(session, System.nanoTime());
         }
     }
 
-    /** {@link #endSilentBackend}'s statement, on this thread: how many backends it ended (0 or 1). */
-    int endSilentBackendNow(LockSession session) throws SQLException {
-        try (Connection fresh = Jdbc.borrow(dataSource, connectionWaitTimeout, connector,
-                "ending the backend of a lock session whose network went silent")) {
+    /**
+     * Ends the backend of {@code session}, given up on ({@link #givenUp(LockSession)}), from a
+     * connection borrowed for it, off the calling thread (the event or the scheduler thread): best
+     * effort, as the server may be out of reach too. Once: a session close() ended is not ended again.
+     */
+    private void endGivenUpBackend(LockSession session) {
+        Long since = givenUp.remove(session);
+        if (since == null) {
+            return;
+        }
+        Map<LockSession, Long> one = Map.of(session, since);
+        try {
+            connector.execute(() -> endGivenUpBackendsNow(one, connector));
+        } catch (RejectedExecutionException closed) {
+            endGivenUpBackendsNow(one, Runnable::run); // after close() ended those it found: on this thread
+        }
+    }
+
+    /** Ends the backends of {@code sessions} (see TERMINATE_GIVEN_UP) from a connection borrowed on {@code borrowing}. */
+    void endGivenUpBackendsNow(Map<LockSession, Long> sessions, java.util.concurrent.Executor borrowing) {
+        if (sessions.isEmpty()) {
+            return;
+        }
+        try (Connection fresh = Jdbc.borrow(dataSource, connectionWaitTimeout, borrowing,
+                "ending the backends of lock sessions whose connections failed")) {
             fresh.setNetworkTimeout(connector, networkTimeoutMillis);
-            return terminateBackends(fresh, List.of(session), TERMINATE_SILENT, "whose connection went silent");
+            List<LockSession> named = new ArrayList<>(sessions.keySet());
+            long now = System.nanoTime();
+            try (PreparedStatement ps = fresh.prepareStatement(TERMINATE_GIVEN_UP)) {
+                ps.setArray(1, fresh.createArrayOf("integer", named.stream().map(s -> s.backendPid).toArray()));
+                ps.setArray(2, fresh.createArrayOf("timestamptz", named.stream().map(s -> s.backendStart).toArray()));
+                ps.setArray(3, fresh.createArrayOf("bigint", named.stream()
+                        .map(s -> TimeUnit.NANOSECONDS.toMillis(now - sessions.get(s)) + 1000).toArray()));
+                try (ResultSet rs = ps.executeQuery()) {
+                    rs.next();
+                    int ended = rs.getInt(1);
+                    if (ended > 0) {
+                        log.warn("ended {} backend(s) of lock sessions whose connections failed and that still held"
+                                + " on to their locks (a network that went silent)", ended);
+                    }
+                }
+            }
+        } catch (SQLException | RuntimeException e) {
+            log.warn("could not end the backends of {} ({}); their locks end when the server gives up on those"
+                    + " connections (tcp_keepalives_*)", sessions.keySet(), e.getMessage());
         }
     }
 
@@ -1705,6 +1731,14 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         all.addAll(drainWarm());
         all.forEach(this::closeSession);
         List.copyOf(abortWhenTold).forEach(this::abortOnce); // holders still being told: close() does not wait longer
+        Map<LockSession, Long> left = new java.util.HashMap<>();
+        for (LockSession session : List.copyOf(givenUp.keySet())) {
+            Long since = givenUp.remove(session);
+            if (since != null) {
+                left.put(session, since);
+            }
+        }
+        endGivenUpBackendsNow(left, connector); // in one statement, before the connector goes
         connector.shutdownNow();
     }
 
@@ -1722,13 +1756,16 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     /** Gives back the connection of a session this thread ended (it holds no lock: unlocked anyway). */
     private void disposeRetired(LockSession session) {
         try {
-            boolean[] silent = new boolean[1];
+            boolean[] cleaned = new boolean[1];
             if (session.tryCallEvenIfEnded(c -> {
-                silent[0] = unlockAllAndClose(c, session);
+                cleaned[0] = unlockAllAndClose(c, session);
                 return null;
             }, networkTimeout.toNanos())) {
-                if (silent[0]) {
-                    endSilentBackend(session); // aborted behind a silent network: its backend lives on
+                if (!cleaned[0]) {
+                    givenUp(session); // aborted: behind a silent network its backend lives on
+                    if (!isClosed()) {
+                        endGivenUpBackend(session); // else close() ends it with the others
+                    }
                 }
                 return;
             }

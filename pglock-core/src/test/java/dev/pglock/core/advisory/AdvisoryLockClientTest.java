@@ -1053,6 +1053,35 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Review: the backend of a session given up on is ended only once a holder that asked isHeld()
+     * between the session's end and its report (and so is told by its own call, not by the report)
+     * was told, as for a session whose backend is alive.
+     */
+    @Test
+    @org.junit.jupiter.api.Timeout(120)
+    void aGivenUpSessionsBackendIsEndedOnlyOnceAHolderThatAskedMeanwhileWasTold() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(unpooledThrough(proxy)).lockSessions(1).build());
+        HeldLock held = a.acquire(LockRequest.of("asked-while-silent"));
+        CompletableFuture<Boolean> freedWhileTold = new CompletableFuture<>();
+        held.onLost(e -> {
+            try {
+                await().atMost(Duration.ofSeconds(3)).until(() -> heldInDatabase(List.of("asked-while-silent")) == 0);
+                freedWhileTold.complete(true);
+            } catch (org.awaitility.core.ConditionTimeoutException kept) {
+                freedWhileTold.complete(false);
+            }
+        });
+        CompletableFuture<Boolean> askedMeanwhile = new CompletableFuture<>();
+        a.beforeSessionReportedForTests = session -> askedMeanwhile.complete(held.isHeld());
+        assertThat(proxy.blackholeOpenConnections()).isEqualTo(1);
+
+        assertThat(askedMeanwhile.get(30, TimeUnit.SECONDS)).as("isHeld() asked between the end and the report").isFalse();
+        assertThat(freedWhileTold.get(30, TimeUnit.SECONDS)).as("freed while its holder was being told").isFalse();
+        await().atMost(Duration.ofSeconds(20)).until(() -> heldInDatabase(List.of("asked-while-silent")) == 0);
+    }
+
+    /**
      * Issue 12, point 4: a hold-at-least unlock hung on a blackholed session must not hold up the
      * watchdog: a lock on another, live, session whose backend is terminated is still reported lost
      * within a heartbeat or so. Before the fix, the unlock ran on the watchdog's thread.
@@ -1266,21 +1295,23 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /**
-     * The backend of a session given up on for silence is ended only while its last statement was
-     * one of pglock's on a claimed session: behind a pooler that did hear the abort after all, the
-     * same server session may have been reset and handed to another client, which is left alone.
+     * The backend of a session given up on is ended only while its last statement began before the
+     * client gave up (less a second): behind a pooler that did hear the abort after all, the same
+     * server session may have been reset and handed to another client, whose statements all began
+     * after, and it is left alone.
      */
     @Test
-    void aSilentSessionsBackendIsEndedOnlyWhileItsLastStatementWasPglocks() throws Exception {
+    void aGivenUpSessionsBackendIsEndedOnlyWhileItsLastStatementBeganBeforeItWasGivenUp() throws Exception {
         AdvisoryLockClient a = (AdvisoryLockClient) client();
         try (Connection ours = db.connect(); Connection another = db.connect()) {
-            LockSession silent = namedSession(ours, "SELECT current_setting('pglock.session', true)");
-            LockSession handedOn = namedSession(another, "DISCARD ALL");
+            LockSession givenUp = namedSession(ours, "SELECT pg_sleep(1.5)"); // began 1.5 s before it returned
+            long givenUpAt = System.nanoTime();
+            LockSession handedOn = namedSession(another, "DISCARD ALL"); // a pooler's reset, after that
 
-            assertThat(a.endSilentBackendNow(handedOn)).as("a backend whose last statement was not pglock's").isZero();
-            assertThat(another.isValid(5)).isTrue();
-            assertThat(a.endSilentBackendNow(silent)).isEqualTo(1);
-            assertThat(ours.isValid(5)).isFalse();
+            a.endGivenUpBackendsNow(Map.of(givenUp, givenUpAt, handedOn, givenUpAt), Runnable::run);
+
+            assertThat(another.isValid(5)).as("a backend whose last statement began after").isTrue();
+            assertThat(ours.isValid(5)).as("the given-up session's backend").isFalse();
         }
     }
 
