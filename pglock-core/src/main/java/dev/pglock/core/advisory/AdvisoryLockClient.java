@@ -82,13 +82,16 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     // start times.
     private static final String TERMINATE = "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity AS a"
             + " JOIN unnest(?::int[], ?::timestamptz[]) AS s(pid, started) ON a.pid = s.pid AND a.backend_start = s.started";
-    // Ends the backends of sessions the client gave up on when their connections failed: a backend
-    // behind a network that went silent lives on, with the session's locks, until the server's TCP
-    // keepalive gives up (two hours by default). Only a backend whose last statement began before the
-    // client gave up (less a second, for the clocks' drift), on the server's clock: had the abort
-    // reached a pooler after all, which reset that server session and gave it to another client, the
-    // reset and that client's statements all began after, and it is left alone. Parameters: pids,
-    // start times, milliseconds since each was given up (plus the second).
+    // Ends the backends of sessions the client gave up on as their network went silent: such a
+    // backend lives on, with the session's locks, until the server's TCP keepalive gives up (two
+    // hours by default). (A connection that failed otherwise, closed or reset, was heard of by the
+    // backend, or by a pooler, which resets that server session, advisory locks included.) Only a
+    // backend whose last statement began, on the server's clock, half a network timeout or more
+    // before the network was found silent: the session's own last statement began a whole network
+    // timeout before (the read that timed out waited that long); had the abort reached a pooler after
+    // all, which reset that server session and gave it to another client, the reset and that
+    // client's statements all began after, and it is left alone. Parameters: pids, start times,
+    // milliseconds since each went silent (plus the half network timeout).
     private static final String TERMINATE_GIVEN_UP = "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity AS a"
             + " JOIN unnest(?::int[], ?::timestamptz[], ?::bigint[]) AS s(pid, started, ago)"
             + " ON a.pid = s.pid AND a.backend_start = s.started"
@@ -783,6 +786,9 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             holding = true;
             return new AdvisoryLock(request.key(), request.isShared(), token, lockId, session, holdUntil(request));
         } catch (SQLException e) {
+            if (session != null) {
+                session.noteIfSilent(e); // the wait may have been granted on a backend that lives on (see below)
+            }
             if (LOCK_TIMEOUT.equals(e.getSQLState())) {
                 if (cut) {
                     throw new WarmSessionGone(e); // the wait goes on on a fresh connection; the finally cleans this one
@@ -813,7 +819,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                     // Failed, timed out or cancelled after the claim: the lock may have been granted
                     // (session-level locks outlive errors, and 55P03 can follow the grant), so the
                     // session is cleaned and unclaimed, or aborted, before the pool gets it back.
-                    if (!unlockAllAndClose(connection, session)) {
+                    unlockAllAndClose(connection, session);
+                    if (session.wentSilentNanos() != 0) {
                         // Aborted, but behind a silent network its backend never hears of it: a lock
                         // granted to it stays until the server gives up on the connection, and the
                         // next wait (this caller's, on a fresh connection) would queue behind it.
@@ -841,11 +848,10 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     /**
      * Unlocks everything the session holds and unclaims its backend, then gives the connection back.
      * When the statement reached another backend (a pooler moved the session), the session's own
-     * backend is ended instead, with its locks; when it fails, the connection is aborted. False when
-     * it failed: behind a silent network the backend may live on with the session's locks, and the
-     * caller ends it ({@link #endGivenUpBackend}).
+     * backend is ended instead, with its locks; when it fails, the connection is aborted (and, behind
+     * a network that went silent, noted so on the session: see {@link #endGivenUpBackend}).
      */
-    static boolean unlockAllAndClose(Connection connection, LockSession session) {
+    static void unlockAllAndClose(Connection connection, LockSession session) {
         boolean mine;
         try (PreparedStatement ps = connection.prepareStatement(UNLOCK_ALL)) {
             ps.setInt(1, session.backendPid);
@@ -858,15 +864,15 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 terminateBackends(connection, List.of(session));
             }
         } catch (SQLException e) {
+            session.noteIfSilent(e);
             Jdbc.abortQuietly(connection);
-            return false;
+            return;
         }
         if (mine) {
             Jdbc.closeQuietly(connection);
         } else {
             Jdbc.abortQuietly(connection);
         }
-        return true;
     }
 
     /** Ends the claimed backends of {@code claimed} (see TERMINATE); returns how many were ended. */
@@ -1449,10 +1455,10 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         if (cause instanceof SQLException failure && Jdbc.isConnectionFailure(failure, session.connection)) {
             // Its backend is gone or out of reach, and aborting frees nothing on the server: the
             // connection goes at once, so a pool sized near the sessions is not kept short of one.
-            // Behind a network that went silent the backend may live on, holding the locks, until the
-            // server's TCP keepalive gives up on it (hours by default): once the holders were told, it
-            // is ended from a connection of its own, when one can be had (a backend that did end is not
-            // found then).
+            // Behind a network that went silent (noted on the session where the failure was seen) the
+            // backend may live on, holding the locks, until the server's TCP keepalive gives up on it
+            // (hours by default): once the holders were told, it is ended from a connection of its own,
+            // when one can be had.
             givenUp(session);
             java.util.function.Consumer<LockSession> reporting = beforeSessionReportedForTests;
             if (reporting != null) {
@@ -1496,16 +1502,19 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     }
 
     /**
-     * Sessions given up on when their connections failed, whose backends are still to be ended (see
-     * TERMINATE_GIVEN_UP), with when they were given up (System.nanoTime): by {@link #endGivenUpBackend}
+     * Sessions given up on as their network went silent, whose backends are still to be ended (see
+     * TERMINATE_GIVEN_UP), with when it was found silent (System.nanoTime): by {@link #endGivenUpBackend}
      * once their holders were told, or by close() for those left.
      */
     private final Map<LockSession, Long> givenUp = new ConcurrentHashMap<>();
+    /** Set by close() once it ended the sessions in {@link #givenUp}. */
+    private volatile boolean givenUpDrained;
 
-    /** Notes {@code session}, whose connection failed, as given up on now (see {@link #givenUp}). */
+    /** Notes {@code session} as given up on, when its network went silent (see {@link #givenUp}). */
     private void givenUp(LockSession session) {
-        if (session.backendStart != null) { // else not named well enough to be told from a reused pid
-            givenUp.putIfAbsent(session, System.nanoTime());
+        long silentSince = session.wentSilentNanos();
+        if (silentSince != 0 && session.backendStart != null) { // else not told from a reused pid
+            givenUp.putIfAbsent(session, silentSince);
         }
     }
 
@@ -1523,7 +1532,13 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         try {
             connector.execute(() -> endGivenUpBackendsNow(one, connector));
         } catch (RejectedExecutionException closed) {
-            endGivenUpBackendsNow(one, Runnable::run); // after close() ended those it found: on this thread
+            // After close() ended those it found: the borrow on a thread of its own, so that its wait
+            // is bounded by the connection wait timeout, and the statement on this one.
+            endGivenUpBackendsNow(one, task -> {
+                Thread t = new Thread(task, "pglock-advisory-end-given-up");
+                t.setDaemon(true);
+                t.start();
+            });
         }
     }
 
@@ -1533,7 +1548,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             return;
         }
         try (Connection fresh = Jdbc.borrow(dataSource, connectionWaitTimeout, borrowing,
-                "ending the backends of lock sessions whose connections failed")) {
+                "ending the backends of lock sessions whose network went silent")) {
             fresh.setNetworkTimeout(connector, networkTimeoutMillis);
             List<LockSession> named = new ArrayList<>(sessions.keySet());
             long now = System.nanoTime();
@@ -1541,13 +1556,14 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 ps.setArray(1, fresh.createArrayOf("integer", named.stream().map(s -> s.backendPid).toArray()));
                 ps.setArray(2, fresh.createArrayOf("timestamptz", named.stream().map(s -> s.backendStart).toArray()));
                 ps.setArray(3, fresh.createArrayOf("bigint", named.stream()
-                        .map(s -> TimeUnit.NANOSECONDS.toMillis(now - sessions.get(s)) + 1000).toArray()));
+                        .map(s -> TimeUnit.NANOSECONDS.toMillis(now - sessions.get(s)) + networkTimeoutMillis / 2)
+                        .toArray()));
                 try (ResultSet rs = ps.executeQuery()) {
                     rs.next();
                     int ended = rs.getInt(1);
                     if (ended > 0) {
-                        log.warn("ended {} backend(s) of lock sessions whose connections failed and that still held"
-                                + " on to their locks (a network that went silent)", ended);
+                        log.warn("ended {} backend(s) of lock sessions whose network went silent and that still held"
+                                + " on to their locks", ended);
                     }
                 }
             }
@@ -1739,6 +1755,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             }
         }
         endGivenUpBackendsNow(left, connector); // in one statement, before the connector goes
+        givenUpDrained = true; // those given up later (a task of the connector finishing) are ended by themselves
         connector.shutdownNow();
     }
 
@@ -1756,14 +1773,13 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     /** Gives back the connection of a session this thread ended (it holds no lock: unlocked anyway). */
     private void disposeRetired(LockSession session) {
         try {
-            boolean[] cleaned = new boolean[1];
             if (session.tryCallEvenIfEnded(c -> {
-                cleaned[0] = unlockAllAndClose(c, session);
+                unlockAllAndClose(c, session);
                 return null;
             }, networkTimeout.toNanos())) {
-                if (!cleaned[0]) {
+                if (session.wentSilentNanos() != 0) {
                     givenUp(session); // aborted: behind a silent network its backend lives on
-                    if (!isClosed()) {
+                    if (!isClosed() || givenUpDrained) {
                         endGivenUpBackend(session); // else close() ends it with the others
                     }
                 }

@@ -123,6 +123,14 @@ public final class Jdbc {
         return isConnectionFailure(e, connection) && !timedOut(e);
     }
 
+    /**
+     * Whether {@code e} says the connection was given up on because the network went silent (a read
+     * waited the socket's timeout out): its backend may well be alive still, with its session's state.
+     */
+    public static boolean wentSilent(SQLException e, Connection connection) {
+        return isConnectionFailure(e, connection) && timedOut(e);
+    }
+
     /** Whether {@code e} came of a network timeout (a read that waited the socket's timeout out). */
     private static boolean timedOut(SQLException e) {
         for (Throwable cause = e; cause != null; cause = cause.getCause()) {

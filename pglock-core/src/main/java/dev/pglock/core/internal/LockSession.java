@@ -240,10 +240,32 @@ public final class LockSession {
             working = Thread.currentThread();
             try {
                 return work.run(connection);
+            } catch (SQLException e) {
+                noteIfSilent(e);
+                throw e;
             } finally {
                 working = previous;
             }
         });
+    }
+
+    /**
+     * When the network under this session went silent (System.nanoTime, first seen), or 0: a read on
+     * its connection waited the socket's timeout out. pgjdbc closes the connection then, so whoever
+     * fails on it next sees only that it is closed; its backend may live on.
+     */
+    private volatile long wentSilentNanos;
+
+    /** Notes that the network went silent when {@code e} says a read timed out on this session's connection. */
+    public void noteIfSilent(SQLException e) {
+        if (wentSilentNanos == 0 && Jdbc.wentSilent(e, connection)) {
+            wentSilentNanos = System.nanoTime();
+        }
+    }
+
+    /** See {@link #wentSilentNanos}: when, or 0 when it has not gone silent (as far as this client saw). */
+    public long wentSilentNanos() {
+        return wentSilentNanos;
     }
 
     /** Whether this thread runs work on this session now: a call from inside it must not queue behind itself. */
