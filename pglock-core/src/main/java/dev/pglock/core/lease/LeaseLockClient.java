@@ -227,33 +227,26 @@ final class LeaseLockClient extends AbstractLockClient<LeaseLock> {
     // after it expired, and a round still running after the network timeout, which RELEASE_ALL stops
     // waiting for. Shared locks, which other clients renew and release too, keep HEARTBEAT, run after
     // the round lets go of rowOrder. Parameters: keys, holders, leases, namespace.
-    private static final String HEARTBEAT_EXCLUSIVE = """
-            WITH mine AS (SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[]) AS h(lock_key, holder, lease_millis))
+    private static final String HEARTBEAT_EXCLUSIVE_MINE =
+            "WITH mine AS (SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[]) AS h(lock_key, holder, lease_millis))";
+    private static final String HEARTBEAT_EXCLUSIVE_UPDATE = """
             UPDATE %1$s AS t
             SET expires_at = greatest(t.expires_at, statement_timestamp() + mine.lease_millis * interval '1 millisecond'),
                 record_version = t.record_version + 1
             FROM mine
             WHERE t.namespace = ? AND t.lock_key = ANY (ARRAY(SELECT lock_key FROM mine)) AND t.lock_key = mine.lock_key
-              AND mine.holder = ANY (t.holders) AND t.expires_at > statement_timestamp()
-            RETURNING mine.holder%2$s""";
+              AND mine.holder = ANY (t.holders) AND t.expires_at > statement_timestamp()""";
+    private static final String HEARTBEAT_EXCLUSIVE = HEARTBEAT_EXCLUSIVE_MINE + "\n" + HEARTBEAT_EXCLUSIVE_UPDATE
+            + "\nRETURNING mine.holder%2$s";
     // HEARTBEAT_EXCLUSIVE answering how many it renewed, in one row, instead of a row for each: a
     // statement's keys are distinct (one acquisition per key and client) and its holders name one
     // acquisition each, so each entry renews at most one row, and the count says whether all were
     // renewed. Only when some were not does HEARTBEAT_EXCLUSIVE run after it to say which: it renews
     // the same rows again and finds the same ones gone (a holder never comes back to a row, and an
     // expired row stays expired for it). Reading 5,000 rows back cost a round of 100,000 locks about
-    // 7 %% on a 2-core machine. Parameters as HEARTBEAT_EXCLUSIVE's. Column: how many were renewed.
-    private static final String HEARTBEAT_EXCLUSIVE_COUNT = """
-            WITH mine AS (SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[]) AS h(lock_key, holder, lease_millis)),
-            renewed AS (
-                UPDATE %1$s AS t
-                SET expires_at = greatest(t.expires_at, statement_timestamp() + mine.lease_millis * interval '1 millisecond'),
-                    record_version = t.record_version + 1
-                FROM mine
-                WHERE t.namespace = ? AND t.lock_key = ANY (ARRAY(SELECT lock_key FROM mine)) AND t.lock_key = mine.lock_key
-                  AND mine.holder = ANY (t.holders) AND t.expires_at > statement_timestamp()
-                RETURNING 1)
-            SELECT count(*)%2$s FROM renewed""";
+    // 7 % on a 2-core machine. Parameters as HEARTBEAT_EXCLUSIVE's. Column: how many were renewed.
+    private static final String HEARTBEAT_EXCLUSIVE_COUNT = HEARTBEAT_EXCLUSIVE_MINE + ",\nrenewed AS ("
+            + HEARTBEAT_EXCLUSIVE_UPDATE + "\nRETURNING 1)\nSELECT count(*)%2$s FROM renewed";
     // Release: leave the holders. When we were the last, the lock ends now, or at acquired_at +
     // holdAtLeast when that is still ahead (database clock): the row then lists no holder, so no
     // heartbeat can extend it. The row stays (empty) so the next acquisition continues its fencing

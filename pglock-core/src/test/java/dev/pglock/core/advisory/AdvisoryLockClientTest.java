@@ -128,6 +128,13 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         return builder(pool).heartbeatInterval(Duration.ofHours(1)).fencingTokens(true).build();
     }
 
+    /** A client on {@link #unpooledThrough} with one lock session, whose sessions stay warm for the whole test. */
+    private AdvisoryLockClient warmingThrough(TcpProxy proxy) {
+        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(unpooledThrough(proxy)).lockSessions(1).build());
+        a.warmNanos = TimeUnit.MINUTES.toNanos(10);
+        return a;
+    }
+
     /** Unpooled connections through the proxy: every session is a new connection, never one blackholed before. */
     private DataSource unpooledThrough(TcpProxy proxy) {
         return db.simpleDataSource(proxy.jdbcUrl(db.jdbcUrl()));
@@ -1271,15 +1278,14 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     /**
      * Issue 16: when the network of a warm session went while it was warm (blackholed: nothing
      * answers, nothing is closed), the next wait finds out within one network timeout (its first
-     * stretch is cut to half of one, and its socket keeps the network timeout) and goes on on a new connection, instead of hanging
-     * for the whole wait it was given.
+     * stretch is cut to half of one, and its socket keeps the network timeout) and goes on on a new
+     * connection, instead of hanging for the whole wait it was given.
      */
     @Test
     @org.junit.jupiter.api.Timeout(180)
     void aWaitOnAWarmSessionWhoseNetworkWentGoesOnOnANewOneWithinANetworkTimeout() throws Exception {
         TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
-        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(unpooledThrough(proxy)).lockSessions(1).build());
-        a.warmNanos = TimeUnit.MINUTES.toNanos(10);
+        AdvisoryLockClient a = warmingThrough(proxy);
         takenAfterAWait(a, client(), "partitioned-warm").release();
         assertThat(proxy.blackholeOpenConnections()).as("the shared session's and the warm one's").isEqualTo(2);
 
@@ -1342,8 +1348,7 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     @org.junit.jupiter.api.Timeout(180)
     void aWaitGrantedAsItsNetworkWentSilentDoesNotLeaveTheLockOnTheSilentBackend() throws Exception {
         TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
-        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(unpooledThrough(proxy)).lockSessions(1).build());
-        a.warmNanos = TimeUnit.MINUTES.toNanos(10);
+        AdvisoryLockClient a = warmingThrough(proxy);
         LockClient other = client();
         takenAfterAWait(a, other, "granted-into-silence").release(); // a's session is warm now
         HeldLock theirs = other.acquire(LockRequest.of("granted-into-silence"));
