@@ -86,16 +86,14 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     // backend lives on, with the session's locks, until the server's TCP keepalive gives up (two
     // hours by default). (A connection that failed otherwise, closed or reset, was heard of by the
     // backend, or by a pooler, which resets that server session, advisory locks included.) Only a
-    // backend whose last statement began, on the server's clock, half a network timeout or more
-    // before the network was found silent: the session's own last statement began a whole network
-    // timeout before (the read that timed out waited that long); had the abort reached a pooler after
-    // all, which reset that server session and gave it to another client, the reset and that
-    // client's statements all began after, and it is left alone. Parameters: pids, start times,
-    // milliseconds since each went silent (plus the half network timeout).
+    // backend, named by pid and start time, whose last statement is still one of the session's own,
+    // tagged with its token (see LockSession.tagged): a server session a pooler has reset since, or
+    // given to another client, shows the reset or that client's statement there, and is left alone.
+    // Parameters: pids, start times, tags.
     private static final String TERMINATE_GIVEN_UP = "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity AS a"
-            + " JOIN unnest(?::int[], ?::timestamptz[], ?::bigint[]) AS s(pid, started, ago)"
+            + " JOIN unnest(?::int[], ?::timestamptz[], ?::text[]) AS s(pid, started, tag)"
             + " ON a.pid = s.pid AND a.backend_start = s.started"
-            + " WHERE a.query_start < clock_timestamp() - s.ago * interval '1 millisecond'";
+            + " WHERE strpos(a.query, s.tag) > 0";
     // Templates: %1$s is "" for an exclusive lock, "_shared" for a shared one; the variants below are
     // built from them once.
     //
@@ -397,7 +395,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                                 + "' was taken");
                     }
                     { // kept open on the session: see LockSession.prepared
-                        PreparedStatement ps = session.prepared(sql);
+                        PreparedStatement ps = session.prepared(session.tagged(sql));
                         int i = 1;
                         if (fencingSequence != null) {
                             ps.setString(i++, fencingSequence);
@@ -746,7 +744,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             }
             boolean mine;
             Long token = null;
-            try (PreparedStatement ps = connection.prepareStatement(sql)) {
+            try (PreparedStatement ps = connection.prepareStatement(session.tagged(sql))) {
                 int i = 1;
                 ps.setLong(i++, lockId);
                 if (fencingSequence != null) {
@@ -853,7 +851,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
      */
     static void unlockAllAndClose(Connection connection, LockSession session) {
         boolean mine;
-        try (PreparedStatement ps = connection.prepareStatement(UNLOCK_ALL)) {
+        try (PreparedStatement ps = connection.prepareStatement(session.tagged(UNLOCK_ALL))) {
             ps.setInt(1, session.backendPid);
             ps.setString(2, session.token);
             try (ResultSet rs = ps.executeQuery()) {
@@ -1007,7 +1005,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
 
     /** CHECK on the session's connection: {whether the backend is the session's (1) or not (0), its pid}. */
     private static int[] runCheck(Connection c, LockSession session) throws SQLException {
-        try (PreparedStatement ps = c.prepareStatement(CHECK)) {
+        try (PreparedStatement ps = c.prepareStatement(session.tagged(CHECK))) {
             ps.setString(1, session.token);
             try (ResultSet rs = ps.executeQuery()) {
                 rs.next();
@@ -1156,7 +1154,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                                 : (lock.isShared() ? UNLOCK_SHARED_RETIRE : UNLOCK_RETIRE))
                         : (lock.isShared() ? UNLOCK_SHARED_ON_SHARED_SESSION : UNLOCK_ON_SHARED_SESSION);
                 // A dedicated session unlocks once, then retires: only a shared one keeps the statement.
-                PreparedStatement ps = session.dedicated ? c.prepareStatement(sql) : session.prepared(sql);
+                String tagged = session.tagged(sql);
+                PreparedStatement ps = session.dedicated ? c.prepareStatement(tagged) : session.prepared(tagged);
                 try {
                     if (session.dedicated) {
                         ps.setLong(1, lock.lockId);
@@ -1503,18 +1502,17 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
 
     /**
      * Sessions given up on as their network went silent, whose backends are still to be ended (see
-     * TERMINATE_GIVEN_UP), with when it was found silent (System.nanoTime): by {@link #endGivenUpBackend}
-     * once their holders were told, or by close() for those left.
+     * TERMINATE_GIVEN_UP): by {@link #endGivenUpBackend} once their holders were told, or by close()
+     * for those left.
      */
-    private final Map<LockSession, Long> givenUp = new ConcurrentHashMap<>();
-    /** Set by close() once it ended the sessions in {@link #givenUp}. */
-    private volatile boolean givenUpDrained;
+    private final Set<LockSession> givenUp = ConcurrentHashMap.newKeySet();
+    /** Set by close() before it ends the sessions in {@link #givenUp}: those given up after end themselves. */
+    private volatile boolean givenUpDraining;
 
     /** Notes {@code session} as given up on, when its network went silent (see {@link #givenUp}). */
     private void givenUp(LockSession session) {
-        long silentSince = session.wentSilentNanos();
-        if (silentSince != 0 && session.backendStart != null) { // else not told from a reused pid
-            givenUp.putIfAbsent(session, silentSince);
+        if (session.wentSilentNanos() != 0 && session.backendStart != null && session.token != null) {
+            givenUp.add(session); // (without a start time or a token it cannot be told from another backend)
         }
     }
 
@@ -1524,40 +1522,36 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
      * effort, as the server may be out of reach too. Once: a session close() ended is not ended again.
      */
     private void endGivenUpBackend(LockSession session) {
-        Long since = givenUp.remove(session);
-        if (since == null) {
+        if (!givenUp.remove(session)) {
             return;
         }
-        Map<LockSession, Long> one = Map.of(session, since);
+        List<LockSession> one = List.of(session);
         try {
             connector.execute(() -> endGivenUpBackendsNow(one, connector));
         } catch (RejectedExecutionException closed) {
-            // After close() ended those it found: the borrow on a thread of its own, so that its wait
-            // is bounded by the connection wait timeout, and the statement on this one.
-            endGivenUpBackendsNow(one, task -> {
+            // After close() shut the connector down: on a thread of its own (this one may be a connector
+            // thread that shutdownNow() interrupted), borrowing on another, so the wait stays bounded.
+            java.util.concurrent.Executor ownThread = task -> {
                 Thread t = new Thread(task, "pglock-advisory-end-given-up");
                 t.setDaemon(true);
                 t.start();
-            });
+            };
+            ownThread.execute(() -> endGivenUpBackendsNow(one, ownThread));
         }
     }
 
     /** Ends the backends of {@code sessions} (see TERMINATE_GIVEN_UP) from a connection borrowed on {@code borrowing}. */
-    void endGivenUpBackendsNow(Map<LockSession, Long> sessions, java.util.concurrent.Executor borrowing) {
+    void endGivenUpBackendsNow(List<LockSession> sessions, java.util.concurrent.Executor borrowing) {
         if (sessions.isEmpty()) {
             return;
         }
         try (Connection fresh = Jdbc.borrow(dataSource, connectionWaitTimeout, borrowing,
                 "ending the backends of lock sessions whose network went silent")) {
-            fresh.setNetworkTimeout(connector, networkTimeoutMillis);
-            List<LockSession> named = new ArrayList<>(sessions.keySet());
-            long now = System.nanoTime();
+            fresh.setNetworkTimeout(borrowing, networkTimeoutMillis);
             try (PreparedStatement ps = fresh.prepareStatement(TERMINATE_GIVEN_UP)) {
-                ps.setArray(1, fresh.createArrayOf("integer", named.stream().map(s -> s.backendPid).toArray()));
-                ps.setArray(2, fresh.createArrayOf("timestamptz", named.stream().map(s -> s.backendStart).toArray()));
-                ps.setArray(3, fresh.createArrayOf("bigint", named.stream()
-                        .map(s -> TimeUnit.NANOSECONDS.toMillis(now - sessions.get(s)) + networkTimeoutMillis / 2)
-                        .toArray()));
+                ps.setArray(1, fresh.createArrayOf("integer", sessions.stream().map(s -> s.backendPid).toArray()));
+                ps.setArray(2, fresh.createArrayOf("timestamptz", sessions.stream().map(s -> s.backendStart).toArray()));
+                ps.setArray(3, fresh.createArrayOf("text", sessions.stream().map(LockSession::tag).toArray()));
                 try (ResultSet rs = ps.executeQuery()) {
                     rs.next();
                     int ended = rs.getInt(1);
@@ -1569,7 +1563,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             }
         } catch (SQLException | RuntimeException e) {
             log.warn("could not end the backends of {} ({}); their locks end when the server gives up on those"
-                    + " connections (tcp_keepalives_*)", sessions.keySet(), e.getMessage());
+                    + " connections (tcp_keepalives_*)", sessions, e.getMessage());
         }
     }
 
@@ -1747,15 +1741,14 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         all.addAll(drainWarm());
         all.forEach(this::closeSession);
         List.copyOf(abortWhenTold).forEach(this::abortOnce); // holders still being told: close() does not wait longer
-        Map<LockSession, Long> left = new java.util.HashMap<>();
-        for (LockSession session : List.copyOf(givenUp.keySet())) {
-            Long since = givenUp.remove(session);
-            if (since != null) {
-                left.put(session, since);
+        givenUpDraining = true; // those given up from now on (a connector task finishing) end themselves
+        List<LockSession> left = new ArrayList<>();
+        for (LockSession session : List.copyOf(givenUp)) {
+            if (givenUp.remove(session)) {
+                left.add(session);
             }
         }
         endGivenUpBackendsNow(left, connector); // in one statement, before the connector goes
-        givenUpDrained = true; // those given up later (a task of the connector finishing) are ended by themselves
         connector.shutdownNow();
     }
 
@@ -1779,7 +1772,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             }, networkTimeout.toNanos())) {
                 if (session.wentSilentNanos() != 0) {
                     givenUp(session); // aborted: behind a silent network its backend lives on
-                    if (!isClosed() || givenUpDrained) {
+                    if (!isClosed() || givenUpDraining) {
                         endGivenUpBackend(session); // else close() ends it with the others
                     }
                 }

@@ -78,6 +78,27 @@ public final class LockSession {
         this.backendStart = backendStart;
     }
 
+    /** {@link #tagged} statements, by their untagged SQL (constants: the lookup hashes nothing new). */
+    private final java.util.Map<String, String> tagged = new java.util.concurrent.ConcurrentHashMap<>();
+
+    /**
+     * Advisory mode: {@code sql} with this session's token in a comment at its end, which
+     * pg_stat_activity shows as the backend's statement while it runs and after, until the next one:
+     * a backend whose last statement carries it has run nothing of anyone else's since (not a pooler's
+     * reset, not another client's statement). The SQL unchanged when the session has no token.
+     */
+    public String tagged(String sql) {
+        if (token == null) {
+            return sql;
+        }
+        return tagged.computeIfAbsent(sql, s -> s + " " + tag());
+    }
+
+    /** The comment {@link #tagged} adds: the token is a UUID, which cannot end the comment. */
+    public String tag() {
+        return "/* pglock session " + token + " */";
+    }
+
     /**
      * Marks the session ended: it died, was closed, or (dedicated) gave its one lock back. Returns
      * true for the one caller that ended it, who then disposes of the connection.

@@ -1301,28 +1301,31 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /**
-     * The backend of a session given up on is ended only while its last statement began half a
-     * network timeout or more before its network was found silent (its own began a whole one before):
-     * behind a pooler that did hear the abort after all, the same server session may have been reset
-     * and handed to another client, whose statements all began after, and it is left alone.
+     * The backend of a session given up on is ended only while its last statement is still one of
+     * that session's own (tagged with its token): behind a pooler that heard of the client's end, the
+     * same server session may have been reset and handed to another client, pglock's or not, and it
+     * is left alone.
      */
     @Test
-    void aGivenUpSessionsBackendIsEndedOnlyWhileItsLastStatementBeganBeforeItWentSilent() throws Exception {
-        AdvisoryLockClient a = (AdvisoryLockClient) client(); // network timeout 5 s
-        try (Connection ours = db.connect(); Connection another = db.connect()) {
-            LockSession givenUp = namedSession(ours, "SELECT pg_sleep(3)"); // began 3 s before it returned
-            long givenUpAt = System.nanoTime();
-            LockSession handedOn = namedSession(another, "DISCARD ALL"); // a pooler's reset, after that
+    void aGivenUpSessionsBackendIsEndedOnlyWhileItsLastStatementWasTheSessionsOwn() throws Exception {
+        AdvisoryLockClient a = (AdvisoryLockClient) client();
+        try (Connection ours = db.connect(); Connection reset = db.connect(); Connection anotherSession = db.connect()) {
+            LockSession givenUp = namedSession(ours, session -> session.tagged("SELECT 1"));
+            LockSession handedOn = namedSession(reset, session -> "DISCARD ALL");
+            LockSession another = namedSession(anotherSession,
+                    session -> new LockSession(null, 0, true, java.util.UUID.randomUUID().toString(), null).tagged("SELECT 1"));
 
-            a.endGivenUpBackendsNow(Map.of(givenUp, givenUpAt, handedOn, givenUpAt), Runnable::run);
+            a.endGivenUpBackendsNow(List.of(givenUp, handedOn, another), Runnable::run);
 
-            assertThat(another.isValid(5)).as("a backend whose last statement began after").isTrue();
+            assertThat(reset.isValid(5)).as("a backend a pooler reset").isTrue();
+            assertThat(anotherSession.isValid(5)).as("a backend whose last statement was another session's").isTrue();
             assertThat(ours.isValid(5)).as("the given-up session's backend").isFalse();
         }
     }
 
-    /** A session naming the backend of {@code c} (pid and start time), after {@code c} ran {@code last}. */
-    private static LockSession namedSession(Connection c, String last) throws SQLException {
+    /** A session with a token, naming the backend of {@code c} (pid and start time), after {@code c} ran {@code last} of it. */
+    private static LockSession namedSession(Connection c, java.util.function.Function<LockSession, String> last)
+            throws SQLException {
         int pid;
         java.sql.Timestamp started;
         try (Statement st = c.createStatement();
@@ -1331,10 +1334,11 @@ class AdvisoryLockClientTest extends LockClientContractTest {
             pid = rs.getInt(1);
             started = rs.getTimestamp(2);
         }
+        LockSession session = new LockSession(c, pid, true, java.util.UUID.randomUUID().toString(), started);
         try (Statement st = c.createStatement()) {
-            st.execute(last);
+            st.execute(last.apply(session));
         }
-        return new LockSession(c, pid, true, "test-token", started);
+        return session;
     }
 
     /**
