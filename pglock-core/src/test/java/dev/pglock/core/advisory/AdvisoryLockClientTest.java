@@ -1301,6 +1301,40 @@ class AdvisoryLockClientTest extends LockClientContractTest {
     }
 
     /**
+     * Only a session whose network went silent has its backend ended: one whose connection failed
+     * otherwise (closed, reset) was heard of by its backend, or by a pooler, which may have reset that
+     * server session and handed it on already. Here the check fails as a reset connection would,
+     * while the network to the backend is blackholed so that it lives on: it is left alone.
+     */
+    @Test
+    @org.junit.jupiter.api.Timeout(120)
+    void aSessionWhoseConnectionFailedWithoutGoingSilentHasNoBackendEnded() throws Exception {
+        TcpProxy proxy = closeLater(TcpProxy.forJdbcUrl(db.jdbcUrl()));
+        DataSource through = unpooledThrough(proxy);
+        AtomicReference<Connection> resetOn = new AtomicReference<>();
+        List<Connection> handedOut = new java.util.concurrent.CopyOnWriteArrayList<>();
+        DataSource resetting = (DataSource) java.lang.reflect.Proxy.newProxyInstance(getClass().getClassLoader(),
+                new Class<?>[] {DataSource.class}, (p, m, args) -> {
+                    Object result = m.invoke(through, args);
+                    if (result instanceof Connection c) {
+                        handedOut.add(c);
+                        return failingCheck(c, resetOn, () -> new SQLException("connection reset (test)", "08006"));
+                    }
+                    return result;
+                });
+        AdvisoryLockClient a = (AdvisoryLockClient) closeLater(builder(resetting).lockSessions(1).build());
+        CompletableFuture<LockLostException> lost = new CompletableFuture<>();
+        a.tryAcquire(LockRequest.of("reset-not-silent")).orElseThrow().onLost(lost::complete);
+        assertThat(proxy.blackholeOpenConnections()).isEqualTo(1);
+
+        resetOn.set(handedOut.get(0));
+
+        assertThat(lost.get(30, TimeUnit.SECONDS)).hasMessageContaining("reset");
+        await().during(Duration.ofSeconds(3)).atMost(Duration.ofSeconds(10))
+                .until(() -> heldInDatabase(List.of("reset-not-silent")) == 1);
+    }
+
+    /**
      * The backend of a session given up on is ended only while its last statement is still one of
      * that session's own (tagged with its token): behind a pooler that heard of the client's end, the
      * same server session may have been reset and handed to another client, pglock's or not, and it
@@ -1857,11 +1891,17 @@ class AdvisoryLockClientTest extends LockClientContractTest {
 
     /** {@code target}, except that preparing a watchdog check on it fails (a plain error, the connection stays fine) while {@code failOn} names it. */
     private static Connection failingCheck(Connection target, AtomicReference<Connection> failOn) {
+        return failingCheck(target, failOn, () -> new SQLException("the check failed (test)"));
+    }
+
+    /** {@code target}, except that preparing a watchdog check on it throws {@code failure}'s while {@code failOn} names it. */
+    private static Connection failingCheck(Connection target, AtomicReference<Connection> failOn,
+            java.util.function.Supplier<SQLException> failure) {
         return (Connection) java.lang.reflect.Proxy.newProxyInstance(AdvisoryLockClientTest.class.getClassLoader(),
                 new Class<?>[] {Connection.class}, (p, m, args) -> {
                     if (failOn.get() == target && m.getName().equals("prepareStatement") && args[0] instanceof String sql
                             && sql.startsWith(WATCHDOG_CHECK)) {
-                        throw new SQLException("the check failed (test)");
+                        throw failure.get();
                     }
                     try {
                         return m.invoke(target, args);
