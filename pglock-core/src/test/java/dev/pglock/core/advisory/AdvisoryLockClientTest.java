@@ -1395,10 +1395,12 @@ class AdvisoryLockClientTest extends LockClientContractTest {
         awaitWaiterInDatabase("granted-into-silence");
         assertThat(proxy.blackholeOpenConnections()).as("the shared session's and the waiting one's").isEqualTo(2);
         theirs.release(); // granted to the waiting backend, whose answer goes into the blackhole
+        int silent = backendHolding("granted-into-silence", "granted to the waiting backend, behind the blackhole");
 
         HeldLock mine = waited.get(40, TimeUnit.SECONDS);
         assertThat(mine.isHeld()).isTrue();
         assertThat(heldInDatabase(List.of("granted-into-silence"))).as("by one backend, the new wait's").isEqualTo(1);
+        assertThat(backendHolding("granted-into-silence", "held by the new wait")).isNotEqualTo(silent);
         mine.release();
         await().atMost(Duration.ofSeconds(10)).until(() -> heldInDatabase(List.of("granted-into-silence")) == 0);
     }
