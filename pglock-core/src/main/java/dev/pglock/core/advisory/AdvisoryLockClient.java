@@ -691,7 +691,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         // On a warm session the wait is its first statement since the release, and its network may have
         // gone meanwhile: the first stretch of the wait is cut to half a network timeout, and its socket
         // keeps the network timeout, so a dead network is found (and the wait goes on elsewhere) within
-        // one, as the claim on a fresh connection would find it. A wait that outlasts the stretch goes on on a fresh connection.
+        // one, as the claim on a fresh connection would find it. A wait that outlasts the stretch goes
+        // on on a fresh connection.
         long lockTimeout = reused != null ? Math.min(leftMillis, Math.max(1, networkTimeoutMillis / 2))
                 : Math.min(leftMillis, maxLockTimeoutMillis);
         boolean cut = lockTimeout < leftMillis;
@@ -818,11 +819,10 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                     // (session-level locks outlive errors, and 55P03 can follow the grant), so the
                     // session is cleaned and unclaimed, or aborted, before the pool gets it back.
                     unlockAllAndClose(connection, session);
-                    if (session.wentSilentNanos() != 0) {
+                    if (givenUp(session)) {
                         // Aborted, but behind a silent network its backend never hears of it: a lock
                         // granted to it stays until the server gives up on the connection, and the
                         // next wait (this caller's, on a fresh connection) would queue behind it.
-                        givenUp(session);
                         endGivenUpBackend(session);
                     }
                 }
@@ -880,8 +880,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             return 0;
         }
         try (PreparedStatement ps = connection.prepareStatement(TERMINATE)) {
-            ps.setArray(1, connection.createArrayOf("integer", named.stream().map(s -> s.backendPid).toArray()));
-            ps.setArray(2, connection.createArrayOf("timestamptz", named.stream().map(s -> s.backendStart).toArray()));
+            bindBackends(connection, ps, named);
             try (ResultSet rs = ps.executeQuery()) {
                 rs.next();
                 int ended = rs.getInt(1);
@@ -892,6 +891,13 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 return ended;
             }
         }
+    }
+
+    /** Binds the backends of {@code sessions}, by pid (1) and start time (2), for TERMINATE and its forms. */
+    private static void bindBackends(Connection connection, PreparedStatement ps, List<LockSession> sessions)
+            throws SQLException {
+        ps.setArray(1, connection.createArrayOf("integer", sessions.stream().map(s -> s.backendPid).toArray()));
+        ps.setArray(2, connection.createArrayOf("timestamptz", sessions.stream().map(s -> s.backendStart).toArray()));
     }
 
     @Override
@@ -1454,48 +1460,47 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
         if (cause instanceof SQLException failure && Jdbc.isConnectionFailure(failure, session.connection)) {
             // Its backend is gone or out of reach, and aborting frees nothing on the server: the
             // connection goes at once, so a pool sized near the sessions is not kept short of one.
-            // Behind a network that went silent (noted on the session where the failure was seen) the
-            // backend may live on, holding the locks, until the server's TCP keepalive gives up on it
-            // (hours by default): once the holders were told, it is ended from a connection of its own,
-            // when one can be had.
-            givenUp(session);
-            java.util.function.Consumer<LockSession> reporting = beforeSessionReportedForTests;
-            if (reporting != null) {
-                reporting.accept(session);
-            }
-            Runnable endBackend = () -> endGivenUpBackend(session);
-            if (!lost(lock -> lock.session == session, Reason.SESSION_DIED, sessionLostReason(session, cause), cause,
-                    endBackend)) {
-                if (session.holdsMarkedLost()) {
-                    afterQueuedTells(endBackend); // a holder that asked meanwhile is being told: after it
-                } else {
-                    endBackend.run();
-                }
+            if (givenUp(session)) {
+                // Behind a network that went silent (noted on the session where the failure was seen)
+                // the backend may live on, holding the locks, until the server's TCP keepalive gives up
+                // on it (hours by default): once the holders were told, it is ended from a connection of
+                // its own, when one can be had.
+                reportThen(session, cause, () -> endGivenUpBackend(session));
+            } else {
+                reportSessionLost(session, cause);
             }
             session.abortAndDispose(networkTimeout.toNanos());
             return;
         }
         abortWhenTold.add(session);
-        java.util.function.Consumer<LockSession> hook = beforeSessionReportedForTests;
-        if (hook != null) {
-            hook.accept(session);
-        }
-        Runnable abort = () -> {
+        reportThen(session, cause, () -> {
             try {
                 connector.execute(() -> abortOnce(session)); // off the event and scheduler threads
             } catch (RejectedExecutionException closing) {
                 abortOnce(session);
             }
-        };
+        });
+    }
+
+    /**
+     * Reports the holds of {@code session}, which has ended, lost, then runs {@code then} once its
+     * holders were told (see AbstractLockClient.lost, the form with a `then`): what
+     * frees its locks in the database waits for them.
+     */
+    private void reportThen(LockSession session, Throwable cause, Runnable then) {
+        java.util.function.Consumer<LockSession> hook = beforeSessionReportedForTests;
+        if (hook != null) {
+            hook.accept(session);
+        }
         if (!lost(lock -> lock.session == session, Reason.SESSION_DIED, sessionLostReason(session, cause), cause,
-                abort)) {
+                then)) {
             if (session.holdsMarkedLost()) {
                 // Nothing left to tell here, but a holder that asked isHeld() since the end (or a caller
                 // joining the key) found the session ended and marked its hold lost first, queueing its
-                // telling in the same turn of the client's lock: the abort waits behind it, bounded.
-                afterQueuedTells(abort);
+                // telling in the same turn of the client's lock: `then` waits behind it, bounded.
+                afterQueuedTells(then);
             } else {
-                abortOnce(session); // nobody to tell: at once, on this thread
+                then.run(); // nobody to tell: at once
             }
         }
     }
@@ -1509,11 +1514,12 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
     /** Set by close() before it ends the sessions in {@link #givenUp}: those given up after end themselves. */
     private volatile boolean givenUpDraining;
 
-    /** Notes {@code session} as given up on, when its network went silent (see {@link #givenUp}). */
-    private void givenUp(LockSession session) {
-        if (session.wentSilentNanos() != 0 && session.backendStart != null && session.token != null) {
-            givenUp.add(session); // (without a start time or a token it cannot be told from another backend)
-        }
+    /**
+     * Notes {@code session} as given up on when its network went silent (see {@link #givenUp});
+     * whether it was (without a start time or a token it cannot be told from another backend).
+     */
+    private boolean givenUp(LockSession session) {
+        return session.wentSilent() && session.backendStart != null && session.token != null && givenUp.add(session);
     }
 
     /**
@@ -1549,8 +1555,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 "ending the backends of lock sessions whose network went silent")) {
             fresh.setNetworkTimeout(borrowing, networkTimeoutMillis);
             try (PreparedStatement ps = fresh.prepareStatement(TERMINATE_GIVEN_UP)) {
-                ps.setArray(1, fresh.createArrayOf("integer", sessions.stream().map(s -> s.backendPid).toArray()));
-                ps.setArray(2, fresh.createArrayOf("timestamptz", sessions.stream().map(s -> s.backendStart).toArray()));
+                bindBackends(fresh, ps, sessions);
                 ps.setArray(3, fresh.createArrayOf("text", sessions.stream().map(LockSession::tag).toArray()));
                 try (ResultSet rs = ps.executeQuery()) {
                     rs.next();
@@ -1770,11 +1775,9 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 unlockAllAndClose(c, session);
                 return null;
             }, networkTimeout.toNanos())) {
-                if (session.wentSilentNanos() != 0) {
-                    givenUp(session); // aborted: behind a silent network its backend lives on
-                    if (!isClosed() || givenUpDraining) {
-                        endGivenUpBackend(session); // else close() ends it with the others
-                    }
+                // Aborted: behind a silent network its backend lives on. Unless close() ends it with the others.
+                if (givenUp(session) && (!isClosed() || givenUpDraining)) {
+                    endGivenUpBackend(session);
                 }
                 return;
             }

@@ -271,22 +271,22 @@ public final class LockSession {
     }
 
     /**
-     * When the network under this session went silent (System.nanoTime, first seen), or 0: a read on
-     * its connection waited the socket's timeout out. pgjdbc closes the connection then, so whoever
-     * fails on it next sees only that it is closed; its backend may live on.
+     * Whether the network under this session went silent: a read on its connection waited the
+     * socket's timeout out. pgjdbc closes the connection then, so whoever fails on it next sees only
+     * that it is closed; its backend may live on.
      */
-    private volatile long wentSilentNanos;
+    private volatile boolean wentSilent;
 
     /** Notes that the network went silent when {@code e} says a read timed out on this session's connection. */
     public void noteIfSilent(SQLException e) {
-        if (wentSilentNanos == 0 && Jdbc.wentSilent(e, connection)) {
-            wentSilentNanos = System.nanoTime();
+        if (!wentSilent && Jdbc.wentSilent(e, connection)) {
+            wentSilent = true;
         }
     }
 
-    /** See {@link #wentSilentNanos}: when, or 0 when it has not gone silent (as far as this client saw). */
-    public long wentSilentNanos() {
-        return wentSilentNanos;
+    /** See {@link #wentSilent}: as far as this client saw. */
+    public boolean wentSilent() {
+        return wentSilent;
     }
 
     /** Whether this thread runs work on this session now: a call from inside it must not queue behind itself. */
