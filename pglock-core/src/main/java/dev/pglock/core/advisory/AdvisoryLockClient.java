@@ -1465,7 +1465,8 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 // the backend may live on, holding the locks, until the server's TCP keepalive gives up
                 // on it (hours by default): once the holders were told, it is ended from a connection of
                 // its own, when one can be had.
-                reportThen(session, cause, () -> endGivenUpBackend(session));
+                Runnable endBackend = () -> endGivenUpBackend(session); // off the calling thread itself
+                reportThen(session, cause, endBackend, endBackend);
             } else {
                 reportSessionLost(session, cause);
             }
@@ -1479,15 +1480,15 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
             } catch (RejectedExecutionException closing) {
                 abortOnce(session);
             }
-        });
+        }, () -> abortOnce(session));
     }
 
     /**
      * Reports the holds of {@code session}, which has ended, lost, then runs {@code then} once its
-     * holders were told (see AbstractLockClient.lost, the form with a `then`): what
-     * frees its locks in the database waits for them.
+     * holders were told (see AbstractLockClient.lost, the form with a `then`), or {@code atOnce} on
+     * this thread when there was nobody to tell: what frees its locks in the database waits for them.
      */
-    private void reportThen(LockSession session, Throwable cause, Runnable then) {
+    private void reportThen(LockSession session, Throwable cause, Runnable then, Runnable atOnce) {
         java.util.function.Consumer<LockSession> hook = beforeSessionReportedForTests;
         if (hook != null) {
             hook.accept(session);
@@ -1500,7 +1501,7 @@ final class AdvisoryLockClient extends AbstractLockClient<AdvisoryLock> {
                 // telling in the same turn of the client's lock: `then` waits behind it, bounded.
                 afterQueuedTells(then);
             } else {
-                then.run(); // nobody to tell: at once
+                atOnce.run(); // nobody to tell
             }
         }
     }
